@@ -1,0 +1,153 @@
+/* errors.c: exception types in the module state, and the helpers that raise them. */
+#include "errors.h"
+
+static int load_one(PyObject *mod, const char *name, PyObject **slot)
+{
+    *slot = PyObject_GetAttrString(mod, name);
+    return *slot ? 0 : -1;
+}
+
+int pgvc_state_load(PyObject *module, pgvc_state *st)
+{
+    int rc = -1;
+    PyObject *mod = PyImport_ImportModule("django_pgviews_c.exceptions");
+    (void)module;
+    if (!mod)
+        goto exit;
+    if (load_one(mod, "PGViewsError", &st->PGViewsError) < 0 ||
+        load_one(mod, "CycleError", &st->CycleError) < 0 ||
+        load_one(mod, "MissingDependencyError", &st->MissingDependencyError) < 0 ||
+        load_one(mod, "InvalidNameError", &st->InvalidNameError) < 0 ||
+        load_one(mod, "DatabaseError", &st->DatabaseError) < 0 ||
+        load_one(mod, "ConnectionLostError", &st->ConnectionLostError) < 0 ||
+        load_one(mod, "QueryCanceledError", &st->QueryCanceledError) < 0 ||
+        load_one(mod, "DependantObjectError", &st->DependantObjectError) < 0 ||
+        load_one(mod, "PlanError", &st->PlanError) < 0)
+        goto exit;
+    rc = 0;
+exit:
+    Py_XDECREF(mod);
+    return rc;
+}
+
+int pgvc_state_traverse(pgvc_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->GraphType);
+    Py_VISIT(st->PGViewsError);
+    Py_VISIT(st->CycleError);
+    Py_VISIT(st->MissingDependencyError);
+    Py_VISIT(st->InvalidNameError);
+    Py_VISIT(st->DatabaseError);
+    Py_VISIT(st->ConnectionLostError);
+    Py_VISIT(st->QueryCanceledError);
+    Py_VISIT(st->DependantObjectError);
+    Py_VISIT(st->PlanError);
+    return 0;
+}
+
+void pgvc_state_clear(pgvc_state *st)
+{
+    Py_CLEAR(st->GraphType);
+    Py_CLEAR(st->PGViewsError);
+    Py_CLEAR(st->CycleError);
+    Py_CLEAR(st->MissingDependencyError);
+    Py_CLEAR(st->InvalidNameError);
+    Py_CLEAR(st->DatabaseError);
+    Py_CLEAR(st->ConnectionLostError);
+    Py_CLEAR(st->QueryCanceledError);
+    Py_CLEAR(st->DependantObjectError);
+    Py_CLEAR(st->PlanError);
+}
+
+static PyObject *raise_instance(PyObject *cls, PyObject *args, PyObject *kwargs)
+{
+    PyObject *exc = args ? PyObject_Call(cls, args, kwargs) : NULL;
+    if (exc) {
+        PyErr_SetObject(cls, exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+PyObject *pgvc_raise_cycle(pgvc_state *st, PyObject *path)
+{
+    PyObject *args = PyTuple_Pack(1, path);
+    raise_instance(st->CycleError, args, NULL);
+    Py_XDECREF(args);
+    return NULL;
+}
+
+PyObject *pgvc_raise_missing(pgvc_state *st, PyObject *view, PyObject *dependency)
+{
+    PyObject *args = PyTuple_Pack(2, view, dependency);
+    raise_instance(st->MissingDependencyError, args, NULL);
+    Py_XDECREF(args);
+    return NULL;
+}
+
+PyObject *pgvc_raise_invalid_name(pgvc_state *st, const char *name, const char *why)
+{
+    PyObject *args = Py_BuildValue("(ss)", name, why);
+    raise_instance(st->InvalidNameError, args, NULL);
+    Py_XDECREF(args);
+    return NULL;
+}
+
+PyObject *pgvc_raise_plan(pgvc_state *st, PyObject *cls, PyObject *message, PyObject *details)
+{
+    PyObject *args = PyTuple_Pack(2, message, details ? details : Py_None);
+    raise_instance(cls ? cls : st->PlanError, args, NULL);
+    Py_XDECREF(args);
+    return NULL;
+}
+
+static PyObject *field(const PGresult *res, int code)
+{
+    const char *v = res ? PQresultErrorField(res, code) : NULL;
+    if (!v)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeUTF8(v, (Py_ssize_t)strlen(v), "replace");
+}
+
+PyObject *pgvc_raise_pg(pgvc_state *st, PGconn *conn, PGresult *res, PyObject *view)
+{
+    PyObject *kwargs = NULL, *args = NULL, *v = NULL, *cls;
+    const char *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *pos;
+    int lost = conn && PQstatus(conn) == CONNECTION_BAD;
+
+    if (!msg)
+        msg = res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res)
+              : conn                           ? PQerrorMessage(conn)
+                                               : "unknown error";
+    if (lost || (sqlstate && strncmp(sqlstate, "08", 2) == 0))
+        cls = st->ConnectionLostError;
+    else if (sqlstate && strcmp(sqlstate, "57014") == 0)
+        cls = st->QueryCanceledError;
+    else
+        cls = st->DatabaseError;
+
+    if (!(kwargs = PyDict_New()))
+        goto exit;
+#define SET(key, expr)                                                                             \
+    do {                                                                                           \
+        if (!(v = (expr)) || PyDict_SetItemString(kwargs, key, v) < 0)                             \
+            goto exit;                                                                             \
+        Py_CLEAR(v);                                                                               \
+    } while (0)
+    SET("sqlstate", field(res, PG_DIAG_SQLSTATE));
+    SET("detail", field(res, PG_DIAG_MESSAGE_DETAIL));
+    SET("hint", field(res, PG_DIAG_MESSAGE_HINT));
+    pos = res ? PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION) : NULL;
+    SET("position", pos ? PyLong_FromLong(atol(pos)) : Py_NewRef(Py_None));
+    SET("view", Py_NewRef(view ? view : Py_None));
+#undef SET
+    args = Py_BuildValue("(s)", msg);
+    raise_instance(cls, args, kwargs);
+exit:
+    Py_XDECREF(v);
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+    return NULL;
+}

@@ -1,0 +1,209 @@
+/* module.c: django_pgviews_c._core, wired together: multi-phase init, module state, methods. */
+#include "errors.h"
+#include "graph.h"
+#include "hash.h"
+#include "plan.h"
+#include "pqpath.h"
+#include "sqlgen.h"
+
+#include <pg_config.h>
+
+static pgvc_state *get_state(PyObject *module) { return (pgvc_state *)PyModule_GetState(module); }
+
+static PyObject *quote_ident(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"name", NULL};
+    const char *name;
+    pgvc_buf b;
+    PyObject *out;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s:quote_ident", kwlist, &name))
+        return NULL;
+    pgvc_buf_init(&b);
+    pgvc_buf_ident(&b, name);
+    out = pgvc_buf_to_str(&b);
+    pgvc_buf_free(&b);
+    return out;
+}
+
+static PyObject *split_table(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"db_table", NULL};
+    const char *db_table, *why = NULL;
+    char schema[PGVC_NAMEDATALEN], name[PGVC_NAMEDATALEN];
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s:split_table", kwlist, &db_table))
+        return NULL;
+    if (pgvc_split_table(db_table, schema, sizeof schema, name, sizeof name, &why) < 0)
+        return pgvc_raise_invalid_name(get_state(module), db_table, why);
+    if (!schema[0])
+        return Py_BuildValue("(Os)", Py_None, name);
+    return Py_BuildValue("(ss)", schema, name);
+}
+
+static PyObject *qualified_name(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"schema", "name", NULL};
+    const char *schema, *name;
+    pgvc_buf b;
+    PyObject *out;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "zs:qualified_name", kwlist, &schema, &name))
+        return NULL;
+    pgvc_buf_init(&b);
+    pgvc_buf_qualified(&b, schema, name);
+    out = pgvc_buf_to_str(&b);
+    pgvc_buf_free(&b);
+    return out;
+}
+
+static PyObject *quote_literal(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"value", NULL};
+    const char *value;
+    pgvc_buf b;
+    PyObject *out;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s:quote_literal", kwlist, &value))
+        return NULL;
+    pgvc_buf_init(&b);
+    pgvc_buf_literal(&b, value);
+    out = pgvc_buf_to_str(&b);
+    pgvc_buf_free(&b);
+    return out;
+}
+
+static PyObject *derived_name(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"base", "suffix", NULL};
+    const char *base, *suffix;
+    char out[PGVC_NAMEDATALEN];
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss:derived_name", kwlist, &base, &suffix))
+        return NULL;
+    pgvc_derived_name(out, base, suffix);
+    return PyUnicode_FromString(out);
+}
+
+static PyObject *fingerprint(PyObject *module, PyObject *args)
+{
+    pgvc_hash h;
+    char hex[33];
+    (void)module;
+    pgvc_hash_init(&h, 0);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
+        PyObject *a = PyTuple_GET_ITEM(args, i);
+        const char *s = a == Py_None ? NULL : PyUnicode_AsUTF8(a);
+        if (!s && a != Py_None)
+            return NULL;
+        pgvc_hash_str(&h, s);
+    }
+    pgvc_hash_hex(&h, hex);
+    return PyUnicode_FromString(hex);
+}
+
+static PyObject *plan(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    return pgvc_plan(get_state(module), args, kwargs);
+}
+
+static PyObject *catalog_sql(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    return pgvc_catalog_sql();
+}
+
+static PyObject *run_parallel(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    return pgvc_run_parallel(get_state(module), args, kwargs);
+}
+
+static PyObject *execute(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    return pgvc_execute(get_state(module), args, kwargs);
+}
+
+static PyObject *libpq_version(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    return pgvc_libpq_version();
+}
+
+#define KW METH_VARARGS | METH_KEYWORDS
+#define CF(f) (PyCFunction)(void (*)(void))(f)
+
+static PyMethodDef core_methods[] = {
+    {"quote_ident", CF(quote_ident), KW,
+     "quote_ident(name)\n--\n\nThe identifier as PostgreSQL's quote_ident() writes it."},
+    {"quote_literal", CF(quote_literal), KW,
+     "quote_literal(value)\n--\n\nA string literal, as PQescapeLiteral writes it."},
+    {"split_table", CF(split_table), KW,
+     "split_table(db_table)\n--\n\n(schema or None, name) of a Django db_table: name, "
+     "schema.name, or their quoted forms."},
+    {"qualified_name", CF(qualified_name), KW,
+     "qualified_name(schema, name)\n--\n\nschema.name, each part quoted as needed."},
+    {"derived_name", CF(derived_name), KW,
+     "derived_name(base, suffix)\n--\n\nbase + suffix within 63 bytes; a hash keeps long "
+     "names distinct."},
+    {"fingerprint", fingerprint, METH_VARARGS,
+     "fingerprint(*parts)\n--\n\n128-bit hash (hex) of the parts (str or None)."},
+    {"plan", CF(plan), KW,
+     "plan(decls, catalog, *, force=False, update=True, check_sql_changed=True, "
+     "restore_dependants=False, build_beside=True, recreate=())\n--\n\n"
+     "The sync plan: {'actions', 'statuses', 'reasons', 'order', 'current_schema'}."},
+    {"catalog_sql", catalog_sql, METH_NOARGS,
+     "catalog_sql()\n--\n\nThe one catalog query plan() reads."},
+    {"run_parallel", CF(run_parallel), KW,
+     "run_parallel(conninfo, statements, dependencies, priority, jobs, setup=None, "
+     "on_event=None)\n--\n\nRun statements over `jobs` connections, each as soon as its "
+     "dependencies succeeded, highest priority first. Returns (state, seconds, error) each."},
+    {"execute", CF(execute), KW,
+     "execute(conninfo, sql)\n--\n\nConnect, run sql, return the last result's rows as text."},
+    {"libpq_version", libpq_version, METH_NOARGS,
+     "libpq_version()\n--\n\nPQlibVersion() of the libpq this module links."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int core_exec(PyObject *module)
+{
+    pgvc_state *st = get_state(module);
+    if (pgvc_state_load(module, st) < 0)
+        return -1;
+    st->GraphType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &pgvc_graph_spec, NULL);
+    if (!st->GraphType || PyModule_AddType(module, st->GraphType) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(module, "PG_VERSION_BUILT", PG_VERSION_NUM) < 0)
+        return -1;
+    return 0;
+}
+
+static int core_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    return pgvc_state_traverse(get_state(module), visit, arg);
+}
+
+static int core_clear(PyObject *module)
+{
+    pgvc_state_clear(get_state(module));
+    return 0;
+}
+
+static void core_free(void *module) { core_clear((PyObject *)module); }
+
+static PyModuleDef_Slot core_slots[] = {
+    {Py_mod_exec, core_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "django_pgviews_c._core",
+    .m_doc = "The C core of django-pgviews-c: dependency graph, SQL text, sync planner, libpq.",
+    .m_size = sizeof(pgvc_state),
+    .m_methods = core_methods,
+    .m_slots = core_slots,
+    .m_traverse = core_traverse,
+    .m_clear = core_clear,
+    .m_free = core_free,
+};
+
+PyMODINIT_FUNC PyInit__core(void) { return PyModuleDef_Init(&core_module); }

@@ -1,0 +1,164 @@
+"""Exceptions of django-pgviews-c. The C core raises these same classes.
+
+Every error is a ``PGViewsError``; the two that django-pgviews-redux defines keep their names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "PGViewsError",
+    "SQLNotDefinedError",
+    "ConcurrentIndexNotDefinedError",
+    "DependencyError",
+    "CycleError",
+    "MissingDependencyError",
+    "InvalidNameError",
+    "PlanError",
+    "DependantObjectError",
+    "ForceRequiredError",
+    "DatabaseError",
+    "ViewDefinitionError",
+    "ConnectionLostError",
+    "QueryCanceledError",
+    "RefreshError",
+]
+
+
+class PGViewsError(Exception):
+    """Base class of every error this package raises."""
+
+
+class SQLNotDefinedError(PGViewsError):
+    """A view has neither ``sql`` nor a ``get_sql()`` of its own."""
+
+
+class ConcurrentIndexNotDefinedError(PGViewsError):
+    """``refresh(concurrently=True, strict=True)`` on a view without ``concurrent_index``."""
+
+
+class DependencyError(PGViewsError):
+    """The declared dependencies cannot be ordered. Found before anything reaches the database."""
+
+
+class CycleError(DependencyError):
+    def __init__(self, path: Sequence[str]) -> None:
+        self.path = list(path)
+        super().__init__("dependency cycle: " + " -> ".join(self.path))
+
+
+class MissingDependencyError(DependencyError):
+    def __init__(self, view: str, dependency: str) -> None:
+        self.view = view
+        self.dependency = dependency
+        super().__init__(
+            f"{view} depends on {dependency}, which is not a known view "
+            f"(dependencies name views as 'app_label.ModelName')"
+        )
+
+
+class InvalidNameError(PGViewsError):
+    def __init__(self, name: str, why: str) -> None:
+        self.name = name
+        self.why = why
+        super().__init__(f"invalid db_table {name!r}: {why}")
+
+
+class PlanError(PGViewsError):
+    """The sync cannot be planned: nothing was changed."""
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        self.details = details
+        super().__init__(message)
+
+
+class DependantObjectError(PlanError):
+    """Objects this app does not manage depend on views that must be dropped.
+
+    ``details`` lists ``(schema, name, blocking view, relkind)``."""
+
+
+class ForceRequiredError(PlanError):
+    """A view's new columns are incompatible with the old ones; ``--force`` re-creates it."""
+
+
+class DatabaseError(PGViewsError):
+    """The server refused a statement. Carries the server's fields and what was being done."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sqlstate: str | None = None,
+        detail: str | None = None,
+        hint: str | None = None,
+        position: int | None = None,
+        view: str | None = None,
+    ) -> None:
+        self.message = message.strip()
+        self.sqlstate = sqlstate
+        self.detail = detail
+        self.hint = hint
+        self.position = position
+        self.view = view
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        text = self.message
+        if self.view:
+            text = f"{self.view}: {text}"
+        if self.sqlstate:
+            text += f" (SQLSTATE {self.sqlstate})"
+        if self.detail:
+            text += f"\nDETAIL: {self.detail}"
+        if self.hint:
+            text += f"\nHINT: {self.hint}"
+        return text
+
+
+class ViewDefinitionError(DatabaseError):
+    """A view's SQL was refused by the server. ``position`` is within the view's own SQL."""
+
+    def __init__(self, message: str, *, sql: str | None = None, **kwargs: Any) -> None:
+        self.sql = sql
+        super().__init__(message, **kwargs)
+
+    def _text(self) -> str:
+        text = super()._text()
+        if self.sql is not None and self.position:
+            line_no, col, line = _locate(self.sql, self.position)
+            text += f"\nat line {line_no}, column {col} of its SQL:\n  {line}\n  {' ' * (col - 1)}^"
+        return text
+
+
+class ConnectionLostError(DatabaseError):
+    """The connection to the server was lost; the server rolled back the open transaction."""
+
+
+class QueryCanceledError(DatabaseError):
+    """A statement was cancelled (Ctrl-C, statement_timeout)."""
+
+
+class RefreshError(PGViewsError):
+    """One or more materialized views failed to refresh; ``failures`` maps label -> error."""
+
+    def __init__(self, failures: dict[str, str], skipped: Sequence[str] = ()) -> None:
+        self.failures = dict(failures)
+        self.skipped = list(skipped)
+        lines = [f"{label}: {err}" for label, err in self.failures.items()]
+        text = "refresh failed for " + "; ".join(lines)
+        if self.skipped:
+            text += "\nnot refreshed, as they depend on a failed view: " + ", ".join(self.skipped)
+        super().__init__(text)
+
+
+def _locate(sql: str, position: int) -> tuple[int, int, str]:
+    """1-based (line, column, line text) of a 1-based character position in sql."""
+    before = sql[: max(position - 1, 0)]
+    line_no = before.count("\n") + 1
+    start = before.rfind("\n") + 1
+    end = sql.find("\n", start)
+    line = sql[start : end if end >= 0 else len(sql)]
+    return line_no, position - start, line
