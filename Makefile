@@ -1,0 +1,127 @@
+# django-pgviews-c: development tasks. Run `make` for the list.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+PYTEST_ARGS ?=
+# Name looked up on PATH for pg_config (tools/mkvenv.sh); override to test the fallbacks.
+PG_CONFIG_SEARCH ?= pg_config
+export PYTHON PG_CONFIG_SEARCH
+
+VENV := .venv
+VENV_PSYCOPG2 := .venv-psycopg2
+VENV_ASAN := .venv-asan
+VENV_LINT := .venv-lint
+ASAN_SRC := build/asan-src
+# Sources of the C extension: a change rebuilds it.
+BUILD_DEPS := setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h)
+LINT_PATHS = $(wildcard django_pgviews_c tests tools benchmarks)
+# Exports PGHOST, PGPORT, PGUSER, ... of the server to test against (tools/pgserver.py).
+# $(call server_env,PYTHON[,--embedded]); fails when no server can be had.
+server_env = pgenv="$$($(1) tools/pgserver.py $(2) --env)" && eval "$$pgenv"
+LIBASAN = $(shell gcc -print-file-name=libasan.so)
+
+.PHONY: help venv test test-psycopg2 test-pg18 test-asan demo lint format server server-stop clean distclean
+
+help:
+	@echo "django-pgviews-c development targets:"
+	@echo "  make venv           create .venv, build the C extension, install the package (editable)"
+	@echo "  make test           run the test suite (PostgreSQL found or started by tools/pgserver.py)"
+	@echo "  make test-psycopg2  run the test suite with psycopg2 instead of psycopg 3 (.venv-psycopg2)"
+	@echo "  make test-pg18      run the test suite against the embedded PostgreSQL 18"
+	@echo "  make test-asan      run the test suite with the extension built with ASan and UBSan"
+	@echo "  make demo           run the demo project"
+	@echo "  make lint           ruff check and ruff format --check"
+	@echo "  make format         ruff format and ruff check --fix"
+	@echo "  make server         print the settings of the PostgreSQL server the tests use"
+	@echo "  make server-stop    stop the embedded PostgreSQL server (.pgdata/pg18)"
+	@echo "  make clean          remove build products"
+	@echo "  make distclean      clean, stop the embedded server, remove the venvs and .pgdata"
+	@echo "Variables: PYTEST_ARGS='-k name -x' (extra pytest arguments), PYTHON=python3,"
+	@echo "  PG_CONFIG=/path/to/pg_config (libpq to build against), DATABASE_URL or PG* (server)."
+
+# ---- virtual environments --------------------------------------------------------------
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: $(BUILD_DEPS) tools/mkvenv.sh
+	PGVIEWS_DEV=1 tools/mkvenv.sh $(VENV) psycopg,test,embedded
+	@touch $@
+
+$(VENV_PSYCOPG2)/.installed: $(BUILD_DEPS) tools/mkvenv.sh
+	PGVIEWS_DEV=1 tools/mkvenv.sh $(VENV_PSYCOPG2) psycopg2,test,embedded
+	@if $(VENV_PSYCOPG2)/bin/python -c 'import psycopg' 2>/dev/null; then \
+	    echo "psycopg 3 is installed in $(VENV_PSYCOPG2): removing it"; \
+	    $(VENV_PSYCOPG2)/bin/python -m pip uninstall -q -y psycopg psycopg-binary psycopg-c; \
+	fi
+	@touch $@
+
+# ---- tests -------------------------------------------------------------------------------
+
+test: venv
+	$(call server_env,$(VENV)/bin/python) && $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-psycopg2: $(VENV_PSYCOPG2)/.installed
+	$(call server_env,$(VENV_PSYCOPG2)/bin/python) && \
+	    $(VENV_PSYCOPG2)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-pg18: venv
+	$(call server_env,$(VENV)/bin/python,--embedded) && \
+	    $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The sanitized extension is built in a copy of the sources (build/asan-src), so that the
+# extension built in place for .venv is left alone; the suite runs from that copy.
+test-asan: venv
+	@test -e "$(LIBASAN)" && [ "$(LIBASAN)" != libasan.so ] || { echo "libasan not found (gcc)"; exit 1; }
+	rm -rf $(ASAN_SRC) && mkdir -p $(ASAN_SRC)
+	tar -cf - --exclude=./.git --exclude='./.venv*' --exclude=./.pgdata --exclude=./build \
+	    --exclude=./dist --exclude='*.so' --exclude='*.egg-info' --exclude=__pycache__ \
+	    --exclude=.pytest_cache --exclude=.hypothesis . | tar -xf - -C $(ASAN_SRC)
+	cd $(ASAN_SRC) && PGVIEWS_DEV=1 PGVIEWS_SANITIZE=address,undefined \
+	    tools/mkvenv.sh $(CURDIR)/$(VENV_ASAN) psycopg,test,embedded --no-cache-dir
+	@# --capture=sys: sanitizer reports are written to fd 2, which fd capture would swallow.
+	$(call server_env,$(VENV)/bin/python) && cd $(ASAN_SRC) && \
+	    LD_PRELOAD=$(LIBASAN) ASAN_OPTIONS=detect_leaks=0 \
+	    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    $(CURDIR)/$(VENV_ASAN)/bin/python -m pytest -p no:cacheprovider --capture=sys $(PYTEST_ARGS)
+
+# ---- demo and server ---------------------------------------------------------------------
+
+demo: venv
+	$(call server_env,$(VENV)/bin/python) && $(VENV)/bin/python demo_project/manage.py demo
+
+server: venv
+	@$(VENV)/bin/python tools/pgserver.py
+
+server-stop:
+	@if [ -x $(VENV)/bin/python ]; then $(VENV)/bin/python tools/pgserver.py --stop; \
+	else $(PYTHON) tools/pgserver.py --stop; fi
+
+# ---- lint --------------------------------------------------------------------------------
+
+$(VENV_LINT)/bin/ruff:
+	$(PYTHON) -m venv $(VENV_LINT)
+	$(VENV_LINT)/bin/python -m pip install -q --disable-pip-version-check ruff
+
+lint: $(VENV_LINT)/bin/ruff
+	$(VENV_LINT)/bin/ruff check $(LINT_PATHS)
+	$(VENV_LINT)/bin/ruff format --check $(LINT_PATHS)
+
+format: $(VENV_LINT)/bin/ruff
+	$(VENV_LINT)/bin/ruff format $(LINT_PATHS)
+	$(VENV_LINT)/bin/ruff check --fix $(LINT_PATHS)
+
+# ---- cleaning ----------------------------------------------------------------------------
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .hypothesis .benchmarks
+	rm -f .venv/.installed .venv-*/.installed
+	find . -path ./.git -prune -o -path './.venv*' -prune -o -path ./.pgdata -prune -o \
+	    \( -name '*.so' -o -name '*.o' \) -type f -print -exec rm -f {} + \
+	    -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	-$(MAKE) server-stop
+	rm -rf $(VENV) .venv-* .pgdata .pgenv

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django import apps
+from django.db.models import signals
+
+logger = logging.getLogger("django_pgviews_c.sync_pgviews")
+
+
+class ViewConfig(apps.AppConfig):
+    """Syncs the views after ``migrate`` (post_migrate), unless
+    ``MATERIALIZED_VIEWS_DISABLE_SYNC_ON_MIGRATE = True``."""
+
+    name = "django_pgviews_c"
+    verbose_name = "Django Postgres Views"
+    default = True
+
+    def sync_pgviews(self, sender: Any, app_config: Any, using: str, plan: Any = None, **kwargs: Any) -> None:
+        """post_migrate fires once per app, in app registry order; sync once, after the last
+        one, on the database ``migrate`` ran on. An error leaves ``migrate`` with a non-zero
+        status and the views as they were."""
+        with_models = [config for config in apps.apps.get_app_configs() if config.models_module is not None]
+        if not with_models or app_config is not with_models[-1]:
+            return
+
+        from django.conf import settings
+
+        from django_pgviews_c.sync import sync_pgviews
+
+        logger.info("All applications have migrated, time to sync")
+        verbosity = kwargs.get("verbosity", 1)
+        stdout = kwargs.get("stdout")
+        sync_pgviews(
+            using,
+            force=True,
+            update=True,
+            check_sql_changed=getattr(settings, "MATERIALIZED_VIEWS_CHECK_SQL_CHANGED", True),
+            verbosity=verbosity,
+            progress=(lambda text: stdout.write(text)) if stdout is not None else None,
+        )
+
+    def ready(self) -> None:
+        from django.conf import settings
+
+        from django_pgviews_c import checks  # noqa: F401  (registers the system checks)
+
+        if not getattr(settings, "MATERIALIZED_VIEWS_DISABLE_SYNC_ON_MIGRATE", False):
+            signals.post_migrate.connect(self.sync_pgviews, dispatch_uid="django_pgviews_c.sync_pgviews")

@@ -1,0 +1,53 @@
+"""A migration autodetector that also notices views added, removed or renamed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.db.migrations.autodetector import MigrationAutodetector
+
+from django_pgviews_c.db.migrations.operations import DeleteViewOperation, RegisterViewOperation, ViewState
+from django_pgviews_c.view import View
+
+
+class PGViewsAutodetector(MigrationAutodetector):
+    def populate_to_state_views(self) -> None:
+        """The views of the current code: makemigrations builds its to_state from apps, which
+        carries no views, so they are added here."""
+        app_views = {}
+        for model in apps.get_models():
+            if not issubclass(model, View):
+                continue
+            view_state = ViewState.from_view(model)
+            app_views[(view_state.app_label, view_state.name_lower)] = view_state
+        self.to_state.views.update(app_views)
+
+    def _sort_migrations(self) -> Any:
+        """Added and deleted views become operations. This runs after the model operations are
+        generated and before they are sorted, which is the one place both hold."""
+        if not hasattr(self.from_state, "views"):
+            self.from_state.views = {}
+        if not hasattr(self.to_state, "views"):
+            self.to_state.views = {}
+        self.populate_to_state_views()
+        old = dict(self.from_state.views)
+        new = dict(self.to_state.views)
+        changed = {key for key in new.keys() & old.keys() if new[key] != old[key]}
+        for app_label, view_name in sorted((old.keys() - new.keys()) | changed):
+            view_state = old[(app_label, view_name)]
+            self.add_operation(
+                app_label,
+                DeleteViewOperation(
+                    name=view_state.name, materialized=view_state.materialized, db_name=view_state.db_name
+                ),
+            )
+        for app_label, view_name in sorted((new.keys() - old.keys()) | changed):
+            view_state = new[(app_label, view_name)]
+            self.add_operation(
+                app_label,
+                RegisterViewOperation(
+                    name=view_state.name, materialized=view_state.materialized, db_name=view_state.db_name
+                ),
+            )
+        return super()._sort_migrations()

@@ -1,0 +1,216 @@
+"""Migration operations.
+
+``RegisterViewOperation`` and ``DeleteViewOperation`` are what ``makemigrations`` writes (as in
+django-pgviews-redux). ``SyncView``, ``DropView`` and ``RefreshMaterializedView`` are for writing
+by hand, for projects that want a view's life under migration control."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import router
+from django.db.migrations.operations.base import Operation, OperationCategory
+from django.db.migrations.state import ProjectState
+
+from django_pgviews_c import _core
+from django_pgviews_c.view import MaterializedView, View
+
+
+class ViewState:
+    def __init__(self, app_label: str, name: str, materialized: bool, db_name: str) -> None:
+        self.app_label = app_label
+        self.name = name
+        self.materialized = materialized
+        self.db_name = db_name
+
+    @property
+    def name_lower(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_view(cls, view: type[View]) -> ViewState:
+        return cls(
+            app_label=view._meta.app_label,
+            name=view.__name__,
+            materialized=issubclass(view, MaterializedView),
+            db_name=view._meta.db_table,
+        )
+
+    def __eq__(self, value: object, /) -> bool:
+        return isinstance(value, ViewState) and self.__dict__ == value.__dict__
+
+    def __hash__(self) -> int:
+        return hash((self.app_label, self.name, self.materialized, self.db_name))
+
+
+def drop_view_sql(db_name: str, materialized: bool) -> str:
+    schema, name = _core.split_table(db_name)
+    kind = "MATERIALIZED VIEW" if materialized else "VIEW"
+    return f"DROP {kind} IF EXISTS {_core.qualified_name(schema, name)} CASCADE"
+
+
+class ViewOperation(Operation):
+    reversible = False
+    reduces_to_sql = True
+    elidable = False
+
+    serialization_expand_args = ["name", "materialized", "db_name"]
+
+    def __init__(self, name: str, materialized: bool, db_name: str) -> None:
+        self.name = name
+        self.materialized = materialized
+        self.db_name = db_name
+        super().__init__()
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        kwargs = {"name": self.name, "materialized": self.materialized, "db_name": self.db_name}
+        return self.__class__.__qualname__, [], kwargs
+
+    @property
+    def name_lower(self) -> str:
+        return self.name.lower()
+
+    def _same(self, operation: Operation) -> bool:
+        return (
+            isinstance(operation, (DeleteViewOperation, RegisterViewOperation))
+            and self.name_lower == operation.name_lower
+            and self.materialized == operation.materialized
+            and self.db_name == operation.db_name
+        )
+
+
+class RegisterViewOperation(ViewOperation):
+    """Records a view in the migration state; the view itself is created by the sync."""
+
+    category = OperationCategory.ADDITION
+
+    def describe(self) -> str:
+        return f"Register {'materialized view' if self.materialized else 'view'} {self.name}"
+
+    def state_forwards(self, app_label: str, state: ProjectState) -> None:
+        if not hasattr(state, "views"):
+            state.views = {}
+        view_state = ViewState(app_label, self.name, materialized=self.materialized, db_name=self.db_name)
+        state.views[(view_state.app_label, view_state.name_lower)] = view_state
+
+    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        pass
+
+    def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        pass
+
+    def reduce(self, operation: Operation, app_label: str) -> bool | list[Operation]:
+        if not self._same(operation):
+            return False
+        return [operation] if isinstance(operation, RegisterViewOperation) else []
+
+
+class DeleteViewOperation(ViewOperation):
+    """Drops a view whose model was removed (or renamed)."""
+
+    category = OperationCategory.REMOVAL
+
+    def describe(self) -> str:
+        return f"Delete {'materialized view' if self.materialized else 'view'} {self.name}"
+
+    def state_forwards(self, app_label: str, state: ProjectState) -> None:
+        if not hasattr(state, "views"):
+            state.views = {}
+        state.views.pop((app_label, self.name_lower), None)
+
+    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        if not router.allow_migrate(schema_editor.connection.alias, app_label):
+            return
+        schema_editor.execute(drop_view_sql(self.db_name, self.materialized))
+
+    def reduce(self, operation: Operation, app_label: str) -> bool | list[Operation]:
+        if not self._same(operation):
+            return False
+        return [operation] if isinstance(operation, DeleteViewOperation) else False
+
+
+class _ModelOperation(Operation):
+    """An operation on a view model given as 'app_label.ModelName' (the current declaration)."""
+
+    reversible = True
+    reduces_to_sql = False
+    category = OperationCategory.SQL
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__()
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        return self.__class__.__qualname__, [self.model], {}
+
+    def state_forwards(self, app_label: str, state: ProjectState) -> None:
+        pass
+
+    def view(self) -> type[View]:
+        from django.apps import apps
+
+        return apps.get_model(self.model)
+
+    def _allowed(self, app_label: str, schema_editor: Any) -> bool:
+        return router.allow_migrate(schema_editor.connection.alias, app_label)
+
+
+class SyncView(_ModelOperation):
+    """Create or update one view from its model, as sync_pgviews would (its dependants that a
+    change takes down are re-created). Backwards: drop it."""
+
+    def describe(self) -> str:
+        return f"Create or update view {self.model}"
+
+    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        if not self._allowed(app_label, schema_editor):
+            return
+        from django_pgviews_c.sync import Syncer, view_models
+
+        view = self.view()
+        related = [view]
+        known = {m._meta.label for m in view_models()}
+        Syncer(schema_editor.connection, related, known, force=True).run()
+
+    def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        if not self._allowed(app_label, schema_editor):
+            return
+        view = self.view()
+        schema_editor.execute(drop_view_sql(view._meta.db_table, issubclass(view, MaterializedView)))
+
+
+class DropView(_ModelOperation):
+    """Drop one view (IF EXISTS, with what depends on it). Backwards: create it from its model."""
+
+    def describe(self) -> str:
+        return f"Drop view {self.model}"
+
+    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        SyncView(self.model).database_backwards(app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        SyncView(self.model).database_forwards(app_label, schema_editor, from_state, to_state)
+
+
+class RefreshMaterializedView(_ModelOperation):
+    """Refresh one materialized view inside the migration's transaction."""
+
+    def __init__(self, model: str, concurrently: bool = False) -> None:
+        self.concurrently = concurrently
+        super().__init__(model)
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        return self.__class__.__qualname__, [self.model], {"concurrently": self.concurrently}
+
+    def describe(self) -> str:
+        return f"Refresh materialized view {self.model}"
+
+    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        if not self._allowed(app_label, schema_editor):
+            return
+        from django_pgviews_c.view import refresh_statement
+
+        schema_editor.execute(refresh_statement(self.view()._meta.db_table, self.concurrently))
+
+    def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        pass

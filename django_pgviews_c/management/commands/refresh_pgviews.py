@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from django_pgviews_c.management.base import add_database_argument, pgviews_errors
+from django_pgviews_c.refresh import refresh_views
+
+
+class Command(BaseCommand):
+    help = "Refresh materialized Postgres views for all installed apps, in dependency order."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "-C",
+            "--concurrently",
+            action="store_true",
+            dest="concurrently",
+            help="Refresh concurrently if the materialized view supports it.",
+        )
+        parser.add_argument(
+            "--strict",
+            action="store_true",
+            dest="strict",
+            help="Raise error if concurrently refreshing materialized without a concurrent index.",
+        )
+        parser.add_argument(
+            "-j",
+            "--jobs",
+            type=int,
+            default=1,
+            help="Refresh up to N views at once, each as soon as the views it reads are done "
+            "(own connections, so not inside a transaction). Default 1.",
+        )
+        add_database_argument(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["jobs"] < 1:
+            raise CommandError("--jobs must be at least 1")
+        verbosity = options["verbosity"]
+        with pgviews_errors():
+            result = refresh_views(
+                using=options["database"],
+                concurrently=options["concurrently"],
+                strict=options["strict"],
+                jobs=options["jobs"],
+                progress=self.stdout.write if verbosity >= 2 else None,
+            )
+        if verbosity >= 1:
+            self.stdout.write(f"refreshed {result.count} materialized views in {result.wall:.2f}s")

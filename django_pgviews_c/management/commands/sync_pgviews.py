@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from django_pgviews_c.management.base import add_database_argument, pgviews_errors
+from django_pgviews_c.sync import sync_pgviews
+
+
+class Command(BaseCommand):
+    help = "Create/update Postgres views for all installed apps."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--no-update",
+            action="store_false",
+            dest="update",
+            default=True,
+            help="Don't update existing views, only create new ones.",
+        )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            dest="force",
+            default=False,
+            help="Force replacement of pre-existing views where breaking changes have been made to the schema.",
+        )
+        parser.add_argument(
+            "-E",
+            "--enable-materialized-views-check-sql-changed",
+            action="store_true",
+            dest="materialized_views_check_sql_changed",
+            default=None,
+            help="Re-create a materialized view only when its definition changed (the default, "
+            "from MATERIALIZED_VIEWS_CHECK_SQL_CHANGED).",
+        )
+        parser.add_argument(
+            "-D",
+            "--disable-materialized-views-check-sql-changed",
+            action="store_false",
+            dest="materialized_views_check_sql_changed",
+            default=None,
+            help="Re-create every materialized view, changed or not.",
+        )
+        parser.add_argument(
+            "--restore-dependants",
+            action="store_true",
+            default=None,
+            help="Views this app does not manage that read a view which must be re-created are "
+            "saved and restored (with grants, owner, comment, indexes) instead of refusing the sync "
+            "(setting PGVIEWS_RESTORE_DEPENDANTS).",
+        )
+        parser.add_argument(
+            "--plan",
+            action="store_true",
+            help="Print the actions a sync would take and the locks they hold; change nothing.",
+        )
+        add_database_argument(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        check = options["materialized_views_check_sql_changed"]
+        if check is None:
+            check = getattr(settings, "MATERIALIZED_VIEWS_CHECK_SQL_CHANGED", True)
+        verbosity = options["verbosity"]
+        with pgviews_errors():
+            results = sync_pgviews(
+                options["database"],
+                force=options["force"],
+                update=options["update"],
+                check_sql_changed=check,
+                restore_dependants=options["restore_dependants"],
+                dry_run=options["plan"],
+                verbosity=verbosity,
+                progress=self.stdout.write,
+            )
+        for result in results:
+            if options["plan"]:
+                self._print_plan(result)
+                continue
+            if verbosity >= 2:
+                for label, status in result.statuses.items():
+                    reason = result.reasons.get(label)
+                    self.stdout.write(f"  {status:<8} {label}" + (f"  ({reason})" if reason else ""))
+            if verbosity >= 1:
+                changed = result.changed
+                self.stdout.write(
+                    f"{len(result.statuses)} views on {result.using!r}: {len(changed)} changed, "
+                    f"{len(result.statuses) - len(changed)} unchanged ({result.seconds:.2f}s)"
+                )
+        if not results and verbosity >= 1:
+            self.stdout.write(f"no views belong to database {options['database']!r}")
+
+    def _print_plan(self, result) -> None:
+        if not result.actions:
+            self.stdout.write(f"{result.using}: nothing to do")
+            return
+        self.stdout.write(f"{result.using}: {len(result.actions)} actions")
+        for phase, title in ((0, "built beside, blocking nobody"), (1, "short transaction end")):
+            actions = [a for a in result.actions if a.phase == phase]
+            if not actions:
+                continue
+            self.stdout.write(f" phase {phase} ({title}):")
+            for action in actions:
+                self.stdout.write(f"  {action.op:<13} {action.target}\n{'':16}lock: {action.lock}")
+                if self.verbosity_plan_sql:
+                    self.stdout.write("\n".join(f"{'':16}{line}" for line in action.sql.splitlines()))
+
+    verbosity_plan_sql = False
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        self.verbosity_plan_sql = options.get("verbosity", 1) >= 2
+        try:
+            return super().execute(*args, **options)
+        except KeyboardInterrupt:
+            raise CommandError("interrupted: nothing was changed") from None

@@ -1,0 +1,185 @@
+"""Refreshing materialized views: one at a time on Django's connection, or the whole dependency
+graph in parallel over N libpq connections (the C loop in pqpath.c)."""
+
+from __future__ import annotations
+
+__all__ = ["refresh_specific_views", "refresh_views", "RefreshResult", "connection_params"]
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections, router
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from django_pgviews_c import _core
+from django_pgviews_c import view as pg
+from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies, view_graph
+from django_pgviews_c.exceptions import ConcurrentIndexNotDefinedError, PGViewsError, RefreshError
+
+logger = logging.getLogger("django_pgviews_c.refresh")
+
+# libpq connection keywords Django's settings may carry (OPTIONS included).
+_LIBPQ_KEYS = {
+    "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "connect_timeout",
+    "client_encoding", "options", "application_name", "fallback_application_name", "keepalives",
+    "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout", "sslmode",
+    "sslcert", "sslkey", "sslpassword", "sslrootcert", "sslcrl", "sslcrldir", "sslsni",
+    "requirepeer", "ssl_min_protocol_version", "ssl_max_protocol_version", "gssencmode",
+    "krbsrvname", "gsslib", "service", "target_session_attrs", "channel_binding", "sslnegotiation",
+    "require_auth", "load_balance_hosts",
+}  # fmt: skip
+
+
+def connection_params(connection: BaseDatabaseWrapper) -> dict[str, str]:
+    """libpq keywords for a new connection to the same database as ``connection``."""
+    params = connection.get_connection_params()
+    out = {k: str(v) for k, v in params.items() if k in _LIBPQ_KEYS and v not in (None, "")}
+    if "database" in params and "dbname" not in out:
+        out["dbname"] = str(params["database"])
+    out.setdefault("application_name", "django-pgviews-c refresh")
+    return out
+
+
+@dataclass
+class RefreshResult:
+    refreshed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    wall: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return len(self.refreshed)
+
+
+def _statement(model: type[pg.MaterializedView], concurrently: bool, strict: bool) -> str:
+    if concurrently and model._concurrent_index is None:
+        message = (
+            f"Cannot refresh {model._meta.label} concurrently: it has no concurrent_index. "
+            f"Add concurrent_index = '<unique column list>' to the class."
+        )
+        if strict:
+            raise ConcurrentIndexNotDefinedError(message)
+        logger.warning(message)
+        concurrently = False
+    return pg.refresh_statement(model._meta.db_table, concurrently)
+
+
+def refresh_views(
+    models: Iterable[type[pg.View]] | None = None,
+    *,
+    using: str | None = None,
+    concurrently: bool = False,
+    strict: bool = False,
+    jobs: int = 1,
+    progress: Callable[[str], None] | None = None,
+    setup: str | None = None,
+) -> RefreshResult:
+    """Refresh the materialized views among ``models`` (default: all that belong to ``using``),
+    each after the views it depends on. ``jobs`` > 1 refreshes independent views at once over
+    that many new connections; a failure stops only the views that depend on it."""
+    graph, nodes = view_graph()
+    if models is not None:
+        wanted = set(models)
+        members = [i for i in graph.order() if nodes[i] in wanted]
+    else:
+        members = graph.order()
+    alias = using or DEFAULT_DB_ALIAS
+    matviews = [
+        i
+        for i in members
+        if issubclass(nodes[i], pg.MaterializedView)
+        and (using is None or nodes[i].get_view_connection(using=alias, restricted_mode=True) is not None)
+    ]
+    statements = [_statement(nodes[i], concurrently, strict) for i in matviews]
+    result = RefreshResult()
+    started = time.perf_counter()
+    if jobs <= 1 or len(matviews) <= 1:
+        for i, sql in zip(matviews, statements):
+            model = nodes[i]
+            t0 = time.perf_counter()
+            conn = model.get_view_connection(using=using or router.db_for_write(model), restricted_mode=False)
+            with conn.cursor() as cursor:
+                try:
+                    cursor.execute(sql)
+                except Exception as exc:
+                    if concurrently and getattr(exc.__cause__, "sqlstate", getattr(exc.__cause__, "pgcode", None)) == "55000":
+                        cursor.execute(pg.refresh_statement(model._meta.db_table, False))
+                    else:
+                        raise
+            label = model._meta.label
+            result.refreshed.append(label)
+            result.seconds[label] = time.perf_counter() - t0
+            logger.info("pgview %s refreshed", label)
+            if progress:
+                progress(f"  refreshed {label}  {result.seconds[label]:.3f}s")
+        result.wall = time.perf_counter() - started
+        return result
+
+    connection = connections[alias]
+    if connection.in_atomic_block:
+        raise PGViewsError(
+            "refresh with jobs > 1 opens its own connections, which cannot see the data of the "
+            "open transaction: run it outside transaction.atomic(), or with jobs=1"
+        )
+    position = {node: k for k, node in enumerate(matviews)}
+    deps = [
+        [position[j] for j in graph.dependencies([i]) if j in position]
+        for i in matviews
+    ]
+    weights = [1.0 if issubclass(m, pg.MaterializedView) else 0.0 for m in nodes]
+    chain = graph.critical_path(weights)
+    priority = [chain[i] for i in matviews]
+    labels = [nodes[i]._meta.label for i in matviews]
+
+    def on_event(k: int, state: str, seconds: float, error: dict[str, Any] | None) -> None:
+        if state == "running":
+            return
+        if progress:
+            text = f"  {state:<9} {labels[k]}"
+            if state in ("ok", "failed"):
+                text += f"  {seconds:.3f}s"
+            if error:
+                text += f"  {error['message'].strip()}"
+            progress(text)
+
+    outcome = _core.run_parallel(
+        connection_params(connection), statements, deps, priority, jobs, setup=setup, on_event=on_event
+    )
+    for k, (state, seconds, error) in enumerate(outcome):
+        label = labels[k]
+        if state == "ok":
+            result.refreshed.append(label)
+            result.seconds[label] = seconds
+            logger.info("pgview %s refreshed", label)
+        elif state == "failed":
+            message = error["message"].strip() if error else "failed"
+            if error and error.get("sqlstate"):
+                message += f" (SQLSTATE {error['sqlstate']})"
+            result.failed[label] = message
+        else:
+            result.skipped.append(label)
+    result.wall = time.perf_counter() - started
+    if result.failed:
+        raise RefreshError(result.failed, result.skipped)
+    return result
+
+
+def refresh_specific_views(
+    to_refresh: Iterable[type[pg.View]],
+    concurrently: bool = True,
+    strict: bool = False,
+    jobs: int = 1,
+    using: str | None = None,
+) -> int:
+    """Refresh the given views with every view they depend on and every view that depends on
+    them, in dependency order (any depth). Returns the number of materialized views refreshed."""
+    selected = set(to_refresh)
+    selected |= set(get_views_dependants(selected))
+    selected |= set(get_views_dependencies(selected))
+    everything = selected
+    return refresh_views(everything, using=using, concurrently=concurrently, strict=strict, jobs=jobs).count

@@ -1,0 +1,456 @@
+"""Sync: bring one database's views in line with their declarations.
+
+Python gathers the declarations and runs statements; the C core plans. A sync reads the catalog
+once; when the plan is empty that single query is all it costs. Otherwise it takes an advisory
+lock, reads the catalog again under the lock (so two deploys never plan the same work twice),
+and runs the plan in one transaction: built-beside copies first, then the short phase that
+takes the locks readers wait on, with a lock_timeout so it never queues in front of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import Error as DjangoDBError
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from django_pgviews_c import _core
+from django_pgviews_c.exceptions import (
+    ConnectionLostError,
+    DatabaseError,
+    ForceRequiredError,
+    PGViewsError,
+    ViewDefinitionError,
+)
+from django_pgviews_c.signals import all_views_synced, view_synced
+from django_pgviews_c.view import MaterializedView, View
+
+logger = logging.getLogger("django_pgviews_c.sync_pgviews")
+exists_logger = logging.getLogger("django_pgviews_c.sync_pgviews.exists")
+
+#: Key of the transaction-level advisory lock that serialises syncs of one database.
+ADVISORY_LOCK_KEY = 0x70677669657773  # "pgviews"
+
+# SQLSTATEs of CREATE OR REPLACE VIEW refusing a column change (drop, rename, retype).
+_INCOMPATIBLE = {"42P16", "42804"}
+_LOCK_NOT_AVAILABLE = "55P03"
+
+_CATALOG_SQL = _core.catalog_sql()
+_MAX_BATCH = 400
+
+STATUS_MESSAGES = {
+    "CREATED": "created",
+    "UPDATED": "updated",
+    "EXISTS": "already exists, skipping",
+    "FORCED": "forced overwrite of existing schema",
+    "FORCE_REQUIRED": "exists with incompatible schema, --force required to update",
+}
+
+
+def setting(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+def view_models() -> list[type[View]]:
+    """Every concrete view model of the installed apps, in app registry order."""
+    return [m for m in apps.get_models() if issubclass(m, View) and not m._meta.abstract]
+
+
+@dataclass
+class Action:
+    op: str
+    decl: int
+    sql: str
+    lock: str
+    target: str
+    phase: int
+    sql_offset: int
+
+    @classmethod
+    def from_tuple(cls, t: Sequence[Any]) -> Action:
+        return cls(*t)
+
+
+@dataclass
+class SyncResult:
+    """What one sync of one database did."""
+
+    using: str
+    statuses: dict[str, str] = field(default_factory=dict)  # label -> status
+    reasons: dict[str, str] = field(default_factory=dict)  # label -> why it was touched
+    actions: list[Action] = field(default_factory=list)
+    seconds: float = 0.0
+    catalog_queries: int = 0
+
+    @property
+    def changed(self) -> list[str]:
+        return [label for label, status in self.statuses.items() if status not in ("EXISTS", "FORCE_REQUIRED")]
+
+
+class _Incompatible(Exception):
+    def __init__(self, decl: int, error: DatabaseError) -> None:
+        self.decl = decl
+        self.error = error
+
+
+class _LockTimeout(Exception):
+    pass
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    cause = exc.__cause__ or exc
+    return getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+
+
+def _diag(exc: BaseException) -> dict[str, Any]:
+    cause = exc.__cause__ or exc
+    diag = getattr(cause, "diag", None)
+    position = getattr(diag, "statement_position", None)
+    return {
+        "message": getattr(diag, "message_primary", None) or str(cause).strip().splitlines()[0],
+        "sqlstate": _sqlstate(exc),
+        "detail": getattr(diag, "message_detail", None),
+        "hint": getattr(diag, "message_hint", None),
+        "position": int(position) if position else None,
+    }
+
+
+def connection_is_lost(connection: BaseDatabaseWrapper, exc: BaseException) -> bool:
+    state = _sqlstate(exc) or ""
+    if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
+        return True
+    raw = connection.connection
+    return raw is None or bool(getattr(raw, "closed", False))
+
+
+def lost_connection_error(connection: BaseDatabaseWrapper, doing: str) -> ConnectionLostError:
+    return ConnectionLostError(
+        f"the connection to database {connection.alias!r} was lost while {doing}; the server "
+        f"rolled back the open transaction, so nothing was changed",
+        sqlstate="08006",
+    )
+
+
+class Declarations:
+    """The declarations of the views one connection holds, in the tuple form plan() reads."""
+
+    def __init__(self, models: Sequence[type[View]], connection: BaseDatabaseWrapper, known: set[str]) -> None:
+        self.models = list(models)
+        self.connection = connection
+        self.labels = [m._meta.label for m in self.models]
+        self.sql: list[str] = []
+        self.tuples: list[tuple[Any, ...]] = []
+        self.split: list[tuple[str | None, str]] = []
+        mine = set(self.labels)
+        editor = connection.schema_editor(collect_sql=True) if any(
+            issubclass(m, MaterializedView) and m._meta.indexes for m in self.models
+        ) else None
+        for model in self.models:
+            self.tuples.append(self._declaration(model, editor, mine, known))
+
+    def _declaration(self, model: type[View], editor: Any, mine: set[str], known: set[str]) -> tuple[Any, ...]:
+        meta = model._meta
+        schema, name = _core.split_table(meta.db_table)
+        self.split.append((schema, name))
+        query, params = model.get_sql()
+        sql = query if params is None else self.connection.ops.compose_sql(query, params)
+        sql = sql.strip()
+        while sql.endswith(";"):
+            sql = sql[:-1].rstrip()
+        self.sql.append(sql)
+        # A dependency on a view that lives on another database is not an edge here; an unknown
+        # name goes through, for the core to report.
+        deps = tuple(d for d in model._dependencies if d in mine or d not in known)
+        materialized = issubclass(model, MaterializedView)
+        indexes: tuple[tuple[str, str], ...] = ()
+        tablespace = cidx_ts = None
+        if materialized:
+            tablespace = meta.db_tablespace or setting("DEFAULT_TABLESPACE", "") or None
+            cidx_ts = model._concurrent_index_tablespace or setting("DEFAULT_INDEX_TABLESPACE", "") or None
+            indexes = tuple((index.name, _index_template(model, index, editor)) for index in meta.indexes)
+        return (
+            meta.label,
+            schema,
+            name,
+            "m" if materialized else "v",
+            sql,
+            deps,
+            bool(getattr(model, "with_data", True)),
+            tablespace,
+            indexes,
+            model._concurrent_index if materialized else None,
+            cidx_ts if materialized and model._concurrent_index else None,
+            meta.db_table,
+        )
+
+    def catalog_params(self, restore: bool) -> dict[str, Any]:
+        return {
+            "decl_schemas": [s for s, _ in self.split],
+            "decl_names": [n for _, n in self.split],
+            "schemas": sorted({s for s, _ in self.split if s}),
+            "restore": restore,
+        }
+
+
+def _index_template(model: type[View], index: Any, editor: Any) -> str:
+    """The index's CREATE statement with the table and index name left as placeholders, so the
+    core can build it on a side-by-side copy too."""
+    statement = index.create_sql(model, editor)
+    statement.parts["table"] = "\x01T\x01"
+    statement.parts["name"] = "\x01N\x01"
+    return str(statement)
+
+
+def read_catalog(cursor: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    cursor.execute(_CATALOG_SQL, params)
+    return [tuple(row) for row in cursor.fetchall()]
+
+
+class Syncer:
+    """One sync of the views that live on one connection."""
+
+    def __init__(
+        self,
+        connection: BaseDatabaseWrapper,
+        models: Sequence[type[View]],
+        known: set[str],
+        *,
+        force: bool = False,
+        update: bool = True,
+        check_sql_changed: bool = True,
+        restore_dependants: bool = False,
+        verbosity: int = 1,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.connection = connection
+        self.decls = Declarations(models, connection, known)
+        self.options = {
+            "force": force,
+            "update": update,
+            "check_sql_changed": check_sql_changed,
+            "restore_dependants": restore_dependants,
+        }
+        self.verbosity = verbosity
+        self.progress = progress
+        self.result = SyncResult(using=connection.alias)
+
+    # -- planning -------------------------------------------------------------------------------
+
+    def plan(self, cursor: Any, recreate: Iterable[int] = (), restore: bool | None = None) -> dict[str, Any]:
+        options = dict(self.options)
+        if restore is not None:
+            options["restore_dependants"] = restore
+        rows = read_catalog(cursor, self.decls.catalog_params(options["restore_dependants"]))
+        self.result.catalog_queries += 1
+        return _core.plan(self.decls.tuples, rows, recreate=list(recreate), **options)
+
+    # -- running --------------------------------------------------------------------------------
+
+    def run(self, dry_run: bool = False) -> SyncResult:
+        started = time.perf_counter()
+        try:
+            with self.connection.cursor() as cursor:
+                plan = self.plan(cursor)
+                if plan["actions"] and not dry_run:
+                    plan = self._apply(cursor)
+        except DjangoDBError as exc:
+            if connection_is_lost(self.connection, exc):
+                raise lost_connection_error(self.connection, "syncing views") from exc
+            raise
+        self.result.seconds = time.perf_counter() - started
+        self.result.actions = [Action.from_tuple(a) for a in plan["actions"]]
+        for i, label in enumerate(self.decls.labels):
+            self.result.statuses[label] = plan["statuses"][i]
+            if plan["reasons"][i]:
+                self.result.reasons[label] = plan["reasons"][i]
+        return self.result
+
+    def _apply(self, cursor: Any) -> dict[str, Any]:
+        recreate: set[int] = set()
+        with transaction.atomic(using=self.connection.alias):
+            cursor.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
+            cursor.execute("SAVEPOINT pgvc_sync")
+            while True:
+                plan = self.plan(cursor, recreate)
+                try:
+                    self._execute(cursor, [Action.from_tuple(a) for a in plan["actions"]])
+                    return plan
+                except _Incompatible as inc:
+                    if not self.options["force"]:
+                        raise self._force_required(cursor, inc, recreate) from None
+                    cursor.execute("ROLLBACK TO SAVEPOINT pgvc_sync")
+                    recreate.add(inc.decl)
+
+    def _force_required(self, cursor: Any, inc: _Incompatible, recreate: set[int]) -> ForceRequiredError:
+        label = self.decls.labels[inc.decl]
+        cursor.execute("ROLLBACK TO SAVEPOINT pgvc_sync")
+        drops = [
+            a[4]
+            for a in self.plan(cursor, recreate | {inc.decl}, restore=True)["actions"]
+            if a[0] == "drop"
+        ]
+        return ForceRequiredError(
+            f"{label} cannot be updated in place: {inc.error.message}. Re-creating it drops "
+            f"{', '.join(drops) or 'only itself'}; they are re-created in the same transaction. "
+            f"Run sync_pgviews --force to do so. Nothing was changed.",
+            {"view": label, "drops": drops},
+        )
+
+    def _execute(self, cursor: Any, actions: list[Action]) -> None:
+        phase0 = [a for a in actions if a.phase == 0]
+        phase1 = [a for a in actions if a.phase != 0]
+        self._run_actions(cursor, phase0)
+        if not phase1:
+            return
+        retries = int(setting("PGVIEWS_SWAP_RETRIES", 20))
+        timeout_ms = int(setting("PGVIEWS_LOCK_TIMEOUT_MS", 200))
+        cursor.execute("SAVEPOINT pgvc_phase1")
+        for attempt in range(retries + 1):
+            last = attempt == retries
+            # The last attempt waits like any DDL: a sync must finish.
+            cursor.execute(f"SET LOCAL lock_timeout = {0 if last else timeout_ms}")
+            try:
+                self._run_actions(cursor, phase1)
+                break
+            except _LockTimeout:
+                cursor.execute("ROLLBACK TO SAVEPOINT pgvc_phase1")
+                self._say(f"  locks busy, retrying the swap ({attempt + 1}/{retries})", 2)
+                time.sleep(min(0.05 * (attempt + 1), 1.0))
+
+    def _batches(self, actions: list[Action]) -> Iterable[list[Action]]:
+        if self.verbosity >= 2:  # one statement at a time, to time each
+            yield from ([a] for a in actions)
+            return
+        for start in range(0, len(actions), _MAX_BATCH):
+            yield actions[start : start + _MAX_BATCH]
+
+    def _run_actions(self, cursor: Any, actions: list[Action]) -> None:
+        for batch in self._batches(actions):
+            started = time.perf_counter()
+            sql = "SAVEPOINT pgvc_batch\n;\n" + "".join(a.sql + "\n;\n" for a in batch) + "RELEASE SAVEPOINT pgvc_batch"
+            try:
+                cursor.execute(sql)
+            except DjangoDBError as exc:
+                if connection_is_lost(self.connection, exc):
+                    raise
+                cursor.execute("ROLLBACK TO SAVEPOINT pgvc_batch")
+                if _sqlstate(exc) == _LOCK_NOT_AVAILABLE:
+                    raise _LockTimeout() from exc
+                self._find_failure(cursor, batch)
+                raise  # the batch failed but no single statement did: report it as it came
+            if self.verbosity >= 2 and batch:
+                action = batch[0]
+                self._say(f"  {action.op:<13} {action.target}  {time.perf_counter() - started:.3f}s", 2)
+
+    def _find_failure(self, cursor: Any, batch: list[Action]) -> None:
+        """Run a failed batch one statement at a time to name the view at fault."""
+        for action in batch:
+            cursor.execute("SAVEPOINT pgvc_one")
+            try:
+                cursor.execute(action.sql)
+            except DjangoDBError as exc:
+                if connection_is_lost(self.connection, exc):
+                    raise
+                cursor.execute("ROLLBACK TO SAVEPOINT pgvc_one")
+                if _sqlstate(exc) == _LOCK_NOT_AVAILABLE:
+                    raise _LockTimeout() from exc
+                error = self._error(action, exc)
+                if action.op == "replace" and error.sqlstate in _INCOMPATIBLE:
+                    raise _Incompatible(action.decl, error) from exc
+                raise error from exc
+            cursor.execute("RELEASE SAVEPOINT pgvc_one")
+
+    def _error(self, action: Action, exc: BaseException) -> DatabaseError:
+        info = _diag(exc)
+        decl = action.decl
+        what = f"{action.op} {action.target}"
+        if decl >= 0 and action.sql_offset >= 0 and action.op in ("create", "replace", "build"):
+            position = info["position"]
+            if position is not None and position > action.sql_offset:
+                info["position"] = position - action.sql_offset
+            else:
+                info["position"] = None
+            return ViewDefinitionError(info.pop("message"), sql=self.decls.sql[decl], view=what, **info)
+        info["position"] = None
+        return DatabaseError(info.pop("message"), view=what, **info)
+
+    def _say(self, text: str, level: int) -> None:
+        if self.progress and self.verbosity >= level:
+            self.progress(text)
+
+
+def sync_pgviews(
+    using: str = DEFAULT_DB_ALIAS,
+    *,
+    force: bool = False,
+    update: bool = True,
+    check_sql_changed: bool | None = None,
+    restore_dependants: bool | None = None,
+    dry_run: bool = False,
+    verbosity: int = 1,
+    progress: Callable[[str], None] | None = None,
+    send_signals: bool = True,
+) -> list[SyncResult]:
+    """Sync every view that belongs to database ``using`` (routers decide, through each view's
+    ``get_view_connection(using, restricted_mode=True)``). One result per connection.
+
+    Raises a ``PGViewsError`` when the sync cannot be done; the database is then as it was."""
+    if check_sql_changed is None:
+        check_sql_changed = setting("MATERIALIZED_VIEWS_CHECK_SQL_CHANGED", True)
+    if restore_dependants is None:
+        restore_dependants = setting("PGVIEWS_RESTORE_DEPENDANTS", False)
+    models = view_models()
+    known = {m._meta.label for m in models}
+    by_connection: dict[str, tuple[BaseDatabaseWrapper, list[type[View]]]] = {}
+    for model in models:
+        conn = model.get_view_connection(using=using, restricted_mode=True)
+        if conn is None:
+            logger.info("Skipping pgview %s (migrations not allowed on %s)", model._meta.label, using)
+            continue
+        by_connection.setdefault(conn.alias, (conn, []))[1].append(model)
+    results = []
+    for conn, conn_models in by_connection.values():
+        syncer = Syncer(
+            conn,
+            conn_models,
+            known,
+            force=force,
+            update=update,
+            check_sql_changed=check_sql_changed,
+            restore_dependants=restore_dependants,
+            verbosity=verbosity,
+            progress=progress,
+        )
+        result = syncer.run(dry_run=dry_run)
+        results.append(result)
+        if send_signals and not dry_run:
+            _send_signals(conn_models, result, using, update=update, force=force)
+    if send_signals and not dry_run:
+        all_views_synced.send(sender=None, using=using)
+    return results
+
+
+def _send_signals(models: list[type[View]], result: SyncResult, using: str, *, update: bool, force: bool) -> None:
+    for model in models:
+        label = model._meta.label
+        status = result.statuses[label]
+        view_synced.send(
+            sender=model,
+            update=update,
+            force=force,
+            status=status,
+            has_changed=status not in ("EXISTS", "FORCE_REQUIRED"),
+            using=using,
+        )
+        use_logger = exists_logger if status == "EXISTS" else logger
+        use_logger.info("pgview %s %s", label, STATUS_MESSAGES.get(status, status))
+
+
+__all__ = ["sync_pgviews", "SyncResult", "Syncer", "view_models", "PGViewsError"]

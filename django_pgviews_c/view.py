@@ -1,0 +1,236 @@
+"""PostgreSQL views and materialized views as Django models.
+
+The public names are django-pgviews-redux's: ``View``, ``MaterializedView``, ``ReadOnlyView``,
+``ReadOnlyMaterializedView`` and ``ViewSQL``. Declaring a view touches no database; ``migrate``
+(post_migrate) or ``manage.py sync_pgviews`` creates it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "View",
+    "ReadOnlyView",
+    "MaterializedView",
+    "ReadOnlyMaterializedView",
+    "ViewSQL",
+]
+
+import collections
+import copy
+import logging
+import re
+from typing import Any, NamedTuple, cast
+
+from django.apps import apps
+from django.core import exceptions
+from django.db import DatabaseError as DjangoDatabaseError
+from django.db import connections, models, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from django_pgviews_c import _core
+from django_pgviews_c.db.fields import get_fields_by_name
+from django_pgviews_c.exceptions import ConcurrentIndexNotDefinedError, SQLNotDefinedError
+from django_pgviews_c.managers import ReadOnlyViewManager
+
+FIELD_SPEC_REGEX = r"^([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)\.(\*|(?:[A-Za-z_][A-Za-z0-9_]*))$"
+FIELD_SPEC_RE = re.compile(FIELD_SPEC_REGEX)
+
+logger = logging.getLogger("django_pgviews_c.view")
+
+
+class ViewSQL(NamedTuple):
+    """A view's query and its parameters (``None``, or a list for ``%s`` placeholders)."""
+
+    query: str
+    params: list[Any] | None
+
+
+def _hasfield(model_cls: type[models.Model], field_name: str) -> bool:
+    try:
+        model_cls._meta.get_field(field_name)
+    except exceptions.FieldDoesNotExist:
+        return False
+    return True
+
+
+# Projections waiting for their source model: (app_label, model_name): {view_cls: [field, ...]}
+_DEFERRED_PROJECTIONS: dict[tuple[str, str], dict[type, list[str]]] = collections.defaultdict(
+    lambda: collections.defaultdict(list)
+)
+
+
+def realize_deferred_projections(sender: Any, *args: Any, **kwargs: Any) -> None:
+    """Copy the fields a view projects from ``sender`` once that model is ready."""
+    pending = _DEFERRED_PROJECTIONS.pop((sender._meta.app_label, sender.__name__.lower()), {})
+    for view_cls, field_names in pending.items():
+        for name, field in get_fields_by_name(sender, *field_names).items():
+            # A field the view declares itself wins over the projection.
+            if hasattr(view_cls, name) or _hasfield(view_cls, name):
+                continue
+            copy.copy(field).contribute_to_class(view_cls, name)
+
+
+models.signals.class_prepared.connect(
+    realize_deferred_projections, dispatch_uid="django_pgviews_c.realize_deferred_projections"
+)
+
+
+def _realise_projections(app_label: str, model_name: str) -> None:
+    try:
+        model_cls = apps.get_model(app_label, model_name)
+    except (exceptions.AppRegistryNotReady, LookupError):
+        return
+    realize_deferred_projections(model_cls)
+
+
+class ViewMeta(models.base.ModelBase):
+    def __new__(cls, name: str, bases: tuple[type, ...], attrs: dict[str, Any], **kwargs: Any):
+        dependencies = attrs.pop("dependencies", [])
+        projection = attrs.pop("projection", [])
+        concurrent_index = attrs.pop("concurrent_index", None)
+        concurrent_index_tablespace = attrs.pop("concurrent_index_tablespace", None)
+
+        deferred = []
+        for spec in projection:
+            if isinstance(spec, models.Field):
+                attrs[spec.name] = copy.copy(spec)
+            elif isinstance(spec, str) and (match := FIELD_SPEC_RE.match(spec)):
+                deferred.append(match.groups())
+            else:
+                raise TypeError(f"Unrecognized field specifier: {spec!r}")
+
+        view_cls = super().__new__(cls, name, bases, attrs, **kwargs)
+        view_cls._dependencies = list(dependencies)
+        view_cls._concurrent_index = concurrent_index
+        view_cls._concurrent_index_tablespace = concurrent_index_tablespace
+        for app_label, model_name, field_name in deferred:
+            _DEFERRED_PROJECTIONS[(app_label, model_name.lower())][view_cls].append(field_name)
+            _realise_projections(app_label, model_name)
+        return view_cls
+
+    def add_to_class(cls, name: str, value: Any) -> None:
+        if name == "_base_manager":
+            return
+        super().add_to_class(name, value)
+
+
+class BaseManagerMeta:
+    base_manager_name = "objects"
+
+
+class View(models.Model, metaclass=ViewMeta):
+    """A PostgreSQL view. Give it ``sql`` (or a ``get_sql()`` classmethod returning ``ViewSQL``),
+    fields for its columns, ``dependencies`` on other views, and ``Meta.managed = False``."""
+
+    _deferred = False
+    sql: str | None = None
+    _dependencies: list[str]
+
+    @classmethod
+    def get_sql(cls) -> ViewSQL:
+        if cls.sql is None:
+            raise SQLNotDefinedError(f"View SQL not defined for {cls.__name__}")
+        return ViewSQL(cls.sql, None)
+
+    @classmethod
+    def get_view_connection(cls, using: str, restricted_mode: bool = True) -> BaseDatabaseWrapper | None:
+        """The connection for ``using``; in restricted mode ``None`` when routers do not allow
+        migrations of this app there (the view does not belong to that database).
+
+        Override in a subclass to customize."""
+        if not restricted_mode or router.allow_migrate(using, cls._meta.app_label, model_name=cls._meta.model_name):
+            return cast(BaseDatabaseWrapper, connections[using])
+        return None
+
+    class Meta:
+        abstract = True
+        managed = False
+
+
+class ReadOnlyView(View):
+    """A view whose manager refuses writes."""
+
+    _base_manager = ReadOnlyViewManager()
+    objects = ReadOnlyViewManager()
+
+    class Meta(BaseManagerMeta):
+        abstract = True
+        managed = False
+
+
+# Cache of REFRESH statements by (db_table, concurrently): the quoting runs once per view.
+_refresh_sql: dict[tuple[str, bool], str] = {}
+
+
+def refresh_statement(db_table: str, concurrently: bool) -> str:
+    key = (db_table, concurrently)
+    sql = _refresh_sql.get(key)
+    if sql is None:
+        schema, name = _core.split_table(db_table)
+        sql = ("REFRESH MATERIALIZED VIEW CONCURRENTLY " if concurrently else "REFRESH MATERIALIZED VIEW ") + (
+            _core.qualified_name(schema, name)
+        )
+        _refresh_sql[key] = sql
+    return sql
+
+
+class MaterializedView(View):
+    """A materialized view. ``concurrent_index`` (a column list) allows
+    ``refresh(concurrently=True)``; ``with_data = False`` creates it empty."""
+
+    with_data: bool = True
+    _concurrent_index: str | None
+    _concurrent_index_tablespace: str | None
+
+    @classmethod
+    def refresh(cls, concurrently: bool = False, strict: bool = False) -> None:
+        """Refresh on Django's own connection, so the caller's transaction (and its uncommitted
+        rows) is what the refresh sees.
+
+        ``concurrently`` needs ``concurrent_index``: without one, ``strict`` raises
+        ``ConcurrentIndexNotDefinedError``, else a warning is logged and the refresh is plain.
+        A view that was never populated is refreshed plainly (PostgreSQL requires it)."""
+        conn = cls.get_view_connection(using=router.db_for_write(cls), restricted_mode=False)
+        if not conn:
+            logger.warning("Failed to find connection to refresh %s", cls)
+            return
+        if concurrently and cls._concurrent_index is None:
+            message = (
+                f"Cannot refresh {cls._meta.label} concurrently: it has no concurrent_index. "
+                f"Add concurrent_index = '<unique column list>' to the class."
+            )
+            if strict:
+                raise ConcurrentIndexNotDefinedError(message)
+            logger.warning(message)
+            concurrently = False
+        table = cls._meta.db_table
+        with conn.cursor() as cursor:
+            if not concurrently:
+                cursor.execute(refresh_statement(table, False))
+                return
+            try:
+                if conn.in_atomic_block:
+                    with transaction.atomic(using=conn.alias):
+                        cursor.execute(refresh_statement(table, True))
+                else:
+                    cursor.execute(refresh_statement(table, True))
+            except DjangoDatabaseError as exc:
+                if getattr(exc.__cause__, "sqlstate", getattr(exc.__cause__, "pgcode", None)) != "55000":
+                    raise
+                # Not populated yet: CONCURRENTLY cannot be used the first time.
+                cursor.execute(refresh_statement(table, False))
+
+    class Meta:
+        abstract = True
+        managed = False
+
+
+class ReadOnlyMaterializedView(MaterializedView):
+    """A materialized view whose manager refuses writes."""
+
+    _base_manager = ReadOnlyViewManager()
+    objects = ReadOnlyViewManager()
+
+    class Meta(BaseManagerMeta):
+        abstract = True
+        managed = False

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_report_header(config):
+    import django
+    from django.db import connection
+
+    from django_pgviews_c import _core
+
+    try:
+        import psycopg
+
+        driver = f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__}, libpq {psycopg.pq.version()})"
+    except ImportError:
+        import psycopg2
+
+        driver = f"psycopg2 {psycopg2.__version__} (libpq {psycopg2.extensions.libpq_version()})"
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            server = cursor.fetchone()[0]
+    except Exception as exc:  # the header must not hide the real failure
+        server = f"unreachable ({exc})"
+    return [
+        f"PostgreSQL server {server}; Django {django.__version__}; {driver}",
+        f"django_pgviews_c._core built against libpq headers {_core.PG_VERSION_BUILT}, "
+        f"runs libpq {_core.libpq_version()}",
+    ]
+
+
+@pytest.fixture
+def cursor(db):
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        yield cur
