@@ -13,10 +13,14 @@ if not any(k in os.environ for k in ("PGHOST", "DATABASE_URL")):
     for key, value in pgserver._libpq_env(pgserver.ensure_server()).items():
         os.environ.setdefault(key, value)
 
+# PGVIEWS_DB_SUFFIX keeps concurrent runs (several checkouts, one server) apart.
+_SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "")
+
+
 def _db(name, **extra):
     return {
         "ENGINE": "django.db.backends.postgresql",
-        "NAME": name,
+        "NAME": name + _SUFFIX,
         "USER": os.environ.get("PGUSER", "postgres"),
         "PASSWORD": os.environ.get("PGPASSWORD", ""),
         "HOST": os.environ.get("PGHOST", "127.0.0.1"),
