@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from django_pgviews_c.management.base import add_database_argument, pgviews_errors
+from django_pgviews_c.status import view_status
+
+
+class Command(BaseCommand):
+    help = (
+        "Show each view's state in the database: in sync, missing, changed in code, changed by "
+        "hand (drift), unpopulated, stale (reads something that changed), with sizes. Changes "
+        "nothing; one catalog query."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        add_database_argument(parser)
+        parser.add_argument(
+            "--check",
+            action="store_true",
+            help="Exit with status 1 when any view is not in sync (for CI and deploy checks).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        with pgviews_errors():
+            rows = view_status(options["database"])
+        width = max([len(r.label) for r in rows] + [4])
+        self.stdout.write(f"{'view':<{width}}  {'kind':<4}  {'state':<12}  {'rows':>10}  {'size':>9}  detail")
+        for r in rows:
+            self.stdout.write(
+                f"{r.label:<{width}}  {r.kind:<4}  {r.state:<12}  {_num(r.rows):>10}  {_size(r.size):>9}  "
+                f"{r.detail}"
+            )
+        out_of_sync = [r for r in rows if r.state != "in sync"]
+        if options["verbosity"] >= 1:
+            self.stdout.write(f"{len(rows)} views, {len(out_of_sync)} not in sync")
+        if options["check"] and out_of_sync:
+            raise CommandError(f"{len(out_of_sync)} views are not in sync: run sync_pgviews")
+
+
+def _num(value: int | None) -> str:
+    return "-" if value is None or value < 0 else str(value)
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}"
+        value /= 1024
+    return f"{value:.0f} TB"

@@ -1,0 +1,77 @@
+"""What pgviews_status reports: the planner's view of each declared view, without changing
+anything, plus row estimates and sizes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import DEFAULT_DB_ALIAS
+
+from django_pgviews_c.sync import sync_pgviews
+
+# Planner reasons -> the state pgviews_status shows.
+_STATES = (
+    ("new", "missing"),
+    ("changed in the database", "drifted"),
+    ("definition changed", "changed"),
+    ("not created by", "unmanaged"),
+    ("was a", "changed"),
+    ("indexes changed", "indexes"),
+    ("not populated", "unpopulated"),
+    ("re-populated", "stale"),
+    ("re-created", "stale"),
+)
+
+_SIZES = """
+SELECT c.oid::regclass::text, c.reltuples::bigint,
+       CASE WHEN c.relkind = 'm' THEN pg_catalog.pg_total_relation_size(c.oid) END
+FROM pg_catalog.pg_class c WHERE c.oid = ANY(%s::regclass[])
+"""
+
+
+@dataclass
+class ViewState:
+    label: str
+    kind: str
+    qualified: str
+    state: str
+    detail: str
+    rows: int | None = None
+    size: int | None = None
+
+
+def view_status(using: str = DEFAULT_DB_ALIAS) -> list[ViewState]:
+    from django_pgviews_c import _core
+    from django_pgviews_c.sync import view_models
+
+    models = {m._meta.label: m for m in view_models()}
+    out: list[ViewState] = []
+    for result in sync_pgviews(using, dry_run=True, send_signals=False, check_sql_changed=True):
+        for label, status in result.statuses.items():
+            reason = result.reasons.get(label, "")
+            state = "in sync"
+            if status != "EXISTS" or reason:
+                state = next((s for prefix, s in _STATES if reason.startswith(prefix)), "changed")
+            model = models[label]
+            schema, name = _core.split_table(model._meta.db_table)
+            out.append(
+                ViewState(
+                    label=label,
+                    kind="mat" if hasattr(model, "refresh") else "view",
+                    qualified=_core.qualified_name(schema, name),
+                    state=state,
+                    detail=reason,
+                )
+            )
+    existing = [v for v in out if v.state != "missing"]
+    if existing:
+        from django.db import connections
+
+        with connections[using].cursor() as cursor:
+            cursor.execute(_SIZES, [[v.qualified for v in existing]])
+            sizes = {row[0]: row[1:] for row in cursor.fetchall()}
+        for v in existing:
+            rows, size = sizes.get(v.qualified, (None, None))
+            v.rows = rows if v.kind == "mat" else None
+            v.size = size
+    return out
