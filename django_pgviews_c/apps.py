@@ -41,10 +41,24 @@ class ViewConfig(apps.AppConfig):
             progress=(lambda text: stdout.write(text)) if stdout is not None else None,
         )
 
+    def set_views_aside(self, sender: Any, app_config: Any, using: str, plan: Any = None, **kwargs: Any) -> None:
+        """pre_migrate, once per run (before the first app): drop the managed views that read
+        the tables the pending migrations change; post_migrate re-creates them."""
+        with_models = [config for config in apps.apps.get_app_configs() if config.models_module is not None]
+        if not plan or not with_models or app_config is not with_models[0]:
+            return
+        from django_pgviews_c.aside import set_views_aside
+
+        labels = set_views_aside(using, plan, kwargs.get("apps"))
+        stdout = kwargs.get("stdout")
+        if labels and stdout is not None and kwargs.get("verbosity", 1) >= 1:
+            stdout.write(f"  Set aside {len(labels)} views the migrations touch: {', '.join(labels)}")
+
     def ready(self) -> None:
         from django.conf import settings
 
         from django_pgviews_c import checks  # noqa: F401  (registers the system checks)
 
         if not getattr(settings, "MATERIALIZED_VIEWS_DISABLE_SYNC_ON_MIGRATE", False):
+            signals.pre_migrate.connect(self.set_views_aside, dispatch_uid="django_pgviews_c.set_views_aside")
             signals.post_migrate.connect(self.sync_pgviews, dispatch_uid="django_pgviews_c.sync_pgviews")
