@@ -915,8 +915,6 @@ static int emit_stamp(Plan *P)
         d = &P->decls[it];
         if (d->action == A_SKIP && !d->reindex && !d->restamp)
             continue;
-        if (d->action == A_SKIP && !P->update && d->reason[0] && !d->reindex && !d->restamp)
-            continue;
         old = d->node >= 0 ? &P->nodes[d->node] : NULL;
         pgvc_buf_puts(&rels, n ? ", " : "");
         pgvc_buf_reset(&body);

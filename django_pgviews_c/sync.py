@@ -343,8 +343,9 @@ class Syncer:
                 cursor.execute("ROLLBACK TO SAVEPOINT pgvc_batch")
                 if _sqlstate(exc) == _LOCK_NOT_AVAILABLE:
                     raise _LockTimeout() from exc
+                # Replayed one by one, either a statement fails and is named, or all pass (the
+                # batch hit something transient) and the sync goes on.
                 self._find_failure(cursor, batch)
-                raise  # the batch failed but no single statement did: report it as it came
             if self.verbosity >= 2 and batch:
                 action = batch[0]
                 self._say(f"  {action.op:<13} {action.target}  {time.perf_counter() - started:.3f}s", 2)
