@@ -23,7 +23,7 @@ LINT_PATHS = $(wildcard django_pgviews_c tests tools benchmarks)
 server_env = pgenv="$$($(1) tools/pgserver.py $(2) --env)" && eval "$$pgenv"
 LIBASAN = $(shell gcc -print-file-name=libasan.so)
 
-.PHONY: help venv test test-psycopg2 test-pg18 test-asan demo lint format server server-stop clean distclean
+.PHONY: help venv test test-psycopg2 test-pg18 test-asan test-valgrind demo lint format server server-stop clean distclean
 
 help:
 	@echo "django-pgviews-c development targets:"
@@ -32,6 +32,7 @@ help:
 	@echo "  make test-psycopg2  run the test suite with psycopg2 instead of psycopg 3 (.venv-psycopg2)"
 	@echo "  make test-pg18      run the test suite against the embedded PostgreSQL 18"
 	@echo "  make test-asan      run the test suite with the extension built with ASan and UBSan"
+	@echo "  make test-valgrind  run the C core's tests under valgrind"
 	@echo "  make demo           run the demo project"
 	@echo "  make lint           ruff check and ruff format --check"
 	@echo "  make format         ruff format and ruff check --fix"
@@ -86,6 +87,14 @@ test-asan: venv
 	    LD_PRELOAD=$(LIBASAN) ASAN_OPTIONS=detect_leaks=0 \
 	    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    $(CURDIR)/$(VENV_ASAN)/bin/python -m pytest -p no:cacheprovider --capture=sys $(PYTEST_ARGS)
+
+# The C core's graph, SQL and planner tests under valgrind; only errors and definite leaks in
+# csrc/ fail the run (tools/valgrind_check.py explains why CPython's own reports are ignored).
+test-valgrind: venv
+	@command -v valgrind >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq valgrind >/dev/null; }
+	$(call server_env,$(VENV)/bin/python) && $(VENV)/bin/python tools/valgrind_check.py -- \
+	    $(VENV)/bin/python -m pytest -p no:cacheprovider -q --hypothesis-profile=valgrind \
+	    tests/test_core.py $(PYTEST_ARGS)
 
 # ---- demo and server ---------------------------------------------------------------------
 
