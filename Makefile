@@ -23,7 +23,7 @@ LINT_PATHS = $(wildcard django_pgviews_c tests tools benchmarks)
 server_env = pgenv="$$($(1) tools/pgserver.py $(2) --env)" && eval "$$pgenv"
 LIBASAN = $(shell gcc -print-file-name=libasan.so)
 
-.PHONY: help venv test test-psycopg2 test-pg18 test-asan test-valgrind demo lint format server server-stop clean distclean
+.PHONY: help venv test test-psycopg2 test-pg18 test-asan test-valgrind test-django6 demo lint format server server-stop clean distclean
 
 help:
 	@echo "django-pgviews-c development targets:"
@@ -33,6 +33,7 @@ help:
 	@echo "  make test-pg18      run the test suite against the embedded PostgreSQL 18"
 	@echo "  make test-asan      run the test suite with the extension built with ASan and UBSan"
 	@echo "  make test-valgrind  run the C core's tests under valgrind"
+	@echo "  make test-django6   run the test suite with Django 6 (needs Python 3.12+)"
 	@echo "  make demo           run the demo project"
 	@echo "  make lint           ruff check and ruff format --check"
 	@echo "  make format         ruff format and ruff check --fix"
@@ -87,6 +88,18 @@ test-asan: venv
 	    LD_PRELOAD=$(LIBASAN) ASAN_OPTIONS=detect_leaks=0 \
 	    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    $(CURDIR)/$(VENV_ASAN)/bin/python -m pytest -p no:cacheprovider --capture=sys $(PYTEST_ARGS)
+
+# Django 6 needs Python 3.12+: run the suite with the newest Django under a python3.12 found on
+# PATH or in pyenv; skipped (with a message) where there is none.
+VENV_DJANGO6 := .venv-django6
+PYTHON312 = $(shell for p in python3.13 python3.12; do command -v $$p >/dev/null && $$p -c 1 2>/dev/null && { command -v $$p; exit; }; done; \
+    ls -d $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3 2>/dev/null | tail -1)
+test-django6:
+	@if [ -z "$(PYTHON312)" ]; then echo "test-django6: skipped, no Python 3.12+ here"; exit 0; fi
+	PYTHON=$(PYTHON312) PGVIEWS_DEV=1 tools/mkvenv.sh $(VENV_DJANGO6) psycopg,test,embedded
+	$(VENV_DJANGO6)/bin/python -m pip install -q --upgrade 'Django>=6'
+	$(call server_env,$(VENV_DJANGO6)/bin/python) && PGVIEWS_DB_SUFFIX=_django6 \
+	    $(VENV_DJANGO6)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 # The C core's graph, SQL and planner tests under valgrind; only errors and definite leaks in
 # csrc/ fail the run (tools/valgrind_check.py explains why CPython's own reports are ignored).
