@@ -19,6 +19,7 @@ import collections
 import copy
 import logging
 import re
+import weakref
 from typing import Any, NamedTuple, cast
 
 from django.apps import apps
@@ -174,6 +175,29 @@ def refresh_statement(db_table: str, concurrently: bool) -> str:
     return sql
 
 
+# One driver cursor per driver connection, reused by refresh(): creating Django's cursor wrapper
+# costs more than a tiny REFRESH's round trip is worth measuring against.
+_raw_cursors: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _execute_fast(conn: BaseDatabaseWrapper, sql: str) -> bool:
+    """Run ``sql`` on the driver's cursor directly when nothing would observe Django's wrapper
+    (no query logging, no execute_wrappers, no broken transaction); errors are still raised as
+    django.db errors. Returns False when the caller must take the ordinary path."""
+    if conn.queries_logged or conn.execute_wrappers or conn.needs_rollback or conn.connection is None:
+        return False
+    raw = conn.connection
+    try:
+        cursor = _raw_cursors.get(raw)
+    except TypeError:  # a driver connection that takes no weak references
+        return False
+    if cursor is None or cursor.closed:
+        cursor = _raw_cursors[raw] = raw.cursor()
+    with conn.wrap_database_errors:
+        cursor.execute(sql)
+    return True
+
+
 class MaterializedView(View):
     """A materialized view. ``concurrent_index`` (a column list) allows
     ``refresh(concurrently=True)``; ``with_data = False`` creates it empty."""
@@ -204,6 +228,8 @@ class MaterializedView(View):
             logger.warning(message)
             concurrently = False
         table = cls._meta.db_table
+        if not concurrently and _execute_fast(conn, refresh_statement(table, False)):
+            return
         with conn.cursor() as cursor:
             if not concurrently:
                 cursor.execute(refresh_statement(table, False))
