@@ -303,7 +303,10 @@ class Syncer:
             {"view": label, "drops": drops},
         )
 
+    _planned = 0
+
     def _execute(self, cursor: Any, actions: list[Action]) -> None:
+        self._planned = len(actions)
         phase0 = [a for a in actions if a.phase == 0]
         phase1 = [a for a in actions if a.phase != 0]
         self._run_actions(cursor, phase0)
@@ -380,6 +383,12 @@ class Syncer:
                 info["position"] = None
             return ViewDefinitionError(info.pop("message"), sql=self.decls.sql[decl], view=what, **info)
         info["position"] = None
+        if info["sqlstate"] == "53200":  # out of shared memory: the lock table is full
+            info["hint"] = (
+                f"a sync runs in one transaction, and every view it creates holds a lock until "
+                f"commit; this one plans {self._planned} actions. Raise max_locks_per_transaction "
+                f"(server setting, needs a restart) to at least {self._planned // 50 + 64}."
+            )
         return DatabaseError(info.pop("message"), view=what, **info)
 
     def _say(self, text: str, level: int) -> None:
