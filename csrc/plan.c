@@ -34,6 +34,7 @@ typedef struct {
     int with_data, explicit_schema;
     Py_ssize_t node;
     int action, status, refresh, reindex, restamp, dropped, taint;
+    int chain; /* built in the build schema (phase 0), moved into place (phase 1) */
     char reason[200];
     char body_fp[33], idx_fp[33];
     char cidx_name[PGVC_NAMEDATALEN];
@@ -45,7 +46,8 @@ typedef struct {
     char relkind;
     int populated;
     Py_ssize_t decl, item;
-    int dropped, restore, taint;
+    long long oid;
+    int dropped, restore, taint, external_below;
     /* our part of the comment */
     int ours;
     char c_body[33], c_idx[33], c_def[33];
@@ -63,7 +65,8 @@ typedef struct {
     Py_ssize_t *order;
     PyObject *actions;
     pgvc_buf buf;
-    int force, update, check_sql_changed, restore, beside;
+    int force, update, check_sql_changed, restore, beside, chain;
+    int nchain;
     const char *current_schema;
     PyObject *schemas; /* set of existing schema names */
 } Plan;
@@ -221,6 +224,9 @@ static int read_catalog(Plan *P, PyObject *catalog)
         n->refs = PyTuple_GET_ITEM(t, C_REFS);
         n->fulldef = opt_str(PyTuple_GET_ITEM(t, C_FULLDEF), &err);
         n->index_defs = PyTuple_GET_ITEM(t, C_INDEXDEFS);
+        n->oid = PyLong_AsLongLong(PyTuple_GET_ITEM(t, C_OID));
+        if (n->oid == -1 && PyErr_Occurred())
+            return -1;
         if (err || n->populated < 0)
             return -1;
         n->decl = -1;
@@ -565,7 +571,7 @@ static int changes_output(Plan *P, Py_ssize_t it)
 {
     if (it < P->nd) {
         Decl *d = &P->decls[it];
-        return d->action != A_SKIP || d->refresh || (d->kind == 'v' && d->taint);
+        return d->action != A_SKIP || d->refresh || d->chain || (d->kind == 'v' && d->taint);
     }
     return P->nodes[P->item_node[it]].relkind == 'v' && P->nodes[P->item_node[it]].taint;
 }
@@ -597,7 +603,12 @@ static PyObject *propagate(Plan *P)
                 dropped_by = w->item;
             }
         }
-        if (it < P->nd) {
+        if (it < P->nd && P->decls[it].chain) {
+            /* Built anew in the build schema; the old object goes at the swap. */
+            P->decls[it].taint = taint;
+            if (n)
+                n->dropped = 1;
+        } else if (it < P->nd) {
             Decl *d = &P->decls[it];
             d->taint = taint;
             if (d->action == A_BESIDE && taint) {
@@ -643,6 +654,96 @@ static PyObject *propagate(Plan *P)
         }
     }
     return refused;
+}
+
+
+/* The build schema of a changed chain: the new versions of changed views and of every
+ * materialized view that reads them are created there, under their own names, with the build
+ * schema first on the search_path, so unqualified names inside their SQL find the new versions.
+ * Readers keep the old ones until the swap moves the new ones into place. */
+#define PGVC_BUILD_SCHEMA "_pgviews_c_build"
+
+static int decl_stale(Decl *d)
+{
+    return d->action != A_SKIP || (d->refresh && d->taint) || (d->kind == 'v' && d->taint);
+}
+
+/* Decide which declarations form chains. Returns the number chosen. */
+static Py_ssize_t choose_chain(Plan *P)
+{
+    Py_ssize_t count = 0;
+    char *ok = calloc((size_t)P->ni + 1, 1);
+    if (!ok) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    /* Does anything we do not manage read this node, directly or not? Then a drop it did not
+     * need before would take it down: such a node stays out of chains (unless restoring). */
+    for (Py_ssize_t k = P->ni - 1; k >= 0; k--) {
+        Py_ssize_t nj = P->item_node[P->order[k]];
+        if (nj < 0)
+            continue;
+        for (Py_ssize_t e = P->cg.rdep_off[nj]; e < P->cg.rdep_off[nj + 1]; e++) {
+            Node *w = &P->nodes[P->cg.rdep[e]];
+            if (w->decl < 0 || w->external_below)
+                P->nodes[nj].external_below = 1;
+        }
+    }
+    /* ok[it]: the item's new version can be built in the build schema, from new versions of
+     * everything changed that it reads. */
+    for (Py_ssize_t k = 0; k < P->ni; k++) {
+        Py_ssize_t it = P->order[k];
+        Decl *d;
+        Node *n;
+        int good;
+        if (it >= P->nd)
+            continue;
+        d = &P->decls[it];
+        n = d->node >= 0 ? &P->nodes[d->node] : NULL;
+        if (!decl_stale(d))
+            continue;
+        good = !strcmp(d->schema, P->current_schema) && (P->restore || !n || !n->external_below) &&
+               (!n || n->relkind == d->kind);
+        for (Py_ssize_t e = P->g.dep_off[it]; good && e < P->g.dep_off[it + 1]; e++) {
+            Py_ssize_t w = P->g.dep[e];
+            if (w >= P->nd)
+                good = !P->nodes[P->item_node[w]].taint; /* an unmanaged view that changes */
+            else if (decl_stale(&P->decls[w]))
+                good = ok[w];
+        }
+        ok[it] = (char)good;
+    }
+    /* A chain is worth building for a materialized view that must be rebuilt or re-populated
+     * because of what it reads; it takes with it the changed things it reads. */
+    for (Py_ssize_t k = P->ni - 1; k >= 0; k--) {
+        Py_ssize_t it = P->order[k];
+        Decl *d;
+        if (it >= P->nd)
+            continue;
+        d = &P->decls[it];
+        if (!ok[it])
+            continue;
+        if (!d->chain && d->kind == 'm' && d->taint && d->node >= 0)
+            d->chain = 1;
+        if (!d->chain)
+            continue;
+        for (Py_ssize_t e = P->g.dep_off[it]; e < P->g.dep_off[it + 1]; e++) {
+            Py_ssize_t w = P->g.dep[e];
+            if (w < P->nd && decl_stale(&P->decls[w]))
+                P->decls[w].chain = 1;
+        }
+    }
+    for (Py_ssize_t i = 0; i < P->nd; i++)
+        if (P->decls[i].chain) {
+            if (!P->decls[i].reason[0])
+                snprintf(P->decls[i].reason, sizeof P->decls[i].reason,
+                         "rebuilt beside the old one, with the changed views it reads");
+            count++;
+            P->decls[i].refresh = 0;
+            P->decls[i].reindex = 0;
+        }
+    free(ok);
+    return count;
 }
 
 /* ---- writing the actions ------------------------------------------------------------------- */
@@ -692,8 +793,8 @@ static void target_name(char *out, size_t cap, const char *label, const char *sc
 
 static const char *rel_word(char kind) { return kind == 'm' ? "MATERIALIZED VIEW" : "VIEW"; }
 
-static int emit_create(Plan *P, Py_ssize_t i, const char *name, int phase, const char *op,
-                       const char *lock)
+static int emit_create_in(Plan *P, Py_ssize_t i, const char *schema, const char *name, int phase,
+                          const char *op, const char *lock)
 {
     Decl *d = &P->decls[i];
     char target[512];
@@ -704,7 +805,7 @@ static int emit_create(Plan *P, Py_ssize_t i, const char *name, int phase, const
         pgvc_buf_puts(&P->buf, "OR REPLACE ");
     pgvc_buf_puts(&P->buf, rel_word(d->kind));
     pgvc_buf_puts(&P->buf, " ");
-    pgvc_buf_qualified(&P->buf, d->schema, name);
+    pgvc_buf_qualified(&P->buf, schema, name);
     if (d->kind == 'm' && d->tablespace) {
         pgvc_buf_puts(&P->buf, " TABLESPACE ");
         pgvc_buf_ident(&P->buf, d->tablespace);
@@ -715,6 +816,12 @@ static int emit_create(Plan *P, Py_ssize_t i, const char *name, int phase, const
     if (d->kind == 'm')
         pgvc_buf_puts(&P->buf, d->with_data ? "\nWITH DATA" : "\nWITH NO DATA");
     return emit(P, op, i, lock, target, phase, off);
+}
+
+static int emit_create(Plan *P, Py_ssize_t i, const char *name, int phase, const char *op,
+                       const char *lock)
+{
+    return emit_create_in(P, i, P->decls[i].schema, name, phase, op, lock);
 }
 
 /* Substitute \x01T\x01 (table) and \x01N\x01 (index name) in a Django index template. */
@@ -734,8 +841,17 @@ static void put_template(pgvc_buf *b, const char *tpl, const char *schema, const
 }
 
 /* Every declared index of a materialized view, on `table`; names get `suffix`. */
+static int emit_indexes_in(Plan *P, Py_ssize_t i, const char *schema, const char *table,
+                           const char *suffix, int phase, const char *op, const char *lock);
+
 static int emit_indexes(Plan *P, Py_ssize_t i, const char *table, const char *suffix, int phase,
                         const char *op, const char *lock)
+{
+    return emit_indexes_in(P, i, P->decls[i].schema, table, suffix, phase, op, lock);
+}
+
+static int emit_indexes_in(Plan *P, Py_ssize_t i, const char *schema, const char *table,
+                           const char *suffix, int phase, const char *op, const char *lock)
 {
     Decl *d = &P->decls[i];
     char target[512], iname[PGVC_NAMEDATALEN];
@@ -745,7 +861,7 @@ static int emit_indexes(Plan *P, Py_ssize_t i, const char *table, const char *su
         pgvc_buf_puts(&P->buf, "CREATE UNIQUE INDEX ");
         pgvc_buf_ident(&P->buf, iname);
         pgvc_buf_puts(&P->buf, " ON ");
-        pgvc_buf_qualified(&P->buf, d->schema, table);
+        pgvc_buf_qualified(&P->buf, schema, table);
         pgvc_buf_puts(&P->buf, " (");
         pgvc_buf_puts(&P->buf, d->cidx); /* a column list, as django-pgviews-redux takes it */
         pgvc_buf_puts(&P->buf, ")");
@@ -759,7 +875,7 @@ static int emit_indexes(Plan *P, Py_ssize_t i, const char *table, const char *su
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(d->indexes); k++) {
         PyObject *ix = PyTuple_GET_ITEM(d->indexes, k);
         pgvc_derived_name(iname, PyUnicode_AsUTF8(PyTuple_GET_ITEM(ix, 0)), suffix);
-        put_template(&P->buf, PyUnicode_AsUTF8(PyTuple_GET_ITEM(ix, 1)), d->schema, table, iname);
+        put_template(&P->buf, PyUnicode_AsUTF8(PyTuple_GET_ITEM(ix, 1)), schema, table, iname);
         if (emit(P, op, i, lock, target, phase, -1) < 0)
             return -1;
     }
@@ -913,7 +1029,7 @@ static int emit_stamp(Plan *P)
         if (it >= P->nd)
             continue;
         d = &P->decls[it];
-        if (d->action == A_SKIP && !d->reindex && !d->restamp)
+        if (d->action == A_SKIP && !d->reindex && !d->restamp && !d->chain)
             continue;
         old = d->node >= 0 ? &P->nodes[d->node] : NULL;
         pgvc_buf_puts(&rels, n ? ", " : "");
@@ -976,6 +1092,58 @@ exit:
     return rc;
 }
 
+/* Phase 0 of a chain: the build schema first on the search_path, the new versions created there
+ * in order, a check that none of them reads an old object it should read anew (SQL that names
+ * one by schema), then the search_path back as it was. */
+static int emit_chain_build(Plan *P)
+{
+    char num[32];
+    int first = 1;
+    pgvc_buf_puts(&P->buf, "CREATE SCHEMA " PGVC_BUILD_SCHEMA);
+    if (emit(P, "chain_schema", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1) < 0)
+        return -1;
+    pgvc_buf_puts(&P->buf, "SELECT pg_catalog.set_config('search_path', '" PGVC_BUILD_SCHEMA ", ' || "
+                           "pg_catalog.current_setting('search_path'), true)");
+    if (emit(P, "chain_path", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1) < 0)
+        return -1;
+    for (Py_ssize_t k = 0; k < P->ni; k++) {
+        Py_ssize_t it = P->order[k];
+        if (it >= P->nd || !P->decls[it].chain)
+            continue;
+        if (emit_create_in(P, it, PGVC_BUILD_SCHEMA, P->decls[it].name, 0, "build", L_NEW) < 0)
+            return -1;
+        if (P->decls[it].kind == 'm' &&
+            emit_indexes_in(P, it, PGVC_BUILD_SCHEMA, P->decls[it].name, "", 0, "build_index", L_NEW) < 0)
+            return -1;
+    }
+    pgvc_buf_puts(&P->buf,
+                  "DO $pgvc$ BEGIN\n"
+                  "  IF EXISTS (SELECT 1 FROM pg_catalog.pg_depend d\n"
+                  "    JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid\n"
+                  "    JOIN pg_catalog.pg_class c ON c.oid = w.ev_class\n"
+                  "    WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass\n"
+                  "      AND c.relnamespace = '" PGVC_BUILD_SCHEMA "'::regnamespace\n"
+                  "      AND d.refobjid = ANY('{");
+    for (Py_ssize_t i = 0; i < P->nd; i++) {
+        if (!P->decls[i].chain || P->decls[i].node < 0)
+            continue;
+        snprintf(num, sizeof num, "%s%lld", first ? "" : ",", P->nodes[P->decls[i].node].oid);
+        pgvc_buf_puts(&P->buf, num);
+        first = 0;
+    }
+    pgvc_buf_puts(&P->buf, "}'::oid[])) THEN\n"
+                           "    RAISE EXCEPTION 'django-pgviews-c: chain reads an old object' USING ERRCODE = 'P0001';\n"
+                           "  END IF;\nEND $pgvc$");
+    if (emit(P, "chain_check", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1) < 0)
+        return -1;
+    pgvc_buf_puts(&P->buf, "SELECT pg_catalog.set_config('search_path', pg_catalog.substr("
+                           "pg_catalog.current_setting('search_path'), ");
+    snprintf(num, sizeof num, "%d", (int)strlen(PGVC_BUILD_SCHEMA ", ") + 1);
+    pgvc_buf_puts(&P->buf, num);
+    pgvc_buf_puts(&P->buf, "), true)");
+    return emit(P, "chain_path", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1);
+}
+
 static int emit_all(Plan *P)
 {
     char tmp[PGVC_NAMEDATALEN], target[512];
@@ -1001,9 +1169,11 @@ static int emit_all(Plan *P)
         if (emit(P, "create_schema", i, L_NONE, d->schema, 0, -1) < 0)
             return -1;
     }
+    if (P->nchain && emit_chain_build(P) < 0)
+        return -1;
     for (Py_ssize_t k = 0; k < P->ni; k++) {
         Py_ssize_t it = P->order[k];
-        if (it >= P->nd || P->decls[it].action != A_BESIDE)
+        if (it >= P->nd || P->decls[it].action != A_BESIDE || P->decls[it].chain)
             continue;
         pgvc_derived_name(tmp, P->decls[it].name, "_pgvc_new");
         if (emit_create(P, it, tmp, 0, "build", L_NEW) < 0 ||
@@ -1029,6 +1199,17 @@ static int emit_all(Plan *P)
         d = &P->decls[it];
         old = d->node >= 0 ? &P->nodes[d->node] : NULL;
         target_name(target, sizeof target, d->label, d->schema, d->name);
+        if (d->chain) {
+            pgvc_buf_puts(&P->buf, "ALTER ");
+            pgvc_buf_puts(&P->buf, rel_word(d->kind));
+            pgvc_buf_puts(&P->buf, " ");
+            pgvc_buf_qualified(&P->buf, PGVC_BUILD_SCHEMA, d->name);
+            pgvc_buf_puts(&P->buf, " SET SCHEMA ");
+            pgvc_buf_ident(&P->buf, d->schema);
+            if (emit(P, "swap", it, L_AX, target, 1, -1) < 0 || emit_grants(P, it, old, d->kind, target) < 0)
+                return -1;
+            continue;
+        }
         switch (d->action) {
         case A_CREATE:
         case A_RECREATE:
@@ -1072,6 +1253,11 @@ static int emit_all(Plan *P)
                 return -1;
         }
     }
+    if (P->nchain) {
+        pgvc_buf_puts(&P->buf, "DROP SCHEMA " PGVC_BUILD_SCHEMA);
+        if (emit(P, "drop_schema", -1, L_NONE, PGVC_BUILD_SCHEMA, 1, -1) < 0)
+            return -1;
+    }
     return emit_stamp(P);
 }
 
@@ -1105,7 +1291,7 @@ static PyObject *refusal_error(Plan *P, PyObject *refused)
 PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"decls", "catalog", "force", "update", "check_sql_changed",
-                             "restore_dependants", "build_beside", "recreate", NULL};
+                             "restore_dependants", "build_beside", "recreate", "chain", NULL};
     PyObject *decls, *catalog, *recreate = NULL, *result = NULL, *oids = NULL, *refused = NULL,
              *statuses = NULL, *reasons = NULL, *order = NULL, *recreate_set = NULL;
     Plan P;
@@ -1114,10 +1300,12 @@ PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
     P.update = 1;
     P.check_sql_changed = 1;
     P.beside = 1;
+    P.chain = 1;
     pgvc_buf_init(&P.buf);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!|$pppppO:plan", kwlist, &PyList_Type,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!|$pppppOp:plan", kwlist, &PyList_Type,
                                      &decls, &PyList_Type, &catalog, &P.force, &P.update,
-                                     &P.check_sql_changed, &P.restore, &P.beside, &recreate))
+                                     &P.check_sql_changed, &P.restore, &P.beside, &recreate,
+                                     &P.chain))
         return NULL;
     if (!(recreate_set = recreate ? PySet_New(recreate) : PySet_New(NULL)))
         goto exit;
@@ -1155,6 +1343,18 @@ PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
     }
     if (!(refused = propagate(&P)))
         goto exit;
+    if (P.chain && P.beside) {
+        /* Chains change what is dropped: decide them, then spread the drops again. */
+        if ((P.nchain = (int)choose_chain(&P)) < 0)
+            goto exit;
+        if (P.nchain) {
+            for (Py_ssize_t j = 0; j < P.nn; j++)
+                P.nodes[j].dropped = P.nodes[j].restore = P.nodes[j].taint = 0;
+            Py_CLEAR(refused);
+            if (!(refused = propagate(&P)))
+                goto exit;
+        }
+    }
     if (PyList_GET_SIZE(refused)) {
         refusal_error(&P, refused);
         goto exit;

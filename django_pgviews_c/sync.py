@@ -104,6 +104,10 @@ class _LockTimeout(Exception):
     pass
 
 
+class _ChainConflict(Exception):
+    """A view of a changed chain names an old object by schema: build that chain in place."""
+
+
 def _sqlstate(exc: BaseException) -> str | None:
     cause = exc.__cause__ or exc
     return getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
@@ -249,7 +253,10 @@ class Syncer:
             options["restore_dependants"] = restore
         rows = read_catalog(cursor, self.decls.catalog_params(options["restore_dependants"]))
         self.result.catalog_queries += 1
-        return _core.plan(self.decls.tuples, rows, recreate=list(recreate), **options)
+        return _core.plan(self.decls.tuples, rows, recreate=list(recreate), chain=self._chain, **options)
+
+    #: Build changed chains in a build schema (off after a chain named an old object by schema).
+    _chain = True
 
     # -- running --------------------------------------------------------------------------------
 
@@ -282,6 +289,9 @@ class Syncer:
                 try:
                     self._execute(cursor, [Action.from_tuple(a) for a in plan["actions"]])
                     return plan
+                except _ChainConflict:
+                    cursor.execute("ROLLBACK TO SAVEPOINT pgvc_sync")
+                    self._chain = False
                 except _Incompatible as inc:
                     if not self.options["force"]:
                         raise self._force_required(cursor, inc, recreate) from None
@@ -365,6 +375,8 @@ class Syncer:
                 cursor.execute("ROLLBACK TO SAVEPOINT pgvc_one")
                 if _sqlstate(exc) == _LOCK_NOT_AVAILABLE:
                     raise _LockTimeout() from exc
+                if action.op == "chain_check":
+                    raise _ChainConflict() from exc
                 error = self._error(action, exc)
                 if action.op == "replace" and error.sqlstate in _INCOMPATIBLE:
                     raise _Incompatible(action.decl, error) from exc
