@@ -28,10 +28,13 @@ def _conninfo(dbname: str) -> str:
     return " ".join(f"{k}='{v}'" for k, v in parts.items())
 
 
-def query(dbname: str, sql: str, params: Any = None) -> list[tuple]:
+def query(dbname: str, sql: str, params: Any = None, setup: str | None = None) -> list[tuple]:
+    """Run one statement on a new connection (after ``setup``, on the same connection)."""
     conn = _connect(dbname)
     try:
         cur = conn.cursor()
+        if setup:
+            cur.execute(setup)
         cur.execute(sql, params)
         return [tuple(r) for r in cur.fetchall()] if cur.description else []
     finally:
