@@ -41,7 +41,9 @@ class ViewConfig(apps.AppConfig):
             progress=(lambda text: stdout.write(text)) if stdout is not None else None,
         )
 
-    def set_views_aside(self, sender: Any, app_config: Any, using: str, plan: Any = None, **kwargs: Any) -> None:
+    def set_views_aside(
+        self, sender: Any, app_config: Any, using: str, plan: Any = None, **kwargs: Any
+    ) -> None:
         """pre_migrate, once per run (before the first app): drop the managed views that read
         the tables the pending migrations change; post_migrate re-creates them."""
         with_models = [config for config in apps.apps.get_app_configs() if config.models_module is not None]

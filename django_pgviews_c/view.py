@@ -139,7 +139,9 @@ class View(models.Model, metaclass=ViewMeta):
         migrations of this app there (the view does not belong to that database).
 
         Override in a subclass to customize."""
-        if not restricted_mode or router.allow_migrate(using, cls._meta.app_label, model_name=cls._meta.model_name):
+        if not restricted_mode or router.allow_migrate(
+            using, cls._meta.app_label, model_name=cls._meta.model_name
+        ):
             return cast(BaseDatabaseWrapper, connections[using])
         return None
 
@@ -168,9 +170,9 @@ def refresh_statement(db_table: str, concurrently: bool) -> str:
     sql = _refresh_sql.get(key)
     if sql is None:
         schema, name = _core.split_table(db_table)
-        sql = ("REFRESH MATERIALIZED VIEW CONCURRENTLY " if concurrently else "REFRESH MATERIALIZED VIEW ") + (
-            _core.qualified_name(schema, name)
-        )
+        sql = (
+            "REFRESH MATERIALIZED VIEW CONCURRENTLY " if concurrently else "REFRESH MATERIALIZED VIEW "
+        ) + (_core.qualified_name(schema, name))
         _refresh_sql[key] = sql
     return sql
 

@@ -4,9 +4,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # Under valgrind everything runs ~50 times slower: a few examples still walk every path.
-settings.register_profile(
-    "valgrind", max_examples=5, deadline=None, suppress_health_check=list(HealthCheck)
-)
+settings.register_profile("valgrind", max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
 settings.register_profile("default", deadline=None)
 settings.load_profile("default")
 

@@ -21,8 +21,12 @@ except ImportError:  # psycopg2
 
 
 def _conninfo(dbname: str) -> str:
-    parts = {"dbname": dbname, "host": os.environ.get("PGHOST", "127.0.0.1"),
-             "port": os.environ.get("PGPORT", "5432"), "user": os.environ.get("PGUSER", "postgres")}
+    parts = {
+        "dbname": dbname,
+        "host": os.environ.get("PGHOST", "127.0.0.1"),
+        "port": os.environ.get("PGPORT", "5432"),
+        "user": os.environ.get("PGUSER", "postgres"),
+    }
     if os.environ.get("PGPASSWORD"):
         parts["password"] = os.environ["PGPASSWORD"]
     return " ".join(f"{k}='{v}'" for k, v in parts.items())

@@ -8,17 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests import psycopg_compat
 import pytest
+
+from tests import psycopg_compat
 
 HERE = Path(__file__).parent
 
 
 def run(project: Path, *args: str, db: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{project}{os.pathsep}{HERE.parent}", "DJANGO_SETTINGS_MODULE": "settings",
-           "ASIDE_DB": db}
-    return subprocess.run([sys.executable, "-m", "django", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{project}{os.pathsep}{HERE.parent}",
+        "DJANGO_SETTINGS_MODULE": "settings",
+        "ASIDE_DB": db,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "django", *args], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def sql(db: str, query: str) -> list[tuple]:
@@ -45,7 +51,11 @@ def project(tmp_path):
 
 def change_price_type(project: Path) -> None:
     models = project / "shop" / "models.py"
-    models.write_text(models.read_text().replace("price = models.IntegerField()\n    name", "price = models.BigIntegerField()\n    name"))
+    models.write_text(
+        models.read_text().replace(
+            "price = models.IntegerField()\n    name", "price = models.BigIntegerField()\n    name"
+        )
+    )
 
 
 def test_alter_column_read_by_views_just_works(project):
@@ -57,8 +67,11 @@ def test_alter_column_read_by_views_just_works(project):
     assert "Set aside 2 views" in r.stdout
     # Back, populated, and reading the new column type.
     assert sql(db, "SELECT n, total FROM shop_cheapcount") == [(2, 12)]
-    assert sql(db, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-                   "WHERE attrelid = 'shop_cheap'::regclass AND attname = 'price'") == [("bigint",)]
+    assert sql(
+        db,
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = 'shop_cheap'::regclass AND attname = 'price'",
+    ) == [("bigint",)]
 
 
 def test_failed_migration_puts_views_back(project):

@@ -1,11 +1,16 @@
 import pytest
 from django.db import connection
+
 from tests.helpers import ViewSet, catalog_rows
+
 
 @pytest.mark.django_db
 def test_changed_chain_is_built_beside_and_falls_back_when_sql_names_an_old_object():
     with connection.cursor() as c:
-        c.execute("CREATE TABLE t_src(id int primary key, v int); INSERT INTO t_src SELECT g, g FROM generate_series(1,10) g")
+        c.execute(
+            "CREATE TABLE t_src(id int primary key, v int);"
+            "INSERT INTO t_src SELECT g, g FROM generate_series(1, 10) g"
+        )
     vs = ViewSet()
     vs.view("A", "SELECT id, v FROM t_src")
     vs.view("U", "SELECT id, v FROM t_a", dependencies=("viewtest.A",))
@@ -23,7 +28,8 @@ def test_changed_chain_is_built_beside_and_falls_back_when_sql_names_an_old_obje
     assert catalog_rows("select s2 from t_n") == [(1100,)]
     assert catalog_rows("select s from t_w") == [(550,)]
     assert catalog_rows("select count(*) from pg_namespace where nspname='_pgviews_c_build'") == [(0,)]
-    r = vs.sync(); assert r.actions == []
+    r = vs.sync()
+    assert r.actions == []
     # schema-qualified reference to an old object: falls back to in place
     vs.view("U", "SELECT id, v + 1 AS v FROM public.t_a", dependencies=("viewtest.A",))
     vs.view("A", "SELECT id, v * 100 AS v FROM t_src")
@@ -47,8 +53,13 @@ def test_readers_are_not_blocked_while_a_chain_is_rebuilt():
         c.execute("CREATE TABLE t_slow(id int primary key, v int); INSERT INTO t_slow VALUES (1, 1), (2, 2)")
     vs = ViewSet()
     vs.view("SA", "SELECT id, v FROM t_slow", db_table="t_sa")
-    vs.view("SM", "SELECT sum(v) AS s FROM t_sa", materialized=True, db_table="t_sm",
-            dependencies=("viewtest.SA",))
+    vs.view(
+        "SM",
+        "SELECT sum(v) AS s FROM t_sa",
+        materialized=True,
+        db_table="t_sm",
+        dependencies=("viewtest.SA",),
+    )
     try:
         vs.sync()
         # The new version takes two seconds to compute: the build runs in phase 0.
@@ -69,15 +80,18 @@ def test_readers_are_not_blocked_while_a_chain_is_rebuilt():
         sleeping = []
         while time.monotonic() < deadline and not sleeping:
             sleeping = psycopg_compat.query(
-                dbname, "SELECT pid FROM pg_stat_activity WHERE query LIKE '%%pg_sleep(2)%%' "
-                "AND state = 'active' AND pid <> pg_backend_pid()")
+                dbname,
+                "SELECT pid FROM pg_stat_activity WHERE query LIKE '%%pg_sleep(2)%%' "
+                "AND state = 'active' AND pid <> pg_backend_pid()",
+            )
             time.sleep(0.05)
         assert sleeping, "the build never started"
         pid = sleeping[0][0]
         # While the new version is built, the syncing backend holds no lock on the old view that
         # a reader would wait for, and a reader that refuses to wait gets its rows.
         held = psycopg_compat.query(
-            dbname, "SELECT mode FROM pg_locks WHERE pid = %s AND relation = 't_sm'::regclass", [pid])
+            dbname, "SELECT mode FROM pg_locks WHERE pid = %s AND relation = 't_sm'::regclass", [pid]
+        )
         assert all(mode in ("AccessShareLock",) for (mode,) in held), held
         rows = psycopg_compat.query(dbname, "SELECT s FROM t_sm", setup="SET lock_timeout = '500ms'")
         assert rows == [(3,)]

@@ -41,12 +41,18 @@ def main(argv: list[str]) -> int:
         )
         text = log.read()
     blocks = re.split(r"\n==\d+== \n", text)
-    ours = [b for b in blocks if OURS.search(b) and re.search(r"Invalid|uninitialised|definitely lost|Mismatched", b)]
+    ours = [
+        b
+        for b in blocks
+        if OURS.search(b) and re.search(r"Invalid|uninitialised|definitely lost|Mismatched", b)
+    ]
     for block in ours:
         print(block, file=sys.stderr)
     summary = re.findall(r"ERROR SUMMARY: .*", text)
-    print(f"valgrind: {len(ours)} error(s) in the C core; command exit status {rc}; "
-          f"{summary[-1] if summary else 'no summary'} (CPython's own included)")
+    print(
+        f"valgrind: {len(ours)} error(s) in the C core; command exit status {rc}; "
+        f"{summary[-1] if summary else 'no summary'} (CPython's own included)"
+    )
     return 1 if ours or rc else 0
 
 

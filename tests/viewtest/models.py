@@ -78,7 +78,7 @@ class ParametrizedView(pg.ReadOnlyView):
 
 
 class QuotedNameView(pg.ReadOnlyView):
-    sql = "SELECT id, name AS \"Weird Column\" FROM viewtest_testmodel"
+    sql = 'SELECT id, name AS "Weird Column" FROM viewtest_testmodel'
 
     class Meta:
         managed = False

@@ -33,7 +33,9 @@ class Command(BaseCommand):
                     if connection is None:
                         continue
                     with connection.cursor() as cursor:
-                        cursor.execute(drop_view_sql(model._meta.db_table, issubclass(model, MaterializedView)))
+                        cursor.execute(
+                            drop_view_sql(model._meta.db_table, issubclass(model, MaterializedView))
+                        )
                     logger.info("%s (%s): dropped", model._meta.label, model._meta.db_table)
                     if options["verbosity"] >= 2:
                         self.stdout.write(f"  dropped {model._meta.label} ({model._meta.db_table})")

@@ -26,7 +26,8 @@ class Command(BaseCommand):
             action="store_true",
             dest="force",
             default=False,
-            help="Force replacement of pre-existing views where breaking changes have been made to the schema.",
+            help="Force replacement of pre-existing views where breaking changes have been made "
+            "to the schema.",
         )
         parser.add_argument(
             "-E",
