@@ -206,8 +206,13 @@ void pgvc_derived_name(char out[PGVC_NAMEDATALEN], const char *base, const char 
         pgvc_hash_str(&h, base);
         pgvc_hash_str(&h, suffix);
         pgvc_hash_hex(&h, hex);
-        if (ns > 40) /* keep the suffix readable but bounded */
+        if (ns > 40) { /* keep the suffix readable but bounded */
             ns = 40;
+            /* A long suffix is cut too: never inside a UTF-8 sequence (the hash above covers
+             * all of it, so names stay distinct). */
+            while (ns > 0 && ((unsigned char)suffix[ns] & 0xC0) == 0x80)
+                ns--;
+        }
         keep = PGVC_NAMEDATALEN - 1 - ns - 9;
         if (keep > nb)
             keep = nb;

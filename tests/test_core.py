@@ -1,0 +1,342 @@
+"""The C core on its own: identifier quoting against the server's, table names, derived names
+and the dependency graph against brute force."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from django.db import connection
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from django_pgviews_c import _core
+from django_pgviews_c.exceptions import CycleError, InvalidNameError, MissingDependencyError
+
+NAMEDATALEN = 63
+
+# Printable text without NUL (which no identifier can hold), of at most 63 bytes in UTF-8 so
+# the server keeps it whole.
+_chars = st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\x00")
+_ascii_ident = st.text(
+    alphabet=st.sampled_from('abcxyz_0123456789ABCZ "\'.$-'), min_size=0, max_size=20
+)
+_any_ident = st.text(alphabet=_chars, min_size=0, max_size=30).filter(
+    lambda s: len(s.encode()) <= NAMEDATALEN
+)
+
+
+def _server_keywords() -> list[tuple[str, str]]:
+    with connection.cursor() as cur:
+        cur.execute("SELECT word, catcode::text FROM pg_catalog.pg_get_keywords() ORDER BY word")
+        return cur.fetchall()
+
+
+def _server_quote(names: list[str]) -> list[str]:
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT pg_catalog.quote_ident(x) FROM unnest(%s::text[]) WITH ORDINALITY AS u(x, n) ORDER BY n",
+            [names],
+        )
+        return [r[0] for r in cur.fetchall()]
+
+
+def _column_name(quoted: str) -> str:
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT 1 AS {quoted}")
+        return cur.description[0].name
+
+
+# ---- quote_ident ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(_ascii_ident, _any_ident), min_size=1, max_size=8))
+def test_quote_ident_matches_the_server(names):
+    ours = [_core.quote_ident(n) for n in names]
+    assert ours == _server_quote(names)
+    for name, quoted in zip(names, ours):
+        if name:  # "" is not a valid column name
+            assert _column_name(quoted) == name
+
+
+@pytest.mark.django_db
+def test_quote_ident_of_every_server_keyword():
+    keywords = _server_keywords()
+    words = [w for w, _ in keywords]
+    server = dict(zip(words, _server_quote(words)))
+    extra = []
+    for word, catcode in keywords:
+        ours = _core.quote_ident(word)
+        if ours != server[word]:
+            # Only words our list quotes (reserved in some other version) may differ, and only
+            # by being quoted where this server would not.
+            assert catcode == "U" and ours == f'"{word}"', (word, catcode, ours, server[word])
+            extra.append(word)
+        # Quoted or not, the word names itself.
+        assert _column_name(ours) == word
+        # Upper case never passes bare.
+        assert _core.quote_ident(word.upper()) == f'"{word.upper()}"'
+    # Every word the server reserves in any way is quoted by us too.
+    for word, catcode in keywords:
+        if catcode != "U":
+            assert _core.quote_ident(word).startswith('"'), word
+
+
+@pytest.mark.parametrize(
+    "name, quoted",
+    [
+        ("plain", "plain"),
+        ("_x1", "_x1"),
+        ("Mixed", '"Mixed"'),
+        ("1abc", '"1abc"'),
+        ("with space", '"with space"'),
+        ('q"uote', '"q""uote"'),
+        ('""', '""""""'),
+        ("select", '"select"'),
+        ("", '""'),
+        ("é", '"é"'),
+    ],
+)
+def test_quote_ident_examples(name, quoted):
+    assert _core.quote_ident(name) == quoted
+
+
+# ---- split_table / qualified_name -------------------------------------------------------------
+
+_part = st.text(alphabet=_chars, min_size=1, max_size=20).filter(lambda s: len(s.encode()) <= NAMEDATALEN)
+
+
+@given(st.one_of(st.none(), _part), _part)
+def test_split_table_inverts_qualified_name(schema, name):
+    qualified = _core.qualified_name(schema, name)
+    assert _core.split_table(qualified) == (schema, name)
+
+
+@pytest.mark.parametrize(
+    "db_table, parts",
+    [
+        ("foo", (None, "foo")),
+        ("Foo", (None, "Foo")),
+        ("s.foo", ("s", "foo")),
+        ('"s.x"."a.b"', ("s.x", "a.b")),
+        ('"a""b"', (None, 'a"b')),
+        ("s.a.b", ("s", "a.b")),
+        ('"Sch"."Na me"', ("Sch", "Na me")),
+    ],
+)
+def test_split_table_examples(db_table, parts):
+    assert _core.split_table(db_table) == parts
+
+
+@pytest.mark.parametrize(
+    "db_table, why",
+    [
+        ('"unterminated', "unterminated"),
+        ("", "empty"),
+        ('a"b', "stray double quote"),
+        ('"a"x', "unexpected text"),
+        ("s.", "empty"),
+        ("x" * 64, "longer than 63 bytes"),
+        ("é" * 32, "longer than 63 bytes"),
+    ],
+)
+def test_split_table_rejects_bad_names(db_table, why):
+    with pytest.raises(InvalidNameError) as info:
+        _core.split_table(db_table)
+    assert info.value.name == db_table
+    assert why in str(info.value)
+
+
+def test_split_table_accepts_exactly_63_bytes():
+    name = "é" * 31 + "x"  # 63 bytes
+    assert _core.split_table(name) == (None, name)
+    assert _core.split_table(f"s.{name}") == ("s", name)
+
+
+# ---- derived_name -----------------------------------------------------------------------------
+
+
+@given(st.text(alphabet=_chars, max_size=80), st.text(alphabet=_chars, max_size=50))
+def test_derived_name_fits_and_is_whole_utf8(base, suffix):
+    out = _core.derived_name(base, suffix)  # a cut UTF-8 sequence would fail to decode
+    assert len(out.encode()) <= NAMEDATALEN
+    if len((base + suffix).encode()) <= NAMEDATALEN:
+        assert out == base + suffix
+
+
+def test_derived_name_never_cuts_a_long_multibyte_suffix():
+    # A suffix over 40 bytes is shortened; an odd byte offset must not split a character.
+    for base, suffix in [("a" * 70, "x" + "é" * 30), ("é" * 40, "xy" + "€" * 20), ("b" * 10, "x" + "é" * 40)]:
+        out = _core.derived_name(base, suffix)
+        assert len(out.encode()) <= NAMEDATALEN
+        assert out.encode().decode() == out
+
+
+@given(
+    st.lists(st.text(alphabet=_chars, min_size=1, max_size=70), min_size=2, max_size=10, unique=True),
+    st.sampled_from(["_pgvc_new", "_index", "", "_é"]),
+)
+def test_derived_name_keeps_distinct_inputs_distinct(bases, suffix):
+    outs = [_core.derived_name(b, suffix) for b in bases]
+    assert len(set(outs)) == len(outs)
+
+
+@pytest.mark.django_db
+def test_derived_names_of_long_multibyte_names_are_real_identifiers():
+    base = "ü" * 40  # 80 bytes
+    out = _core.derived_name(base, "_pgvc_new")
+    assert out.endswith("_pgvc_new") and len(out.encode()) <= NAMEDATALEN
+    assert _column_name(_core.quote_ident(out)) == out
+
+
+# ---- Graph ------------------------------------------------------------------------------------
+
+
+@st.composite
+def dags(draw, max_nodes=12):
+    """(deps, perm): deps[i] lists lower indices (a DAG declared in order); perm shuffles it."""
+    n = draw(st.integers(0, max_nodes))
+    deps = [sorted(draw(st.sets(st.integers(0, i - 1), max_size=min(i, 4)))) if i else [] for i in range(n)]
+    perm = draw(st.permutations(range(n)))
+    return deps, list(perm)
+
+
+def _shuffle(deps, perm):
+    """Node perm[i] of the shuffled graph is node i of the ordered one."""
+    n = len(deps)
+    out = [[] for _ in range(n)]
+    for i in range(n):
+        out[perm[i]] = sorted(perm[j] for j in deps[i])
+    return out
+
+
+def _graph(deps):
+    names = [f"n{i}" for i in range(len(deps))]
+    return _core.Graph(names, [[names[j] for j in d] for d in deps])
+
+
+def _smallest_topological_order(deps):
+    n, placed, order = len(deps), set(), []
+    while len(order) < n:
+        nxt = min(i for i in range(n) if i not in placed and all(j in placed for j in deps[i]))
+        placed.add(nxt)
+        order.append(nxt)
+    return order
+
+
+def _closure(deps, start, down):
+    n = len(deps)
+    adj = [[] for _ in range(n)]
+    for i in range(n):
+        for j in deps[i]:
+            if down:
+                adj[j].append(i)
+            else:
+                adj[i].append(j)
+    seen, stack = set(), list(start)
+    while stack:
+        v = stack.pop()
+        for w in adj[v]:
+            if w not in seen:
+                seen.add(w)
+                stack.append(w)
+    return seen
+
+
+@given(dags())
+def test_order_respects_every_edge_and_is_stable(dag):
+    deps, perm = dag
+    g = _graph(deps)
+    assert g.order() == list(range(len(deps)))  # already sorted: identity
+    shuffled = _shuffle(deps, perm)
+    order = _graph(shuffled).order()
+    assert sorted(order) == list(range(len(deps)))
+    pos = {v: k for k, v in enumerate(order)}
+    for i, ds in enumerate(shuffled):
+        for j in ds:
+            assert pos[j] < pos[i]
+    # Ties keep index order: the order is the smallest topological order.
+    assert order == _smallest_topological_order(shuffled)
+
+
+@given(dags(), st.data())
+def test_closures_levels_and_critical_path_match_brute_force(dag, data):
+    deps = _shuffle(*dag)
+    n = len(deps)
+    g = _graph(deps)
+    order = g.order()
+    pos = {v: k for k, v in enumerate(order)}
+    start = data.draw(st.lists(st.integers(0, n - 1), max_size=3)) if n else []
+    for down, method in ((True, g.dependants), (False, g.dependencies)):
+        reach = _closure(deps, start, down)
+        got = method(start)
+        assert set(got) == reach - set(start)
+        assert got == sorted(got, key=pos.__getitem__)
+        with_self = method(start, include_self=True)
+        assert set(with_self) == reach | set(start)
+        assert with_self == sorted(with_self, key=pos.__getitem__)
+    # levels: the longest chain of dependencies below each node.
+    levels = [0] * n
+    for v in order:
+        levels[v] = max((levels[j] + 1 for j in deps[v]), default=0)
+    assert g.levels() == levels
+    # critical_path: the heaviest chain from a node up through its dependants.
+    weights = data.draw(st.lists(st.floats(0, 10, allow_nan=False), min_size=n, max_size=n))
+    users = [[i for i in range(n) if v in deps[i]] for v in range(n)]
+    chain = [0.0] * n
+    for v in reversed(order):
+        chain[v] = weights[v] + max((chain[u] for u in users[v]), default=0.0)
+    assert g.critical_path(weights) == pytest.approx(chain)
+    unit = [0] * n
+    for v in reversed(order):
+        unit[v] = 1 + max((unit[u] for u in users[v]), default=0)
+    assert g.critical_path() == [float(x) for x in unit]
+
+
+@given(dags(max_nodes=10), st.data())
+def test_cycle_error_names_a_real_cycle(dag, data):
+    deps = [list(d) for d in _shuffle(*dag)]
+    n = len(deps)
+    assume(n >= 1)
+    # Close a cycle: some node comes to depend on one of its dependants (or on itself).
+    a = data.draw(st.integers(0, n - 1))
+    below = sorted(_closure(deps, [a], down=True) | {a})
+    b = data.draw(st.sampled_from(below))
+    assert b not in deps[a]
+    deps[a].append(b)
+    g = _graph(deps)
+    with pytest.raises(CycleError) as info:
+        g.order()
+    path = info.value.path
+    assert len(path) >= 2 and path[0] == path[-1]
+    assert len(set(path[:-1])) == len(path) - 1
+    idx = [int(p[1:]) for p in path]
+    for x, y in itertools.pairwise(idx):
+        assert y in deps[x], (path, deps)
+    assert " -> ".join(path) in str(info.value)
+    # Every method that needs the order raises it too.
+    for call in (g.levels, g.critical_path, lambda: g.dependants([0])):
+        with pytest.raises(CycleError):
+            call()
+
+
+def test_missing_dependency_names_both_ends():
+    with pytest.raises(MissingDependencyError) as info:
+        _core.Graph(["app.A", "app.B"], [[], ["app.Nope"]])
+    assert info.value.view == "app.B" and info.value.dependency == "app.Nope"
+    assert "app.B" in str(info.value) and "app.Nope" in str(info.value)
+
+
+def test_graph_rejects_bad_input():
+    with pytest.raises(ValueError, match="named twice"):
+        _core.Graph(["a", "a"], [[], []])
+    with pytest.raises(ValueError, match="differ in length"):
+        _core.Graph(["a"], [])
+    g = _core.Graph(["a", "b"], [[], ["a"]])
+    assert len(g) == 2 and g.names == ("a", "b")
+    with pytest.raises(IndexError):
+        g.dependants([5])
+    with pytest.raises(ValueError):
+        g.critical_path([1.0])
