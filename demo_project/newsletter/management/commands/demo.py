@@ -1,0 +1,168 @@
+"""``manage.py demo``: create the demo database if needed, migrate (which syncs the views),
+load deterministic sample data, refresh the materialized views concurrently and print a short
+report. Safe to run again: the data is replaced and the second sync changes nothing."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import random
+import time
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from django.contrib.postgres.search import SearchQuery
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from psycopg import sql
+
+from django_pgviews_c import view as pg
+from django_pgviews_c.refresh import refresh_views
+from django_pgviews_c.sync import view_models
+from newsletter.models import Event, Game, Player, PlayerGameStats, SeasonStats
+
+EVENT_NAMES = ["signup", "login", "open", "click", "unsubscribe", "share", "reply", "bounce"]
+TEAMS = ["Riverside Rockets", "Harbor Herons", "Summit Owls", "Prairie Comets", "Lakeside Lynx", "Canyon Kites"]
+FIRST = ["Ada", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun"]
+LAST = ["Okafor", "Lindqvist", "Moreau", "Tanaka", "Reyes", "Novak", "Adeyemi", "Kowalski"]
+
+N_EVENTS = 5000
+N_PLAYERS = 30
+N_GAMES = 80
+SEASON = 2024
+
+
+class Command(BaseCommand):
+    help = "Run the django-pgviews-c demo: create the database, migrate, load data, refresh, report."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.ensure_database()
+        started = time.perf_counter()
+        call_command("migrate", verbosity=0)
+        self.say(f"migrate: done in {time.perf_counter() - started:.2f}s (views synced by post_migrate)")
+
+        self.load_data()
+
+        result = refresh_views(concurrently=True)
+        self.say(f"refreshed {result.count} materialized views concurrently in {result.wall:.3f}s")
+
+        self.report_views(result.seconds)
+        self.report_players()
+        self.report_search()
+        self.report_warm_sync()
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def ensure_database(self) -> None:
+        """Create the demo database on the server when it is missing."""
+        db = settings.DATABASES["default"]
+        params = {
+            "dbname": "postgres",
+            "host": db["HOST"] or None,
+            "port": db["PORT"] or None,
+            "user": db["USER"] or None,
+            "password": db["PASSWORD"] or None,
+        }
+        with psycopg.connect(**{k: v for k, v in params.items() if v}, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone()
+            if exists:
+                self.say(f"database {db['NAME']!r} exists")
+            else:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
+                self.say(f"database {db['NAME']!r} created")
+
+    def load_data(self) -> None:
+        """Replace the sample data with the same deterministic rows every run."""
+        rng = random.Random(SEASON)
+        started = time.perf_counter()
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "TRUNCATE newsletter_events, newsletter_playergamestats, newsletter_game, "
+                    "newsletter_player RESTART IDENTITY"
+                )
+            start = datetime.datetime(SEASON, 1, 1, tzinfo=datetime.timezone.utc)
+            Event.objects.bulk_create(
+                Event(
+                    event=rng.choice(EVENT_NAMES),
+                    count=rng.randint(1, 20),
+                    happened_at=start + datetime.timedelta(minutes=rng.randint(0, 365 * 24 * 60)),
+                )
+                for _ in range(N_EVENTS)
+            )
+            names = [f"{first} {last}" for last in LAST for first in FIRST]
+            rng.shuffle(names)
+            players = Player.objects.bulk_create(
+                Player(name=names[i], team=TEAMS[i % len(TEAMS)]) for i in range(N_PLAYERS)
+            )
+            games = []
+            for g in range(N_GAMES):
+                home, away = rng.sample(TEAMS, 2)
+                games.append(
+                    Game(
+                        season=SEASON,
+                        played_on=datetime.date(SEASON, 1, 1) + datetime.timedelta(days=2 * g),
+                        home_team=home,
+                        away_team=away,
+                    )
+                )
+            games = Game.objects.bulk_create(games)
+            skill = {p.pk: rng.uniform(0.5, 1.6) for p in players}
+            lines = [
+                PlayerGameStats(
+                    player=p,
+                    game=game,
+                    points=round(rng.randint(0, 24) * skill[p.pk]),
+                    rebounds=rng.randint(0, 12),
+                    assists=rng.randint(0, 9),
+                )
+                for game in games
+                for p in players
+                if p.team in (game.home_team, game.away_team) and rng.random() < 0.9
+            ]
+            PlayerGameStats.objects.bulk_create(lines)
+        self.say(
+            f"loaded {N_EVENTS} events, {len(players)} players, {len(games)} games, "
+            f"{len(lines)} box-score lines in {time.perf_counter() - started:.2f}s"
+        )
+
+    def report_views(self, seconds: dict[str, float]) -> None:
+        self.say("")
+        self.say(f"{'view':<26} {'db table':<28} {'kind':<17} {'rows':>5}  refresh")
+        for model in view_models():
+            label = model._meta.label
+            kind = "materialized view" if issubclass(model, pg.MaterializedView) else "view"
+            took = f"{seconds[label] * 1000:.1f} ms" if label in seconds else "-"
+            rows = model.objects.count()
+            self.say(f"{label:<26} {model._meta.db_table:<28} {kind:<17} {rows:>5}  {took}")
+
+    def report_players(self) -> None:
+        self.say("")
+        self.say(f"Top 5 scorers of the {SEASON} season (SeasonStats):")
+        for rank, s in enumerate(SeasonStats.objects.order_by("-points", "name")[:5], 1):
+            self.say(
+                f"  {rank}. {s.name:<16} {s.team:<18} {s.points:>5} pts in {s.games} games "
+                f"({s.points_per_game} ppg, {s.rebounds_per_game} rpg, {s.assists_per_game} apg)"
+            )
+
+    def report_search(self) -> None:
+        self.say("")
+        for text in ("herons", "ada"):
+            query = SearchQuery(text, config="simple")
+            hits = SeasonStats.objects.filter(search=query).order_by("name")
+            found = ", ".join(f"{s.name} ({s.team})" for s in hits)
+            self.say(f"Full-text search {text!r} on SeasonStats.search: {found or 'nothing'}")
+
+    def report_warm_sync(self) -> None:
+        self.say("")
+        out = io.StringIO()
+        with CaptureQueriesContext(connection) as queries:
+            call_command("sync_pgviews", stdout=out)
+        summary = out.getvalue().strip().splitlines()[-1]
+        self.say(f"sync_pgviews again: {summary}, {len(queries)} query")
+
+    def say(self, text: str) -> None:
+        self.stdout.write(text)
