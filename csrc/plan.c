@@ -1092,6 +1092,71 @@ exit:
     return rc;
 }
 
+/* A view of a chain replaces the old one by a drop and a move, which never asks the server
+ * whether the new columns extend the old ones, as CREATE OR REPLACE VIEW does: without this
+ * check an incompatible change (a column dropped, renamed or retyped) went through without
+ * --force whenever a materialized view read the view. The new version in the build schema is
+ * compared with the old one, column by column, in the catalog only (no lock on the old view);
+ * a difference raises 42P16, which the sync reports as ForceRequiredError. */
+static int emit_compat_check(Plan *P, Py_ssize_t i)
+{
+    Decl *d = &P->decls[i];
+    Node *n = &P->nodes[d->node];
+    char tag[32], num[32], target[512];
+    pgvc_buf name;
+    int rc = -1;
+    pgvc_buf_init(&name);
+    pgvc_buf_literal(&name, d->name);
+    if (name.oom) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    for (int k = 0;; k++) {
+        snprintf(tag, sizeof tag, "$pgvc%d$", k);
+        if (!strstr(name.data, tag))
+            break;
+    }
+    target_name(target, sizeof target, d->label, d->schema, d->name);
+    snprintf(num, sizeof num, "%lld", n->oid);
+    pgvc_buf_puts(&P->buf, "DO ");
+    pgvc_buf_puts(&P->buf, tag);
+    pgvc_buf_puts(&P->buf,
+                  "\nDECLARE o record; c record;\nBEGIN\n"
+                  "  FOR o IN SELECT a.attnum, a.attname, a.atttypid, a.atttypmod, a.attcollation\n"
+                  "    FROM pg_catalog.pg_attribute a WHERE a.attrelid = ");
+    pgvc_buf_puts(&P->buf, num);
+    pgvc_buf_puts(&P->buf,
+                  "::pg_catalog.oid\n"
+                  "      AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum\n"
+                  "  LOOP\n"
+                  "    SELECT a.attname, a.atttypid, a.atttypmod, a.attcollation INTO c\n"
+                  "      FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class r ON r.oid = a.attrelid\n"
+                  "      WHERE r.relnamespace = '" PGVC_BUILD_SCHEMA "'::pg_catalog.regnamespace\n"
+                  "        AND r.relname = ");
+    pgvc_buf_put(&P->buf, name.data, name.len);
+    pgvc_buf_puts(&P->buf,
+                  " AND a.attnum = o.attnum AND NOT a.attisdropped;\n"
+                  "    IF NOT FOUND THEN\n"
+                  "      RAISE EXCEPTION 'cannot drop columns from view' USING ERRCODE = '42P16';\n"
+                  "    ELSIF c.attname <> o.attname THEN\n"
+                  "      RAISE EXCEPTION 'cannot change name of view column \"%\" to \"%\"', o.attname, c.attname\n"
+                  "        USING ERRCODE = '42P16';\n"
+                  "    ELSIF c.atttypid <> o.atttypid OR c.atttypmod <> o.atttypmod THEN\n"
+                  "      RAISE EXCEPTION 'cannot change data type of view column \"%\" from % to %', o.attname,\n"
+                  "        pg_catalog.format_type(o.atttypid, o.atttypmod),\n"
+                  "        pg_catalog.format_type(c.atttypid, c.atttypmod) USING ERRCODE = '42P16';\n"
+                  "    ELSIF c.attcollation <> o.attcollation THEN\n"
+                  "      RAISE EXCEPTION 'cannot change collation of view column \"%\"', o.attname\n"
+                  "        USING ERRCODE = '42P16';\n"
+                  "    END IF;\n"
+                  "  END LOOP;\nEND\n");
+    pgvc_buf_puts(&P->buf, tag);
+    rc = emit(P, "compat_check", i, L_NONE, target, 0, -1);
+exit:
+    pgvc_buf_free(&name);
+    return rc;
+}
+
 /* Phase 0 of a chain: the build schema first on the search_path, the new versions created there
  * in order, a check that none of them reads an old object it should read anew (SQL that names
  * one by schema), then the search_path back as it was. */
@@ -1111,6 +1176,10 @@ static int emit_chain_build(Plan *P)
         if (it >= P->nd || !P->decls[it].chain)
             continue;
         if (emit_create_in(P, it, PGVC_BUILD_SCHEMA, P->decls[it].name, 0, "build", L_NEW) < 0)
+            return -1;
+        /* A changed view that CREATE OR REPLACE would have updated: same columns, or more. */
+        if (P->decls[it].kind == 'v' && P->decls[it].action == A_REPLACE && P->decls[it].node >= 0 &&
+            P->nodes[P->decls[it].node].relkind == 'v' && emit_compat_check(P, it) < 0)
             return -1;
         if (P->decls[it].kind == 'm' &&
             emit_indexes_in(P, it, PGVC_BUILD_SCHEMA, P->decls[it].name, "", 0, "build_index", L_NEW) < 0)

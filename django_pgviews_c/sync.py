@@ -378,7 +378,8 @@ class Syncer:
                 if action.op == "chain_check":
                     raise _ChainConflict() from exc
                 error = self._error(action, exc)
-                if action.op == "replace" and error.sqlstate in _INCOMPATIBLE:
+                # "compat_check": the same test for a view built anew in a chain (plan.c).
+                if action.op in ("replace", "compat_check") and error.sqlstate in _INCOMPATIBLE:
                     raise _Incompatible(action.decl, error) from exc
                 raise error from exc
             cursor.execute("RELEASE SAVEPOINT pgvc_one")

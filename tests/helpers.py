@@ -53,3 +53,56 @@ def catalog_rows(sql: str, params: Any = None) -> list[tuple]:
 def relkind(qualified: str) -> str | None:
     rows = catalog_rows("SELECT relkind::text FROM pg_class WHERE oid = to_regclass(%s)", [qualified])
     return rows[0][0] if rows else None
+
+
+def execute(sql: str, params: Any = None) -> None:
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+
+
+def oid(qualified: str) -> int | None:
+    return catalog_rows("SELECT to_regclass(%s)::oid::bigint", [qualified])[0][0]
+
+
+def viewdef(qualified: str) -> str:
+    return catalog_rows("SELECT pg_get_viewdef(to_regclass(%s))", [qualified])[0][0]
+
+
+def populated(qualified: str) -> bool:
+    return catalog_rows("SELECT relispopulated FROM pg_class WHERE oid = to_regclass(%s)", [qualified])[0][0]
+
+
+def index_names(qualified: str) -> list[str]:
+    return [r[0] for r in catalog_rows(
+        "SELECT c.relname::text FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid "
+        "WHERE x.indrelid = to_regclass(%s) ORDER BY 1", [qualified])]
+
+
+def comment(qualified: str) -> str | None:
+    return catalog_rows("SELECT obj_description(to_regclass(%s), 'pg_class')", [qualified])[0][0]
+
+
+def leftovers() -> list[str]:
+    """Objects a sync builds on the side and must not leave behind."""
+    return [r[0] for r in catalog_rows(
+        "SELECT relname::text FROM pg_class WHERE relname LIKE '%%pgvc\\_new%%' "
+        "UNION ALL SELECT nspname::text FROM pg_namespace WHERE nspname = '_pgviews_c_build'")]
+
+
+def snapshot() -> list[tuple]:
+    """Every view and materialized view outside the system schemas: oid, name, kind, definition,
+    populated flag, comment and indexes; equal snapshots mean nothing changed."""
+    return catalog_rows(
+        "SELECT c.oid::bigint, n.nspname::text, c.relname::text, c.relkind::text, "
+        "pg_get_viewdef(c.oid), c.relispopulated, obj_description(c.oid, 'pg_class'), "
+        "c.relacl::text, pg_get_userbyid(c.relowner)::text, "
+        "(SELECT array_agg(i.relname::text ORDER BY 1) FROM pg_index x "
+        " JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = c.oid) "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "ORDER BY 2, 3")
+
+
+def ddl(queries: list[dict]) -> list[str]:
+    """The statements among captured queries that are not plain reads."""
+    return [q["sql"] for q in queries if not q["sql"].lstrip().upper().startswith(("WITH", "SELECT"))]
