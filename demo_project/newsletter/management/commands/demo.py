@@ -25,7 +25,14 @@ from django_pgviews_c.sync import view_models
 from newsletter.models import Event, Game, Player, PlayerGameStats, SeasonStats
 
 EVENT_NAMES = ["signup", "login", "open", "click", "unsubscribe", "share", "reply", "bounce"]
-TEAMS = ["Riverside Rockets", "Harbor Herons", "Summit Owls", "Prairie Comets", "Lakeside Lynx", "Canyon Kites"]
+TEAMS = [
+    "Riverside Rockets",
+    "Harbor Herons",
+    "Summit Owls",
+    "Prairie Comets",
+    "Lakeside Lynx",
+    "Canyon Kites",
+]
 FIRST = ["Ada", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun"]
 LAST = ["Okafor", "Lindqvist", "Moreau", "Tanaka", "Reyes", "Novak", "Adeyemi", "Kowalski"]
 
@@ -162,7 +169,7 @@ class Command(BaseCommand):
         with CaptureQueriesContext(connection) as queries:
             call_command("sync_pgviews", stdout=out)
         summary = out.getvalue().strip().splitlines()[-1]
-        self.say(f"sync_pgviews again: {summary}, {len(queries)} query")
+        self.say(f"sync_pgviews again: {summary}; {len(queries)} database query")
 
     def say(self, text: str) -> None:
         self.stdout.write(text)
