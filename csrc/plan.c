@@ -735,6 +735,9 @@ static Py_ssize_t choose_chain(Plan *P)
     }
     for (Py_ssize_t i = 0; i < P->nd; i++)
         if (P->decls[i].chain) {
+            char *inplace = strstr(P->decls[i].reason, "; rebuilt in place after");
+            if (inplace)
+                *inplace = '\0';
             if (!P->decls[i].reason[0])
                 snprintf(P->decls[i].reason, sizeof P->decls[i].reason,
                          "rebuilt beside the old one, with the changed views it reads");

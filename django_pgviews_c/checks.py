@@ -48,12 +48,12 @@ def validate_view_declarations(app_configs: Any = None, **kwargs: Any) -> list[C
     from django_pgviews_c import _core
     from django_pgviews_c.exceptions import DependencyError
     from django_pgviews_c.sync import view_models
-    from django_pgviews_c.view import MaterializedView
+    from django_pgviews_c.view import MaterializedView, declared_dependencies
 
     models = view_models()
     messages: list[CheckMessage] = []
     try:
-        _core.Graph([m._meta.label for m in models], [m._dependencies for m in models]).order()
+        _core.Graph([m._meta.label for m in models], [declared_dependencies(m) for m in models]).order()
     except DependencyError as exc:
         messages.append(
             CheckError(

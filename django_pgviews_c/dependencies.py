@@ -10,23 +10,13 @@ from django_pgviews_c import _core
 from django_pgviews_c import view as pg
 
 
-def _declared(model: type[pg.View]) -> list[str]:
-    """A view's dependencies, those its parent classes declare included."""
-    deps = list(getattr(model, "_dependencies", []))
-    for parent in model.__mro__[1:]:
-        for dep in getattr(parent, "_dependencies", []) if issubclass(parent, pg.View) else []:
-            if dep not in deps:
-                deps.append(dep)
-    return deps
-
-
 def view_graph(models: Iterable[type[pg.View]] | None = None) -> tuple[_core.Graph, list[type[pg.View]]]:
     """The graph of the project's views (or of ``models``): nodes are views, edges declared
     dependencies. Raises MissingDependencyError for a dependency on an unknown view."""
     from django_pgviews_c.sync import view_models
 
     nodes = list(models) if models is not None else view_models()
-    return _core.Graph([m._meta.label for m in nodes], [_declared(m) for m in nodes]), nodes
+    return _core.Graph([m._meta.label for m in nodes], [pg.declared_dependencies(m) for m in nodes]), nodes
 
 
 def get_views_dependants(mat_views: Iterable[type[pg.View]]) -> list[type[pg.View]]:

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, router
+from django.db import Error as DjangoDBError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_pgviews_c import _core
 from django_pgviews_c import view as pg
 from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies, view_graph
 from django_pgviews_c.exceptions import ConcurrentIndexNotDefinedError, PGViewsError, RefreshError
+from django_pgviews_c.sync import connection_is_lost, lost_connection_error
 
 logger = logging.getLogger("django_pgviews_c.refresh")
 
@@ -41,6 +43,12 @@ def connection_params(connection: BaseDatabaseWrapper) -> dict[str, str]:
         out["dbname"] = str(params["database"])
     out.setdefault("application_name", "django-pgviews-c refresh")
     return out
+
+
+_POPULATED_SQL = """
+SELECT coalesce((SELECT c.relispopulated FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(t)), true)
+FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n
+"""
 
 
 @dataclass
@@ -103,14 +111,18 @@ def refresh_views(
             model = nodes[i]
             t0 = time.perf_counter()
             conn = model.get_view_connection(using=using or router.db_for_write(model), restricted_mode=False)
-            with conn.cursor() as cursor:
-                try:
-                    cursor.execute(sql)
-                except Exception as exc:
-                    if concurrently and getattr(exc.__cause__, "sqlstate", getattr(exc.__cause__, "pgcode", None)) == "55000":
-                        cursor.execute(pg.refresh_statement(model._meta.db_table, False))
-                    else:
-                        raise
+            try:
+                pg.run_refresh(
+                    conn, model._meta.db_table, concurrently and model._concurrent_index is not None
+                )
+            except DjangoDBError as exc:
+                if connection_is_lost(conn, exc):
+                    raise lost_connection_error(conn, f"refreshing {model._meta.label}") from exc
+                info = str(exc.__cause__ or exc).strip().splitlines()[0]
+                state = getattr(exc.__cause__, "sqlstate", getattr(exc.__cause__, "pgcode", None))
+                failed = {model._meta.label: info + (f" (SQLSTATE {state})" if state else "")}
+                rest = [nodes[j]._meta.label for j in matviews[matviews.index(i) + 1 :]]
+                raise RefreshError(failed, rest) from exc
             label = model._meta.label
             result.refreshed.append(label)
             result.seconds[label] = time.perf_counter() - t0
@@ -126,11 +138,18 @@ def refresh_views(
             "refresh with jobs > 1 opens its own connections, which cannot see the data of the "
             "open transaction: run it outside transaction.atomic(), or with jobs=1"
         )
+    if concurrently:
+        # CONCURRENTLY is refused for a view that was never populated: refresh those plainly.
+        tables = [nodes[i]._meta.db_table for i in matviews]
+        with connection.cursor() as cursor:
+            cursor.execute(_POPULATED_SQL, [[_core.qualified_name(*_core.split_table(t)) for t in tables]])
+            populated = [row[0] for row in cursor.fetchall()]
+        statements = [
+            sql if ok else pg.refresh_statement(table, False)
+            for sql, ok, table in zip(statements, populated, tables)
+        ]
     position = {node: k for k, node in enumerate(matviews)}
-    deps = [
-        [position[j] for j in graph.dependencies([i]) if j in position]
-        for i in matviews
-    ]
+    deps = [[position[j] for j in graph.dependencies([i]) if j in position] for i in matviews]
     weights = [1.0 if issubclass(m, pg.MaterializedView) else 0.0 for m in nodes]
     chain = graph.critical_path(weights)
     priority = [chain[i] for i in matviews]

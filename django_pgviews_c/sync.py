@@ -30,7 +30,7 @@ from django_pgviews_c.exceptions import (
     ViewDefinitionError,
 )
 from django_pgviews_c.signals import all_views_synced, view_synced
-from django_pgviews_c.view import MaterializedView, View
+from django_pgviews_c.view import MaterializedView, View, declared_dependencies
 
 logger = logging.getLogger("django_pgviews_c.sync_pgviews")
 exists_logger = logging.getLogger("django_pgviews_c.sync_pgviews.exists")
@@ -171,7 +171,7 @@ class Declarations:
         self.sql.append(sql)
         # A dependency on a view that lives on another database is not an edge here; an unknown
         # name goes through, for the core to report.
-        deps = tuple(d for d in model._dependencies if d in mine or d not in known)
+        deps = tuple(d for d in declared_dependencies(model) if d in mine or d not in known)
         materialized = issubclass(model, MaterializedView)
         indexes: tuple[tuple[str, str], ...] = ()
         tablespace = cidx_ts = None

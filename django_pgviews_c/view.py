@@ -150,6 +150,15 @@ class View(models.Model, metaclass=ViewMeta):
         managed = False
 
 
+def declared_dependencies(model: type[View]) -> list[str]:
+    """A view's ``dependencies``, with those its parent view classes declare."""
+    deps = list(getattr(model, "_dependencies", []))
+    for parent in model.__mro__[1:]:
+        if isinstance(parent, type) and issubclass(parent, View):
+            deps += [d for d in getattr(parent, "_dependencies", []) if d not in deps]
+    return deps
+
+
 class ReadOnlyView(View):
     """A view whose manager refuses writes."""
 
@@ -200,6 +209,35 @@ def _execute_fast(conn: BaseDatabaseWrapper, sql: str) -> bool:
     return True
 
 
+# PostgreSQL refuses CONCURRENTLY on a view that was never populated (feature_not_supported;
+# object_not_in_prerequisite_state in older releases).
+_NOT_POPULATED = ("0A000", "55000")
+
+
+def run_refresh(conn: BaseDatabaseWrapper, db_table: str, concurrently: bool) -> None:
+    """REFRESH one materialized view on ``conn``. A concurrent refresh of a view that was never
+    populated becomes a plain one (inside a savepoint when a transaction is open)."""
+    if not concurrently:
+        if not _execute_fast(conn, refresh_statement(db_table, False)):
+            with conn.cursor() as cursor:
+                cursor.execute(refresh_statement(db_table, False))
+        return
+    with conn.cursor() as cursor:
+        try:
+            if conn.in_atomic_block:
+                with transaction.atomic(using=conn.alias):
+                    cursor.execute(refresh_statement(db_table, True))
+            else:
+                cursor.execute(refresh_statement(db_table, True))
+        except DjangoDatabaseError as exc:
+            if (
+                getattr(exc.__cause__, "sqlstate", getattr(exc.__cause__, "pgcode", None))
+                not in _NOT_POPULATED
+            ):
+                raise
+            cursor.execute(refresh_statement(db_table, False))
+
+
 class MaterializedView(View):
     """A materialized view. ``concurrent_index`` (a column list) allows
     ``refresh(concurrently=True)``; ``with_data = False`` creates it empty."""
@@ -229,24 +267,7 @@ class MaterializedView(View):
                 raise ConcurrentIndexNotDefinedError(message)
             logger.warning(message)
             concurrently = False
-        table = cls._meta.db_table
-        if not concurrently and _execute_fast(conn, refresh_statement(table, False)):
-            return
-        with conn.cursor() as cursor:
-            if not concurrently:
-                cursor.execute(refresh_statement(table, False))
-                return
-            try:
-                if conn.in_atomic_block:
-                    with transaction.atomic(using=conn.alias):
-                        cursor.execute(refresh_statement(table, True))
-                else:
-                    cursor.execute(refresh_statement(table, True))
-            except DjangoDatabaseError as exc:
-                if getattr(exc.__cause__, "sqlstate", getattr(exc.__cause__, "pgcode", None)) != "55000":
-                    raise
-                # Not populated yet: CONCURRENTLY cannot be used the first time.
-                cursor.execute(refresh_statement(table, False))
+        run_refresh(conn, cls._meta.db_table, concurrently)
 
     class Meta:
         abstract = True
