@@ -1,4 +1,6 @@
-from django.db import models
+from django.db import connections, models
+from django.db.models import signals
+from django.dispatch import receiver
 
 from django_pgviews_c import view as pg
 
@@ -23,3 +25,11 @@ class SchemaMonthlyObservationMaterializedView(pg.MaterializedView):
     class Meta:
         managed = False
         indexes = [models.Index(fields=["date"])]
+
+
+@receiver(signals.pre_migrate, dispatch_uid="tests.schemadbtest.create_other_schema")
+def create_other_schema(sender, app_config, using, **kwargs):
+    """schema_db's search_path is `other`: the schema must exist before its tables are created."""
+    if using == "schema_db":
+        with connections[using].cursor() as cursor:
+            cursor.execute("CREATE SCHEMA IF NOT EXISTS other")
