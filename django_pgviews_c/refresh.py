@@ -132,6 +132,30 @@ def refresh_views(
         result.wall = time.perf_counter() - started
         return result
 
+    if using is None:
+        # Without `using`, each view is refreshed on the database it belongs to, as with jobs=1:
+        # one parallel run per database, never every view over the default one's connections.
+        groups: dict[str, list[type[pg.View]]] = {}
+        for i in matviews:
+            groups.setdefault(router.db_for_write(nodes[i]) or DEFAULT_DB_ALIAS, []).append(nodes[i])
+        if list(groups) != [DEFAULT_DB_ALIAS]:
+            failed: dict[str, str] = {}
+            skipped: list[str] = []
+            for db, group in groups.items():
+                try:
+                    part = refresh_views(group, using=db, concurrently=concurrently, strict=strict, jobs=jobs,
+                                         progress=progress, setup=setup)
+                except RefreshError as exc:
+                    failed.update(exc.failures)
+                    skipped += exc.skipped
+                    continue
+                result.refreshed += part.refreshed
+                result.seconds.update(part.seconds)
+            result.wall = time.perf_counter() - started
+            if failed:
+                raise RefreshError(failed, skipped)
+            return result
+
     connection = connections[alias]
     if connection.in_atomic_block:
         raise PGViewsError(
