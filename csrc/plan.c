@@ -443,7 +443,6 @@ exit:
 static void fingerprints(Decl *d)
 {
     pgvc_hash h;
-    char base[PGVC_NAMEDATALEN * 3];
     pgvc_hash_init(&h, 1);
     pgvc_hash_str(&h, d->kind == 'm' ? "m" : "v");
     pgvc_hash_str(&h, d->sql);
@@ -465,23 +464,26 @@ static void fingerprints(Decl *d)
 
     d->cidx_name[0] = '\0';
     if (d->cidx) {
-        /* The name django-pgviews-redux gives it, so that switching keeps the index. */
-        size_t n = 0;
-        for (const char *p = d->db_table; *p && n < sizeof base - 1; p++)
-            base[n++] = *p == '.' ? '_' : *p;
-        base[n++] = '_';
-        for (const char *p = d->cidx; *p && n < sizeof base - 1; p++) {
+        /* The name django-pgviews-redux gives it, so that switching keeps the index. Built whole
+         * (a quoted db_table alone may take 257 bytes): a fixed buffer overflowed by one byte
+         * and cut long names to one base, so two views could derive the same index name. */
+        pgvc_buf base;
+        pgvc_buf_init(&base);
+        for (const char *p = d->db_table; *p; p++)
+            pgvc_buf_put(&base, *p == '.' ? "_" : p, 1);
+        pgvc_buf_put(&base, "_", 1);
+        for (const char *p = d->cidx; *p; p++) {
             if (*p == ' ')
                 continue;
-            base[n++] = *p == ',' ? '_' : *p;
+            pgvc_buf_put(&base, *p == ',' ? "_" : p, 1);
         }
         if (d->cidx_ts)
-            for (const char *p = "_"; *p && n < sizeof base - 1; p++)
-                base[n++] = *p;
-        for (const char *p = d->cidx_ts ? d->cidx_ts : ""; *p && n < sizeof base - 1; p++)
-            base[n++] = *p == '-' ? '_' : *p;
-        base[n] = '\0';
-        pgvc_derived_name(d->cidx_name, base, "_index");
+            pgvc_buf_put(&base, "_", 1);
+        for (const char *p = d->cidx_ts ? d->cidx_ts : ""; *p; p++)
+            pgvc_buf_put(&base, *p == '-' ? "_" : p, 1);
+        /* Out of memory (a few hundred bytes): the db_table alone still gives a valid name. */
+        pgvc_derived_name(d->cidx_name, base.oom || !base.data ? d->db_table : base.data, "_index");
+        pgvc_buf_free(&base);
     }
 }
 

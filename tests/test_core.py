@@ -61,6 +61,31 @@ def test_quote_ident_matches_the_server(names):
             assert _column_name(quoted) == name
 
 
+_KEYWORDS: list[tuple[str, str]] = []
+
+
+def _keywords_cached() -> list[tuple[str, str]]:
+    if not _KEYWORDS:
+        _KEYWORDS.extend(_server_keywords())
+    return _KEYWORDS
+
+
+@pytest.mark.django_db
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_quote_ident_of_keywords_and_their_variants_matches_the_server(data):
+    keywords = _keywords_cached()
+    word, catcode = data.draw(st.sampled_from(keywords))
+    variant = data.draw(st.sampled_from([word, word.upper(), word.capitalize(), word + "_", "_" + word,
+                                         word + "1", "1" + word, word + " x", f'"{word}"']))
+    ours = _core.quote_ident(variant)
+    server = _server_quote([variant])[0]
+    if ours != server:
+        # Only a bare keyword this server leaves unreserved may be quoted by us alone.
+        assert variant == word and catcode == "U" and ours == f'"{word}"', (variant, ours, server)
+    assert _column_name(ours) == variant
+
+
 @pytest.mark.django_db
 def test_quote_ident_of_every_server_keyword():
     keywords = _server_keywords()
@@ -340,3 +365,121 @@ def test_graph_rejects_bad_input():
         g.dependants([5])
     with pytest.raises(ValueError):
         g.critical_path([1.0])
+
+
+# ---- plan() on hand-made declarations and catalog rows -----------------------------------------
+# Declaration: (label, schema, name, kind, sql, dependencies, with_data, tablespace, indexes,
+# concurrent_index, its tablespace, db_table). Catalog row: (oid, schema, name, relkind, comment,
+# populated, tablespace, rewrite xmin, md5 of viewdef (only when the rule changed), owner, acl,
+# index names, oids it reads, full definition, index definitions, current schema); relkind 'S'
+# rows list the existing schemas.
+
+_SCHEMA_ROW = (None, "public", None, "S", None, None, None, None, None, None, None, None, None, None, None, "public")
+
+
+def _decl(label, name, kind="v", sql="SELECT 1 AS id", deps=(), cidx=None, with_data=True, db_table=None):
+    return (label, None, name, kind, sql, tuple(deps), with_data, None, (), cidx, None, db_table or name)
+
+
+def _row(oid, name, kind, comment, refs=(), indexes=(), populated=True, defmd5=None):
+    return (oid, "public", name, kind, comment, populated, None, "1", defmd5, "postgres", None, list(indexes),
+            list(refs), None, None, "public")
+
+
+_DECLS = [
+    _decl("app.A", "a"),
+    _decl("app.B", "b", sql="SELECT id FROM a", deps=("app.A",)),
+    _decl("app.M", "m", "m", "SELECT id FROM b", deps=("app.B",), cidx="id"),
+]
+
+
+def _stamps(decls):
+    """The fingerprint notes a cold plan would write, per declaration (our comment's last line)."""
+    stamp = _core.plan(decls, [_SCHEMA_ROW])["actions"][-1]
+    assert stamp[0] == "stamp"
+    notes = stamp[2].split("ARRAY[", 2)[2].split("]::text[]")[0]
+    return [n.strip(" '") + " rw=1 def=" + "0" * 32 for n in notes.split("', '")]
+
+
+def _synced_catalog(decls=_DECLS):
+    a, b, m = _stamps(decls)
+    return [_row(11, "a", "v", a), _row(12, "b", "v", b, refs=[11]),
+            _row(13, "m", "m", m, refs=[12], indexes=["m_id_index"]), _SCHEMA_ROW]
+
+
+def test_plan_cold_creates_in_dependency_order():
+    decls = [_DECLS[2], _DECLS[1], _DECLS[0]]  # declared backwards
+    p = _core.plan(decls, [_SCHEMA_ROW])
+    assert p["statuses"] == ["CREATED"] * 3
+    assert p["order"] == [2, 1, 0]
+    ops = [(a[0], a[1]) for a in p["actions"]]
+    assert ops == [("create", 2), ("create", 1), ("create", 0), ("index", 0), ("stamp", -1)]
+    assert p["actions"][0][2] == "CREATE VIEW public.a AS\nSELECT 1 AS id"
+    assert p["actions"][3][2] == "CREATE UNIQUE INDEX m_id_index ON public.m (id)"
+    assert all(a[3] for a in p["actions"])  # every action says what it locks
+
+
+def test_plan_warm_does_nothing():
+    p = _core.plan(_DECLS, _synced_catalog())
+    assert p["actions"] == [] and p["statuses"] == ["EXISTS"] * 3
+
+
+def test_plan_changed_view_rebuilds_what_reads_it():
+    decls = list(_DECLS)
+    decls[0] = _decl("app.A", "a", sql="SELECT 1 AS id, 2 AS two")
+    p = _core.plan(decls, _synced_catalog(), chain=False)
+    assert p["statuses"][0] == "UPDATED" and p["reasons"][0] == "definition changed"
+    ops = [(a[0], a[1]) for a in p["actions"]]
+    assert ops[0] == ("replace", 0) and ("refresh", 2) in ops and ops[-1] == ("stamp", -1)
+    assert p["actions"][0][2].startswith("CREATE OR REPLACE VIEW public.a AS")
+    # Built beside in a scratch schema: nothing readers wait on before phase 1.
+    p = _core.plan(decls, _synced_catalog())
+    ops = [(a[0], a[1], a[5]) for a in p["actions"]]
+    assert ("build", 2, 0) in ops and ("swap", 2, 1) in ops
+    assert all(phase == 1 for op, _, phase in ops if op in ("drop", "swap"))
+
+
+def test_plan_hand_made_change_and_unpopulated_matview():
+    cat = _synced_catalog()
+    cat[0] = _row(11, "a", "v", cat[0][4], defmd5="f" * 32)  # the rule changed, its text too
+    cat[2] = _row(13, "m", "m", cat[2][4], refs=[12], indexes=["m_id_index"], populated=False)
+    p = _core.plan(_DECLS, cat, chain=False)
+    assert p["statuses"][0] == "UPDATED" and "database" in p["reasons"][0]
+    assert ("refresh", 2) in [(a[0], a[1]) for a in p["actions"]]
+    # Same definition, new rule row (dump and restore): only a new stamp.
+    cat[0] = _row(11, "a", "v", cat[0][4], defmd5="0" * 32)
+    cat[2] = _synced_catalog()[2]
+    p = _core.plan(_DECLS, cat)
+    assert [a[0] for a in p["actions"]] == ["stamp"] and p["statuses"] == ["EXISTS"] * 3
+
+
+def test_plan_refuses_to_drop_an_unmanaged_dependant():
+    from django_pgviews_c.exceptions import DependantObjectError, PlanError
+
+    decls = list(_DECLS)
+    decls[2] = _decl("app.M", "m", "m", "SELECT id, 1 AS x FROM b", deps=("app.B",), cidx="id")
+    cat = _synced_catalog() + [_row(20, "user_v", "v", None, refs=[13])]
+    with pytest.raises(DependantObjectError) as info:
+        _core.plan(decls, cat)
+    assert info.value.details == [("public", "user_v", "app.M", "v")]
+    assert "public.user_v" in str(info.value) and "app.M" in str(info.value)
+    # A table where a view is declared is never replaced.
+    table = _row(30, "a", "r", None)
+    with pytest.raises(PlanError, match="not a view"):
+        _core.plan(_DECLS[:1], [table, _SCHEMA_ROW])
+
+
+def test_plan_long_quoted_names_get_distinct_concurrent_index_names():
+    # The concurrent index name comes from db_table; quoted db_tables may take 257 bytes.
+    schema = '"' * 60
+    decls = [
+        (f"app.M{k}", schema, '"' * 40 + k, "m", "SELECT 1 AS id", (), True, None, (), "id", None,
+         _core.qualified_name(schema, '"' * 40 + k))
+        for k in "ab"
+    ]
+    row = (None, schema, None, "S", None, None, None, None, None, None, None, None, None, None, None, "public")
+    p = _core.plan(decls, [_SCHEMA_ROW, row])
+    names = [a[2].split(" ON ")[0].removeprefix("CREATE UNIQUE INDEX ") for a in p["actions"] if a[0] == "index"]
+    assert len(names) == 2 and names[0] != names[1]
+    for quoted in names:
+        assert _core.split_table(quoted)[1].endswith("_index")
