@@ -1,0 +1,242 @@
+"""Migrations round trip in a project of its own (tests/migproject, copied to a temporary
+directory), each step a real `python -m django` process on a database of its own:
+makemigrations writes RegisterViewOperation / DeleteViewOperation, migrate creates and drops the
+views; the hand-written operations SyncView / DropView / RefreshMaterializedView; an invalid
+view's SQL makes migrate fail with a precise message and no change; system check W001."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DB = "pgviews_c_mig" + os.environ.get("PGVIEWS_DB_SUFFIX", "")
+
+BASE_MODELS = (ROOT / "tests" / "migproject" / "shop" / "models.py").read_text()
+
+
+def _connect(dbname: str) -> psycopg.Connection:
+    return psycopg.connect(host=os.environ.get("PGHOST", "127.0.0.1"), port=os.environ.get("PGPORT", "5432"),
+                           user=os.environ.get("PGUSER", "postgres"), password=os.environ.get("PGPASSWORD") or None,
+                           dbname=dbname, autocommit=True)
+
+
+def q(sql: str, params=None) -> list[tuple]:
+    with _connect(DB) as conn:
+        cur = conn.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
+class Project:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def django(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+        environ = dict(os.environ, DJANGO_SETTINGS_MODULE="settings", MIGPROJECT_DB=DB,
+                       PYTHONPATH=os.pathsep.join([str(self.path), str(ROOT)]), **env)
+        environ.pop("PGVIEWS_DB_SUFFIX", None)
+        return subprocess.run([sys.executable, "-m", "django", *args], cwd=self.path, env=environ,
+                              capture_output=True, text=True, timeout=300)
+
+    def ok(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+        done = self.django(*args, **env)
+        assert done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
+        return done
+
+    def models(self, text: str) -> None:
+        (self.path / "shop" / "models.py").write_text(text)
+        for cached in (self.path / "shop").rglob("__pycache__"):
+            shutil.rmtree(cached)
+
+    def migration(self, name: str) -> str:
+        return (self.path / "shop" / "migrations" / name).read_text()
+
+    def migrations(self) -> list[str]:
+        return sorted(p.name for p in (self.path / "shop" / "migrations").glob("0*.py"))
+
+
+def kinds() -> dict[str, str]:
+    return dict(q("SELECT c.relname::text, c.relkind::text FROM pg_class c "
+                  "WHERE c.relkind IN ('v', 'm') AND c.relnamespace = 'public'::regnamespace"))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    path = tmp_path_factory.mktemp("migproject") / "migproject"
+    shutil.copytree(ROOT / "tests" / "migproject", path, ignore=shutil.ignore_patterns("__pycache__"))
+    with _connect("postgres") as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DB}"')
+    try:
+        yield Project(path)
+    finally:
+        with _connect("postgres") as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+
+
+# The steps build on each other, in file order.
+
+
+def test_makemigrations_registers_views(project):
+    done = project.ok("makemigrations", "shop")
+    assert "Register view ItemView" in done.stdout
+    assert "Register materialized view ItemMatView" in done.stdout
+    text = project.migration("0001_initial.py")
+    assert "django_pgviews_c.db.migrations.operations" in text
+    assert text.count("RegisterViewOperation(") == 2
+    assert "db_name='shop_itemmatview'" in text.replace('"', "'")
+    # Nothing more to detect.
+    done = project.ok("makemigrations", "shop", "--check", "--dry-run")
+    assert "No changes detected" in done.stdout
+
+
+def test_migrate_creates_the_views(project):
+    project.ok("migrate", "-v", "0")
+    assert kinds() == {"shop_itemview": "v", "shop_itemmatview": "m"}
+    assert q("SELECT indexname FROM pg_indexes WHERE tablename = 'shop_itemmatview'") == [
+        ("shop_itemmatview_id_index",)]
+
+
+def test_w001_absent_with_our_commands(project):
+    done = project.ok("check", "--database", "default")
+    assert "django_pgviews_c.W001" not in done.stdout + done.stderr
+
+
+def test_w001_when_another_app_overrides_migrate(project):
+    done = project.django("check", "--database", "default", MIGPROJECT_OVERRIDE="1")
+    output = done.stdout + done.stderr
+    assert "django_pgviews_c.W001" in output
+    assert "PGViewsAutodetector" in output
+    # A warning, not an error.
+    assert done.returncode == 0, output
+
+
+VIEWS_SQL = ("SELECT c.relname::text, c.oid::bigint, pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class') "
+             "FROM pg_class c WHERE c.relkind IN ('v', 'm') ORDER BY 1")
+
+
+def _migrate_with_bad_sql(project, bad_sql: str) -> subprocess.CompletedProcess:
+    project.ok("sync_pgviews", "-v", "0")
+    before = q(VIEWS_SQL)
+    project.models(BASE_MODELS.replace(
+        'class ItemMatView(pg.MaterializedView):\n    sql = "SELECT id, name FROM shop_item"',
+        f'class ItemMatView(pg.MaterializedView):\n    sql = "{bad_sql}"'))
+    try:
+        done = project.django("migrate")
+        assert done.returncode != 0
+        assert q(VIEWS_SQL) == before  # every existing view as it was
+        return done
+    finally:
+        project.models(BASE_MODELS)
+        project.ok("migrate", "-v", "0")
+
+
+def test_invalid_sql_fails_migrate_and_changes_nothing(project):
+    done = _migrate_with_bad_sql(project, "SELECT id, name FROM shop_item WHERE nosuchcol")
+    assert "CommandError: build shop.ItemMatView (public.shop_itemmatview)" in done.stderr
+    assert 'column "nosuchcol" does not exist (SQLSTATE 42703)' in done.stderr
+    assert "at line 1, column 38 of its SQL" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a syntax error (42601) in a view's SQL: Syncer._run_actions sends 'SAVEPOINT pgvc_batch; <DDL>; "
+    "RELEASE ...' as ONE simple-protocol string, which PostgreSQL parses whole before running any of "
+    "it, so the savepoint never exists and 'ROLLBACK TO SAVEPOINT pgvc_batch' fails: migrate dies "
+    "with a traceback 'savepoint \"pgvc_batch\" does not exist' instead of naming the view"))
+def test_syntax_error_fails_migrate_naming_the_view(project):
+    done = _migrate_with_bad_sql(project, "SELECT id, name FROM shop_item WHERE")
+    assert "shop.ItemMatView" in done.stderr and "shop_itemmatview" in done.stderr
+    assert "SQLSTATE 42601" in done.stderr
+    assert "of its SQL" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_removed_view_gets_a_delete_operation(project):
+    without_view = BASE_MODELS.split("class ItemView(pg.View):")[0] + "class ItemMatView" + \
+        BASE_MODELS.split("class ItemMatView")[1]
+    assert "ItemView(" not in without_view
+    project.models(without_view)
+    done = project.ok("makemigrations", "shop", "-n", "drop_itemview")
+    assert "Delete view ItemView" in done.stdout
+    text = project.migration("0002_drop_itemview.py")
+    assert "DeleteViewOperation(" in text
+    assert "shop_itemview" in text
+    assert "ItemMatView" not in text
+    done = project.ok("migrate", "shop", "-v", "1")
+    assert q("SELECT count(*) FROM pg_views WHERE viewname = 'shop_itemview'") == [(0,)]
+    assert kinds() == {"shop_itemmatview": "m"}
+
+
+HAND_MODELS = '''
+
+class Other(pg.View):
+    sql = "SELECT id, upper(name) AS name FROM shop_item"
+    name = models.CharField(max_length=50)
+
+    class Meta:
+        managed = False
+        db_table = "shop_other"
+'''
+
+HAND_MIGRATION = '''from django.db import migrations
+
+from django_pgviews_c.db.migrations.operations import DropView, RefreshMaterializedView, SyncView
+
+
+class Migration(migrations.Migration):
+    dependencies = [("shop", "0002_drop_itemview")]
+
+    operations = [
+        SyncView("shop.Other"),
+        migrations.RunSQL("INSERT INTO shop_item (name) VALUES ('a'), ('b')", "DELETE FROM shop_item"),
+        RefreshMaterializedView("shop.ItemMatView"),
+    ]
+'''
+
+DROP_MIGRATION = '''from django.db import migrations
+
+from django_pgviews_c.db.migrations.operations import DropView
+
+
+class Migration(migrations.Migration):
+    dependencies = [("shop", "0003_by_hand")]
+
+    operations = [DropView("shop.Other")]
+'''
+
+
+def test_hand_written_operations(project):
+    # Views under migration control only: the post_migrate sync is off for these runs.
+    project.models(project.path.joinpath("shop", "models.py").read_text() + HAND_MODELS)
+    (project.path / "shop" / "migrations" / "0003_by_hand.py").write_text(HAND_MIGRATION)
+    q("REFRESH MATERIALIZED VIEW shop_itemmatview WITH NO DATA")
+    done = project.ok("migrate", "shop", "0003", MIGPROJECT_NO_SYNC="1")
+    assert "0003_by_hand" in done.stdout
+    assert kinds().get("shop_other") == "v"
+    assert sorted(q("SELECT name FROM shop_other")) == [("A",), ("B",)]
+    assert q("SELECT count(*) FROM shop_itemmatview") == [(2,)]
+
+    (project.path / "shop" / "migrations" / "0004_drop_other.py").write_text(DROP_MIGRATION)
+    project.ok("migrate", "shop", "0004", MIGPROJECT_NO_SYNC="1")
+    assert "shop_other" not in kinds()
+
+    # Backwards: DropView re-creates, SyncView drops.
+    project.ok("migrate", "shop", "0003", MIGPROJECT_NO_SYNC="1")
+    assert kinds().get("shop_other") == "v"
+    project.ok("migrate", "shop", "0002", MIGPROJECT_NO_SYNC="1")
+    assert "shop_other" not in kinds()
+    assert q("SELECT count(*) FROM shop_item") == [(0,)]
+    assert kinds().get("shop_itemmatview") == "m"
+
+
+def test_sqlmigrate_shows_the_drop(project):
+    done = project.ok("sqlmigrate", "shop", "0002")
+    assert 'DROP VIEW IF EXISTS "shop_itemview" CASCADE' in done.stdout or \
+        "DROP VIEW IF EXISTS shop_itemview CASCADE" in done.stdout
