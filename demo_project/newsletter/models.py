@@ -23,32 +23,25 @@ class Event(models.Model):
     count = models.IntegerField()
     happened_at = models.DateTimeField()
 
-    class Meta:
-        db_table = "newsletter_events"
+
+# Tables keep Django's default names (newsletter_event, newsletter_eventview, ...). A view
+# inherits ``managed = False`` from pg.View; a view that declares its own Meta must repeat it.
 
 
 class EventView(pg.View):
-    sql = "SELECT event, sum(count) AS total FROM newsletter_events GROUP BY event"
+    sql = "SELECT event, sum(count) AS total FROM newsletter_event GROUP BY event"
 
     event = models.CharField(max_length=100, primary_key=True)
     total = models.BigIntegerField()
-
-    class Meta:
-        db_table = "newsletter_event_totals"
-        managed = False
 
 
 class EventMatView(pg.MaterializedView):
     dependencies = ["newsletter.EventView"]
     concurrent_index = "event"
-    sql = "SELECT * FROM newsletter_event_totals"
+    sql = "SELECT * FROM newsletter_eventview"
 
     event = models.CharField(max_length=100, primary_key=True)
     total = models.BigIntegerField()
-
-    class Meta:
-        db_table = "newsletter_event_totals_mat"
-        managed = False
 
 
 # ---- basketball -----------------------------------------------------------------------------
@@ -121,6 +114,5 @@ class SeasonStats(pg.ReadOnlyMaterializedView):
     search = SearchVectorField()
 
     class Meta:
-        db_table = "newsletter_season_stats"
         managed = False
         indexes = [GinIndex(fields=["search"], name="season_stats_search_gin")]

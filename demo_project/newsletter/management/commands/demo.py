@@ -7,17 +7,16 @@ from __future__ import annotations
 import datetime
 import io
 import random
+import textwrap
 import time
 from typing import Any
 
-import psycopg
 from django.conf import settings
 from django.contrib.postgres.search import SearchQuery
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
-from psycopg import sql
 
 from django_pgviews_c import view as pg
 from django_pgviews_c.refresh import refresh_views
@@ -55,31 +54,52 @@ class Command(BaseCommand):
 
         result = refresh_views(concurrently=True)
         self.say(f"refreshed {result.count} materialized views concurrently in {result.wall:.3f}s")
+        # Fresh statistics, as after any bulk load: pgviews_status shows the planner's row
+        # estimates, which a refresh alone does not update.
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
 
         self.report_views(result.seconds)
         self.report_players()
         self.report_search()
+        self.report_status()
         self.report_warm_sync()
 
     # -- steps ---------------------------------------------------------------------------------
 
     def ensure_database(self) -> None:
-        """Create the demo database on the server when it is missing."""
+        """Create the demo database on the server when it is missing, over an autocommit
+        connection to the "postgres" database (CREATE DATABASE cannot run in a transaction)."""
         db = settings.DATABASES["default"]
         params = {
-            "dbname": "postgres",
-            "host": db["HOST"] or None,
-            "port": db["PORT"] or None,
-            "user": db["USER"] or None,
-            "password": db["PASSWORD"] or None,
+            "host": db["HOST"],
+            "port": db["PORT"],
+            "user": db["USER"],
+            "password": db["PASSWORD"],
         }
-        with psycopg.connect(**{k: v for k, v in params.items() if v}, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone()
-            if exists:
-                self.say(f"database {db['NAME']!r} exists")
-            else:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
-                self.say(f"database {db['NAME']!r} created")
+        params = {k: v for k, v in params.items() if v}
+        try:
+            import psycopg
+        except ImportError:  # a project on psycopg2
+            import psycopg2 as driver
+            from psycopg2 import sql
+
+            conn = driver.connect(dbname="postgres", **params)
+            conn.autocommit = True
+        else:
+            from psycopg import sql
+
+            conn = psycopg.connect(dbname="postgres", autocommit=True, **params)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]])
+                if cursor.fetchone():
+                    self.say(f"database {db['NAME']!r} exists")
+                else:
+                    cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
+                    self.say(f"database {db['NAME']!r} created")
+        finally:
+            conn.close()
 
     def load_data(self) -> None:
         """Replace the sample data with the same deterministic rows every run."""
@@ -88,7 +108,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "TRUNCATE newsletter_events, newsletter_playergamestats, newsletter_game, "
+                    "TRUNCATE newsletter_event, newsletter_playergamestats, newsletter_game, "
                     "newsletter_player RESTART IDENTITY"
                 )
             start = datetime.datetime(SEASON, 1, 1, tzinfo=datetime.timezone.utc)
@@ -157,11 +177,20 @@ class Command(BaseCommand):
 
     def report_search(self) -> None:
         self.say("")
-        for text in ("herons", "ada"):
+        self.say("Full-text search through the ORM (SearchQuery on SeasonStats.search, GIN index):")
+        for text in ("herons", "ada kites"):
             query = SearchQuery(text, config="simple")
             hits = SeasonStats.objects.filter(search=query).order_by("name")
-            found = ", ".join(f"{s.name} ({s.team})" for s in hits)
-            self.say(f"Full-text search {text!r} on SeasonStats.search: {found or 'nothing'}")
+            found = ", ".join(s.name for s in hits) or "nothing"
+            self.say(textwrap.fill(f"  {text!r}: {found}", width=96, subsequent_indent="      "))
+
+    def report_status(self) -> None:
+        self.say("")
+        self.say("pgviews_status:")
+        out = io.StringIO()
+        call_command("pgviews_status", stdout=out)
+        for line in out.getvalue().rstrip().splitlines():
+            self.say(f"  {line}".rstrip())
 
     def report_warm_sync(self) -> None:
         self.say("")
