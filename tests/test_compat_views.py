@@ -12,7 +12,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import DEFAULT_DB_ALIAS, connection, transaction
-from django.db.utils import NotSupportedError, OperationalError, ProgrammingError
+from django.db.utils import OperationalError, ProgrammingError
 from django.dispatch import receiver
 
 from django_pgviews_c import view as pg
@@ -244,15 +244,16 @@ class TestMaterializedViews:
         assert populated("viewtest_materializedviewwithnodata") is True
         assert models.MaterializedViewWithNoData.objects.count() == 1
 
-    @pytest.mark.xfail(strict=True, raises=NotSupportedError, reason=(
-        "refresh(concurrently=True) of an unpopulated view should fall back to a plain refresh (its "
-        "docstring says so) but the fallback tests SQLSTATE 55000 while PostgreSQL raises 0A000 "
-        "(feature_not_supported); same check in refresh.refresh_views"))
     def test_concurrent_refresh_of_unpopulated_view_falls_back(self):
         models.TestModel.objects.create(name="Bob")
         execute("REFRESH MATERIALIZED VIEW viewtest_materializedrelatedviewwithindex WITH NO DATA")
         assert populated("viewtest_materializedrelatedviewwithindex") is False
         models.MaterializedRelatedViewWithIndex.refresh(concurrently=True)
+        assert models.MaterializedRelatedViewWithIndex.objects.count() == 1
+        # The same through refresh_pgviews --concurrently.
+        execute("REFRESH MATERIALIZED VIEW viewtest_materializedrelatedviewwithindex WITH NO DATA")
+        call_command("refresh_pgviews", concurrently=True, verbosity=0)
+        assert populated("viewtest_materializedrelatedviewwithindex") is True
         assert models.MaterializedRelatedViewWithIndex.objects.count() == 1
 
     def test_concurrent_index_named_like_redux(self):
