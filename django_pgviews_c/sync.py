@@ -262,6 +262,9 @@ class Syncer:
 
     def run(self, dry_run: bool = False) -> SyncResult:
         started = time.perf_counter()
+        # A cycle or a missing dependency is the declarations' own fault: report it before
+        # anything reaches the server (the planner would find it only after the catalog read).
+        _core.Graph(self.decls.labels, [list(t[5]) for t in self.decls.tuples]).order()
         try:
             with self.connection.cursor() as cursor:
                 plan = self.plan(cursor)

@@ -228,7 +228,7 @@ def test_cycle_is_reported_before_any_ddl(src):
     vs.view("D", "SELECT 1 AS id")
     with CaptureQueriesContext(connection) as ctx, pytest.raises(CycleError) as info:
         vs.sync()
-    assert ddl(ctx.captured_queries) == []
+    assert ctx.captured_queries == []  # found before anything reaches the server
     path = info.value.path
     assert path[0] == path[-1] and sorted(path[:-1]) == ["viewtest.A", "viewtest.B", "viewtest.C"]
     deps = {"viewtest.A": "viewtest.C", "viewtest.B": "viewtest.A", "viewtest.C": "viewtest.B"}
@@ -243,7 +243,7 @@ def test_missing_dependency_is_reported_before_any_ddl(src):
     vs.view("B", "SELECT 1 AS id", dependencies=("viewtest.Ghost",))
     with CaptureQueriesContext(connection) as ctx, pytest.raises(MissingDependencyError) as info:
         vs.sync()
-    assert ddl(ctx.captured_queries) == []
+    assert ctx.captured_queries == []  # found before anything reaches the server
     assert info.value.view == "viewtest.B" and info.value.dependency == "viewtest.Ghost"
     assert relkind("t_a") is None
 
@@ -269,7 +269,7 @@ def test_names_that_need_quoting(src, view_table, mat_table):
     mschema, mname = _core.split_table(mat_table)
     vq, mq = _core.qualified_name(vschema, vname), _core.qualified_name(mschema, mname)
     vs.view("A", "SELECT id, v FROM t_src", db_table=view_table)
-    idx = [models.Index(fields=["v"], name="pgvc_q_v_idx")]
+    idx = [models.Index(fields=["v"], name="Pgvc Q\"v\" idx")]  # needs quoting too
     vs.view("M", f"SELECT id, v FROM {vq}", materialized=True, db_table=mat_table, concurrent_index="id",
             dependencies=("viewtest.A",), indexes=idx, v=models.IntegerField())
     vs.sync()
@@ -280,7 +280,7 @@ def test_names_that_need_quoting(src, view_table, mat_table):
     ) == [(vname, vschema or "public", "v"), (mname, mschema or "public", "m")]
     assert catalog_rows(f"SELECT count(*) FROM {vq}") == [(2,)]
     names = index_names(mq)
-    assert len(names) == 2 and "pgvc_q_v_idx" in names
+    assert len(names) == 2 and 'Pgvc Q"v" idx' in names
     assert all(len(n.encode()) <= 63 for n in names)
     execute("INSERT INTO t_src VALUES (3, 30)")
     vs.models["M"].refresh(concurrently=True)
@@ -294,12 +294,12 @@ def test_names_that_need_quoting(src, view_table, mat_table):
     assert index_names(mq) == names
     assert leftovers() == []
     # Only Meta.indexes change: reindex.
-    idx2 = [models.Index(fields=["id", "v"], name="pgvc_q_iv_idx")]
+    idx2 = [models.Index(fields=["id", "v"], name="Order")]
     vs.view("M", f"SELECT id, v + 1 AS v FROM {vq}", materialized=True, db_table=mat_table,
             concurrent_index="id", dependencies=("viewtest.A",), indexes=idx2, v=models.IntegerField())
     r = vs.sync()
     assert {a.op for a in r.actions} <= {"drop_index", "index", "stamp"}
-    assert "pgvc_q_iv_idx" in index_names(mq)
+    assert "Order" in index_names(mq) and 'Pgvc Q"v" idx' not in index_names(mq)
     vs.models["M"].refresh(concurrently=True)
     assert vs.sync().actions == []
 
