@@ -257,6 +257,44 @@ static void cancel_all(Slot *slots, int jobs)
     }
 }
 
+/* Statements in a dependency cycle could never start: they were reported 'skipped' with no
+ * error at all. Raise CycleError naming the statements ("statement i") instead. RAISES_NEG. */
+static int refuse_cycle(pgvc_state *st, const pgvc_graph *g)
+{
+    Py_ssize_t *order = NULL, *cycle = NULL, clen = 0;
+    PyObject *path = NULL;
+    int rc = -1;
+    order = malloc(sizeof(Py_ssize_t) * (size_t)(g->n + 1));
+    cycle = malloc(sizeof(Py_ssize_t) * (size_t)(g->n + 1));
+    if (!order || !cycle) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    switch (pgvc_graph_order(g, order, cycle, &clen)) {
+    case 0:
+        rc = 0;
+        break;
+    case 1:
+        if (!(path = PyList_New(clen + 1)))
+            goto exit;
+        for (Py_ssize_t k = 0; k <= clen; k++) {
+            PyObject *name = PyUnicode_FromFormat("statement %zd", cycle[k % clen]);
+            if (!name)
+                goto exit;
+            PyList_SET_ITEM(path, k, name);
+        }
+        pgvc_raise_cycle(st, path);
+        break;
+    default:
+        break;
+    }
+exit:
+    Py_XDECREF(path);
+    free(order);
+    free(cycle);
+    return rc;
+}
+
 PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"conninfo", "statements", "dependencies", "priority", "jobs", "setup",
@@ -328,6 +366,8 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
         }
     }
     if (pgvc_graph_build(&g, n, from, to, ne) < 0)
+        goto exit;
+    if (refuse_cycle(st, &g) < 0)
         goto exit;
     if (conninfo_from_dict(dict, &ci) < 0)
         goto exit;

@@ -15,7 +15,7 @@ import pytest
 from django.db import connection, transaction
 
 from django_pgviews_c import _core
-from django_pgviews_c.exceptions import PGViewsError, RefreshError
+from django_pgviews_c.exceptions import CycleError, PGViewsError, RefreshError
 from django_pgviews_c.refresh import connection_params, refresh_views
 from tests import psycopg_compat
 from tests.helpers import catalog_rows, execute
@@ -109,6 +109,23 @@ def test_bad_arguments_are_refused_before_connecting():
         _core.run_parallel({}, ["SELECT 1"], [], [0.0], 1)
     with pytest.raises(IndexError):
         _core.run_parallel({}, ["SELECT 1"], [[3]], [0.0], 1)
+
+
+def test_a_dependency_cycle_is_refused_not_silently_skipped():
+    # Statements in a cycle could never start; they used to come back 'skipped' with no error.
+    with pytest.raises(CycleError) as info:
+        _core.run_parallel({"dbname": "never-connected"}, ["SELECT 1", "SELECT 2", "SELECT 3"],
+                           [[], [2], [1]], [0.0] * 3, 2)
+    assert info.value.path in (["statement 1", "statement 2", "statement 1"],
+                               ["statement 2", "statement 1", "statement 2"])
+
+
+def test_no_statements_and_more_jobs_than_statements(log_table):
+    assert _core.run_parallel(connection_params(connection), [], [], [], 4) == []
+    out = _core.run_parallel(connection_params(connection), ["INSERT INTO rp_log VALUES ('x')"] * 2,
+                             [[], [0]], [0.0, 0.0], 8)
+    assert [s for s, _, _ in out] == ["ok", "ok"]
+    assert _tags() == ["x", "x"]
 
 
 # ---- refresh_views(jobs=N) over the project's views -------------------------------------------
