@@ -118,8 +118,11 @@ static void parse_comment(Node *n)
     if (!n->comment)
         return;
     mark = NULL;
+    /* Our stamp starts a line with the marker and " body=": the marker's words inside the
+     * user's own text (a comment that mentions this package) are theirs, and were cut off. */
     for (p = n->comment; (next = strstr(p, PGVC_MARK)); p = next + 1)
-        mark = next;
+        if ((next == n->comment || next[-1] == '\n') && !strncmp(next + strlen(PGVC_MARK), " body=", 6))
+            mark = next;
     if (!mark)
         return;
     n->ours = 1;

@@ -363,6 +363,21 @@ def test_a_users_own_comment_survives_a_rebuild(src):
     assert comment("t_m").count("owned by reporting") == 1
 
 
+def test_a_users_comment_that_mentions_the_marker_is_kept_whole(src):
+    vs = ViewSet()
+    vs.view("A", "SELECT id, v FROM t_src")
+    vs.sync()
+    text = "built by django-pgviews-c:1 docs say so; do not drop"
+    execute(f"COMMENT ON VIEW t_a IS '{text}'")
+    vs.sync()
+    assert comment("t_a").split("\n")[0] == text
+    assert vs.sync().actions == []
+    vs.view("A", "SELECT id, v, 1 AS one FROM t_src")
+    vs.sync()
+    assert comment("t_a").split("\n")[0] == text
+    assert comment("t_a").count("django-pgviews-c:1") == 2  # the user's words and our stamp
+
+
 def test_view_sql_params_reach_the_server_as_literals(src):
     from django_pgviews_c.view import ViewSQL
 
