@@ -542,8 +542,10 @@ static void classify(Plan *P, Decl *d, int forced)
         why = "MATERIALIZED_VIEWS_CHECK_SQL_CHANGED is off";
     if (why) {
         snprintf(d->reason, sizeof d->reason, "%s", why);
-        if (!P->update)
-            return; /* --no-update: leave what exists */
+        /* --no-update leaves what exists; with the SQL check off, materialized views are
+         * rebuilt all the same, as django-pgviews-redux does. */
+        if (!P->update && !(d->kind == 'm' && !P->check_sql_changed))
+            return;
         d->status = S_UPDATED;
         if (n->relkind != d->kind)
             d->action = A_RECREATE;

@@ -46,7 +46,8 @@ def connection_params(connection: BaseDatabaseWrapper) -> dict[str, str]:
 
 
 _POPULATED_SQL = """
-SELECT coalesce((SELECT c.relispopulated FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(t)), true)
+SELECT coalesce((SELECT c.relispopulated FROM pg_catalog.pg_class c
+                 WHERE c.oid = pg_catalog.to_regclass(t)), true)
 FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n
 """
 
@@ -107,8 +108,14 @@ def refresh_views(
     result = RefreshResult()
     started = time.perf_counter()
     if jobs <= 1 or len(matviews) <= 1:
-        for i, sql in zip(matviews, statements):
+        failed: dict[str, str] = {}
+        blocked: set[int] = set()  # views that read a failed one
+        for k, i in enumerate(matviews):
             model = nodes[i]
+            label = model._meta.label
+            if i in blocked:
+                result.skipped.append(label)
+                continue
             t0 = time.perf_counter()
             conn = model.get_view_connection(using=using or router.db_for_write(model), restricted_mode=False)
             try:
@@ -117,18 +124,23 @@ def refresh_views(
                 )
             except DjangoDBError as exc:
                 if connection_is_lost(conn, exc):
-                    raise lost_connection_error(conn, f"refreshing {model._meta.label}") from exc
+                    raise lost_connection_error(conn, f"refreshing {label}") from exc
                 info = str(exc.__cause__ or exc).strip().splitlines()[0]
                 state = getattr(exc.__cause__, "sqlstate", getattr(exc.__cause__, "pgcode", None))
-                failed = {model._meta.label: info + (f" (SQLSTATE {state})" if state else "")}
-                rest = [nodes[j]._meta.label for j in matviews[matviews.index(i) + 1 :]]
-                raise RefreshError(failed, rest) from exc
-            label = model._meta.label
+                failed[label] = info + (f" (SQLSTATE {state})" if state else "")
+                if conn.in_atomic_block:
+                    # The caller's transaction is aborted: nothing more can run in it.
+                    rest = [nodes[j]._meta.label for j in matviews[k + 1 :]]
+                    raise RefreshError(failed, rest) from exc
+                blocked.update(graph.dependants([i]))
+                continue
             result.refreshed.append(label)
             result.seconds[label] = time.perf_counter() - t0
             logger.info("pgview %s refreshed", label)
             if progress:
                 progress(f"  refreshed {label}  {result.seconds[label]:.3f}s")
+        if failed:
+            raise RefreshError(failed, result.skipped)
         result.wall = time.perf_counter() - started
         return result
 
@@ -143,8 +155,15 @@ def refresh_views(
             skipped: list[str] = []
             for db, group in groups.items():
                 try:
-                    part = refresh_views(group, using=db, concurrently=concurrently, strict=strict, jobs=jobs,
-                                         progress=progress, setup=setup)
+                    part = refresh_views(
+                        group,
+                        using=db,
+                        concurrently=concurrently,
+                        strict=strict,
+                        jobs=jobs,
+                        progress=progress,
+                        setup=setup,
+                    )
                 except RefreshError as exc:
                     failed.update(exc.failures)
                     skipped += exc.skipped
@@ -170,7 +189,7 @@ def refresh_views(
             populated = [row[0] for row in cursor.fetchall()]
         statements = [
             sql if ok else pg.refresh_statement(table, False)
-            for sql, ok, table in zip(statements, populated, tables)
+            for sql, ok, table in zip(statements, populated, tables, strict=True)
         ]
     position = {node: k for k, node in enumerate(matviews)}
     deps = [[position[j] for j in graph.dependencies([i]) if j in position] for i in matviews]

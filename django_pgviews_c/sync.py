@@ -88,10 +88,16 @@ class SyncResult:
     actions: list[Action] = field(default_factory=list)
     seconds: float = 0.0
     catalog_queries: int = 0
+    touched: set[str] = field(default_factory=set)  # labels an action was (or would be) run for
 
     @property
     def changed(self) -> list[str]:
-        return [label for label, status in self.statuses.items() if status not in ("EXISTS", "FORCE_REQUIRED")]
+        """Views this sync touched: created, updated, re-created, re-populated or re-indexed."""
+        return [
+            label
+            for label, status in self.statuses.items()
+            if status not in ("EXISTS", "FORCE_REQUIRED") or label in self.touched
+        ]
 
 
 class _Incompatible(Exception):
@@ -145,7 +151,9 @@ def lost_connection_error(connection: BaseDatabaseWrapper, doing: str) -> Connec
 class Declarations:
     """The declarations of the views one connection holds, in the tuple form plan() reads."""
 
-    def __init__(self, models: Sequence[type[View]], connection: BaseDatabaseWrapper, known: set[str]) -> None:
+    def __init__(
+        self, models: Sequence[type[View]], connection: BaseDatabaseWrapper, known: set[str]
+    ) -> None:
         self.models = list(models)
         self.connection = connection
         self.labels = [m._meta.label for m in self.models]
@@ -153,13 +161,17 @@ class Declarations:
         self.tuples: list[tuple[Any, ...]] = []
         self.split: list[tuple[str | None, str]] = []
         mine = set(self.labels)
-        editor = connection.schema_editor(collect_sql=True) if any(
-            issubclass(m, MaterializedView) and m._meta.indexes for m in self.models
-        ) else None
+        editor = (
+            connection.schema_editor(collect_sql=True)
+            if any(issubclass(m, MaterializedView) and m._meta.indexes for m in self.models)
+            else None
+        )
         for model in self.models:
             self.tuples.append(self._declaration(model, editor, mine, known))
 
-    def _declaration(self, model: type[View], editor: Any, mine: set[str], known: set[str]) -> tuple[Any, ...]:
+    def _declaration(
+        self, model: type[View], editor: Any, mine: set[str], known: set[str]
+    ) -> tuple[Any, ...]:
         meta = model._meta
         schema, name = _core.split_table(meta.db_table)
         self.split.append((schema, name))
@@ -276,6 +288,7 @@ class Syncer:
             raise
         self.result.seconds = time.perf_counter() - started
         self.result.actions = [Action.from_tuple(a) for a in plan["actions"]]
+        self.result.touched = {self.decls.labels[a.decl] for a in self.result.actions if a.decl >= 0}
         for i, label in enumerate(self.decls.labels):
             self.result.statuses[label] = plan["statuses"][i]
             if plan["reasons"][i]:
@@ -305,9 +318,7 @@ class Syncer:
         label = self.decls.labels[inc.decl]
         cursor.execute("ROLLBACK TO SAVEPOINT pgvc_sync")
         drops = [
-            a[4]
-            for a in self.plan(cursor, recreate | {inc.decl}, restore=True)["actions"]
-            if a[0] == "drop"
+            a[4] for a in self.plan(cursor, recreate | {inc.decl}, restore=True)["actions"] if a[0] == "drop"
         ]
         return ForceRequiredError(
             f"{label} cannot be updated in place: {inc.error.message}. Re-creating it drops "
@@ -350,7 +361,10 @@ class Syncer:
     def _run_actions(self, cursor: Any, actions: list[Action]) -> None:
         for batch in self._batches(actions):
             started = time.perf_counter()
-            sql = "SAVEPOINT pgvc_batch\n;\n" + "".join(a.sql + "\n;\n" for a in batch) + "RELEASE SAVEPOINT pgvc_batch"
+            # The savepoint goes first, on its own: a syntax error anywhere in a multi-statement
+            # string rejects the whole string before any of it runs.
+            cursor.execute("SAVEPOINT pgvc_batch")
+            sql = "".join(a.sql + "\n;\n" for a in batch) + "RELEASE SAVEPOINT pgvc_batch"
             try:
                 cursor.execute(sql)
             except DjangoDBError as exc:
@@ -463,7 +477,9 @@ def sync_pgviews(
     return results
 
 
-def _send_signals(models: list[type[View]], result: SyncResult, using: str, *, update: bool, force: bool) -> None:
+def _send_signals(
+    models: list[type[View]], result: SyncResult, using: str, *, update: bool, force: bool
+) -> None:
     for model in models:
         label = model._meta.label
         status = result.statuses[label]

@@ -61,7 +61,10 @@ _DEFERRED_PROJECTIONS: dict[tuple[str, str], dict[type, list[str]]] = collection
 
 
 def realize_deferred_projections(sender: Any, *args: Any, **kwargs: Any) -> None:
-    """Copy the fields a view projects from ``sender`` once that model is ready."""
+    """Copy the fields a view projects from ``sender`` once that model is ready. Only the
+    project's own model counts: migrations build historical copies of it in other registries."""
+    if getattr(sender._meta, "apps", apps) is not apps:
+        return
     pending = _DEFERRED_PROJECTIONS.pop((sender._meta.app_label, sender.__name__.lower()), {})
     for view_cls, field_names in pending.items():
         for name, field in get_fields_by_name(sender, *field_names).items():
@@ -77,11 +80,11 @@ models.signals.class_prepared.connect(
 
 
 def _realise_projections(app_label: str, model_name: str) -> None:
-    try:
-        model_cls = apps.get_model(app_label, model_name)
-    except (exceptions.AppRegistryNotReady, LookupError):
-        return
-    realize_deferred_projections(model_cls)
+    """Project now if the source model is already prepared (it may be, while the registry is
+    still loading: get_model() would refuse, all_models already holds it)."""
+    model_cls = apps.all_models.get(app_label, {}).get(model_name.lower())
+    if model_cls is not None:
+        realize_deferred_projections(model_cls)
 
 
 class ViewMeta(models.base.ModelBase):
@@ -209,9 +212,9 @@ def _execute_fast(conn: BaseDatabaseWrapper, sql: str) -> bool:
     return True
 
 
-# PostgreSQL refuses CONCURRENTLY on a view that was never populated (feature_not_supported;
-# object_not_in_prerequisite_state in older releases).
-_NOT_POPULATED = ("0A000", "55000")
+# PostgreSQL refuses CONCURRENTLY on a view that was never populated with feature_not_supported.
+# (55000, object_not_in_prerequisite_state, means a missing unique index: a real error.)
+_NOT_POPULATED = ("0A000",)
 
 
 def run_refresh(conn: BaseDatabaseWrapper, db_table: str, concurrently: bool) -> None:

@@ -108,10 +108,6 @@ class TestQueries:
         assert (got.username, got.password) == (user.username, user.password)
         assert not hasattr(got, "date_joined")
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "projection copies fields from the first auth.User class prepared after the view class: "
-        "a historical model of the auth migrations (username max_length 30, not 150); without "
-        "migrate in the process (manage.py shell/runserver) the fields are never copied at all"))
     def test_projection_copies_the_current_field_definition(self):
         assert models.SimpleUser._meta.get_field("username").max_length == User._meta.get_field("username").max_length
 
@@ -416,9 +412,6 @@ class TestReduxSyncBehaviour:
                 "AND NOT a.attisdropped ORDER BY a.attnum", [table])
             assert [c[0] for c in cols] == expected
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "redux parity: with MATERIALIZED_VIEWS_CHECK_SQL_CHANGED = False, sync_pgviews --no-update "
-        "re-creates every materialized view in redux (status UPDATED); here it leaves them (EXISTS)"))
     def test_check_sql_changed_off_rebuilds_even_without_update(self, settings):
         settings.MATERIALIZED_VIEWS_CHECK_SQL_CHANGED = False
         models.TestModel.objects.create(name="Test")

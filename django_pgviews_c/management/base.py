@@ -21,6 +21,14 @@ def pgviews_errors() -> Iterator[None]:
         raise CommandError("interrupted: the open transaction was rolled back, nothing was changed") from None
 
 
+def check_database(alias: str) -> None:
+    """An unknown --database is an error, as it is for Django's own commands."""
+    from django.db import connections
+
+    if alias not in connections:
+        raise CommandError(f"unknown database {alias!r}: it is not in settings.DATABASES")
+
+
 def add_database_argument(parser) -> None:
     parser.add_argument(
         "--database",

@@ -165,10 +165,13 @@ class SyncView(_ModelOperation):
     def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
         if not self._allowed(app_label, schema_editor):
             return
+        from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies
         from django_pgviews_c.sync import Syncer, view_models
 
         view = self.view()
-        related = [view]
+        # The views it reads and the views that read it are declared too: a change that must
+        # re-create it re-creates them rather than refusing them as unmanaged.
+        related = [view, *get_views_dependencies([view]), *get_views_dependants([view])]
         known = {m._meta.label for m in view_models()}
         Syncer(schema_editor.connection, related, known, force=True).run()
 

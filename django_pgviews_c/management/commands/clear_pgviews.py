@@ -9,7 +9,7 @@ from django.db import transaction
 
 from django_pgviews_c.db.migrations.operations import drop_view_sql
 from django_pgviews_c.dependencies import view_graph
-from django_pgviews_c.management.base import add_database_argument, pgviews_errors
+from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
 from django_pgviews_c.view import MaterializedView
 
 logger = logging.getLogger("django_pgviews_c.sync_pgviews")
@@ -22,6 +22,7 @@ class Command(BaseCommand):
         add_database_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        check_database(options["database"])
         database = options["database"]
         with pgviews_errors():
             graph, nodes = view_graph()

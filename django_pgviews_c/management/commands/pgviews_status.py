@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_pgviews_c.management.base import add_database_argument, pgviews_errors
+from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
 from django_pgviews_c.status import view_status
 
 
@@ -25,6 +25,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        check_database(options["database"])
         with pgviews_errors():
             rows = view_status(options["database"])
         width = max([len(r.label) for r in rows] + [4])

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_pgviews_c.management.base import add_database_argument, pgviews_errors
+from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
 from django_pgviews_c.refresh import refresh_views
 
 
@@ -37,6 +37,7 @@ class Command(BaseCommand):
         add_database_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        check_database(options["database"])
         if options["jobs"] < 1:
             raise CommandError("--jobs must be at least 1")
         verbosity = options["verbosity"]

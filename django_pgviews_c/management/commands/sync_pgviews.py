@@ -6,7 +6,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from django_pgviews_c.management.base import add_database_argument, pgviews_errors
+from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
 from django_pgviews_c.sync import sync_pgviews
 
 
@@ -62,6 +62,7 @@ class Command(BaseCommand):
         add_database_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        check_database(options["database"])
         check = options["materialized_views_check_sql_changed"]
         if check is None:
             check = getattr(settings, "MATERIALIZED_VIEWS_CHECK_SQL_CHANGED", True)
