@@ -4,6 +4,7 @@ from django_pgviews_c import view as pg
 
 
 class TestModel(models.Model):
+    __test__ = False  # a model, not a pytest test class
     name = models.CharField(max_length=100)
 
 
