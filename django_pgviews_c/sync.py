@@ -225,7 +225,12 @@ def _index_template(model: type[View], index: Any, editor: Any) -> str:
 
 
 def read_catalog(cursor: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    cursor.execute(_CATALOG_SQL, params)
+    """One round trip. JIT is turned off for it: on a long-lived database the recursive query's
+    cost estimate crosses jit_above_cost, and compiling takes longer than the query itself. The
+    two statements run as one implicit transaction, so SET LOCAL ends with it."""
+    cursor.execute("SET LOCAL jit = off;\n" + _CATALOG_SQL, params)
+    while cursor.description is None and cursor.nextset():  # psycopg 3 starts at the SET
+        pass
     return [tuple(row) for row in cursor.fetchall()]
 
 
@@ -405,6 +410,14 @@ class Syncer:
         info = _diag(exc)
         decl = action.decl
         what = f"{action.op} {action.target}"
+        if info["sqlstate"] == "53200":  # out of shared memory: the lock table is full
+            info["hint"] = (
+                f"a sync runs in one transaction, and every view it creates holds a lock until "
+                f"commit; this one plans {self._planned} actions. Raise max_locks_per_transaction "
+                f"(server setting, needs a restart) to at least {self._planned // 50 + 64}."
+            )
+            info["position"] = None
+            return DatabaseError(info.pop("message"), view=what, **info)
         if decl >= 0 and action.sql_offset >= 0 and action.op in ("create", "replace", "build"):
             position = info["position"]
             if position is not None and position > action.sql_offset:
@@ -413,12 +426,6 @@ class Syncer:
                 info["position"] = None
             return ViewDefinitionError(info.pop("message"), sql=self.decls.sql[decl], view=what, **info)
         info["position"] = None
-        if info["sqlstate"] == "53200":  # out of shared memory: the lock table is full
-            info["hint"] = (
-                f"a sync runs in one transaction, and every view it creates holds a lock until "
-                f"commit; this one plans {self._planned} actions. Raise max_locks_per_transaction "
-                f"(server setting, needs a restart) to at least {self._planned // 50 + 64}."
-            )
         return DatabaseError(info.pop("message"), view=what, **info)
 
     def _say(self, text: str, level: int) -> None:
