@@ -18,7 +18,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django_pgviews_c import _core
 from django_pgviews_c import view as pg
 from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies, view_graph
-from django_pgviews_c.exceptions import ConcurrentIndexNotDefinedError, PGViewsError, RefreshError
+from django_pgviews_c.exceptions import PGViewsError, RefreshError
 from django_pgviews_c.sync import connection_is_lost, lost_connection_error
 
 logger = logging.getLogger("django_pgviews_c.refresh")
@@ -66,15 +66,7 @@ class RefreshResult:
 
 
 def _statement(model: type[pg.MaterializedView], concurrently: bool, strict: bool) -> str:
-    if concurrently and model._concurrent_index is None:
-        message = (
-            f"Cannot refresh {model._meta.label} concurrently: it has no concurrent_index. "
-            f"Add concurrent_index = '<unique column list>' to the class."
-        )
-        if strict:
-            raise ConcurrentIndexNotDefinedError(message)
-        logger.warning(message)
-        concurrently = False
+    concurrently = model.can_refresh_concurrently(concurrently, strict)
     return pg.refresh_statement(model._meta.db_table, concurrently)
 
 

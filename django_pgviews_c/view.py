@@ -250,6 +250,21 @@ class MaterializedView(View):
     _concurrent_index_tablespace: str | None
 
     @classmethod
+    def can_refresh_concurrently(cls, concurrently: bool, strict: bool) -> bool:
+        """Whether a refresh asked to be concurrent can be: without ``concurrent_index``,
+        ``strict`` raises ConcurrentIndexNotDefinedError, else a warning is logged."""
+        if not concurrently or cls._concurrent_index is not None:
+            return concurrently
+        message = (
+            f"Cannot refresh {cls._meta.label} concurrently: it has no concurrent_index. "
+            f"Add concurrent_index = '<unique column list>' to the class."
+        )
+        if strict:
+            raise ConcurrentIndexNotDefinedError(message)
+        logger.warning(message)
+        return False
+
+    @classmethod
     def refresh(cls, concurrently: bool = False, strict: bool = False) -> None:
         """Refresh on Django's own connection, so the caller's transaction (and its uncommitted
         rows) is what the refresh sees.
@@ -261,15 +276,7 @@ class MaterializedView(View):
         if not conn:
             logger.warning("Failed to find connection to refresh %s", cls)
             return
-        if concurrently and cls._concurrent_index is None:
-            message = (
-                f"Cannot refresh {cls._meta.label} concurrently: it has no concurrent_index. "
-                f"Add concurrent_index = '<unique column list>' to the class."
-            )
-            if strict:
-                raise ConcurrentIndexNotDefinedError(message)
-            logger.warning(message)
-            concurrently = False
+        concurrently = cls.can_refresh_concurrently(concurrently, strict)
         run_refresh(conn, cls._meta.db_table, concurrently)
 
     class Meta:
