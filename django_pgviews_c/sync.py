@@ -285,14 +285,18 @@ class Syncer:
         try:
             with self.connection.cursor() as cursor:
                 plan = self.plan(cursor)
-                if plan["actions"] and not dry_run:
-                    plan = self._apply(cursor)
+                actions = [Action.from_tuple(a) for a in plan.pop("actions")]
+                if actions and not dry_run:
+                    # The plan read outside the lock is only a question (is there work?): let it
+                    # go before planning again under the lock, so a big sync holds one plan.
+                    del plan, actions
+                    plan, actions = self._apply(cursor)
         except DjangoDBError as exc:
             if connection_is_lost(self.connection, exc):
                 raise lost_connection_error(self.connection, "syncing views") from exc
             raise
         self.result.seconds = time.perf_counter() - started
-        self.result.actions = [Action.from_tuple(a) for a in plan["actions"]]
+        self.result.actions = actions
         self.result.touched = {self.decls.labels[a.decl] for a in self.result.actions if a.decl >= 0}
         for i, label in enumerate(self.decls.labels):
             self.result.statuses[label] = plan["statuses"][i]
@@ -300,16 +304,17 @@ class Syncer:
                 self.result.reasons[label] = plan["reasons"][i]
         return self.result
 
-    def _apply(self, cursor: Any) -> dict[str, Any]:
+    def _apply(self, cursor: Any) -> tuple[dict[str, Any], list[Action]]:
         recreate: set[int] = set()
         with transaction.atomic(using=self.connection.alias):
             cursor.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
             cursor.execute("SAVEPOINT pgvc_sync")
             while True:
                 plan = self.plan(cursor, recreate)
+                actions = [Action.from_tuple(a) for a in plan.pop("actions")]
                 try:
-                    self._execute(cursor, [Action.from_tuple(a) for a in plan["actions"]])
-                    return plan
+                    self._execute(cursor, actions)
+                    return plan, actions
                 except _ChainConflict:
                     cursor.execute("ROLLBACK TO SAVEPOINT pgvc_sync")
                     self._chain = False
