@@ -137,7 +137,12 @@ def connection_is_lost(connection: BaseDatabaseWrapper, exc: BaseException) -> b
     if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
         return True
     raw = connection.connection
-    return raw is None or bool(getattr(raw, "closed", False))
+    if raw is None or getattr(raw, "closed", False) or getattr(raw, "broken", False):
+        return True
+    # psycopg2 does not always mark a dropped connection closed; libpq's transaction status is
+    # UNKNOWN (4) once the connection is bad.
+    status = getattr(raw, "get_transaction_status", None)
+    return status is not None and status() == 4
 
 
 def lost_connection_error(connection: BaseDatabaseWrapper, doing: str) -> ConnectionLostError:
@@ -379,7 +384,8 @@ class Syncer:
                 cursor.execute(sql)
             except DjangoDBError as exc:
                 if connection_is_lost(self.connection, exc):
-                    raise
+                    # Said now: once the transaction unwinds, the driver may no longer tell.
+                    raise lost_connection_error(self.connection, "syncing views") from exc
                 cursor.execute("ROLLBACK TO SAVEPOINT pgvc_batch")
                 if _sqlstate(exc) == _LOCK_NOT_AVAILABLE:
                     raise _LockTimeout() from exc
@@ -398,7 +404,8 @@ class Syncer:
                 cursor.execute(action.sql)
             except DjangoDBError as exc:
                 if connection_is_lost(self.connection, exc):
-                    raise
+                    # Said now: once the transaction unwinds, the driver may no longer tell.
+                    raise lost_connection_error(self.connection, "syncing views") from exc
                 cursor.execute("ROLLBACK TO SAVEPOINT pgvc_one")
                 if _sqlstate(exc) == _LOCK_NOT_AVAILABLE:
                     raise _LockTimeout() from exc
