@@ -25,6 +25,8 @@ import psycopg
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import contextlib  # noqa: E402
+
 import gen_views  # noqa: E402
 import pgaux  # noqa: E402
 
@@ -44,20 +46,30 @@ def say(text: str = "") -> None:
 
 
 def env_for(server: dict, db: str) -> dict:
-    return dict(os.environ, BENCH_DB=db, PGHOST=server["host"], PGPORT=str(server["port"]),
-                PGUSER=server["user"], PYTHONDONTWRITEBYTECODE="1")
+    return dict(
+        os.environ,
+        BENCH_DB=db,
+        PGHOST=server["host"],
+        PGPORT=str(server["port"]),
+        PGUSER=server["user"],
+        PYTHONDONTWRITEBYTECODE="1",
+    )
 
 
 def admin(server: dict, *statements: str, db: str = "postgres") -> None:
-    with psycopg.connect(host=server["host"], port=server["port"], user=server["user"], dbname=db,
-                         autocommit=True) as c:
+    with psycopg.connect(
+        host=server["host"], port=server["port"], user=server["user"], dbname=db, autocommit=True
+    ) as c:
         for s in statements:
             c.execute(s)
 
 
 def make_db(server: dict, name: str, template: str | None = None, setup: list[str] = ()) -> str:
-    admin(server, f'DROP DATABASE IF EXISTS "{name}"',
-          f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    admin(
+        server,
+        f'DROP DATABASE IF EXISTS "{name}"',
+        f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""),
+    )
     if (server, name) not in DATABASES:
         DATABASES.append((server, name))
     if setup:
@@ -103,8 +115,12 @@ def psql_cold(server: dict, views: int, template: str, db: str, reps: int) -> li
     times = []
     for _ in range(reps):
         make_db(server, db, template)
-        times.append(timed(["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", "-1", "-d", db, "-f", str(ddl)],
-                           env_for(server, db)))
+        times.append(
+            timed(
+                ["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", "-1", "-d", db, "-f", str(ddl)],
+                env_for(server, db),
+            )
+        )
     return times
 
 
@@ -120,8 +136,10 @@ def bench_warm(main: dict) -> None:
         first = worker("sync", project(lib), main, db)
         assert not first["error"], first["error"]
         r[lib] = worker("warm", project(lib), main, db, {"reps": REPS})
-        say(f"  {lib:18} median {r[lib]['median'] * 1000:9.1f} ms   queries (Django log) "
-            f"{r[lib]['queries']:5}  statements (driver) {r[lib]['driver_queries']:5}  DDL {r[lib]['driver_ddl']}")
+        say(
+            f"  {lib:18} median {r[lib]['median'] * 1000:9.1f} ms   queries (Django log) "
+            f"{r[lib]['queries']:5}  statements (driver) {r[lib]['driver_queries']:5}  DDL {r[lib]['driver_ddl']}"
+        )
     ratio = r[REDUX]["median"] / r[OURS]["median"]
     say(f"  redux / c: {ratio:.1f}x")
     # Whole command vs manage.py check (ours), interleaved.
@@ -133,10 +151,18 @@ def bench_warm(main: dict) -> None:
     for _ in range(REPS):
         check.append(timed([PY, manage, "check"], env))
         sync.append(timed([PY, manage, "sync_pgviews", "-v", "0"], env))
-    say(f"  manage.py check {med(check):.3f} s, manage.py sync_pgviews {med(sync):.3f} s: "
-        f"{med(sync) / med(check):.3f}x")
-    RESULTS["warm"] = {"c": r[OURS], "redux": r[REDUX], "ratio": ratio, "check": check, "command": sync,
-                       "command_ratio": med(sync) / med(check)}
+    say(
+        f"  manage.py check {med(check):.3f} s, manage.py sync_pgviews {med(sync):.3f} s: "
+        f"{med(sync) / med(check):.3f}x"
+    )
+    RESULTS["warm"] = {
+        "c": r[OURS],
+        "redux": r[REDUX],
+        "ratio": ratio,
+        "check": check,
+        "command": sync,
+        "command_ratio": med(sync) / med(check),
+    }
 
 
 def bench_cold(main: dict) -> None:
@@ -154,9 +180,12 @@ def bench_cold(main: dict) -> None:
     say(f"  psql -1 -f         median {med(p):.3f} s   {[round(t, 3) for t in p]}")
     RESULTS["cold"] = {"c": r[OURS], "redux": r[REDUX], "psql": p}
     if r[OURS]["median"] and r[REDUX]["median"]:
-        say(f"  c / psql: {r[OURS]['median'] / med(p):.2f}x   redux / c: {r[REDUX]['median'] / r[OURS]['median']:.2f}x")
-        RESULTS["cold"].update(c_over_psql=r[OURS]["median"] / med(p),
-                               redux_over_c=r[REDUX]["median"] / r[OURS]["median"])
+        say(
+            f"  c / psql: {r[OURS]['median'] / med(p):.2f}x   redux / c: {r[REDUX]['median'] / r[OURS]['median']:.2f}x"
+        )
+        RESULTS["cold"].update(
+            c_over_psql=r[OURS]["median"] / med(p), redux_over_c=r[REDUX]["median"] / r[OURS]["median"]
+        )
 
 
 def bench_scale(main: dict, aux: dict, with_memory: bool) -> None:
@@ -172,23 +201,34 @@ def bench_scale(main: dict, aux: dict, with_memory: bool) -> None:
     admin(main, 'DROP DATABASE IF EXISTS "bench_big_default"')
 
     make_db(aux, "bench_tpl", setup=BASE_SETUP)
-    c = worker("cold", project(OURS, views=N_BIG), aux, make_db(aux, "bench_big_c", "bench_tpl"),
-               {"reps": reps, "template": "bench_tpl"})
+    c = worker(
+        "cold",
+        project(OURS, views=N_BIG),
+        aux,
+        make_db(aux, "bench_big_c", "bench_tpl"),
+        {"reps": reps, "template": "bench_tpl"},
+    )
     assert not c["errors"], c["errors"]
     p = psql_cold(aux, N_BIG, "bench_tpl", "bench_big_psql", reps)
     admin(aux, 'DROP DATABASE IF EXISTS "bench_big_psql"')
     say(f"  cold c     median {c['median']:.3f} s {[round(t, 2) for t in c['times']]}")
-    say(f"  cold psql  median {med(p):.3f} s {[round(t, 2) for t in p]}   c / psql {c['median'] / med(p):.2f}x")
+    say(
+        f"  cold psql  median {med(p):.3f} s {[round(t, 2) for t in p]}   c / psql {c['median'] / med(p):.2f}x"
+    )
     w = worker("warm", project(OURS, views=N_BIG), aux, "bench_big_c", {"reps": REPS})
-    say(f"  warm c     median {w['median'] * 1000:.1f} ms, {w['driver_queries']} statement(s), DDL {w['driver_ddl']}")
+    say(
+        f"  warm c     median {w['median'] * 1000:.1f} ms, {w['driver_queries']} statement(s), DDL {w['driver_ddl']}"
+    )
     out.update(cold_c=c, cold_psql=p, warm_c=w)
     if with_memory:
         mem = {}
         for lib in (OURS, REDUX):
             db = make_db(aux, f"bench_mem_{SHORT[lib]}", "bench_tpl")
             mem[lib] = worker("memory", project(lib, views=N_BIG), aux, db)
-            say(f"  memory {lib:18} RSS after start-up {mem[lib]['rss_after_startup_kb'] / 1024:.1f} MB, "
-                f"peak during cold sync +{mem[lib]['increase_kb'] / 1024:.1f} MB ({mem[lib]['seconds']:.1f} s)")
+            say(
+                f"  memory {lib:18} RSS after start-up {mem[lib]['rss_after_startup_kb'] / 1024:.1f} MB, "
+                f"peak during cold sync +{mem[lib]['increase_kb'] / 1024:.1f} MB ({mem[lib]['seconds']:.1f} s)"
+            )
         out["memory"] = mem
         # redux's cold time for N_BIG comes from its memory run (one repetition); its warm sync:
         rw = worker("warm", project(REDUX, views=N_BIG), aux, "bench_mem_redux", {"reps": 1})
@@ -202,25 +242,38 @@ def bench_scale(main: dict, aux: dict, with_memory: bool) -> None:
 def bench_refresh(main: dict) -> None:
     reps = max(1, min(REPS, 3))
     say("== 3. refresh: 8 heavy materialized views over 2,000,000 rows + 2 dependants")
-    make_db(main, "bench_refresh_tpl", setup=[
-        "CREATE TABLE bench_big (id bigint PRIMARY KEY)",
-        "INSERT INTO bench_big SELECT generate_series(1, 2000000)",
-        "VACUUM ANALYZE bench_big",
-    ])
+    make_db(
+        main,
+        "bench_refresh_tpl",
+        setup=[
+            "CREATE TABLE bench_big (id bigint PRIMARY KEY)",
+            "INSERT INTO bench_big SELECT generate_series(1, 2000000)",
+            "VACUUM ANALYZE bench_big",
+        ],
+    )
     r = {}
     for lib in (OURS, REDUX):
         db = make_db(main, f"bench_refresh_{SHORT[lib]}", "bench_refresh_tpl")
         r[lib] = worker("refresh", project(lib, "refresh"), main, db, {"reps": reps})
     c = r[OURS]
     singles = {k: med([s[k] for s in c["singles"]]) for k in c["singles"][0]}
-    say("  single refresh times (median): " + ", ".join(f"{k.split('.')[-1]} {v:.2f}" for k, v in singles.items()))
-    say(f"  c jobs=1 {c['serial_median']:.2f} s, jobs=2 {c['parallel_median']:.2f} s "
+    say(
+        "  single refresh times (median): "
+        + ", ".join(f"{k.split('.')[-1]} {v:.2f}" for k, v in singles.items())
+    )
+    say(
+        f"  c jobs=1 {c['serial_median']:.2f} s, jobs=2 {c['parallel_median']:.2f} s "
         f"-> {c['serial_median'] / c['parallel_median']:.2f}x; ideal 2-way {c['ideal_median']:.2f} s, "
-        f"actual/ideal {c['parallel_median'] / c['ideal_median']:.3f}")
+        f"actual/ideal {c['parallel_median'] / c['ideal_median']:.3f}"
+    )
     say(f"  redux refresh (serial) {r[REDUX]['serial_median']:.2f} s")
-    RESULTS["refresh"] = {"c": c, "redux": r[REDUX], "singles": singles,
-                          "speedup": c["serial_median"] / c["parallel_median"],
-                          "actual_over_ideal": c["parallel_median"] / c["ideal_median"]}
+    RESULTS["refresh"] = {
+        "c": c,
+        "redux": r[REDUX],
+        "singles": singles,
+        "speedup": c["serial_median"] / c["parallel_median"],
+        "actual_over_ideal": c["parallel_median"] / c["ideal_median"],
+    }
 
 
 def bench_tiny(main: dict) -> None:
@@ -229,15 +282,18 @@ def bench_tiny(main: dict) -> None:
     for lib in (OURS, REDUX):
         db = make_db(main, f"bench_tiny_{SHORT[lib]}")
         r[lib] = worker("tiny", project(lib, "tiny"), main, db, {"reps": REPS, "n": 500})
-        say(f"  {lib:18} Model.refresh {r[lib]['model_median']:.3f} s, psycopg {r[lib]['plain_median']:.3f} s, "
-            f"overhead {r[lib]['overhead_pct']:+.1f}%")
+        say(
+            f"  {lib:18} Model.refresh {r[lib]['model_median']:.3f} s, psycopg {r[lib]['plain_median']:.3f} s, "
+            f"overhead {r[lib]['overhead_pct']:+.1f}%"
+        )
     RESULTS["tiny"] = {"c": r[OURS], "redux": r[REDUX]}
 
 
 def _reader(server: dict, db: str, stop: threading.Event, out: dict) -> None:
     waits, errors = [], []
-    with psycopg.connect(host=server["host"], port=server["port"], user=server["user"], dbname=db,
-                         autocommit=True) as c:
+    with psycopg.connect(
+        host=server["host"], port=server["port"], user=server["user"], dbname=db, autocommit=True
+    ) as c:
         i = 0
         while not stop.is_set():
             i += 1
@@ -270,13 +326,22 @@ def bench_reader(main: dict) -> None:
             time.sleep(0.3)
             stop.set()
             t.join()
-            runs.append({"sync_seconds": s["seconds"], "sync_error": s["error"], "max_wait": max(out["waits"]),
-                         "queries": len(out["waits"]), "errors": out["errors"]})
+            runs.append(
+                {
+                    "sync_seconds": s["seconds"],
+                    "sync_error": s["error"],
+                    "max_wait": max(out["waits"]),
+                    "queries": len(out["waits"]),
+                    "errors": out["errors"],
+                }
+            )
         mx = [x["max_wait"] for x in runs]
         errs = sum(len(x["errors"]) for x in runs)
-        say(f"  {lib:18} sync {med([x['sync_seconds'] for x in runs]):.2f} s; reader max wait median "
+        say(
+            f"  {lib:18} sync {med([x['sync_seconds'] for x in runs]):.2f} s; reader max wait median "
             f"{med(mx) * 1000:.0f} ms (worst {max(mx) * 1000:.0f} ms); reader errors {errs} in {len(runs)} syncs"
-            + (f": {sorted(set(e for x in runs for e in x['errors']))[:2]}" if errs else ""))
+            + (f": {sorted({e for x in runs for e in x['errors']})[:2]}" if errs else "")
+        )
         res[lib] = runs
     RESULTS["reader"] = res
 
@@ -284,19 +349,30 @@ def bench_reader(main: dict) -> None:
 def machine(main: dict) -> dict:
     with psycopg.connect(host=main["host"], port=main["port"], user=main["user"], dbname="postgres") as c:
         version = c.execute("SELECT version()").fetchone()[0]
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
+    from importlib.metadata import version as v
+
     import django
 
-    from importlib.metadata import version as v
-    return {"nproc": os.cpu_count(), "cpu": cpu, "postgresql": version, "python": platform.python_version(),
-            "django": django.get_version(), "psycopg": psycopg.__version__,
-            "django-pgviews-redux": v("django-pgviews-redux")}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "postgresql": version,
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "psycopg": psycopg.__version__,
+        "django-pgviews-redux": v("django-pgviews-redux"),
+    }
 
 
 def main() -> None:
     wanted = set(sys.argv[1:]) or {"warm", "cold", "scale10k", "refresh", "tiny", "memory", "reader"}
-    main_server = {"host": os.environ.get("PGHOST", "127.0.0.1"), "port": int(os.environ.get("PGPORT", 5432)),
-                   "user": os.environ.get("PGUSER", "postgres")}
+    main_server = {
+        "host": os.environ.get("PGHOST", "127.0.0.1"),
+        "port": int(os.environ.get("PGPORT", 5432)),
+        "user": os.environ.get("PGUSER", "postgres"),
+    }
     RESULTS["machine"] = machine(main_server)
     say(json.dumps(RESULTS["machine"]))
     started = time.perf_counter()
@@ -316,16 +392,17 @@ def main() -> None:
             major = RESULTS["machine"]["postgresql"].split()[1].split(".")[0]
             aux = pgaux.AuxServer(major, settings={"max_locks_per_transaction": "1024"})
             aux.start()
-            bench_scale(main_server, {"host": "127.0.0.1", "port": aux.port, "user": "postgres"},
-                        with_memory="memory" in wanted)
+            bench_scale(
+                main_server,
+                {"host": "127.0.0.1", "port": aux.port, "user": "postgres"},
+                with_memory="memory" in wanted,
+            )
     finally:
         for server, name in DATABASES:
             if aux is None and server.get("port") != main_server["port"]:
                 continue
-            try:
+            with contextlib.suppress(psycopg.Error):
                 admin(server, f'DROP DATABASE IF EXISTS "{name}"')
-            except psycopg.Error:
-                pass
         if aux is not None:
             aux.stop()
         RESULTS["total_seconds"] = time.perf_counter() - started

@@ -22,7 +22,7 @@ from pathlib import Path
 
 LIBS = ("django_pgviews", "django_pgviews_c")
 
-SETTINGS = '''\
+SETTINGS = """\
 import os
 SECRET_KEY = "bench"
 DEBUG = False
@@ -41,28 +41,28 @@ DATABASES = {{
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 MATERIALIZED_VIEWS_CHECK_SQL_CHANGED = True
 LOGGING = {{"version": 1, "disable_existing_loggers": False}}
-'''
+"""
 
-MANAGE = '''\
+MANAGE = """\
 #!/usr/bin/env python
 import os, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchsettings")
 from django.core.management import execute_from_command_line
 execute_from_command_line(sys.argv)
-'''
+"""
 
-HEADER = '''\
+HEADER = """\
 from django.db import models
 from {lib} import view as pg
 
-'''
+"""
 
-FIELDS = '''\
+FIELDS = """\
     id = models.IntegerField(primary_key=True)
     grp = models.IntegerField()
     val = models.BigIntegerField()
-'''
+"""
 
 
 def graph_specs(n: int, levels: int, matview_ratio: float, seed: int = 1) -> list[dict]:
@@ -100,10 +100,10 @@ def ddl(specs: list[dict]) -> str:
     out = []
     for s in specs:
         if s["mat"]:
-            out.append(f'CREATE MATERIALIZED VIEW {s["name"]} AS {s["sql"]} WITH DATA;')
-            out.append(f'CREATE UNIQUE INDEX {s["name"]}_id_index ON {s["name"]} (id);')
+            out.append(f"CREATE MATERIALIZED VIEW {s['name']} AS {s['sql']} WITH DATA;")
+            out.append(f"CREATE UNIQUE INDEX {s['name']}_id_index ON {s['name']} (id);")
         else:
-            out.append(f'CREATE VIEW {s["name"]} AS {s["sql"]};')
+            out.append(f"CREATE VIEW {s['name']} AS {s['sql']};")
     return "\n".join(out) + "\n"
 
 
@@ -125,9 +125,7 @@ def model_source(lib: str, specs: list[dict]) -> str:
 REFRESH_HEAVY = (
     "SELECT id % 1000 AS k, count(*) AS n, max(md5(md5(id::text || '{i}'))) AS h FROM bench_big GROUP BY 1"
 )
-REFRESH_COLS = (
-    "    k = models.IntegerField(primary_key=True)\n    n = models.BigIntegerField()\n    h = models.TextField()\n"
-)
+REFRESH_COLS = "    k = models.IntegerField(primary_key=True)\n    n = models.BigIntegerField()\n    h = models.TextField()\n"
 
 
 def refresh_source(lib: str, heavy: int = 8) -> str:
@@ -170,8 +168,15 @@ def reader_source(lib: str, variant: int) -> str:
     )
 
 
-def generate(directory: Path, lib: str, kind: str = "graph", views: int = 1000, levels: int = 15,
-             matview_ratio: float = 0.2, variant: int = 1) -> Path:
+def generate(
+    directory: Path,
+    lib: str,
+    kind: str = "graph",
+    views: int = 1000,
+    levels: int = 15,
+    matview_ratio: float = 0.2,
+    variant: int = 1,
+) -> Path:
     if lib not in LIBS:
         raise ValueError(f"lib must be one of {LIBS}")
     directory = Path(directory)

@@ -97,11 +97,21 @@ def task_warm(lib: str, args: dict) -> dict:
             sync()
     finally:
         psycopg.Cursor.execute = original
-    driver_ddl = [q for q in seen if q.lstrip().upper().startswith(("CREATE", "DROP", "ALTER", "REFRESH", "COMMENT", "DO"))]
+    driver_ddl = [
+        q
+        for q in seen
+        if q.lstrip().upper().startswith(("CREATE", "DROP", "ALTER", "REFRESH", "COMMENT", "DO"))
+    ]
     sqls = [q["sql"].lstrip().upper() for q in ctx.captured_queries]
     ddl = [s for s in sqls if s.startswith(("CREATE", "DROP", "ALTER", "REFRESH", "COMMENT", "DO"))]
-    return {"times": times, "median": statistics.median(times), "queries": len(sqls), "ddl": len(ddl),
-            "driver_queries": len(seen), "driver_ddl": len(driver_ddl)}
+    return {
+        "times": times,
+        "median": statistics.median(times),
+        "queries": len(sqls),
+        "ddl": len(ddl),
+        "driver_queries": len(seen),
+        "driver_ddl": len(driver_ddl),
+    }
 
 
 def task_cold(lib: str, args: dict) -> dict:
@@ -160,7 +170,7 @@ def _ideal(durations: dict[str, float], deps: dict[str, list[str]], workers: int
         ready = [k for k in pending if all(d in done_at and done_at[d] <= now for d in deps.get(k, []))]
         ready.sort(key=lambda k: -rank(k))
         idle = [i for i, t in enumerate(free) if t <= now]
-        for i, k in zip(idle, ready):
+        for i, k in zip(idle, ready, strict=False):
             free[i] = now + durations[k]
             done_at[k] = free[i]
             pending.discard(k)
@@ -187,10 +197,11 @@ def task_refresh(lib: str, args: dict) -> dict:
         c.execute(SERIAL)
     out: dict = {"serial": [], "parallel": [], "ideal": [], "singles": []}
     if lib == "django_pgviews_c":
+        from django.apps import apps
+
         from django_pgviews_c.dependencies import view_graph  # noqa: F401
         from django_pgviews_c.refresh import refresh_views
         from django_pgviews_c.view import MaterializedView
-        from django.apps import apps
 
         mv = [m for m in apps.get_models() if issubclass(m, MaterializedView)]
         deps = {m._meta.label: list(m._dependencies) for m in mv}
@@ -217,9 +228,8 @@ def task_refresh(lib: str, args: dict) -> dict:
 
 def task_tiny(lib: str, args: dict) -> dict:
     import psycopg
-    from django.db import connection
-
     from bv.models import Tiny
+    from django.db import connection
 
     connection.ensure_connection()
     _sync_fn(lib)()
@@ -265,8 +275,13 @@ def task_tiny(lib: str, args: dict) -> dict:
         plain_t.append(p)
     plain.close()
     m, p = statistics.median(model_t), statistics.median(plain_t)
-    return {"model": model_t, "plain": plain_t, "model_median": m, "plain_median": p,
-            "overhead_pct": (m / p - 1) * 100}
+    return {
+        "model": model_t,
+        "plain": plain_t,
+        "model_median": m,
+        "plain_median": p,
+        "overhead_pct": (m / p - 1) * 100,
+    }
 
 
 TASKS = {

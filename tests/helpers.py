@@ -6,7 +6,7 @@ import itertools
 from typing import Any
 
 from django.apps.registry import Apps
-from django.db import connection, models
+from django.db import connection
 
 from django_pgviews_c import view as pg
 from django_pgviews_c.sync import Syncer
@@ -21,14 +21,32 @@ class ViewSet:
         self.apps = Apps(["tests.viewtest"])
         self.models: dict[str, type[pg.View]] = {}
 
-    def view(self, name: str, sql: str, *, materialized: bool = False, db_table: str | None = None,
-             dependencies: tuple[str, ...] = (), indexes: list[Any] | None = None, **attrs: Any) -> type[pg.View]:
-        meta_attrs = {"app_label": "viewtest", "apps": self.apps, "managed": False,
-                      "db_table": db_table or f"t_{name.lower()}"}
+    def view(
+        self,
+        name: str,
+        sql: str,
+        *,
+        materialized: bool = False,
+        db_table: str | None = None,
+        dependencies: tuple[str, ...] = (),
+        indexes: list[Any] | None = None,
+        **attrs: Any,
+    ) -> type[pg.View]:
+        meta_attrs = {
+            "app_label": "viewtest",
+            "apps": self.apps,
+            "managed": False,
+            "db_table": db_table or f"t_{name.lower()}",
+        }
         if indexes is not None:
             meta_attrs["indexes"] = indexes
-        body = {"__module__": "tests.viewtest.models", "Meta": type("Meta", (), meta_attrs), "sql": sql,
-                "dependencies": list(dependencies), **attrs}
+        body = {
+            "__module__": "tests.viewtest.models",
+            "Meta": type("Meta", (), meta_attrs),
+            "sql": sql,
+            "dependencies": list(dependencies),
+            **attrs,
+        }
         base = pg.MaterializedView if materialized else pg.View
         # A fresh class name each time: the same name may be declared again, changed.
         model = type(f"{name}", (base,), body) if name not in self.models else None
@@ -73,9 +91,14 @@ def populated(qualified: str) -> bool:
 
 
 def index_names(qualified: str) -> list[str]:
-    return [r[0] for r in catalog_rows(
-        "SELECT c.relname::text FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid "
-        "WHERE x.indrelid = to_regclass(%s) ORDER BY 1", [qualified])]
+    return [
+        r[0]
+        for r in catalog_rows(
+            "SELECT c.relname::text FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid "
+            "WHERE x.indrelid = to_regclass(%s) ORDER BY 1",
+            [qualified],
+        )
+    ]
 
 
 def comment(qualified: str) -> str | None:
@@ -84,9 +107,13 @@ def comment(qualified: str) -> str | None:
 
 def leftovers() -> list[str]:
     """Objects a sync builds on the side and must not leave behind."""
-    return [r[0] for r in catalog_rows(
-        "SELECT relname::text FROM pg_class WHERE relname LIKE '%%pgvc\\_new%%' "
-        "UNION ALL SELECT nspname::text FROM pg_namespace WHERE nspname = '_pgviews_c_build'")]
+    return [
+        r[0]
+        for r in catalog_rows(
+            "SELECT relname::text FROM pg_class WHERE relname LIKE '%%pgvc\\_new%%' "
+            "UNION ALL SELECT nspname::text FROM pg_namespace WHERE nspname = '_pgviews_c_build'"
+        )
+    ]
 
 
 def snapshot() -> list[tuple]:
@@ -100,7 +127,8 @@ def snapshot() -> list[tuple]:
         " JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = c.oid) "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-        "ORDER BY 2, 3")
+        "ORDER BY 2, 3"
+    )
 
 
 def ddl(queries: list[dict]) -> list[str]:

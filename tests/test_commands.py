@@ -400,7 +400,9 @@ class TestProcesses:
         try:
             done = django("pgviews_status", "--check")
             assert done.returncode == 1
-            line = next(line for line in done.stdout.splitlines() if line.startswith("viewtest.DependantView "))
+            line = next(
+                line for line in done.stdout.splitlines() if line.startswith("viewtest.DependantView ")
+            )
             assert "missing" in line
             assert f"{VIEWTEST_COUNT} views, 1 not in sync" in done.stdout
             assert "not in sync: run sync_pgviews" in done.stderr
@@ -416,17 +418,24 @@ class TestProcesses:
         assert django("pgviews_status", "--check").returncode == 0
 
     def test_sync_force_and_no_update_in_a_process(self):
-        proc_rows("pgviews_c", "CREATE OR REPLACE VIEW viewtest_relatedview AS "
-                               "SELECT id AS model_id, id FROM viewtest_testmodel WHERE false")
+        proc_rows(
+            "pgviews_c",
+            "CREATE OR REPLACE VIEW viewtest_relatedview AS "
+            "SELECT id AS model_id, id FROM viewtest_testmodel WHERE false",
+        )
         try:
             done = django("sync_pgviews", "--no-update", "-v", "2")
             assert done.returncode == 0, done.stderr
             assert "EXISTS   viewtest.RelatedView" in done.stdout
-            assert "WHERE false" in proc_rows("pgviews_c", "SELECT pg_get_viewdef('viewtest_relatedview')")[0][0]
+            assert (
+                "WHERE false" in proc_rows("pgviews_c", "SELECT pg_get_viewdef('viewtest_relatedview')")[0][0]
+            )
             done = django("sync_pgviews", "--force", "-v", "2")
             assert done.returncode == 0, done.stderr
             assert "viewtest.RelatedView" in done.stdout
-            assert "false" not in proc_rows("pgviews_c", "SELECT pg_get_viewdef('viewtest_relatedview')")[0][0]
+            assert (
+                "false" not in proc_rows("pgviews_c", "SELECT pg_get_viewdef('viewtest_relatedview')")[0][0]
+            )
         finally:
             assert django("sync_pgviews", "-v", "0").returncode == 0
 

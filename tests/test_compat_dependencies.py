@@ -9,7 +9,11 @@ import random
 import pytest
 
 from django_pgviews_c import sync as sync_module
-from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies, reorder_by_dependencies
+from django_pgviews_c.dependencies import (
+    get_views_dependants,
+    get_views_dependencies,
+    reorder_by_dependencies,
+)
 from django_pgviews_c.exceptions import ConcurrentIndexNotDefinedError, CycleError, DependencyError
 from django_pgviews_c.refresh import refresh_specific_views
 from tests.helpers import ViewSet, catalog_rows, execute, populated
@@ -24,39 +28,60 @@ from tests.viewtest.models import (
 )
 
 
-@pytest.mark.parametrize(("views", "expected"), [
-    pytest.param([], [], id="empty"),
-    pytest.param([SchemaMonthlyObservationMaterializedView], [], id="no_dependants"),
-    pytest.param([MaterializedRelatedView], [DependantMaterializedView], id="mat_view"),
-    pytest.param([RelatedView], [DependantView], id="view"),
-    pytest.param([RelatedView, MaterializedRelatedView], [DependantView, DependantMaterializedView], id="both"),
-])
+@pytest.mark.parametrize(
+    ("views", "expected"),
+    [
+        pytest.param([], [], id="empty"),
+        pytest.param([SchemaMonthlyObservationMaterializedView], [], id="no_dependants"),
+        pytest.param([MaterializedRelatedView], [DependantMaterializedView], id="mat_view"),
+        pytest.param([RelatedView], [DependantView], id="view"),
+        pytest.param(
+            [RelatedView, MaterializedRelatedView], [DependantView, DependantMaterializedView], id="both"
+        ),
+    ],
+)
 def test_get_views_dependants(views, expected):
     assert sorted(get_views_dependants(views), key=str) == sorted(expected, key=str)
 
 
-@pytest.mark.parametrize(("views", "expected"), [
-    pytest.param([], [], id="empty"),
-    pytest.param([SchemaMonthlyObservationMaterializedView], [], id="no_dependencies"),
-    pytest.param([DependantMaterializedView], [MaterializedRelatedView], id="mat_view"),
-    pytest.param([DependantView], [RelatedView], id="view"),
-])
+@pytest.mark.parametrize(
+    ("views", "expected"),
+    [
+        pytest.param([], [], id="empty"),
+        pytest.param([SchemaMonthlyObservationMaterializedView], [], id="no_dependencies"),
+        pytest.param([DependantMaterializedView], [MaterializedRelatedView], id="mat_view"),
+        pytest.param([DependantView], [RelatedView], id="view"),
+    ],
+)
 def test_get_views_dependencies(views, expected):
     assert get_views_dependencies(views) == expected
 
 
-@pytest.mark.parametrize(("views", "expected"), [
-    pytest.param([], [], id="empty"),
-    pytest.param([SchemaMonthlyObservationMaterializedView], [SchemaMonthlyObservationMaterializedView], id="single"),
-    pytest.param([DependantMaterializedView], [DependantMaterializedView], id="mat_view_single"),
-    pytest.param([DependantView], [DependantView], id="view_single"),
-    pytest.param([MaterializedRelatedView, DependantMaterializedView],
-                 [MaterializedRelatedView, DependantMaterializedView], id="mat_view_correct_order"),
-    pytest.param([DependantMaterializedView, MaterializedRelatedView],
-                 [MaterializedRelatedView, DependantMaterializedView], id="mat_view_wrong_order"),
-    pytest.param([RelatedView, DependantView], [RelatedView, DependantView], id="view_correct_order"),
-    pytest.param([DependantView, RelatedView], [RelatedView, DependantView], id="view_wrong_order"),
-])
+@pytest.mark.parametrize(
+    ("views", "expected"),
+    [
+        pytest.param([], [], id="empty"),
+        pytest.param(
+            [SchemaMonthlyObservationMaterializedView],
+            [SchemaMonthlyObservationMaterializedView],
+            id="single",
+        ),
+        pytest.param([DependantMaterializedView], [DependantMaterializedView], id="mat_view_single"),
+        pytest.param([DependantView], [DependantView], id="view_single"),
+        pytest.param(
+            [MaterializedRelatedView, DependantMaterializedView],
+            [MaterializedRelatedView, DependantMaterializedView],
+            id="mat_view_correct_order",
+        ),
+        pytest.param(
+            [DependantMaterializedView, MaterializedRelatedView],
+            [MaterializedRelatedView, DependantMaterializedView],
+            id="mat_view_wrong_order",
+        ),
+        pytest.param([RelatedView, DependantView], [RelatedView, DependantView], id="view_correct_order"),
+        pytest.param([DependantView, RelatedView], [RelatedView, DependantView], id="view_wrong_order"),
+    ],
+)
 def test_reorder_by_dependencies(views, expected):
     assert reorder_by_dependencies(views) == expected
 
@@ -72,8 +97,11 @@ def declare_chain(vs: ViewSet, depth: int, *, materialized: bool = True, prefix:
     Every level is a materialized view (when asked) reading the one below."""
     names = [f"{prefix}{i}" for i in range(depth)]
     for i in reversed(range(depth)):
-        sql = "SELECT g AS id FROM generate_series(1, 3) g" if i == 0 else (
-            f"SELECT id FROM t_{names[i - 1].lower()}")
+        sql = (
+            "SELECT g AS id FROM generate_series(1, 3) g"
+            if i == 0
+            else (f"SELECT id FROM t_{names[i - 1].lower()}")
+        )
         deps = () if i == 0 else (f"viewtest.{names[i - 1]}",)
         vs.view(names[i], sql, materialized=materialized, dependencies=deps)
     return [vs.models[n] for n in names]
@@ -98,10 +126,16 @@ def test_reorder_subset_of_deep_chain_keeps_transitive_order(deep_project):
 def test_reorder_wide_diamond_graph():
     vs = ViewSet()
     vs.view("Root", "SELECT 1 AS id", materialized=True)
-    mids = [vs.view(f"Mid{i}", "SELECT id FROM t_root", materialized=True, dependencies=("viewtest.Root",))
-            for i in range(10)]
-    top = vs.view("Top", " UNION ALL ".join(f"SELECT id FROM t_mid{i}" for i in range(10)), materialized=True,
-                  dependencies=tuple(f"viewtest.Mid{i}" for i in range(10)))
+    mids = [
+        vs.view(f"Mid{i}", "SELECT id FROM t_root", materialized=True, dependencies=("viewtest.Root",))
+        for i in range(10)
+    ]
+    top = vs.view(
+        "Top",
+        " UNION ALL ".join(f"SELECT id FROM t_mid{i}" for i in range(10)),
+        materialized=True,
+        dependencies=tuple(f"viewtest.Mid{i}" for i in range(10)),
+    )
     order = reorder_by_dependencies([top, *reversed(mids), vs.models["Root"]])
     assert order[0] is vs.models["Root"] and order[-1] is top
     assert set(order[1:-1]) == set(mids)

@@ -27,7 +27,11 @@ from tests.viewtest import models
 def test_view_state_from_view():
     state = ViewState.from_view(models.RelatedView)
     assert (state.app_label, state.name, state.materialized, state.db_name) == (
-        "viewtest", "RelatedView", False, "viewtest_relatedview")
+        "viewtest",
+        "RelatedView",
+        False,
+        "viewtest_relatedview",
+    )
     state = ViewState.from_view(models.MaterializedRelatedViewWithIndex)
     assert state.materialized is True
     assert state.db_name == "viewtest_materializedrelatedviewwithindex"
@@ -53,35 +57,57 @@ def test_register_and_delete_state_forwards():
 def test_operations_describe_and_deconstruct():
     op = RegisterViewOperation(name="Thing", materialized=True, db_name="thing_table")
     assert op.describe() == "Register materialized view Thing"
-    assert op.deconstruct() == ("RegisterViewOperation", [],
-                                {"name": "Thing", "materialized": True, "db_name": "thing_table"})
-    assert DeleteViewOperation(name="Thing", materialized=False, db_name="t").describe() == "Delete view Thing"
+    assert op.deconstruct() == (
+        "RegisterViewOperation",
+        [],
+        {"name": "Thing", "materialized": True, "db_name": "thing_table"},
+    )
+    assert (
+        DeleteViewOperation(name="Thing", materialized=False, db_name="t").describe() == "Delete view Thing"
+    )
     assert SyncView("viewtest.RelatedView").deconstruct() == ("SyncView", ["viewtest.RelatedView"], {})
     assert DropView("viewtest.RelatedView").deconstruct() == ("DropView", ["viewtest.RelatedView"], {})
     assert RefreshMaterializedView("viewtest.MaterializedRelatedView", concurrently=True).deconstruct() == (
-        "RefreshMaterializedView", ["viewtest.MaterializedRelatedView"], {"concurrently": True})
+        "RefreshMaterializedView",
+        ["viewtest.MaterializedRelatedView"],
+        {"concurrently": True},
+    )
 
 
 R = RegisterViewOperation
 D = DeleteViewOperation
 
 
-@pytest.mark.parametrize(("operations", "expected"), [
-    pytest.param([R("A", False, "a"), R("B", True, "b")], None, id="two_different_views"),
-    pytest.param([R("A", False, "a"), R("A", False, "a")], [R("A", False, "a")], id="two_identical_register"),
-    pytest.param([D("A", False, "a"), D("A", False, "a")], [D("A", False, "a")], id="two_identical_delete"),
-    pytest.param([R("A", False, "a"), D("A", False, "a")], [], id="register_then_delete"),
-    pytest.param([D("A", False, "a"), R("A", False, "a")], None, id="delete_then_register"),
-    pytest.param([R("A", False, "a"), D("A", False, "a"), R("A", True, "a")], [R("A", True, "a")],
-                 id="change_materialized"),
-    pytest.param([R("A", False, "a"), D("A", False, "a"), R("A", False, "a2")], [R("A", False, "a2")],
-                 id="change_db_name"),
-])
+@pytest.mark.parametrize(
+    ("operations", "expected"),
+    [
+        pytest.param([R("A", False, "a"), R("B", True, "b")], None, id="two_different_views"),
+        pytest.param(
+            [R("A", False, "a"), R("A", False, "a")], [R("A", False, "a")], id="two_identical_register"
+        ),
+        pytest.param(
+            [D("A", False, "a"), D("A", False, "a")], [D("A", False, "a")], id="two_identical_delete"
+        ),
+        pytest.param([R("A", False, "a"), D("A", False, "a")], [], id="register_then_delete"),
+        pytest.param([D("A", False, "a"), R("A", False, "a")], None, id="delete_then_register"),
+        pytest.param(
+            [R("A", False, "a"), D("A", False, "a"), R("A", True, "a")],
+            [R("A", True, "a")],
+            id="change_materialized",
+        ),
+        pytest.param(
+            [R("A", False, "a"), D("A", False, "a"), R("A", False, "a2")],
+            [R("A", False, "a2")],
+            id="change_db_name",
+        ),
+    ],
+)
 def test_optimizer(operations, expected):
     expected = operations if expected is None else expected
     got = MigrationOptimizer().optimize(operations, "app")
     assert [(type(o), o.name, o.materialized, o.db_name) for o in got] == [
-        (type(o), o.name, o.materialized, o.db_name) for o in expected]
+        (type(o), o.name, o.materialized, o.db_name) for o in expected
+    ]
 
 
 # -- the autodetector on the project's views --------------------------------------------------------
@@ -94,7 +120,10 @@ def detect(from_views: dict | None) -> dict[str, list]:
     detector = PGViewsAutodetector(from_state, ProjectState())
     detector.generated_operations = {}
     detector._sort_migrations()
-    return {app: [op for op in ops if isinstance(op, (R, D))] for app, ops in detector.generated_operations.items()}
+    return {
+        app: [op for op in ops if isinstance(op, (R, D))]
+        for app, ops in detector.generated_operations.items()
+    }
 
 
 def project_views() -> dict:
@@ -107,12 +136,17 @@ def test_autodetector_registers_every_new_view():
     ops = detect(None)
     registered = {(op.name, op.materialized, op.db_name) for op in ops["viewtest"]}
     assert ("RelatedView", False, "viewtest_relatedview") in registered
-    assert ("MaterializedRelatedViewWithIndex", True, "viewtest_materializedrelatedviewwithindex") in registered
+    assert (
+        "MaterializedRelatedViewWithIndex",
+        True,
+        "viewtest_materializedrelatedviewwithindex",
+    ) in registered
     assert ("CustomSchemaView", False, "test_schema.my_custom_view") in registered
     assert all(isinstance(op, R) for op in ops["viewtest"])
     assert len(ops["viewtest"]) == 12
     assert [(op.name, op.materialized) for op in ops["multidbtest"] if op.name == "MonthlyObservation"] == [
-        ("MonthlyObservation", True)]
+        ("MonthlyObservation", True)
+    ]
 
 
 def test_autodetector_nothing_when_state_matches():
@@ -124,14 +158,18 @@ def test_autodetector_deletes_a_removed_view():
     views[("viewtest", "gone")] = ViewState("viewtest", "Gone", True, "viewtest_gone")
     ops = detect(views)
     assert [(type(op), op.name, op.materialized, op.db_name) for op in ops["viewtest"]] == [
-        (D, "Gone", True, "viewtest_gone")]
+        (D, "Gone", True, "viewtest_gone")
+    ]
 
 
 def test_autodetector_changed_db_table_is_delete_then_register():
     views = project_views()
     views[("viewtest", "relatedview")] = ViewState("viewtest", "RelatedView", False, "old_related")
     ops = detect(views)
-    assert [(type(op), op.db_name) for op in ops["viewtest"]] == [(D, "old_related"), (R, "viewtest_relatedview")]
+    assert [(type(op), op.db_name) for op in ops["viewtest"]] == [
+        (D, "old_related"),
+        (R, "viewtest_relatedview"),
+    ]
 
 
 def test_autodetector_view_becoming_materialized():
@@ -150,7 +188,9 @@ def test_autodetector_view_becoming_materialized():
 def test_delete_view_operation_drops_the_view(materialized):
     vs = ViewSet()
     vs.view("Doomed", "SELECT 1 AS id", materialized=materialized, db_table="doomed_view")
-    vs.view("Reader", "SELECT id FROM doomed_view", db_table="doomed_reader", dependencies=("viewtest.Doomed",))
+    vs.view(
+        "Reader", "SELECT id FROM doomed_view", db_table="doomed_reader", dependencies=("viewtest.Doomed",)
+    )
     vs.sync()
     assert relkind("doomed_view") == ("m" if materialized else "v")
     op = DeleteViewOperation(name="Doomed", materialized=materialized, db_name="doomed_view")
@@ -171,7 +211,8 @@ def test_delete_view_operation_in_a_schema():
     assert relkind("test_schema.doomed_schemed") == "v"
     with connection.schema_editor() as editor:
         D("Schemed", False, "test_schema.doomed_schemed").database_forwards(
-            "viewtest", editor, ProjectState(), ProjectState())
+            "viewtest", editor, ProjectState(), ProjectState()
+        )
     assert relkind("test_schema.doomed_schemed") is None
 
 
@@ -182,14 +223,20 @@ def test_delete_view_operation_respects_the_router():
     vs.view("Kept", "SELECT 1 AS id", db_table="kept_on_default")
     vs.sync()
     with connection.schema_editor() as editor:
-        D("Kept", False, "kept_on_default").database_forwards("multidbtest", editor, ProjectState(), ProjectState())
+        D("Kept", False, "kept_on_default").database_forwards(
+            "multidbtest", editor, ProjectState(), ProjectState()
+        )
     assert relkind("kept_on_default") == "v"
 
 
 @pytest.mark.django_db
 def test_sql_of_delete_view_operation():
     with connection.schema_editor(collect_sql=True) as editor:
-        D("X", True, "test_schema.Odd Name").database_forwards("viewtest", editor, ProjectState(), ProjectState())
-    assert any('DROP MATERIALIZED VIEW IF EXISTS test_schema."Odd Name" CASCADE' in s
-               or 'DROP MATERIALIZED VIEW IF EXISTS "test_schema"."Odd Name" CASCADE' in s
-               for s in editor.collected_sql), editor.collected_sql
+        D("X", True, "test_schema.Odd Name").database_forwards(
+            "viewtest", editor, ProjectState(), ProjectState()
+        )
+    assert any(
+        'DROP MATERIALIZED VIEW IF EXISTS test_schema."Odd Name" CASCADE' in s
+        or 'DROP MATERIALIZED VIEW IF EXISTS "test_schema"."Odd Name" CASCADE' in s
+        for s in editor.collected_sql
+    ), editor.collected_sql

@@ -31,10 +31,15 @@ def rows(alias: str, sql: str, params=None) -> list[tuple]:
 
 def view_names(alias: str) -> set[tuple[str, str, str]]:
     """(schema, name, kind) of every view and materialized view outside the system schemas."""
-    return set(rows(alias, """
+    return set(
+        rows(
+            alias,
+            """
         SELECT n.nspname::text, c.relname::text, c.relkind::text FROM pg_class c
         JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"""))
+        WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')""",
+        )
+    )
 
 
 class Recorder:
@@ -66,13 +71,16 @@ class Recorder:
 
 
 class TestViewConnection:
-    @pytest.mark.parametrize(("model", "owner"), [
-        (MonthlyObservation, "weather_db"),
-        (WeatherPinnedView, "weather_db"),
-        (SchemaMonthlyObservationView, "schema_db"),
-        (SchemaMonthlyObservationMaterializedView, "schema_db"),
-        (RelatedView, DEFAULT_DB_ALIAS),
-    ])
+    @pytest.mark.parametrize(
+        ("model", "owner"),
+        [
+            (MonthlyObservation, "weather_db"),
+            (WeatherPinnedView, "weather_db"),
+            (SchemaMonthlyObservationView, "schema_db"),
+            (SchemaMonthlyObservationMaterializedView, "schema_db"),
+            (RelatedView, DEFAULT_DB_ALIAS),
+        ],
+    )
     def test_connection_only_where_migrations_are_allowed(self, model, owner):
         for alias in ALL:
             got = model.get_view_connection(using=alias)
@@ -82,8 +90,10 @@ class TestViewConnection:
                 assert got is None
 
     def test_unrestricted_mode_always_answers(self):
-        assert MonthlyObservation.get_view_connection(using=DEFAULT_DB_ALIAS, restricted_mode=False) is (
-            connections[DEFAULT_DB_ALIAS])
+        assert (
+            MonthlyObservation.get_view_connection(using=DEFAULT_DB_ALIAS, restricted_mode=False)
+            is (connections[DEFAULT_DB_ALIAS])
+        )
 
 
 # -- where views live ---------------------------------------------------------------------------------
@@ -102,8 +112,9 @@ class TestPlacement:
             ("other", "schemadbtest_schemamonthlyobservationview", "v"),
             ("other", "schemadbtest_schemamonthlyobservationmaterializedview", "m"),
         }
-        assert rows("schema_db", "SELECT schemaname FROM pg_tables WHERE tablename = 'schemadbtest_schemaobservation'"
-                    ) == [("other",)]
+        assert rows(
+            "schema_db", "SELECT schemaname FROM pg_tables WHERE tablename = 'schemadbtest_schemaobservation'"
+        ) == [("other",)]
 
     def test_default_holds_no_view_of_other_apps(self):
         names = {n for _, n, _ in view_names(DEFAULT_DB_ALIAS)}
@@ -111,15 +122,26 @@ class TestPlacement:
         assert "viewtest_relatedview" in names
 
     def test_schema_db_matview_indexes(self):
-        got = {r[0] for r in rows("schema_db",
-                                  "SELECT indexname FROM pg_indexes WHERE schemaname = 'other' AND tablename = %s",
-                                  ["schemadbtest_schemamonthlyobservationmaterializedview"])}
+        got = {
+            r[0]
+            for r in rows(
+                "schema_db",
+                "SELECT indexname FROM pg_indexes WHERE schemaname = 'other' AND tablename = %s",
+                ["schemadbtest_schemamonthlyobservationmaterializedview"],
+            )
+        }
         meta_index = SchemaMonthlyObservationMaterializedView._meta.indexes[0].name
         assert got == {meta_index, "schemadbtest_schemamonthlyobservationmaterializedview_id_index"}
 
     def test_weather_concurrent_index_name(self):
-        got = {r[0] for r in rows("weather_db", "SELECT indexname FROM pg_indexes WHERE tablename = %s",
-                                  ["multidbtest_monthlyobservation"])}
+        got = {
+            r[0]
+            for r in rows(
+                "weather_db",
+                "SELECT indexname FROM pg_indexes WHERE tablename = %s",
+                ["multidbtest_monthlyobservation"],
+            )
+        }
         assert got == {"multidbtest_monthlyobservation_date_index"}
 
 
@@ -170,10 +192,16 @@ class TestDatabaseOption:
     def test_schema_db_sync_reports_exists(self):
         with Recorder() as rec:
             call_command("sync_pgviews", database="schema_db", update=False, verbosity=0)
-        got = {s: kw for s, kw in rec.views}
+        got = dict(rec.views)
         for model in (SchemaMonthlyObservationView, SchemaMonthlyObservationMaterializedView):
-            assert got[model] == {"signal": view_synced, "status": "EXISTS", "has_changed": False,
-                                  "update": False, "force": False, "using": "schema_db"}
+            assert got[model] == {
+                "signal": view_synced,
+                "status": "EXISTS",
+                "has_changed": False,
+                "update": False,
+                "force": False,
+                "using": "schema_db",
+            }
 
     @pytest.mark.parametrize("alias", [DEFAULT_DB_ALIAS, "weather_db"])
     def test_migrate_syncs_only_the_migrated_database(self, alias):
@@ -216,8 +244,12 @@ class TestOverriddenConnection:
         def get_view_connection(cls, using, restricted_mode=True):
             return connections[target] if target else None
 
-        vs.view("Pinned", "SELECT 1 AS id, 'pinned'::text AS name", db_table="pinned_override_view",
-                get_view_connection=get_view_connection)
+        vs.view(
+            "Pinned",
+            "SELECT 1 AS id, 'pinned'::text AS name",
+            db_table="pinned_override_view",
+            get_view_connection=get_view_connection,
+        )
         return vs.models["Pinned"]
 
     def test_override_sends_view_to_another_database(self, monkeypatch):
@@ -258,11 +290,21 @@ class TestSchemaDbCheckSqlChanged:
             call_command("sync_pgviews", database="schema_db", update=False, verbosity=0)
         got = dict(rec.views)
         assert got[SchemaMonthlyObservationView] == {
-            "signal": view_synced, "status": "EXISTS", "has_changed": False, "update": False, "force": False,
-            "using": "schema_db"}
+            "signal": view_synced,
+            "status": "EXISTS",
+            "has_changed": False,
+            "update": False,
+            "force": False,
+            "using": "schema_db",
+        }
         assert got[SchemaMonthlyObservationMaterializedView] == {
-            "signal": view_synced, "status": "UPDATED", "has_changed": True, "update": False, "force": False,
-            "using": "schema_db"}
+            "signal": view_synced,
+            "status": "UPDATED",
+            "has_changed": True,
+            "update": False,
+            "force": False,
+            "using": "schema_db",
+        }
         assert SchemaMonthlyObservationMaterializedView.objects.count() == 1
         assert view_names("schema_db") == {
             ("other", "schemadbtest_schemamonthlyobservationview", "v"),
@@ -274,30 +316,46 @@ class TestSchemaDbCheckSqlChanged:
         call_command("sync_pgviews", database="schema_db", update=False, verbosity=0)
         assert SchemaMonthlyObservationMaterializedView.objects.count() == 1
         SchemaObservation.objects.create(date=dt.date(2022, 2, 3), temperature=20)
-        call_command("sync_pgviews", database="schema_db", update=False, materialized_views_check_sql_changed=True,
-                     verbosity=0)
+        call_command(
+            "sync_pgviews",
+            database="schema_db",
+            update=False,
+            materialized_views_check_sql_changed=True,
+            verbosity=0,
+        )
         assert SchemaMonthlyObservationMaterializedView.objects.count() == 1  # same SQL: left alone
         table = SchemaMonthlyObservationMaterializedView._meta.db_table
         with connections["schema_db"].cursor() as cur:
             cur.execute(f"DROP MATERIALIZED VIEW {table} CASCADE")
-            cur.execute(f"CREATE MATERIALIZED VIEW {table} AS SELECT date, temperature, id "
-                        f"FROM schemadbtest_schemaobservation WHERE false")
+            cur.execute(
+                f"CREATE MATERIALIZED VIEW {table} AS SELECT date, temperature, id "
+                f"FROM schemadbtest_schemaobservation WHERE false"
+            )
         assert ("other", table, "m") in view_names("schema_db")
         # --no-update leaves it (documented: redux re-created it regardless) ...
         with Recorder() as rec:
-            call_command("sync_pgviews", database="schema_db", update=False,
-                         materialized_views_check_sql_changed=True, verbosity=0)
+            call_command(
+                "sync_pgviews",
+                database="schema_db",
+                update=False,
+                materialized_views_check_sql_changed=True,
+                verbosity=0,
+            )
         assert dict(rec.views)[SchemaMonthlyObservationMaterializedView]["status"] == "EXISTS"
         assert SchemaMonthlyObservationMaterializedView.objects.count() == 0
         # ... a plain sync rebuilds it from the declaration, in schema other, populated.
         with Recorder() as rec:
-            call_command("sync_pgviews", database="schema_db", materialized_views_check_sql_changed=True,
-                         verbosity=0)
+            call_command(
+                "sync_pgviews", database="schema_db", materialized_views_check_sql_changed=True, verbosity=0
+            )
         assert dict(rec.views)[SchemaMonthlyObservationMaterializedView]["status"] == "UPDATED"
         assert SchemaMonthlyObservationMaterializedView.objects.count() == 2
-        assert rows("schema_db", "SELECT schemaname FROM pg_matviews WHERE matviewname = %s", [table]) == [("other",)]
-        assert {r[0] for r in rows("schema_db", "SELECT indexname FROM pg_indexes WHERE tablename = %s", [table])} == {
-            SchemaMonthlyObservationMaterializedView._meta.indexes[0].name, f"{table}_id_index"}
+        assert rows("schema_db", "SELECT schemaname FROM pg_matviews WHERE matviewname = %s", [table]) == [
+            ("other",)
+        ]
+        assert {
+            r[0] for r in rows("schema_db", "SELECT indexname FROM pg_indexes WHERE tablename = %s", [table])
+        } == {SchemaMonthlyObservationMaterializedView._meta.indexes[0].name, f"{table}_id_index"}
 
     def test_migrate_rebuilds_with_check_off(self):
         SchemaObservation.objects.create(date=dt.date(2022, 1, 1), temperature=10)

@@ -38,14 +38,22 @@ def matview_tablespace(table: str) -> str | None:
 
 
 def index_tablespace(table: str, index: str) -> str | None:
-    rows = catalog_rows("SELECT tablespace FROM pg_indexes WHERE tablename = %s AND indexname = %s", [table, index])
+    rows = catalog_rows(
+        "SELECT tablespace FROM pg_indexes WHERE tablename = %s AND indexname = %s", [table, index]
+    )
     assert rows, f"no index {index} on {table}: {index_names(table)}"
     return rows[0][0]
 
 
 def declare(vs: ViewSet, *, db_tablespace: str = "", index_tablespace: str | None = None):
-    model = vs.view("Placed", "SELECT g AS id FROM generate_series(1, 3) g", materialized=True,
-                    db_table="ts_placed", concurrent_index="id", concurrent_index_tablespace=index_tablespace)
+    model = vs.view(
+        "Placed",
+        "SELECT g AS id FROM generate_series(1, 3) g",
+        materialized=True,
+        db_table="ts_placed",
+        concurrent_index="id",
+        concurrent_index_tablespace=index_tablespace,
+    )
     model._meta.db_tablespace = db_tablespace
     return model
 

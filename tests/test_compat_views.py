@@ -39,7 +39,9 @@ VIEWTEST_MATVIEWS = {
 
 
 def indexes_of(schema: str, table: str) -> set[str]:
-    rows = catalog_rows("SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s", [schema, table])
+    rows = catalog_rows(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s", [schema, table]
+    )
     return {r[0] for r in rows}
 
 
@@ -49,7 +51,9 @@ def indexes_of(schema: str, table: str) -> set[str]:
 @pytest.mark.django_db
 class TestCreatedByMigrate:
     def test_plain_views_exist_in_pg_views(self):
-        rows = catalog_rows("SELECT viewname FROM pg_views WHERE schemaname = 'public' AND viewname LIKE 'viewtest\\_%%'")
+        rows = catalog_rows(
+            "SELECT viewname FROM pg_views WHERE schemaname = 'public' AND viewname LIKE 'viewtest\\_%%'"
+        )
         assert {r[0] for r in rows} == VIEWTEST_VIEWS
 
     def test_materialized_views_exist_in_pg_matviews(self):
@@ -59,12 +63,16 @@ class TestCreatedByMigrate:
         assert {r[0] for r in rows} == VIEWTEST_MATVIEWS
 
     def test_quoted_name_view_exists(self):
-        rows = catalog_rows("SELECT viewname FROM pg_views WHERE schemaname = 'public' AND viewname = %s",
-                            ['Mixed Case "quoted" select'])
+        rows = catalog_rows(
+            "SELECT viewname FROM pg_views WHERE schemaname = 'public' AND viewname = %s",
+            ['Mixed Case "quoted" select'],
+        )
         assert rows == [('Mixed Case "quoted" select',)]
 
     def test_custom_schema_created_with_view(self):
-        rows = catalog_rows("SELECT table_name FROM information_schema.views WHERE table_schema = 'test_schema'")
+        rows = catalog_rows(
+            "SELECT table_name FROM information_schema.views WHERE table_schema = 'test_schema'"
+        )
         assert rows == [("my_custom_view",)]
         assert catalog_rows("SELECT count(*) FROM pg_namespace WHERE nspname = 'test_schema'") == [(1,)]
 
@@ -109,7 +117,10 @@ class TestQueries:
         assert not hasattr(got, "date_joined")
 
     def test_projection_copies_the_current_field_definition(self):
-        assert models.SimpleUser._meta.get_field("username").max_length == User._meta.get_field("username").max_length
+        assert (
+            models.SimpleUser._meta.get_field("username").max_length
+            == User._meta.get_field("username").max_length
+        )
 
     def test_related_view_follows_foreign_key(self):
         bob = models.TestModel.objects.create(name="Bob")
@@ -130,7 +141,9 @@ class TestQueries:
         models.TestModel.objects.create(name="shown")
         models.TestModel.objects.create(name="it's")
         assert sorted(models.ParametrizedView.objects.values_list("name", flat=True)) == ["it's", "shown"]
-        definition = catalog_rows("SELECT definition FROM pg_views WHERE viewname = 'viewtest_parametrizedview'")[0][0]
+        definition = catalog_rows(
+            "SELECT definition FROM pg_views WHERE viewname = 'viewtest_parametrizedview'"
+        )[0][0]
         assert "hidden" in definition and "$$" in definition
 
     def test_quoted_name_view_queryable(self):
@@ -171,9 +184,8 @@ class TestReadOnly:
         # refuses to update a non-updatable view.
         from django.db import DatabaseError
 
-        with pytest.raises(DatabaseError) as info:
-            with transaction.atomic():
-                models.SimpleUser.objects.create(id=1, username="x", password="y")
+        with pytest.raises(DatabaseError) as info, transaction.atomic():
+            models.SimpleUser.objects.create(id=1, username="x", password="y")
         assert "cannot insert into view" in str(info.value)
 
 
@@ -204,8 +216,10 @@ class TestMaterializedViews:
         assert models.MaterializedRelatedView.objects.count() == 1
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert warnings, "no warning logged"
-        assert any("viewtest.MaterializedRelatedView" in r.getMessage() and "concurrent" in r.getMessage()
-                   for r in warnings)
+        assert any(
+            "viewtest.MaterializedRelatedView" in r.getMessage() and "concurrent" in r.getMessage()
+            for r in warnings
+        )
 
     def test_refresh_concurrently_strict_raises(self):
         models.TestModel.objects.create(name="Bob")
@@ -227,14 +241,16 @@ class TestMaterializedViews:
         execute("DROP MATERIALIZED VIEW viewtest_materializedrelatedview CASCADE")
         with pytest.raises(ProgrammingError) as info:
             models.MaterializedRelatedView.refresh()
-        assert getattr(info.value.__cause__, "sqlstate", getattr(info.value.__cause__, "pgcode", None)) == "42P01"
+        assert (
+            getattr(info.value.__cause__, "sqlstate", getattr(info.value.__cause__, "pgcode", None))
+            == "42P01"
+        )
 
     def test_with_data_false_unpopulated_until_refresh(self):
         assert populated("viewtest_materializedviewwithnodata") is False
         models.TestModel.objects.create(name="Bob")
-        with pytest.raises((OperationalError, ProgrammingError)) as info:
-            with transaction.atomic():
-                models.MaterializedViewWithNoData.objects.count()
+        with pytest.raises((OperationalError, ProgrammingError)) as info, transaction.atomic():
+            models.MaterializedViewWithNoData.objects.count()
         assert "has not been populated" in str(info.value)
         models.MaterializedViewWithNoData.refresh()
         assert populated("viewtest_materializedviewwithnodata") is True
@@ -254,7 +270,8 @@ class TestMaterializedViews:
 
     def test_concurrent_index_named_like_redux(self):
         assert "viewtest_materializedrelatedviewwithindex_id_index" in indexes_of(
-            "public", "viewtest_materializedrelatedviewwithindex")
+            "public", "viewtest_materializedrelatedviewwithindex"
+        )
         definition = catalog_rows(
             "SELECT indexdef FROM pg_indexes WHERE indexname = 'viewtest_materializedrelatedviewwithindex_id_index'"
         )[0][0]
@@ -306,6 +323,7 @@ def test_view_sql_is_a_named_tuple():
 
 def test_unrecognized_projection_raises():
     with pytest.raises(TypeError):
+
         class Bad(pg.View):  # noqa: F841
             projection = ["not-a-spec"]
 
@@ -349,8 +367,14 @@ class TestSignals:
         assert set(synced) == default_views
         assert len(synced) == 12
         for kwargs in synced.values():
-            assert kwargs == {"signal": view_synced, "update": False, "force": False,
-                              "status": "EXISTS", "has_changed": False, "using": DEFAULT_DB_ALIAS}
+            assert kwargs == {
+                "signal": view_synced,
+                "update": False,
+                "force": False,
+                "status": "EXISTS",
+                "has_changed": False,
+                "using": DEFAULT_DB_ALIAS,
+            }
         assert finished == [{"sender": None, "signal": all_views_synced, "using": DEFAULT_DB_ALIAS}]
 
     def test_changed_view_reports_status(self):
@@ -388,28 +412,44 @@ class TestReduxSyncBehaviour:
         execute("CREATE VIEW viewtest_relatedview AS SELECT id AS model_id, name FROM viewtest_testmodel")
         execute("CREATE VIEW viewtest_dependantview AS SELECT name FROM viewtest_relatedview")
         call_command("sync_pgviews", "--force", verbosity=0)
-        names = {r[0] for r in catalog_rows(
-            "SELECT viewname FROM pg_views WHERE schemaname='public' AND viewname LIKE 'viewtest\\_%%'")}
+        names = {
+            r[0]
+            for r in catalog_rows(
+                "SELECT viewname FROM pg_views WHERE schemaname='public' AND viewname LIKE 'viewtest\\_%%'"
+            )
+        }
         assert names == VIEWTEST_VIEWS
-        cols = catalog_rows("SELECT column_name FROM information_schema.columns "
-                            "WHERE table_name = 'viewtest_relatedview' ORDER BY ordinal_position")
+        cols = catalog_rows(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'viewtest_relatedview' ORDER BY ordinal_position"
+        )
         assert cols == [("model_id",), ("id",)]
-        cols = catalog_rows("SELECT column_name FROM information_schema.columns "
-                            "WHERE table_name = 'viewtest_dependantview' ORDER BY ordinal_position")
+        cols = catalog_rows(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'viewtest_dependantview' ORDER BY ordinal_position"
+        )
         assert cols == [("model_id",)]
 
     def test_force_replaces_hand_made_materialized_views(self):
         execute("DROP MATERIALIZED VIEW viewtest_materializedrelatedview CASCADE")
-        execute("CREATE MATERIALIZED VIEW viewtest_materializedrelatedview AS "
-                "SELECT id AS model_id, name FROM viewtest_testmodel")
-        execute("CREATE MATERIALIZED VIEW viewtest_dependantmaterializedview AS "
-                "SELECT name FROM viewtest_materializedrelatedview")
+        execute(
+            "CREATE MATERIALIZED VIEW viewtest_materializedrelatedview AS "
+            "SELECT id AS model_id, name FROM viewtest_testmodel"
+        )
+        execute(
+            "CREATE MATERIALIZED VIEW viewtest_dependantmaterializedview AS "
+            "SELECT name FROM viewtest_materializedrelatedview"
+        )
         call_command("sync_pgviews", "--force", verbosity=0)
-        for table, expected in (("viewtest_materializedrelatedview", ["model_id", "id"]),
-                                ("viewtest_dependantmaterializedview", ["model_id"])):
+        for table, expected in (
+            ("viewtest_materializedrelatedview", ["model_id", "id"]),
+            ("viewtest_dependantmaterializedview", ["model_id"]),
+        ):
             cols = catalog_rows(
                 "SELECT a.attname FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 "
-                "AND NOT a.attisdropped ORDER BY a.attnum", [table])
+                "AND NOT a.attisdropped ORDER BY a.attnum",
+                [table],
+            )
             assert [c[0] for c in cols] == expected
 
     def test_check_sql_changed_off_rebuilds_even_without_update(self, settings):
@@ -428,8 +468,10 @@ class TestReduxSyncBehaviour:
         call_command("sync_pgviews", update=False, materialized_views_check_sql_changed=True, verbosity=0)
         assert models.MaterializedRelatedView.objects.count() == 1
         execute("DROP MATERIALIZED VIEW viewtest_materializedrelatedview CASCADE")
-        execute("CREATE MATERIALIZED VIEW viewtest_materializedrelatedview AS "
-                "SELECT id AS model_id, id FROM viewtest_testmodel ORDER BY name")
+        execute(
+            "CREATE MATERIALIZED VIEW viewtest_materializedrelatedview AS "
+            "SELECT id AS model_id, id FROM viewtest_testmodel ORDER BY name"
+        )
         call_command("sync_pgviews", update=False, materialized_views_check_sql_changed=True, verbosity=0)
         assert models.MaterializedRelatedView.objects.count() == 2
 
@@ -439,8 +481,10 @@ class TestReduxSyncBehaviour:
         call_command("migrate", verbosity=0)
         assert models.MaterializedRelatedView.objects.count() == 0
         execute("DROP MATERIALIZED VIEW viewtest_materializedrelatedview CASCADE")
-        execute("CREATE MATERIALIZED VIEW viewtest_materializedrelatedview AS "
-                "SELECT id AS model_id, id FROM viewtest_testmodel WITH NO DATA")
+        execute(
+            "CREATE MATERIALIZED VIEW viewtest_materializedrelatedview AS "
+            "SELECT id AS model_id, id FROM viewtest_testmodel WITH NO DATA"
+        )
         call_command("migrate", verbosity=0)
         assert models.MaterializedRelatedView.objects.count() == 1
 
@@ -448,8 +492,10 @@ class TestReduxSyncBehaviour:
         settings.MATERIALIZED_VIEWS_CHECK_SQL_CHANGED = True
         models.TestModel.objects.create(name="Test")
         execute("DROP MATERIALIZED VIEW viewtest_materializedrelatedview CASCADE")
-        execute("CREATE MATERIALIZED VIEW viewtest_materializedrelatedview AS "
-                "SELECT id AS model_id, id FROM viewtest_testmodel ORDER BY name")
+        execute(
+            "CREATE MATERIALIZED VIEW viewtest_materializedrelatedview AS "
+            "SELECT id AS model_id, id FROM viewtest_testmodel ORDER BY name"
+        )
         call_command("migrate", verbosity=0)
         assert models.MaterializedRelatedView.objects.count() == 1
         assert models.DependantMaterializedView.objects.count() == 1

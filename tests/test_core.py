@@ -18,9 +18,7 @@ NAMEDATALEN = 63
 # Printable text without NUL (which no identifier can hold), of at most 63 bytes in UTF-8 so
 # the server keeps it whole.
 _chars = st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\x00")
-_ascii_ident = st.text(
-    alphabet=st.sampled_from('abcxyz_0123456789ABCZ "\'.$-'), min_size=0, max_size=20
-)
+_ascii_ident = st.text(alphabet=st.sampled_from("abcxyz_0123456789ABCZ \"'.$-"), min_size=0, max_size=20)
 _any_ident = st.text(alphabet=_chars, min_size=0, max_size=30).filter(
     lambda s: len(s.encode()) <= NAMEDATALEN
 )
@@ -61,7 +59,7 @@ def _column_names(quoted: list[str]) -> list[str]:
 def test_quote_ident_matches_the_server(names):
     ours = [_core.quote_ident(n) for n in names]
     assert ours == _server_quote(names)
-    named = [(n, q) for n, q in zip(names, ours) if n]  # "" is not a valid column name
+    named = [(n, q) for n, q in zip(names, ours, strict=False) if n]  # "" is not a valid column name
     if named:
         assert _column_names([q for _, q in named]) == [n for n, _ in named]
 
@@ -81,8 +79,21 @@ def _keywords_cached() -> list[tuple[str, str]]:
 def test_quote_ident_of_keywords_and_their_variants_matches_the_server(data):
     keywords = _keywords_cached()
     word, catcode = data.draw(st.sampled_from(keywords))
-    variant = data.draw(st.sampled_from([word, word.upper(), word.capitalize(), word + "_", "_" + word,
-                                         word + "1", "1" + word, word + " x", f'"{word}"']))
+    variant = data.draw(
+        st.sampled_from(
+            [
+                word,
+                word.upper(),
+                word.capitalize(),
+                word + "_",
+                "_" + word,
+                word + "1",
+                "1" + word,
+                word + " x",
+                f'"{word}"',
+            ]
+        )
+    )
     ours = _core.quote_ident(variant)
     server = _server_quote([variant])[0]
     if ours != server:
@@ -95,7 +106,7 @@ def test_quote_ident_of_keywords_and_their_variants_matches_the_server(data):
 def test_quote_ident_of_every_server_keyword():
     keywords = _server_keywords()
     words = [w for w, _ in keywords]
-    server = dict(zip(words, _server_quote(words)))
+    server = dict(zip(words, _server_quote(words), strict=False))
     extra = []
     for word, catcode in keywords:
         ours = _core.quote_ident(word)
@@ -379,7 +390,24 @@ def test_graph_rejects_bad_input():
 # index names, oids it reads, full definition, index definitions, current schema); relkind 'S'
 # rows list the existing schemas.
 
-_SCHEMA_ROW = (None, "public", None, "S", None, None, None, None, None, None, None, None, None, None, None, "public")
+_SCHEMA_ROW = (
+    None,
+    "public",
+    None,
+    "S",
+    None,
+    None,
+    None,
+    None,
+    None,
+    None,
+    None,
+    None,
+    None,
+    None,
+    None,
+    "public",
+)
 
 
 def _decl(label, name, kind="v", sql="SELECT 1 AS id", deps=(), cidx=None, with_data=True, db_table=None):
@@ -387,8 +415,24 @@ def _decl(label, name, kind="v", sql="SELECT 1 AS id", deps=(), cidx=None, with_
 
 
 def _row(oid, name, kind, comment, refs=(), indexes=(), populated=True, defmd5=None):
-    return (oid, "public", name, kind, comment, populated, None, "1", defmd5, "postgres", None, list(indexes),
-            list(refs), None, None, "public")
+    return (
+        oid,
+        "public",
+        name,
+        kind,
+        comment,
+        populated,
+        None,
+        "1",
+        defmd5,
+        "postgres",
+        None,
+        list(indexes),
+        list(refs),
+        None,
+        None,
+        "public",
+    )
 
 
 _DECLS = [
@@ -408,8 +452,12 @@ def _stamps(decls):
 
 def _synced_catalog(decls=_DECLS):
     a, b, m = _stamps(decls)
-    return [_row(11, "a", "v", a), _row(12, "b", "v", b, refs=[11]),
-            _row(13, "m", "m", m, refs=[12], indexes=["m_id_index"]), _SCHEMA_ROW]
+    return [
+        _row(11, "a", "v", a),
+        _row(12, "b", "v", b, refs=[11]),
+        _row(13, "m", "m", m, refs=[12], indexes=["m_id_index"]),
+        _SCHEMA_ROW,
+    ]
 
 
 def test_plan_cold_creates_in_dependency_order():
@@ -478,13 +526,44 @@ def test_plan_long_quoted_names_get_distinct_concurrent_index_names():
     # The concurrent index name comes from db_table; quoted db_tables may take 257 bytes.
     schema = '"' * 60
     decls = [
-        (f"app.M{k}", schema, '"' * 40 + k, "m", "SELECT 1 AS id", (), True, None, (), "id", None,
-         _core.qualified_name(schema, '"' * 40 + k))
+        (
+            f"app.M{k}",
+            schema,
+            '"' * 40 + k,
+            "m",
+            "SELECT 1 AS id",
+            (),
+            True,
+            None,
+            (),
+            "id",
+            None,
+            _core.qualified_name(schema, '"' * 40 + k),
+        )
         for k in "ab"
     ]
-    row = (None, schema, None, "S", None, None, None, None, None, None, None, None, None, None, None, "public")
+    row = (
+        None,
+        schema,
+        None,
+        "S",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        "public",
+    )
     p = _core.plan(decls, [_SCHEMA_ROW, row])
-    names = [a[2].split(" ON ")[0].removeprefix("CREATE UNIQUE INDEX ") for a in p["actions"] if a[0] == "index"]
+    names = [
+        a[2].split(" ON ")[0].removeprefix("CREATE UNIQUE INDEX ") for a in p["actions"] if a[0] == "index"
+    ]
     assert len(names) == 2 and names[0] != names[1]
     for quoted in names:
         assert _core.split_table(quoted)[1].endswith("_index")

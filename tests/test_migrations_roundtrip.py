@@ -31,11 +31,22 @@ class Project:
         self.path = path
 
     def django(self, *args: str, **env: str) -> subprocess.CompletedProcess:
-        environ = dict(os.environ, DJANGO_SETTINGS_MODULE="settings", MIGPROJECT_DB=DB,
-                       PYTHONPATH=os.pathsep.join([str(self.path), str(ROOT)]), **env)
+        environ = dict(
+            os.environ,
+            DJANGO_SETTINGS_MODULE="settings",
+            MIGPROJECT_DB=DB,
+            PYTHONPATH=os.pathsep.join([str(self.path), str(ROOT)]),
+            **env,
+        )
         environ.pop("PGVIEWS_DB_SUFFIX", None)
-        return subprocess.run([sys.executable, "-m", "django", *args], cwd=self.path, env=environ,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "django", *args],
+            cwd=self.path,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     def ok(self, *args: str, **env: str) -> subprocess.CompletedProcess:
         done = self.django(*args, **env)
@@ -55,8 +66,12 @@ class Project:
 
 
 def kinds() -> dict[str, str]:
-    return dict(q("SELECT c.relname::text, c.relkind::text FROM pg_class c "
-                  "WHERE c.relkind IN ('v', 'm') AND c.relnamespace = 'public'::regnamespace"))
+    return dict(
+        q(
+            "SELECT c.relname::text, c.relkind::text FROM pg_class c "
+            "WHERE c.relkind IN ('v', 'm') AND c.relnamespace = 'public'::regnamespace"
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +105,8 @@ def test_migrate_creates_the_views(project):
     project.ok("migrate", "-v", "0")
     assert kinds() == {"shop_itemview": "v", "shop_itemmatview": "m"}
     assert q("SELECT indexname FROM pg_indexes WHERE tablename = 'shop_itemmatview'") == [
-        ("shop_itemmatview_id_index",)]
+        ("shop_itemmatview_id_index",)
+    ]
 
 
 def test_w001_absent_with_our_commands(project):
@@ -107,16 +123,21 @@ def test_w001_when_another_app_overrides_migrate(project):
     assert done.returncode == 0, output
 
 
-VIEWS_SQL = ("SELECT c.relname::text, c.oid::bigint, pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class') "
-             "FROM pg_class c WHERE c.relkind IN ('v', 'm') ORDER BY 1")
+VIEWS_SQL = (
+    "SELECT c.relname::text, c.oid::bigint, pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class') "
+    "FROM pg_class c WHERE c.relkind IN ('v', 'm') ORDER BY 1"
+)
 
 
 def _migrate_with_bad_sql(project, bad_sql: str) -> subprocess.CompletedProcess:
     project.ok("sync_pgviews", "-v", "0")
     before = q(VIEWS_SQL)
-    project.models(BASE_MODELS.replace(
-        'class ItemMatView(pg.MaterializedView):\n    sql = "SELECT id, name FROM shop_item"',
-        f'class ItemMatView(pg.MaterializedView):\n    sql = "{bad_sql}"'))
+    project.models(
+        BASE_MODELS.replace(
+            'class ItemMatView(pg.MaterializedView):\n    sql = "SELECT id, name FROM shop_item"',
+            f'class ItemMatView(pg.MaterializedView):\n    sql = "{bad_sql}"',
+        )
+    )
     try:
         done = project.django("migrate")
         assert done.returncode != 0
@@ -147,9 +168,9 @@ def test_dependency_cycle_fails_migrate_naming_the_path(project):
     project.ok("sync_pgviews", "-v", "0")
     before = q(VIEWS_SQL)
     cyclic = BASE_MODELS.replace(
-        'class ItemView(pg.View):\n', 'class ItemView(pg.View):\n    dependencies = ["shop.ItemMatView"]\n'
+        "class ItemView(pg.View):\n", 'class ItemView(pg.View):\n    dependencies = ["shop.ItemMatView"]\n'
     ).replace(
-        'class ItemMatView(pg.MaterializedView):\n',
+        "class ItemMatView(pg.MaterializedView):\n",
         'class ItemMatView(pg.MaterializedView):\n    dependencies = ["shop.ItemView"]\n',
     )
     assert cyclic.count("dependencies = ") == 2
@@ -160,8 +181,10 @@ def test_dependency_cycle_fails_migrate_naming_the_path(project):
         output = done.stdout + done.stderr
         assert "cycle" in output.lower()
         # The path, both ways round being acceptable, with the start repeated at its end.
-        assert ("shop.ItemView -> shop.ItemMatView -> shop.ItemView" in output
-                or "shop.ItemMatView -> shop.ItemView -> shop.ItemMatView" in output), output
+        assert (
+            "shop.ItemView -> shop.ItemMatView -> shop.ItemView" in output
+            or "shop.ItemMatView -> shop.ItemView -> shop.ItemMatView" in output
+        ), output
         assert "Traceback" not in done.stderr
         assert q(VIEWS_SQL) == before
         # sync_pgviews refuses it too, the same way.
@@ -175,8 +198,11 @@ def test_dependency_cycle_fails_migrate_naming_the_path(project):
 
 
 def test_removed_view_gets_a_delete_operation(project):
-    without_view = BASE_MODELS.split("class ItemView(pg.View):")[0] + "class ItemMatView" + \
-        BASE_MODELS.split("class ItemMatView")[1]
+    without_view = (
+        BASE_MODELS.split("class ItemView(pg.View):")[0]
+        + "class ItemMatView"
+        + BASE_MODELS.split("class ItemMatView")[1]
+    )
     assert "ItemView(" not in without_view
     project.models(without_view)
     done = project.ok("makemigrations", "shop", "-n", "drop_itemview")
@@ -190,7 +216,7 @@ def test_removed_view_gets_a_delete_operation(project):
     assert kinds() == {"shop_itemmatview": "m"}
 
 
-HAND_MODELS = '''
+HAND_MODELS = """
 
 class Other(pg.View):
     sql = "SELECT id, upper(name) AS name FROM shop_item"
@@ -199,9 +225,9 @@ class Other(pg.View):
     class Meta:
         managed = False
         db_table = "shop_other"
-'''
+"""
 
-HAND_MIGRATION = '''from django.db import migrations
+HAND_MIGRATION = """from django.db import migrations
 
 from django_pgviews_c.db.migrations.operations import DropView, RefreshMaterializedView, SyncView
 
@@ -214,9 +240,9 @@ class Migration(migrations.Migration):
         migrations.RunSQL("INSERT INTO shop_item (name) VALUES ('a'), ('b')", "DELETE FROM shop_item"),
         RefreshMaterializedView("shop.ItemMatView"),
     ]
-'''
+"""
 
-DROP_MIGRATION = '''from django.db import migrations
+DROP_MIGRATION = """from django.db import migrations
 
 from django_pgviews_c.db.migrations.operations import DropView
 
@@ -225,7 +251,7 @@ class Migration(migrations.Migration):
     dependencies = [("shop", "0003_by_hand")]
 
     operations = [DropView("shop.Other")]
-'''
+"""
 
 
 def test_hand_written_operations(project):
@@ -254,5 +280,7 @@ def test_hand_written_operations(project):
 
 def test_sqlmigrate_shows_the_drop(project):
     done = project.ok("sqlmigrate", "shop", "0002")
-    assert 'DROP VIEW IF EXISTS "shop_itemview" CASCADE' in done.stdout or \
-        "DROP VIEW IF EXISTS shop_itemview CASCADE" in done.stdout
+    assert (
+        'DROP VIEW IF EXISTS "shop_itemview" CASCADE' in done.stdout
+        or "DROP VIEW IF EXISTS shop_itemview CASCADE" in done.stdout
+    )

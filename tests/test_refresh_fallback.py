@@ -1,7 +1,8 @@
 """Refresh corner cases: never-populated views refreshed concurrently, failures as RefreshError."""
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
+
 from django_pgviews_c.exceptions import RefreshError
 from django_pgviews_c.refresh import refresh_views
 from tests.viewtest import models as vm

@@ -25,6 +25,8 @@ from tests.viewtest.models import (
     DependantMaterializedView,
     MaterializedRelatedView,
     MaterializedRelatedViewWithIndex,
+)
+from tests.viewtest.models import (
     TestModel as ViewTestModel,
 )
 
@@ -47,7 +49,11 @@ def committed(transactional_db):
 def _run(statements, deps, jobs=2):
     events = []
     outcome = _core.run_parallel(
-        connection_params(connection), statements, deps, [1.0] * len(statements), jobs,
+        connection_params(connection),
+        statements,
+        deps,
+        [1.0] * len(statements),
+        jobs,
         on_event=lambda k, state, seconds, error: events.append((k, state)),
     )
     return outcome, events
@@ -56,7 +62,11 @@ def _run(statements, deps, jobs=2):
 def test_refreshes_run_after_what_they_read(committed):
     execute("INSERT INTO t_lsrc VALUES (3, 30)")
     outcome, events = _run(
-        ["REFRESH MATERIALIZED VIEW t_la", "REFRESH MATERIALIZED VIEW t_lb", "REFRESH MATERIALIZED VIEW t_lc"],
+        [
+            "REFRESH MATERIALIZED VIEW t_la",
+            "REFRESH MATERIALIZED VIEW t_lb",
+            "REFRESH MATERIALIZED VIEW t_lc",
+        ],
         [[], [0], []],
     )
     assert [state for state, _, _ in outcome] == ["ok", "ok", "ok"]
@@ -69,8 +79,12 @@ def test_refreshes_run_after_what_they_read(committed):
 def test_a_failed_refresh_skips_its_dependants_only(committed):
     execute("INSERT INTO t_lsrc VALUES (3, 30)")
     outcome, events = _run(
-        ["SELECT 1 / 0", "REFRESH MATERIALIZED VIEW t_lb", "REFRESH MATERIALIZED VIEW t_lc",
-         "REFRESH MATERIALIZED VIEW t_la"],
+        [
+            "SELECT 1 / 0",
+            "REFRESH MATERIALIZED VIEW t_lb",
+            "REFRESH MATERIALIZED VIEW t_lc",
+            "REFRESH MATERIALIZED VIEW t_la",
+        ],
         [[], [0], [], [1]],
     )
     assert [state for state, _, _ in outcome] == ["failed", "skipped", "ok", "skipped"]
@@ -107,9 +121,8 @@ def test_refresh_views_jobs_2_names_the_failed_view(transactional_db):
 
 @pytest.mark.django_db
 def test_jobs_over_1_inside_atomic_is_refused():
-    with transaction.atomic():
-        with pytest.raises(PGViewsError, match="transaction.atomic"):
-            refresh_views(PROJECT_MATVIEWS, jobs=2)
+    with transaction.atomic(), pytest.raises(PGViewsError, match="transaction.atomic"):
+        refresh_views(PROJECT_MATVIEWS, jobs=2)
 
 
 _CHILD = textwrap.dedent(
@@ -129,11 +142,16 @@ def test_ctrl_c_stops_the_loop_and_the_servers_statements(transactional_db):
     app = f"pgvc-loop-sigint-{os.getpid()}"
     conninfo = dict(connection_params(connection), application_name=app)
     dbname = conninfo["dbname"]
-    sleeping = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-                "AND state = 'active' AND query LIKE 'SELECT pg_sleep%%'")
+    sleeping = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+        "AND state = 'active' AND query LIKE 'SELECT pg_sleep%%'"
+    )
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, json.dumps(conninfo)], cwd=Path(__file__).resolve().parent.parent,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", _CHILD, json.dumps(conninfo)],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 20

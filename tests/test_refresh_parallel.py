@@ -44,8 +44,14 @@ def test_every_statement_runs_once_in_dependency_order(log_table):
         "INSERT INTO rp_log VALUES ('d')",
     ]
     events = []
-    out = _core.run_parallel(connection_params(connection), stmts, [[], [0], [0, 1], []], [3.0, 2.0, 1.0, 0.0], 2,
-                             on_event=lambda *e: events.append(e[:2]))
+    out = _core.run_parallel(
+        connection_params(connection),
+        stmts,
+        [[], [0], [0, 1], []],
+        [3.0, 2.0, 1.0, 0.0],
+        2,
+        on_event=lambda *e: events.append(e[:2]),
+    )
     assert [state for state, _, _ in out] == ["ok"] * 4
     assert all(error is None and seconds >= 0 for _, seconds, error in out)
     tags = _tags()
@@ -61,11 +67,11 @@ def test_every_statement_runs_once_in_dependency_order(log_table):
 
 def test_a_failure_skips_only_its_dependants(log_table):
     stmts = [
-        "SELECT 1 / 0",                               # 0 fails
-        "INSERT INTO rp_log VALUES ('after-0')",      # 1 needs 0: skipped
-        "INSERT INTO rp_log VALUES ('after-1')",      # 2 needs 1: skipped
-        "INSERT INTO rp_log VALUES ('free')",         # 3 independent: ok
-        "INSERT INTO rp_log VALUES ('free-2')",       # 4 needs 3: ok
+        "SELECT 1 / 0",  # 0 fails
+        "INSERT INTO rp_log VALUES ('after-0')",  # 1 needs 0: skipped
+        "INSERT INTO rp_log VALUES ('after-1')",  # 2 needs 1: skipped
+        "INSERT INTO rp_log VALUES ('free')",  # 3 independent: ok
+        "INSERT INTO rp_log VALUES ('free-2')",  # 4 needs 3: ok
     ]
     out = _core.run_parallel(connection_params(connection), stmts, [[], [0], [1], [], [3]], [0.0] * 5, 2)
     assert [state for state, _, _ in out] == ["failed", "skipped", "skipped", "ok", "ok"]
@@ -80,9 +86,14 @@ def test_a_failure_skips_only_its_dependants(log_table):
 def test_errors_carry_the_servers_fields(log_table):
     out = _core.run_parallel(
         connection_params(connection),
-        ["SELECT nope FROM rp_log", "DO $$ BEGIN RAISE EXCEPTION 'custom' USING DETAIL = 'the detail', "
-         "HINT = 'the hint', ERRCODE = 'P0042'; END $$"],
-        [[], []], [0.0, 0.0], 2,
+        [
+            "SELECT nope FROM rp_log",
+            "DO $$ BEGIN RAISE EXCEPTION 'custom' USING DETAIL = 'the detail', "
+            "HINT = 'the hint', ERRCODE = 'P0042'; END $$",
+        ],
+        [[], []],
+        [0.0, 0.0],
+        2,
     )
     (s0, _, e0), (s1, _, e1) = out
     assert (s0, s1) == ("failed", "failed")
@@ -94,9 +105,14 @@ def test_errors_carry_the_servers_fields(log_table):
 def test_setup_runs_on_every_connection(log_table):
     out = _core.run_parallel(
         connection_params(connection),
-        ["INSERT INTO rp_log SELECT current_setting('application_name') || ':1'",
-         "INSERT INTO rp_log SELECT current_setting('application_name') || ':2'"],
-        [[], []], [0.0, 0.0], 2, setup="SET application_name = 'pgvc-setup-check'",
+        [
+            "INSERT INTO rp_log SELECT current_setting('application_name') || ':1'",
+            "INSERT INTO rp_log SELECT current_setting('application_name') || ':2'",
+        ],
+        [[], []],
+        [0.0, 0.0],
+        2,
+        setup="SET application_name = 'pgvc-setup-check'",
     )
     assert [s for s, _, _ in out] == ["ok", "ok"]
     assert _tags() == ["pgvc-setup-check:1", "pgvc-setup-check:2"]
@@ -114,16 +130,20 @@ def test_bad_arguments_are_refused_before_connecting():
 def test_a_dependency_cycle_is_refused_not_silently_skipped():
     # Statements in a cycle could never start; they used to come back 'skipped' with no error.
     with pytest.raises(CycleError) as info:
-        _core.run_parallel({"dbname": "never-connected"}, ["SELECT 1", "SELECT 2", "SELECT 3"],
-                           [[], [2], [1]], [0.0] * 3, 2)
-    assert info.value.path in (["statement 1", "statement 2", "statement 1"],
-                               ["statement 2", "statement 1", "statement 2"])
+        _core.run_parallel(
+            {"dbname": "never-connected"}, ["SELECT 1", "SELECT 2", "SELECT 3"], [[], [2], [1]], [0.0] * 3, 2
+        )
+    assert info.value.path in (
+        ["statement 1", "statement 2", "statement 1"],
+        ["statement 2", "statement 1", "statement 2"],
+    )
 
 
 def test_no_statements_and_more_jobs_than_statements(log_table):
     assert _core.run_parallel(connection_params(connection), [], [], [], 4) == []
-    out = _core.run_parallel(connection_params(connection), ["INSERT INTO rp_log VALUES ('x')"] * 2,
-                             [[], [0]], [0.0, 0.0], 8)
+    out = _core.run_parallel(
+        connection_params(connection), ["INSERT INTO rp_log VALUES ('x')"] * 2, [[], [0]], [0.0, 0.0], 8
+    )
     assert [s for s, _, _ in out] == ["ok", "ok"]
     assert _tags() == ["x", "x"]
 
@@ -134,11 +154,15 @@ def test_no_statements_and_more_jobs_than_statements(log_table):
 @pytest.fixture
 def broken_matview(transactional_db):
     """viewtest.MaterializedRelatedView replaced by a plain table: its REFRESH fails."""
-    execute("ALTER MATERIALIZED VIEW viewtest_materializedrelatedview RENAME TO pgvc_saved_mrv; "
-            "CREATE TABLE viewtest_materializedrelatedview (model_id int, id int)")
+    execute(
+        "ALTER MATERIALIZED VIEW viewtest_materializedrelatedview RENAME TO pgvc_saved_mrv; "
+        "CREATE TABLE viewtest_materializedrelatedview (model_id int, id int)"
+    )
     yield
-    execute("DROP TABLE viewtest_materializedrelatedview; "
-            "ALTER MATERIALIZED VIEW pgvc_saved_mrv RENAME TO viewtest_materializedrelatedview")
+    execute(
+        "DROP TABLE viewtest_materializedrelatedview; "
+        "ALTER MATERIALIZED VIEW pgvc_saved_mrv RENAME TO viewtest_materializedrelatedview"
+    )
 
 
 def test_refresh_views_in_parallel_names_the_failed_view(broken_matview):
@@ -189,7 +213,9 @@ def _sleepers(dbname: str, app: str) -> list[tuple]:
     return psycopg_compat.query(
         dbname,
         "SELECT pid, state FROM pg_stat_activity WHERE application_name = %s AND query LIKE %s "
-        "AND state = 'active'", [app, "%pg_sleep(30)%"])
+        "AND state = 'active'",
+        [app, "%pg_sleep(30)%"],
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -198,8 +224,14 @@ def test_ctrl_c_cancels_every_running_statement():
     app = f"pgvc-ctrl-c-{os.getpid()}"
     params = dict(connection_params(connection), application_name=app)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(params)], cwd=ROOT, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, json.dumps(params)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 15
         while len(_sleepers(dbname, app)) < 2 and time.monotonic() < deadline:

@@ -4,6 +4,7 @@ readers out while it builds, step on another sync, or leave half a change behind
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 
@@ -23,27 +24,35 @@ OWNER = f"pgvc_owner_{os.getpid()}"
 def src(db):
     execute("CREATE TABLE t_src (id int PRIMARY KEY, v int); INSERT INTO t_src VALUES (1, 10), (2, 20)")
     # Roles are created inside the test's transaction, so they go when it rolls back.
-    execute(f"CREATE ROLE {ROLE} NOLOGIN; CREATE ROLE {OWNER} NOLOGIN; GRANT {OWNER} TO CURRENT_USER; "
-            f"GRANT SELECT ON t_src TO {OWNER}")
+    execute(
+        f"CREATE ROLE {ROLE} NOLOGIN; CREATE ROLE {OWNER} NOLOGIN; GRANT {OWNER} TO CURRENT_USER; "
+        f"GRANT SELECT ON t_src TO {OWNER}"
+    )
 
 
 def _owner(rel: str) -> str:
-    return catalog_rows("SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass(%s)", [rel])[0][0]
+    return catalog_rows(
+        "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass(%s)", [rel]
+    )[0][0]
 
 
 def _can_select(role: str, rel: str) -> bool:
     return catalog_rows("SELECT has_table_privilege(%s, %s, 'SELECT')", [role, rel])[0][0]
 
 
-def _declare(vs: ViewSet, a_sql: str = "SELECT id, v FROM t_src", m_sql: str = "SELECT id, v FROM t_a") -> None:
+def _declare(
+    vs: ViewSet, a_sql: str = "SELECT id, v FROM t_src", m_sql: str = "SELECT id, v FROM t_a"
+) -> None:
     vs.view("A", a_sql)
     vs.view("M", m_sql, materialized=True, dependencies=("viewtest.A",), concurrent_index="id")
 
 
 def _user_view(sql: str = "SELECT id, v FROM t_m") -> None:
     execute(f"CREATE VIEW user_u AS {sql}")
-    execute(f"GRANT SELECT ON t_a, t_m TO {OWNER}; GRANT SELECT ON user_u TO {ROLE}; ALTER VIEW user_u OWNER TO {OWNER}; "
-            f"COMMENT ON VIEW user_u IS 'the finance team''s view'")
+    execute(
+        f"GRANT SELECT ON t_a, t_m TO {OWNER}; GRANT SELECT ON user_u TO {ROLE}; ALTER VIEW user_u OWNER TO {OWNER}; "
+        f"COMMENT ON VIEW user_u IS 'the finance team''s view'"
+    )
 
 
 # ---- objects we do not manage -----------------------------------------------------------------
@@ -99,7 +108,8 @@ def test_a_dependant_that_cannot_be_restored_fails_the_whole_sync(src):
     with pytest.raises(DatabaseError) as info:
         vs.sync(force=True, restore_dependants=True)
     assert info.value.view == "restore public.user_u"
-    assert "t_a.v" in str(info.value)
+    # PostgreSQL 15 says 'column t_a.v does not exist', 18 'column "v" does not exist'.
+    assert re.search(r'column (t_a\.v|"v") does not exist', str(info.value)), str(info.value)
     assert info.value.sqlstate == "42703"
     assert snapshot() == before
 
@@ -113,8 +123,10 @@ def test_grants_owner_and_comment_of_managed_views_survive(src, how):
     _declare(vs)
     vs.sync()
     for rel, word in (("t_a", "VIEW"), ("t_m", "MATERIALIZED VIEW")):
-        execute(f"GRANT SELECT ON {rel} TO {ROLE}; ALTER {word} {rel} OWNER TO {OWNER}; "
-                f"COMMENT ON {word} {rel} IS 'kept: {rel}'")
+        execute(
+            f"GRANT SELECT ON {rel} TO {ROLE}; ALTER {word} {rel} OWNER TO {OWNER}; "
+            f"COMMENT ON {word} {rel} IS 'kept: {rel}'"
+        )
     vs.sync()  # adopts the hand-set comments
     if how == "rebuild":
         _declare(vs, m_sql="SELECT id, v + 1 AS v FROM t_a")
@@ -184,10 +196,12 @@ def transaction_db_cleanup(transactional_db):
     execute("CREATE TABLE t_src (id int PRIMARY KEY, v int); INSERT INTO t_src VALUES (1, 10), (2, 20)")
     yield
     execute("DROP TABLE IF EXISTS t_src CASCADE; DROP SCHEMA IF EXISTS _pgviews_c_build CASCADE")
-    execute("DO $$ DECLARE r record; BEGIN FOR r IN SELECT c.oid::regclass AS rel, c.relkind FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('v', 'm') "
-            "AND c.relname LIKE 't\\_%' LOOP EXECUTE format('DROP %s IF EXISTS %s CASCADE', "
-            "CASE r.relkind WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'VIEW' END, r.rel); END LOOP; END $$")
+    execute(
+        "DO $$ DECLARE r record; BEGIN FOR r IN SELECT c.oid::regclass AS rel, c.relkind FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('v', 'm') "
+        "AND c.relname LIKE 't\\_%' LOOP EXECUTE format('DROP %s IF EXISTS %s CASCADE', "
+        "CASE r.relkind WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'VIEW' END, r.rel); END LOOP; END $$"
+    )
 
 
 def test_readers_are_not_blocked_while_a_changed_matview_is_built(committed_src):
@@ -198,13 +212,16 @@ def test_readers_are_not_blocked_while_a_changed_matview_is_built(committed_src)
     _declare(vs, m_sql="SELECT id, v * 10 AS v FROM t_a, (SELECT pg_sleep(2) AS slow_build_marker) AS pause")
     thread, outcome = _in_thread(vs.sync)
     pid = _wait_for_sleep("slow_build_marker")
-    held = psycopg_compat.query(_dbname(), "SELECT mode FROM pg_locks WHERE pid = %s AND relation = %s", [pid, old])
+    held = psycopg_compat.query(
+        _dbname(), "SELECT mode FROM pg_locks WHERE pid = %s AND relation = %s", [pid, old]
+    )
     # Only ACCESS EXCLUSIVE conflicts with a reader's ACCESS SHARE.
     assert "AccessExclusiveLock" not in [m for (m,) in held], held
     rows = psycopg_compat.query(_dbname(), "SELECT sum(v) FROM t_m", setup="SET lock_timeout = '1s'")
     assert rows == [(30,)]
     still_building = psycopg_compat.query(
-        _dbname(), "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'active'", [pid])
+        _dbname(), "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'active'", [pid]
+    )
     assert still_building == [(1,)]  # the read happened during the build
     thread.join(60)
     assert not thread.is_alive() and "error" not in outcome, outcome
@@ -216,8 +233,12 @@ def test_readers_are_not_blocked_while_a_changed_matview_is_built(committed_src)
 def test_two_syncs_at_once_do_the_work_once(committed_src):
     vs = ViewSet()
     vs.view("A", "SELECT id, v FROM t_src")
-    vs.view("M", "SELECT id, v FROM t_a, (SELECT pg_sleep(1) AS two_syncs_marker) AS pause",
-            materialized=True, dependencies=("viewtest.A",))
+    vs.view(
+        "M",
+        "SELECT id, v FROM t_a, (SELECT pg_sleep(1) AS two_syncs_marker) AS pause",
+        materialized=True,
+        dependencies=("viewtest.A",),
+    )
     first, out1 = _in_thread(vs.sync)
     _wait_for_sleep("two_syncs_marker")
     second, out2 = _in_thread(vs.sync)

@@ -17,7 +17,6 @@ from tests.helpers import (
     ViewSet,
     catalog_rows,
     comment,
-    ddl,
     execute,
     index_names,
     leftovers,
@@ -41,8 +40,12 @@ def _chain(vs: ViewSet) -> None:
     """A -> B (view) -> M (materialized), M also through nothing else."""
     vs.view("A", "SELECT id, v FROM t_src")
     vs.view("B", "SELECT id, v FROM t_a", dependencies=("viewtest.A",))
-    vs.view("M", "SELECT sum(v)::int AS s, count(*)::int AS n FROM t_b", materialized=True,
-            dependencies=("viewtest.B",))
+    vs.view(
+        "M",
+        "SELECT sum(v)::int AS s, count(*)::int AS n FROM t_b",
+        materialized=True,
+        dependencies=("viewtest.B",),
+    )
 
 
 def test_create_and_warm_sync_is_one_catalog_query(src):
@@ -136,12 +139,24 @@ def test_force_recreates_the_view_and_its_dependants(src):
 def test_changed_materialized_view_is_rebuilt_with_its_indexes(src):
     vs = ViewSet()
     idx = [models.Index(fields=["v"], name="t_mx_v_idx")]
-    vs.view("MX", "SELECT id, v FROM t_src", materialized=True, concurrent_index="id", indexes=idx,
-            v=models.IntegerField())
+    vs.view(
+        "MX",
+        "SELECT id, v FROM t_src",
+        materialized=True,
+        concurrent_index="id",
+        indexes=idx,
+        v=models.IntegerField(),
+    )
     vs.sync()
     assert index_names("t_mx") == ["t_mx_id_index", "t_mx_v_idx"]
-    vs.view("MX", "SELECT id, v * 100 AS v FROM t_src", materialized=True, concurrent_index="id",
-            indexes=idx, v=models.IntegerField())
+    vs.view(
+        "MX",
+        "SELECT id, v * 100 AS v FROM t_src",
+        materialized=True,
+        concurrent_index="id",
+        indexes=idx,
+        v=models.IntegerField(),
+    )
     r = vs.sync()
     assert r.statuses["viewtest.MX"] == "UPDATED"
     assert catalog_rows("SELECT id, v FROM t_mx ORDER BY id") == [(1, 1000), (2, 2000)]
@@ -152,13 +167,25 @@ def test_changed_materialized_view_is_rebuilt_with_its_indexes(src):
 
 def test_changed_indexes_only_reindex(src):
     vs = ViewSet()
-    vs.view("MX", "SELECT id, v FROM t_src", materialized=True, concurrent_index="id",
-            indexes=[models.Index(fields=["v"], name="t_mx_v_idx")], v=models.IntegerField())
+    vs.view(
+        "MX",
+        "SELECT id, v FROM t_src",
+        materialized=True,
+        concurrent_index="id",
+        indexes=[models.Index(fields=["v"], name="t_mx_v_idx")],
+        v=models.IntegerField(),
+    )
     vs.sync()
     before = oid("t_mx")
     execute("INSERT INTO t_src VALUES (3, 30)")
-    vs.view("MX", "SELECT id, v FROM t_src", materialized=True, concurrent_index="id",
-            indexes=[models.Index(fields=["v", "id"], name="t_mx_vid_idx")], v=models.IntegerField())
+    vs.view(
+        "MX",
+        "SELECT id, v FROM t_src",
+        materialized=True,
+        concurrent_index="id",
+        indexes=[models.Index(fields=["v", "id"], name="t_mx_vid_idx")],
+        v=models.IntegerField(),
+    )
     r = vs.sync()
     assert r.statuses["viewtest.MX"] == "EXISTS" or r.reasons["viewtest.MX"] == "indexes changed"
     assert {a.op for a in r.actions} <= {"drop_index", "index", "stamp"}
@@ -232,7 +259,7 @@ def test_cycle_is_reported_before_any_ddl(src):
     path = info.value.path
     assert path[0] == path[-1] and sorted(path[:-1]) == ["viewtest.A", "viewtest.B", "viewtest.C"]
     deps = {"viewtest.A": "viewtest.C", "viewtest.B": "viewtest.A", "viewtest.C": "viewtest.B"}
-    for x, y in zip(path, path[1:]):
+    for x, y in zip(path, path[1:], strict=False):
         assert deps[x] == y
     assert relkind("t_d") is None
 
@@ -269,9 +296,17 @@ def test_names_that_need_quoting(src, view_table, mat_table):
     mschema, mname = _core.split_table(mat_table)
     vq, mq = _core.qualified_name(vschema, vname), _core.qualified_name(mschema, mname)
     vs.view("A", "SELECT id, v FROM t_src", db_table=view_table)
-    idx = [models.Index(fields=["v"], name="Pgvc Q\"v\" idx")]  # needs quoting too
-    vs.view("M", f"SELECT id, v FROM {vq}", materialized=True, db_table=mat_table, concurrent_index="id",
-            dependencies=("viewtest.A",), indexes=idx, v=models.IntegerField())
+    idx = [models.Index(fields=["v"], name='Pgvc Q"v" idx')]  # needs quoting too
+    vs.view(
+        "M",
+        f"SELECT id, v FROM {vq}",
+        materialized=True,
+        db_table=mat_table,
+        concurrent_index="id",
+        dependencies=("viewtest.A",),
+        indexes=idx,
+        v=models.IntegerField(),
+    )
     vs.sync()
     assert catalog_rows(
         "SELECT c.relname::text, n.nspname::text, c.relkind::text FROM pg_class c "
@@ -286,8 +321,16 @@ def test_names_that_need_quoting(src, view_table, mat_table):
     vs.models["M"].refresh(concurrently=True)
     assert catalog_rows(f"SELECT count(*) FROM {mq}") == [(3,)]
     # A changed definition rebuilds it beside the old one under the same name.
-    vs.view("M", f"SELECT id, v + 1 AS v FROM {vq}", materialized=True, db_table=mat_table,
-            concurrent_index="id", dependencies=("viewtest.A",), indexes=idx, v=models.IntegerField())
+    vs.view(
+        "M",
+        f"SELECT id, v + 1 AS v FROM {vq}",
+        materialized=True,
+        db_table=mat_table,
+        concurrent_index="id",
+        dependencies=("viewtest.A",),
+        indexes=idx,
+        v=models.IntegerField(),
+    )
     r = vs.sync()
     assert r.statuses["viewtest.M"] == "UPDATED"
     assert catalog_rows(f"SELECT sum(v) FROM {mq}") == [(63,)]
@@ -295,8 +338,16 @@ def test_names_that_need_quoting(src, view_table, mat_table):
     assert leftovers() == []
     # Only Meta.indexes change: reindex.
     idx2 = [models.Index(fields=["id", "v"], name="Order")]
-    vs.view("M", f"SELECT id, v + 1 AS v FROM {vq}", materialized=True, db_table=mat_table,
-            concurrent_index="id", dependencies=("viewtest.A",), indexes=idx2, v=models.IntegerField())
+    vs.view(
+        "M",
+        f"SELECT id, v + 1 AS v FROM {vq}",
+        materialized=True,
+        db_table=mat_table,
+        concurrent_index="id",
+        dependencies=("viewtest.A",),
+        indexes=idx2,
+        v=models.IntegerField(),
+    )
     r = vs.sync()
     assert {a.op for a in r.actions} <= {"drop_index", "index", "stamp"}
     assert "Order" in index_names(mq) and 'Pgvc Q"v" idx' not in index_names(mq)

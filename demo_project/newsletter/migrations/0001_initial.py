@@ -2,122 +2,155 @@
 
 import django.contrib.postgres.search
 import django.db.models.deletion
-import django_pgviews_c.db.migrations.operations
 from django.db import migrations, models
+
+import django_pgviews_c.db.migrations.operations
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='EventMatView',
+            name="EventMatView",
             fields=[
-                ('event', models.CharField(max_length=100, primary_key=True, serialize=False)),
-                ('total', models.BigIntegerField()),
+                ("event", models.CharField(max_length=100, primary_key=True, serialize=False)),
+                ("total", models.BigIntegerField()),
             ],
             options={
-                'abstract': False,
-                'managed': False,
+                "abstract": False,
+                "managed": False,
             },
         ),
         migrations.CreateModel(
-            name='EventView',
+            name="EventView",
             fields=[
-                ('event', models.CharField(max_length=100, primary_key=True, serialize=False)),
-                ('total', models.BigIntegerField()),
+                ("event", models.CharField(max_length=100, primary_key=True, serialize=False)),
+                ("total", models.BigIntegerField()),
             ],
             options={
-                'abstract': False,
-                'managed': False,
+                "abstract": False,
+                "managed": False,
             },
         ),
         migrations.CreateModel(
-            name='Player',
+            name="Player",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('team', models.CharField(max_length=100)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("team", models.CharField(max_length=100)),
             ],
         ),
         migrations.CreateModel(
-            name='Event',
+            name="Event",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event', models.CharField(max_length=100)),
-                ('count', models.IntegerField()),
-                ('happened_at', models.DateTimeField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("event", models.CharField(max_length=100)),
+                ("count", models.IntegerField()),
+                ("happened_at", models.DateTimeField()),
             ],
         ),
         migrations.CreateModel(
-            name='Game',
+            name="Game",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('season', models.IntegerField()),
-                ('played_on', models.DateField()),
-                ('home_team', models.CharField(max_length=100)),
-                ('away_team', models.CharField(max_length=100)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("season", models.IntegerField()),
+                ("played_on", models.DateField()),
+                ("home_team", models.CharField(max_length=100)),
+                ("away_team", models.CharField(max_length=100)),
             ],
         ),
         migrations.CreateModel(
-            name='PlayerGameStats',
+            name="PlayerGameStats",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('points', models.IntegerField()),
-                ('rebounds', models.IntegerField()),
-                ('assists', models.IntegerField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("points", models.IntegerField()),
+                ("rebounds", models.IntegerField()),
+                ("assists", models.IntegerField()),
             ],
         ),
         django_pgviews_c.db.migrations.operations.RegisterViewOperation(
-            name='EventMatView',
+            name="EventMatView",
             materialized=True,
-            db_name='newsletter_eventmatview',
+            db_name="newsletter_eventmatview",
         ),
         django_pgviews_c.db.migrations.operations.RegisterViewOperation(
-            name='EventView',
+            name="EventView",
             materialized=False,
-            db_name='newsletter_eventview',
+            db_name="newsletter_eventview",
         ),
         django_pgviews_c.db.migrations.operations.RegisterViewOperation(
-            name='SeasonStats',
+            name="SeasonStats",
             materialized=True,
-            db_name='newsletter_seasonstats',
+            db_name="newsletter_seasonstats",
         ),
         migrations.CreateModel(
-            name='SeasonStats',
+            name="SeasonStats",
             fields=[
-                ('player', models.OneToOneField(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, primary_key=True, related_name='season_stats', serialize=False, to='newsletter.player')),
-                ('name', models.CharField(max_length=100)),
-                ('team', models.CharField(max_length=100)),
-                ('games', models.BigIntegerField()),
-                ('points', models.BigIntegerField()),
-                ('rebounds', models.BigIntegerField()),
-                ('assists', models.BigIntegerField()),
-                ('points_per_game', models.DecimalField(decimal_places=1, max_digits=6)),
-                ('rebounds_per_game', models.DecimalField(decimal_places=1, max_digits=6)),
-                ('assists_per_game', models.DecimalField(decimal_places=1, max_digits=6)),
-                ('search', django.contrib.postgres.search.SearchVectorField()),
+                (
+                    "player",
+                    models.OneToOneField(
+                        db_constraint=False,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        primary_key=True,
+                        related_name="season_stats",
+                        serialize=False,
+                        to="newsletter.player",
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("team", models.CharField(max_length=100)),
+                ("games", models.BigIntegerField()),
+                ("points", models.BigIntegerField()),
+                ("rebounds", models.BigIntegerField()),
+                ("assists", models.BigIntegerField()),
+                ("points_per_game", models.DecimalField(decimal_places=1, max_digits=6)),
+                ("rebounds_per_game", models.DecimalField(decimal_places=1, max_digits=6)),
+                ("assists_per_game", models.DecimalField(decimal_places=1, max_digits=6)),
+                ("search", django.contrib.postgres.search.SearchVectorField()),
             ],
             options={
-                'managed': False,
+                "managed": False,
             },
         ),
         migrations.AddField(
-            model_name='playergamestats',
-            name='game',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='player_stats', to='newsletter.game'),
+            model_name="playergamestats",
+            name="game",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="player_stats", to="newsletter.game"
+            ),
         ),
         migrations.AddField(
-            model_name='playergamestats',
-            name='player',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='game_stats', to='newsletter.player'),
+            model_name="playergamestats",
+            name="player",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="game_stats", to="newsletter.player"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='playergamestats',
-            constraint=models.UniqueConstraint(fields=('player', 'game'), name='one_line_per_player_game'),
+            model_name="playergamestats",
+            constraint=models.UniqueConstraint(fields=("player", "game"), name="one_line_per_player_game"),
         ),
     ]
