@@ -178,6 +178,29 @@ int pgvc_graph_close(const pgvc_graph *g, char *mark, int down)
     return 0;
 }
 
+PyObject *pgvc_raise_cycle_path(void *st, const Py_ssize_t *cycle, Py_ssize_t clen,
+                                PyObject *(*name)(void *ctx, Py_ssize_t i), void *ctx)
+{
+    PyObject *path = PyList_New(clen + 1);
+    for (Py_ssize_t k = 0; path && k <= clen; k++) {
+        PyObject *item = name(ctx, cycle[k % clen]); /* the path closes on its first node */
+        if (!item) {
+            Py_CLEAR(path);
+            break;
+        }
+        PyList_SET_ITEM(path, k, item);
+    }
+    if (path)
+        pgvc_raise_cycle((pgvc_state *)st, path);
+    Py_XDECREF(path);
+    return NULL;
+}
+
+static PyObject *tuple_name(void *names, Py_ssize_t i)
+{
+    return Py_NewRef(PyTuple_GET_ITEM((PyObject *)names, i));
+}
+
 /* ---- the Python type ---------------------------------------------------------------------- */
 
 typedef struct {
@@ -322,7 +345,6 @@ static int ensure_order(GraphObject *self)
 {
     Py_ssize_t n = self->g.n, *cycle = NULL, clen = 0;
     int rc;
-    PyObject *path = NULL;
     if (self->order)
         return 0;
     self->order = malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1));
@@ -335,14 +357,8 @@ static int ensure_order(GraphObject *self)
     rc = pgvc_graph_order(&self->g, self->order, cycle, &clen);
     if (rc == 1) {
         pgvc_state *st = graph_state((PyObject *)self);
-        /* The path closes on its first node: a -> b -> a. */
-        if (st && (path = PyList_New(clen + 1))) {
-            for (Py_ssize_t i = 0; i <= clen; i++) {
-                PyObject *name = PyTuple_GET_ITEM(self->names, cycle[i % clen]);
-                PyList_SET_ITEM(path, i, Py_NewRef(name));
-            }
-            pgvc_raise_cycle(st, path);
-        }
+        if (st)
+            pgvc_raise_cycle_path(st, cycle, clen, tuple_name, self->names);
         rc = -1;
     }
 exit:
@@ -351,7 +367,6 @@ exit:
         self->order = NULL;
     }
     free(cycle);
-    Py_XDECREF(path);
     return rc;
 }
 

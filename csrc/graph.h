@@ -28,6 +28,11 @@ int pgvc_graph_order(const pgvc_graph *g, Py_ssize_t *order, Py_ssize_t *cycle,
  * `down` is true, dependencies otherwise. RAISES_NEG (MemoryError). */
 int pgvc_graph_close(const pgvc_graph *g, char *mark, int down);
 
+/* Raise CycleError for cycle[0..clen) as a closed path (a -> b -> a); name(ctx, i) returns a
+ * new reference to node i's name, or NULL with an exception set. Returns NULL. */
+PyObject *pgvc_raise_cycle_path(void *st, const Py_ssize_t *cycle, Py_ssize_t clen,
+                                PyObject *(*name)(void *ctx, Py_ssize_t i), void *ctx);
+
 extern PyType_Spec pgvc_graph_spec;
 
 #endif

@@ -260,11 +260,20 @@ static PyObject *qname_key(const char *schema, const char *name)
     return key;
 }
 
+/* A new reference to an item's name: the label of a declaration, schema.name of a node. */
+static PyObject *item_name(void *plan, Py_ssize_t it)
+{
+    Plan *P = plan;
+    if (it < P->nd)
+        return Py_NewRef(P->decls[it].label_obj);
+    return PyUnicode_FromFormat("%s.%s", P->nodes[P->item_node[it]].schema, P->nodes[P->item_node[it]].name);
+}
+
 /* Match declarations to nodes, build the item graph and its order. RAISES_NEG. */
 static int build_graph(Plan *P, PyObject *catalog_oids)
 {
     PyObject *by_name = PyDict_New(), *by_label = PyDict_New(), *by_oid = PyDict_New(), *key = NULL,
-             *v = NULL, *names = NULL;
+             *v = NULL;
     Py_ssize_t *from = NULL, *to = NULL, ne = 0, cap = 0, *cycle = NULL, clen = 0;
     Py_ssize_t *cfrom = NULL, *cto = NULL, cne = 0;
     int rc = -1;
@@ -409,18 +418,7 @@ static int build_graph(Plan *P, PyObject *catalog_oids)
         rc = 0;
         break;
     case 1:
-        if (!(names = PyList_New(clen + 1)))
-            goto exit;
-        for (Py_ssize_t k = 0; k <= clen; k++) {
-            Py_ssize_t it = cycle[k % clen];
-            PyObject *name = it < P->nd ? Py_NewRef(P->decls[it].label_obj)
-                                        : PyUnicode_FromFormat("%s.%s", P->nodes[P->item_node[it]].schema,
-                                                               P->nodes[P->item_node[it]].name);
-            if (!name)
-                goto exit;
-            PyList_SET_ITEM(names, k, name);
-        }
-        pgvc_raise_cycle(P->st, names);
+        pgvc_raise_cycle_path(P->st, cycle, clen, item_name, P);
         break;
     default:
         break;
@@ -432,7 +430,6 @@ exit:
     free(cfrom);
     free(cto);
     free(cycle);
-    Py_XDECREF(names);
     Py_XDECREF(key);
     Py_XDECREF(v);
     Py_XDECREF(by_name);

@@ -257,12 +257,17 @@ static void cancel_all(Slot *slots, int jobs)
     }
 }
 
+static PyObject *statement_name(void *ctx, Py_ssize_t i)
+{
+    (void)ctx;
+    return PyUnicode_FromFormat("statement %zd", i);
+}
+
 /* Statements in a dependency cycle could never start: they were reported 'skipped' with no
  * error at all. Raise CycleError naming the statements ("statement i") instead. RAISES_NEG. */
 static int refuse_cycle(pgvc_state *st, const pgvc_graph *g)
 {
     Py_ssize_t *order = NULL, *cycle = NULL, clen = 0;
-    PyObject *path = NULL;
     int rc = -1;
     order = malloc(sizeof(Py_ssize_t) * (size_t)(g->n + 1));
     cycle = malloc(sizeof(Py_ssize_t) * (size_t)(g->n + 1));
@@ -275,21 +280,12 @@ static int refuse_cycle(pgvc_state *st, const pgvc_graph *g)
         rc = 0;
         break;
     case 1:
-        if (!(path = PyList_New(clen + 1)))
-            goto exit;
-        for (Py_ssize_t k = 0; k <= clen; k++) {
-            PyObject *name = PyUnicode_FromFormat("statement %zd", cycle[k % clen]);
-            if (!name)
-                goto exit;
-            PyList_SET_ITEM(path, k, name);
-        }
-        pgvc_raise_cycle(st, path);
+        pgvc_raise_cycle_path(st, cycle, clen, statement_name, NULL);
         break;
     default:
         break;
     }
 exit:
-    Py_XDECREF(path);
     free(order);
     free(cycle);
     return rc;
