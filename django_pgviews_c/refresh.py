@@ -17,9 +17,9 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_pgviews_c import _core
 from django_pgviews_c import view as pg
+from django_pgviews_c.dberrors import connection_is_lost, lost_connection_error
 from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies, view_graph
 from django_pgviews_c.exceptions import PGViewsError, RefreshError
-from django_pgviews_c.sync import connection_is_lost, lost_connection_error
 
 logger = logging.getLogger("django_pgviews_c.refresh")
 

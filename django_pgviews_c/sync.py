@@ -15,22 +15,23 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.apps import apps
-from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db import Error as DjangoDBError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_pgviews_c import _core
+from django_pgviews_c.dberrors import connection_is_lost, lost_connection_error
+from django_pgviews_c.dberrors import diag as _diag
+from django_pgviews_c.dberrors import sqlstate as _sqlstate
+from django_pgviews_c.declarations import Declarations, read_catalog, setting, view_models
 from django_pgviews_c.exceptions import (
-    ConnectionLostError,
     DatabaseError,
     ForceRequiredError,
     PGViewsError,
     ViewDefinitionError,
 )
 from django_pgviews_c.signals import all_views_synced, view_synced
-from django_pgviews_c.view import MaterializedView, View, declared_dependencies
+from django_pgviews_c.view import View
 
 logger = logging.getLogger("django_pgviews_c.sync_pgviews")
 exists_logger = logging.getLogger("django_pgviews_c.sync_pgviews.exists")
@@ -42,7 +43,6 @@ ADVISORY_LOCK_KEY = 0x70677669657773  # "pgviews"
 _INCOMPATIBLE = {"42P16", "42804"}
 _LOCK_NOT_AVAILABLE = "55P03"
 
-_CATALOG_SQL = _core.catalog_sql()
 _MAX_BATCH = 400
 
 STATUS_MESSAGES = {
@@ -52,15 +52,6 @@ STATUS_MESSAGES = {
     "FORCED": "forced overwrite of existing schema",
     "FORCE_REQUIRED": "exists with incompatible schema, --force required to update",
 }
-
-
-def setting(name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
-
-
-def view_models() -> list[type[View]]:
-    """Every concrete view model of the installed apps, in app registry order."""
-    return [m for m in apps.get_models() if issubclass(m, View) and not m._meta.abstract]
 
 
 @dataclass
@@ -112,131 +103,6 @@ class _LockTimeout(Exception):
 
 class _ChainConflict(Exception):
     """A view of a changed chain names an old object by schema: build that chain in place."""
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    cause = exc.__cause__ or exc
-    return getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
-
-
-def _diag(exc: BaseException) -> dict[str, Any]:
-    cause = exc.__cause__ or exc
-    diag = getattr(cause, "diag", None)
-    position = getattr(diag, "statement_position", None)
-    return {
-        "message": getattr(diag, "message_primary", None) or str(cause).strip().splitlines()[0],
-        "sqlstate": _sqlstate(exc),
-        "detail": getattr(diag, "message_detail", None),
-        "hint": getattr(diag, "message_hint", None),
-        "position": int(position) if position else None,
-    }
-
-
-def connection_is_lost(connection: BaseDatabaseWrapper, exc: BaseException) -> bool:
-    state = _sqlstate(exc) or ""
-    if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
-        return True
-    raw = connection.connection
-    if raw is None or getattr(raw, "closed", False) or getattr(raw, "broken", False):
-        return True
-    # psycopg2 does not always mark a dropped connection closed; libpq's transaction status is
-    # UNKNOWN (4) once the connection is bad.
-    status = getattr(raw, "get_transaction_status", None)
-    return status is not None and status() == 4
-
-
-def lost_connection_error(connection: BaseDatabaseWrapper, doing: str) -> ConnectionLostError:
-    return ConnectionLostError(
-        f"the connection to database {connection.alias!r} was lost while {doing}; the server "
-        f"rolled back the open transaction, so nothing was changed",
-        sqlstate="08006",
-    )
-
-
-class Declarations:
-    """The declarations of the views one connection holds, in the tuple form plan() reads."""
-
-    def __init__(
-        self, models: Sequence[type[View]], connection: BaseDatabaseWrapper, known: set[str]
-    ) -> None:
-        self.models = list(models)
-        self.connection = connection
-        self.labels = [m._meta.label for m in self.models]
-        self.sql: list[str] = []
-        self.tuples: list[tuple[Any, ...]] = []
-        self.split: list[tuple[str | None, str]] = []
-        mine = set(self.labels)
-        editor = (
-            connection.schema_editor(collect_sql=True)
-            if any(issubclass(m, MaterializedView) and m._meta.indexes for m in self.models)
-            else None
-        )
-        for model in self.models:
-            self.tuples.append(self._declaration(model, editor, mine, known))
-
-    def _declaration(
-        self, model: type[View], editor: Any, mine: set[str], known: set[str]
-    ) -> tuple[Any, ...]:
-        meta = model._meta
-        schema, name = _core.split_table(meta.db_table)
-        self.split.append((schema, name))
-        query, params = model.get_sql()
-        sql = query if params is None else self.connection.ops.compose_sql(query, params)
-        sql = sql.strip()
-        while sql.endswith(";"):
-            sql = sql[:-1].rstrip()
-        self.sql.append(sql)
-        # A dependency on a view that lives on another database is not an edge here; an unknown
-        # name goes through, for the core to report.
-        deps = tuple(d for d in declared_dependencies(model) if d in mine or d not in known)
-        materialized = issubclass(model, MaterializedView)
-        indexes: tuple[tuple[str, str], ...] = ()
-        tablespace = cidx_ts = None
-        if materialized:
-            tablespace = meta.db_tablespace or setting("DEFAULT_TABLESPACE", "") or None
-            cidx_ts = model._concurrent_index_tablespace or setting("DEFAULT_INDEX_TABLESPACE", "") or None
-            indexes = tuple((index.name, _index_template(model, index, editor)) for index in meta.indexes)
-        return (
-            meta.label,
-            schema,
-            name,
-            "m" if materialized else "v",
-            sql,
-            deps,
-            bool(getattr(model, "with_data", True)),
-            tablespace,
-            indexes,
-            model._concurrent_index if materialized else None,
-            cidx_ts if materialized and model._concurrent_index else None,
-            meta.db_table,
-        )
-
-    def catalog_params(self, restore: bool) -> dict[str, Any]:
-        return {
-            "decl_schemas": [s for s, _ in self.split],
-            "decl_names": [n for _, n in self.split],
-            "schemas": sorted({s for s, _ in self.split if s}),
-            "restore": restore,
-        }
-
-
-def _index_template(model: type[View], index: Any, editor: Any) -> str:
-    """The index's CREATE statement with the table and index name left as placeholders, so the
-    core can build it on a side-by-side copy too."""
-    statement = index.create_sql(model, editor)
-    statement.parts["table"] = "\x01T\x01"
-    statement.parts["name"] = "\x01N\x01"
-    return str(statement)
-
-
-def read_catalog(cursor: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """One round trip. JIT is turned off for it: on a long-lived database the recursive query's
-    cost estimate crosses jit_above_cost, and compiling takes longer than the query itself. The
-    two statements run as one implicit transaction, so SET LOCAL ends with it."""
-    cursor.execute("SET LOCAL jit = off;\n" + _CATALOG_SQL, params)
-    while cursor.description is None and cursor.nextset():  # psycopg 3 starts at the SET
-        pass
-    return [tuple(row) for row in cursor.fetchall()]
 
 
 class Syncer:

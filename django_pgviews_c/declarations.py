@@ -1,0 +1,113 @@
+"""Declarations: what the view models of one connection declare, in the tuple form the C
+planner reads, and the one catalog query the planner compares them with."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from django_pgviews_c import _core
+from django_pgviews_c.view import MaterializedView, View, declared_dependencies
+
+__all__ = ["Declarations", "read_catalog", "setting", "view_models"]
+
+_CATALOG_SQL = _core.catalog_sql()
+
+
+def setting(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+def view_models() -> list[type[View]]:
+    """Every concrete view model of the installed apps, in app registry order."""
+    return [m for m in apps.get_models() if issubclass(m, View) and not m._meta.abstract]
+
+
+class Declarations:
+    """The declarations of the views one connection holds, in the tuple form plan() reads."""
+
+    def __init__(
+        self, models: Sequence[type[View]], connection: BaseDatabaseWrapper, known: set[str]
+    ) -> None:
+        self.models = list(models)
+        self.connection = connection
+        self.labels = [m._meta.label for m in self.models]
+        self.sql: list[str] = []
+        self.tuples: list[tuple[Any, ...]] = []
+        self.split: list[tuple[str | None, str]] = []
+        mine = set(self.labels)
+        editor = (
+            connection.schema_editor(collect_sql=True)
+            if any(issubclass(m, MaterializedView) and m._meta.indexes for m in self.models)
+            else None
+        )
+        for model in self.models:
+            self.tuples.append(self._declaration(model, editor, mine, known))
+
+    def _declaration(
+        self, model: type[View], editor: Any, mine: set[str], known: set[str]
+    ) -> tuple[Any, ...]:
+        meta = model._meta
+        schema, name = _core.split_table(meta.db_table)
+        self.split.append((schema, name))
+        query, params = model.get_sql()
+        sql = query if params is None else self.connection.ops.compose_sql(query, params)
+        sql = sql.strip()
+        while sql.endswith(";"):
+            sql = sql[:-1].rstrip()
+        self.sql.append(sql)
+        # A dependency on a view that lives on another database is not an edge here; an unknown
+        # name goes through, for the core to report.
+        deps = tuple(d for d in declared_dependencies(model) if d in mine or d not in known)
+        materialized = issubclass(model, MaterializedView)
+        indexes: tuple[tuple[str, str], ...] = ()
+        tablespace = cidx_ts = None
+        if materialized:
+            tablespace = meta.db_tablespace or setting("DEFAULT_TABLESPACE", "") or None
+            cidx_ts = model._concurrent_index_tablespace or setting("DEFAULT_INDEX_TABLESPACE", "") or None
+            indexes = tuple((index.name, _index_template(model, index, editor)) for index in meta.indexes)
+        return (
+            meta.label,
+            schema,
+            name,
+            "m" if materialized else "v",
+            sql,
+            deps,
+            bool(getattr(model, "with_data", True)),
+            tablespace,
+            indexes,
+            model._concurrent_index if materialized else None,
+            cidx_ts if materialized and model._concurrent_index else None,
+            meta.db_table,
+        )
+
+    def catalog_params(self, restore: bool) -> dict[str, Any]:
+        return {
+            "decl_schemas": [s for s, _ in self.split],
+            "decl_names": [n for _, n in self.split],
+            "schemas": sorted({s for s, _ in self.split if s}),
+            "restore": restore,
+        }
+
+
+def _index_template(model: type[View], index: Any, editor: Any) -> str:
+    """The index's CREATE statement with the table and index name left as placeholders, so the
+    core can build it on a side-by-side copy too."""
+    statement = index.create_sql(model, editor)
+    statement.parts["table"] = "\x01T\x01"
+    statement.parts["name"] = "\x01N\x01"
+    return str(statement)
+
+
+def read_catalog(cursor: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """One round trip. JIT is turned off for it: on a long-lived database the recursive query's
+    cost estimate crosses jit_above_cost, and compiling takes longer than the query itself. The
+    two statements run as one implicit transaction, so SET LOCAL ends with it."""
+    cursor.execute("SET LOCAL jit = off;\n" + _CATALOG_SQL, params)
+    while cursor.description is None and cursor.nextset():  # psycopg 3 starts at the SET
+        pass
+    return [tuple(row) for row in cursor.fetchall()]
