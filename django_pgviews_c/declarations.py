@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_pgviews_c import _core
+from django_pgviews_c.querysql import view_query
 from django_pgviews_c.view import MaterializedView, View, declared_dependencies
 
 __all__ = ["Declarations", "read_catalog", "setting", "view_models"]
@@ -54,9 +55,7 @@ class Declarations:
         meta = model._meta
         schema, name = _core.split_table(meta.db_table)
         self.split.append((schema, name))
-        query, params = model.get_sql()
-        sql = query if params is None else self.connection.ops.compose_sql(query, params)
-        sql = sql.strip()
+        sql = view_query(model, self.connection).strip()
         while sql.endswith(";"):
             sql = sql[:-1].rstrip()
         self.sql.append(sql)

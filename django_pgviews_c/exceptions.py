@@ -35,6 +35,10 @@ class SQLNotDefinedError(PGViewsError):
     """A view has neither ``sql`` nor a ``get_sql()`` of its own."""
 
 
+class QuerySetViewError(SQLNotDefinedError):
+    """A view's QuerySet cannot become a view (``.none()``, a slice with an offset ...)."""
+
+
 class ConcurrentIndexNotDefinedError(PGViewsError):
     """``refresh(concurrently=True, strict=True)`` on a view without ``concurrent_index``."""
 

@@ -131,10 +131,19 @@ class View(models.Model, metaclass=ViewMeta):
     _dependencies: list[str]
 
     @classmethod
-    def get_sql(cls) -> ViewSQL:
-        if cls.sql is None:
+    def get_sql(cls) -> ViewSQL | models.QuerySet:
+        """The view's query: ``ViewSQL(query, params)``, or a QuerySet (compiled at sync time
+        by the target connection). ``sql`` may be a callable returning either, or a string."""
+        sql = cls.sql
+        if callable(sql):
+            from django_pgviews_c.querysql import call_sql
+
+            sql = call_sql(cls, sql)
+            if not isinstance(sql, str):
+                return sql
+        if sql is None:
             raise SQLNotDefinedError(f"View SQL not defined for {cls.__name__}")
-        return ViewSQL(cls.sql, None)
+        return ViewSQL(sql, None)
 
     @classmethod
     def get_view_connection(cls, using: str, restricted_mode: bool = True) -> BaseDatabaseWrapper | None:
@@ -153,12 +162,38 @@ class View(models.Model, metaclass=ViewMeta):
         managed = False
 
 
+def _dependency_label(model: type[View], dependency: Any) -> str:
+    """A dependency as ``app_label.ModelName``: from a model class, or from a label written in
+    any case. A name that matches no model is returned as written, for the graph to report."""
+    if isinstance(dependency, type) and issubclass(dependency, models.Model):
+        return dependency._meta.label
+    if not isinstance(dependency, str):
+        raise TypeError(
+            f"{model._meta.label}: dependencies hold model classes or 'app_label.ModelName' "
+            f"labels, not {dependency!r}"
+        )
+    app_label, _, name = dependency.partition(".")
+    all_models = model._meta.apps.all_models
+    app_models = all_models.get(app_label)
+    if app_models is None:  # the app label in another case
+        app_models = next((m for a, m in list(all_models.items()) if a.lower() == app_label.lower()), None)
+    found = app_models.get(name.lower()) if app_models is not None else None
+    return found._meta.label if found is not None else dependency
+
+
 def declared_dependencies(model: type[View]) -> list[str]:
-    """A view's ``dependencies``, with those its parent view classes declare."""
-    deps = list(getattr(model, "_dependencies", []))
-    for parent in model.__mro__[1:]:
-        if isinstance(parent, type) and issubclass(parent, View):
-            deps += [d for d in getattr(parent, "_dependencies", []) if d not in deps]
+    """A view's ``dependencies`` (model classes or labels in any case, as labels), with those
+    its parent view classes declare and the views its QuerySet reads."""
+    from django_pgviews_c.querysql import queryset_dependencies
+
+    deps: list[str] = []
+    for owner in model.__mro__:
+        if isinstance(owner, type) and issubclass(owner, View):
+            for dependency in getattr(owner, "_dependencies", []):
+                label = _dependency_label(model, dependency)
+                if label not in deps:
+                    deps.append(label)
+    deps += [d for d in queryset_dependencies(model) if d not in deps]
     return deps
 
 
