@@ -10,7 +10,7 @@ from django.apps import apps
 from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_pgviews_c import _core
+from django_pgviews_c import _core, testing
 from django_pgviews_c.querysql import view_query
 from django_pgviews_c.view import MaterializedView, View, declared_dependencies
 
@@ -63,6 +63,10 @@ class Declarations:
         # name goes through, for the core to report.
         deps = tuple(d for d in declared_dependencies(model) if d in mine or d not in known)
         materialized = issubclass(model, MaterializedView)
+        with_data = bool(getattr(model, "with_data", True))
+        if materialized and testing.in_test_databases():  # PGVIEWS_TEST_* settings
+            materialized = not testing.materialized_as_views()
+            with_data = with_data and testing.materialized_with_data()
         indexes: tuple[tuple[str, str], ...] = ()
         tablespace = cidx_ts = None
         if materialized:
@@ -76,7 +80,7 @@ class Declarations:
             "m" if materialized else "v",
             sql,
             deps,
-            bool(getattr(model, "with_data", True)),
+            with_data,
             tablespace,
             indexes,
             model._concurrent_index if materialized else None,
