@@ -61,6 +61,9 @@ class ViewConfig(apps.AppConfig):
 
         from django_pgviews_c import checks  # noqa: F401  (registers the system checks)
 
+        if apps.apps.is_installed("django.contrib.admin"):
+            from django_pgviews_c import admin  # noqa: F401  (view models are read-only there)
+
         if not getattr(settings, "MATERIALIZED_VIEWS_DISABLE_SYNC_ON_MIGRATE", False):
             signals.pre_migrate.connect(self.set_views_aside, dispatch_uid="django_pgviews_c.set_views_aside")
             signals.post_migrate.connect(self.sync_pgviews, dispatch_uid="django_pgviews_c.sync_pgviews")
