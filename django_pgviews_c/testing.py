@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from django_pgviews_c.view import View
 
 __all__ = [
-    "PGViewsDiscoverRunner",
+    "PGViewsDiscoverRunner",  # noqa: F822 (built on first use, see __getattr__)
     "PGViewsTestMixin",
     "materialized_as_views",
     "prepare_test_databases",
