@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.checks import CheckMessage, Tags, register
@@ -82,4 +83,326 @@ def validate_view_declarations(app_configs: Any = None, **kwargs: Any) -> list[C
                     id="django_pgviews_c.E002",
                 )
             )
+    return messages
+
+
+# ---- declarations PostgreSQL would refuse or change ---------------------------------------------
+
+_PLAIN_COLUMN = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")$')
+_NAMEDATALEN = 63
+
+
+def _concurrent_index_columns(spec: str) -> list[str] | None:
+    """The column names of a concurrent_index, or None when it is not a plain column list."""
+    parts = [part.strip() for part in spec.split(",")]
+    if not all(_PLAIN_COLUMN.match(part) for part in parts):
+        return None
+    return [part[1:-1].replace('""', '"') if part.startswith('"') else part.lower() for part in parts]
+
+
+def _redux_index_name(model: Any) -> str:
+    """The concurrent index's name before shortening (django-pgviews-redux's scheme)."""
+    tablespace = model._concurrent_index_tablespace
+    base = model._meta.db_table.replace(".", "_") + "_" + model._concurrent_index.replace(" ", "")
+    base = base.replace(",", "_")
+    if tablespace:
+        base += "_" + tablespace.replace("-", "_")
+    return base + "_index"
+
+
+@register(Tags.models)
+def validate_view_names_and_indexes(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E003: concurrent_index is not a plain column list (an expression, a WHERE clause);
+    E004: a db_table PostgreSQL cannot take (over 63 bytes ...); W003: the concurrent index's
+    derived name is over 63 bytes, so it is shortened; W006: concurrent_index names a column no
+    field has. (A Meta.indexes entry naming a field the model lacks is Django's models.E012.)"""
+    from django_pgviews_c.sync import view_models
+
+    return check_view_names(_in_apps(view_models(), app_configs))
+
+
+def check_view_names(models: list[Any]) -> list[CheckMessage]:
+    from django_pgviews_c import _core
+    from django_pgviews_c.exceptions import InvalidNameError
+    from django_pgviews_c.view import MaterializedView
+
+    messages: list[CheckMessage] = []
+    for model in models:
+        label = model._meta.label
+        try:
+            _core.split_table(model._meta.db_table)
+        except InvalidNameError as exc:
+            messages.append(
+                CheckError(
+                    f"{label}: {exc}. PostgreSQL would cut the name, and the view would never be "
+                    f"found again under the one declared.",
+                    hint="Set Meta.db_table to a name of at most 63 bytes (and 63 for its schema).",
+                    obj=model,
+                    id="django_pgviews_c.E004",
+                )
+            )
+            continue
+        spec = getattr(model, "_concurrent_index", None)
+        if not spec or not issubclass(model, MaterializedView):
+            continue
+        if _concurrent_index_columns(spec) is None:
+            where = re.search(r"\bwhere\b", spec, re.IGNORECASE) is not None
+            messages.append(
+                CheckError(
+                    f"{label}: concurrent_index = {spec!r} "
+                    + ("has a WHERE clause" if where else "is not a list of plain columns")
+                    + ": REFRESH MATERIALIZED VIEW CONCURRENTLY needs a unique index on plain "
+                    "columns, with no expression and no WHERE clause, and refuses this one.",
+                    hint=(
+                        "Name columns only (concurrent_index = 'a, b'); compute an expression as a "
+                        "column of the view's SQL and index that column."
+                    ),
+                    obj=model,
+                    id="django_pgviews_c.E003",
+                )
+            )
+            continue
+        fields = {f.column for f in model._meta.concrete_fields}
+        for column in _concurrent_index_columns(spec) or ():
+            if column not in fields:
+                messages.append(
+                    CheckWarning(
+                        f"{label}: concurrent_index names column {column!r}, which no field of the "
+                        f"model has (columns of its fields: {', '.join(sorted(fields))}).",
+                        hint=(
+                            "Name the column of a field (a ForeignKey 'player' has column "
+                            "'player_id'); a column only the SQL has works, but is easy to mistype."
+                        ),
+                        obj=model,
+                        id="django_pgviews_c.W006",
+                    )
+                )
+        name = _redux_index_name(model)
+        if len(name.encode()) > _NAMEDATALEN:
+            messages.append(
+                CheckWarning(
+                    f"{label}: the concurrent index's name {name!r} is {len(name.encode())} bytes, "
+                    f"over PostgreSQL's 63; it is created as "
+                    f"{_core.derived_name(name[: -len('_index')], '_index')!r}.",
+                    hint=(
+                        "Nothing breaks; for a readable name use a shorter db_table or "
+                        "concurrent_index_tablespace."
+                    ),
+                    obj=model,
+                    id="django_pgviews_c.W003",
+                )
+            )
+    return messages
+
+
+def _in_apps(models: list[Any], app_configs: Any) -> list[Any]:
+    if app_configs is None:
+        return models
+    wanted = {config.label for config in app_configs}
+    return [m for m in models if m._meta.app_label in wanted]
+
+
+# ---- what the database shows ----------------------------------------------------------------------
+
+# For the views declared on one database that exist there: their columns, which of the others
+# each one's rule reads, and the functions each materialized view's query calls (directly or
+# through the plain views it reads) that are neither built in, nor an extension's, nor C, and
+# carry no search_path setting.
+_DATABASE_SQL = r"""
+WITH RECURSIVE declared AS (
+    SELECT t.idx::int AS idx, pg_catalog.to_regclass(t.q) AS oid
+    FROM unnest(%s::text[]) WITH ORDINALITY AS t(q, idx)
+), present AS (
+    SELECT idx, oid FROM declared WHERE oid IS NOT NULL
+), reach(root, rel) AS (
+    SELECT p.idx, p.oid
+    FROM present p JOIN pg_catalog.pg_class c ON c.oid = p.oid AND c.relkind = 'm'
+    UNION
+    SELECT reach.root, d.refobjid
+    FROM reach
+    JOIN pg_catalog.pg_rewrite r ON r.ev_class = reach.rel
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass
+        AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass
+        AND d.refobjid <> reach.rel
+    JOIN pg_catalog.pg_class c ON c.oid = d.refobjid AND c.relkind = 'v'
+)
+SELECT 'column', p.idx, a.attname::text, NULL
+FROM present p
+JOIN pg_catalog.pg_attribute a ON a.attrelid = p.oid AND a.attnum > 0 AND NOT a.attisdropped
+UNION ALL
+SELECT DISTINCT 'reads', p.idx, q.idx::text, NULL
+FROM present p
+JOIN pg_catalog.pg_rewrite r ON r.ev_class = p.oid
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+    AND d.refclassid = 'pg_catalog.pg_class'::regclass
+JOIN present q ON q.oid = d.refobjid AND q.idx <> p.idx
+UNION ALL
+SELECT DISTINCT 'calls', reach.root, f.oid::regprocedure::text,
+    CASE WHEN reach.rel = p.oid THEN NULL ELSE reach.rel::regclass::text END
+FROM reach
+JOIN present p ON p.idx = reach.root
+JOIN pg_catalog.pg_rewrite r ON r.ev_class = reach.rel
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+    AND d.refclassid = 'pg_catalog.pg_proc'::regclass
+JOIN pg_catalog.pg_proc f ON f.oid = d.refobjid
+JOIN pg_catalog.pg_namespace n ON n.oid = f.pronamespace
+JOIN pg_catalog.pg_language l ON l.oid = f.prolang
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND l.lanname NOT IN ('c', 'internal')
+    AND NOT EXISTS (SELECT 1 FROM unnest(f.proconfig) s WHERE s LIKE 'search\_path=%%')
+    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::regclass
+                    AND e.objid = f.oid AND e.deptype = 'e')
+"""
+
+
+@register(Tags.database)
+def validate_views_in_database(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Run by ``manage.py check --database ALIAS`` (and ``migrate``), on the views that exist
+    and match their declarations (a view about to change would be judged on its old state):
+    W004: a materialized view calling a function of the user's with no pinned search_path;
+    W005: a view reading another managed view it does not declare a dependency on;
+    W007: a field whose column the view does not have; W008: the catalog could not be read."""
+    from django.db import connections
+
+    from django_pgviews_c.sync import view_models
+
+    messages: list[CheckMessage] = []
+    for alias in databases or ():
+        if connections[alias].vendor != "postgresql":
+            continue
+        models = [m for m in view_models() if m.get_view_connection(alias, restricted_mode=True) is not None]
+        messages += check_views_on(alias, models, _in_apps(models, app_configs))
+    return messages
+
+
+def check_views_on(alias: str, models: list[Any], report: list[Any]) -> list[CheckMessage]:
+    """The database checks for ``models`` (the views of database ``alias``), reported for the
+    views in ``report``."""
+    from django.db import DatabaseError as DjangoDatabaseError
+    from django.db import connections
+
+    from django_pgviews_c.exceptions import PGViewsError
+
+    connection = connections[alias]
+    messages: list[CheckMessage] = []
+    if models:
+        try:
+            in_sync = _in_sync(connection, models)
+            rows = _read_database(connection, models)
+        except PGViewsError:  # a declaration error: the models checks (E001 ...) report it
+            return messages
+        except DjangoDatabaseError as exc:
+            messages.append(
+                CheckWarning(
+                    f"Could not read the views of database {alias!r}: {str(exc).strip()}",
+                    hint="Check that the database is reachable; the database checks of views were skipped.",
+                    id="django_pgviews_c.W008",
+                )
+            )
+            return messages
+        messages += _database_messages(alias, models, rows, set(report) & in_sync)
+    return messages
+
+
+def _in_sync(connection: Any, models: list[Any]) -> set[Any]:
+    """The views whose database object matches their declaration (a dry-run plan: one catalog
+    query, nothing run)."""
+    from django_pgviews_c.sync import Syncer
+
+    known = {m._meta.label for m in models}
+    statuses = Syncer(connection, models, known).run(dry_run=True).statuses
+    return {m for m in models if statuses.get(m._meta.label) == "EXISTS"}
+
+
+def _read_database(connection: Any, models: list[Any]) -> list[tuple[Any, ...]]:
+    from django_pgviews_c import _core
+
+    names = [_core.qualified_name(*_core.split_table(m._meta.db_table)) for m in models]
+    with connection.cursor() as cursor:
+        cursor.execute(_DATABASE_SQL, [names])
+        return cursor.fetchall()
+
+
+def _database_messages(
+    alias: str, models: list[Any], rows: list[tuple[Any, ...]], reported: set[Any]
+) -> list[CheckMessage]:
+    from django_pgviews_c import _core
+    from django_pgviews_c.exceptions import DependencyError
+    from django_pgviews_c.view import declared_dependencies
+
+    columns: dict[int, set[str]] = {}
+    reads: dict[int, set[int]] = {}
+    calls: dict[int, list[tuple[str, str | None]]] = {}
+    for kind, idx, text, via in rows:
+        i = int(idx) - 1
+        if kind == "column":
+            columns.setdefault(i, set()).add(text)
+        elif kind == "reads":
+            reads.setdefault(i, set()).add(int(text) - 1)
+        else:
+            calls.setdefault(i, []).append((text, via))
+    labels = {m._meta.label for m in models}
+    try:
+        graph = _core.Graph(
+            [m._meta.label for m in models],
+            [[d for d in declared_dependencies(m) if d in labels] for m in models],
+        )
+        graph.order()
+    except DependencyError:  # E001 reports it
+        graph = None
+
+    messages: list[CheckMessage] = []
+    for i, model in enumerate(models):
+        if model not in reported or i not in columns:
+            continue  # not this app's, or not created yet: nothing to compare with
+        label = model._meta.label
+        have = columns[i]
+        for field in model._meta.concrete_fields:
+            # The implicit id is not the user's: a view read with values() may well lack it.
+            if field.column not in have and not field.auto_created:
+                messages.append(
+                    CheckWarning(
+                        f"{label}.{field.name}: the view {model._meta.db_table} on database "
+                        f"{alias!r} has no column {field.column!r}; a query that selects the field fails.",
+                        hint=(
+                            f"Add a column {field.column!r} to the view's SQL, or set "
+                            f"db_column on the field to the column it has."
+                        ),
+                        obj=model,
+                        id="django_pgviews_c.W007",
+                    )
+                )
+        for function, via in calls.get(i, []):
+            through = f" (through the view {via})" if via else ""
+            messages.append(
+                CheckWarning(
+                    f"{label}: the materialized view calls {function}{through}, which has no "
+                    f"search_path of its own. PostgreSQL 17+ runs CREATE and REFRESH MATERIALIZED "
+                    f"VIEW with search_path = pg_catalog, pg_temp, so unqualified names in its body "
+                    f"will not be found.",
+                    hint=(
+                        f"ALTER FUNCTION {function} SET search_path = <the schemas its body uses>, "
+                        f"or qualify every name in its body and pin search_path = ''."
+                    ),
+                    obj=model,
+                    id="django_pgviews_c.W004",
+                )
+            )
+        if graph is not None:
+            upstream = set(graph.dependencies([i]))
+            for j in sorted(reads.get(i, ())):
+                other = models[j]
+                if j not in upstream:
+                    messages.append(
+                        CheckWarning(
+                            f"{label} reads {other._meta.label} ({other._meta.db_table}) without "
+                            f"declaring it: creating and refreshing them in the right order works "
+                            f"only while the declaration order happens to be right.",
+                            hint=f"Add {other._meta.label!r} to {model.__name__}.dependencies.",
+                            obj=model,
+                            id="django_pgviews_c.W005",
+                        )
+                    )
     return messages

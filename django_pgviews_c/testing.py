@@ -62,19 +62,23 @@ def prepare_test_databases() -> None:
     the copies Django's parallel runner clones from it hold the views too."""
     global _active
     _active = True
-    if getattr(settings, "MATERIALIZED_VIEWS_DISABLE_SYNC_ON_MIGRATE", False):
-        from django.db.models import signals
+    from django.db.models import signals
 
-        signals.post_migrate.connect(
-            _sync_after_migrate, dispatch_uid="django_pgviews_c.testing.post_migrate"
-        )
+    signals.post_migrate.connect(_after_migrate, dispatch_uid="django_pgviews_c.testing.post_migrate")
 
 
-def _sync_after_migrate(sender: Any, app_config: Any, using: str, **kwargs: Any) -> None:
+# The databases ``migrate`` built or brought up to date while setting up tests.
+_migrated: set[str] = set()
+
+
+def _after_migrate(sender: Any, app_config: Any, using: str, **kwargs: Any) -> None:
     from django.apps import apps
 
     with_models = [config for config in apps.get_app_configs() if config.models_module is not None]
-    if with_models and app_config is with_models[-1]:
+    if not with_models or app_config is not with_models[-1]:
+        return
+    _migrated.add(using)
+    if getattr(settings, "MATERIALIZED_VIEWS_DISABLE_SYNC_ON_MIGRATE", False):
         _sync(using, verbosity=kwargs.get("verbosity", 1))
 
 
@@ -85,12 +89,12 @@ def _sync(alias: str, verbosity: int) -> list[SyncResult]:
 
 
 def sync_test_views(aliases: Iterable[str] | None = None, verbosity: int = 0) -> list[SyncResult]:
-    """Sync every view on the test databases (``aliases``, default: all PostgreSQL ones that
-    are not test mirrors). Call after the test databases are set up: a kept database
+    """Sync every view on the test databases (``aliases``, default: those set up since
+    ``prepare_test_databases()``). Call after the test databases are set up: a kept database
     (``--keepdb``, ``--reuse-db``) gets the views changed since it was kept. Warm, it costs one
     catalog query per database."""
     results: list[SyncResult] = []
-    for alias in aliases if aliases is not None else list(connections):
+    for alias in aliases if aliases is not None else sorted(_migrated):
         connection = connections[alias]
         if connection.vendor != "postgresql" or connection.settings_dict.get("TEST", {}).get("MIRROR"):
             continue
@@ -139,7 +143,7 @@ def _discover_runner() -> type:
         def setup_databases(self, **kwargs: Any) -> Any:
             prepare_test_databases()
             old_config = super().setup_databases(**kwargs)
-            sync_test_views(kwargs.get("aliases"), verbosity=max(self.verbosity - 1, 0))
+            sync_test_views(verbosity=max(self.verbosity - 1, 0))
             return old_config
 
     PGViewsDiscoverRunner.__module__ = __name__
