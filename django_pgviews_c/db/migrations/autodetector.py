@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.apps import apps
+from django.db.migrations import Migration
 from django.db.migrations.autodetector import MigrationAutodetector
+from django.db.migrations.operations import CreateModel, DeleteModel
 
 from django_pgviews_c.db.migrations.operations import DeleteViewOperation, RegisterViewOperation, ViewState
 from django_pgviews_c.view import View
@@ -51,3 +54,31 @@ class PGViewsAutodetector(MigrationAutodetector):
                 ),
             )
         return super()._sort_migrations()
+
+    def arrange_for_graph(self, changes: Any, graph: Any, migration_name: str | None = None) -> Any:
+        """A view model comes with two operations (Django's CreateModel or DeleteModel of the
+        unmanaged model, and ours): name the migration after the view once, not twice."""
+        for migrations in changes.values():
+            for migration in migrations:
+                if any(
+                    isinstance(op, (RegisterViewOperation, DeleteViewOperation))
+                    for op in migration.operations
+                ):
+                    migration.suggest_name = functools.partial(_suggest_name, migration)
+        return super().arrange_for_graph(changes, graph, migration_name)
+
+
+def _suggest_name(migration: Migration) -> str:
+    views = {
+        op.name_lower
+        for op in migration.operations
+        if isinstance(op, (RegisterViewOperation, DeleteViewOperation))
+    }
+    shadow = Migration(migration.name, migration.app_label)
+    shadow.initial = migration.initial
+    shadow.operations = [
+        op
+        for op in migration.operations
+        if not (isinstance(op, (CreateModel, DeleteModel)) and op.name_lower in views)
+    ]
+    return Migration.suggest_name(shadow)

@@ -87,6 +87,10 @@ class RegisterViewOperation(ViewOperation):
     def describe(self) -> str:
         return f"Register {'materialized view' if self.materialized else 'view'} {self.name}"
 
+    @property
+    def migration_name_fragment(self) -> str:
+        return self.name_lower
+
     def state_forwards(self, app_label: str, state: ProjectState) -> None:
         if not hasattr(state, "views"):
             state.views = {}
@@ -94,7 +98,11 @@ class RegisterViewOperation(ViewOperation):
         state.views[(view_state.app_label, view_state.name_lower)] = view_state
 
     def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
-        pass
+        if schema_editor.collect_sql:  # sqlmigrate: say where the SQL comes from
+            schema_editor.collected_sql.append(
+                f"-- {self.db_name} is created or updated by the sync that follows migrate "
+                f"(manage.py sync_pgviews --plan shows its SQL)"
+            )
 
     def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
         pass
@@ -112,6 +120,10 @@ class DeleteViewOperation(ViewOperation):
 
     def describe(self) -> str:
         return f"Delete {'materialized view' if self.materialized else 'view'} {self.name}"
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return f"delete_{self.name_lower}"
 
     def state_forwards(self, app_label: str, state: ProjectState) -> None:
         if not hasattr(state, "views"):
@@ -133,8 +145,9 @@ class _ModelOperation(Operation):
     """An operation on a view model given as 'app_label.ModelName' (the current declaration)."""
 
     reversible = True
-    reduces_to_sql = False
+    reduces_to_sql = True  # sqlmigrate prints the statements (SyncView: those planned now)
     category = OperationCategory.SQL
+    verb = ""
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -151,6 +164,10 @@ class _ModelOperation(Operation):
 
         return apps.get_model(self.model)
 
+    @property
+    def migration_name_fragment(self) -> str:
+        return f"{self.verb}_{self.model.rpartition('.')[2].lower()}"
+
     def _allowed(self, app_label: str, schema_editor: Any) -> bool:
         return router.allow_migrate(schema_editor.connection.alias, app_label)
 
@@ -158,6 +175,8 @@ class _ModelOperation(Operation):
 class SyncView(_ModelOperation):
     """Create or update one view from its model, as sync_pgviews would (its dependants that a
     change takes down are re-created). Backwards: drop it."""
+
+    verb = "sync"
 
     def describe(self) -> str:
         return f"Create or update view {self.model}"
@@ -173,7 +192,16 @@ class SyncView(_ModelOperation):
         # re-create it re-creates them rather than refusing them as unmanaged.
         related = [view, *get_views_dependencies([view]), *get_views_dependants([view])]
         known = {m._meta.label for m in view_models()}
-        Syncer(schema_editor.connection, related, known, force=True).run()
+        syncer = Syncer(schema_editor.connection, related, known, force=True)
+        if not schema_editor.collect_sql:
+            syncer.run()
+            return
+        # sqlmigrate: the statements the sync would run on the database as it is now.
+        actions = syncer.run(dry_run=True).actions
+        if not actions:
+            schema_editor.collected_sql.append(f"-- {view._meta.label} is up to date: nothing to run")
+        for action in actions:
+            schema_editor.execute(action.sql, params=None)
 
     def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
         if not self._allowed(app_label, schema_editor):
@@ -184,6 +212,8 @@ class SyncView(_ModelOperation):
 
 class DropView(_ModelOperation):
     """Drop one view (IF EXISTS, with what depends on it). Backwards: create it from its model."""
+
+    verb = "drop"
 
     def describe(self) -> str:
         return f"Drop view {self.model}"
@@ -204,6 +234,8 @@ class RefreshMaterializedView(_ModelOperation):
 
     def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
         return self.__class__.__qualname__, [self.model], {"concurrently": self.concurrently}
+
+    verb = "refresh"
 
     def describe(self) -> str:
         return f"Refresh materialized view {self.model}"
