@@ -57,9 +57,10 @@ def materialized_with_data() -> bool:
 
 def prepare_test_databases() -> None:
     """Call before the test databases are created. From then on this process's syncs use the
-    test settings above, and each test database is synced when ``migrate`` builds it (also when
-    ``MATERIALIZED_VIEWS_DISABLE_SYNC_ON_MIGRATE`` turns the usual post_migrate sync off), so
-    the copies Django's parallel runner clones from it hold the views too."""
+    test settings above, and until ``sync_test_views()`` each test database is synced when
+    ``migrate`` builds it (also when ``MATERIALIZED_VIEWS_DISABLE_SYNC_ON_MIGRATE`` turns the
+    usual post_migrate sync off), so the copies Django's parallel runner clones from it hold
+    the views too."""
     global _active
     _active = True
     from django.db.models import signals
@@ -93,6 +94,10 @@ def sync_test_views(aliases: Iterable[str] | None = None, verbosity: int = 0) ->
     ``prepare_test_databases()``). Call after the test databases are set up: a kept database
     (``--keepdb``, ``--reuse-db``) gets the views changed since it was kept. Warm, it costs one
     catalog query per database."""
+    from django.db.models import signals
+
+    # Setting up is over: a later migrate (a test's own) gets the project's behaviour.
+    signals.post_migrate.disconnect(dispatch_uid="django_pgviews_c.testing.post_migrate")
     results: list[SyncResult] = []
     for alias in aliases if aliases is not None else sorted(_migrated):
         connection = connections[alias]
