@@ -195,3 +195,51 @@ def test_dependencies_accept_model_classes_and_labels_in_any_case():
     c = vs.view("Unknown", "SELECT 1 AS id", dependencies=("viewtest.Nowhere",))
     assert declared_dependencies(a) == declared_dependencies(b) == ["viewtest.Base"]
     assert declared_dependencies(c) == ["viewtest.Nowhere"]  # left for the graph to report
+
+
+def test_the_documented_event_aggregation():
+    """docs/querysets.md: the newsletter's events as a QuerySet view, and a materialized view
+    over it that declares no dependency."""
+    vs = ViewSet()
+    event = type(
+        "QsEvent",
+        (models.Model,),
+        {
+            "__module__": "tests.viewtest.models",
+            "Meta": type("Meta", (), {"app_label": "viewtest", "apps": vs.apps, "db_table": "t_qs_event"}),
+            "event": models.CharField(max_length=100),
+            "count": models.IntegerField(),
+            "happened_at": models.DateTimeField(),
+        },
+    )
+    with connection.schema_editor() as editor:
+        editor.create_model(event)
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    for name, count in [("signup", 2), ("signup", 3), ("login", 7)]:
+        event.objects.create(event=name, count=count, happened_at=now)
+
+    def fields():
+        return {
+            "event": models.CharField(max_length=100, primary_key=True),
+            "total": models.BigIntegerField(),
+        }
+
+    summary = vs.view(
+        "EventSummary",
+        None,
+        materialized=True,
+        concurrent_index="event",
+        get_sql=classmethod(
+            lambda cls: vs.models["EventView"].objects.filter(total__gt=0).values("event", "total")
+        ),
+        **fields(),
+    )
+    view = vs.view(
+        "EventView", lambda: event.objects.values("event").annotate(total=Sum("count")), **fields()
+    )
+    assert declared_dependencies(summary) == ["viewtest.EventView"]
+    vs.sync()
+    assert sorted(view.objects.values_list("event", "total")) == [("login", 7), ("signup", 5)]
+    event.objects.create(event="login", count=1, happened_at=now)
+    summary.refresh(concurrently=True)
+    assert sorted(summary.objects.values_list("event", "total")) == [("login", 8), ("signup", 5)]
