@@ -10,6 +10,7 @@ changed definition.
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -145,16 +146,37 @@ def queryset_dependencies(model: type[View]) -> list[str]:
         if query.model is not None:
             tables.add(query.model._meta.db_table)
         tables.update(join.table_name for join in query.alias_map.values())
+    view_tables = _view_tables(model._meta.apps)
+    return sorted(
+        {view_tables[t] for t in tables if t in view_tables and view_tables[t] != model._meta.label}
+    )
+
+
+# registry -> (its get_models() list, {db_table: label of the view model}). Django caches that
+# list and builds a new one whenever a model is registered, so the same list means the same models.
+_view_tables_cache: weakref.WeakKeyDictionary[Any, tuple[Any, dict[str, str]]] = weakref.WeakKeyDictionary()
+
+
+def _view_tables(registry: Any) -> dict[str, str]:
+    from django.core.exceptions import AppRegistryNotReady
+
     from django_pgviews_c.view import View
 
-    labels = []
-    for app_models in list(model._meta.apps.all_models.values()):
-        for other in list(app_models.values()):
-            if (
-                other is not model
-                and issubclass(other, View)
-                and not other._meta.abstract
-                and other._meta.db_table in tables
-            ):
-                labels.append(other._meta.label)
-    return sorted(labels)
+    try:
+        models = registry.get_models()
+    except AppRegistryNotReady:  # still loading: read what is there, keep nothing
+        models = None
+    cached = _view_tables_cache.get(registry)
+    if models is not None and cached is not None and cached[0] is models:
+        return cached[1]
+    source = (
+        models if models is not None else [m for a in registry.all_models.values() for m in list(a.values())]
+    )
+    tables = {
+        other._meta.db_table: other._meta.label
+        for other in source
+        if issubclass(other, View) and not other._meta.abstract
+    }
+    if models is not None:
+        _view_tables_cache[registry] = (models, tables)
+    return tables
