@@ -89,3 +89,19 @@ def test_django_test_runner(devproject):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "test_views_and_refresh_in_a_test_case" in done.stderr and "OK" in done.stderr
+
+
+@pytest.mark.django_db
+def test_refresh_materialized_views_refreshes_what_they_read_first(refresh_materialized_views):
+    from tests.helpers import catalog_rows
+    from tests.viewtest.models import DependantMaterializedView, MaterializedRelatedView, TestModel
+
+    def ids():
+        return [i for (i,) in catalog_rows("SELECT model_id FROM viewtest_dependantmaterializedview")]
+
+    row = TestModel.objects.create(name="x")
+    assert row.pk not in ids()
+    # Only the outer view is named: the one it reads is refreshed before it, in this transaction.
+    refreshed = refresh_materialized_views(DependantMaterializedView)
+    assert refreshed == [MaterializedRelatedView, DependantMaterializedView]
+    assert row.pk in ids()
