@@ -160,7 +160,16 @@ def test_sql_may_be_a_callable_taking_the_class_and_get_sql_a_classmethod():
         get_sql=classmethod(lambda cls: customer.objects.filter(name__startswith="A").values("name")),
     )
     vs.view("Limited", lambda: customer.objects.order_by("name").values("name")[:1])
+    vs.view(
+        "Both",
+        lambda: (
+            customer.objects.filter(name="Bob")
+            .values("name")
+            .union(customer.objects.filter(is_preferred=True).values("name"))
+        ),
+    )
     vs.sync()
+    assert sorted(catalog_rows("SELECT name FROM t_both")) == [("Ann O'Hara",), ("Bob",)]
     assert catalog_rows("SELECT name FROM t_byclass") == [("Bob",)]
     assert catalog_rows("SELECT name FROM t_bygetsql") == [("Ann O'Hara",)]
     assert catalog_rows("SELECT name FROM t_limited") == [("Ann O'Hara",)]
