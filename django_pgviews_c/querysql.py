@@ -42,14 +42,6 @@ def call_sql(model: type[View], sql: Any) -> Any:
     return sql(model) if params else sql()
 
 
-def _is_sql_overridden(model: type[View]) -> bool:
-    from django_pgviews_c.view import View
-
-    return callable(getattr(model, "sql", None)) or (
-        getattr(model.get_sql, "__func__", None) is not View.get_sql.__func__
-    )
-
-
 def view_query(model: type[View], connection: BaseDatabaseWrapper) -> str:
     """The SQL text of ``model``'s view on ``connection``, parameters bound."""
     result = model.get_sql()
@@ -133,8 +125,6 @@ def queryset_dependencies(model: type[View]) -> list[str]:
     """The labels of the view models a QuerySet view reads (its own model, joins, subqueries),
     so they need not be declared. Empty for views with SQL text. A ``get_sql()`` that fails
     here fails again, with its own error, when the view is synced."""
-    if not _is_sql_overridden(model):
-        return []
     try:
         result = model.get_sql()
     except Exception:

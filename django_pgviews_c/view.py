@@ -32,6 +32,8 @@ from django_pgviews_c import _core
 from django_pgviews_c.db.fields import get_fields_by_name
 from django_pgviews_c.exceptions import ConcurrentIndexNotDefinedError, SQLNotDefinedError
 from django_pgviews_c.managers import ReadOnlyViewManager
+from django_pgviews_c.querysql import call_sql, queryset_dependencies
+from django_pgviews_c.testing import materialized_as_views
 
 FIELD_SPEC_REGEX = r"^([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)\.(\*|(?:[A-Za-z_][A-Za-z0-9_]*))$"
 FIELD_SPEC_RE = re.compile(FIELD_SPEC_REGEX)
@@ -136,8 +138,6 @@ class View(models.Model, metaclass=ViewMeta):
         by the target connection). ``sql`` may be a callable returning either, or a string."""
         sql = cls.sql
         if callable(sql):
-            from django_pgviews_c.querysql import call_sql
-
             sql = call_sql(cls, sql)
             if not isinstance(sql, str):
                 return sql
@@ -162,38 +162,61 @@ class View(models.Model, metaclass=ViewMeta):
         managed = False
 
 
+_BASE_GET_SQL = View.get_sql.__func__  # type: ignore[attr-defined]
+
+
 def _dependency_label(model: type[View], dependency: Any) -> str:
     """A dependency as ``app_label.ModelName``: from a model class, or from a label written in
     any case. A name that matches no model is returned as written, for the graph to report."""
+    if isinstance(dependency, str):
+        app_label, _, name = dependency.partition(".")
+        all_models = model._meta.apps.all_models
+        app_models = all_models.get(app_label)
+        if app_models is None:  # the app label in another case
+            app_models = next(
+                (m for a, m in list(all_models.items()) if a.lower() == app_label.lower()), None
+            )
+        found = app_models.get(name.lower()) if app_models is not None else None
+        return found._meta.label if found is not None else dependency
     if isinstance(dependency, type) and issubclass(dependency, models.Model):
         return dependency._meta.label
-    if not isinstance(dependency, str):
-        raise TypeError(
-            f"{model._meta.label}: dependencies hold model classes or 'app_label.ModelName' "
-            f"labels, not {dependency!r}"
-        )
-    app_label, _, name = dependency.partition(".")
-    all_models = model._meta.apps.all_models
-    app_models = all_models.get(app_label)
-    if app_models is None:  # the app label in another case
-        app_models = next((m for a, m in list(all_models.items()) if a.lower() == app_label.lower()), None)
-    found = app_models.get(name.lower()) if app_models is not None else None
-    return found._meta.label if found is not None else dependency
+    raise TypeError(
+        f"{model._meta.label}: dependencies hold model classes or 'app_label.ModelName' labels, "
+        f"not {dependency!r}"
+    )
+
+
+# view class -> (its registry's get_models() list, its declared dependencies as labels). Django
+# builds a new list whenever a model is registered, so the same list means the labels still hold.
+_labels_cache: weakref.WeakKeyDictionary[type, tuple[Any, list[str]]] = weakref.WeakKeyDictionary()
+
+
+def _declared_labels(model: type[View]) -> list[str]:
+    try:
+        token = model._meta.apps.get_models()
+    except exceptions.AppRegistryNotReady:
+        token = None
+    cached = _labels_cache.get(model)
+    if token is not None and cached is not None and cached[0] is token:
+        return cached[1]
+    deps = [_dependency_label(model, d) for d in getattr(model, "_dependencies", ())]
+    for parent in model.__mro__[1:]:
+        if isinstance(parent, type) and issubclass(parent, View):
+            for d in getattr(parent, "_dependencies", ()):
+                label = _dependency_label(model, d)
+                if label not in deps:
+                    deps.append(label)
+    if token is not None:
+        _labels_cache[model] = (token, deps)
+    return deps
 
 
 def declared_dependencies(model: type[View]) -> list[str]:
     """A view's ``dependencies`` (model classes or labels in any case, as labels), with those
     its parent view classes declare and the views its QuerySet reads."""
-    from django_pgviews_c.querysql import queryset_dependencies
-
-    deps: list[str] = []
-    for owner in model.__mro__:
-        if isinstance(owner, type) and issubclass(owner, View):
-            for dependency in getattr(owner, "_dependencies", []):
-                label = _dependency_label(model, dependency)
-                if label not in deps:
-                    deps.append(label)
-    deps += [d for d in queryset_dependencies(model) if d not in deps]
+    deps = list(_declared_labels(model))
+    if callable(getattr(model, "sql", None)) or model.get_sql.__func__ is not _BASE_GET_SQL:
+        deps += [d for d in queryset_dependencies(model) if d not in deps]
     return deps
 
 
@@ -307,8 +330,6 @@ class MaterializedView(View):
         ``concurrently`` needs ``concurrent_index``: without one, ``strict`` raises
         ``ConcurrentIndexNotDefinedError``, else a warning is logged and the refresh is plain.
         A view that was never populated is refreshed plainly (PostgreSQL requires it)."""
-        from django_pgviews_c.testing import materialized_as_views
-
         if materialized_as_views():  # a plain view in test databases: nothing to refresh
             return
         conn = cls.get_view_connection(using=router.db_for_write(cls), restricted_mode=False)
