@@ -261,6 +261,7 @@ def validate_views_in_database(
 ) -> list[CheckMessage]:
     """Run by ``manage.py check --database ALIAS`` (and ``migrate``), on the views that exist
     and match their declarations (a view about to change would be judged on its old state):
+    E005: a view whose SQL cannot be built (a QuerySet naming a field that is gone ...);
     W004: a materialized view calling a function of the user's with no pinned search_path;
     W005: a view reading another managed view it does not declare a dependency on;
     W007: a field whose column the view does not have; W008: the catalog could not be read."""
@@ -289,7 +290,8 @@ def check_views_on(alias: str, models: list[Any], report: list[Any]) -> list[Che
     messages: list[CheckMessage] = []
     if models:
         try:
-            in_sync = _in_sync(connection, models)
+            buildable = _buildable(connection, models, report, messages)
+            in_sync = _in_sync(connection, buildable, {m._meta.label for m in models})
             rows = _read_database(connection, models)
         except PGViewsError:  # a declaration error: the models checks (E001 ...) report it
             return messages
@@ -306,12 +308,43 @@ def check_views_on(alias: str, models: list[Any], report: list[Any]) -> list[Che
     return messages
 
 
-def _in_sync(connection: Any, models: list[Any]) -> set[Any]:
+def _buildable(
+    connection: Any, models: list[Any], report: list[Any], messages: list[CheckMessage]
+) -> list[Any]:
+    """The views whose SQL can be built; E005 for the others (a QuerySet that names a field
+    that is gone, a get_sql() that raises ...), which a sync would stop at."""
+    from django.db import DatabaseError as DjangoDatabaseError
+
+    from django_pgviews_c.querysql import view_query
+
+    buildable = []
+    for model in models:
+        try:
+            view_query(model, connection)
+        except DjangoDatabaseError:  # the connection: W008
+            raise
+        except Exception as exc:
+            if model in report:
+                messages.append(
+                    CheckError(
+                        f"{model._meta.label}: its SQL cannot be built: {type(exc).__name__}: {exc}",
+                        hint="Fix the view's sql / get_sql(); a sync stops at this view.",
+                        obj=model,
+                        id="django_pgviews_c.E005",
+                    )
+                )
+            continue
+        buildable.append(model)
+    return buildable
+
+
+def _in_sync(connection: Any, models: list[Any], known: set[str]) -> set[Any]:
     """The views whose database object matches their declaration (a dry-run plan: one catalog
     query, nothing run)."""
     from django_pgviews_c.sync import Syncer
 
-    known = {m._meta.label for m in models}
+    if not models:
+        return set()
     statuses = Syncer(connection, models, known).run(dry_run=True).statuses
     return {m for m in models if statuses.get(m._meta.label) == "EXISTS"}
 

@@ -127,3 +127,19 @@ def test_views_about_to_change_or_not_created_are_not_judged(functions):
 def test_check_command_runs_the_database_checks():
     # The project's own views: the command runs them without error.
     call_command("check", databases=["default"], fail_level="ERROR")
+
+
+def test_a_view_whose_sql_cannot_be_built(functions):
+    vs = ViewSet()
+    fine = vs.view("Fine", "SELECT id FROM t_chk", missing=field())
+    broken = vs.view("Broken", lambda: fine.objects.filter(nowhere=1).values("id"))
+    empty = vs.view("Empty", lambda: fine.objects.none())
+    vs.sync(["Fine"])
+    messages = check_views_on("default", [fine, broken, empty], [fine, broken, empty])
+    assert ids(messages) == ["django_pgviews_c.E005", "django_pgviews_c.E005", "django_pgviews_c.W007"]
+    by_obj = {m.obj: m for m in messages}
+    assert by_obj[broken].msg.startswith(
+        "viewtest.Broken: its SQL cannot be built: FieldError: Cannot resolve"
+    )
+    assert "QuerySetViewError: viewtest.Empty: its QuerySet is empty" in by_obj[empty].msg
+    assert by_obj[fine].id == "django_pgviews_c.W007"  # the others are still judged
