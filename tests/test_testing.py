@@ -81,14 +81,17 @@ def test_materialized_as_views(devproject):
     assert "('shop_itemtotals', 'v+')" in done.stdout and "indexes=0" in done.stdout
 
 
-def test_django_test_runner(devproject):
+@pytest.mark.parametrize("parallel", ["1", "2"])
+def test_django_test_runner(devproject, parallel):
     project, db = devproject
     done = run(
-        project, db, "-m", "django", "test", "inner_runner", "--noinput", "-v", "2",
+        project, db, "-m", "django", "test", "inner_runner", "--noinput", "-v", "2", "--parallel", parallel,
         DJANGO_SETTINGS_MODULE="settings",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "test_views_and_refresh_in_a_test_case" in done.stderr and "OK" in done.stderr
+    if parallel == "2":  # the clones the workers ran on were made from the synced database
+        assert f"Cloning test database for alias 'default' ('test_{db}')" in done.stderr
 
 
 @pytest.mark.django_db

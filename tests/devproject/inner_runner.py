@@ -13,3 +13,12 @@ class RunnerTests(PGViewsTestMixin, TestCase):
         self.assertEqual(list(ItemTotals.objects.values_list("name", "total")), [("cup", 4)])
         ItemTotals.refresh(concurrently=True)
         self.assertEqual(ItemTotals.objects.get().total, 4)
+
+
+class SecondCase(TestCase):
+    """A second case, so that --parallel 2 runs two workers on two cloned databases."""
+
+    def test_the_clone_has_the_views(self):
+        Item.objects.create(name="mug", price=6)
+        ItemTotals.refresh()
+        self.assertEqual(list(ItemTotals.objects.values_list("name", "total")), [("mug", 6)])
