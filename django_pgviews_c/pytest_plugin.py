@@ -19,20 +19,21 @@ from typing import Any
 import pytest
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(wrapper=True)
 def pytest_fixture_setup(fixturedef: Any, request: Any) -> Any:
     if fixturedef.argname != "django_db_setup":
-        yield
-        return
+        return (yield)
     from django_pgviews_c import testing
 
     testing.prepare_test_databases()
-    outcome = yield
-    if outcome.excinfo is not None:
-        return
-    blocker = request.getfixturevalue("django_db_blocker")
-    with blocker.unblock():
+    try:
+        result = yield
+    except BaseException:  # setting up the databases failed: nothing to sync
+        testing.end_test_database_setup()
+        raise
+    with request.getfixturevalue("django_db_blocker").unblock():
         testing.sync_test_views(verbosity=max(request.config.get_verbosity() - 1, 0))
+    return result
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PGViewsDiscoverRunner",  # noqa: F822 (built on first use, see __getattr__)
     "PGViewsTestMixin",
+    "end_test_database_setup",
     "materialized_as_views",
     "prepare_test_databases",
     "refresh_materialized_views",
@@ -68,6 +69,14 @@ def prepare_test_databases() -> None:
     signals.post_migrate.connect(_after_migrate, dispatch_uid="django_pgviews_c.testing.post_migrate")
 
 
+def end_test_database_setup() -> None:
+    """Setting up is over (``sync_test_views()`` calls this): a later ``migrate``, a test's own,
+    gets the project's behaviour."""
+    from django.db.models import signals
+
+    signals.post_migrate.disconnect(dispatch_uid="django_pgviews_c.testing.post_migrate")
+
+
 # The databases ``migrate`` built or brought up to date while setting up tests.
 _migrated: set[str] = set()
 
@@ -94,10 +103,7 @@ def sync_test_views(aliases: Iterable[str] | None = None, verbosity: int = 0) ->
     ``prepare_test_databases()``). Call after the test databases are set up: a kept database
     (``--keepdb``, ``--reuse-db``) gets the views changed since it was kept. Warm, it costs one
     catalog query per database."""
-    from django.db.models import signals
-
-    # Setting up is over: a later migrate (a test's own) gets the project's behaviour.
-    signals.post_migrate.disconnect(dispatch_uid="django_pgviews_c.testing.post_migrate")
+    end_test_database_setup()
     results: list[SyncResult] = []
     for alias in aliases if aliases is not None else sorted(_migrated):
         connection = connections[alias]
