@@ -153,7 +153,11 @@ def _discover_runner() -> type:
 
         def setup_databases(self, **kwargs: Any) -> Any:
             prepare_test_databases()
-            old_config = super().setup_databases(**kwargs)
+            try:
+                old_config = super().setup_databases(**kwargs)
+            except BaseException:
+                end_test_database_setup()
+                raise
             sync_test_views(verbosity=max(self.verbosity - 1, 0))
             return old_config
 
