@@ -132,11 +132,21 @@ def check_view_names(models: list[Any]) -> list[CheckMessage]:
         try:
             _core.split_table(model._meta.db_table)
         except InvalidNameError as exc:
+            too_long = "63 bytes" in str(exc)
             messages.append(
                 CheckError(
-                    f"{label}: {exc}. PostgreSQL would cut the name, and the view would never be "
-                    f"found again under the one declared.",
-                    hint="Set Meta.db_table to a name of at most 63 bytes (and 63 for its schema).",
+                    f"{label}: {exc}."
+                    + (
+                        " PostgreSQL would cut the name, and the view would never be found again "
+                        "under the one declared."
+                        if too_long
+                        else ""
+                    ),
+                    hint=(
+                        "Set Meta.db_table to a name of at most 63 bytes (and 63 for its schema)."
+                        if too_long
+                        else "Write Meta.db_table as name, schema.name, or their double-quoted forms."
+                    ),
                     obj=model,
                     id="django_pgviews_c.E004",
                 )

@@ -44,6 +44,9 @@ def test_names_over_63_bytes():
     error, warning = sorted(messages, key=lambda m: m.id)
     assert error.msg.startswith("viewtest.Long: invalid db_table") and "63 bytes" in error.hint
     assert "over PostgreSQL's 63; it is created as" in warning.msg
+    [quote] = check_view_names([vs.view("Quote", "SELECT 1 AS id", db_table='"unterminated')])
+    assert quote.id == "django_pgviews_c.E004" and "unterminated quoted identifier" in quote.msg
+    assert "double-quoted" in quote.hint
 
 
 def test_concurrent_index_on_a_column_no_field_has():
