@@ -47,6 +47,7 @@ setup(
                 "csrc/plan.c",
                 "csrc/pqpath.c",
                 "csrc/hash.c",
+                "csrc/aside.c",
             ],
             depends=[
                 "csrc/errors.h",
@@ -56,6 +57,7 @@ setup(
                 "csrc/pqpath.h",
                 "csrc/hash.h",
                 "csrc/keywords.h",
+                "csrc/aside.h",
             ],
             include_dirs=[include_dir],
             library_dirs=[lib_dir],

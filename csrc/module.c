@@ -1,4 +1,5 @@
 /* module.c: django_pgviews_c._core, wired together: multi-phase init, module state, methods. */
+#include "aside.h"
 #include "errors.h"
 #include "graph.h"
 #include "hash.h"
@@ -158,6 +159,25 @@ static PyMethodDef core_methods[] = {
      "dependencies succeeded, highest priority first. Returns (state, seconds, error) each."},
     {"execute", CF(execute), KW,
      "execute(conninfo, sql)\n--\n\nConnect, run sql, return the last result's rows as text."},
+    {"aside_sql", pgvc_aside_sql, METH_NOARGS,
+     "aside_sql()\n--\n\nThe views reading given columns of given tables, recursively, deepest "
+     "first, with what restoring them needs."},
+    {"aside_relations_sql", pgvc_aside_relations_sql, METH_NOARGS,
+     "aside_relations_sql()\n--\n\nKind, populated flag and comment of named relations."},
+    {"aside_lock_sql", pgvc_aside_lock_sql, METH_NOARGS,
+     "aside_lock_sql()\n--\n\nThe sync's transaction-level advisory lock (one parameter)."},
+    {"aside_statement", CF(pgvc_aside_statement), KW,
+     "aside_statement(op, schema, name, kind)\n--\n\nDROP ('drop') or REFRESH ('refresh') of "
+     "one view."},
+    {"restore_statements", CF(pgvc_restore_statements), KW,
+     "restore_statements(schema, name, kind, definition, populated, tablespace, indexes, comment, "
+     "acl, owner)\n--\n\nThe statements that re-create a recorded view as it was."},
+    {"grant_statements", CF(pgvc_grant_statements), KW,
+     "grant_statements(schema, name, kind, acl, owner)\n--\n\nOne GRANT per privilege, then "
+     "the owner."},
+    {"comment_statement", CF(pgvc_comment_statement), KW,
+     "comment_statement(schema, name, kind, old, new)\n--\n\nThe old comment's own text put "
+     "back above the new stamp, or None."},
     {"libpq_version", libpq_version, METH_NOARGS,
      "libpq_version()\n--\n\nPQlibVersion() of the libpq this module links."},
     {NULL, NULL, 0, NULL},

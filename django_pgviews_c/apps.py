@@ -29,32 +29,37 @@ class ViewConfig(apps.AppConfig):
 
         from django_pgviews_c.sync import sync_pgviews
 
+        from django_pgviews_c.aside import sync_after_migrate
+
         logger.info("All applications have migrated, time to sync")
         verbosity = kwargs.get("verbosity", 1)
         stdout = kwargs.get("stdout")
-        sync_pgviews(
+        sync_after_migrate(
             using,
-            force=True,
-            update=True,
-            check_sql_changed=getattr(settings, "MATERIALIZED_VIEWS_CHECK_SQL_CHANGED", True),
+            lambda: sync_pgviews(
+                using,
+                force=True,
+                update=True,
+                check_sql_changed=getattr(settings, "MATERIALIZED_VIEWS_CHECK_SQL_CHANGED", True),
+                verbosity=verbosity,
+                progress=(lambda text: stdout.write(text)) if stdout is not None else None,
+            ),
             verbosity=verbosity,
-            progress=(lambda text: stdout.write(text)) if stdout is not None else None,
+            stdout=stdout,
         )
 
     def set_views_aside(
         self, sender: Any, app_config: Any, using: str, plan: Any = None, **kwargs: Any
     ) -> None:
-        """pre_migrate, once per run (before the first app): drop the managed views that read
-        the tables the pending migrations change; post_migrate re-creates them."""
+        """pre_migrate, once per run (before the first app): drop the views that read what the
+        pending migrations drop or retype, in the transaction the migrate command ends;
+        post_migrate re-creates them in it (django_pgviews_c.aside)."""
         with_models = [config for config in apps.apps.get_app_configs() if config.models_module is not None]
         if not plan or not with_models or app_config is not with_models[0]:
             return
         from django_pgviews_c.aside import set_views_aside
 
-        labels = set_views_aside(using, plan, kwargs.get("apps"))
-        stdout = kwargs.get("stdout")
-        if labels and stdout is not None and kwargs.get("verbosity", 1) >= 1:
-            stdout.write(f"  Set aside {len(labels)} views the migrations touch: {', '.join(labels)}")
+        set_views_aside(using, plan, verbosity=kwargs.get("verbosity", 1), stdout=kwargs.get("stdout"))
 
     def ready(self) -> None:
         from django.conf import settings

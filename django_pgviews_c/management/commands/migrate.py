@@ -1,3 +1,4 @@
+from django.core.management.base import CommandError
 from django.core.management.commands.migrate import Command as MigrateCommand
 
 from django_pgviews_c import aside
@@ -6,24 +7,26 @@ from django_pgviews_c.management.base import pgviews_errors
 
 
 class Command(MigrateCommand):
+    """Django's migrate, with the views that read what the migrations drop or retype set aside
+    and re-created in one transaction with them (django_pgviews_c.aside)."""
+
     autodetector = PGViewsAutodetector
 
     def handle(self, *args, **options):
         database = options.get("database", "default")
-        aside.set_aside.pop(database, None)
         # A sync that fails in post_migrate ends migrate with a clear message and status 1.
         with pgviews_errors():
+            run = None
             try:
-                return super().handle(*args, **options)
-            except BaseException:
-                # Views set aside before a migration that then failed: put them back.
-                if aside.set_aside.pop(database, None):
-                    from django_pgviews_c.sync import sync_pgviews
-
-                    try:
-                        sync_pgviews(database, force=True, send_signals=False)
-                    except Exception as exc:  # report both, the migration's error first
-                        self.stderr.write(f"could not restore the views set aside: {exc}")
-                raise
-            finally:
-                aside.set_aside.pop(database, None)
+                with aside.around_migrate(database, fake=bool(options.get("fake"))) as run:
+                    return super().handle(*args, **options)
+            except KeyboardInterrupt:
+                if run is not None and run.in_transaction:
+                    raise CommandError(
+                        "interrupted: the migrations and the views set aside for them were rolled "
+                        "back together, nothing was changed"
+                    ) from None
+                raise CommandError(
+                    "interrupted: migrations that finished before stay applied (showmigrations "
+                    "lists them), the one running was rolled back"
+                ) from None

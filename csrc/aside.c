@@ -1,0 +1,416 @@
+/* aside.c: the SQL text of setting views aside around migrate. The Python side
+ * (django_pgviews_c/aside.py) decides what to set aside and when; every statement it sends comes
+ * from here, identifiers quoted by sqlgen.c and values as literals or parameters. */
+#include "aside.h"
+
+#include <string.h>
+
+#include "plan.h"
+#include "sqlgen.h"
+
+/* Parameters (pyformat): tables text[] (quoted, qualified names), columns text[] (a column of
+ * the same table, or NULL for the whole table). One row per view or materialized view that
+ * reads one of those columns (through pg_depend, or through a constraint on it, as a GROUP BY
+ * on a primary key does), or reads such a view, recursively; deepest first. A column that does
+ * not exist (yet) counts as the whole table. */
+static const char aside_sql[] =
+    "WITH RECURSIVE\n"
+    "touched AS (\n"
+    "  SELECT pg_catalog.to_regclass(u.t) AS rel, u.c AS col\n"
+    "  FROM unnest(%(tables)s::text[], %(columns)s::text[]) AS u(t, c)\n"
+    "),\n"
+    "target AS (\n"
+    "  SELECT t.rel, a.attnum, a.attnum IS NULL AS whole\n"
+    "  FROM touched t LEFT JOIN pg_catalog.pg_attribute a\n"
+    "    ON a.attrelid = t.rel AND a.attname = t.col AND NOT a.attisdropped\n"
+    "  WHERE t.rel IS NOT NULL\n"
+    "),\n"
+    "root(oid, referenced) AS (\n"
+    "  SELECT w.ev_class, d.refobjid\n"
+    "  FROM target t\n"
+    "  JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::regclass\n"
+    "    AND d.refobjid = t.rel AND d.classid = 'pg_catalog.pg_rewrite'::regclass\n"
+    "    AND (t.whole OR d.refobjsubid = t.attnum)\n"
+    "  JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid AND w.ev_class <> d.refobjid\n"
+    "  UNION\n"
+    "  SELECT w.ev_class, k.conrelid\n"
+    "  FROM target t\n"
+    "  JOIN pg_catalog.pg_constraint k ON k.conrelid = t.rel\n"
+    "    AND (t.whole OR t.attnum = ANY (k.conkey))\n"
+    "  JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_constraint'::regclass\n"
+    "    AND d.refobjid = k.oid AND d.classid = 'pg_catalog.pg_rewrite'::regclass\n"
+    "  JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid\n"
+    "),\n"
+    "dep(oid, referenced, depth) AS (\n"
+    "  SELECT oid, referenced, 1 FROM root\n"
+    "  UNION\n"
+    "  SELECT w.ev_class, dep.oid, dep.depth + 1\n"
+    "  FROM dep\n"
+    "  JOIN pg_catalog.pg_depend d ON d.refobjid = dep.oid\n"
+    "    AND d.refclassid = 'pg_catalog.pg_class'::regclass\n"
+    "    AND d.classid = 'pg_catalog.pg_rewrite'::regclass\n"
+    "  JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid AND w.ev_class <> d.refobjid\n"
+    "  WHERE dep.depth < 1000\n"
+    "),\n"
+    "agg AS (\n"
+    "  SELECT oid, max(depth) AS depth,\n"
+    "    array_agg(DISTINCT referenced::bigint)\n"
+    "      FILTER (WHERE referenced IN (SELECT oid FROM dep)) AS refs\n"
+    "  FROM dep GROUP BY oid\n"
+    ")\n"
+    "SELECT c.oid::bigint, n.nspname::text, c.relname::text, c.relkind::text, agg.depth,\n"
+    "  c.relispopulated, coalesce(agg.refs, '{}'), pg_catalog.pg_get_viewdef(c.oid),\n"
+    "  ds.description, c.relacl::text[], pg_catalog.pg_get_userbyid(c.relowner)::text,\n"
+    "  ts.spcname::text,\n"
+    "  coalesce((SELECT array_agg(pg_catalog.pg_get_indexdef(x.indexrelid) ORDER BY x.indexrelid)\n"
+    "            FROM pg_catalog.pg_index x WHERE x.indrelid = c.oid), '{}')\n"
+    "FROM agg JOIN pg_catalog.pg_class c ON c.oid = agg.oid\n"
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n"
+    "LEFT JOIN pg_catalog.pg_description ds ON ds.objoid = c.oid\n"
+    "  AND ds.classoid = 'pg_catalog.pg_class'::regclass AND ds.objsubid = 0\n"
+    "LEFT JOIN pg_catalog.pg_tablespace ts ON ts.oid = c.reltablespace\n"
+    "WHERE c.relkind IN ('v', 'm')\n"
+    "ORDER BY agg.depth DESC, 2, 3\n";
+
+/* Parameter (pyformat): names text[] (quoted, qualified). The ones that exist. */
+static const char relations_sql[] =
+    "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relispopulated, ds.description\n"
+    "FROM unnest(%(names)s::text[]) AS u(q)\n"
+    "JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.q)\n"
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n"
+    "LEFT JOIN pg_catalog.pg_description ds ON ds.objoid = c.oid\n"
+    "  AND ds.classoid = 'pg_catalog.pg_class'::regclass AND ds.objsubid = 0\n";
+
+PyObject *pgvc_aside_sql(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    return PyUnicode_FromString(aside_sql);
+}
+
+PyObject *pgvc_aside_relations_sql(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    return PyUnicode_FromString(relations_sql);
+}
+
+PyObject *pgvc_aside_lock_sql(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    return PyUnicode_FromString("SELECT pg_catalog.pg_advisory_xact_lock(%s)");
+}
+
+/* RAISES_NEG: 'v' or 'm' from a kind argument, else -1 with ValueError. */
+static int parse_kind(const char *kind)
+{
+    if ((kind[0] == 'v' || kind[0] == 'm') && !kind[1])
+        return kind[0];
+    PyErr_Format(PyExc_ValueError, "kind must be 'v' or 'm', not '%s'", kind);
+    return -1;
+}
+
+static const char *rel_word(int kind) { return kind == 'm' ? "MATERIALIZED VIEW" : "VIEW"; }
+
+/* RAISES_NEG: append b's text to list as a str, then empty b. */
+static int flush_to(PyObject *list, pgvc_buf *b)
+{
+    PyObject *s;
+    int rc;
+    if (b->oom) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (!(s = PyUnicode_DecodeUTF8(b->data ? b->data : "", (Py_ssize_t)b->len, "strict")))
+        return -1;
+    rc = PyList_Append(list, s);
+    Py_DECREF(s);
+    pgvc_buf_reset(b);
+    return rc;
+}
+
+/* RAISES_NEG: a list argument holding only str (None counts as an empty list). */
+static int check_str_list(PyObject *list, const char *what)
+{
+    if (list == Py_None)
+        return 0;
+    if (!PyList_Check(list)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a list of str or None", what);
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(list); k++) {
+        PyObject *item = PyList_GET_ITEM(list, k);
+        Py_ssize_t len;
+        const char *s;
+        if (!PyUnicode_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "%s must be a list of str or None", what);
+            return -1;
+        }
+        if (!(s = PyUnicode_AsUTF8AndSize(item, &len)))
+            return -1;
+        if ((size_t)len != strlen(s)) {
+            PyErr_Format(PyExc_ValueError, "%s: embedded null character", what);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyObject *pgvc_aside_statement(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"op", "schema", "name", "kind", NULL};
+    const char *op, *schema, *name, *kind_s;
+    int kind;
+    pgvc_buf b;
+    PyObject *out = NULL;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szss:aside_statement", kwlist, &op, &schema, &name,
+                                     &kind_s))
+        return NULL;
+    if ((kind = parse_kind(kind_s)) < 0)
+        return NULL;
+    pgvc_buf_init(&b);
+    if (!strcmp(op, "drop")) {
+        pgvc_buf_puts(&b, "DROP ");
+        pgvc_buf_puts(&b, rel_word(kind));
+        pgvc_buf_puts(&b, " ");
+    } else if (!strcmp(op, "refresh") && kind == 'm') {
+        pgvc_buf_puts(&b, "REFRESH MATERIALIZED VIEW ");
+    } else {
+        PyErr_Format(PyExc_ValueError, "aside_statement: unknown op %s for kind %c", op, kind);
+        goto exit;
+    }
+    pgvc_buf_qualified(&b, schema, name);
+    out = pgvc_buf_to_str(&b);
+exit:
+    pgvc_buf_free(&b);
+    return out;
+}
+
+/* RAISES_NEG: one GRANT per privilege of each aclitem (the owner's own item skipped: its rights
+ * come with ownership), then ALTER ... OWNER TO, each a statement of its own in out. */
+static int grants_into(PyObject *out, const char *schema, const char *name, int kind, PyObject *acl,
+                       const char *owner)
+{
+    pgvc_buf qual, one, stmt;
+    char role[256];
+    int rc = -1;
+    pgvc_buf_init(&qual);
+    pgvc_buf_init(&one);
+    pgvc_buf_init(&stmt);
+    pgvc_buf_qualified(&qual, schema, name);
+    for (Py_ssize_t k = 0; acl != Py_None && k < PyList_GET_SIZE(acl); k++) {
+        const char *item = PyUnicode_AsUTF8(PyList_GET_ITEM(acl, k)), *p, *privs, *grantor;
+        size_t n = 0, prefix;
+        if (!item)
+            goto exit;
+        /* grantee (maybe quoted, "" doubling a quote) '=' privileges '/' grantor */
+        p = item;
+        if (*p == '"') {
+            for (p++; *p && !(*p == '"' && p[1] != '"'); p++) {
+                if (*p == '"')
+                    p++;
+                if (n + 1 < sizeof role)
+                    role[n++] = *p;
+            }
+            if (*p == '"')
+                p++;
+        } else
+            for (; *p && *p != '='; p++)
+                if (n + 1 < sizeof role)
+                    role[n++] = *p;
+        role[n] = '\0';
+        if (*p != '=') {
+            PyErr_Format(PyExc_ValueError, "malformed aclitem %s", item);
+            goto exit;
+        }
+        if (owner && !strcmp(role, owner))
+            continue;
+        prefix = (size_t)(p - item) + 1;
+        privs = p + 1;
+        grantor = strchr(privs, '/');
+        if (!grantor)
+            grantor = privs + strlen(privs);
+        for (p = privs; p < grantor; p++) {
+            if (*p == '*')
+                continue;
+            pgvc_buf_reset(&one);
+            pgvc_buf_put(&one, item, prefix);
+            pgvc_buf_put(&one, p, p[1] == '*' ? 2 : 1);
+            pgvc_buf_puts(&one, grantor);
+            if (one.oom) {
+                PyErr_NoMemory();
+                goto exit;
+            }
+            if (pgvc_acl_to_grants(&stmt, one.data, qual.data) < 0) {
+                PyErr_Format(PyExc_ValueError, "malformed aclitem %s", item);
+                goto exit;
+            }
+            /* pgvc_acl_to_grants ends each statement with ";\n": one statement per execute. */
+            if (stmt.len >= 2)
+                stmt.len -= 2;
+            if (stmt.data)
+                stmt.data[stmt.len] = '\0';
+            if (flush_to(out, &stmt) < 0)
+                goto exit;
+        }
+    }
+    if (owner) {
+        pgvc_buf_puts(&stmt, "ALTER ");
+        pgvc_buf_puts(&stmt, rel_word(kind));
+        pgvc_buf_puts(&stmt, " ");
+        pgvc_buf_puts(&stmt, qual.data ? qual.data : "");
+        pgvc_buf_puts(&stmt, " OWNER TO ");
+        pgvc_buf_ident(&stmt, owner);
+        if (flush_to(out, &stmt) < 0)
+            goto exit;
+    }
+    rc = 0;
+exit:
+    pgvc_buf_free(&qual);
+    pgvc_buf_free(&one);
+    pgvc_buf_free(&stmt);
+    return rc;
+}
+
+PyObject *pgvc_grant_statements(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"schema", "name", "kind", "acl", "owner", NULL};
+    const char *schema, *name, *kind_s, *owner;
+    PyObject *acl, *out = NULL;
+    int kind;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "zssOz:grant_statements", kwlist, &schema, &name,
+                                     &kind_s, &acl, &owner))
+        return NULL;
+    if ((kind = parse_kind(kind_s)) < 0 || check_str_list(acl, "acl") < 0)
+        return NULL;
+    if (!(out = PyList_New(0)))
+        return NULL;
+    if (grants_into(out, schema, name, kind, acl, owner) < 0)
+        Py_CLEAR(out);
+    return out;
+}
+
+PyObject *pgvc_restore_statements(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"schema",  "name", "kind", "definition", "populated", "tablespace",
+                             "indexes", "comment", "acl", "owner", NULL};
+    const char *schema, *name, *kind_s, *definition, *tablespace, *comment, *owner;
+    PyObject *indexes, *acl, *out = NULL;
+    int kind, populated;
+    size_t len;
+    pgvc_buf b;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "zssspzOzOz:restore_statements", kwlist, &schema,
+                                     &name, &kind_s, &definition, &populated, &tablespace,
+                                     &indexes, &comment, &acl, &owner))
+        return NULL;
+    pgvc_buf_init(&b);
+    if ((kind = parse_kind(kind_s)) < 0 || check_str_list(indexes, "indexes") < 0 || check_str_list(acl, "acl") < 0)
+        goto error;
+    if (!(out = PyList_New(0)))
+        goto error;
+    pgvc_buf_puts(&b, "CREATE ");
+    pgvc_buf_puts(&b, rel_word(kind));
+    pgvc_buf_puts(&b, " ");
+    pgvc_buf_qualified(&b, schema, name);
+    if (kind == 'm' && tablespace) {
+        pgvc_buf_puts(&b, " TABLESPACE ");
+        pgvc_buf_ident(&b, tablespace);
+    }
+    pgvc_buf_puts(&b, " AS\n");
+    len = strlen(definition);
+    while (len && strchr("; \n", definition[len - 1]))
+        len--;
+    pgvc_buf_put(&b, definition, len);
+    if (kind == 'm')
+        pgvc_buf_puts(&b, populated ? "\nWITH DATA" : "\nWITH NO DATA");
+    if (flush_to(out, &b) < 0)
+        goto error;
+    /* pg_get_indexdef() output names the relation by its quoted, qualified name already. */
+    for (Py_ssize_t k = 0; indexes != Py_None && k < PyList_GET_SIZE(indexes); k++) {
+        pgvc_buf_puts(&b, PyUnicode_AsUTF8(PyList_GET_ITEM(indexes, k)));
+        if (flush_to(out, &b) < 0)
+            goto error;
+    }
+    if (comment) {
+        pgvc_buf_puts(&b, "COMMENT ON ");
+        pgvc_buf_puts(&b, rel_word(kind));
+        pgvc_buf_puts(&b, " ");
+        pgvc_buf_qualified(&b, schema, name);
+        pgvc_buf_puts(&b, " IS ");
+        pgvc_buf_literal(&b, comment);
+        if (flush_to(out, &b) < 0)
+            goto error;
+    }
+    if (grants_into(out, schema, name, kind, acl, owner) < 0)
+        goto error;
+    pgvc_buf_free(&b);
+    return out;
+error:
+    pgvc_buf_free(&b);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+/* Length of the user's own text of a comment: everything before our stamp's line, without the
+ * newlines that separate them; the whole comment when it has no stamp. *stamp (may be NULL)
+ * gets where the stamp starts. */
+static size_t user_part(const char *comment, const char **stamp)
+{
+    const char *p, *next, *mark = NULL;
+    size_t n;
+    for (p = comment; (next = strstr(p, PGVC_MARK)); p = next + 1)
+        if ((next == comment || next[-1] == '\n') && !strncmp(next + strlen(PGVC_MARK), " body=", 6))
+            mark = next;
+    if (stamp)
+        *stamp = mark;
+    if (!mark)
+        return strlen(comment);
+    n = (size_t)(mark - comment);
+    while (n && comment[n - 1] == '\n')
+        n--;
+    return n;
+}
+
+PyObject *pgvc_comment_statement(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"schema", "name", "kind", "old", "new", NULL};
+    const char *schema, *name, *kind_s, *old, *new_, *stamp = NULL;
+    size_t old_len, new_len;
+    int kind;
+    pgvc_buf text, b;
+    PyObject *out = NULL;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "zsszz:comment_statement", kwlist, &schema, &name,
+                                     &kind_s, &old, &new_))
+        return NULL;
+    if ((kind = parse_kind(kind_s)) < 0)
+        return NULL;
+    if (!old || !(old_len = user_part(old, NULL)))
+        Py_RETURN_NONE;
+    new_len = new_ ? user_part(new_, &stamp) : 0;
+    if (new_len == old_len && !strncmp(new_, old, old_len))
+        Py_RETURN_NONE;
+    pgvc_buf_init(&text);
+    pgvc_buf_init(&b);
+    pgvc_buf_put(&text, old, old_len);
+    if (stamp) {
+        pgvc_buf_puts(&text, "\n");
+        pgvc_buf_puts(&text, stamp);
+    }
+    pgvc_buf_puts(&b, "COMMENT ON ");
+    pgvc_buf_puts(&b, rel_word(kind));
+    pgvc_buf_puts(&b, " ");
+    pgvc_buf_qualified(&b, schema, name);
+    pgvc_buf_puts(&b, " IS ");
+    if (text.oom) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    pgvc_buf_literal(&b, text.data);
+    out = pgvc_buf_to_str(&b);
+exit:
+    pgvc_buf_free(&text);
+    pgvc_buf_free(&b);
+    return out;
+}
