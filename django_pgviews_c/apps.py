@@ -27,9 +27,8 @@ class ViewConfig(apps.AppConfig):
 
         from django.conf import settings
 
-        from django_pgviews_c.sync import sync_pgviews
-
         from django_pgviews_c.aside import sync_after_migrate
+        from django_pgviews_c.sync import sync_pgviews
 
         logger.info("All applications have migrated, time to sync")
         verbosity = kwargs.get("verbosity", 1)

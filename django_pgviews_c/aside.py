@@ -26,8 +26,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connections, router, transaction
 from django.db import Error as DjangoDBError
+from django.db import connections, router, transaction
 from django.db.backends.utils import truncate_name
 from django.db.migrations import operations as ops
 
@@ -125,7 +125,9 @@ def _type_changes(old: Any, new: Any, app_label: str, connection: Any) -> bool:
         return True
 
 
-def _referring_columns(state: Any, app_label: str, model_name: str, using: str, connection: Any) -> list[tuple[str, str]]:
+def _referring_columns(
+    state: Any, app_label: str, model_name: str, using: str, connection: Any
+) -> list[tuple[str, str]]:
     """(table, column) of the foreign keys pointing at a model: Django retypes them with its key."""
     target = f"{app_label}.{model_name}".lower()
     found = []
@@ -142,7 +144,9 @@ def _referring_columns(state: Any, app_label: str, model_name: str, using: str, 
     return found
 
 
-def _forward_touches(op: Any, app_label: str, state: Any, using: str, connection: Any) -> list[tuple[str, str | None]]:
+def _forward_touches(
+    op: Any, app_label: str, state: Any, using: str, connection: Any
+) -> list[tuple[str, str | None]]:
     """What ``op`` (about to run forwards on ``state``) drops or retypes."""
     if isinstance(op, ops.RemoveField):
         table = _model_table(state, app_label, op.model_name, using, connection)
@@ -175,7 +179,9 @@ def _forward_touches(op: Any, app_label: str, state: Any, using: str, connection
     return []
 
 
-def _alter_touches(old: Any, new: Any, op: Any, app_label: str, table: str, state: Any, using: str, connection: Any) -> list[tuple[str, str | None]]:
+def _alter_touches(
+    old: Any, new: Any, op: Any, app_label: str, table: str, state: Any, using: str, connection: Any
+) -> list[tuple[str, str | None]]:
     if not _type_changes(old, new, app_label, connection):
         return []
     touched: list[tuple[str, str | None]] = [(table, _column(old, op.name))]
@@ -184,7 +190,9 @@ def _alter_touches(old: Any, new: Any, op: Any, app_label: str, table: str, stat
     return touched
 
 
-def _backward_touches(op: Any, app_label: str, before: Any, using: str, connection: Any) -> list[tuple[str, str | None]]:
+def _backward_touches(
+    op: Any, app_label: str, before: Any, using: str, connection: Any
+) -> list[tuple[str, str | None]]:
     """What un-applying ``op`` drops or retypes; ``before`` is the state before ``op`` ran."""
     if isinstance(op, ops.AddField):
         table = _model_table(before, app_label, op.model_name, using, connection)
@@ -206,7 +214,9 @@ def _backward_touches(op: Any, app_label: str, before: Any, using: str, connecti
             return []
         if not router.allow_migrate(using, app_label, model_name=op.name_lower):
             return []
-        table = options.get("db_table") or truncate_name(f"{app_label}_{op.name_lower}", connection.ops.max_name_length())
+        table = options.get("db_table") or truncate_name(
+            f"{app_label}_{op.name_lower}", connection.ops.max_name_length()
+        )
         return [(table, None)]
     return []
 
@@ -262,7 +272,9 @@ def _follow_renames(op: Any, app_label: str, state: Any, using: str, connection:
         old = _model_table(state, app_label, name, using, connection)
         probe = state.clone()
         op.state_forwards(app_label, probe)
-        new = _model_table(probe, app_label, op.new_name if isinstance(op, ops.RenameModel) else op.name, using, connection)
+        new = _model_table(
+            probe, app_label, op.new_name if isinstance(op, ops.RenameModel) else op.name, using, connection
+        )
         if old and new and old != new:
             renamed[(new, None)] = renamed.get((old, None), (old, None))
     elif isinstance(op, (ops.RenameField, ops.AlterField)):
@@ -349,9 +361,7 @@ def _managed_models(using: str, current_schema: str) -> dict[tuple[str, str], An
 
 
 def _read(cursor: Any, touches: list[Touch], using: str) -> list[Recorded]:
-    cursor.execute(
-        _ASIDE_SQL, {"tables": [t.table for t in touches], "columns": [t.column for t in touches]}
-    )
+    cursor.execute(_ASIDE_SQL, {"tables": [t.table for t in touches], "columns": [t.column for t in touches]})
     rows = cursor.fetchall()
     if not rows:
         return []
@@ -421,9 +431,7 @@ def _check(found: list[Recorded], touches: list[Touch], plan: list[tuple[Any, bo
     if foreign:
         by_oid = {r.oid: r for r in found}
         for rec in foreign:
-            if _reads_managed(rec, by_oid) and any(
-                r.label and rec.oid in _closure(r, by_oid) for r in found
-            ):
+            if _reads_managed(rec, by_oid) and any(r.label and rec.oid in _closure(r, by_oid) for r in found):
                 raise DependantObjectError(
                     f"{rec.what}, a view django-pgviews-c does not manage, reads views it manages "
                     f"and is read by others it manages, all of which the migrations make it set "
@@ -521,7 +529,9 @@ def _execute(cursor: Any, statement: str, rec: Recorded, doing: str, sql: str | 
         view = f"{doing} {rec.what}"
         if sql is not None and info["position"]:
             offset = statement.find(sql)
-            info["position"] = info["position"] - offset if offset >= 0 and info["position"] > offset else None
+            info["position"] = (
+                info["position"] - offset if offset >= 0 and info["position"] > offset else None
+            )
             raise ViewDefinitionError(message, sql=sql, view=view, **info) from exc
         info["position"] = None
         raise DatabaseError(message, view=view, **info) from exc

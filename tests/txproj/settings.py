@@ -1,0 +1,19 @@
+"""A project whose migrations change columns that views read (tests/test_migrate_aside.py), run
+in processes of its own against its own database (TXPROJ_DB)."""
+
+import os
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ["TXPROJ_DB"],
+        "USER": os.environ.get("PGUSER", "postgres"),
+        "PASSWORD": os.environ.get("PGPASSWORD", ""),
+        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+        "PORT": os.environ.get("PGPORT", "5432"),
+    }
+}
+INSTALLED_APPS = ["django_pgviews_c", "shop"]
+PGVIEWS_RESTORE_DEPENDANTS = bool(os.environ.get("TXPROJ_RESTORE"))
+SECRET_KEY = "txproj"
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
