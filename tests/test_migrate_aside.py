@@ -242,6 +242,20 @@ def test_remove_field_a_view_reads_fails_and_changes_nothing(project):
     assert ("price", "integer") in snapshot()["columns"]
 
 
+def test_alter_field_that_keeps_the_type_sets_nothing_aside(project):
+    before = snapshot()
+    project.edit_models(
+        "price = models.IntegerField()\n    name",
+        "price = models.IntegerField(null=True, db_index=True, help_text='in cents')\n    name",
+    )
+    project.ok("makemigrations", "shop", "-n", "price_nullable")
+    done = project.ok("migrate")
+    assert "Set aside" not in done.stdout
+    after = snapshot()
+    assert after["objects"] == before["objects"]
+    assert after["migrations"] == before["migrations"] + [("0002_price_nullable",)]
+
+
 # -- a column's type changes: set aside and back, in one transaction ----------------------------
 
 
@@ -360,6 +374,33 @@ def test_sigkill_mid_migration_leaves_everything_as_before(project, lock_holder)
     )
     assert snapshot() == before
     assert q("SELECT count(*), sum(price) FROM shop_cheap") == [(2, 12)]
+
+
+def test_unapplying_a_type_change_sets_views_aside_too(project):
+    project.edit_models(
+        "price = models.IntegerField()\n    name", "price = models.BigIntegerField()\n    name"
+    )
+    project.ok("makemigrations", "shop", "-n", "bigger_price")
+    project.ok("migrate")
+    cheap = oid("shop_cheap")
+    done = project.ok("migrate", "shop", "0001_initial")
+    assert "Set aside 2 views" in done.stdout
+    assert oid("shop_cheap") != cheap
+    assert ("price", "integer") in snapshot()["columns"]
+    assert q("SELECT n, total FROM shop_cheapcount") == [(2, 12)]
+
+
+def test_another_apps_migrate_command_is_refused_when_views_must_be_set_aside(project):
+    before = snapshot()
+    project.edit_models(
+        "price = models.IntegerField()\n    name", "price = models.BigIntegerField()\n    name"
+    )
+    project.ok("makemigrations", "shop", "-n", "bigger_price")
+    done = project.django("migrate", TXPROJ_OVERRIDE="1")
+    assert done.returncode != 0
+    assert "shop.Cheap" in done.stderr and "List django_pgviews_c before that app" in done.stderr
+    assert "Nothing was changed" in done.stderr
+    assert snapshot() == before
 
 
 # -- a migration that cannot run in a transaction -----------------------------------------------

@@ -13,7 +13,8 @@ DATABASES = {
         "PORT": os.environ.get("PGPORT", "5432"),
     }
 }
-INSTALLED_APPS = ["django_pgviews_c", "shop"]
+# TXPROJ_OVERRIDE=1: an app whose own migrate command wins over ours (listed first).
+INSTALLED_APPS = (["overrider"] if os.environ.get("TXPROJ_OVERRIDE") else []) + ["django_pgviews_c", "shop"]
 PGVIEWS_RESTORE_DEPENDANTS = bool(os.environ.get("TXPROJ_RESTORE"))
 SECRET_KEY = "txproj"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
