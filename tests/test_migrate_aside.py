@@ -497,12 +497,18 @@ def test_unmanaged_dependants_are_restored_in_the_same_transaction(reader_role, 
         "class Names(pg.MaterializedView):",
     )
     project.ok("sync_pgviews", "-v", "0")
+    # And one of the user's over a view of the project's: restored after the sync.
+    q("CREATE VIEW cheap_total AS SELECT sum(price) AS total FROM shop_cheap")
     project.edit_models(
         "price = models.IntegerField()\n    name", "price = models.BigIntegerField()\n    name"
     )
     project.ok("makemigrations", "shop", "-n", "bigger_price")
     done = project.ok("migrate", TXPROJ_RESTORE="1")
-    assert "Restored 2 views django-pgviews-c does not manage: public.raw_cheap, public.report" in done.stdout
+    assert (
+        "Restored 3 views django-pgviews-c does not manage: public.raw_cheap, public.report, public.cheap_total"
+        in done.stdout
+    )
+    assert q("SELECT total FROM cheap_total") == [(12,)]
     assert q("SELECT name, doubled FROM report ORDER BY name") == [("a", 10), ("b", 14), ("c", 40)]
     assert q("SELECT obj_description('report'::regclass, 'pg_class')") == [("made by hand",)]
     assert q("SELECT has_table_privilege(%s, 'report', 'SELECT')", [reader_role]) == [(True,)]
