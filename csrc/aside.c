@@ -12,7 +12,7 @@
  * the same table, or NULL for the whole table). One row per view or materialized view that
  * reads one of those columns (through pg_depend, or through a constraint on it, as a GROUP BY
  * on a primary key does), or reads such a view, recursively; deepest first. A column that does
- * not exist (yet) counts as the whole table. */
+ * not exist (yet) counts as the whole table. The last column is the current schema. */
 static const char aside_sql[] =
     "WITH RECURSIVE\n"
     "touched AS (\n"
@@ -63,7 +63,8 @@ static const char aside_sql[] =
     "  ds.description, c.relacl::text[], pg_catalog.pg_get_userbyid(c.relowner)::text,\n"
     "  ts.spcname::text,\n"
     "  coalesce((SELECT array_agg(pg_catalog.pg_get_indexdef(x.indexrelid) ORDER BY x.indexrelid)\n"
-    "            FROM pg_catalog.pg_index x WHERE x.indrelid = c.oid), '{}')\n"
+    "            FROM pg_catalog.pg_index x WHERE x.indrelid = c.oid), '{}'),\n"
+    "  pg_catalog.current_schema()::text\n"
     "FROM agg JOIN pg_catalog.pg_class c ON c.oid = agg.oid\n"
     "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n"
     "LEFT JOIN pg_catalog.pg_description ds ON ds.objoid = c.oid\n"

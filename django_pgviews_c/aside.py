@@ -365,11 +365,10 @@ def _read(cursor: Any, touches: list[Touch], using: str) -> list[Recorded]:
     rows = cursor.fetchall()
     if not rows:
         return []
-    cursor.execute("SELECT pg_catalog.current_schema()::text")
-    managed = _managed_models(using, cursor.fetchone()[0])
+    managed = _managed_models(using, rows[0][-1])  # the last column: the current schema
     found = []
     for row in rows:
-        rec = Recorded(*row)
+        rec = Recorded(*row[:-1])
         model = managed.get((rec.schema, rec.name))
         rec.label = model._meta.label if model is not None else None
         found.append(rec)
