@@ -533,3 +533,16 @@ def test_grants_and_comments_of_managed_views_survive(reader_role, project):
     assert comment.startswith("cheap things\n")
     # The stamp below the comment is intact: every view is in sync.
     project.ok("pgviews_status", "--check")
+
+
+def test_unmanaged_dependant_that_cannot_be_restored_changes_nothing(reader_role, project):
+    _own_view(reader_role)
+    before = snapshot()
+    report = oid("report")
+    project.edit_models("    price = models.IntegerField()\n    name", "    name")
+    project.ok("makemigrations", "shop", "-n", "drop_price")
+    done = project.django("migrate", TXPROJ_RESTORE="1")
+    assert done.returncode != 0
+    assert "restore public.report" in done.stderr and "price" in done.stderr
+    assert "at line 2, column" in done.stderr and "price * 2) AS doubled" in done.stderr  # its definition
+    assert snapshot() == before and oid("report") == report
