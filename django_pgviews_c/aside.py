@@ -579,7 +579,7 @@ def sync_after_migrate(
         for rec in early:
             _restore(cursor, rec)
     result = sync()
-    managed = [r for r in found if r.label]
+    managed = [r for r in order if r.label]
     _say(
         stdout,
         verbosity if managed else 0,

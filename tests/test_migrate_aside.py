@@ -351,7 +351,8 @@ def test_reader_waits_for_the_migration_instead_of_failing(project, lock_holder)
     assert [(int(a), int(b)) for a, b in seen["rows"]] == [(2, 12)]
 
 
-def test_sigkill_mid_migration_leaves_everything_as_before(project, lock_holder):
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_mid_migration_leaves_everything_as_before(project, lock_holder, signum):
     before = snapshot()
     project.migration(
         "0002_retype",
@@ -362,9 +363,9 @@ def test_sigkill_mid_migration_leaves_everything_as_before(project, lock_holder)
     proc = project.start("migrate")
     try:
         backend = wait_for("the migration to wait on the lock", advisory_waiter)
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(signum)
         proc.communicate(timeout=60)
-        assert proc.returncode == -signal.SIGKILL
+        assert proc.returncode != 0
     finally:
         lock_holder.release()
     # The server notices the client is gone and rolls its transaction back.
