@@ -397,12 +397,24 @@ def _check(found: list[Recorded], touches: list[Touch], plan: list[tuple[Any, bo
     if non_atomic:
         migration, why = non_atomic
         before = [m for m, _ in plan[: [m for m, _ in plan].index(migration)]]
-        way_out = (
-            f"Run the migrations before it first (manage.py migrate {before[-1].app_label} "
-            f"{before[-1].name}), then migrate again"
-            if before
-            else "Run it on its own"
-        )
+        backwards = plan[0][1]
+        if before and backwards:  # un-apply down to it, leaving it applied
+            way_out = (
+                f"Un-apply the migrations before it first (manage.py migrate {migration.app_label} "
+                f"{migration.name}), then migrate again"
+            )
+        elif before:
+            way_out = (
+                f"Run the migrations before it first (manage.py migrate {before[-1].app_label} "
+                f"{before[-1].name}), then migrate again"
+            )
+        elif backwards:
+            way_out = "Un-apply it on its own first, then migrate again"
+        else:
+            way_out = (
+                f"Run it on its own first (manage.py migrate {migration.app_label} {migration.name}), "
+                f"then migrate again"
+            )
         own = f"{migration.app_label}.{migration.name}" in by
         raise PlanError(
             f"migration {migration.app_label}.{migration.name} cannot run in a transaction ({why}), "
