@@ -118,9 +118,10 @@ static PyObject *run_parallel(PyObject *module, PyObject *args, PyObject *kwargs
     return pgvc_run_parallel(get_state(module), args, kwargs);
 }
 
-static PyObject *execute(PyObject *module, PyObject *args, PyObject *kwargs)
+static PyObject *lock_holders_sql(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    return pgvc_execute(get_state(module), args, kwargs);
+    (void)module;
+    return pgvc_lock_holders_sql();
 }
 
 static PyObject *libpq_version(PyObject *module, PyObject *Py_UNUSED(ignored))
@@ -155,10 +156,13 @@ static PyMethodDef core_methods[] = {
      "catalog_sql()\n--\n\nThe one catalog query plan() reads."},
     {"run_parallel", CF(run_parallel), KW,
      "run_parallel(conninfo, statements, dependencies, priority, jobs, setup=None, "
-     "on_event=None)\n--\n\nRun statements over `jobs` connections, each as soon as its "
-     "dependencies succeeded, highest priority first. Returns (state, seconds, error) each."},
-    {"execute", CF(execute), KW,
-     "execute(conninfo, sql)\n--\n\nConnect, run sql, return the last result's rows as text."},
+     "on_event=None, session=None, guard=None, on_notice=None, lock_retries=10, "
+     "lock_timeout_ms=200, last_lock_timeout_ms=10000)\n--\n\nRun statements over `jobs` "
+     "connections, each as soon as its dependencies succeeded, highest priority (None: longest "
+     "remaining chain) first. Returns (state, seconds, error) each."},
+    {"lock_holders_sql", lock_holders_sql, METH_NOARGS,
+     "lock_holders_sql()\n--\n\nThe query naming the sessions that hold a lock on the relation "
+     "given as its one %s parameter: (pid, application_name, state, query)."},
     {"aside_sql", pgvc_aside_sql, METH_NOARGS,
      "aside_sql()\n--\n\nThe views reading given columns of given tables, recursively, deepest "
      "first, with what restoring them needs."},

@@ -7,15 +7,22 @@
 
 #include "errors.h"
 
-/* _core.run_parallel(conninfo, statements, dependencies, priority, jobs, *, setup=None,
- *                    on_event=None) -> list of (state, seconds, error). NULL on error. */
+/* _core.run_parallel(conninfo, statements, dependencies, priority, jobs, setup=None,
+ *                    on_event=None, session=None, guard=None, on_notice=None, lock_retries=10,
+ *                    lock_timeout_ms=200, last_lock_timeout_ms=10000)
+ *   -> list of (state, seconds, error). NULL on error.
+ * Every argument is checked and copied before any Python code runs. conninfo: libpq keywords
+ * (connect_timeout defaults to 10 s); session: settings applied with set_config after every
+ * connect; priority None: longest remaining chain first; guard[i]: the relation statement i
+ * locks ACCESS EXCLUSIVE, retried with a short lock_timeout and named with its lock holders when
+ * the last, bounded attempt fails; on_notice(i, severity, message) receives server notices. */
 PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs);
-
-/* _core.execute(conninfo, sql) -> list of rows (tuples of str or None) of the last result.
- * A one-shot helper for tools and tests: connect, run, close. NULL on error. */
-PyObject *pgvc_execute(pgvc_state *st, PyObject *args, PyObject *kwargs);
 
 /* _core.libpq_version() -> int */
 PyObject *pgvc_libpq_version(void);
+
+/* _core.lock_holders_sql() -> str: the sessions holding a lock on the relation named by its one
+ * %s parameter: (pid, application_name, state, start of query). */
+PyObject *pgvc_lock_holders_sql(void);
 
 #endif
