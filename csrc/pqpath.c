@@ -548,7 +548,7 @@ static int apply_session(Loop *L, Slot *slot)
 failed:
     if (why == 't')
         PyErr_Format(L->st->ConnectionLostError,
-                     "could not connect: the server did not answer within %.0f s", L->connect_timeout);
+                     "could not connect: the server did not answer within %d s", (int)L->connect_timeout);
     else if (why == 'b')
         PyErr_Format(L->st->ConnectionLostError, "could not connect: %s", PQerrorMessage(slot->conn));
 exit:
@@ -582,9 +582,9 @@ static int connect_slot(Loop *L, Slot *slot)
             goto error;
         if (rc > 0) {
             PyErr_Format(L->st->ConnectionLostError,
-                         "could not connect: the server did not answer within %.0f s "
+                         "could not connect: the server did not answer within %d s "
                          "(connect_timeout)",
-                         L->connect_timeout);
+                         (int)L->connect_timeout);
             goto error;
         }
         Py_BEGIN_ALLOW_THREADS
