@@ -3,7 +3,7 @@ graph in parallel over N libpq connections (the C loop in pqpath.c)."""
 
 from __future__ import annotations
 
-__all__ = ["refresh_specific_views", "refresh_views", "RefreshResult", "connection_params"]
+__all__ = ["refresh_specific_views", "refresh_views", "RefreshResult", "connection_params", "session_settings"]
 
 import logging
 import time
@@ -23,26 +23,50 @@ from django_pgviews_c.exceptions import PGViewsError, RefreshError
 
 logger = logging.getLogger("django_pgviews_c.refresh")
 
-# libpq connection keywords Django's settings may carry (OPTIONS included).
-_LIBPQ_KEYS = {
-    "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "connect_timeout",
-    "client_encoding", "options", "application_name", "fallback_application_name", "keepalives",
-    "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout", "sslmode",
-    "sslcert", "sslkey", "sslpassword", "sslrootcert", "sslcrl", "sslcrldir", "sslsni",
-    "requirepeer", "ssl_min_protocol_version", "ssl_max_protocol_version", "gssencmode",
-    "krbsrvname", "gsslib", "service", "target_session_attrs", "channel_binding", "sslnegotiation",
-    "require_auth", "load_balance_hosts",
+# Connection parameters of Django's backend that are not libpq keywords: the driver's own, or
+# settings Django applies after connecting (session_settings() carries those).
+_NOT_LIBPQ = {
+    "cursor_factory", "context", "prepare_threshold", "pool", "server_side_binding",
+    "assume_role", "isolation_level", "connection_factory", "database",
 }  # fmt: skip
 
 
 def connection_params(connection: BaseDatabaseWrapper) -> dict[str, str]:
-    """libpq keywords for a new connection to the same database as ``connection``."""
+    """libpq keywords for a new connection to the same database as ``connection``. Every key of
+    OPTIONS that is not one of Django's or the driver's own is passed to libpq, which refuses an
+    unknown one by name ("invalid connection option")."""
     params = connection.get_connection_params()
-    out = {k: str(v) for k, v in params.items() if k in _LIBPQ_KEYS and v not in (None, "")}
+    out = {k: str(v) for k, v in params.items() if k not in _NOT_LIBPQ and v is not None and v != ""}
     if "database" in params and "dbname" not in out:
         out["dbname"] = str(params["database"])
     out.setdefault("application_name", "django-pgviews-c refresh")
     return out
+
+
+def session_settings(connection: BaseDatabaseWrapper) -> dict[str, str]:
+    """What Django's backend sets on its connection after connecting (the time zone, the
+    ``assume_role`` role, the ``isolation_level``), for the loop to set on each of its own
+    connections, again after every reconnect."""
+    session: dict[str, str] = {}
+    if connection.timezone_name:
+        session["TimeZone"] = str(connection.timezone_name)
+    options = connection.settings_dict.get("OPTIONS") or {}
+    if options.get("assume_role"):
+        session["role"] = str(options["assume_role"])
+    if options.get("isolation_level") is not None:
+        from django.db.backends.postgresql.psycopg_any import IsolationLevel
+
+        level = IsolationLevel(options["isolation_level"]).name
+        session["default_transaction_isolation"] = level.replace("_", " ").lower()
+    return session
+
+
+_NOTICE_LEVELS = {"WARNING": logging.WARNING, "NOTICE": logging.INFO, "INFO": logging.INFO}
+
+
+def _log_notice(label: str, severity: str, message: str) -> None:
+    """A server NOTICE or WARNING met while refreshing, to the package's logger."""
+    logger.log(_NOTICE_LEVELS.get(severity, logging.DEBUG), "%s: %s: %s", label, severity, message.strip())
 
 
 _POPULATED_SQL = """
@@ -85,7 +109,12 @@ def refresh_views(
     that many new connections; a failure stops only the views that depend on it."""
     graph, nodes = view_graph()
     if models is not None:
+        models = list(models)
         wanted = set(models)
+        known = set(nodes)
+        extra = list(dict.fromkeys(m for m in models if m not in known))
+        if extra:  # views declared outside the project's registry
+            graph, nodes = view_graph(nodes + extra)
         members = [i for i in graph.order() if nodes[i] in wanted]
     else:
         members = graph.order()
@@ -201,8 +230,19 @@ def refresh_views(
                 text += f"  {error['message'].strip()}"
             progress(text)
 
+    def on_notice(k: int, severity: str, message: str) -> None:
+        _log_notice(labels[k] if k >= 0 else f"database {alias!r}", severity, message)
+
     outcome = _core.run_parallel(
-        connection_params(connection), statements, deps, priority, jobs, setup=setup, on_event=on_event
+        connection_params(connection),
+        statements,
+        deps,
+        priority,
+        jobs,
+        setup=setup,
+        on_event=on_event,
+        session=session_settings(connection),
+        on_notice=on_notice,
     )
     for k, (state, seconds, error) in enumerate(outcome):
         label = labels[k]
