@@ -308,13 +308,20 @@ error:
     return NULL;
 }
 
+static int graph_clear(GraphObject *self)
+{
+    Py_CLEAR(self->names);
+    return 0;
+}
+
 static void graph_dealloc(GraphObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     pgvc_graph_free(&self->g);
     free(self->order);
-    Py_CLEAR(self->names);
+    self->order = NULL;
+    graph_clear(self);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -525,6 +532,96 @@ exit:
     return result;
 }
 
+static int cmp_ssize(const void *a, const void *b)
+{
+    Py_ssize_t x = *(const Py_ssize_t *)a, y = *(const Py_ssize_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The graph restricted to `members` (node indices): for each member, the positions (in members)
+ * of the members it depends on directly or through non-members only. Each walk stops at the
+ * first member it meets, so a long chain of members costs its length, not its square. */
+static PyObject *graph_project(GraphObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"members", NULL};
+    PyObject *members, *seq = NULL, *result = NULL;
+    Py_ssize_t n = self->g.n, m, *pos = NULL, *stamp = NULL, *stack = NULL, *found = NULL,
+               *node = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:project", kwlist, &members))
+        return NULL;
+    if (!(seq = PySequence_Fast(members, "project: members must be a sequence of node indices")))
+        return NULL;
+    m = PySequence_Fast_GET_SIZE(seq);
+    pos = malloc(sizeof(Py_ssize_t) * (size_t)(n + 1));
+    stamp = malloc(sizeof(Py_ssize_t) * (size_t)(n + 1));
+    stack = malloc(sizeof(Py_ssize_t) * (size_t)(n + 1));
+    found = malloc(sizeof(Py_ssize_t) * (size_t)(n + 1));
+    node = malloc(sizeof(Py_ssize_t) * (size_t)(m + 1));
+    if (!pos || !stamp || !stack || !found || !node) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        pos[i] = stamp[i] = -1;
+    for (Py_ssize_t k = 0; k < m; k++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, k);
+        Py_ssize_t v;
+        if (!PyLong_Check(o)) {
+            PyErr_Format(PyExc_TypeError, "project: members[%zd] must be an int, not %.100s", k,
+                         Py_TYPE(o)->tp_name);
+            goto exit;
+        }
+        v = PyLong_AsSsize_t(o);
+        if (v == -1 && PyErr_Occurred())
+            goto exit;
+        if (v < 0 || v >= n) {
+            PyErr_Format(PyExc_IndexError, "project: node index %zd out of range", v);
+            goto exit;
+        }
+        if (pos[v] >= 0) {
+            PyErr_Format(PyExc_ValueError, "project: node %zd is a member twice", v);
+            goto exit;
+        }
+        pos[v] = k;
+        node[k] = v;
+    }
+    if (!(result = PyList_New(m)))
+        goto exit;
+    for (Py_ssize_t k = 0; k < m; k++) {
+        Py_ssize_t top = 0, nfound = 0;
+        PyObject *deps;
+        stamp[node[k]] = k;
+        stack[top++] = node[k];
+        while (top) {
+            Py_ssize_t v = stack[--top];
+            for (Py_ssize_t e = self->g.dep_off[v]; e < self->g.dep_off[v + 1]; e++) {
+                Py_ssize_t w = self->g.dep[e];
+                if (stamp[w] == k)
+                    continue;
+                stamp[w] = k;
+                if (pos[w] >= 0)
+                    found[nfound++] = pos[w];
+                else
+                    stack[top++] = w;
+            }
+        }
+        qsort(found, (size_t)nfound, sizeof(Py_ssize_t), cmp_ssize);
+        if (!(deps = index_list(found, nfound))) {
+            Py_CLEAR(result);
+            goto exit;
+        }
+        PyList_SET_ITEM(result, k, deps);
+    }
+exit:
+    Py_XDECREF(seq);
+    free(pos);
+    free(stamp);
+    free(stack);
+    free(found);
+    free(node);
+    return result;
+}
+
 static Py_ssize_t graph_len(GraphObject *self) { return self->g.n; }
 
 static PyObject *graph_get_names(GraphObject *self, void *Py_UNUSED(closure))
@@ -543,6 +640,9 @@ static PyMethodDef graph_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "dependencies(indices, include_self=False)\n--\n\nEvery node the given ones depend on, "
      "directly or not, in order."},
+    {"project", (PyCFunction)(void (*)(void))graph_project, METH_VARARGS | METH_KEYWORDS,
+     "project(members)\n--\n\nThe graph restricted to the given node indices: for each, the "
+     "positions in members of the members it depends on directly or through non-members."},
     {"levels", (PyCFunction)graph_levels, METH_NOARGS,
      "levels()\n--\n\nFor each node, the length of its longest chain of dependencies."},
     {"critical_path", (PyCFunction)(void (*)(void))graph_critical_path,
@@ -561,6 +661,7 @@ static PyType_Slot graph_slots[] = {
     {Py_tp_new, graph_new},
     {Py_tp_dealloc, graph_dealloc},
     {Py_tp_traverse, graph_traverse},
+    {Py_tp_clear, graph_clear},
     {Py_tp_methods, graph_methods},
     {Py_tp_getset, graph_getset},
     {Py_sq_length, graph_len},

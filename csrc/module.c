@@ -8,6 +8,7 @@
 #include "sqlgen.h"
 
 #include <pg_config.h>
+#include <string.h>
 
 static pgvc_state *get_state(PyObject *module) { return (pgvc_state *)PyModule_GetState(module); }
 
@@ -118,6 +119,29 @@ static PyObject *run_parallel(PyObject *module, PyObject *args, PyObject *kwargs
     return pgvc_run_parallel(get_state(module), args, kwargs);
 }
 
+static PyObject *refresh_sql(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"db_table", "concurrently", NULL};
+    const char *db_table, *why = NULL;
+    int concurrently = 0;
+    Py_ssize_t len;
+    pgvc_buf b;
+    PyObject *out;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s#|p:refresh_sql", kwlist, &db_table, &len,
+                                     &concurrently))
+        return NULL;
+    if ((Py_ssize_t)strlen(db_table) != len)
+        return pgvc_raise_invalid_name(get_state(module), db_table, "contains a NUL byte");
+    pgvc_buf_init(&b);
+    if (pgvc_refresh_sql(&b, db_table, concurrently, &why) < 0) {
+        pgvc_buf_free(&b);
+        return pgvc_raise_invalid_name(get_state(module), db_table, why);
+    }
+    out = pgvc_buf_to_str(&b);
+    pgvc_buf_free(&b);
+    return out;
+}
+
 static PyObject *lock_holders_sql(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     (void)module;
@@ -160,6 +184,9 @@ static PyMethodDef core_methods[] = {
      "lock_timeout_ms=200, last_lock_timeout_ms=10000)\n--\n\nRun statements over `jobs` "
      "connections, each as soon as its dependencies succeeded, highest priority (None: longest "
      "remaining chain) first. Returns (state, seconds, error) each."},
+    {"refresh_sql", CF(refresh_sql), KW,
+     "refresh_sql(db_table, concurrently=False)\n--\n\nREFRESH MATERIALIZED VIEW "
+     "[CONCURRENTLY] of a Django db_table, its parts quoted as needed."},
     {"lock_holders_sql", lock_holders_sql, METH_NOARGS,
      "lock_holders_sql()\n--\n\nThe query naming the sessions that hold a lock on the relation "
      "given as its one %s parameter: (pid, application_name, state, query)."},
@@ -215,6 +242,10 @@ static void core_free(void *module) { core_clear((PyObject *)module); }
 
 static PyModuleDef_Slot core_slots[] = {
     {Py_mod_exec, core_exec},
+#ifdef Py_mod_gil
+    /* Graph.order() fills a cache on first use without a lock: the module needs the GIL. */
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
     {0, NULL},
 };
 

@@ -291,3 +291,14 @@ int pgvc_acl_to_grants(pgvc_buf *b, const char *aclitem, const char *target)
     }
     return 0;
 }
+
+int pgvc_refresh_sql(pgvc_buf *b, const char *db_table, int concurrently, const char **why)
+{
+    char schema[PGVC_NAMEDATALEN], name[PGVC_NAMEDATALEN];
+    if (pgvc_split_table(db_table, schema, sizeof schema, name, sizeof name, why) < 0)
+        return -1;
+    pgvc_buf_puts(b, concurrently ? "REFRESH MATERIALIZED VIEW CONCURRENTLY "
+                                  : "REFRESH MATERIALIZED VIEW ");
+    pgvc_buf_qualified(b, schema[0] ? schema : NULL, name);
+    return 0;
+}

@@ -37,6 +37,10 @@ int pgvc_ident_needs_quotes(const char *ident);
 int pgvc_split_table(const char *db_table, char *schema, size_t schema_cap, char *name,
                      size_t name_cap, const char **why);
 
+/* REFRESH MATERIALIZED VIEW [CONCURRENTLY] of a Django db_table, appended to b.
+ * RAISES_NEG: -1 when db_table is malformed (*why says how; nothing appended). */
+int pgvc_refresh_sql(pgvc_buf *b, const char *db_table, int concurrently, const char **why);
+
 /* A derived identifier: base + suffix, within 63 bytes. When too long, base is cut at a UTF-8
  * boundary and an 8-digit hash of the full untruncated name keeps distinct names distinct. */
 void pgvc_derived_name(char out[PGVC_NAMEDATALEN], const char *base, const char *suffix);
