@@ -1,27 +1,43 @@
 """Refreshing materialized views: one at a time on Django's connection, or the whole dependency
-graph in parallel over N libpq connections (the C loop in pqpath.c)."""
+graph in parallel over N libpq connections (the C loop in pqpath.c).
+
+Three strategies: ``_refresh_serial`` (jobs=1, Django's connection, the caller's transaction),
+``_refresh_parallel`` (jobs>1, one database) and ``_refresh_per_database`` (jobs>1, views that
+belong to several databases). A plain REFRESH takes ACCESS EXCLUSIVE: every strategy waits for
+that lock with a short lock_timeout and retries, so readers never queue behind it for long."""
 
 from __future__ import annotations
 
-__all__ = ["refresh_specific_views", "refresh_views", "RefreshResult", "connection_params", "session_settings"]
+__all__ = [
+    "refresh_specific_views",
+    "refresh_views",
+    "RefreshResult",
+    "RefreshInterrupted",
+    "connection_params",
+    "session_settings",
+    "guarded_refresh",
+]
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections, router
+from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 from django.db import Error as DjangoDBError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_pgviews_c import _core
 from django_pgviews_c import view as pg
-from django_pgviews_c.dberrors import connection_is_lost, lost_connection_error
+from django_pgviews_c.dberrors import connection_is_lost, diag, lost_connection_error, sqlstate
+from django_pgviews_c.declarations import setting
 from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies, view_graph
-from django_pgviews_c.exceptions import PGViewsError, RefreshError
+from django_pgviews_c.exceptions import DatabaseError, PGViewsError, RefreshError
 
 logger = logging.getLogger("django_pgviews_c.refresh")
+
+# ---- connections of the loop ------------------------------------------------------------------
 
 # Connection parameters of Django's backend that are not libpq keywords: the driver's own, or
 # settings Django applies after connecting (session_settings() carries those).
@@ -69,11 +85,103 @@ def _log_notice(label: str, severity: str, message: str) -> None:
     logger.log(_NOTICE_LEVELS.get(severity, logging.DEBUG), "%s: %s: %s", label, severity, message.strip())
 
 
-_POPULATED_SQL = """
-SELECT coalesce((SELECT c.relispopulated FROM pg_catalog.pg_class c
-                 WHERE c.oid = pg_catalog.to_regclass(t)), true)
-FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n
-"""
+# ---- lock waits ---------------------------------------------------------------------------------
+
+
+def _lock_settings() -> tuple[int, int, int]:
+    """(retries, lock_timeout of each try in ms, lock_timeout of the last try in ms)."""
+    return (
+        int(setting("PGVIEWS_REFRESH_RETRIES", 10)),
+        int(setting("PGVIEWS_LOCK_TIMEOUT_MS", 200)),
+        int(setting("PGVIEWS_REFRESH_LOCK_TIMEOUT_MS", 10000)),
+    )
+
+
+def _guard_sql(ms: int) -> str:
+    """Set lock_timeout to ``ms`` (the session's own when shorter) for this transaction only,
+    remembering the session's value for _RESTORE_SQL."""
+    ms = int(ms)
+    return (
+        "SELECT pg_catalog.set_config('pgviews_c.lock_timeout', pg_catalog.current_setting('lock_timeout'), "
+        "true), pg_catalog.set_config('lock_timeout', (CASE WHEN s.u > 0 AND s.u < "
+        f"{ms} THEN s.u ELSE {ms} END)::text || 'ms', true) FROM (SELECT (pg_catalog.date_part('epoch', "
+        "pg_catalog.current_setting('lock_timeout')::interval) * 1000)::bigint AS u) s; "
+    )
+
+
+_RESTORE_SQL = (
+    "; SELECT pg_catalog.set_config('lock_timeout', "
+    "pg_catalog.current_setting('pgviews_c.lock_timeout'), true)"
+)
+
+
+def _describe_holders(holders: Sequence[Any] | None) -> str:
+    if not holders:
+        return "no session holds a lock on it any more"
+    parts = []
+    for h in holders:
+        pid, app, state, query = (
+            (h["pid"], h["application_name"], h["state"], h["query"]) if isinstance(h, dict) else h
+        )
+        text = f"pid {pid}"
+        if app:
+            text += f" ({app})"
+        if state:
+            text += f", {state}"
+        if query:
+            text += f": {' '.join(str(query).split())[:60]}"
+        parts.append(text)
+    return "held by " + "; ".join(parts)
+
+
+def _lock_error(conn: BaseDatabaseWrapper, label: str, db_table: str, exc: BaseException) -> DatabaseError:
+    retries, _, last_ms = _lock_settings()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(_core.lock_holders_sql(), [_core.qualified_name(*_core.split_table(db_table))])
+            holders = cursor.fetchall()
+    except DjangoDBError:
+        holders = None
+    info = diag(exc)
+    return DatabaseError(
+        f"could not refresh: another session holds a lock on it ({_describe_holders(holders)}); "
+        f"gave up after {retries + 1} tries, the last waiting {last_ms} ms. It was not refreshed.",
+        sqlstate="55P03",
+        detail=info.get("detail"),
+        hint=info.get("hint"),
+        view=label,
+    )
+
+
+def guarded_refresh(conn: BaseDatabaseWrapper, db_table: str, label: str) -> None:
+    """Plain REFRESH of one view on Django's connection. It needs ACCESS EXCLUSIVE, and a waiting
+    request queues every later reader behind it: each try waits at most PGVIEWS_LOCK_TIMEOUT_MS
+    (200, or the session's lock_timeout when shorter), then steps out and retries after a short
+    back-off, PGVIEWS_REFRESH_RETRIES (10) times; the last try waits at most
+    PGVIEWS_REFRESH_LOCK_TIMEOUT_MS (10000). Then DatabaseError names the sessions holding a lock.
+    statement_timeout is left as the user set it."""
+    retries, short_ms, last_ms = _lock_settings()
+    refresh = pg.refresh_statement(db_table, False)
+    for attempt in range(retries + 1):
+        final = attempt == retries
+        sql = _guard_sql(last_ms if final else short_ms) + refresh + _RESTORE_SQL
+        try:
+            if conn.in_atomic_block:
+                with transaction.atomic(using=conn.alias), conn.cursor() as cursor:
+                    cursor.execute(sql)
+            elif not pg._execute_fast(conn, sql):
+                with conn.cursor() as cursor:
+                    cursor.execute(sql)
+            return
+        except DjangoDBError as exc:
+            if sqlstate(exc) != "55P03":
+                raise
+            if final:
+                raise _lock_error(conn, label, db_table, exc) from exc
+        time.sleep(min(0.05 * (attempt + 1), 0.5))
+
+
+# ---- results ------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -89,24 +197,56 @@ class RefreshResult:
         return len(self.refreshed)
 
 
-def _statement(model: type[pg.MaterializedView], concurrently: bool, strict: bool) -> str:
-    concurrently = model.can_refresh_concurrently(concurrently, strict)
-    return pg.refresh_statement(model._meta.db_table, concurrently)
+class RefreshInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during a refresh. ``refreshed`` were refreshed (committed) before it;
+    ``not_refreshed`` were not: the running statements were cancelled and rolled back."""
+
+    def __init__(self, refreshed: Sequence[str], not_refreshed: Sequence[str]) -> None:
+        self.refreshed = list(refreshed)
+        self.not_refreshed = list(not_refreshed)
+        super().__init__(self.summary())
+
+    def summary(self) -> str:
+        if not self.refreshed:
+            return "interrupted: no materialized view was refreshed, nothing was changed"
+        text = f"interrupted: refreshed before the interrupt: {', '.join(self.refreshed)}"
+        if self.not_refreshed:
+            text += f"; not refreshed: {', '.join(self.not_refreshed)}"
+        return text
 
 
-def refresh_views(
-    models: Iterable[type[pg.View]] | None = None,
-    *,
-    using: str | None = None,
-    concurrently: bool = False,
-    strict: bool = False,
-    jobs: int = 1,
-    progress: Callable[[str], None] | None = None,
-    setup: str | None = None,
-) -> RefreshResult:
-    """Refresh the materialized views among ``models`` (default: all that belong to ``using``),
-    each after the views it depends on. ``jobs`` > 1 refreshes independent views at once over
-    that many new connections; a failure stops only the views that depend on it."""
+def _failure_text(info: dict[str, Any]) -> str:
+    """One failure as RefreshError shows it: the message, SQLSTATE, DETAIL, HINT, lock holders."""
+    text = (info.get("message") or "failed").strip()
+    if info.get("sqlstate") == "55000" and "concurrently" in text:
+        text += " (its concurrent_index is missing in the database: run sync_pgviews to create it)"
+    if info.get("holders") is not None:
+        text += f"; {_describe_holders(info['holders'])}"
+    if info.get("sqlstate"):
+        text += f" (SQLSTATE {info['sqlstate']})"
+    if info.get("detail"):
+        text += f"\nDETAIL: {info['detail']}"
+    if info.get("hint"):
+        text += f"\nHINT: {info['hint']}"
+    return text
+
+
+# ---- what to refresh ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Selection:
+    """The materialized views to refresh, in dependency order, with their projected graph."""
+
+    models: list[type[pg.MaterializedView]]
+    deps: list[list[int]]  # positions in models of the ones each reads (directly or via views)
+
+    @property
+    def labels(self) -> list[str]:
+        return [m._meta.label for m in self.models]
+
+
+def _select(models: Iterable[type[pg.View]] | None, using: str | None) -> _Selection:
     graph, nodes = view_graph()
     if models is not None:
         models = list(models)
@@ -125,107 +265,166 @@ def refresh_views(
         if issubclass(nodes[i], pg.MaterializedView)
         and (using is None or nodes[i].get_view_connection(using=alias, restricted_mode=True) is not None)
     ]
-    statements = [_statement(nodes[i], concurrently, strict) for i in matviews]
+    return _Selection([nodes[i] for i in matviews], graph.project(matviews))
+
+
+def _subset(sel: _Selection, keep: Sequence[int]) -> _Selection:
+    position = {k: p for p, k in enumerate(keep)}
+    return _Selection(
+        [sel.models[k] for k in keep], [[position[d] for d in sel.deps[k] if d in position] for k in keep]
+    )
+
+
+def refresh_views(
+    models: Iterable[type[pg.View]] | None = None,
+    *,
+    using: str | None = None,
+    concurrently: bool = False,
+    strict: bool = False,
+    jobs: int = 1,
+    progress: Callable[[str], None] | None = None,
+    setup: str | None = None,
+) -> RefreshResult:
+    """Refresh the materialized views among ``models`` (default: all that belong to ``using``),
+    each after the views it depends on. ``jobs`` > 1 refreshes independent views at once over
+    that many new connections; a failure stops only the views that depend on it.
+
+    Raises RefreshError naming each failed view (with the server's DETAIL and HINT) and those
+    not refreshed because they depend on one; RefreshInterrupted (a KeyboardInterrupt) on
+    Ctrl-C, saying which views were refreshed before it."""
+    sel = _select(models, using)
+    flags = [m.can_refresh_concurrently(concurrently, strict) for m in sel.models]
     result = RefreshResult()
     started = time.perf_counter()
-    if jobs <= 1 or len(matviews) <= 1:
-        failed: dict[str, str] = {}
-        blocked: set[int] = set()  # views that read a failed one
-        for k, i in enumerate(matviews):
-            model = nodes[i]
-            label = model._meta.label
-            if i in blocked:
-                result.skipped.append(label)
-                continue
-            t0 = time.perf_counter()
-            conn = model.get_view_connection(using=using or router.db_for_write(model), restricted_mode=False)
-            try:
-                pg.run_refresh(
-                    conn, model._meta.db_table, concurrently and model._concurrent_index is not None
-                )
-            except DjangoDBError as exc:
-                if connection_is_lost(conn, exc):
-                    raise lost_connection_error(conn, f"refreshing {label}") from exc
-                info = str(exc.__cause__ or exc).strip().splitlines()[0]
-                state = getattr(exc.__cause__, "sqlstate", getattr(exc.__cause__, "pgcode", None))
-                failed[label] = info + (f" (SQLSTATE {state})" if state else "")
-                if conn.in_atomic_block:
-                    # The caller's transaction is aborted: nothing more can run in it.
-                    rest = [nodes[j]._meta.label for j in matviews[k + 1 :]]
-                    raise RefreshError(failed, rest) from exc
-                blocked.update(graph.dependants([i]))
-                continue
-            result.refreshed.append(label)
-            result.seconds[label] = time.perf_counter() - t0
-            logger.info("pgview %s refreshed", label)
-            if progress:
-                progress(f"  refreshed {label}  {result.seconds[label]:.3f}s")
-        if failed:
-            raise RefreshError(failed, result.skipped)
-        result.wall = time.perf_counter() - started
-        return result
+    try:
+        if jobs <= 1 or len(sel.models) <= 1:
+            _refresh_serial(sel, flags, using, result, progress)
+        elif using is None and _databases(sel) != [DEFAULT_DB_ALIAS]:
+            _refresh_per_database(sel, flags, jobs, result, progress, setup)
+        else:
+            _refresh_parallel(sel, flags, using or DEFAULT_DB_ALIAS, jobs, result, progress, setup)
+    except KeyboardInterrupt as exc:
+        done = set(result.refreshed)
+        raise RefreshInterrupted(result.refreshed, [lb for lb in sel.labels if lb not in done]) from exc
+    result.wall = time.perf_counter() - started
+    if result.failed:
+        raise RefreshError(result.failed, result.skipped)
+    return result
 
-    if using is None:
-        # Without `using`, each view is refreshed on the database it belongs to, as with jobs=1:
-        # one parallel run per database, never every view over the default one's connections.
-        groups: dict[str, list[type[pg.View]]] = {}
-        for i in matviews:
-            groups.setdefault(router.db_for_write(nodes[i]) or DEFAULT_DB_ALIAS, []).append(nodes[i])
-        if list(groups) != [DEFAULT_DB_ALIAS]:
-            failed: dict[str, str] = {}
-            skipped: list[str] = []
-            for db, group in groups.items():
-                try:
-                    part = refresh_views(
-                        group,
-                        using=db,
-                        concurrently=concurrently,
-                        strict=strict,
-                        jobs=jobs,
-                        progress=progress,
-                        setup=setup,
-                    )
-                except RefreshError as exc:
-                    failed.update(exc.failures)
-                    skipped += exc.skipped
-                    continue
-                result.refreshed += part.refreshed
-                result.seconds.update(part.seconds)
-            result.wall = time.perf_counter() - started
-            if failed:
-                raise RefreshError(failed, skipped)
-            return result
 
+def _databases(sel: _Selection) -> list[str]:
+    return list(dict.fromkeys(router.db_for_write(m) or DEFAULT_DB_ALIAS for m in sel.models))
+
+
+def _refreshed(
+    result: RefreshResult, label: str, seconds: float, progress: Callable[[str], None] | None
+) -> None:
+    result.refreshed.append(label)
+    result.seconds[label] = seconds
+    logger.info("pgview %s refreshed", label)
+    if progress:
+        progress(f"  refreshed {label}  {seconds:.3f}s")
+
+
+def _refresh_serial(
+    sel: _Selection,
+    flags: list[bool],
+    using: str | None,
+    result: RefreshResult,
+    progress: Callable[[str], None] | None,
+) -> None:
+    """One view at a time on Django's connection, so the caller's transaction is what each
+    refresh sees. A failed view stops the views that read it (the C graph says which)."""
+    blocked: set[int] = set()
+    dependants = _core.Graph(
+        [str(k) for k in range(len(sel.models))], [[str(d) for d in ds] for ds in sel.deps]
+    )
+    for k, model in enumerate(sel.models):
+        label = model._meta.label
+        if k in blocked:
+            result.skipped.append(label)
+            continue
+        conn = model.get_view_connection(using=using or router.db_for_write(model), restricted_mode=False)
+        t0 = time.perf_counter()
+        try:
+            pg.run_refresh(conn, model._meta.db_table, flags[k], label)
+        except DjangoDBError as exc:
+            if connection_is_lost(conn, exc):
+                raise lost_connection_error(conn, f"refreshing {label}") from exc
+            result.failed[label] = _failure_text(diag(exc))
+            if conn.in_atomic_block and conn.needs_rollback:
+                # The caller's transaction is aborted: nothing more can run in it.
+                raise RefreshError(result.failed, sel.labels[k + 1 :]) from exc
+            blocked.update(dependants.dependants([k]))
+            continue
+        except DatabaseError as exc:  # ours: a lock that was not granted in time
+            result.failed[label] = str(exc).removeprefix(f"{label}: ")
+            blocked.update(dependants.dependants([k]))
+            continue
+        _refreshed(result, label, time.perf_counter() - t0, progress)
+
+
+def _refresh_per_database(
+    sel: _Selection,
+    flags: list[bool],
+    jobs: int,
+    result: RefreshResult,
+    progress: Callable[[str], None] | None,
+    setup: str | None,
+) -> None:
+    """Without ``using``, each view is refreshed on the database it belongs to, as with jobs=1:
+    one parallel run per database, never every view over the default one's connections."""
+    for db in _databases(sel):
+        keep = [k for k, m in enumerate(sel.models) if (router.db_for_write(m) or DEFAULT_DB_ALIAS) == db]
+        part = RefreshResult()
+        try:
+            _refresh_parallel(_subset(sel, keep), [flags[k] for k in keep], db, jobs, part, progress, setup)
+        finally:
+            result.refreshed += part.refreshed
+            result.seconds.update(part.seconds)
+            result.failed.update(part.failed)
+            result.skipped += part.skipped
+
+
+_POPULATED_SQL = """
+SELECT coalesce((SELECT c.relispopulated FROM pg_catalog.pg_class c
+                 WHERE c.oid = pg_catalog.to_regclass(t)), true)
+FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n
+"""
+
+
+def _refresh_parallel(
+    sel: _Selection,
+    flags: list[bool],
+    alias: str,
+    jobs: int,
+    result: RefreshResult,
+    progress: Callable[[str], None] | None,
+    setup: str | None,
+) -> None:
+    """The C loop over ``jobs`` new connections to ``alias``: each view starts as soon as the
+    views it reads are refreshed, longest remaining chain first; a failure skips its dependants."""
     connection = connections[alias]
     if connection.in_atomic_block:
         raise PGViewsError(
             "refresh with jobs > 1 opens its own connections, which cannot see the data of the "
             "open transaction: run it outside transaction.atomic(), or with jobs=1"
         )
-    if concurrently:
+    names = [_core.qualified_name(*_core.split_table(m._meta.db_table)) for m in sel.models]
+    if any(flags):
         # CONCURRENTLY is refused for a view that was never populated: refresh those plainly.
-        tables = [nodes[i]._meta.db_table for i in matviews]
         with connection.cursor() as cursor:
-            cursor.execute(_POPULATED_SQL, [[_core.qualified_name(*_core.split_table(t)) for t in tables]])
+            cursor.execute(_POPULATED_SQL, [names])
             populated = [row[0] for row in cursor.fetchall()]
-        statements = [
-            sql if ok else pg.refresh_statement(table, False)
-            for sql, ok, table in zip(statements, populated, tables, strict=True)
-        ]
-    position = {node: k for k, node in enumerate(matviews)}
-    deps = [[position[j] for j in graph.dependencies([i]) if j in position] for i in matviews]
-    weights = [1.0 if issubclass(m, pg.MaterializedView) else 0.0 for m in nodes]
-    chain = graph.critical_path(weights)
-    priority = [chain[i] for i in matviews]
-    labels = [nodes[i]._meta.label for i in matviews]
+        flags = [f and ok for f, ok in zip(flags, populated, strict=True)]
+    statements = [pg.refresh_statement(m._meta.db_table, f) for m, f in zip(sel.models, flags, strict=True)]
+    labels = sel.labels
 
     def on_event(k: int, state: str, seconds: float, error: dict[str, Any] | None) -> None:
-        if state == "running":
-            return
-        if progress:
+        if state == "ok":
+            _refreshed(result, labels[k], seconds, progress)
+        elif progress and state != "running":
             text = f"  {state:<9} {labels[k]}"
-            if state in ("ok", "failed"):
-                text += f"  {seconds:.3f}s"
             if error:
                 text += f"  {error['message'].strip()}"
             progress(text)
@@ -233,34 +432,27 @@ def refresh_views(
     def on_notice(k: int, severity: str, message: str) -> None:
         _log_notice(labels[k] if k >= 0 else f"database {alias!r}", severity, message)
 
+    retries, short_ms, last_ms = _lock_settings()
     outcome = _core.run_parallel(
         connection_params(connection),
         statements,
-        deps,
-        priority,
+        sel.deps,
+        None,
         jobs,
         setup=setup,
         on_event=on_event,
         session=session_settings(connection),
+        guard=[None if f else name for f, name in zip(flags, names, strict=True)],
         on_notice=on_notice,
+        lock_retries=retries,
+        lock_timeout_ms=short_ms,
+        last_lock_timeout_ms=last_ms,
     )
-    for k, (state, seconds, error) in enumerate(outcome):
-        label = labels[k]
-        if state == "ok":
-            result.refreshed.append(label)
-            result.seconds[label] = seconds
-            logger.info("pgview %s refreshed", label)
-        elif state == "failed":
-            message = error["message"].strip() if error else "failed"
-            if error and error.get("sqlstate"):
-                message += f" (SQLSTATE {error['sqlstate']})"
-            result.failed[label] = message
-        else:
+    for label, (state, _seconds, error) in zip(labels, outcome, strict=True):
+        if state == "failed":
+            result.failed[label] = _failure_text(error or {})
+        elif state != "ok":
             result.skipped.append(label)
-    result.wall = time.perf_counter() - started
-    if result.failed:
-        raise RefreshError(result.failed, result.skipped)
-    return result
 
 
 def refresh_specific_views(
@@ -275,5 +467,4 @@ def refresh_specific_views(
     selected = set(to_refresh)
     selected |= set(get_views_dependants(selected))
     selected |= set(get_views_dependencies(selected))
-    everything = selected
-    return refresh_views(everything, using=using, concurrently=concurrently, strict=strict, jobs=jobs).count
+    return refresh_views(selected, using=using, concurrently=concurrently, strict=strict, jobs=jobs).count

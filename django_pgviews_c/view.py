@@ -236,14 +236,11 @@ _refresh_sql: dict[tuple[str, bool], str] = {}
 
 
 def refresh_statement(db_table: str, concurrently: bool) -> str:
+    """REFRESH MATERIALIZED VIEW [CONCURRENTLY] of ``db_table``, as the core writes it."""
     key = (db_table, concurrently)
     sql = _refresh_sql.get(key)
     if sql is None:
-        schema, name = _core.split_table(db_table)
-        sql = (
-            "REFRESH MATERIALIZED VIEW CONCURRENTLY " if concurrently else "REFRESH MATERIALIZED VIEW "
-        ) + (_core.qualified_name(schema, name))
-        _refresh_sql[key] = sql
+        sql = _refresh_sql[key] = _core.refresh_sql(db_table, concurrently)
     return sql
 
 
@@ -275,13 +272,22 @@ def _execute_fast(conn: BaseDatabaseWrapper, sql: str) -> bool:
 _NOT_POPULATED = ("0A000",)
 
 
-def run_refresh(conn: BaseDatabaseWrapper, db_table: str, concurrently: bool) -> None:
-    """REFRESH one materialized view on ``conn``. A concurrent refresh of a view that was never
-    populated becomes a plain one (inside a savepoint when a transaction is open)."""
+def _sqlstate(exc: BaseException) -> str | None:
+    cause = exc.__cause__ or exc
+    return getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+
+
+def run_refresh(
+    conn: BaseDatabaseWrapper, db_table: str, concurrently: bool, label: str | None = None
+) -> None:
+    """REFRESH one materialized view on ``conn``. A plain refresh takes ACCESS EXCLUSIVE: it
+    waits for the lock with a short lock_timeout and retries, so readers never queue behind it
+    for long (refresh.guarded_refresh). A concurrent refresh of a view that was never populated
+    becomes a plain one (inside a savepoint when a transaction is open)."""
+    from django_pgviews_c.refresh import guarded_refresh
+
     if not concurrently:
-        if not _execute_fast(conn, refresh_statement(db_table, False)):
-            with conn.cursor() as cursor:
-                cursor.execute(refresh_statement(db_table, False))
+        guarded_refresh(conn, db_table, label or db_table)
         return
     with conn.cursor() as cursor:
         try:
@@ -290,13 +296,11 @@ def run_refresh(conn: BaseDatabaseWrapper, db_table: str, concurrently: bool) ->
                     cursor.execute(refresh_statement(db_table, True))
             else:
                 cursor.execute(refresh_statement(db_table, True))
+            return
         except DjangoDatabaseError as exc:
-            if (
-                getattr(exc.__cause__, "sqlstate", getattr(exc.__cause__, "pgcode", None))
-                not in _NOT_POPULATED
-            ):
+            if _sqlstate(exc) not in _NOT_POPULATED:
                 raise
-            cursor.execute(refresh_statement(db_table, False))
+    guarded_refresh(conn, db_table, label or db_table)
 
 
 class MaterializedView(View):
@@ -315,7 +319,8 @@ class MaterializedView(View):
             return concurrently
         message = (
             f"Cannot refresh {cls._meta.label} concurrently: it has no concurrent_index. "
-            f"Add concurrent_index = '<unique column list>' to the class."
+            f"Add concurrent_index = '<unique column list>' to the class, then run "
+            f"sync_pgviews to create the index."
         )
         if strict:
             raise ConcurrentIndexNotDefinedError(message)
@@ -323,21 +328,28 @@ class MaterializedView(View):
         return False
 
     @classmethod
-    def refresh(cls, concurrently: bool = False, strict: bool = False) -> None:
-        """Refresh on Django's own connection, so the caller's transaction (and its uncommitted
-        rows) is what the refresh sees.
+    def refresh(cls, concurrently: bool = False, strict: bool = False, using: str | None = None) -> None:
+        """Refresh on Django's own connection (``using``, default: the router's database for
+        writes), so the caller's transaction (and its uncommitted rows) is what it sees.
 
         ``concurrently`` needs ``concurrent_index``: without one, ``strict`` raises
         ``ConcurrentIndexNotDefinedError``, else a warning is logged and the refresh is plain.
-        A view that was never populated is refreshed plainly (PostgreSQL requires it)."""
+        A view that was never populated is refreshed plainly (PostgreSQL requires it). A server
+        error comes as the driver's own exception (psycopg.errors.UndefinedTable for a missing
+        view), as django-pgviews-redux raises it."""
         if materialized_as_views():  # a plain view in test databases: nothing to refresh
             return
-        conn = cls.get_view_connection(using=router.db_for_write(cls), restricted_mode=False)
+        conn = cls.get_view_connection(using=using or router.db_for_write(cls), restricted_mode=False)
         if not conn:
             logger.warning("Failed to find connection to refresh %s", cls)
             return
         concurrently = cls.can_refresh_concurrently(concurrently, strict)
-        run_refresh(conn, cls._meta.db_table, concurrently)
+        try:
+            run_refresh(conn, cls._meta.db_table, concurrently, cls._meta.label)
+        except DjangoDatabaseError as exc:
+            if exc.__cause__ is not None:
+                raise exc.__cause__ from None
+            raise
 
     class Meta:
         abstract = True

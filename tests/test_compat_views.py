@@ -239,12 +239,12 @@ class TestMaterializedViews:
 
     def test_refresh_of_dropped_view_raises_undefined_table(self):
         execute("DROP MATERIALIZED VIEW viewtest_materializedrelatedview CASCADE")
-        with pytest.raises(ProgrammingError) as info:
+        # The driver's own exception, as django-pgviews-redux lets it through.
+        with pytest.raises(Exception) as info:
             models.MaterializedRelatedView.refresh()
-        assert (
-            getattr(info.value.__cause__, "sqlstate", getattr(info.value.__cause__, "pgcode", None))
-            == "42P01"
-        )
+        assert type(info.value).__name__ == "UndefinedTable"
+        assert type(info.value).__module__.startswith(("psycopg.", "psycopg2."))
+        assert getattr(info.value, "sqlstate", getattr(info.value, "pgcode", None)) == "42P01"
 
     def test_with_data_false_unpopulated_until_refresh(self):
         assert populated("viewtest_materializedviewwithnodata") is False

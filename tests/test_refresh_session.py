@@ -20,7 +20,7 @@ SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "")
 def new_york(transactional_db):
     """The database's default TimeZone is America/New_York; Django (USE_TZ) sets UTC."""
     name = connection.settings_dict["NAME"]
-    execute(f'ALTER DATABASE "{name}" SET timezone = \'America/New_York\'')
+    execute(f"ALTER DATABASE \"{name}\" SET timezone = 'America/New_York'")
     execute(
         "CREATE TABLE t_tzsrc (ts timestamptz); "
         "INSERT INTO t_tzsrc VALUES ('2024-01-01 02:00:00+00'), ('2024-06-30 23:30:00+00')"
@@ -36,10 +36,16 @@ def test_jobs_2_computes_what_jobs_1_computes(new_york):
     b = vs.view("TzHour", "SELECT extract(hour FROM ts)::int AS h FROM t_tzsrc", materialized=True)
     vs.sync()
     refresh_views([a, b], jobs=1)
-    one = (catalog_rows("SELECT d::text FROM t_tzday ORDER BY 1"), catalog_rows("SELECT h FROM t_tzhour ORDER BY 1"))
+    one = (
+        catalog_rows("SELECT d::text FROM t_tzday ORDER BY 1"),
+        catalog_rows("SELECT h FROM t_tzhour ORDER BY 1"),
+    )
     assert one[0] == [("2024-01-01",), ("2024-06-30",)]
     refresh_views([a, b], jobs=2)
-    two = (catalog_rows("SELECT d::text FROM t_tzday ORDER BY 1"), catalog_rows("SELECT h FROM t_tzhour ORDER BY 1"))
+    two = (
+        catalog_rows("SELECT d::text FROM t_tzday ORDER BY 1"),
+        catalog_rows("SELECT h FROM t_tzhour ORDER BY 1"),
+    )
     assert two == one
 
 
@@ -123,7 +129,9 @@ def test_isolation_level_and_options_reach_the_loop(transactional_db):
     try:
         out = _core.run_parallel(
             params,
-            ["INSERT INTO t_iso SELECT current_setting('transaction_isolation'), current_setting('work_mem')"],
+            [
+                "INSERT INTO t_iso SELECT current_setting('transaction_isolation'), current_setting('work_mem')"
+            ],
             [[]],
             None,
             1,
@@ -151,7 +159,9 @@ def test_server_warnings_go_to_the_logger_not_stderr(transactional_db, caplog, c
     finally:
         execute("DROP FUNCTION public.pgvc_warn() CASCADE")
     assert "careful" not in err
-    warnings = [r for r in caplog.records if r.name == "django_pgviews_c.refresh" and r.levelno == logging.WARNING]
+    warnings = [
+        r for r in caplog.records if r.name == "django_pgviews_c.refresh" and r.levelno == logging.WARNING
+    ]
     assert sorted(r.getMessage() for r in warnings) == [
         "viewtest.WarnA: WARNING: careful with this",
         "viewtest.WarnB: WARNING: careful with this",

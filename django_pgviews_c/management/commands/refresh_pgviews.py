@@ -5,8 +5,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from django_pgviews_c.exceptions import ConcurrentIndexNotDefinedError
 from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
-from django_pgviews_c.refresh import refresh_views
+from django_pgviews_c.refresh import RefreshInterrupted, refresh_views
 
 
 class Command(BaseCommand):
@@ -45,13 +46,25 @@ class Command(BaseCommand):
         if options["jobs"] < 1:
             raise CommandError("--jobs must be at least 1")
         verbosity = options["verbosity"]
-        with pgviews_errors():
-            result = refresh_views(
-                using=options["database"],
-                concurrently=options["concurrently"],
-                strict=options["strict"],
-                jobs=options["jobs"],
-                progress=self.stdout.write if verbosity >= 2 else None,
-            )
+        try:
+            with pgviews_errors():
+                try:
+                    result = refresh_views(
+                        using=options["database"],
+                        concurrently=options["concurrently"],
+                        strict=options["strict"],
+                        jobs=options["jobs"],
+                        progress=self.stdout.write if verbosity >= 2 else None,
+                    )
+                except RefreshInterrupted as exc:
+                    raise CommandError(exc.summary()) from None
+        except CommandError as exc:
+            # call_command() gets the exception django-pgviews-redux raised; the command line
+            # keeps the one-paragraph message and exit status 1.
+            if isinstance(exc.__cause__, ConcurrentIndexNotDefinedError) and not getattr(
+                self, "_called_from_command_line", False
+            ):
+                raise exc.__cause__ from None
+            raise
         if verbosity >= 1:
             self.stdout.write(f"refreshed {result.count} materialized views in {result.wall:.2f}s")

@@ -1,0 +1,147 @@
+"""A plain REFRESH takes ACCESS EXCLUSIVE. Waiting for it must not queue readers behind it: each
+try waits briefly, steps out and retries; the last, bounded try ends with an error naming the
+session that holds the lock. Both on Django's connection and in the parallel loop."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.db import connection, connections
+from django.test import override_settings
+
+from django_pgviews_c.exceptions import DatabaseError, RefreshError
+from django_pgviews_c.refresh import refresh_views
+from tests import psycopg_compat
+from tests.helpers import ViewSet, catalog_rows, execute
+
+
+@pytest.fixture
+def views(transactional_db):
+    execute("CREATE TABLE t_locksrc (v int); INSERT INTO t_locksrc VALUES (1)")
+    vs = ViewSet()
+    a = vs.view("LockA", "SELECT v FROM t_locksrc", materialized=True)
+    b = vs.view("LockB", "SELECT count(*)::int AS n FROM t_locksrc", materialized=True)
+    vs.sync()
+    execute("INSERT INTO t_locksrc VALUES (2)")
+    yield a, b
+    execute("DROP TABLE IF EXISTS t_locksrc CASCADE")
+
+
+class Reader:
+    """Another session reading t_locka inside an open transaction: it holds ACCESS SHARE."""
+
+    def __init__(self, app: str) -> None:
+        self.conn = psycopg_compat._connect(connection.settings_dict["NAME"])
+        self.conn.autocommit = False
+        cur = self.conn.cursor()
+        cur.execute(f"SET application_name = '{app}'")
+        cur.execute("SELECT count(*) FROM t_locka")
+        self.pid = self.conn.info.backend_pid if hasattr(self.conn, "info") else self.conn.get_backend_pid()
+
+    def release(self) -> None:
+        self.conn.rollback()
+        self.conn.close()
+
+
+def _wait_for_lock_request(dbname: str) -> None:
+    """Until a session waits for ACCESS EXCLUSIVE on t_locka (seen in pg_locks)."""
+    sql = (
+        "SELECT count(*) FROM pg_locks WHERE relation = 't_locka'::regclass AND NOT granted "
+        "AND mode = 'AccessExclusiveLock'"
+    )
+    deadline = time.monotonic() + 20
+    while psycopg_compat.query(dbname, sql) == [(0,)]:
+        assert time.monotonic() < deadline, "the refresh never asked for its lock"
+        time.sleep(0.02)
+
+
+def _later_reader_gets_through(dbname: str) -> list[tuple]:
+    # Without the guard this reader queues behind the refresh's lock request until the first
+    # reader ends (never, here): its own lock_timeout would fire.
+    return psycopg_compat.query(dbname, "SELECT count(*) FROM t_locka", setup="SET lock_timeout = '20s'")
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_readers_do_not_queue_behind_a_waiting_refresh(views, jobs):
+    dbname = connection.settings_dict["NAME"]
+    reader = Reader("pgvc-lock-reader")
+    outcome: dict = {}
+
+    def refresh() -> None:
+        try:
+            outcome["result"] = refresh_views(list(views), jobs=jobs)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome["error"] = exc
+        finally:
+            connections.close_all()
+
+    with override_settings(PGVIEWS_REFRESH_RETRIES=1000):
+        thread = threading.Thread(target=refresh)
+        thread.start()
+        try:
+            _wait_for_lock_request(dbname)
+            assert _later_reader_gets_through(dbname) == [(1,)]
+        finally:
+            reader.release()
+            thread.join(60)
+    assert "error" not in outcome, outcome.get("error")
+    assert sorted(outcome["result"].refreshed) == ["viewtest.LockA", "viewtest.LockB"]
+    assert catalog_rows("SELECT count(*) FROM t_locka") == [(2,)]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_last_try_is_bounded_and_names_the_holder(views, jobs):
+    reader = Reader("pgvc-lock-holder")
+    try:
+        with (
+            override_settings(PGVIEWS_REFRESH_RETRIES=2, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300),
+            pytest.raises(RefreshError) as info,
+        ):
+            refresh_views(list(views), jobs=jobs)
+    finally:
+        reader.release()
+    err = info.value
+    assert list(err.failures) == ["viewtest.LockA"]
+    text = err.failures["viewtest.LockA"]
+    assert f"pid {reader.pid}" in text and "pgvc-lock-holder" in text and "55P03" in text
+    # The other view was refreshed; the blocked one was not.
+    assert catalog_rows("SELECT n FROM t_lockb") == [(2,)]
+    assert catalog_rows("SELECT count(*) FROM t_locka") == [(1,)]
+
+
+def test_model_refresh_is_guarded_too(views):
+    a, _ = views
+    reader = Reader("pgvc-lock-model")
+    try:
+        with (
+            override_settings(PGVIEWS_REFRESH_RETRIES=1, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300),
+            pytest.raises(DatabaseError) as info,
+        ):
+            a.refresh()
+    finally:
+        reader.release()
+    assert f"pid {reader.pid}" in str(info.value) and "viewtest.LockA" in str(info.value)
+    assert "was not refreshed" in str(info.value)
+
+
+def test_the_users_shorter_lock_timeout_wins(views):
+    # The session's own lock_timeout (1 ms) is shorter than the guard's: each try uses it.
+    a, _ = views
+    reader = Reader("pgvc-lock-user")
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SET lock_timeout = '1ms'")
+        with (
+            override_settings(PGVIEWS_REFRESH_RETRIES=0, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=600000),
+            pytest.raises(DatabaseError),
+        ):
+            a.refresh()
+        with connection.cursor() as cur:
+            cur.execute("SHOW lock_timeout")
+            assert cur.fetchone() == ("1ms",)  # and it is left as it was
+    finally:
+        reader.release()
+        with connection.cursor() as cur:
+            cur.execute("RESET lock_timeout")
