@@ -222,6 +222,13 @@ static int core_exec(PyObject *module)
     st->GraphType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &pgvc_graph_spec, NULL);
     if (!st->GraphType || PyModule_AddType(module, st->GraphType) < 0)
         return -1;
+    {
+        PyObject *schedule = PyType_FromModuleAndSpec(module, &pgvc_schedule_spec, NULL);
+        int rc = schedule ? PyModule_AddType(module, (PyTypeObject *)schedule) : -1;
+        Py_XDECREF(schedule);
+        if (rc < 0)
+            return -1;
+    }
     if (PyModule_AddIntConstant(module, "PG_VERSION_BUILT", PG_VERSION_NUM) < 0)
         return -1;
     return 0;

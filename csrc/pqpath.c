@@ -1005,10 +1005,11 @@ static int load_tasks(Loop *L, PyObject *stmts_in, PyObject *deps_in, PyObject *
     PyObject *stmts = NULL, *deps = NULL, *prio = NULL, *guard = NULL, *d = NULL;
     Py_ssize_t *from = NULL, *to = NULL, ne = 0, cap = 0;
     int rc = -1;
-    if (!(stmts = PySequence_Fast(stmts_in, "run_parallel: statements must be a sequence of str")) ||
+    if ((stmts_in &&
+         !(stmts = PySequence_Fast(stmts_in, "run_parallel: statements must be a sequence of str"))) ||
         !(deps = PySequence_Fast(deps_in, "run_parallel: dependencies must be a sequence")))
         goto exit;
-    L->n = PySequence_Fast_GET_SIZE(stmts);
+    L->n = stmts ? PySequence_Fast_GET_SIZE(stmts) : PySequence_Fast_GET_SIZE(deps);
     if (PySequence_Fast_GET_SIZE(deps) != L->n) {
         PyErr_SetString(PyExc_ValueError, "run_parallel: one dependency list per statement");
         goto exit;
@@ -1036,7 +1037,7 @@ static int load_tasks(Loop *L, PyObject *stmts_in, PyObject *deps_in, PyObject *
     }
     for (Py_ssize_t i = 0; i < L->n; i++) {
         Task *t = &L->tasks[i];
-        if (!(t->sql = owned_str(PySequence_Fast_GET_ITEM(stmts, i), "statements", i)))
+        if (stmts && !(t->sql = owned_str(PySequence_Fast_GET_ITEM(stmts, i), "statements", i)))
             goto exit;
         if (prio) {
             PyObject *p = PySequence_Fast_GET_ITEM(prio, i);
@@ -1354,6 +1355,122 @@ exit:
     loop_free(&L);
     return result;
 }
+
+/* ---- the same schedule, stepped from Python ------------------------------------------------
+ * refresh_views(jobs=1) runs on Django's connection, one statement at a time; it asks this
+ * object what comes next and what a failure stops, so that logic exists once. */
+
+typedef struct {
+    PyObject_HEAD
+    Loop L;
+} ScheduleObject;
+
+static PyObject *schedule_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"dependencies", "priority", NULL};
+    PyObject *deps, *prio = Py_None;
+    ScheduleObject *self;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:Schedule", kwlist, &deps, &prio))
+        return NULL;
+    if (!(self = (ScheduleObject *)type->tp_alloc(type, 0)))
+        return NULL;
+    self->L.on_event = Py_NewRef(Py_None);
+    self->L.on_notice = Py_NewRef(Py_None);
+    self->L.current_task = -1;
+    {
+        PyObject *mod = PyType_GetModule(type);
+        self->L.st = mod ? PyModule_GetState(mod) : NULL;
+    }
+    if (!self->L.st || load_tasks(&self->L, NULL, deps, prio, Py_None) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void schedule_dealloc(ScheduleObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_CLEAR(self->L.on_event);
+    Py_CLEAR(self->L.on_notice);
+    loop_free(&self->L);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *schedule_next(ScheduleObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t i = ready_pop(&self->L);
+    if (i < 0)
+        Py_RETURN_NONE;
+    self->L.tasks[i].state = T_RUNNING;
+    return PyLong_FromSsize_t(i);
+}
+
+static PyObject *schedule_done(ScheduleObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"index", "ok", NULL};
+    Py_ssize_t i;
+    int ok;
+    char *before = NULL;
+    PyObject *skipped = NULL;
+    Loop *L = &self->L;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "np:done", kwlist, &i, &ok))
+        return NULL;
+    if (i < 0 || i >= L->n || L->tasks[i].state != T_RUNNING) {
+        PyErr_Format(PyExc_ValueError, "Schedule.done: statement %zd is not running", i);
+        return NULL;
+    }
+    if (ok)
+        return task_ok(L, i) < 0 ? NULL : PyList_New(0);
+    if (!(before = malloc((size_t)L->n + 1)))
+        return PyErr_NoMemory();
+    for (Py_ssize_t k = 0; k < L->n; k++)
+        before[k] = (char)L->tasks[k].state;
+    if (task_failed(L, i, Py_NewRef(Py_None)) < 0 || !(skipped = PyList_New(0)))
+        goto exit;
+    for (Py_ssize_t k = 0; k < L->n; k++)
+        if (L->tasks[k].state == T_SKIPPED && before[k] != T_SKIPPED) {
+            PyObject *v = PyLong_FromSsize_t(k);
+            if (!v || PyList_Append(skipped, v) < 0) {
+                Py_XDECREF(v);
+                Py_CLEAR(skipped);
+                goto exit;
+            }
+            Py_DECREF(v);
+        }
+exit:
+    free(before);
+    return skipped;
+}
+
+static PyMethodDef schedule_methods[] = {
+    {"next", (PyCFunction)schedule_next, METH_NOARGS,
+     "next()\n--\n\nThe most urgent statement whose dependencies are done (now running), or "
+     "None."},
+    {"done", (PyCFunction)(void (*)(void))schedule_done, METH_VARARGS | METH_KEYWORDS,
+     "done(index, ok)\n--\n\nRecord the end of a running statement. Returns the statements "
+     "that can no longer run because they depend on a failed one (skipped)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot schedule_slots[] = {
+    {Py_tp_new, schedule_new},
+    {Py_tp_dealloc, schedule_dealloc},
+    {Py_tp_methods, schedule_methods},
+    {Py_tp_doc, "Schedule(dependencies, priority=None)\n--\n\nThe parallel loop's schedule, "
+                "stepped one statement at a time: dependencies[i] lists the statements i "
+                "waits for; priority None means longest remaining chain first (ties: lowest "
+                "index)."},
+    {0, NULL},
+};
+
+PyType_Spec pgvc_schedule_spec = {
+    .name = "django_pgviews_c._core.Schedule",
+    .basicsize = sizeof(ScheduleObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = schedule_slots,
+};
 
 PyObject *pgvc_libpq_version(void) { return PyLong_FromLong(PQlibVersion()); }
 

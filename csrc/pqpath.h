@@ -18,6 +18,10 @@
  * the last, bounded attempt fails; on_notice(i, severity, message) receives server notices. */
 PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs);
 
+/* _core.Schedule(dependencies, priority=None): the loop's schedule stepped from Python
+ * (next() -> index or None; done(index, ok) -> indices skipped). */
+extern PyType_Spec pgvc_schedule_spec;
+
 /* _core.libpq_version() -> int */
 PyObject *pgvc_libpq_version(void);
 

@@ -334,16 +334,12 @@ def _refresh_serial(
     progress: Callable[[str], None] | None,
 ) -> None:
     """One view at a time on Django's connection, so the caller's transaction is what each
-    refresh sees. A failed view stops the views that read it (the C graph says which)."""
-    blocked: set[int] = set()
-    dependants = _core.Graph(
-        [str(k) for k in range(len(sel.models))], [[str(d) for d in ds] for ds in sel.deps]
-    )
-    for k, model in enumerate(sel.models):
+    refresh sees, in dependency order (declaration order among equals). The core's schedule
+    says which view comes next and which views a failure stops."""
+    schedule = _core.Schedule(sel.deps, [-float(k) for k in range(len(sel.models))])
+    while (k := schedule.next()) is not None:
+        model = sel.models[k]
         label = model._meta.label
-        if k in blocked:
-            result.skipped.append(label)
-            continue
         conn = model.get_view_connection(using=using or router.db_for_write(model), restricted_mode=False)
         t0 = time.perf_counter()
         try:
@@ -354,13 +350,15 @@ def _refresh_serial(
             result.failed[label] = _failure_text(diag(exc))
             if conn.in_atomic_block and conn.needs_rollback:
                 # The caller's transaction is aborted: nothing more can run in it.
-                raise RefreshError(result.failed, sel.labels[k + 1 :]) from exc
-            blocked.update(dependants.dependants([k]))
+                done = set(result.refreshed) | set(result.failed)
+                raise RefreshError(result.failed, [lb for lb in sel.labels if lb not in done]) from exc
+            result.skipped += [sel.labels[j] for j in schedule.done(k, False)]
             continue
         except DatabaseError as exc:  # ours: a lock that was not granted in time
             result.failed[label] = str(exc).removeprefix(f"{label}: ")
-            blocked.update(dependants.dependants([k]))
+            result.skipped += [sel.labels[j] for j in schedule.done(k, False)]
             continue
+        schedule.done(k, True)
         _refreshed(result, label, time.perf_counter() - t0, progress)
 
 

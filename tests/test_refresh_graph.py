@@ -104,3 +104,24 @@ def test_the_module_exposes_no_dead_helpers():
     import gc
 
     assert gc.is_tracked(g)
+
+
+def test_the_schedule_is_the_loops_own():
+    # refresh_views(jobs=1) steps the same schedule: what comes next, what a failure stops.
+    s = _core.Schedule([[], [0], [1], [], [3]], [-0.0, -1.0, -2.0, -3.0, -4.0])
+    assert s.next() == 0
+    assert s.next() == 3  # 1 waits for 0
+    assert s.done(0, False) == [1, 2]  # 1 and 2 read 0, directly or not
+    assert s.done(3, True) == []
+    assert s.next() == 4
+    assert s.done(4, True) == []
+    assert s.next() is None
+    with pytest.raises(ValueError, match="not running"):
+        s.done(1, True)
+
+
+def test_the_schedule_refuses_a_cycle():
+    from django_pgviews_c.exceptions import CycleError
+
+    with pytest.raises(CycleError):
+        _core.Schedule([[1], [0]])
