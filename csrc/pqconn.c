@@ -1,0 +1,512 @@
+/* pqconn.c: one libpq connection, as the refresh loop uses it: Python input copied into owned
+ * C memory, connecting under a deadline with the session Django's connection has, waiting in
+ * poll() with the GIL released and signals checked, running one query to its end, and a
+ * cancel that gives up after a bound. */
+#include "pqconn.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sqlgen.h"
+
+double pgvc_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- owned copies of Python input ------------------------------------------------------- */
+
+/* A str without NUL bytes, copied with malloc. NULL with TypeError/ValueError naming `what`. */
+char *pgvc_owned_str(PyObject *o, const char *what, Py_ssize_t index)
+{
+    const char *s;
+    Py_ssize_t len;
+    char *copy;
+    if (!PyUnicode_Check(o)) {
+        if (index >= 0)
+            PyErr_Format(PyExc_TypeError, "run_parallel: %s[%zd] must be a str, not %.100s", what,
+                         index, Py_TYPE(o)->tp_name);
+        else
+            PyErr_Format(PyExc_TypeError, "run_parallel: %s must be a str, not %.100s", what,
+                         Py_TYPE(o)->tp_name);
+        return NULL;
+    }
+    if (!(s = PyUnicode_AsUTF8AndSize(o, &len)))
+        return NULL;
+    if ((Py_ssize_t)strlen(s) != len) {
+        if (index >= 0)
+            PyErr_Format(PyExc_ValueError, "run_parallel: %s[%zd] contains a NUL byte", what, index);
+        else
+            PyErr_Format(PyExc_ValueError, "run_parallel: %s contains a NUL byte", what);
+        return NULL;
+    }
+    if (!(copy = malloc((size_t)len + 1))) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(copy, s, (size_t)len + 1);
+    return copy;
+}
+
+void pgvc_pairs_free(pgvc_pairs *p)
+{
+    for (Py_ssize_t i = 0; i < p->n; i++) {
+        free(p->keys[i]);
+        free(p->values[i]);
+    }
+    free(p->keys);
+    free(p->values);
+    memset(p, 0, sizeof *p);
+}
+
+/* RAISES_NEG. A dict of str -> str (None: empty), copied. `what` names the argument. */
+int pgvc_pairs_from_dict(PyObject *dict, const char *what, pgvc_pairs *p)
+{
+    PyObject *k, *v;
+    Py_ssize_t pos = 0, size;
+    memset(p, 0, sizeof *p);
+    if (dict == Py_None)
+        size = 0;
+    else if (!PyDict_Check(dict)) {
+        PyErr_Format(PyExc_TypeError, "run_parallel: %s must be a dict of str to str, not %.100s",
+                     what, Py_TYPE(dict)->tp_name);
+        return -1;
+    } else
+        size = PyDict_GET_SIZE(dict);
+    p->keys = calloc((size_t)size + 1, sizeof(char *));
+    p->values = calloc((size_t)size + 1, sizeof(char *));
+    if (!p->keys || !p->values) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    /* Only C code runs between PyDict_Next calls: the dict cannot change under us. */
+    while (size && PyDict_Next(dict, &pos, &k, &v)) {
+        if (!PyUnicode_Check(k) || !PyUnicode_Check(v)) {
+            PyErr_Format(PyExc_TypeError, "run_parallel: %s must be a dict of str to str (%R: %.100s)",
+                         what, k, Py_TYPE(v)->tp_name);
+            goto error;
+        }
+        if (!(p->keys[p->n] = pgvc_owned_str(k, what, -1)))
+            goto error;
+        if (!(p->values[p->n] = pgvc_owned_str(v, what, -1))) {
+            free(p->keys[p->n]);
+            p->keys[p->n] = NULL;
+            goto error;
+        }
+        p->n++;
+    }
+    return 0;
+error:
+    pgvc_pairs_free(p);
+    return -1;
+}
+
+const char *pgvc_pairs_get(const pgvc_pairs *p, const char *key)
+{
+    for (Py_ssize_t i = 0; i < p->n; i++)
+        if (!strcmp(p->keys[i], key))
+            return p->values[i];
+    return NULL;
+}
+
+/* ---- waiting ------------------------------------------------------------------------------ */
+
+/* Wait until the socket is ready (POLLIN, plus POLLOUT when for_write) or the deadline passes
+ * (deadline <= 0: none), checking signals every SLICE_MS. Returns 0 ready, 1 timed out, -1 with
+ * the signal handler's exception set. */
+int pgvc_wait_socket(PGconn *conn, int for_write, double deadline)
+{
+    struct pollfd pfd;
+    pfd.fd = PQsocket(conn);
+    if (pfd.fd < 0)
+        return 0; /* the next libpq call reports the broken connection */
+    pfd.events = POLLIN | (for_write ? POLLOUT : 0);
+    for (;;) {
+        int rc, slice = PGVC_SLICE_MS;
+        if (deadline > 0) {
+            double left = deadline - pgvc_now();
+            if (left <= 0)
+                return 1;
+            if (left * 1000 < slice)
+                slice = (int)(left * 1000) + 1;
+        }
+        pfd.revents = 0;
+        Py_BEGIN_ALLOW_THREADS
+        rc = poll(&pfd, 1, slice);
+        Py_END_ALLOW_THREADS
+        if (rc > 0)
+            return 0;
+        if (rc < 0 && errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+    }
+}
+
+/* Send what is queued. Returns 0 all sent, 1 more to send, -1 on a broken connection. */
+int pgvc_flush(PGconn *conn)
+{
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = PQflush(conn);
+    Py_END_ALLOW_THREADS
+    return rc;
+}
+
+/* Read what arrived. Returns 1 when PQgetResult will not block, 0 when busy, -1 when broken. */
+int pgvc_consume(PGconn *conn)
+{
+    int ok, busy;
+    Py_BEGIN_ALLOW_THREADS
+    ok = PQconsumeInput(conn);
+    busy = ok ? PQisBusy(conn) : 1;
+    Py_END_ALLOW_THREADS
+    return ok ? !busy : -1;
+}
+
+/* Run one query (params: NULL or nparams strings) and wait for all of its results, until the
+ * deadline (<= 0: none). Returns the first failed result, else the last one; NULL with an
+ * exception set when the connection broke, the deadline passed or a signal arrived (*why says
+ * which: 'b'roken, 't'imeout, 's'ignal). */
+PGresult *pgvc_exec_wait(PGconn *conn, const char *sql, int nparams, const char *const *params,
+                           double deadline, char *why)
+{
+    PGresult *keep = NULL, *r;
+    int sent, rc;
+    *why = 0;
+    if (nparams)
+        sent = PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    else
+        sent = PQsendQuery(conn, sql);
+    if (!sent)
+        goto broken;
+    while ((rc = pgvc_flush(conn)) == 1)
+        if ((rc = pgvc_wait_socket(conn, 1, deadline)) != 0)
+            goto waited;
+    if (rc < 0)
+        goto broken;
+    for (;;) {
+        int ready = pgvc_consume(conn);
+        if (ready < 0)
+            goto broken;
+        if (!ready) {
+            if ((rc = pgvc_wait_socket(conn, 0, deadline)) != 0)
+                goto waited;
+            continue;
+        }
+        if (!(r = PQgetResult(conn)))
+            break;
+        if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR)
+            PQclear(r);
+        else {
+            PQclear(keep);
+            keep = r;
+        }
+    }
+    if (!keep)
+        goto broken;
+    return keep;
+waited:
+    *why = rc > 0 ? 't' : 's';
+    PQclear(keep);
+    return NULL;
+broken:
+    *why = 'b';
+    PQclear(keep);
+    return NULL;
+}
+
+/* ---- cancelling, bounded ------------------------------------------------------------------- */
+
+#ifdef LIBPQ_HAS_ASYNC_CANCEL
+/* libpq >= 17: a non-blocking cancel connection, polled until the deadline. */
+int pgvc_cancel_bounded(PGconn *conn, double seconds, char *reason, size_t reason_cap)
+{
+    PGcancelConn *cc = PQcancelCreate(conn);
+    double deadline = pgvc_now() + seconds;
+    int ok = 0;
+    if (!cc) {
+        snprintf(reason, reason_cap, "out of memory");
+        return 0;
+    }
+    if (!PQcancelStart(cc))
+        goto done;
+    for (;;) {
+        PostgresPollingStatusType s = PQcancelPoll(cc);
+        struct pollfd pfd;
+        if (s == PGRES_POLLING_OK) {
+            ok = 1;
+            break;
+        }
+        if (s == PGRES_POLLING_FAILED)
+            break;
+        if (pgvc_now() >= deadline) {
+            snprintf(reason, reason_cap, "no answer within %.0f s", seconds);
+            PQcancelFinish(cc);
+            return 0;
+        }
+        pfd.fd = PQcancelSocket(cc);
+        pfd.events = s == PGRES_POLLING_WRITING ? POLLOUT : POLLIN;
+        if (poll(&pfd, 1, PGVC_SLICE_MS) < 0 && errno != EINTR)
+            break;
+    }
+done:
+    if (!ok)
+        snprintf(reason, reason_cap, "%s", PQcancelErrorMessage(cc));
+    PQcancelFinish(cc);
+    return ok;
+}
+#else
+/* Older libpq: PQcancel blocks for as long as its connect does, so it runs in a thread of its
+ * own and is abandoned (the thread frees its state) when it outlasts the deadline. */
+typedef struct {
+    PGcancel *cancel;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int finished, abandoned, ok;
+    char errbuf[256];
+} CancelJob;
+
+static void cancel_job_free(CancelJob *j)
+{
+    PQfreeCancel(j->cancel);
+    pthread_mutex_destroy(&j->lock);
+    pthread_cond_destroy(&j->cond);
+    free(j);
+}
+
+static void *cancel_thread(void *arg)
+{
+    CancelJob *j = arg;
+    int ok = PQcancel(j->cancel, j->errbuf, (int)sizeof j->errbuf), abandoned;
+    pthread_mutex_lock(&j->lock);
+    j->ok = ok;
+    j->finished = 1;
+    abandoned = j->abandoned;
+    pthread_cond_signal(&j->cond);
+    pthread_mutex_unlock(&j->lock);
+    if (abandoned)
+        cancel_job_free(j);
+    return NULL;
+}
+
+/* Called without the GIL. Returns 1 when the server accepted the request, else 0 with reason. */
+int pgvc_cancel_bounded(PGconn *conn, double seconds, char *reason, size_t reason_cap)
+{
+    CancelJob *j = calloc(1, sizeof *j);
+    pthread_t th;
+    pthread_attr_t attr;
+    struct timespec until;
+    int ok = 0, finished;
+    if (!j || !(j->cancel = PQgetCancel(conn))) {
+        free(j);
+        snprintf(reason, reason_cap, "could not build a cancel request");
+        return 0;
+    }
+    pthread_mutex_init(&j->lock, NULL);
+    pthread_cond_init(&j->cond, NULL);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&th, &attr, cancel_thread, j) != 0) {
+        pthread_attr_destroy(&attr);
+        cancel_job_free(j);
+        snprintf(reason, reason_cap, "could not start the cancel request");
+        return 0;
+    }
+    pthread_attr_destroy(&attr);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)seconds;
+    pthread_mutex_lock(&j->lock);
+    while (!j->finished)
+        if (pthread_cond_timedwait(&j->cond, &j->lock, &until) == ETIMEDOUT)
+            break;
+    finished = j->finished;
+    if (finished) {
+        ok = j->ok;
+        if (!ok)
+            snprintf(reason, reason_cap, "%s", j->errbuf);
+    } else {
+        j->abandoned = 1;
+        snprintf(reason, reason_cap, "no answer within %.0f s", seconds);
+    }
+    pthread_mutex_unlock(&j->lock);
+    if (finished)
+        cancel_job_free(j);
+    return ok;
+}
+#endif
+
+/* ---- connecting -------------------------------------------------------------------------- */
+
+void pgvc_conn_close(PGconn *conn)
+{
+    if (!conn)
+        return;
+    Py_BEGIN_ALLOW_THREADS
+    PQfinish(conn);
+    Py_END_ALLOW_THREADS
+}
+
+/* The session Django's connection has (set_config for each pair, values as parameters), then the
+ * caller's setup statement; then read lock_timeout (ms, 0: none) into *lock_timeout.
+ * RAISES_NEG. */
+static int apply_session(const pgvc_connopts *L, PGconn *conn, long *lock_timeout)
+{
+    PGresult *r = NULL;
+    pgvc_buf sql;
+    const char **params = NULL;
+    char why;
+    int rc = -1;
+    double deadline = L->connect_timeout > 0 ? pgvc_now() + L->connect_timeout : 0;
+    pgvc_buf_init(&sql);
+    if (L->session.n) {
+        if (!(params = calloc((size_t)(2 * L->session.n), sizeof(char *)))) {
+            PyErr_NoMemory();
+            goto exit;
+        }
+        pgvc_buf_puts(&sql, "SELECT ");
+        for (Py_ssize_t i = 0; i < L->session.n; i++) {
+            char piece[80];
+            snprintf(piece, sizeof piece, "%spg_catalog.set_config($%zd, $%zd, false)", i ? ", " : "",
+                     2 * i + 1, 2 * i + 2);
+            pgvc_buf_puts(&sql, piece);
+            params[2 * i] = L->session.keys[i];
+            params[2 * i + 1] = L->session.values[i];
+        }
+        if (sql.oom) {
+            PyErr_NoMemory();
+            goto exit;
+        }
+        r = pgvc_exec_wait(conn, sql.data, (int)(2 * L->session.n), params, deadline, &why);
+        if (!r)
+            goto failed;
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            pgvc_raise_pg(L->st, conn, r, NULL);
+            goto exit;
+        }
+        PQclear(r);
+    }
+    if (L->setup) {
+        r = pgvc_exec_wait(conn, L->setup, 0, NULL, deadline, &why);
+        if (!r)
+            goto failed;
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+            pgvc_raise_pg(L->st, conn, r, NULL);
+            goto exit;
+        }
+        PQclear(r);
+    }
+    r = pgvc_exec_wait(conn, "SELECT setting FROM pg_catalog.pg_settings WHERE name = 'lock_timeout'",
+                  0, NULL, deadline, &why);
+    if (!r)
+        goto failed;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        pgvc_raise_pg(L->st, conn, r, NULL);
+        goto exit;
+    }
+    *lock_timeout = PQntuples(r) ? atol(PQgetvalue(r, 0, 0)) : 0;
+    rc = 0;
+    goto exit;
+failed:
+    if (why == 't')
+        PyErr_Format(L->st->ConnectionLostError,
+                     "could not connect: the server did not answer within %d s", (int)L->connect_timeout);
+    else if (why == 'b')
+        PyErr_Format(L->st->ConnectionLostError, "could not connect: %s", PQerrorMessage(conn));
+exit:
+    PQclear(r);
+    free(params);
+    pgvc_buf_free(&sql);
+    return rc;
+}
+
+PGconn *pgvc_connect(const pgvc_connopts *L, long *lock_timeout)
+{
+    PGconn *conn = NULL;
+    PostgresPollingStatusType s = PGRES_POLLING_WRITING;
+    double deadline = L->connect_timeout > 0 ? pgvc_now() + L->connect_timeout : 0;
+    Py_BEGIN_ALLOW_THREADS
+    conn = PQconnectStartParams((const char *const *)L->conninfo.keys,
+                                (const char *const *)L->conninfo.values, 0);
+    Py_END_ALLOW_THREADS
+    if (!conn) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (PQstatus(conn) == CONNECTION_BAD)
+        s = PGRES_POLLING_FAILED;
+    while (s != PGRES_POLLING_OK && s != PGRES_POLLING_FAILED) {
+        int rc = pgvc_wait_socket(conn, s == PGRES_POLLING_WRITING, deadline);
+        if (rc < 0)
+            goto error;
+        if (rc > 0) {
+            PyErr_Format(L->st->ConnectionLostError,
+                         "could not connect: the server did not answer within %d s "
+                         "(connect_timeout)",
+                         (int)L->connect_timeout);
+            goto error;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        s = PQconnectPoll(conn);
+        Py_END_ALLOW_THREADS
+    }
+    if (s == PGRES_POLLING_FAILED) {
+        /* The message names host and port, never the password. */
+        PyErr_Format(L->st->ConnectionLostError, "could not connect: %s", PQerrorMessage(conn));
+        goto error;
+    }
+    if (PQsetnonblocking(conn, 1) != 0) {
+        PyErr_Format(L->st->ConnectionLostError, "could not connect: %s", PQerrorMessage(conn));
+        goto error;
+    }
+    if (L->notice)
+        PQsetNoticeReceiver(conn, L->notice, L->notice_arg);
+    if (apply_session(L, conn, lock_timeout) < 0)
+        goto error;
+    return conn;
+error:
+    pgvc_conn_close(conn);
+    return NULL;
+}
+
+/* RAISES_NEG. conninfo (with a default connect_timeout), session and setup, copied. */
+int pgvc_connopts_load(pgvc_connopts *L, PyObject *conninfo, PyObject *session, PyObject *setup)
+{
+    const char *timeout;
+    if (pgvc_pairs_from_dict(conninfo, "conninfo", &L->conninfo) < 0 ||
+        pgvc_pairs_from_dict(session, "session", &L->session) < 0)
+        return -1;
+    if (setup != Py_None && !(L->setup = pgvc_owned_str(setup, "setup", -1)))
+        return -1;
+    timeout = pgvc_pairs_get(&L->conninfo, "connect_timeout");
+    if (timeout) {
+        char *end;
+        long v = strtol(timeout, &end, 10);
+        if (end == timeout || *end) {
+            PyErr_Format(PyExc_ValueError, "run_parallel: conninfo['connect_timeout'] is not an integer: %s",
+                         timeout);
+            return -1;
+        }
+        /* libpq: zero or less waits without end; 1 means 2. */
+        L->connect_timeout = v <= 0 ? 0 : v < 2 ? 2 : (double)v;
+    } else
+        L->connect_timeout = PGVC_DEFAULT_CONNECT_TIMEOUT;
+    return 0;
+}
+
+void pgvc_connopts_free(pgvc_connopts *o)
+{
+    pgvc_pairs_free(&o->conninfo);
+    pgvc_pairs_free(&o->session);
+    free(o->setup);
+    o->setup = NULL;
+}

@@ -1,0 +1,72 @@
+/* pqconn.h: one libpq connection as the refresh loop uses it. Every wait here runs in poll()
+ * with the GIL released and checks signals every PGVC_SLICE_MS; no Python object is touched
+ * while the GIL is released. */
+#ifndef PGVC_PQCONN_H
+#define PGVC_PQCONN_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <libpq-fe.h>
+
+#include "errors.h"
+
+#define PGVC_SLICE_MS 100                /* how often a wait checks for signals */
+#define PGVC_DEFAULT_CONNECT_TIMEOUT 10  /* seconds, unless conninfo says otherwise */
+
+/* Monotonic seconds. */
+double pgvc_now(void);
+
+/* A str without NUL bytes, copied with malloc; NULL with TypeError/ValueError naming
+ * what[index] (index < 0: what). */
+char *pgvc_owned_str(PyObject *o, const char *what, Py_ssize_t index);
+
+/* NULL-terminated key and value arrays, owned. */
+typedef struct {
+    char **keys, **values;
+    Py_ssize_t n;
+} pgvc_pairs;
+
+/* RAISES_NEG. A dict of str -> str (None: empty), copied; `what` names the argument. */
+int pgvc_pairs_from_dict(PyObject *dict, const char *what, pgvc_pairs *p);
+void pgvc_pairs_free(pgvc_pairs *p);
+const char *pgvc_pairs_get(const pgvc_pairs *p, const char *key);
+
+/* How to connect: libpq keywords, the session settings (set_config after every connect), a
+ * setup statement, the connect deadline, and a notice receiver (called without the GIL). */
+typedef struct {
+    pgvc_state *st;
+    pgvc_pairs conninfo, session;
+    char *setup;
+    double connect_timeout; /* seconds; <= 0: none */
+    PQnoticeReceiver notice;
+    void *notice_arg;
+} pgvc_connopts;
+
+/* RAISES_NEG. Copies conninfo, session (dicts of str, or None) and setup (str or None); reads
+ * connect_timeout (libpq's meaning; default PGVC_DEFAULT_CONNECT_TIMEOUT). */
+int pgvc_connopts_load(pgvc_connopts *o, PyObject *conninfo, PyObject *session, PyObject *setup);
+void pgvc_connopts_free(pgvc_connopts *o);
+
+/* Connect (PQconnectStartParams/PQconnectPoll under the deadline), set non-blocking mode, the
+ * notice receiver and the session, and read lock_timeout (ms, 0: none). NULL with
+ * ConnectionLostError naming libpq's reason, or the signal handler's exception. */
+PGconn *pgvc_connect(const pgvc_connopts *o, long *lock_timeout);
+void pgvc_conn_close(PGconn *conn); /* PQfinish with the GIL released; NULL is fine */
+
+/* Wait until the socket is readable (or writable, for_write) or the deadline (<= 0: none)
+ * passes. Returns 0 ready, 1 timed out, -1 with the signal handler's exception set. */
+int pgvc_wait_socket(PGconn *conn, int for_write, double deadline);
+/* PQflush: 0 all sent, 1 more to send, -1 broken. */
+int pgvc_flush(PGconn *conn);
+/* PQconsumeInput then PQisBusy: 1 when PQgetResult will not block, 0 busy, -1 broken. */
+int pgvc_consume(PGconn *conn);
+/* Run one query (nparams parameters) to its end within the deadline: the first failed result,
+ * else the last. NULL with *why 'b' (broken connection, no exception), 't' (deadline, no
+ * exception) or 's' (signal: the exception is set). */
+PGresult *pgvc_exec_wait(PGconn *conn, const char *sql, int nparams, const char *const *params,
+                         double deadline, char *why);
+/* Ask the server to cancel what conn runs, giving up after `seconds`. Call without the GIL.
+ * Returns 1 when the server took the request, else 0 with the reason. */
+int pgvc_cancel_bounded(PGconn *conn, double seconds, char *reason, size_t reason_cap);
+
+#endif
