@@ -142,6 +142,12 @@ static PyObject *refresh_sql(PyObject *module, PyObject *args, PyObject *kwargs)
     return out;
 }
 
+static PyObject *populated_sql(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    return pgvc_populated_sql();
+}
+
 static PyObject *lock_holders_sql(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     (void)module;
@@ -187,6 +193,9 @@ static PyMethodDef core_methods[] = {
     {"refresh_sql", CF(refresh_sql), KW,
      "refresh_sql(db_table, concurrently=False)\n--\n\nREFRESH MATERIALIZED VIEW "
      "[CONCURRENTLY] of a Django db_table, its parts quoted as needed."},
+    {"populated_sql", populated_sql, METH_NOARGS,
+     "populated_sql()\n--\n\nThe query saying, for the relation names in its one %s parameter "
+     "(a text array), whether each materialized view is populated, in order."},
     {"lock_holders_sql", lock_holders_sql, METH_NOARGS,
      "lock_holders_sql()\n--\n\nThe query naming the sessions that hold a lock on the relation "
      "given as its one %s parameter: (pid, application_name, state, query)."},

@@ -487,13 +487,16 @@ int pgvc_connopts_load(pgvc_connopts *L, PyObject *conninfo, PyObject *session, 
         return -1;
     if (setup != Py_None && !(L->setup = pgvc_owned_str(setup, "setup", -1)))
         return -1;
+    /* The user's connect_timeout (the keyword, else the environment, as libpq reads it); an
+     * async connect ignores it, so the deadline is ours to keep. */
     timeout = pgvc_pairs_get(&L->conninfo, "connect_timeout");
+    if (!timeout)
+        timeout = getenv("PGCONNECT_TIMEOUT");
     if (timeout) {
         char *end;
         long v = strtol(timeout, &end, 10);
         if (end == timeout || *end) {
-            PyErr_Format(PyExc_ValueError, "run_parallel: conninfo['connect_timeout'] is not an integer: %s",
-                         timeout);
+            PyErr_Format(PyExc_ValueError, "run_parallel: connect_timeout is not an integer: %s", timeout);
             return -1;
         }
         /* libpq: zero or less waits without end; 1 means 2. */

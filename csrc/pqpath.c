@@ -980,4 +980,12 @@ PyType_Spec pgvc_schedule_spec = {
 
 PyObject *pgvc_libpq_version(void) { return PyLong_FromLong(PQlibVersion()); }
 
+PyObject *pgvc_populated_sql(void)
+{
+    return PyUnicode_FromString(
+        "SELECT coalesce((SELECT c.relispopulated FROM pg_catalog.pg_class c "
+        "WHERE c.oid = pg_catalog.to_regclass(u.t)), true) "
+        "FROM pg_catalog.unnest(%s::text[]) WITH ORDINALITY AS u(t, n) ORDER BY u.n");
+}
+
 PyObject *pgvc_lock_holders_sql(void) { return PyUnicode_FromString(LOCK_HOLDERS_SQL("%s")); }

@@ -29,4 +29,8 @@ PyObject *pgvc_libpq_version(void);
  * %s parameter: (pid, application_name, state, start of query). */
 PyObject *pgvc_lock_holders_sql(void);
 
+/* _core.populated_sql() -> str: for the relation names in its one %s parameter (a text array),
+ * whether each is populated (true when it does not exist), in order. */
+PyObject *pgvc_populated_sql(void);
+
 #endif

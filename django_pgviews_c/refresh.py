@@ -384,13 +384,6 @@ def _refresh_per_database(
             result.skipped += part.skipped
 
 
-_POPULATED_SQL = """
-SELECT coalesce((SELECT c.relispopulated FROM pg_catalog.pg_class c
-                 WHERE c.oid = pg_catalog.to_regclass(t)), true)
-FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n
-"""
-
-
 def _refresh_parallel(
     sel: _Selection,
     flags: list[bool],
@@ -412,7 +405,7 @@ def _refresh_parallel(
     if any(flags):
         # CONCURRENTLY is refused for a view that was never populated: refresh those plainly.
         with connection.cursor() as cursor:
-            cursor.execute(_POPULATED_SQL, [names])
+            cursor.execute(_core.populated_sql(), [names])
             populated = [row[0] for row in cursor.fetchall()]
         flags = [f and ok for f, ok in zip(flags, populated, strict=True)]
     statements = [pg.refresh_statement(m._meta.db_table, f) for m, f in zip(sel.models, flags, strict=True)]

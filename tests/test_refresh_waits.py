@@ -252,3 +252,24 @@ def test_the_gil_is_free_while_the_loop_waits():
         stop.set()
     assert out[0][0] == "ok" and released.is_set()
     assert seen["ok"] > seen["running"]
+
+
+def test_pgconnect_timeout_in_the_environment_is_the_users_too(tmp_path):
+    silent = Silent()
+    try:
+        settings = _settings_module(tmp_path, "silent_env_settings", silent.port)
+        os.environ["PGCONNECT_TIMEOUT"] = "3"
+        try:
+            child = _command(tmp_path, settings, "--jobs", "2")
+        finally:
+            del os.environ["PGCONNECT_TIMEOUT"]
+        try:
+            out, err = child.communicate(timeout=30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+    finally:
+        silent.close()
+    assert child.returncode == 1
+    assert "did not answer within 3 s" in err
