@@ -19,6 +19,7 @@ __all__ = [
 ]
 
 import logging
+import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -201,17 +202,21 @@ class RefreshInterrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM) during a refresh. ``refreshed`` were refreshed (committed) before it;
     ``not_refreshed`` were not: the running statements were cancelled and rolled back."""
 
-    def __init__(self, refreshed: Sequence[str], not_refreshed: Sequence[str]) -> None:
+    def __init__(
+        self, refreshed: Sequence[str], not_refreshed: Sequence[str], signum: int = signal.SIGINT
+    ) -> None:
         self.refreshed = list(refreshed)
         self.not_refreshed = list(not_refreshed)
+        self.signum = signum
         super().__init__(self.summary())
 
     def summary(self) -> str:
+        text = f"interrupted by {signal.Signals(self.signum).name}: "
         if not self.refreshed:
-            return "interrupted: no materialized view was refreshed, nothing was changed"
-        text = f"interrupted: refreshed before the interrupt: {', '.join(self.refreshed)}"
+            return text + "no materialized view was refreshed, nothing was changed"
+        text += f"refreshed before the interrupt: {', '.join(self.refreshed)}"
         if self.not_refreshed:
-            text += f"; not refreshed: {', '.join(self.not_refreshed)}"
+            text += f"; not refreshed (their refreshes were cancelled): {', '.join(self.not_refreshed)}"
         return text
 
 
@@ -305,7 +310,8 @@ def refresh_views(
             _refresh_parallel(sel, flags, using or DEFAULT_DB_ALIAS, jobs, result, progress, setup)
     except KeyboardInterrupt as exc:
         done = set(result.refreshed)
-        raise RefreshInterrupted(result.refreshed, [lb for lb in sel.labels if lb not in done]) from exc
+        not_done = [lb for lb in sel.labels if lb not in done]
+        raise RefreshInterrupted(result.refreshed, not_done, getattr(exc, "signum", signal.SIGINT)) from exc
     result.wall = time.perf_counter() - started
     if result.failed:
         raise RefreshError(result.failed, result.skipped)

@@ -57,7 +57,8 @@ class Command(BaseCommand):
                         progress=self.stdout.write if verbosity >= 2 else None,
                     )
                 except RefreshInterrupted as exc:
-                    raise CommandError(exc.summary()) from None
+                    # Says which views were refreshed before the signal and which were not.
+                    raise CommandError(exc.summary(), returncode=128 + exc.signum) from None
         except CommandError as exc:
             # call_command() gets the exception django-pgviews-redux raised; the command line
             # keeps the one-paragraph message and exit status 1.
