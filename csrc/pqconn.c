@@ -183,10 +183,12 @@ PGresult *pgvc_exec_wait(PGconn *conn, const char *sql, int nparams, const char 
     PGresult *keep = NULL, *r;
     int sent, rc;
     *why = 0;
+    Py_BEGIN_ALLOW_THREADS
     if (nparams)
         sent = PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
     else
         sent = PQsendQuery(conn, sql);
+    Py_END_ALLOW_THREADS
     if (!sent)
         goto broken;
     while ((rc = pgvc_flush(conn)) == 1)
