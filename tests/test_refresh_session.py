@@ -120,7 +120,9 @@ def test_an_option_the_loop_does_not_know_is_refused_by_name(transactional_db):
 def test_isolation_level_and_options_reach_the_loop(transactional_db):
     settings = connection.settings_dict
     saved = dict(settings["OPTIONS"])
-    settings["OPTIONS"].update(isolation_level=3, options="-c work_mem=7MB")  # REPEATABLE READ
+    from django.db.backends.postgresql.psycopg_any import IsolationLevel
+
+    settings["OPTIONS"].update(isolation_level=IsolationLevel.REPEATABLE_READ, options="-c work_mem=7MB")
     try:
         params, session = connection_params(connection), session_settings(connection)
     finally:
