@@ -1,7 +1,4 @@
-/* errors.h: the module state (exception types and the Graph type) and the helpers that raise.
- *
- * The exception classes are defined once, in django_pgviews_c/exceptions.py; the module's exec
- * slot imports them into the state, so C and Python raise the same classes. */
+/* errors.h: the helpers that raise the module state's exceptions (state.h). */
 #ifndef PGVC_ERRORS_H
 #define PGVC_ERRORS_H
 
@@ -9,23 +6,7 @@
 #include <Python.h>
 #include <libpq-fe.h>
 
-typedef struct {
-    PyTypeObject *GraphType;
-    PyObject *PGViewsError;
-    PyObject *CycleError;
-    PyObject *MissingDependencyError;
-    PyObject *InvalidNameError;
-    PyObject *DatabaseError;
-    PyObject *ConnectionLostError;
-    PyObject *QueryCanceledError;
-    PyObject *DependantObjectError;
-    PyObject *PlanError;
-} pgvc_state;
-
-/* RAISES_NEG: returns -1 with an exception set on error. */
-int pgvc_state_load(PyObject *module, pgvc_state *st);
-int pgvc_state_traverse(pgvc_state *st, visitproc visit, void *arg);
-void pgvc_state_clear(pgvc_state *st);
+#include "state.h"
 
 /* Each returns NULL with the exception set (so callers can `return pgvc_raise_...`). */
 PyObject *pgvc_raise_cycle(pgvc_state *st, PyObject *path);

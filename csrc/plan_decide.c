@@ -1,0 +1,316 @@
+/* plan_decide.c: what each item needs. classify() compares one declaration with its catalog
+ * row; propagate() spreads drops along pg_depend and stale data to the materialized views that
+ * read it; choose_chain() picks the changes built together in the build schema. */
+#include "plan_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hash.h"
+
+static void fingerprints(Decl *d)
+{
+    pgvc_hash h;
+    pgvc_hash_init(&h, 1);
+    pgvc_hash_str(&h, d->kind == 'm' ? "m" : "v");
+    pgvc_hash_str(&h, d->sql);
+    if (d->kind == 'm') {
+        pgvc_hash_str(&h, d->with_data ? "data" : "nodata");
+        pgvc_hash_str(&h, d->tablespace);
+    }
+    pgvc_hash_hex(&h, d->body_fp);
+
+    pgvc_hash_init(&h, 2);
+    pgvc_hash_str(&h, d->cidx);
+    pgvc_hash_str(&h, d->cidx_ts);
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(d->indexes); k++) {
+        PyObject *ix = PyTuple_GET_ITEM(d->indexes, k);
+        pgvc_hash_str(&h, PyUnicode_AsUTF8(PyTuple_GET_ITEM(ix, 0)));
+        pgvc_hash_str(&h, PyUnicode_AsUTF8(PyTuple_GET_ITEM(ix, 1)));
+    }
+    pgvc_hash_hex(&h, d->idx_fp);
+
+    d->cidx_name[0] = '\0';
+    if (d->cidx) {
+        /* The name django-pgviews-redux gives it, so that switching keeps the index. Built whole
+         * (a quoted db_table alone may take 257 bytes): a fixed buffer overflowed by one byte
+         * and cut long names to one base, so two views could derive the same index name. */
+        pgvc_buf base;
+        pgvc_buf_init(&base);
+        for (const char *p = d->db_table; *p; p++)
+            pgvc_buf_put(&base, *p == '.' ? "_" : p, 1);
+        pgvc_buf_put(&base, "_", 1);
+        for (const char *p = d->cidx; *p; p++) {
+            if (*p == ' ')
+                continue;
+            pgvc_buf_put(&base, *p == ',' ? "_" : p, 1);
+        }
+        if (d->cidx_ts)
+            pgvc_buf_put(&base, "_", 1);
+        for (const char *p = d->cidx_ts ? d->cidx_ts : ""; *p; p++)
+            pgvc_buf_put(&base, *p == '-' ? "_" : p, 1);
+        /* Out of memory (a few hundred bytes): the db_table alone still gives a valid name. */
+        pgvc_derived_name(d->cidx_name, base.oom || !base.data ? d->db_table : base.data, "_index");
+        pgvc_buf_free(&base);
+    }
+}
+
+/* Do the index names on the catalog row differ from the declared ones? */
+static int indexes_differ(Decl *d, Node *n)
+{
+    PyObject *have = n->index_names;
+    Py_ssize_t want = PyTuple_GET_SIZE(d->indexes) + (d->cidx ? 1 : 0);
+    if (!PyList_Check(have))
+        return 1;
+    if (PyList_GET_SIZE(have) != want)
+        return 1;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(have); k++) {
+        const char *name = PyUnicode_AsUTF8(PyList_GET_ITEM(have, k));
+        int found = name && d->cidx && !strcmp(name, d->cidx_name);
+        for (Py_ssize_t m = 0; !found && m < PyTuple_GET_SIZE(d->indexes); m++)
+            found = name && !strcmp(name, PyUnicode_AsUTF8(PyTuple_GET_ITEM(PyTuple_GET_ITEM(d->indexes, m), 0)));
+        if (!found)
+            return 1;
+    }
+    return 0;
+}
+
+void pgvc_plan_classify(Plan *P, Decl *d, int forced)
+{
+    Node *n = d->node >= 0 ? &P->nodes[d->node] : NULL;
+    const char *why = NULL;
+    fingerprints(d);
+    d->action = A_SKIP;
+    d->status = S_EXISTS;
+    if (!n) {
+        d->action = A_CREATE;
+        d->status = S_CREATED;
+        snprintf(d->reason, sizeof d->reason, "new");
+        return;
+    }
+    if (forced) {
+        d->action = A_RECREATE;
+        d->status = S_FORCED;
+        snprintf(d->reason, sizeof d->reason, "its columns changed incompatibly (--force)");
+        return;
+    }
+    if (n->relkind != d->kind)
+        why = d->kind == 'm' ? "was a view, is now a materialized view"
+                             : "was a materialized view, is now a view";
+    else if (!n->ours)
+        why = "not created by django-pgviews-c (adopting it)";
+    else if (strcmp(n->c_body, d->body_fp))
+        why = "definition changed";
+    else if (n->defmd5 && strcmp(n->defmd5, n->c_def))
+        why = "changed in the database since the last sync";
+    else if (d->kind == 'm' && !P->check_sql_changed)
+        why = "MATERIALIZED_VIEWS_CHECK_SQL_CHANGED is off";
+    if (why) {
+        snprintf(d->reason, sizeof d->reason, "%s", why);
+        /* --no-update leaves what exists; with the SQL check off, materialized views are
+         * rebuilt all the same, as django-pgviews-redux does. */
+        if (!P->update && !(d->kind == 'm' && !P->check_sql_changed))
+            return;
+        d->status = S_UPDATED;
+        if (n->relkind != d->kind)
+            d->action = A_RECREATE;
+        else if (d->kind == 'v')
+            d->action = A_REPLACE;
+        else
+            d->action = P->beside ? A_BESIDE : A_RECREATE;
+        return;
+    }
+    if (n->defmd5) /* same definition, but the rewrite rule row is new (dump and restore) */
+        d->restamp = 1;
+    if (d->kind == 'm') {
+        if (strcmp(n->c_idx, d->idx_fp) || indexes_differ(d, n)) {
+            d->reindex = 1;
+            snprintf(d->reason, sizeof d->reason, "indexes changed");
+        }
+        if (!n->populated && d->with_data) {
+            d->refresh = 1;
+            snprintf(d->reason, sizeof d->reason, "not populated");
+        }
+    }
+}
+
+static const char *item_label(Plan *P, Py_ssize_t it)
+{
+    return it < P->nd ? P->decls[it].label : P->nodes[P->item_node[it]].name;
+}
+
+static int changes_output(Plan *P, Py_ssize_t it)
+{
+    if (it < P->nd) {
+        Decl *d = &P->decls[it];
+        return d->action != A_SKIP || d->refresh || d->chain || (d->kind == 'v' && d->taint);
+    }
+    return P->nodes[P->item_node[it]].relkind == 'v' && P->nodes[P->item_node[it]].taint;
+}
+
+/* The forward pass: drops spread to everything that reads a dropped object, stale data spreads
+ * to every materialized view that reads it. Returns the list of refused dependants. */
+PyObject *pgvc_plan_propagate(Plan *P)
+{
+    PyObject *refused = PyList_New(0);
+    if (!refused)
+        return NULL;
+    for (Py_ssize_t k = 0; k < P->ni; k++) {
+        Py_ssize_t it = P->order[k], nj = P->item_node[it];
+        Node *n = nj >= 0 ? &P->nodes[nj] : NULL;
+        int taint = 0, dropped = 0;
+        Py_ssize_t dropped_by = -1, tainted_by = -1;
+        for (Py_ssize_t e = P->g.dep_off[it]; e < P->g.dep_off[it + 1]; e++) {
+            Py_ssize_t w = P->g.dep[e];
+            if (changes_output(P, w)) {
+                taint = 1;
+                tainted_by = w;
+            }
+        }
+        /* A drop spreads only along what pg_depend records. */
+        for (Py_ssize_t e = n ? P->cg.dep_off[nj] : 0; n && e < P->cg.dep_off[nj + 1]; e++) {
+            Node *w = &P->nodes[P->cg.dep[e]];
+            if (w->dropped) {
+                dropped = 1;
+                dropped_by = w->item;
+            }
+        }
+        if (it < P->nd && P->decls[it].chain) {
+            /* Built anew in the build schema; the old object goes at the swap. */
+            P->decls[it].taint = taint;
+            if (n)
+                n->dropped = 1;
+        } else if (it < P->nd) {
+            Decl *d = &P->decls[it];
+            d->taint = taint;
+            if (d->action == A_BESIDE && taint) {
+                d->action = A_RECREATE;
+                snprintf(d->reason + strlen(d->reason), sizeof d->reason - strlen(d->reason),
+                         "; rebuilt in place after %s", item_label(P, tainted_by));
+            }
+            if (dropped && (d->action == A_SKIP || d->action == A_REPLACE || d->action == A_BESIDE)) {
+                const char *by = item_label(P, dropped_by);
+                if (d->action == A_SKIP)
+                    snprintf(d->reason, sizeof d->reason, "re-created: it reads %s, which is re-created", by);
+                d->action = A_RECREATE;
+                if (d->status == S_EXISTS)
+                    d->status = S_UPDATED;
+                d->refresh = 0;
+                d->reindex = 0;
+            }
+            if (d->action == A_SKIP && d->kind == 'm' && taint && !d->refresh &&
+                (d->with_data || (n && n->populated))) {
+                d->refresh = 1;
+                snprintf(d->reason, sizeof d->reason, "re-populated: it reads %s, which changed",
+                         item_label(P, tainted_by));
+            }
+            if (n && (d->action == A_RECREATE || d->action == A_BESIDE))
+                n->dropped = 1;
+        } else {
+            n->taint = taint;
+            if (dropped) {
+                n->dropped = 1;
+                if (P->restore)
+                    n->restore = 1;
+                else {
+                    const char *by = item_label(P, dropped_by);
+                    PyObject *row = Py_BuildValue("(sssC)", n->schema, n->name, by, (int)n->relkind);
+                    if (!row || PyList_Append(refused, row) < 0) {
+                        Py_XDECREF(row);
+                        Py_DECREF(refused);
+                        return NULL;
+                    }
+                    Py_DECREF(row);
+                }
+            }
+        }
+    }
+    return refused;
+}
+
+static int decl_stale(Decl *d)
+{
+    return d->action != A_SKIP || (d->refresh && d->taint) || (d->kind == 'v' && d->taint);
+}
+
+/* Decide which declarations form chains. Returns the number chosen. */
+Py_ssize_t pgvc_plan_choose_chain(Plan *P)
+{
+    Py_ssize_t count = 0;
+    char *ok = calloc((size_t)P->ni + 1, 1);
+    if (!ok) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    /* Does anything we do not manage read this node, directly or not? Then a drop it did not
+     * need before would take it down: such a node stays out of chains (unless restoring). */
+    for (Py_ssize_t k = P->ni - 1; k >= 0; k--) {
+        Py_ssize_t nj = P->item_node[P->order[k]];
+        if (nj < 0)
+            continue;
+        for (Py_ssize_t e = P->cg.rdep_off[nj]; e < P->cg.rdep_off[nj + 1]; e++) {
+            Node *w = &P->nodes[P->cg.rdep[e]];
+            if (w->decl < 0 || w->external_below)
+                P->nodes[nj].external_below = 1;
+        }
+    }
+    /* ok[it]: the item's new version can be built in the build schema, from new versions of
+     * everything changed that it reads. */
+    for (Py_ssize_t k = 0; k < P->ni; k++) {
+        Py_ssize_t it = P->order[k];
+        Decl *d;
+        Node *n;
+        int good;
+        if (it >= P->nd)
+            continue;
+        d = &P->decls[it];
+        n = d->node >= 0 ? &P->nodes[d->node] : NULL;
+        if (!decl_stale(d))
+            continue;
+        good = !strcmp(d->schema, P->current_schema) && (P->restore || !n || !n->external_below) &&
+               (!n || n->relkind == d->kind);
+        for (Py_ssize_t e = P->g.dep_off[it]; good && e < P->g.dep_off[it + 1]; e++) {
+            Py_ssize_t w = P->g.dep[e];
+            if (w >= P->nd)
+                good = !P->nodes[P->item_node[w]].taint; /* an unmanaged view that changes */
+            else if (decl_stale(&P->decls[w]))
+                good = ok[w];
+        }
+        ok[it] = (char)good;
+    }
+    /* A chain is worth building for a materialized view that must be rebuilt or re-populated
+     * because of what it reads; it takes with it the changed things it reads. */
+    for (Py_ssize_t k = P->ni - 1; k >= 0; k--) {
+        Py_ssize_t it = P->order[k];
+        Decl *d;
+        if (it >= P->nd)
+            continue;
+        d = &P->decls[it];
+        if (!ok[it])
+            continue;
+        if (!d->chain && d->kind == 'm' && d->taint && d->node >= 0)
+            d->chain = 1;
+        if (!d->chain)
+            continue;
+        for (Py_ssize_t e = P->g.dep_off[it]; e < P->g.dep_off[it + 1]; e++) {
+            Py_ssize_t w = P->g.dep[e];
+            if (w < P->nd && decl_stale(&P->decls[w]))
+                P->decls[w].chain = 1;
+        }
+    }
+    for (Py_ssize_t i = 0; i < P->nd; i++)
+        if (P->decls[i].chain) {
+            char *inplace = strstr(P->decls[i].reason, "; rebuilt in place after");
+            if (inplace)
+                *inplace = '\0';
+            if (!P->decls[i].reason[0])
+                snprintf(P->decls[i].reason, sizeof P->decls[i].reason,
+                         "rebuilt beside the old one, with the changed views it reads");
+            count++;
+            P->decls[i].refresh = 0;
+            P->decls[i].reindex = 0;
+        }
+    free(ok);
+    return count;
+}

@@ -1,0 +1,102 @@
+/* plan_int.h: the planner's private shapes, shared by its files (plan.c, plan_input.c,
+ * plan_graph.c, plan_decide.c, ddl.c). Nothing outside the planner includes it. */
+#ifndef PGVC_PLAN_INT_H
+#define PGVC_PLAN_INT_H
+
+#include "plan.h"
+
+#include "graph.h"
+#include "sqlgen.h"
+
+/* The positional contract of plan()'s input: one declaration tuple (declarations.py builds it)
+ * and one catalog row (catalog.c's query returns it). */
+enum { D_LABEL, D_SCHEMA, D_NAME, D_KIND, D_SQL, D_DEPS, D_WITH_DATA, D_TABLESPACE, D_INDEXES,
+       D_CIDX, D_CIDX_TS, D_DBTABLE, D_NFIELDS };
+enum { C_OID, C_SCHEMA, C_NAME, C_KIND, C_COMMENT, C_POPULATED, C_TABLESPACE, C_RW, C_DEFMD5,
+       C_OWNER, C_ACL, C_INDEXES, C_REFS, C_FULLDEF, C_INDEXDEFS, C_CURSCHEMA, C_NFIELDS };
+
+enum action { A_SKIP, A_CREATE, A_REPLACE, A_RECREATE, A_BESIDE };
+enum status { S_CREATED, S_UPDATED, S_EXISTS, S_FORCED };
+
+typedef struct {
+    const char *label, *schema, *name, *sql, *tablespace, *cidx, *cidx_ts, *db_table;
+    PyObject *label_obj, *deps, *indexes;
+    char kind;
+    int with_data, explicit_schema;
+    Py_ssize_t node;
+    int action, status, refresh, reindex, restamp, dropped, taint;
+    int chain; /* built in the build schema (phase 0), moved into place (phase 1) */
+    char reason[200];
+    char body_fp[33], idx_fp[33];
+    char cidx_name[PGVC_NAMEDATALEN];
+} Decl;
+
+typedef struct {
+    const char *schema, *name, *comment, *tablespace, *rw, *defmd5, *owner, *fulldef;
+    PyObject *acl, *index_names, *refs, *index_defs;
+    char relkind;
+    int populated;
+    Py_ssize_t decl, item;
+    long long oid;
+    int dropped, restore, taint, external_below;
+    /* our part of the comment */
+    int ours;
+    char c_body[33], c_idx[33], c_def[33];
+    size_t user_len; /* bytes of the user's own comment text before our marker */
+} Node;
+
+typedef struct {
+    pgvc_state *st;
+    Decl *decls;
+    Node *nodes;
+    Py_ssize_t nd, nn, ni; /* declared, catalog nodes, items */
+    Py_ssize_t *item_node; /* item -> node or -1 */
+    pgvc_graph g;  /* over items: declared and catalog dependencies */
+    pgvc_graph cg; /* over catalog nodes: what pg_depend says, the edges a DROP follows */
+    Py_ssize_t *order;
+    PyObject *actions;
+    pgvc_buf buf;
+    int force, update, check_sql_changed, restore, beside, chain;
+    int nchain;
+    const char *current_schema;
+    PyObject *schemas; /* set of existing schema names */
+} Plan;
+
+/* The build schema of a changed chain: the new versions of changed views and of every
+ * materialized view that reads them are created there, under their own names, with the build
+ * schema first on the search_path, so unqualified names inside their SQL find the new versions.
+ * Readers keep the old ones until the swap moves the new ones into place. */
+#define PGVC_BUILD_SCHEMA "_pgviews_c_build"
+
+/* ---- plan_input.c: decoding. Each RAISES_NEG. */
+int pgvc_plan_read_decls(Plan *P, PyObject *decls);
+int pgvc_plan_read_catalog(Plan *P, PyObject *catalog);
+
+/* ---- plan_graph.c: match declarations to nodes, build the item graph and its order.
+ * RAISES_NEG (CycleError, MissingDependencyError, PlanError). */
+int pgvc_plan_build_graph(Plan *P, PyObject *catalog_oids);
+
+/* ---- plan_decide.c */
+/* Decide one declaration's action from its catalog row (forced: re-create it). */
+void pgvc_plan_classify(Plan *P, Decl *d, int forced);
+/* Spread drops and stale data forward. Returns the list of refused dependants, NULL on error. */
+PyObject *pgvc_plan_propagate(Plan *P);
+/* Decide which declarations form chains. Returns the number chosen, -1 on error. */
+Py_ssize_t pgvc_plan_choose_chain(Plan *P);
+
+/* ---- ddl.c: the statements, appended to P->actions. Each RAISES_NEG. */
+int pgvc_ddl_create_schema(Plan *P, Py_ssize_t i);
+int pgvc_ddl_chain_build(Plan *P);
+int pgvc_ddl_build_beside(Plan *P, Py_ssize_t i);
+int pgvc_ddl_drop(Plan *P, Py_ssize_t it);
+int pgvc_ddl_restore(Plan *P, Py_ssize_t it);
+int pgvc_ddl_chain_swap(Plan *P, Py_ssize_t i);
+int pgvc_ddl_create(Plan *P, Py_ssize_t i);
+int pgvc_ddl_replace(Plan *P, Py_ssize_t i);
+int pgvc_ddl_swap(Plan *P, Py_ssize_t i);
+int pgvc_ddl_reindex(Plan *P, Py_ssize_t i);
+int pgvc_ddl_refresh(Plan *P, Py_ssize_t i);
+int pgvc_ddl_drop_build_schema(Plan *P);
+int pgvc_ddl_stamp(Plan *P);
+
+#endif
