@@ -8,6 +8,39 @@
 
 #include "graph.h"
 
+/* A growable list of edges (from depends on to). */
+typedef struct {
+    Py_ssize_t *from, *to, n, cap;
+} Edges;
+
+static void edges_free(Edges *e)
+{
+    free(e->from);
+    free(e->to);
+}
+
+/* RAISES_NEG (MemoryError). */
+static int edges_add(Edges *e, Py_ssize_t a, Py_ssize_t b)
+{
+    if (e->n == e->cap) {
+        Py_ssize_t cap = e->cap ? e->cap * 2 : 256;
+        Py_ssize_t *nf = realloc(e->from, sizeof(Py_ssize_t) * (size_t)cap), *nt;
+        if (nf)
+            e->from = nf;
+        nt = realloc(e->to, sizeof(Py_ssize_t) * (size_t)cap);
+        if (nt)
+            e->to = nt;
+        if (!nf || !nt) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        e->cap = cap;
+    }
+    e->from[e->n] = a;
+    e->to[e->n++] = b;
+    return 0;
+}
+
 /* Key "schema\0name" for matching declarations to catalog rows. */
 static PyObject *qname_key(const char *schema, const char *name)
 {
@@ -31,48 +64,33 @@ static PyObject *item_name(void *plan, Py_ssize_t it)
     return PyUnicode_FromFormat("%s.%s", P->nodes[P->item_node[it]].schema, P->nodes[P->item_node[it]].name);
 }
 
-/* Match declarations to nodes, build the item graph and its order. RAISES_NEG. */
-int pgvc_plan_build_graph(Plan *P, PyObject *catalog_oids)
+/* by_name: "schema\0name" -> node index; by_oid: oid -> node index. RAISES_NEG. */
+static int index_nodes(Plan *P, PyObject *catalog_oids, PyObject *by_name, PyObject *by_oid)
 {
-    PyObject *by_name = PyDict_New(), *by_label = PyDict_New(), *by_oid = PyDict_New(), *key = NULL,
-             *v = NULL;
-    Py_ssize_t *from = NULL, *to = NULL, ne = 0, cap = 0, *cycle = NULL, clen = 0;
-    Py_ssize_t *cfrom = NULL, *cto = NULL, cne = 0;
     int rc = -1;
-#define ADD_EDGE(a, b)                                                                             \
-    do {                                                                                           \
-        if (ne == cap) {                                                                           \
-            Py_ssize_t *nf, *nt;                                                                   \
-            cap = cap ? cap * 2 : 256;                                                             \
-            nf = realloc(from, sizeof(Py_ssize_t) * (size_t)cap);                                 \
-            if (nf)                                                                                \
-                from = nf;                                                                         \
-            nt = realloc(to, sizeof(Py_ssize_t) * (size_t)cap);                                   \
-            if (nt)                                                                                \
-                to = nt;                                                                           \
-            if (!nf || !nt) {                                                                      \
-                PyErr_NoMemory();                                                                  \
-                goto exit;                                                                         \
-            }                                                                                      \
-        }                                                                                          \
-        from[ne] = (a);                                                                            \
-        to[ne++] = (b);                                                                            \
-    } while (0)
-
-    if (!by_name || !by_label || !by_oid)
-        goto exit;
+    PyObject *key = NULL, *v = NULL;
     for (Py_ssize_t j = 0; j < P->nn; j++) {
-        if (!(key = qname_key(P->nodes[j].schema, P->nodes[j].name)) ||
-            !(v = PyLong_FromSsize_t(j)) || PyDict_SetItem(by_name, key, v) < 0)
+        if (!(key = qname_key(P->nodes[j].schema, P->nodes[j].name)) || !(v = PyLong_FromSsize_t(j)) ||
+            PyDict_SetItem(by_name, key, v) < 0 || PyDict_SetItem(by_oid, PyList_GET_ITEM(catalog_oids, j), v) < 0)
             goto exit;
         Py_CLEAR(key);
-        if (PyDict_SetItem(by_oid, PyList_GET_ITEM(catalog_oids, j), v) < 0)
-            goto exit;
         Py_CLEAR(v);
     }
+    rc = 0;
+exit:
+    Py_XDECREF(key);
+    Py_XDECREF(v);
+    return rc;
+}
+
+/* Each declaration finds its catalog row (if any); labels and db_tables must be unique.
+ * by_label: label -> declaration index. RAISES_NEG. */
+static int match_decls(Plan *P, PyObject *by_name, PyObject *by_label)
+{
+    int rc = -1;
+    PyObject *key = NULL, *v = NULL, *hit;
     for (Py_ssize_t i = 0; i < P->nd; i++) {
         Decl *d = &P->decls[i];
-        PyObject *hit;
         int has;
         if (!d->schema)
             d->schema = P->current_schema;
@@ -81,11 +99,10 @@ int pgvc_plan_build_graph(Plan *P, PyObject *catalog_oids)
                 PyErr_Format(P->st->PlanError, "%s is declared twice", d->label);
             goto exit;
         }
-        if (!(v = PyLong_FromSsize_t(i)) || PyDict_SetItem(by_label, d->label_obj, v) < 0)
+        if (!(v = PyLong_FromSsize_t(i)) || PyDict_SetItem(by_label, d->label_obj, v) < 0 ||
+            !(key = qname_key(d->schema, d->name)))
             goto exit;
         Py_CLEAR(v);
-        if (!(key = qname_key(d->schema, d->name)))
-            goto exit;
         if ((hit = PyDict_GetItemWithError(by_name, key))) {
             Py_ssize_t j = PyLong_AsSsize_t(hit);
             if (P->nodes[j].decl >= 0) {
@@ -99,11 +116,20 @@ int pgvc_plan_build_graph(Plan *P, PyObject *catalog_oids)
             goto exit;
         Py_CLEAR(key);
     }
-    /* Items: declarations, then unmatched nodes. */
+    rc = 0;
+exit:
+    Py_XDECREF(key);
+    Py_XDECREF(v);
+    return rc;
+}
+
+/* Items: declarations, then unmatched nodes. RAISES_NEG. */
+static int make_items(Plan *P)
+{
     P->ni = P->nd;
     if (!(P->item_node = malloc(sizeof(Py_ssize_t) * (size_t)(P->nd + P->nn + 1)))) {
         PyErr_NoMemory();
-        goto exit;
+        return -1;
     }
     for (Py_ssize_t i = 0; i < P->nd; i++)
         P->item_node[i] = P->decls[i].node;
@@ -115,6 +141,12 @@ int pgvc_plan_build_graph(Plan *P, PyObject *catalog_oids)
             P->item_node[P->ni++] = j;
         }
     }
+    return 0;
+}
+
+/* Item edges from declared dependencies. RAISES_NEG (MissingDependencyError). */
+static int add_declared_edges(Plan *P, PyObject *by_label, Edges *items)
+{
     for (Py_ssize_t i = 0; i < P->nd; i++) {
         PyObject *deps = P->decls[i].deps;
         for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(deps); k++) {
@@ -122,53 +154,51 @@ int pgvc_plan_build_graph(Plan *P, PyObject *catalog_oids)
             if (!hit) {
                 if (!PyErr_Occurred())
                     pgvc_raise_missing(P->st, P->decls[i].label_obj, PyTuple_GET_ITEM(deps, k));
-                goto exit;
+                return -1;
             }
-            ADD_EDGE(i, PyLong_AsSsize_t(hit));
+            if (edges_add(items, i, PyLong_AsSsize_t(hit)) < 0)
+                return -1;
         }
     }
+    return 0;
+}
+
+/* Edges from pg_depend: between items, and between nodes (the edges a DROP follows).
+ * RAISES_NEG. */
+static int add_catalog_edges(Plan *P, PyObject *by_oid, Edges *items, Edges *nodes)
+{
     for (Py_ssize_t j = 0; j < P->nn; j++) {
         PyObject *refs = P->nodes[j].refs;
         if (refs == Py_None)
             continue;
         if (!PyList_Check(refs)) {
             PyErr_SetString(PyExc_TypeError, "plan: refs must be a list");
-            goto exit;
+            return -1;
         }
         for (Py_ssize_t k = 0; k < PyList_GET_SIZE(refs); k++) {
             PyObject *hit = PyDict_GetItemWithError(by_oid, PyList_GET_ITEM(refs, k));
-            if (hit)
-                ADD_EDGE(P->nodes[j].item, P->nodes[PyLong_AsSsize_t(hit)].item);
-            else if (PyErr_Occurred())
-                goto exit;
-        }
-    }
-    /* The catalog edges are the last cne edges added: keep them as node pairs too. */
-    cne = 0;
-    for (Py_ssize_t j = 0; j < P->nn; j++)
-        if (P->nodes[j].refs != Py_None)
-            cne += PyList_GET_SIZE(P->nodes[j].refs);
-    cfrom = malloc(sizeof(Py_ssize_t) * (size_t)(cne + 1));
-    cto = malloc(sizeof(Py_ssize_t) * (size_t)(cne + 1));
-    if (!cfrom || !cto) {
-        PyErr_NoMemory();
-        goto exit;
-    }
-    cne = 0;
-    for (Py_ssize_t j = 0; j < P->nn; j++) {
-        PyObject *refs = P->nodes[j].refs;
-        for (Py_ssize_t k = 0; refs != Py_None && k < PyList_GET_SIZE(refs); k++) {
-            PyObject *hit = PyDict_GetItemWithError(by_oid, PyList_GET_ITEM(refs, k));
-            if (hit) {
-                cfrom[cne] = j;
-                cto[cne++] = PyLong_AsSsize_t(hit);
+            Py_ssize_t w;
+            if (!hit) {
+                if (PyErr_Occurred())
+                    return -1;
+                continue;
             }
+            w = PyLong_AsSsize_t(hit);
+            if (edges_add(items, P->nodes[j].item, P->nodes[w].item) < 0 || edges_add(nodes, j, w) < 0)
+                return -1;
         }
     }
-    if (pgvc_graph_build(&P->cg, P->nn, cfrom, cto, cne) < 0)
-        goto exit;
-    if (pgvc_graph_build(&P->g, P->ni, from, to, ne) < 0)
-        goto exit;
+    return 0;
+}
+
+/* Build both graphs and order the items; a cycle raises CycleError with its path. RAISES_NEG. */
+static int order_items(Plan *P, Edges *items, Edges *nodes)
+{
+    Py_ssize_t *cycle = NULL, clen = 0;
+    int rc = -1;
+    if (pgvc_graph_build(&P->cg, P->nn, nodes->from, nodes->to, nodes->n) < 0 ||
+        pgvc_graph_build(&P->g, P->ni, items->from, items->to, items->n) < 0)
+        return -1;
     P->order = malloc(sizeof(Py_ssize_t) * (size_t)(P->ni + 1));
     cycle = malloc(sizeof(Py_ssize_t) * (size_t)(P->ni + 1));
     if (!P->order || !cycle) {
@@ -186,14 +216,26 @@ int pgvc_plan_build_graph(Plan *P, PyObject *catalog_oids)
         break;
     }
 exit:
-#undef ADD_EDGE
-    free(from);
-    free(to);
-    free(cfrom);
-    free(cto);
     free(cycle);
-    Py_XDECREF(key);
-    Py_XDECREF(v);
+    return rc;
+}
+
+int pgvc_plan_build_graph(Plan *P, PyObject *catalog_oids)
+{
+    PyObject *by_name = PyDict_New(), *by_label = PyDict_New(), *by_oid = PyDict_New();
+    Edges items = {0}, nodes = {0};
+    int rc = -1;
+    if (!by_name || !by_label || !by_oid)
+        goto exit;
+    if (index_nodes(P, catalog_oids, by_name, by_oid) < 0 || match_decls(P, by_name, by_label) < 0 ||
+        make_items(P) < 0)
+        goto exit;
+    if (add_declared_edges(P, by_label, &items) < 0 || add_catalog_edges(P, by_oid, &items, &nodes) < 0)
+        goto exit;
+    rc = order_items(P, &items, &nodes);
+exit:
+    edges_free(&items);
+    edges_free(&nodes);
     Py_XDECREF(by_name);
     Py_XDECREF(by_label);
     Py_XDECREF(by_oid);
