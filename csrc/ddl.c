@@ -51,6 +51,17 @@ static void target_name(char *out, size_t cap, const char *label, const char *sc
 
 static const char *rel_word(char kind) { return kind == 'm' ? "MATERIALIZED VIEW" : "VIEW"; }
 
+/* Data stays available: a materialized view built for an object that holds data (a populated
+ * materialized view, or a view) is built WITH DATA whatever with_data says; with_data = False
+ * only means "create it empty when it does not exist". A dry run (no_data) builds all empty. */
+static int build_with_data(Plan *P, Decl *d)
+{
+    Node *old = d->node >= 0 ? &P->nodes[d->node] : NULL;
+    if (P->no_data)
+        return 0;
+    return d->with_data || (old && old->populated);
+}
+
 static int emit_create_in(Plan *P, Py_ssize_t i, const char *schema, const char *name, int phase,
                           const char *op, const char *lock)
 {
@@ -72,7 +83,7 @@ static int emit_create_in(Plan *P, Py_ssize_t i, const char *schema, const char 
     off = char_len(&P->buf);
     pgvc_buf_puts(&P->buf, d->sql);
     if (d->kind == 'm')
-        pgvc_buf_puts(&P->buf, d->with_data ? "\nWITH DATA" : "\nWITH NO DATA");
+        pgvc_buf_puts(&P->buf, build_with_data(P, d) ? "\nWITH DATA" : "\nWITH NO DATA");
     return emit(P, op, i, lock, target, phase, off);
 }
 
@@ -218,7 +229,7 @@ int pgvc_ddl_restore(Plan *P, Py_ssize_t it)
         len--;
     pgvc_buf_put(&P->buf, n->fulldef, len);
     if (n->relkind == 'm')
-        pgvc_buf_puts(&P->buf, n->populated ? "\nWITH DATA" : "\nWITH NO DATA");
+        pgvc_buf_puts(&P->buf, n->populated && !P->no_data ? "\nWITH DATA" : "\nWITH NO DATA");
     if (emit(P, "restore", -1, L_READS, target, 1, -1) < 0)
         return -1;
     if (PyList_Check(n->index_defs))

@@ -85,7 +85,7 @@ static int emit_decl(Plan *P, Py_ssize_t it)
     default:
         if (d->reindex && pgvc_ddl_reindex(P, it) < 0)
             return -1;
-        if (d->refresh && pgvc_ddl_refresh(P, it) < 0)
+        if (d->refresh && !P->no_data && pgvc_ddl_refresh(P, it) < 0)
             return -1;
         return 0;
     }
@@ -261,7 +261,8 @@ static void plan_free(Plan *P)
 PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"decls", "catalog", "force", "update", "check_sql_changed",
-                             "restore_dependants", "build_beside", "recreate", "chain", NULL};
+                             "restore_dependants", "build_beside", "recreate", "chain",
+                             "no_data", NULL};
     PyObject *decls, *catalog, *recreate = NULL, *result = NULL, *oids = NULL, *recreate_set = NULL;
     Plan P;
     memset(&P, 0, sizeof P);
@@ -271,10 +272,10 @@ PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
     P.beside = 1;
     P.chain = 1;
     pgvc_buf_init(&P.buf);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!|$pppppOp:plan", kwlist, &PyList_Type,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!|$pppppOpp:plan", kwlist, &PyList_Type,
                                      &decls, &PyList_Type, &catalog, &P.force, &P.update,
                                      &P.check_sql_changed, &P.restore, &P.beside, &recreate,
-                                     &P.chain))
+                                     &P.chain, &P.no_data))
         return NULL;
     if (!(recreate_set = recreate ? PySet_New(recreate) : PySet_New(NULL)))
         goto exit;

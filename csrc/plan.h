@@ -5,10 +5,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include "errors.h"
+#include "state.h"
 
 /* _core.plan(decls, catalog, *, force, update, check_sql_changed, restore_dependants,
- *            build_beside, recreate) -> dict. Returns NULL with an exception set. */
+ *            build_beside, recreate, chain, no_data) -> dict. Returns NULL with an exception set.
+ * no_data: every materialized view built WITH NO DATA and no refresh, for a dry run. */
 PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs);
 
 /* _core.catalog_sql() -> str: the one catalog query the planner reads. */

@@ -5,6 +5,7 @@
 
 #include "plan.h"
 
+#include "errors.h"
 #include "graph.h"
 #include "sqlgen.h"
 
@@ -57,6 +58,7 @@ typedef struct {
     PyObject *actions;
     pgvc_buf buf;
     int force, update, check_sql_changed, restore, beside, chain;
+    int no_data; /* a dry run: every materialized view built WITH NO DATA, nothing populated */
     int nchain;
     const char *current_schema;
     PyObject *schemas; /* set of existing schema names */

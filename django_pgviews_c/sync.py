@@ -118,6 +118,7 @@ class Syncer:
         update: bool = True,
         check_sql_changed: bool = True,
         restore_dependants: bool = False,
+        no_data: bool = False,
         verbosity: int = 1,
         progress: Callable[[str], None] | None = None,
     ) -> None:
@@ -128,6 +129,9 @@ class Syncer:
             "update": update,
             "check_sql_changed": check_sql_changed,
             "restore_dependants": restore_dependants,
+            # Every materialized view built WITH NO DATA and nothing populated: a dry run that
+            # executes the plan in a transaction it rolls back costs no data work.
+            "no_data": no_data,
         }
         self.verbosity = verbosity
         self.progress = progress
