@@ -62,16 +62,13 @@ static int build_with_data(Plan *P, Decl *d)
     return d->with_data || (old && old->populated);
 }
 
-static int emit_create_in(Plan *P, Py_ssize_t i, const char *schema, const char *name, int phase,
-                          const char *op, const char *lock)
+/* CREATE [OR REPLACE] [MATERIALIZED] VIEW schema.name AS <sql> into the buffer. Returns the
+ * offset (in characters) of the view's own SQL in it, to map server error positions back. */
+static Py_ssize_t write_create(Plan *P, Decl *d, const char *schema, const char *name, int replace,
+                               int with_data)
 {
-    Decl *d = &P->decls[i];
-    char target[512];
     Py_ssize_t off;
-    target_name(target, sizeof target, d->label, d->schema, d->name);
-    pgvc_buf_puts(&P->buf, "CREATE ");
-    if (!strcmp(op, "replace"))
-        pgvc_buf_puts(&P->buf, "OR REPLACE ");
+    pgvc_buf_puts(&P->buf, replace ? "CREATE OR REPLACE " : "CREATE ");
     pgvc_buf_puts(&P->buf, rel_word(d->kind));
     pgvc_buf_puts(&P->buf, " ");
     pgvc_buf_qualified(&P->buf, schema, name);
@@ -83,7 +80,18 @@ static int emit_create_in(Plan *P, Py_ssize_t i, const char *schema, const char 
     off = char_len(&P->buf);
     pgvc_buf_puts(&P->buf, d->sql);
     if (d->kind == 'm')
-        pgvc_buf_puts(&P->buf, build_with_data(P, d) ? "\nWITH DATA" : "\nWITH NO DATA");
+        pgvc_buf_puts(&P->buf, with_data ? "\nWITH DATA" : "\nWITH NO DATA");
+    return off;
+}
+
+static int emit_create_in(Plan *P, Py_ssize_t i, const char *schema, const char *name, int phase,
+                          const char *op, const char *lock)
+{
+    Decl *d = &P->decls[i];
+    char target[512];
+    Py_ssize_t off;
+    target_name(target, sizeof target, d->label, d->schema, d->name);
+    off = write_create(P, d, schema, name, !strcmp(op, "replace"), build_with_data(P, d));
     return emit(P, op, i, lock, target, phase, off);
 }
 
@@ -109,23 +117,15 @@ static void put_template(pgvc_buf *b, const char *tpl, const char *schema, const
     }
 }
 
-/* Every declared index of a materialized view, on `table`; names get `suffix`. */
-static int emit_indexes_in(Plan *P, Py_ssize_t i, const char *schema, const char *table,
-                           const char *suffix, int phase, const char *op, const char *lock);
-
-static int emit_indexes(Plan *P, Py_ssize_t i, const char *table, const char *suffix, int phase,
-                        const char *op, const char *lock)
+/* Index k of a declaration (-1: the concurrent index, then Meta.indexes) on schema.table into
+ * the buffer, its name given `suffix`. Returns 0 when there is no such index. */
+static int write_index(Plan *P, Decl *d, Py_ssize_t k, const char *schema, const char *table,
+                       const char *suffix)
 {
-    return emit_indexes_in(P, i, P->decls[i].schema, table, suffix, phase, op, lock);
-}
-
-static int emit_indexes_in(Plan *P, Py_ssize_t i, const char *schema, const char *table,
-                           const char *suffix, int phase, const char *op, const char *lock)
-{
-    Decl *d = &P->decls[i];
-    char target[512], iname[PGVC_NAMEDATALEN];
-    target_name(target, sizeof target, d->label, d->schema, d->name);
-    if (d->cidx) {
+    char iname[PGVC_NAMEDATALEN];
+    if (k < 0) {
+        if (!d->cidx)
+            return 0;
         pgvc_derived_name(iname, d->cidx_name, suffix);
         pgvc_buf_puts(&P->buf, "CREATE UNIQUE INDEX ");
         pgvc_buf_ident(&P->buf, iname);
@@ -138,17 +138,33 @@ static int emit_indexes_in(Plan *P, Py_ssize_t i, const char *schema, const char
             pgvc_buf_puts(&P->buf, " TABLESPACE ");
             pgvc_buf_ident(&P->buf, d->cidx_ts);
         }
-        if (emit(P, op, i, lock, target, phase, -1) < 0)
-            return -1;
+        return 1;
     }
-    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(d->indexes); k++) {
+    {
         PyObject *ix = PyTuple_GET_ITEM(d->indexes, k);
         pgvc_derived_name(iname, PyUnicode_AsUTF8(PyTuple_GET_ITEM(ix, 0)), suffix);
         put_template(&P->buf, PyUnicode_AsUTF8(PyTuple_GET_ITEM(ix, 1)), schema, table, iname);
-        if (emit(P, op, i, lock, target, phase, -1) < 0)
-            return -1;
     }
+    return 1;
+}
+
+/* Every declared index of a materialized view, on `table`; names get `suffix`. */
+static int emit_indexes_in(Plan *P, Py_ssize_t i, const char *schema, const char *table,
+                           const char *suffix, int phase, const char *op, const char *lock)
+{
+    Decl *d = &P->decls[i];
+    char target[512];
+    target_name(target, sizeof target, d->label, d->schema, d->name);
+    for (Py_ssize_t k = -1; k < PyTuple_GET_SIZE(d->indexes); k++)
+        if (write_index(P, d, k, schema, table, suffix) && emit(P, op, i, lock, target, phase, -1) < 0)
+            return -1;
     return 0;
+}
+
+static int emit_indexes(Plan *P, Py_ssize_t i, const char *table, const char *suffix, int phase,
+                        const char *op, const char *lock)
+{
+    return emit_indexes_in(P, i, P->decls[i].schema, table, suffix, phase, op, lock);
 }
 
 /* GRANTs and owner of the object a rebuild replaces. */
@@ -568,4 +584,88 @@ int pgvc_ddl_drop_build_schema(Plan *P)
 {
     pgvc_buf_puts(&P->buf, "DROP SCHEMA " PGVC_BUILD_SCHEMA);
     return emit(P, "drop_schema", -1, L_NONE, PGVC_BUILD_SCHEMA, 1, -1);
+}
+
+/* ---- adoption ---------------------------------------------------------------------------- */
+
+/* A scalar subquery: the sorted signatures of the indexes on relation `alias`.oid, everything
+ * an index is but its name (method, uniqueness, columns or expressions, operator classes,
+ * options, collations, predicate, tablespace). */
+static void write_index_signatures(pgvc_buf *b, const char *alias)
+{
+    pgvc_buf_puts(b, "(SELECT pg_catalog.array_agg(s.sig ORDER BY s.sig) FROM (\n"
+                     "    SELECT pg_catalog.concat_ws(' | ', a.amname, x.indisunique::text,\n"
+                     "      x.indnkeyatts::text, x.indclass::text, x.indoption::text,\n"
+                     "      x.indcollation::text, ic.reltablespace::text,\n"
+                     "      (SELECT pg_catalog.string_agg(pg_catalog.pg_get_indexdef(x.indexrelid, k, true),\n"
+                     "              ', ' ORDER BY k) FROM pg_catalog.generate_series(1, x.indnatts) AS k),\n"
+                     "      pg_catalog.pg_get_expr(x.indpred, x.indrelid, true)) AS sig\n"
+                     "    FROM pg_catalog.pg_index x\n"
+                     "    JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid\n"
+                     "    JOIN pg_catalog.pg_am a ON a.oid = ic.relam\n"
+                     "    WHERE x.indrelid = ");
+    pgvc_buf_puts(b, alias);
+    pgvc_buf_puts(b, ".oid) AS s)");
+}
+
+/* The comparison of an existing object (oid) with its probe (schema.name): one row of two
+ * booleans, (same definition, same indexes), both as PostgreSQL renders them. */
+static void write_probe_check(Plan *P, long long oid, const char *schema, const char *name)
+{
+    char num[32];
+    pgvc_buf qual;
+    pgvc_buf_init(&qual);
+    pgvc_buf_qualified(&qual, schema, name);
+    snprintf(num, sizeof num, "%lld", oid);
+    pgvc_buf_puts(&P->buf, "SELECT pg_catalog.pg_get_viewdef(o.oid) = pg_catalog.pg_get_viewdef(t.oid)\n"
+                           "    AND o.reltablespace = t.reltablespace,\n  ");
+    write_index_signatures(&P->buf, "o");
+    pgvc_buf_puts(&P->buf, "\n  IS NOT DISTINCT FROM ");
+    write_index_signatures(&P->buf, "t");
+    pgvc_buf_puts(&P->buf, "\nFROM pg_catalog.pg_class o, pg_catalog.pg_class t\nWHERE o.oid = ");
+    pgvc_buf_puts(&P->buf, num);
+    pgvc_buf_puts(&P->buf, "::pg_catalog.oid AND t.oid = ");
+    pgvc_buf_literal(&P->buf, qual.oom ? "" : qual.data);
+    pgvc_buf_puts(&P->buf, "::pg_catalog.regclass");
+    if (qual.oom)
+        P->buf.oom = 1;
+    pgvc_buf_free(&qual);
+}
+
+/* The buffer as a new str, and the buffer emptied. */
+static PyObject *take_buf(Plan *P)
+{
+    PyObject *s = pgvc_buf_to_str(&P->buf);
+    pgvc_buf_reset(&P->buf);
+    return s;
+}
+
+PyObject *pgvc_ddl_probe(Plan *P, Py_ssize_t i)
+{
+    Decl *d = &P->decls[i];
+    char tmp[PGVC_NAMEDATALEN];
+    PyObject *statements = PyList_New(0), *s = NULL, *check = NULL, *result = NULL;
+    if (!statements)
+        return NULL;
+    pgvc_derived_name(tmp, d->name, "_pgvc_probe");
+    write_create(P, d, d->schema, tmp, 0, 0);
+    if (!(s = take_buf(P)) || PyList_Append(statements, s) < 0)
+        goto exit;
+    Py_CLEAR(s);
+    for (Py_ssize_t k = -1; d->kind == 'm' && k < PyTuple_GET_SIZE(d->indexes); k++) {
+        if (!write_index(P, d, k, d->schema, tmp, "_pgvc_probe"))
+            continue;
+        if (!(s = take_buf(P)) || PyList_Append(statements, s) < 0)
+            goto exit;
+        Py_CLEAR(s);
+    }
+    write_probe_check(P, P->nodes[d->node].oid, d->schema, tmp);
+    if (!(check = take_buf(P)))
+        goto exit;
+    result = Py_BuildValue("(nNO)", i, PyList_AsTuple(statements), check);
+exit:
+    Py_XDECREF(s);
+    Py_XDECREF(check);
+    Py_DECREF(statements);
+    return result;
 }

@@ -192,7 +192,53 @@ exit:
     return rc;
 }
 
+/* adopt: None (not probed yet), or {declaration index: indexes equal} for the declarations
+ * whose probe found the definition equal; every other unstamped object differs. RAISES_NEG. */
+static int read_adopt(Plan *P, PyObject *adopt)
+{
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    if (adopt == Py_None)
+        return 0;
+    if (!PyDict_Check(adopt)) {
+        PyErr_Format(PyExc_TypeError, "plan: adopt must be a dict or None, not %.100s", Py_TYPE(adopt)->tp_name);
+        return -1;
+    }
+    P->probed = 1;
+    for (Py_ssize_t i = 0; i < P->nd; i++)
+        P->decls[i].adopt = ADOPT_DIFFERS;
+    while (PyDict_Next(adopt, &pos, &key, &value)) {
+        Py_ssize_t i = PyLong_Check(key) ? PyLong_AsSsize_t(key) : -1;
+        int same_indexes = PyObject_IsTrue(value);
+        if (i == -1 && PyErr_Occurred())
+            return -1;
+        if (i < 0 || i >= P->nd) {
+            PyErr_SetString(PyExc_ValueError, "plan: adopt keys must be declaration indexes");
+            return -1;
+        }
+        if (same_indexes < 0)
+            return -1;
+        P->decls[i].adopt = same_indexes ? ADOPT_SAME : ADOPT_REINDEX;
+    }
+    return 0;
+}
+
 /* ---- the result ------------------------------------------------------------------------------ */
+
+/* The adoption probes of the declarations classify() marked. */
+static PyObject *build_probes(Plan *P)
+{
+    PyObject *probes = PyList_New(0);
+    for (Py_ssize_t i = 0; probes && i < P->nd; i++) {
+        PyObject *probe;
+        if (!P->decls[i].probe)
+            continue;
+        if (!(probe = pgvc_ddl_probe(P, i)) || PyList_Append(probes, probe) < 0)
+            Py_CLEAR(probes);
+        Py_XDECREF(probe);
+    }
+    return probes;
+}
 
 /* The oid of every catalog node, in node order (schema rows skipped). */
 static PyObject *node_oids(PyObject *catalog, Py_ssize_t nn)
@@ -212,8 +258,9 @@ static PyObject *node_oids(PyObject *catalog, Py_ssize_t nn)
 
 static PyObject *build_result(Plan *P)
 {
-    PyObject *statuses = NULL, *reasons = NULL, *order = NULL, *result = NULL;
-    if (!(statuses = PyList_New(P->nd)) || !(reasons = PyList_New(P->nd)) || !(order = PyList_New(0)))
+    PyObject *statuses = NULL, *reasons = NULL, *order = NULL, *probes = NULL, *result = NULL;
+    if (!(statuses = PyList_New(P->nd)) || !(reasons = PyList_New(P->nd)) || !(order = PyList_New(0)) ||
+        !(probes = build_probes(P)))
         goto exit;
     for (Py_ssize_t i = 0; i < P->nd; i++) {
         PyObject *s = PyUnicode_FromString(status_names[P->decls[i].status]);
@@ -236,9 +283,10 @@ static PyObject *build_result(Plan *P)
         }
         Py_DECREF(v);
     }
-    result = Py_BuildValue("{sOsOsOsOss}", "actions", P->actions, "statuses", statuses, "reasons",
-                           reasons, "order", order, "current_schema", P->current_schema);
+    result = Py_BuildValue("{sOsOsOsOsssO}", "actions", P->actions, "statuses", statuses, "reasons",
+                           reasons, "order", order, "current_schema", P->current_schema, "probes", probes);
 exit:
+    Py_XDECREF(probes);
     Py_XDECREF(statuses);
     Py_XDECREF(reasons);
     Py_XDECREF(order);
@@ -262,8 +310,9 @@ PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"decls", "catalog", "force", "update", "check_sql_changed",
                              "restore_dependants", "build_beside", "recreate", "chain",
-                             "no_data", NULL};
-    PyObject *decls, *catalog, *recreate = NULL, *result = NULL, *oids = NULL, *recreate_set = NULL;
+                             "no_data", "adopt", NULL};
+    PyObject *decls, *catalog, *recreate = NULL, *adopt = Py_None, *result = NULL, *oids = NULL,
+             *recreate_set = NULL;
     Plan P;
     memset(&P, 0, sizeof P);
     P.st = st;
@@ -272,14 +321,15 @@ PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
     P.beside = 1;
     P.chain = 1;
     pgvc_buf_init(&P.buf);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!|$pppppOpp:plan", kwlist, &PyList_Type,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!|$pppppOppO:plan", kwlist, &PyList_Type,
                                      &decls, &PyList_Type, &catalog, &P.force, &P.update,
                                      &P.check_sql_changed, &P.restore, &P.beside, &recreate,
-                                     &P.chain, &P.no_data))
+                                     &P.chain, &P.no_data, &adopt))
         return NULL;
     if (!(recreate_set = recreate ? PySet_New(recreate) : PySet_New(NULL)))
         goto exit;
-    if (pgvc_plan_read_decls(&P, decls) < 0 || pgvc_plan_read_catalog(&P, catalog) < 0)
+    if (pgvc_plan_read_decls(&P, decls) < 0 || pgvc_plan_read_catalog(&P, catalog) < 0 ||
+        read_adopt(&P, adopt) < 0)
         goto exit;
     if (!(oids = node_oids(catalog, P.nn)) || pgvc_plan_build_graph(&P, oids) < 0)
         goto exit;

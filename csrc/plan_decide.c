@@ -98,11 +98,15 @@ void pgvc_plan_classify(Plan *P, Decl *d, int forced)
     if (n->relkind != d->kind)
         why = d->kind == 'm' ? "was a view, is now a materialized view"
                              : "was a materialized view, is now a view";
-    else if (!n->ours)
-        why = "not created by django-pgviews-c (adopting it)";
-    else if (strcmp(n->c_body, d->body_fp))
+    else if (!n->ours && d->adopt != ADOPT_SAME && d->adopt != ADOPT_REINDEX) {
+        /* No stamp of ours: adopted as it is when a probe finds it equal to its declaration.
+         * Without the SQL check, materialized views are rebuilt anyway: no probe for them. */
+        why = d->adopt == ADOPT_DIFFERS ? "not created by django-pgviews-c, and differs from its declaration"
+                                        : "not created by django-pgviews-c (adopting it)";
+        d->probe = !P->probed && !(d->kind == 'm' && !P->check_sql_changed);
+    } else if (n->ours && strcmp(n->c_body, d->body_fp))
         why = "definition changed";
-    else if (n->defmd5 && strcmp(n->defmd5, n->c_def))
+    else if (n->ours && n->defmd5 && strcmp(n->defmd5, n->c_def))
         why = "changed in the database since the last sync";
     else if (d->kind == 'm' && !P->check_sql_changed)
         why = "MATERIALIZED_VIEWS_CHECK_SQL_CHANGED is off";
@@ -121,10 +125,14 @@ void pgvc_plan_classify(Plan *P, Decl *d, int forced)
             d->action = P->beside ? A_BESIDE : A_RECREATE;
         return;
     }
-    if (n->defmd5) /* same definition, but the rewrite rule row is new (dump and restore) */
+    /* Same definition, but the rewrite rule row is new (dump and restore); or adopted. */
+    if (n->defmd5 || !n->ours)
         d->restamp = 1;
+    if (!n->ours)
+        snprintf(d->reason, sizeof d->reason, "adopted: it equals its declaration");
     if (d->kind == 'm') {
-        if (strcmp(n->c_idx, d->idx_fp) || indexes_differ(d, n)) {
+        int idx_changed = n->ours ? strcmp(n->c_idx, d->idx_fp) != 0 : d->adopt == ADOPT_REINDEX;
+        if (idx_changed || indexes_differ(d, n)) {
             d->reindex = 1;
             snprintf(d->reason, sizeof d->reason, "indexes changed");
         }

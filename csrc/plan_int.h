@@ -16,6 +16,7 @@ enum { D_LABEL, D_SCHEMA, D_NAME, D_KIND, D_SQL, D_DEPS, D_WITH_DATA, D_TABLESPA
 enum { C_OID, C_SCHEMA, C_NAME, C_KIND, C_COMMENT, C_POPULATED, C_TABLESPACE, C_RW, C_DEFMD5,
        C_OWNER, C_ACL, C_INDEXES, C_REFS, C_FULLDEF, C_INDEXDEFS, C_CURSCHEMA, C_NFIELDS };
 
+enum adopt { ADOPT_UNKNOWN, ADOPT_DIFFERS, ADOPT_SAME, ADOPT_REINDEX };
 enum action { A_SKIP, A_CREATE, A_REPLACE, A_RECREATE, A_BESIDE };
 enum status { S_CREATED, S_UPDATED, S_EXISTS, S_FORCED };
 
@@ -27,6 +28,8 @@ typedef struct {
     Py_ssize_t node;
     int action, status, refresh, reindex, restamp, dropped, taint;
     int chain; /* built in the build schema (phase 0), moved into place (phase 1) */
+    int probe; /* its object has no stamp and may equal the declaration: probe it */
+    int adopt; /* its object has no stamp: ADOPT_UNKNOWN (not probed yet), _DIFFERS, _SAME, _REINDEX */
     char reason[200];
     char body_fp[33], idx_fp[33];
     char cidx_name[PGVC_NAMEDATALEN];
@@ -58,6 +61,7 @@ typedef struct {
     PyObject *actions;
     pgvc_buf buf;
     int force, update, check_sql_changed, restore, beside, chain;
+    int probed;  /* plan(adopt=...) was given: the probes' verdicts are in Decl.adopt */
     int no_data; /* a dry run: every materialized view built WITH NO DATA, nothing populated */
     int nchain;
     const char *current_schema;
@@ -100,5 +104,10 @@ int pgvc_ddl_reindex(Plan *P, Py_ssize_t i);
 int pgvc_ddl_refresh(Plan *P, Py_ssize_t i);
 int pgvc_ddl_drop_build_schema(Plan *P);
 int pgvc_ddl_stamp(Plan *P);
+/* The adoption probe of declaration i (its object carries no stamp of ours): a new tuple
+ * (i, statements, check). The statements create the declaration beside the object under a
+ * temporary name (WITH NO DATA) with its indexes; check returns one row (same definition, same
+ * indexes). The caller runs them in a savepoint it always rolls back. NULL on error. */
+PyObject *pgvc_ddl_probe(Plan *P, Py_ssize_t i);
 
 #endif

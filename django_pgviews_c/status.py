@@ -15,6 +15,7 @@ _STATES = (
     ("changed in the database", "drifted"),
     ("definition changed", "changed"),
     ("not created by", "unmanaged"),
+    ("adopted", "unstamped"),
     ("was a", "changed"),
     ("indexes changed", "indexes"),
     ("not populated", "unpopulated"),

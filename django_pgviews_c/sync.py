@@ -145,7 +145,40 @@ class Syncer:
             options["restore_dependants"] = restore
         rows = read_catalog(cursor, self.decls.catalog_params(options["restore_dependants"]))
         self.result.catalog_queries += 1
-        return _core.plan(self.decls.tuples, rows, recreate=list(recreate), chain=self._chain, **options)
+        plan = _core.plan(self.decls.tuples, rows, recreate=list(recreate), chain=self._chain, **options)
+        if plan["probes"]:
+            # Objects without our stamp: adopted as they are when they equal their declaration.
+            adopt = self._probe(cursor, plan["probes"])
+            plan = _core.plan(
+                self.decls.tuples, rows, recreate=list(recreate), chain=self._chain, adopt=adopt, **options
+            )
+        return plan
+
+    def _probe(self, cursor: Any, probes: list[tuple[int, tuple[str, ...], str]]) -> dict[int, bool]:
+        """Adoption: compare each unstamped object with its declaration as PostgreSQL renders
+        them. Each probe creates the declaration beside the object under a temporary name
+        (materialized views WITH NO DATA, so no data work) and compares definitions and
+        indexes; everything is rolled back. Returns {declaration: indexes equal} for those whose
+        definition is equal. A probe that fails (bad SQL) only means "not equal": the sync then
+        rebuilds, and reports the error where it happens."""
+        alias = self.connection.alias
+        adopt: dict[int, bool] = {}
+        with transaction.atomic(using=alias):
+            for decl, statements, check in probes:
+                try:
+                    with transaction.atomic(using=alias):
+                        for sql in statements:
+                            cursor.execute(sql)
+                        cursor.execute(check)
+                        same_definition, same_indexes = cursor.fetchone()
+                except DjangoDBError as exc:
+                    if connection_is_lost(self.connection, exc):
+                        raise lost_connection_error(self.connection, "syncing views") from exc
+                    continue
+                if same_definition:
+                    adopt[decl] = bool(same_indexes)
+            transaction.set_rollback(True, using=alias)
+        return adopt
 
     #: Build changed chains in a build schema (off after a chain named an old object by schema).
     _chain = True
