@@ -41,14 +41,6 @@ static Py_ssize_t char_len(pgvc_buf *b)
     return n;
 }
 
-static void target_name(char *out, size_t cap, const char *label, const char *schema, const char *name)
-{
-    if (label)
-        snprintf(out, cap, "%s (%s.%s)", label, schema, name);
-    else
-        snprintf(out, cap, "%s.%s", schema, name);
-}
-
 static const char *rel_word(char kind) { return kind == 'm' ? "MATERIALIZED VIEW" : "VIEW"; }
 
 /* Data stays available: a materialized view built for an object that holds data (a populated
@@ -88,11 +80,8 @@ static int emit_create_in(Plan *P, Py_ssize_t i, const char *schema, const char 
                           const char *op, const char *lock)
 {
     Decl *d = &P->decls[i];
-    char target[512];
-    Py_ssize_t off;
-    target_name(target, sizeof target, d->label, d->schema, d->name);
-    off = write_create(P, d, schema, name, !strcmp(op, "replace"), build_with_data(P, d));
-    return emit(P, op, i, lock, target, phase, off);
+    Py_ssize_t off = write_create(P, d, schema, name, !strcmp(op, "replace"), build_with_data(P, d));
+    return emit(P, op, i, lock, d->target, phase, off);
 }
 
 static int emit_create(Plan *P, Py_ssize_t i, const char *name, int phase, const char *op,
@@ -101,19 +90,18 @@ static int emit_create(Plan *P, Py_ssize_t i, const char *name, int phase, const
     return emit_create_in(P, i, P->decls[i].schema, name, phase, op, lock);
 }
 
-/* Substitute \x01T\x01 (table) and \x01N\x01 (index name) in a Django index template. */
-static void put_template(pgvc_buf *b, const char *tpl, const char *schema, const char *table,
+/* A Django index template: its text pieces, and the table and index name in their slots. */
+static void put_template(pgvc_buf *b, const DeclIndex *ix, const char *schema, const char *table,
                          const char *index)
 {
-    for (const char *p = tpl; *p; p++) {
-        if (p[0] == '\x01' && (p[1] == 'T' || p[1] == 'N') && p[2] == '\x01') {
-            if (p[1] == 'T')
-                pgvc_buf_qualified(b, schema, table);
-            else
-                pgvc_buf_ident(b, index);
-            p += 2;
-        } else
-            pgvc_buf_put(b, p, 1);
+    for (Py_ssize_t k = 0; k < ix->nseg; k++) {
+        const Seg *s = &ix->segs[k];
+        if (s->kind == 'T')
+            pgvc_buf_qualified(b, schema, table);
+        else if (s->kind == 'N')
+            pgvc_buf_ident(b, index);
+        else
+            pgvc_buf_puts(b, s->text);
     }
 }
 
@@ -132,7 +120,7 @@ static int write_index(Plan *P, Decl *d, Py_ssize_t k, const char *schema, const
         pgvc_buf_puts(&P->buf, " ON ");
         pgvc_buf_qualified(&P->buf, schema, table);
         pgvc_buf_puts(&P->buf, " (");
-        pgvc_buf_puts(&P->buf, d->cidx); /* a column list, as django-pgviews-redux takes it */
+        pgvc_buf_puts(&P->buf, d->cidx_cols); /* parsed and quoted (plan_input.c) */
         pgvc_buf_puts(&P->buf, ")");
         if (d->cidx_ts) {
             pgvc_buf_puts(&P->buf, " TABLESPACE ");
@@ -140,11 +128,8 @@ static int write_index(Plan *P, Decl *d, Py_ssize_t k, const char *schema, const
         }
         return 1;
     }
-    {
-        PyObject *ix = PyTuple_GET_ITEM(d->indexes, k);
-        pgvc_derived_name(iname, PyUnicode_AsUTF8(PyTuple_GET_ITEM(ix, 0)), suffix);
-        put_template(&P->buf, PyUnicode_AsUTF8(PyTuple_GET_ITEM(ix, 1)), schema, table, iname);
-    }
+    pgvc_derived_name(iname, d->indexes[k].name, suffix);
+    put_template(&P->buf, &d->indexes[k], schema, table, iname);
     return 1;
 }
 
@@ -153,9 +138,8 @@ static int emit_indexes_in(Plan *P, Py_ssize_t i, const char *schema, const char
                            const char *suffix, int phase, const char *op, const char *lock)
 {
     Decl *d = &P->decls[i];
-    char target[512];
-    target_name(target, sizeof target, d->label, d->schema, d->name);
-    for (Py_ssize_t k = -1; k < PyTuple_GET_SIZE(d->indexes); k++)
+    const char *target = d->target;
+    for (Py_ssize_t k = -1; k < d->nindexes; k++)
         if (write_index(P, d, k, schema, table, suffix) && emit(P, op, i, lock, target, phase, -1) < 0)
             return -1;
     return 0;
@@ -172,7 +156,7 @@ static int emit_grants(Plan *P, Py_ssize_t decl, Node *n, char kind, const char 
 {
     pgvc_buf qual;
     int rc = 0;
-    if (!n || ((n->acl == Py_None || !PyList_Check(n->acl) || !PyList_GET_SIZE(n->acl)) && !n->owner))
+    if (!n || (n->acl.n <= 0 && !n->owner))
         return 0;
     pgvc_buf_init(&qual);
     pgvc_buf_qualified(&qual, n->schema, n->name);
@@ -180,19 +164,13 @@ static int emit_grants(Plan *P, Py_ssize_t decl, Node *n, char kind, const char 
         PyErr_NoMemory();
         return -1;
     }
-    if (n->acl != Py_None && PyList_Check(n->acl)) {
-        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(n->acl); k++) {
-            const char *item = PyUnicode_AsUTF8(PyList_GET_ITEM(n->acl, k));
-            size_t olen = n->owner ? strlen(n->owner) : 0;
-            if (!item) {
-                rc = -1;
-                goto exit;
-            }
-            /* The owner's own rights come with ownership. */
-            if (n->owner && !strncmp(item, n->owner, olen) && item[olen] == '=')
-                continue;
-            pgvc_acl_to_grants(&P->buf, item, qual.data);
-        }
+    for (Py_ssize_t k = 0; k < n->acl.n; k++) {
+        const char *item = n->acl.items[k];
+        size_t olen = n->owner ? strlen(n->owner) : 0;
+        /* The owner's own rights come with ownership. */
+        if (n->owner && !strncmp(item, n->owner, olen) && item[olen] == '=')
+            continue;
+        pgvc_acl_to_grants(&P->buf, item, qual.data);
     }
     if (n->owner) {
         pgvc_buf_puts(&P->buf, "ALTER ");
@@ -204,7 +182,6 @@ static int emit_grants(Plan *P, Py_ssize_t decl, Node *n, char kind, const char 
     }
     if (P->buf.len)
         rc = emit(P, "grant", decl, "catalog update; no lock readers wait on", target, 1, -1);
-exit:
     pgvc_buf_free(&qual);
     return rc;
 }
@@ -212,8 +189,7 @@ exit:
 int pgvc_ddl_drop(Plan *P, Py_ssize_t it)
 {
     Node *n = &P->nodes[P->item_node[it]];
-    char target[512];
-    target_name(target, sizeof target, it < P->nd ? P->decls[it].label : NULL, n->schema, n->name);
+    const char *target = it < P->nd ? P->decls[it].target : n->target;
     pgvc_buf_puts(&P->buf, "DROP ");
     pgvc_buf_puts(&P->buf, rel_word(n->relkind));
     pgvc_buf_puts(&P->buf, " ");
@@ -224,9 +200,8 @@ int pgvc_ddl_drop(Plan *P, Py_ssize_t it)
 int pgvc_ddl_restore(Plan *P, Py_ssize_t it)
 {
     Node *n = &P->nodes[P->item_node[it]];
-    char target[512];
+    const char *target = n->target;
     size_t len;
-    target_name(target, sizeof target, NULL, n->schema, n->name);
     if (!n->fulldef) {
         PyErr_Format(P->st->PlanError, "cannot restore %s: its definition was not read", target);
         return -1;
@@ -248,9 +223,8 @@ int pgvc_ddl_restore(Plan *P, Py_ssize_t it)
         pgvc_buf_puts(&P->buf, n->populated && !P->no_data ? "\nWITH DATA" : "\nWITH NO DATA");
     if (emit(P, "restore", -1, L_READS, target, 1, -1) < 0)
         return -1;
-    if (PyList_Check(n->index_defs))
-        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(n->index_defs); k++) {
-            pgvc_buf_puts(&P->buf, PyUnicode_AsUTF8(PyList_GET_ITEM(n->index_defs, k)));
+    for (Py_ssize_t k = 0; k < n->index_defs.n; k++) {
+            pgvc_buf_puts(&P->buf, n->index_defs.items[k]);
             if (emit(P, "restore", -1, L_READS, target, 1, -1) < 0)
                 return -1;
         }
@@ -271,26 +245,22 @@ int pgvc_ddl_refresh(Plan *P, Py_ssize_t i)
 {
     Decl *d = &P->decls[i];
     Node *n = d->node >= 0 ? &P->nodes[d->node] : NULL;
-    char target[512];
     int concurrently = d->cidx && n && n->populated && !d->reindex;
-    target_name(target, sizeof target, d->label, d->schema, d->name);
     pgvc_buf_puts(&P->buf, concurrently ? "REFRESH MATERIALIZED VIEW CONCURRENTLY "
                                         : "REFRESH MATERIALIZED VIEW ");
     pgvc_buf_qualified(&P->buf, d->schema, d->name);
-    return emit(P, "refresh", i, concurrently ? L_EXCL : L_AX, target, 1, -1);
+    return emit(P, "refresh", i, concurrently ? L_EXCL : L_AX, d->target, 1, -1);
 }
 
 int pgvc_ddl_reindex(Plan *P, Py_ssize_t i)
 {
     Decl *d = &P->decls[i];
     Node *n = &P->nodes[d->node];
-    char target[512];
-    target_name(target, sizeof target, d->label, d->schema, d->name);
+    const char *target = d->target;
     /* Drop what is there, build what is declared: index names carry their definition. */
-    if (PyList_Check(n->index_names))
-        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(n->index_names); k++) {
+    for (Py_ssize_t k = 0; k < n->index_names.n; k++) {
             pgvc_buf_puts(&P->buf, "DROP INDEX ");
-            pgvc_buf_qualified(&P->buf, d->schema, PyUnicode_AsUTF8(PyList_GET_ITEM(n->index_names, k)));
+            pgvc_buf_qualified(&P->buf, d->schema, n->index_names.items[k]);
             if (emit(P, "drop_index", i, L_AX, target, 1, -1) < 0)
                 return -1;
         }
@@ -387,7 +357,8 @@ static int emit_compat_check(Plan *P, Py_ssize_t i)
 {
     Decl *d = &P->decls[i];
     Node *n = &P->nodes[d->node];
-    char tag[32], num[32], target[512];
+    char tag[32], num[32];
+    const char *target = d->target;
     pgvc_buf name;
     int rc = -1;
     pgvc_buf_init(&name);
@@ -401,7 +372,6 @@ static int emit_compat_check(Plan *P, Py_ssize_t i)
         if (!strstr(name.data, tag))
             break;
     }
-    target_name(target, sizeof target, d->label, d->schema, d->name);
     snprintf(num, sizeof num, "%lld", n->oid);
     pgvc_buf_puts(&P->buf, "DO ");
     pgvc_buf_puts(&P->buf, tag);
@@ -521,8 +491,7 @@ int pgvc_ddl_chain_swap(Plan *P, Py_ssize_t i)
 {
     Decl *d = &P->decls[i];
     Node *old = d->node >= 0 ? &P->nodes[d->node] : NULL;
-    char target[512];
-    target_name(target, sizeof target, d->label, d->schema, d->name);
+    const char *target = d->target;
     pgvc_buf_puts(&P->buf, "ALTER ");
     pgvc_buf_puts(&P->buf, rel_word(d->kind));
     pgvc_buf_puts(&P->buf, " ");
@@ -539,8 +508,7 @@ int pgvc_ddl_create(Plan *P, Py_ssize_t i)
 {
     Decl *d = &P->decls[i];
     Node *old = d->node >= 0 ? &P->nodes[d->node] : NULL;
-    char target[512];
-    target_name(target, sizeof target, d->label, d->schema, d->name);
+    const char *target = d->target;
     if (emit_create(P, i, d->name, 1, "create", L_READS) < 0)
         return -1;
     if (d->kind == 'm' && emit_indexes(P, i, d->name, "", 1, "index", L_SHARE) < 0)
@@ -557,16 +525,15 @@ int pgvc_ddl_swap(Plan *P, Py_ssize_t i)
 {
     Decl *d = &P->decls[i];
     Node *old = d->node >= 0 ? &P->nodes[d->node] : NULL;
-    char tmp[PGVC_NAMEDATALEN], iname[PGVC_NAMEDATALEN], target[512];
-    target_name(target, sizeof target, d->label, d->schema, d->name);
+    char tmp[PGVC_NAMEDATALEN], iname[PGVC_NAMEDATALEN];
+    const char *target = d->target;
     pgvc_derived_name(tmp, d->name, "_pgvc_new");
     pgvc_buf_puts(&P->buf, "ALTER MATERIALIZED VIEW ");
     pgvc_buf_qualified(&P->buf, d->schema, tmp);
     pgvc_buf_puts(&P->buf, " RENAME TO ");
     pgvc_buf_ident(&P->buf, d->name);
-    for (Py_ssize_t x = -1; x < PyTuple_GET_SIZE(d->indexes); x++) {
-        const char *final = x < 0 ? (d->cidx ? d->cidx_name : NULL)
-                                  : PyUnicode_AsUTF8(PyTuple_GET_ITEM(PyTuple_GET_ITEM(d->indexes, x), 0));
+    for (Py_ssize_t x = -1; x < d->nindexes; x++) {
+        const char *final = x < 0 ? (d->cidx ? d->cidx_name : NULL) : d->indexes[x].name;
         if (!final)
             continue;
         pgvc_derived_name(iname, final, "_pgvc_new");
@@ -652,7 +619,7 @@ PyObject *pgvc_ddl_probe(Plan *P, Py_ssize_t i)
     if (!(s = take_buf(P)) || PyList_Append(statements, s) < 0)
         goto exit;
     Py_CLEAR(s);
-    for (Py_ssize_t k = -1; d->kind == 'm' && k < PyTuple_GET_SIZE(d->indexes); k++) {
+    for (Py_ssize_t k = -1; d->kind == 'm' && k < d->nindexes; k++) {
         if (!write_index(P, d, k, d->schema, tmp, "_pgvc_probe"))
             continue;
         if (!(s = take_buf(P)) || PyList_Append(statements, s) < 0)

@@ -117,14 +117,15 @@ static PyObject *refusal_error(Plan *P, PyObject *refused)
     PyObject *text;
     pgvc_buf_init(&msg);
     pgvc_buf_puts(&msg, "refusing to drop objects that django-pgviews-c does not manage:");
-    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(refused); k++) {
-        PyObject *row = PyList_GET_ITEM(refused, k);
-        char line[1024];
-        snprintf(line, sizeof line, "\n  %s %s.%s reads %s, which this sync must re-create",
-                 PyUnicode_AsUTF8(PyTuple_GET_ITEM(row, 3))[0] == 'm' ? "materialized view" : "view",
-                 PyUnicode_AsUTF8(PyTuple_GET_ITEM(row, 0)), PyUnicode_AsUTF8(PyTuple_GET_ITEM(row, 1)),
-                 PyUnicode_AsUTF8(PyTuple_GET_ITEM(row, 2)));
-        pgvc_buf_puts(&msg, line);
+    for (Py_ssize_t k = 0; k < P->ni; k++) {
+        Node *n = P->order[k] >= P->nd ? &P->nodes[P->item_node[P->order[k]]] : NULL;
+        if (!n || !n->refused_by)
+            continue;
+        pgvc_buf_puts(&msg, n->relkind == 'm' ? "\n  materialized view " : "\n  view ");
+        pgvc_buf_puts(&msg, n->target);
+        pgvc_buf_puts(&msg, " reads ");
+        pgvc_buf_puts(&msg, n->refused_by);
+        pgvc_buf_puts(&msg, ", which this sync must re-create");
     }
     pgvc_buf_puts(&msg, "\nNothing was changed. Drop or rewrite those objects yourself, or let the "
                         "sync save and restore them: sync_pgviews --restore-dependants (setting "
@@ -158,7 +159,8 @@ static int classify_all(Plan *P, PyObject *recreate)
                          d->label, d->schema, d->name, n->relkind);
             return -1;
         }
-        pgvc_plan_classify(P, d, forced);
+        if (pgvc_plan_classify(P, d, forced) < 0)
+            return -1;
     }
     return 0;
 }
@@ -240,22 +242,6 @@ static PyObject *build_probes(Plan *P)
     return probes;
 }
 
-/* The oid of every catalog node, in node order (schema rows skipped). */
-static PyObject *node_oids(PyObject *catalog, Py_ssize_t nn)
-{
-    PyObject *oids = PyList_New(nn);
-    Py_ssize_t j = 0;
-    if (!oids)
-        return NULL;
-    for (Py_ssize_t r = 0; r < PyList_GET_SIZE(catalog); r++) {
-        PyObject *t = PyList_GET_ITEM(catalog, r);
-        if (PyUnicode_AsUTF8(PyTuple_GET_ITEM(t, C_KIND))[0] == 'S')
-            continue;
-        PyList_SET_ITEM(oids, j++, Py_NewRef(PyTuple_GET_ITEM(t, C_OID)));
-    }
-    return oids;
-}
-
 static PyObject *build_result(Plan *P)
 {
     PyObject *statuses = NULL, *reasons = NULL, *order = NULL, *probes = NULL, *result = NULL;
@@ -264,7 +250,10 @@ static PyObject *build_result(Plan *P)
         goto exit;
     for (Py_ssize_t i = 0; i < P->nd; i++) {
         PyObject *s = PyUnicode_FromString(status_names[P->decls[i].status]);
-        PyObject *r = PyUnicode_FromString(P->decls[i].reason);
+        Decl *d = &P->decls[i];
+        PyObject *r = d->inplace_after
+                          ? PyUnicode_FromFormat("%s; rebuilt in place after %s", d->reason, d->inplace_after)
+                          : PyUnicode_FromString(d->reason);
         if (!s || !r) {
             Py_XDECREF(s);
             Py_XDECREF(r);
@@ -302,8 +291,9 @@ static void plan_free(Plan *P)
     pgvc_graph_free(&P->cg);
     free(P->order);
     free(P->item_node);
-    free(P->decls);
+    pgvc_plan_free_decls(P);
     free(P->nodes);
+    pgvc_plan_free_arena(P);
 }
 
 PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
@@ -311,8 +301,7 @@ PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
     static char *kwlist[] = {"decls", "catalog", "force", "update", "check_sql_changed",
                              "restore_dependants", "build_beside", "recreate", "chain",
                              "no_data", "adopt", NULL};
-    PyObject *decls, *catalog, *recreate = NULL, *adopt = Py_None, *result = NULL, *oids = NULL,
-             *recreate_set = NULL;
+    PyObject *decls, *catalog, *recreate = NULL, *adopt = Py_None, *result = NULL, *recreate_set = NULL;
     Plan P;
     memset(&P, 0, sizeof P);
     P.st = st;
@@ -331,7 +320,7 @@ PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
     if (pgvc_plan_read_decls(&P, decls) < 0 || pgvc_plan_read_catalog(&P, catalog) < 0 ||
         read_adopt(&P, adopt) < 0)
         goto exit;
-    if (!(oids = node_oids(catalog, P.nn)) || pgvc_plan_build_graph(&P, oids) < 0)
+    if (pgvc_plan_build_graph(&P) < 0)
         goto exit;
     if (classify_all(&P, recreate_set) < 0 || spread(&P) < 0)
         goto exit;
@@ -340,7 +329,6 @@ PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
     result = build_result(&P);
 exit:
     Py_XDECREF(recreate_set);
-    Py_XDECREF(oids);
     plan_free(&P);
     return result;
 }

@@ -9,6 +9,29 @@
 
 #include "hash.h"
 
+/* An index template hashed as one string, its slots written \x01T\x01 and \x01N\x01: the
+ * fingerprint stamps written before templates came in pieces stay valid. */
+static void hash_template(pgvc_hash *h, const DeclIndex *ix)
+{
+    size_t len = 0;
+    for (Py_ssize_t k = 0; k < ix->nseg; k++)
+        len += ix->segs[k].kind ? 3 : strlen(ix->segs[k].text);
+    {
+        unsigned char prefix[8];
+        uint64_t n = len;
+        for (int b = 0; b < 8; b++)
+            prefix[b] = (unsigned char)(n >> (8 * b));
+        pgvc_hash_update(h, prefix, sizeof prefix);
+    }
+    for (Py_ssize_t k = 0; k < ix->nseg; k++) {
+        const Seg *s = &ix->segs[k];
+        if (s->kind)
+            pgvc_hash_update(h, s->kind == 'T' ? "\x01T\x01" : "\x01N\x01", 3);
+        else
+            pgvc_hash_update(h, s->text, strlen(s->text));
+    }
+}
+
 static void fingerprints(Decl *d)
 {
     pgvc_hash h;
@@ -24,10 +47,10 @@ static void fingerprints(Decl *d)
     pgvc_hash_init(&h, 2);
     pgvc_hash_str(&h, d->cidx);
     pgvc_hash_str(&h, d->cidx_ts);
-    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(d->indexes); k++) {
-        PyObject *ix = PyTuple_GET_ITEM(d->indexes, k);
-        pgvc_hash_str(&h, PyUnicode_AsUTF8(PyTuple_GET_ITEM(ix, 0)));
-        pgvc_hash_str(&h, PyUnicode_AsUTF8(PyTuple_GET_ITEM(ix, 1)));
+    for (Py_ssize_t k = 0; k < d->nindexes; k++) {
+        DeclIndex *ix = &d->indexes[k];
+        pgvc_hash_str(&h, ix->name);
+        hash_template(&h, ix);
     }
     pgvc_hash_hex(&h, d->idx_fp);
 
@@ -59,24 +82,22 @@ static void fingerprints(Decl *d)
 /* Do the index names on the catalog row differ from the declared ones? */
 static int indexes_differ(Decl *d, Node *n)
 {
-    PyObject *have = n->index_names;
-    Py_ssize_t want = PyTuple_GET_SIZE(d->indexes) + (d->cidx ? 1 : 0);
-    if (!PyList_Check(have))
+    const StrList *have = &n->index_names;
+    Py_ssize_t want = d->nindexes + (d->cidx ? 1 : 0);
+    if (have->n != want)
         return 1;
-    if (PyList_GET_SIZE(have) != want)
-        return 1;
-    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(have); k++) {
-        const char *name = PyUnicode_AsUTF8(PyList_GET_ITEM(have, k));
-        int found = name && d->cidx && !strcmp(name, d->cidx_name);
-        for (Py_ssize_t m = 0; !found && m < PyTuple_GET_SIZE(d->indexes); m++)
-            found = name && !strcmp(name, PyUnicode_AsUTF8(PyTuple_GET_ITEM(PyTuple_GET_ITEM(d->indexes, m), 0)));
+    for (Py_ssize_t k = 0; k < have->n; k++) {
+        const char *name = have->items[k];
+        int found = d->cidx && !strcmp(name, d->cidx_name);
+        for (Py_ssize_t m = 0; !found && m < d->nindexes; m++)
+            found = !strcmp(name, d->indexes[m].name);
         if (!found)
             return 1;
     }
     return 0;
 }
 
-void pgvc_plan_classify(Plan *P, Decl *d, int forced)
+int pgvc_plan_classify(Plan *P, Decl *d, int forced)
 {
     Node *n = d->node >= 0 ? &P->nodes[d->node] : NULL;
     const char *why = NULL;
@@ -86,14 +107,14 @@ void pgvc_plan_classify(Plan *P, Decl *d, int forced)
     if (!n) {
         d->action = A_CREATE;
         d->status = S_CREATED;
-        snprintf(d->reason, sizeof d->reason, "new");
-        return;
+        d->reason = "new";
+        return 0;
     }
     if (forced) {
         d->action = A_RECREATE;
         d->status = S_FORCED;
-        snprintf(d->reason, sizeof d->reason, "its columns changed incompatibly (--force)");
-        return;
+        d->reason = "its columns changed incompatibly (--force)";
+        return 0;
     }
     if (n->relkind != d->kind)
         why = d->kind == 'm' ? "was a view, is now a materialized view"
@@ -111,11 +132,11 @@ void pgvc_plan_classify(Plan *P, Decl *d, int forced)
     else if (d->kind == 'm' && !P->check_sql_changed)
         why = "MATERIALIZED_VIEWS_CHECK_SQL_CHANGED is off";
     if (why) {
-        snprintf(d->reason, sizeof d->reason, "%s", why);
+        d->reason = why;
         /* --no-update leaves what exists; with the SQL check off, materialized views are
          * rebuilt all the same, as django-pgviews-redux does. */
         if (!P->update && !(d->kind == 'm' && !P->check_sql_changed))
-            return;
+            return 0;
         d->status = S_UPDATED;
         if (n->relkind != d->kind)
             d->action = A_RECREATE;
@@ -123,24 +144,25 @@ void pgvc_plan_classify(Plan *P, Decl *d, int forced)
             d->action = A_REPLACE;
         else
             d->action = P->beside ? A_BESIDE : A_RECREATE;
-        return;
+        return 0;
     }
     /* Same definition, but the rewrite rule row is new (dump and restore); or adopted. */
     if (n->defmd5 || !n->ours)
         d->restamp = 1;
     if (!n->ours)
-        snprintf(d->reason, sizeof d->reason, "adopted: it equals its declaration");
+        d->reason = "adopted: it equals its declaration";
     if (d->kind == 'm') {
         int idx_changed = n->ours ? strcmp(n->c_idx, d->idx_fp) != 0 : d->adopt == ADOPT_REINDEX;
         if (idx_changed || indexes_differ(d, n)) {
             d->reindex = 1;
-            snprintf(d->reason, sizeof d->reason, "indexes changed");
+            d->reason = "indexes changed";
         }
         if (!n->populated && d->with_data) {
             d->refresh = 1;
-            snprintf(d->reason, sizeof d->reason, "not populated");
+            d->reason = "not populated";
         }
     }
+    return 0;
 }
 
 static const char *item_label(Plan *P, Py_ssize_t it)
@@ -157,82 +179,94 @@ static int changes_output(Plan *P, Py_ssize_t it)
     return P->nodes[P->item_node[it]].relkind == 'v' && P->nodes[P->item_node[it]].taint;
 }
 
+/* What one item's dependencies did: tainted_by (an item whose output changes) and dropped_by
+ * (a node re-created, along pg_depend only: a drop spreads only along what PostgreSQL records);
+ * -1 for none. */
+static void look_upstream(Plan *P, Py_ssize_t it, Py_ssize_t *tainted_by, Py_ssize_t *dropped_by)
+{
+    Py_ssize_t nj = P->item_node[it];
+    *tainted_by = *dropped_by = -1;
+    for (Py_ssize_t e = P->g.dep_off[it]; e < P->g.dep_off[it + 1]; e++)
+        if (changes_output(P, P->g.dep[e]))
+            *tainted_by = P->g.dep[e];
+    for (Py_ssize_t e = nj >= 0 ? P->cg.dep_off[nj] : 0; nj >= 0 && e < P->cg.dep_off[nj + 1]; e++)
+        if (P->nodes[P->cg.dep[e]].dropped)
+            *dropped_by = P->nodes[P->cg.dep[e]].item;
+}
+
+/* A declared view downstream of changes: rebuilt in place after a changed input (no copy beside
+ * can read the new one), re-created when what it reads is, re-populated when what it reads
+ * changes. RAISES_NEG. */
+static int spread_to_decl(Plan *P, Decl *d, Node *n, Py_ssize_t tainted_by, Py_ssize_t dropped_by)
+{
+    d->taint = tainted_by >= 0;
+    if (d->chain) { /* built anew in the build schema; the old object goes at the swap */
+        if (n)
+            n->dropped = 1;
+        return 0;
+    }
+    if (d->action == A_BESIDE && d->taint) {
+        d->action = A_RECREATE;
+        d->inplace_after = item_label(P, tainted_by);
+    }
+    if (dropped_by >= 0 && (d->action == A_SKIP || d->action == A_REPLACE || d->action == A_BESIDE)) {
+        if (d->action == A_SKIP &&
+            !(d->reason = pgvc_plan_format(P, "re-created: it reads %s, which is re-created",
+                                           item_label(P, dropped_by))))
+            return -1;
+        d->action = A_RECREATE;
+        if (d->status == S_EXISTS)
+            d->status = S_UPDATED;
+        d->refresh = 0;
+        d->reindex = 0;
+    }
+    if (d->action == A_SKIP && d->kind == 'm' && d->taint && !d->refresh && (d->with_data || (n && n->populated))) {
+        d->refresh = 1;
+        if (!(d->reason = pgvc_plan_format(P, "re-populated: it reads %s, which changed", item_label(P, tainted_by))))
+            return -1;
+    }
+    if (n && (d->action == A_RECREATE || d->action == A_BESIDE))
+        n->dropped = 1;
+    return 0;
+}
+
+/* An object we do not manage that reads something re-created: restored, or refused. */
+static int spread_to_node(Plan *P, Node *n, Py_ssize_t tainted_by, Py_ssize_t dropped_by, PyObject *refused)
+{
+    PyObject *row;
+    int rc;
+    n->taint = tainted_by >= 0;
+    n->refused_by = NULL;
+    if (dropped_by < 0)
+        return 0;
+    n->dropped = 1;
+    if (P->restore) {
+        n->restore = 1;
+        return 0;
+    }
+    n->refused_by = item_label(P, dropped_by);
+    row = Py_BuildValue("(sssC)", n->schema, n->name, n->refused_by, (int)n->relkind);
+    rc = row ? PyList_Append(refused, row) : -1;
+    Py_XDECREF(row);
+    return rc;
+}
+
 /* The forward pass: drops spread to everything that reads a dropped object, stale data spreads
  * to every materialized view that reads it. Returns the list of refused dependants. */
 PyObject *pgvc_plan_propagate(Plan *P)
 {
     PyObject *refused = PyList_New(0);
-    if (!refused)
-        return NULL;
-    for (Py_ssize_t k = 0; k < P->ni; k++) {
-        Py_ssize_t it = P->order[k], nj = P->item_node[it];
+    for (Py_ssize_t k = 0; refused && k < P->ni; k++) {
+        Py_ssize_t it = P->order[k], nj = P->item_node[it], tainted_by, dropped_by;
         Node *n = nj >= 0 ? &P->nodes[nj] : NULL;
-        int taint = 0, dropped = 0;
-        Py_ssize_t dropped_by = -1, tainted_by = -1;
-        for (Py_ssize_t e = P->g.dep_off[it]; e < P->g.dep_off[it + 1]; e++) {
-            Py_ssize_t w = P->g.dep[e];
-            if (changes_output(P, w)) {
-                taint = 1;
-                tainted_by = w;
-            }
-        }
-        /* A drop spreads only along what pg_depend records. */
-        for (Py_ssize_t e = n ? P->cg.dep_off[nj] : 0; n && e < P->cg.dep_off[nj + 1]; e++) {
-            Node *w = &P->nodes[P->cg.dep[e]];
-            if (w->dropped) {
-                dropped = 1;
-                dropped_by = w->item;
-            }
-        }
-        if (it < P->nd && P->decls[it].chain) {
-            /* Built anew in the build schema; the old object goes at the swap. */
-            P->decls[it].taint = taint;
-            if (n)
-                n->dropped = 1;
-        } else if (it < P->nd) {
-            Decl *d = &P->decls[it];
-            d->taint = taint;
-            if (d->action == A_BESIDE && taint) {
-                d->action = A_RECREATE;
-                snprintf(d->reason + strlen(d->reason), sizeof d->reason - strlen(d->reason),
-                         "; rebuilt in place after %s", item_label(P, tainted_by));
-            }
-            if (dropped && (d->action == A_SKIP || d->action == A_REPLACE || d->action == A_BESIDE)) {
-                const char *by = item_label(P, dropped_by);
-                if (d->action == A_SKIP)
-                    snprintf(d->reason, sizeof d->reason, "re-created: it reads %s, which is re-created", by);
-                d->action = A_RECREATE;
-                if (d->status == S_EXISTS)
-                    d->status = S_UPDATED;
-                d->refresh = 0;
-                d->reindex = 0;
-            }
-            if (d->action == A_SKIP && d->kind == 'm' && taint && !d->refresh &&
-                (d->with_data || (n && n->populated))) {
-                d->refresh = 1;
-                snprintf(d->reason, sizeof d->reason, "re-populated: it reads %s, which changed",
-                         item_label(P, tainted_by));
-            }
-            if (n && (d->action == A_RECREATE || d->action == A_BESIDE))
-                n->dropped = 1;
-        } else {
-            n->taint = taint;
-            if (dropped) {
-                n->dropped = 1;
-                if (P->restore)
-                    n->restore = 1;
-                else {
-                    const char *by = item_label(P, dropped_by);
-                    PyObject *row = Py_BuildValue("(sssC)", n->schema, n->name, by, (int)n->relkind);
-                    if (!row || PyList_Append(refused, row) < 0) {
-                        Py_XDECREF(row);
-                        Py_DECREF(refused);
-                        return NULL;
-                    }
-                    Py_DECREF(row);
-                }
-            }
-        }
+        int rc;
+        look_upstream(P, it, &tainted_by, &dropped_by);
+        if (it < P->nd)
+            rc = spread_to_decl(P, &P->decls[it], n, tainted_by, dropped_by);
+        else
+            rc = spread_to_node(P, n, tainted_by, dropped_by, refused);
+        if (rc < 0)
+            Py_CLEAR(refused);
     }
     return refused;
 }
@@ -309,12 +343,9 @@ Py_ssize_t pgvc_plan_choose_chain(Plan *P)
     }
     for (Py_ssize_t i = 0; i < P->nd; i++)
         if (P->decls[i].chain) {
-            char *inplace = strstr(P->decls[i].reason, "; rebuilt in place after");
-            if (inplace)
-                *inplace = '\0';
+            P->decls[i].inplace_after = NULL;
             if (!P->decls[i].reason[0])
-                snprintf(P->decls[i].reason, sizeof P->decls[i].reason,
-                         "rebuilt beside the old one, with the changed views it reads");
+                P->decls[i].reason = "rebuilt beside the old one, with the changed views it reads";
             count++;
             P->decls[i].refresh = 0;
             P->decls[i].reindex = 0;

@@ -65,21 +65,24 @@ static PyObject *item_name(void *plan, Py_ssize_t it)
 }
 
 /* by_name: "schema\0name" -> node index; by_oid: oid -> node index. RAISES_NEG. */
-static int index_nodes(Plan *P, PyObject *catalog_oids, PyObject *by_name, PyObject *by_oid)
+static int index_nodes(Plan *P, PyObject *by_name, PyObject *by_oid)
 {
     int rc = -1;
-    PyObject *key = NULL, *v = NULL;
+    PyObject *key = NULL, *v = NULL, *oid = NULL;
     for (Py_ssize_t j = 0; j < P->nn; j++) {
         if (!(key = qname_key(P->nodes[j].schema, P->nodes[j].name)) || !(v = PyLong_FromSsize_t(j)) ||
-            PyDict_SetItem(by_name, key, v) < 0 || PyDict_SetItem(by_oid, PyList_GET_ITEM(catalog_oids, j), v) < 0)
+            !(oid = PyLong_FromLongLong(P->nodes[j].oid)) || PyDict_SetItem(by_name, key, v) < 0 ||
+            PyDict_SetItem(by_oid, oid, v) < 0)
             goto exit;
         Py_CLEAR(key);
         Py_CLEAR(v);
+        Py_CLEAR(oid);
     }
     rc = 0;
 exit:
     Py_XDECREF(key);
     Py_XDECREF(v);
+    Py_XDECREF(oid);
     return rc;
 }
 
@@ -94,6 +97,8 @@ static int match_decls(Plan *P, PyObject *by_name, PyObject *by_label)
         int has;
         if (!d->schema)
             d->schema = P->current_schema;
+        if (!(d->target = pgvc_plan_format(P, "%s (%s.%s)", d->label, d->schema, d->name)))
+            goto exit;
         if ((has = PyDict_Contains(by_label, d->label_obj)) != 0) {
             if (has > 0)
                 PyErr_Format(P->st->PlanError, "%s is declared twice", d->label);
@@ -168,16 +173,13 @@ static int add_declared_edges(Plan *P, PyObject *by_label, Edges *items)
 static int add_catalog_edges(Plan *P, PyObject *by_oid, Edges *items, Edges *nodes)
 {
     for (Py_ssize_t j = 0; j < P->nn; j++) {
-        PyObject *refs = P->nodes[j].refs;
-        if (refs == Py_None)
-            continue;
-        if (!PyList_Check(refs)) {
-            PyErr_SetString(PyExc_TypeError, "plan: refs must be a list");
-            return -1;
-        }
-        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(refs); k++) {
-            PyObject *hit = PyDict_GetItemWithError(by_oid, PyList_GET_ITEM(refs, k));
+        for (Py_ssize_t k = 0; k < P->nodes[j].nrefs; k++) {
+            PyObject *oid = PyLong_FromLongLong(P->nodes[j].refs[k]), *hit;
             Py_ssize_t w;
+            if (!oid)
+                return -1;
+            hit = PyDict_GetItemWithError(by_oid, oid);
+            Py_DECREF(oid);
             if (!hit) {
                 if (PyErr_Occurred())
                     return -1;
@@ -220,14 +222,14 @@ exit:
     return rc;
 }
 
-int pgvc_plan_build_graph(Plan *P, PyObject *catalog_oids)
+int pgvc_plan_build_graph(Plan *P)
 {
     PyObject *by_name = PyDict_New(), *by_label = PyDict_New(), *by_oid = PyDict_New();
     Edges items = {0}, nodes = {0};
     int rc = -1;
     if (!by_name || !by_label || !by_oid)
         goto exit;
-    if (index_nodes(P, catalog_oids, by_name, by_oid) < 0 || match_decls(P, by_name, by_label) < 0 ||
+    if (index_nodes(P, by_name, by_oid) < 0 || match_decls(P, by_name, by_label) < 0 ||
         make_items(P) < 0)
         goto exit;
     if (add_declared_edges(P, by_label, &items) < 0 || add_catalog_edges(P, by_oid, &items, &nodes) < 0)

@@ -20,9 +20,35 @@ enum adopt { ADOPT_UNKNOWN, ADOPT_DIFFERS, ADOPT_SAME, ADOPT_REINDEX };
 enum action { A_SKIP, A_CREATE, A_REPLACE, A_RECREATE, A_BESIDE };
 enum status { S_CREATED, S_UPDATED, S_EXISTS, S_FORCED };
 
+/* A list of owned strings; n = -1 stands for SQL NULL. */
+typedef struct {
+    const char **items;
+    Py_ssize_t n;
+} StrList;
+
+/* One piece of an index template: text, or a slot for the table ('T') or the index name ('N'),
+ * placed by position (declarations.py splits Django's Statement template at its placeholders),
+ * so nothing inside the text is ever searched for. */
+typedef struct {
+    char kind; /* 0: text, 'T', 'N' */
+    const char *text;
+} Seg;
+
+typedef struct {
+    const char *name;
+    Seg *segs;
+    Py_ssize_t nseg;
+} DeclIndex;
+
+/* Every string is an owned copy (the plan's arena), checked once at the boundary. */
 typedef struct {
     const char *label, *schema, *name, *sql, *tablespace, *cidx, *cidx_ts, *db_table;
-    PyObject *label_obj, *deps, *indexes;
+    const char *cidx_cols; /* the concurrent index's columns, parsed and quoted */
+    const char *target;    /* "label (schema.name)", for messages and actions */
+    PyObject *label_obj;   /* an exact str we own: dict key, messages */
+    PyObject *deps;        /* a tuple of exact str we own */
+    DeclIndex *indexes;
+    Py_ssize_t nindexes;
     char kind;
     int with_data, explicit_schema;
     Py_ssize_t node;
@@ -30,14 +56,19 @@ typedef struct {
     int chain; /* built in the build schema (phase 0), moved into place (phase 1) */
     int probe; /* its object has no stamp and may equal the declaration: probe it */
     int adopt; /* its object has no stamp: ADOPT_UNKNOWN (not probed yet), _DIFFERS, _SAME, _REINDEX */
-    char reason[200];
+    const char *reason;
+    const char *inplace_after; /* rebuilt in place (not beside) because this item changed */
     char body_fp[33], idx_fp[33];
     char cidx_name[PGVC_NAMEDATALEN];
 } Decl;
 
 typedef struct {
     const char *schema, *name, *comment, *tablespace, *rw, *defmd5, *owner, *fulldef;
-    PyObject *acl, *index_names, *refs, *index_defs;
+    const char *target; /* "schema.name" */
+    const char *refused_by; /* a dependant we may not drop: the label of what re-creation needs it */
+    StrList acl, index_names, index_defs;
+    long long *refs; /* oids of what it reads */
+    Py_ssize_t nrefs;
     char relkind;
     int populated;
     Py_ssize_t decl, item;
@@ -66,6 +97,8 @@ typedef struct {
     int nchain;
     const char *current_schema;
     PyObject *schemas; /* set of existing schema names */
+    void **arena;      /* every allocation of this call, freed together */
+    Py_ssize_t narena, carena;
 } Plan;
 
 /* The build schema of a changed chain: the new versions of changed views and of every
@@ -74,17 +107,24 @@ typedef struct {
  * Readers keep the old ones until the swap moves the new ones into place. */
 #define PGVC_BUILD_SCHEMA "_pgviews_c_build"
 
-/* ---- plan_input.c: decoding. Each RAISES_NEG. */
+/* ---- plan_input.c: decoding into owned data. Each RAISES_NEG: TypeError or ValueError naming
+ * the argument for a malformed one, PlanError naming the view for a declaration PostgreSQL
+ * cannot take. */
 int pgvc_plan_read_decls(Plan *P, PyObject *decls);
 int pgvc_plan_read_catalog(Plan *P, PyObject *catalog);
+/* The arena: NULL with MemoryError set when out of memory. */
+void *pgvc_plan_alloc(Plan *P, size_t size);
+const char *pgvc_plan_format(Plan *P, const char *fmt, ...);
+void pgvc_plan_free_arena(Plan *P);
+void pgvc_plan_free_decls(Plan *P);
 
 /* ---- plan_graph.c: match declarations to nodes, build the item graph and its order.
  * RAISES_NEG (CycleError, MissingDependencyError, PlanError). */
-int pgvc_plan_build_graph(Plan *P, PyObject *catalog_oids);
+int pgvc_plan_build_graph(Plan *P);
 
 /* ---- plan_decide.c */
 /* Decide one declaration's action from its catalog row (forced: re-create it). */
-void pgvc_plan_classify(Plan *P, Decl *d, int forced);
+int pgvc_plan_classify(Plan *P, Decl *d, int forced); /* RAISES_NEG */
 /* Spread drops and stale data forward. Returns the list of refused dependants, NULL on error. */
 PyObject *pgvc_plan_propagate(Plan *P);
 /* Decide which declarations form chains. Returns the number chosen, -1 on error. */

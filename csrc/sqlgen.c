@@ -302,3 +302,54 @@ int pgvc_refresh_sql(pgvc_buf *b, const char *db_table, int concurrently, const 
     pgvc_buf_qualified(b, schema[0] ? schema : NULL, name);
     return 0;
 }
+
+/* Is c a byte that may continue a bare identifier (letters, digits, _, $, any non-ASCII)? */
+static int ident_byte(unsigned char c, int first)
+{
+    if (c >= 0x80 || c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+        return 1;
+    return !first && ((c >= '0' && c <= '9') || c == '$');
+}
+
+int pgvc_parse_columns(const char *text, pgvc_buf *out, const char **why)
+{
+    const char *p = text;
+    char name[PGVC_NAMEDATALEN];
+    int count = 0;
+    for (;;) {
+        size_t n = 0;
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+            p++;
+        if (*p == '"') {
+            if (read_part(&p, name, sizeof name, 0, why) < 0)
+                return -1;
+        } else {
+            if (!ident_byte((unsigned char)*p, 1)) {
+                *why = *p ? "a column name must be an identifier" : "empty column name";
+                return -1;
+            }
+            while (ident_byte((unsigned char)*p, 0)) {
+                if (n + 1 >= sizeof name) {
+                    *why = "column name longer than 63 bytes";
+                    return -1;
+                }
+                /* Unquoted, PostgreSQL folds ASCII letters to lower case. */
+                name[n++] = (*p >= 'A' && *p <= 'Z') ? (char)(*p - 'A' + 'a') : *p;
+                p++;
+            }
+            name[n] = '\0';
+        }
+        if (count++)
+            pgvc_buf_puts(out, ", ");
+        pgvc_buf_ident(out, name);
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+            p++;
+        if (!*p)
+            return count;
+        if (*p != ',') {
+            *why = "only column names separated by commas are allowed";
+            return -1;
+        }
+        p++;
+    }
+}

@@ -41,6 +41,11 @@ int pgvc_split_table(const char *db_table, char *schema, size_t schema_cap, char
  * RAISES_NEG: -1 when db_table is malformed (*why says how; nothing appended). */
 int pgvc_refresh_sql(pgvc_buf *b, const char *db_table, int concurrently, const char **why);
 
+/* A list of column names ("a, b", "\"A b\", c"): bare names folded to lower case as
+ * PostgreSQL does, quoted ones taken as written. Appends each, quoted, separated by ", ".
+ * Returns the number of columns, or -1 with *why set when the text is anything else. */
+int pgvc_parse_columns(const char *text, pgvc_buf *out, const char **why);
+
 /* A derived identifier: base + suffix, within 63 bytes. When too long, base is cut at a UTF-8
  * boundary and an 8-digit hash of the full untruncated name keeps distinct names distinct. */
 void pgvc_derived_name(char out[PGVC_NAMEDATALEN], const char *base, const char *suffix);

@@ -3,6 +3,7 @@ planner reads, and the one catalog query the planner compares them with."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +12,7 @@ from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_pgviews_c import _core, testing
+from django_pgviews_c.exceptions import PlanError
 from django_pgviews_c.querysql import view_query
 from django_pgviews_c.view import MaterializedView, View, declared_dependencies
 
@@ -53,9 +55,17 @@ class Declarations:
         self, model: type[View], editor: Any, mine: set[str], known: set[str]
     ) -> tuple[Any, ...]:
         meta = model._meta
+        _refuse_nul(meta.label, "db_table", meta.db_table)
         schema, name = _core.split_table(meta.db_table)
         self.split.append((schema, name))
-        sql = view_query(model, self.connection).strip()
+        try:
+            sql = view_query(model, self.connection)
+        except Exception:
+            # The driver refuses a NUL byte in a parameter with a bare traceback: say which view.
+            _refuse_nul_in_parameters(model)
+            raise
+        _refuse_nul(meta.label, "SQL", sql)
+        sql = sql.strip()
         while sql.endswith(";"):
             sql = sql[:-1].rstrip()
         self.sql.append(sql)
@@ -72,6 +82,8 @@ class Declarations:
         if materialized:
             tablespace = meta.db_tablespace or setting("DEFAULT_TABLESPACE", "") or None
             cidx_ts = model._concurrent_index_tablespace or setting("DEFAULT_INDEX_TABLESPACE", "") or None
+            for index in meta.indexes:
+                _refuse_nul(meta.label, "index name", index.name)
             indexes = tuple((index.name, _index_template(model, index, editor)) for index in meta.indexes)
         return (
             meta.label,
@@ -97,13 +109,48 @@ class Declarations:
         }
 
 
-def _index_template(model: type[View], index: Any, editor: Any) -> str:
-    """The index's CREATE statement with the table and index name left as placeholders, so the
-    core can build it on a side-by-side copy too."""
+#: Slots of an index template: where the core puts the table and the index name.
+TABLE, NAME = 0, 1
+_SLOT = re.compile(r"%\((table|name)\)s")
+
+
+def _index_template(model: type[View], index: Any, editor: Any) -> tuple[str | int, ...]:
+    """The index's CREATE statement as Django's schema editor writes it, in pieces: text, and
+    the slots (TABLE, NAME) where the core puts the table and the index name, so it can build
+    the index on a side-by-side copy too. The slots are the placeholders of Django's own
+    statement template, found there by position; nothing in the rendered text (a condition's
+    string literal, say) is ever searched."""
     statement = index.create_sql(model, editor)
-    statement.parts["table"] = "\x01T\x01"
-    statement.parts["name"] = "\x01N\x01"
-    return str(statement)
+    template, parts = statement.template, statement.parts
+    segments: list[str | int] = []
+    start = 0
+    for slot in _SLOT.finditer(template):
+        text = template[start : slot.start()] % parts
+        if text:
+            segments.append(text)
+        segments.append(TABLE if slot.group(1) == "table" else NAME)
+        start = slot.end()
+    if tail := template[start:] % parts:
+        segments.append(tail)
+    return tuple(segments)
+
+
+def _refuse_nul_in_parameters(model: type[View]) -> None:
+    result = model.get_sql()
+    if isinstance(result, tuple) and len(result) == 2:
+        query, params = result
+        _refuse_nul(model._meta.label, "SQL", query)
+        for param in params.values() if isinstance(params, dict) else params or ():
+            _refuse_nul(model._meta.label, "SQL parameters", param)
+
+
+def _refuse_nul(label: str, what: str, value: Any) -> None:
+    """PostgreSQL cannot take a NUL byte (the server would cut the text there, or the driver
+    fails with a bare traceback): say which view holds one."""
+    if isinstance(value, str) and "\x00" in value:
+        raise PlanError(
+            f"{label}: its {what} contains a NUL byte, which PostgreSQL cannot take. Nothing was changed."
+        )
 
 
 def read_catalog(cursor: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
