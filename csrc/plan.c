@@ -17,7 +17,8 @@ static const char *const status_names[] = {"CREATED", "UPDATED", "EXISTS", "FORC
 
 /* ---- writing the actions in order ------------------------------------------------------------ */
 
-/* CREATE SCHEMA for explicit schemas that do not exist yet, once each. RAISES_NEG. */
+/* An explicit schema that does not exist: an error, or (create_schemas) CREATE SCHEMA, once
+ * each. RAISES_NEG. */
 static int emit_schemas(Plan *P)
 {
     for (Py_ssize_t i = 0; i < P->nd; i++) {
@@ -34,7 +35,19 @@ static int emit_schemas(Plan *P)
         Py_DECREF(s);
         if (has < 0)
             return -1;
-        if (!has && pgvc_ddl_create_schema(P, i) < 0)
+        if (has)
+            continue;
+        if (!P->create_schemas) {
+            /* A typo in db_table must not create a schema. */
+            PyErr_Format(P->st->PlanError,
+                         "%s: schema '%s' of db_table '%s' does not exist. Create it first (for "
+                         "example in a migration: migrations.RunSQL('CREATE SCHEMA ...')), or set "
+                         "PGVIEWS_CREATE_SCHEMAS = True to let the sync create it. Nothing was "
+                         "changed.",
+                         d->label, d->schema, d->db_table);
+            return -1;
+        }
+        if (pgvc_ddl_create_schema(P, i) < 0)
             return -1;
     }
     return 0;
@@ -300,7 +313,7 @@ PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"decls", "catalog", "force", "update", "check_sql_changed",
                              "restore_dependants", "build_beside", "recreate", "chain",
-                             "no_data", "adopt", NULL};
+                             "no_data", "adopt", "create_schemas", NULL};
     PyObject *decls, *catalog, *recreate = NULL, *adopt = Py_None, *result = NULL, *recreate_set = NULL;
     Plan P;
     memset(&P, 0, sizeof P);
@@ -310,10 +323,10 @@ PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
     P.beside = 1;
     P.chain = 1;
     pgvc_buf_init(&P.buf);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!|$pppppOppO:plan", kwlist, &PyList_Type,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!|$pppppOppOp:plan", kwlist, &PyList_Type,
                                      &decls, &PyList_Type, &catalog, &P.force, &P.update,
                                      &P.check_sql_changed, &P.restore, &P.beside, &recreate,
-                                     &P.chain, &P.no_data, &adopt))
+                                     &P.chain, &P.no_data, &adopt, &P.create_schemas))
         return NULL;
     if (!(recreate_set = recreate ? PySet_New(recreate) : PySet_New(NULL)))
         goto exit;

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_pgviews_c import _core, testing
-from django_pgviews_c.exceptions import PlanError
+from django_pgviews_c.exceptions import InvalidNameError, PlanError
 from django_pgviews_c.querysql import view_query
 from django_pgviews_c.view import MaterializedView, View, declared_dependencies
 
@@ -56,7 +56,10 @@ class Declarations:
     ) -> tuple[Any, ...]:
         meta = model._meta
         _refuse_nul(meta.label, "db_table", meta.db_table)
-        schema, name = _core.split_table(meta.db_table)
+        try:
+            schema, name = _core.split_table(meta.db_table)
+        except InvalidNameError as exc:
+            raise PlanError(f"{meta.label}: {exc}. Nothing was changed.") from exc
         self.split.append((schema, name))
         try:
             sql = view_query(model, self.connection)

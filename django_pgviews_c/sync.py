@@ -141,6 +141,7 @@ class Syncer:
 
     def plan(self, cursor: Any, recreate: Iterable[int] = (), restore: bool | None = None) -> dict[str, Any]:
         options = dict(self.options)
+        options.setdefault("create_schemas", bool(setting("PGVIEWS_CREATE_SCHEMAS", False)))
         if restore is not None:
             options["restore_dependants"] = restore
         rows = read_catalog(cursor, self.decls.catalog_params(options["restore_dependants"]))

@@ -295,6 +295,8 @@ def test_names_that_need_quoting(src, view_table, mat_table):
     vschema, vname = _core.split_table(view_table)
     mschema, mname = _core.split_table(mat_table)
     vq, mq = _core.qualified_name(vschema, vname), _core.qualified_name(mschema, mname)
+    for schema in {vschema, mschema} - {None}:  # a sync does not create schemas (by default)
+        execute(f"CREATE SCHEMA {_core.quote_ident(schema)}")
     vs.view("A", "SELECT id, v FROM t_src", db_table=view_table)
     idx = [models.Index(fields=["v"], name='Pgvc Q"v" idx')]  # needs quoting too
     vs.view(

@@ -1,4 +1,6 @@
-from django.db import models
+from django.db import connections, models
+from django.db.models import signals
+from django.dispatch import receiver
 
 from django_pgviews_c import view as pg
 
@@ -84,3 +86,11 @@ class QuotedNameView(pg.ReadOnlyView):
     class Meta:
         managed = False
         db_table = '"Mixed Case ""quoted"" select"'
+
+
+@receiver(signals.pre_migrate, dispatch_uid="tests.viewtest.create_test_schema")
+def create_test_schema(sender, app_config, using, **kwargs):
+    """CustomSchemaView's schema: a sync never creates one unless PGVIEWS_CREATE_SCHEMAS is set
+    (redux's own test project creates it the same way)."""
+    with connections[using].cursor() as cursor:
+        cursor.execute("CREATE SCHEMA IF NOT EXISTS test_schema")
