@@ -18,12 +18,26 @@ static const char *L_COMMENT = "SHARE UPDATE EXCLUSIVE: reads and writes go on";
 static int emit(Plan *P, const char *op, Py_ssize_t decl, const char *lock, const char *target,
                 int phase, Py_ssize_t sql_offset)
 {
-    PyObject *sql = pgvc_buf_to_str(&P->buf), *t;
-    if (!sql)
+    PyObject *t = PyStructSequence_New(P->st->ActionType), *v;
+    PyObject *fields[PGVC_ACTION_NFIELDS];
+    int rc = -1;
+    if (!t)
         return -1;
-    t = Py_BuildValue("(snNssin)", op, decl, sql, lock, target, phase, sql_offset);
-    if (!t || PyList_Append(P->actions, t) < 0) {
-        Py_XDECREF(t);
+    fields[0] = PyUnicode_FromString(op);
+    fields[1] = PyLong_FromSsize_t(decl);
+    fields[2] = pgvc_buf_to_str(&P->buf);
+    fields[3] = PyUnicode_FromString(lock);
+    fields[4] = PyUnicode_FromString(target);
+    fields[5] = PyLong_FromLong(phase);
+    fields[6] = PyLong_FromSsize_t(sql_offset);
+    rc = 0;
+    for (int k = 0; k < PGVC_ACTION_NFIELDS; k++) {
+        if (!(v = fields[k]))
+            rc = -1;
+        PyStructSequence_SET_ITEM(t, k, v ? v : Py_NewRef(Py_None));
+    }
+    if (rc < 0 || PyList_Append(P->actions, t) < 0) {
+        Py_DECREF(t);
         return -1;
     }
     Py_DECREF(t);

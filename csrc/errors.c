@@ -33,6 +33,7 @@ exit:
 int pgvc_state_traverse(pgvc_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->GraphType);
+    Py_VISIT(st->ActionType);
     Py_VISIT(st->PGViewsError);
     Py_VISIT(st->CycleError);
     Py_VISIT(st->MissingDependencyError);
@@ -48,6 +49,7 @@ int pgvc_state_traverse(pgvc_state *st, visitproc visit, void *arg)
 void pgvc_state_clear(pgvc_state *st)
 {
     Py_CLEAR(st->GraphType);
+    Py_CLEAR(st->ActionType);
     Py_CLEAR(st->PGViewsError);
     Py_CLEAR(st->CycleError);
     Py_CLEAR(st->MissingDependencyError);

@@ -239,6 +239,8 @@ static int core_exec(PyObject *module)
         if (rc < 0)
             return -1;
     }
+    if (pgvc_plan_add_types(module, st) < 0)
+        return -1;
     if (PyModule_AddIntConstant(module, "PG_VERSION_BUILT", PG_VERSION_NUM) < 0)
         return -1;
     return 0;

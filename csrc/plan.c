@@ -14,6 +14,52 @@
 #include <string.h>
 
 static const char *const status_names[] = {"CREATED", "UPDATED", "EXISTS", "FORCED"};
+static const char *const state_names[ST_NSTATES] = {
+    "in sync", "missing", "changed", "drifted", "unmanaged", "unstamped", "indexes", "unpopulated", "stale"};
+
+/* ---- the records plan() returns ---------------------------------------------------------------- */
+
+static PyStructSequence_Field action_fields[PGVC_ACTION_NFIELDS + 1] = {
+    {"op", "what the statement does: create, replace, build, swap, drop, index, refresh, stamp..."},
+    {"decl", "index of the declaration it serves, -1 for none"},
+    {"sql", "the statement"},
+    {"lock", "the lock it takes, in words"},
+    {"target", "what it acts on, for messages"},
+    {"phase", "0: work that blocks nobody; 1: the short part that takes the locks readers wait on"},
+    {"sql_offset", "where the view's own SQL starts in sql (characters), -1 when it is not there"},
+    {NULL, NULL},
+};
+
+static PyStructSequence_Desc action_desc = {
+    "django_pgviews_c._core.PlanAction", "One statement of a sync plan.", action_fields,
+    PGVC_ACTION_NFIELDS};
+
+static const char *const decl_field_names[D_NFIELDS] = {
+    "label", "schema", "name", "kind", "sql", "dependencies", "with_data", "tablespace",
+    "indexes", "concurrent_index", "concurrent_index_tablespace", "db_table"};
+
+int pgvc_plan_add_types(PyObject *module, pgvc_state *st)
+{
+    PyObject *names = PyTuple_New(D_NFIELDS);
+    if (!names)
+        return -1;
+    for (int k = 0; k < D_NFIELDS; k++) {
+        PyObject *s = PyUnicode_FromString(decl_field_names[k]);
+        if (!s) {
+            Py_DECREF(names);
+            return -1;
+        }
+        PyTuple_SET_ITEM(names, k, s);
+    }
+    if (PyModule_AddObjectRef(module, "DECL_FIELDS", names) < 0) {
+        Py_DECREF(names);
+        return -1;
+    }
+    Py_DECREF(names);
+    if (!(st->ActionType = PyStructSequence_NewType(&action_desc)))
+        return -1;
+    return PyModule_AddObjectRef(module, "PlanAction", (PyObject *)st->ActionType);
+}
 
 /* ---- writing the actions in order ------------------------------------------------------------ */
 
@@ -257,9 +303,9 @@ static PyObject *build_probes(Plan *P)
 
 static PyObject *build_result(Plan *P)
 {
-    PyObject *statuses = NULL, *reasons = NULL, *order = NULL, *probes = NULL, *result = NULL;
-    if (!(statuses = PyList_New(P->nd)) || !(reasons = PyList_New(P->nd)) || !(order = PyList_New(0)) ||
-        !(probes = build_probes(P)))
+    PyObject *statuses = NULL, *reasons = NULL, *states = NULL, *order = NULL, *probes = NULL, *result = NULL;
+    if (!(statuses = PyList_New(P->nd)) || !(reasons = PyList_New(P->nd)) || !(states = PyList_New(P->nd)) ||
+        !(order = PyList_New(0)) || !(probes = build_probes(P)))
         goto exit;
     for (Py_ssize_t i = 0; i < P->nd; i++) {
         PyObject *s = PyUnicode_FromString(status_names[P->decls[i].status]);
@@ -274,6 +320,9 @@ static PyObject *build_result(Plan *P)
         }
         PyList_SET_ITEM(statuses, i, s);
         PyList_SET_ITEM(reasons, i, r);
+        if (!(s = PyUnicode_FromString(state_names[d->state])))
+            goto exit;
+        PyList_SET_ITEM(states, i, s);
     }
     for (Py_ssize_t k = 0; k < P->ni; k++) {
         PyObject *v;
@@ -285,9 +334,11 @@ static PyObject *build_result(Plan *P)
         }
         Py_DECREF(v);
     }
-    result = Py_BuildValue("{sOsOsOsOsssO}", "actions", P->actions, "statuses", statuses, "reasons",
-                           reasons, "order", order, "current_schema", P->current_schema, "probes", probes);
+    result = Py_BuildValue("{sOsOsOsOsOsssO}", "actions", P->actions, "statuses", statuses, "reasons",
+                           reasons, "states", states, "order", order, "current_schema", P->current_schema,
+                           "probes", probes);
 exit:
+    Py_XDECREF(states);
     Py_XDECREF(probes);
     Py_XDECREF(statuses);
     Py_XDECREF(reasons);

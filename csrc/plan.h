@@ -12,6 +12,10 @@
  * no_data: every materialized view built WITH NO DATA and no refresh, for a dry run. */
 PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs);
 
+/* _core.PlanAction (the action record) and _core.DECL_FIELDS (the order of a declaration
+ * tuple's fields), added to the module. RAISES_NEG. */
+int pgvc_plan_add_types(PyObject *module, pgvc_state *st);
+
 /* _core.catalog_sql() -> str: the one catalog query the planner reads. */
 PyObject *pgvc_catalog_sql(void);
 

@@ -108,14 +108,17 @@ int pgvc_plan_classify(Plan *P, Decl *d, int forced)
         d->action = A_CREATE;
         d->status = S_CREATED;
         d->reason = "new";
+        d->state = ST_MISSING;
         return 0;
     }
     if (forced) {
         d->action = A_RECREATE;
         d->status = S_FORCED;
         d->reason = "its columns changed incompatibly (--force)";
+        d->state = ST_CHANGED;
         return 0;
     }
+    d->state = ST_CHANGED;
     if (n->relkind != d->kind)
         why = d->kind == 'm' ? "was a view, is now a materialized view"
                              : "was a materialized view, is now a view";
@@ -125,10 +128,13 @@ int pgvc_plan_classify(Plan *P, Decl *d, int forced)
         why = d->adopt == ADOPT_DIFFERS ? "not created by django-pgviews-c, and differs from its declaration"
                                         : "not created by django-pgviews-c (adopting it)";
         d->probe = !P->probed && !(d->kind == 'm' && !P->check_sql_changed);
+        d->state = ST_UNMANAGED;
     } else if (n->ours && strcmp(n->c_body, d->body_fp))
         why = "definition changed";
-    else if (n->ours && n->defmd5 && strcmp(n->defmd5, n->c_def))
+    else if (n->ours && n->defmd5 && strcmp(n->defmd5, n->c_def)) {
         why = "changed in the database since the last sync";
+        d->state = ST_DRIFTED;
+    }
     else if (d->kind == 'm' && !P->check_sql_changed)
         why = "MATERIALIZED_VIEWS_CHECK_SQL_CHANGED is off";
     if (why) {
@@ -151,15 +157,18 @@ int pgvc_plan_classify(Plan *P, Decl *d, int forced)
         d->restamp = 1;
     if (!n->ours)
         d->reason = "adopted: it equals its declaration";
+    d->state = n->ours ? ST_IN_SYNC : ST_UNSTAMPED;
     if (d->kind == 'm') {
         int idx_changed = n->ours ? strcmp(n->c_idx, d->idx_fp) != 0 : d->adopt == ADOPT_REINDEX;
         if (idx_changed || indexes_differ(d, n)) {
             d->reindex = 1;
             d->reason = "indexes changed";
+            d->state = ST_INDEXES;
         }
         if (!n->populated && d->with_data) {
             d->refresh = 1;
             d->reason = "not populated";
+            d->state = ST_UNPOPULATED;
         }
     }
     return 0;
@@ -214,6 +223,8 @@ static int spread_to_decl(Plan *P, Decl *d, Node *n, Py_ssize_t tainted_by, Py_s
             !(d->reason = pgvc_plan_format(P, "re-created: it reads %s, which is re-created",
                                            item_label(P, dropped_by))))
             return -1;
+        if (d->action == A_SKIP)
+            d->state = ST_STALE;
         d->action = A_RECREATE;
         if (d->status == S_EXISTS)
             d->status = S_UPDATED;
@@ -222,6 +233,7 @@ static int spread_to_decl(Plan *P, Decl *d, Node *n, Py_ssize_t tainted_by, Py_s
     }
     if (d->action == A_SKIP && d->kind == 'm' && d->taint && !d->refresh && (d->with_data || (n && n->populated))) {
         d->refresh = 1;
+        d->state = ST_STALE;
         if (!(d->reason = pgvc_plan_format(P, "re-populated: it reads %s, which changed", item_label(P, tainted_by))))
             return -1;
     }
@@ -345,7 +357,10 @@ Py_ssize_t pgvc_plan_choose_chain(Plan *P)
         if (P->decls[i].chain) {
             P->decls[i].inplace_after = NULL;
             if (!P->decls[i].reason[0])
+            {
                 P->decls[i].reason = "rebuilt beside the old one, with the changed views it reads";
+                P->decls[i].state = ST_STALE;
+            }
             count++;
             P->decls[i].refresh = 0;
             P->decls[i].reindex = 0;

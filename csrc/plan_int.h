@@ -19,6 +19,9 @@ enum { C_OID, C_SCHEMA, C_NAME, C_KIND, C_COMMENT, C_POPULATED, C_TABLESPACE, C_
 enum adopt { ADOPT_UNKNOWN, ADOPT_DIFFERS, ADOPT_SAME, ADOPT_REINDEX };
 enum action { A_SKIP, A_CREATE, A_REPLACE, A_RECREATE, A_BESIDE };
 enum status { S_CREATED, S_UPDATED, S_EXISTS, S_FORCED };
+/* What pgviews_status shows for a view: plan.c names them (state_names). */
+enum state { ST_IN_SYNC, ST_MISSING, ST_CHANGED, ST_DRIFTED, ST_UNMANAGED, ST_UNSTAMPED, ST_INDEXES,
+             ST_UNPOPULATED, ST_STALE, ST_NSTATES };
 
 /* A list of owned strings; n = -1 stands for SQL NULL. */
 typedef struct {
@@ -57,6 +60,7 @@ typedef struct {
     int probe; /* its object has no stamp and may equal the declaration: probe it */
     int adopt; /* its object has no stamp: ADOPT_UNKNOWN (not probed yet), _DIFFERS, _SAME, _REINDEX */
     const char *reason;
+    int state; /* enum state: the code that goes with the reason */
     const char *inplace_after; /* rebuilt in place (not beside) because this item changed */
     char body_fp[33], idx_fp[33];
     char cidx_name[PGVC_NAMEDATALEN];
@@ -101,6 +105,9 @@ typedef struct {
     void **arena;      /* every allocation of this call, freed together */
     Py_ssize_t narena, carena;
 } Plan;
+
+/* Fields of _core.PlanAction, in order (plan.c describes them). */
+#define PGVC_ACTION_NFIELDS 7
 
 /* The build schema of a changed chain: the new versions of changed views and of every
  * materialized view that reads them are created there, under their own names, with the build

@@ -10,6 +10,7 @@
 
 typedef struct {
     PyTypeObject *GraphType;
+    PyTypeObject *ActionType; /* _core.PlanAction: one planned statement, a named record */
     PyObject *PGViewsError;
     PyObject *CycleError;
     PyObject *MissingDependencyError;

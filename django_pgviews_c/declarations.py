@@ -88,20 +88,22 @@ class Declarations:
             for index in meta.indexes:
                 _refuse_nul(meta.label, "index name", index.name)
             indexes = tuple((index.name, _index_template(model, index, editor)) for index in meta.indexes)
-        return (
-            meta.label,
-            schema,
-            name,
-            "m" if materialized else "v",
-            sql,
-            deps,
-            with_data,
-            tablespace,
-            indexes,
-            model._concurrent_index if materialized else None,
-            cidx_ts if materialized and model._concurrent_index else None,
-            meta.db_table,
-        )
+        fields = {
+            "label": meta.label,
+            "schema": schema,
+            "name": name,
+            "kind": "m" if materialized else "v",
+            "sql": sql,
+            "dependencies": deps,
+            "with_data": with_data,
+            "tablespace": tablespace,
+            "indexes": indexes,
+            "concurrent_index": model._concurrent_index if materialized else None,
+            "concurrent_index_tablespace": cidx_ts if materialized and model._concurrent_index else None,
+            "db_table": meta.db_table,
+        }
+        # The order is the core's (_core.DECL_FIELDS): the one definition of this contract.
+        return tuple(fields[field] for field in _core.DECL_FIELDS)
 
     def catalog_params(self, restore: bool) -> dict[str, Any]:
         return {

@@ -9,20 +9,6 @@ from django.db import DEFAULT_DB_ALIAS
 
 from django_pgviews_c.sync import sync_pgviews
 
-# Planner reasons -> the state pgviews_status shows.
-_STATES = (
-    ("new", "missing"),
-    ("changed in the database", "drifted"),
-    ("definition changed", "changed"),
-    ("not created by", "unmanaged"),
-    ("adopted", "unstamped"),
-    ("was a", "changed"),
-    ("indexes changed", "indexes"),
-    ("not populated", "unpopulated"),
-    ("re-populated", "stale"),
-    ("re-created", "stale"),
-)
-
 _SIZES = """
 SELECT c.oid::regclass::text, c.reltuples::bigint,
        CASE WHEN c.relkind = 'm' THEN pg_catalog.pg_total_relation_size(c.oid) END
@@ -48,11 +34,10 @@ def view_status(using: str = DEFAULT_DB_ALIAS) -> list[ViewState]:
     models = {m._meta.label: m for m in view_models()}
     out: list[ViewState] = []
     for result in sync_pgviews(using, dry_run=True, send_signals=False, check_sql_changed=True):
-        for label, status in result.statuses.items():
+        for label in result.statuses:
+            # The planner's own state code: nothing here reads its English.
+            state = result.states.get(label, "in sync")
             reason = result.reasons.get(label, "")
-            state = "in sync"
-            if status != "EXISTS" or reason:
-                state = next((s for prefix, s in _STATES if reason.startswith(prefix)), "changed")
             model = models[label]
             schema, name = _core.split_table(model._meta.db_table)
             out.append(

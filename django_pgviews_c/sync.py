@@ -56,6 +56,10 @@ STATUS_MESSAGES = {
 
 @dataclass
 class Action:
+    """One planned statement. The core returns each as a named record (``_core.PlanAction``,
+    whose fields are the one definition of this contract); this mirror adds type hints and is
+    filled by name, never by position."""
+
     op: str
     decl: int
     sql: str
@@ -65,8 +69,8 @@ class Action:
     sql_offset: int
 
     @classmethod
-    def from_tuple(cls, t: Sequence[Any]) -> Action:
-        return cls(*t)
+    def from_tuple(cls, t: Any) -> Action:
+        return cls(**{name: getattr(t, name) for name in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -76,6 +80,7 @@ class SyncResult:
     using: str
     statuses: dict[str, str] = field(default_factory=dict)  # label -> status
     reasons: dict[str, str] = field(default_factory=dict)  # label -> why it was touched
+    states: dict[str, str] = field(default_factory=dict)  # label -> state code (pgviews_status)
     actions: list[Action] = field(default_factory=list)
     seconds: float = 0.0
     catalog_queries: int = 0
@@ -153,6 +158,7 @@ class Syncer:
             plan = _core.plan(
                 self.decls.tuples, rows, recreate=list(recreate), chain=self._chain, adopt=adopt, **options
             )
+        self.result.states = dict(zip(self.decls.labels, plan["states"], strict=True))
         return plan
 
     def _probe(self, cursor: Any, probes: list[tuple[int, tuple[str, ...], str]]) -> dict[int, bool]:
