@@ -180,9 +180,9 @@ static PyMethodDef core_methods[] = {
      "fingerprint(*parts)\n--\n\n128-bit hash (hex) of the parts (str or None)."},
     {"plan", CF(plan), KW,
      "plan(decls, catalog, *, force=False, update=True, check_sql_changed=True, "
-     "restore_dependants=False, build_beside=True, recreate=(), chain=True, no_data=False, adopt=None, create_schemas=False)"
+     "restore_dependants=False, build_beside=True, recreate=(), chain=True, no_data=False, adopt=None, create_schemas=False, prune=False)"
      "\n--\n\n"
-     "The sync plan: {'actions', 'statuses', 'reasons', 'order', 'current_schema', 'probes'}."},
+     "The sync plan: {'actions', 'statuses', 'reasons', 'order', 'current_schema', 'probes', 'orphans', 'states'}."},
     {"catalog_sql", catalog_sql, METH_NOARGS,
      "catalog_sql()\n--\n\nThe one catalog query plan() reads."},
     {"run_parallel", CF(run_parallel), KW,

@@ -286,6 +286,25 @@ static int read_adopt(Plan *P, PyObject *adopt)
 
 /* ---- the result ------------------------------------------------------------------------------ */
 
+/* Orphans: objects that carry our stamp but that no declaration claims (a renamed db_table),
+ * as (schema, name, relkind). Never dropped unless asked (prune): two projects may share one
+ * database. */
+static PyObject *build_orphans(Plan *P)
+{
+    PyObject *orphans = PyList_New(0);
+    for (Py_ssize_t j = 0; orphans && j < P->nn; j++) {
+        Node *n = &P->nodes[j];
+        PyObject *row;
+        if (n->decl >= 0 || !n->ours)
+            continue;
+        row = Py_BuildValue("(ssC)", n->schema, n->name, (int)n->relkind);
+        if (!row || PyList_Append(orphans, row) < 0)
+            Py_CLEAR(orphans);
+        Py_XDECREF(row);
+    }
+    return orphans;
+}
+
 /* The adoption probes of the declarations classify() marked. */
 static PyObject *build_probes(Plan *P)
 {
@@ -303,9 +322,10 @@ static PyObject *build_probes(Plan *P)
 
 static PyObject *build_result(Plan *P)
 {
-    PyObject *statuses = NULL, *reasons = NULL, *states = NULL, *order = NULL, *probes = NULL, *result = NULL;
+    PyObject *statuses = NULL, *reasons = NULL, *states = NULL, *order = NULL, *probes = NULL, *orphans = NULL,
+             *result = NULL;
     if (!(statuses = PyList_New(P->nd)) || !(reasons = PyList_New(P->nd)) || !(states = PyList_New(P->nd)) ||
-        !(order = PyList_New(0)) || !(probes = build_probes(P)))
+        !(order = PyList_New(0)) || !(probes = build_probes(P)) || !(orphans = build_orphans(P)))
         goto exit;
     for (Py_ssize_t i = 0; i < P->nd; i++) {
         PyObject *s = PyUnicode_FromString(status_names[P->decls[i].status]);
@@ -334,10 +354,11 @@ static PyObject *build_result(Plan *P)
         }
         Py_DECREF(v);
     }
-    result = Py_BuildValue("{sOsOsOsOsOsssO}", "actions", P->actions, "statuses", statuses, "reasons",
+    result = Py_BuildValue("{sOsOsOsOsOsssOsO}", "actions", P->actions, "statuses", statuses, "reasons",
                            reasons, "states", states, "order", order, "current_schema", P->current_schema,
-                           "probes", probes);
+                           "probes", probes, "orphans", orphans);
 exit:
+    Py_XDECREF(orphans);
     Py_XDECREF(states);
     Py_XDECREF(probes);
     Py_XDECREF(statuses);
@@ -364,7 +385,7 @@ PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"decls", "catalog", "force", "update", "check_sql_changed",
                              "restore_dependants", "build_beside", "recreate", "chain",
-                             "no_data", "adopt", "create_schemas", NULL};
+                             "no_data", "adopt", "create_schemas", "prune", NULL};
     PyObject *decls, *catalog, *recreate = NULL, *adopt = Py_None, *result = NULL, *recreate_set = NULL;
     Plan P;
     memset(&P, 0, sizeof P);
@@ -374,10 +395,10 @@ PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
     P.beside = 1;
     P.chain = 1;
     pgvc_buf_init(&P.buf);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!|$pppppOppOp:plan", kwlist, &PyList_Type,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!|$pppppOppOpp:plan", kwlist, &PyList_Type,
                                      &decls, &PyList_Type, &catalog, &P.force, &P.update,
                                      &P.check_sql_changed, &P.restore, &P.beside, &recreate,
-                                     &P.chain, &P.no_data, &adopt, &P.create_schemas))
+                                     &P.chain, &P.no_data, &adopt, &P.create_schemas, &P.prune))
         return NULL;
     if (!(recreate_set = recreate ? PySet_New(recreate) : PySet_New(NULL)))
         goto exit;

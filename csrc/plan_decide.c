@@ -249,6 +249,10 @@ static int spread_to_node(Plan *P, Node *n, Py_ssize_t tainted_by, Py_ssize_t dr
     int rc;
     n->taint = tainted_by >= 0;
     n->refused_by = NULL;
+    if (P->prune && n->ours) { /* an orphan, pruned: dropped, never restored */
+        n->dropped = 1;
+        return 0;
+    }
     if (dropped_by < 0)
         return 0;
     n->dropped = 1;

@@ -97,6 +97,7 @@ typedef struct {
     pgvc_buf buf;
     int force, update, check_sql_changed, restore, beside, chain;
     int probed;  /* plan(adopt=...) was given: the probes' verdicts are in Decl.adopt */
+    int prune;          /* drop orphans: objects with our stamp that no declaration claims */
     int create_schemas; /* PGVIEWS_CREATE_SCHEMAS: create a db_table's missing schema */
     int no_data; /* a dry run: every materialized view built WITH NO DATA, nothing populated */
     int nchain;

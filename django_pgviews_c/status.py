@@ -49,6 +49,18 @@ def view_status(using: str = DEFAULT_DB_ALIAS) -> list[ViewState]:
                     detail=reason,
                 )
             )
+        # Objects with our fingerprint that no view declares any more: sync_pgviews --prune.
+        for qualified, relkind in result.orphans:
+            out.append(
+                ViewState(
+                    label=qualified,
+                    kind="mat" if relkind == "m" else "view",
+                    qualified=qualified,
+                    state="orphaned",
+                    detail="carries django-pgviews-c's fingerprint, but no view declares it "
+                    "(sync_pgviews --prune drops it)",
+                )
+            )
     existing = [v for v in out if v.state != "missing"]
     if existing:
         from django.db import connections

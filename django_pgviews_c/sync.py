@@ -81,6 +81,8 @@ class SyncResult:
     statuses: dict[str, str] = field(default_factory=dict)  # label -> status
     reasons: dict[str, str] = field(default_factory=dict)  # label -> why it was touched
     states: dict[str, str] = field(default_factory=dict)  # label -> state code (pgviews_status)
+    # (schema.name, relkind) of the objects with our stamp that no declaration claims
+    orphans: list[tuple[str, str]] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
     seconds: float = 0.0
     catalog_queries: int = 0
@@ -124,6 +126,7 @@ class Syncer:
         check_sql_changed: bool = True,
         restore_dependants: bool = False,
         no_data: bool = False,
+        prune: bool = False,
         verbosity: int = 1,
         progress: Callable[[str], None] | None = None,
     ) -> None:
@@ -137,6 +140,8 @@ class Syncer:
             # Every materialized view built WITH NO DATA and nothing populated: a dry run that
             # executes the plan in a transaction it rolls back costs no data work.
             "no_data": no_data,
+            # Drop objects that carry our stamp but that no declaration claims (dependants first).
+            "prune": prune,
         }
         self.verbosity = verbosity
         self.progress = progress
@@ -159,6 +164,7 @@ class Syncer:
                 self.decls.tuples, rows, recreate=list(recreate), chain=self._chain, adopt=adopt, **options
             )
         self.result.states = dict(zip(self.decls.labels, plan["states"], strict=True))
+        self.result.orphans = [(_core.qualified_name(s, n), kind) for s, n, kind in plan["orphans"]]
         return plan
 
     def _probe(self, cursor: Any, probes: list[tuple[int, tuple[str, ...], str]]) -> dict[int, bool]:
@@ -362,6 +368,7 @@ def sync_pgviews(
     update: bool = True,
     check_sql_changed: bool | None = None,
     restore_dependants: bool | None = None,
+    prune: bool = False,
     dry_run: bool = False,
     verbosity: int = 1,
     progress: Callable[[str], None] | None = None,
@@ -394,6 +401,7 @@ def sync_pgviews(
             update=update,
             check_sql_changed=check_sql_changed,
             restore_dependants=restore_dependants,
+            prune=prune,
             verbosity=verbosity,
             progress=progress,
         )

@@ -59,6 +59,14 @@ class Command(BaseCommand):
             "(setting PGVIEWS_RESTORE_DEPENDANTS).",
         )
         parser.add_argument(
+            "--prune",
+            action="store_true",
+            help="Drop views that carry this app's fingerprint but that no view model declares any "
+            "more (a renamed db_table), dependants first; views this app does not manage that read "
+            "them make the sync refuse. Never done without this flag: two projects may share a "
+            "database.",
+        )
+        parser.add_argument(
             "--plan",
             action="store_true",
             help="Print the actions a sync would take and the locks they hold; change nothing.",
@@ -78,6 +86,7 @@ class Command(BaseCommand):
                 update=options["update"],
                 check_sql_changed=check,
                 restore_dependants=options["restore_dependants"],
+                prune=options["prune"],
                 dry_run=options["plan"],
                 verbosity=verbosity,
                 progress=self.stdout.write,
