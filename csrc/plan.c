@@ -15,7 +15,8 @@
 
 static const char *const status_names[] = {"CREATED", "UPDATED", "EXISTS", "FORCED"};
 static const char *const state_names[ST_NSTATES] = {
-    "in sync", "missing", "changed", "drifted", "unmanaged", "unstamped", "indexes", "unpopulated", "stale"};
+    "in sync", "missing", "changed", "drifted", "unmanaged", "unstamped", "indexes", "unpopulated", "stale",
+    "columns"};
 
 /* ---- the records plan() returns ---------------------------------------------------------------- */
 
@@ -36,7 +37,7 @@ static PyStructSequence_Desc action_desc = {
 
 static const char *const decl_field_names[D_NFIELDS] = {
     "label", "schema", "name", "kind", "sql", "dependencies", "with_data", "tablespace",
-    "indexes", "concurrent_index", "concurrent_index_tablespace", "db_table"};
+    "indexes", "concurrent_index", "concurrent_index_tablespace", "db_table", "columns"};
 
 int pgvc_plan_add_types(PyObject *module, pgvc_state *st)
 {
@@ -305,6 +306,39 @@ static PyObject *build_orphans(Plan *P)
     return orphans;
 }
 
+/* Fields whose column the view (kept as it is) lacks or has with another type family, as
+ * (decl, field, column, field type, column type or None, the view's columns). */
+static PyObject *build_column_problems(Plan *P)
+{
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out && i < P->nd; i++) {
+        Decl *d = &P->decls[i];
+        Node *n = d->node >= 0 ? &P->nodes[d->node] : NULL;
+        if (!n || d->action != A_SKIP || n->relkind != d->kind)
+            continue;
+        for (Py_ssize_t k = 0; out && k < d->ncolumns; k++) {
+            const char *have = NULL;
+            PyObject *cols, *row;
+            if (!pgvc_plan_column_problem(d, n, k, &have))
+                continue;
+            if (!(cols = PyTuple_New(n->colnames.n))) {
+                Py_CLEAR(out);
+                break;
+            }
+            for (Py_ssize_t c = 0; c < n->colnames.n; c++) {
+                PyObject *s = PyUnicode_FromString(n->colnames.items[c]);
+                PyTuple_SET_ITEM(cols, c, s ? s : Py_NewRef(Py_None));
+            }
+            row = Py_BuildValue("(nsszzN)", i, d->columns[k].field, d->columns[k].column, d->columns[k].type,
+                                have, cols);
+            if (!row || PyList_Append(out, row) < 0)
+                Py_CLEAR(out);
+            Py_XDECREF(row);
+        }
+    }
+    return out;
+}
+
 /* The adoption probes of the declarations classify() marked. */
 static PyObject *build_probes(Plan *P)
 {
@@ -323,9 +357,10 @@ static PyObject *build_probes(Plan *P)
 static PyObject *build_result(Plan *P)
 {
     PyObject *statuses = NULL, *reasons = NULL, *states = NULL, *order = NULL, *probes = NULL, *orphans = NULL,
-             *result = NULL;
+             *columns = NULL, *result = NULL;
     if (!(statuses = PyList_New(P->nd)) || !(reasons = PyList_New(P->nd)) || !(states = PyList_New(P->nd)) ||
-        !(order = PyList_New(0)) || !(probes = build_probes(P)) || !(orphans = build_orphans(P)))
+        !(order = PyList_New(0)) || !(probes = build_probes(P)) || !(orphans = build_orphans(P)) ||
+        !(columns = build_column_problems(P)))
         goto exit;
     for (Py_ssize_t i = 0; i < P->nd; i++) {
         PyObject *s = PyUnicode_FromString(status_names[P->decls[i].status]);
@@ -354,10 +389,11 @@ static PyObject *build_result(Plan *P)
         }
         Py_DECREF(v);
     }
-    result = Py_BuildValue("{sOsOsOsOsOsssOsO}", "actions", P->actions, "statuses", statuses, "reasons",
+    result = Py_BuildValue("{sOsOsOsOsOsssOsOsO}", "actions", P->actions, "statuses", statuses, "reasons",
                            reasons, "states", states, "order", order, "current_schema", P->current_schema,
-                           "probes", probes, "orphans", orphans);
+                           "probes", probes, "orphans", orphans, "columns", columns);
 exit:
+    Py_XDECREF(columns);
     Py_XDECREF(orphans);
     Py_XDECREF(states);
     Py_XDECREF(probes);

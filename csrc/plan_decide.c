@@ -97,6 +97,81 @@ static int indexes_differ(Decl *d, Node *n)
     return 0;
 }
 
+/* ---- columns ----------------------------------------------------------------------------------- */
+
+/* The family of a type as format_type() or Django's db_type() writes it ("integer",
+ * "numeric(10, 2)", "timestamp(3) with time zone"): modifiers in parentheses are dropped and the
+ * rest looked up. NULL when unknown or an array: then nothing is compared. */
+static const char *type_family(const char *type)
+{
+    static const char *const map[][2] = {
+        {"smallint", "integer"}, {"integer", "integer"}, {"bigint", "integer"}, {"serial", "integer"},
+        {"bigserial", "integer"}, {"smallserial", "integer"}, {"numeric", "numeric"}, {"decimal", "numeric"},
+        {"real", "float"}, {"double precision", "float"}, {"character varying", "text"}, {"varchar", "text"},
+        {"character", "text"}, {"char", "text"}, {"text", "text"}, {"citext", "text"}, {"name", "text"},
+        {"boolean", "boolean"}, {"timestamp with time zone", "timestamptz"},
+        {"timestamp without time zone", "timestamp"}, {"timestamp", "timestamp"}, {"date", "date"},
+        {"time without time zone", "time"}, {"time", "time"}, {"time with time zone", "timetz"},
+        {"interval", "interval"}, {"json", "json"}, {"jsonb", "json"}, {"uuid", "uuid"}, {"bytea", "bytea"},
+        {"inet", "inet"}, {"cidr", "cidr"},
+    };
+    char base[64];
+    size_t n = 0;
+    int depth = 0;
+    if (!type || strchr(type, '['))
+        return NULL;
+    for (const char *p = type; *p && n + 1 < sizeof base; p++) {
+        if (*p == '(')
+            depth++;
+        else if (*p == ')')
+            depth--;
+        else if (!depth && !(*p == ' ' && (n == 0 || base[n - 1] == ' ')))
+            base[n++] = *p;
+    }
+    while (n && base[n - 1] == ' ')
+        n--;
+    base[n] = '\0';
+    for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
+        if (!strcmp(base, map[k][0]))
+            return map[k][1];
+    return NULL;
+}
+
+/* Index of column `name` among the view's, or -1. */
+static Py_ssize_t find_column(const Node *n, const char *name)
+{
+    for (Py_ssize_t k = 0; k < n->colnames.n; k++)
+        if (!strcmp(n->colnames.items[k], name))
+            return k;
+    return -1;
+}
+
+/* Does field k of d read a column the view lacks, or one of another type family? */
+int pgvc_plan_column_problem(const Decl *d, const Node *n, Py_ssize_t k, const char **have_type)
+{
+    const DeclColumn *c = &d->columns[k];
+    Py_ssize_t at = find_column(n, c->column);
+    const char *want, *have;
+    *have_type = NULL;
+    if (n->colnames.n < 0) /* columns not read */
+        return 0;
+    if (at < 0)
+        return 1;
+    *have_type = n->coltypes.items[at];
+    want = type_family(c->type);
+    have = type_family(*have_type);
+    return want && have && strcmp(want, have) != 0;
+}
+
+static int columns_differ(const Decl *d, const Node *n)
+{
+    const char *have;
+    for (Py_ssize_t k = 0; k < d->ncolumns; k++)
+        if (pgvc_plan_column_problem(d, n, k, &have))
+            return 1;
+    return 0;
+}
+
 int pgvc_plan_classify(Plan *P, Decl *d, int forced)
 {
     Node *n = d->node >= 0 ? &P->nodes[d->node] : NULL;
@@ -170,6 +245,10 @@ int pgvc_plan_classify(Plan *P, Decl *d, int forced)
             d->reason = "not populated";
             d->state = ST_UNPOPULATED;
         }
+    }
+    if (d->state == ST_IN_SYNC && columns_differ(d, n)) {
+        d->state = ST_COLUMNS;
+        d->reason = "a field reads a column the view does not have, or of another type";
     }
     return 0;
 }

@@ -68,10 +68,10 @@ typedef struct {
 
 static const char *const decl_fields[D_NFIELDS] = {
     "label", "schema", "name", "kind", "sql", "dependencies", "with_data", "tablespace",
-    "indexes", "concurrent_index", "concurrent_index_tablespace", "db_table"};
+    "indexes", "concurrent_index", "concurrent_index_tablespace", "db_table", "columns"};
 static const char *const catalog_fields[C_NFIELDS] = {
     "oid", "schema", "name", "relkind", "comment", "populated", "tablespace", "rw", "defmd5",
-    "owner", "acl", "indexes", "refs", "fulldef", "indexdefs", "current_schema"};
+    "owner", "acl", "indexes", "refs", "fulldef", "indexdefs", "current_schema", "colnames", "coltypes"};
 
 static int bad_type(const Where *w, const char *want, PyObject *o)
 {
@@ -217,6 +217,27 @@ static int read_indexes(Plan *P, Decl *d, PyObject *o, const Where *w)
     return 0;
 }
 
+/* columns: a tuple of (field, column, type or None). RAISES_NEG. */
+static int read_columns(Plan *P, Decl *d, PyObject *o, const Where *w)
+{
+    if (!PyTuple_Check(o))
+        return bad_type(w, "a tuple of (field, column, type) triples", o);
+    d->ncolumns = PyTuple_GET_SIZE(o);
+    if (!(d->columns = pgvc_plan_alloc(P, sizeof(DeclColumn) * (size_t)(d->ncolumns + 1))))
+        return -1;
+    for (Py_ssize_t k = 0; k < d->ncolumns; k++) {
+        PyObject *c = PyTuple_GET_ITEM(o, k);
+        DeclColumn *col = &d->columns[k];
+        if (!PyTuple_Check(c) || PyTuple_GET_SIZE(c) != 3)
+            return bad_type(w, "a tuple of (field, column, type) triples", c);
+        if (copy_str(P, PyTuple_GET_ITEM(c, 0), 0, &col->field, w) < 0 ||
+            copy_str(P, PyTuple_GET_ITEM(c, 1), 0, &col->column, w) < 0 ||
+            copy_str(P, PyTuple_GET_ITEM(c, 2), 1, &col->type, w) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* concurrent_index: a list of column names (bare, folded to lower case as PostgreSQL does, or
  * double-quoted), each quoted again here. Anything else is refused naming the view. */
 static int read_cidx(Plan *P, Decl *d)
@@ -270,7 +291,8 @@ static int read_decl(Plan *P, Decl *d, PyObject *t, Py_ssize_t i)
         copy_str(P, FIELD(D_TABLESPACE), 1, &d->tablespace, &w) < 0 ||
         read_indexes(P, d, FIELD(D_INDEXES), &w) < 0 || copy_str(P, FIELD(D_CIDX), 1, &d->cidx, &w) < 0 ||
         copy_str(P, FIELD(D_CIDX_TS), 1, &d->cidx_ts, &w) < 0 ||
-        copy_str(P, FIELD(D_DBTABLE), 0, &d->db_table, &w) < 0)
+        copy_str(P, FIELD(D_DBTABLE), 0, &d->db_table, &w) < 0 ||
+        read_columns(P, d, FIELD(D_COLUMNS), &w) < 0)
         return -1;
 #undef FIELD
     if ((kind[0] != 'v' && kind[0] != 'm') || kind[1]) {
@@ -398,8 +420,14 @@ static int read_row(Plan *P, Node *n, PyObject *t, Py_ssize_t i, int *schema_row
         copy_str(P, FIELD(C_OWNER), 1, &n->owner, &w) < 0 || copy_strlist(P, FIELD(C_ACL), &n->acl, &w) < 0 ||
         copy_strlist(P, FIELD(C_INDEXES), &n->index_names, &w) < 0 || read_refs(P, n, FIELD(C_REFS), &w) < 0 ||
         copy_str(P, FIELD(C_FULLDEF), 1, &n->fulldef, &w) < 0 ||
-        copy_strlist(P, FIELD(C_INDEXDEFS), &n->index_defs, &w) < 0)
+        copy_strlist(P, FIELD(C_INDEXDEFS), &n->index_defs, &w) < 0 ||
+        copy_strlist(P, FIELD(C_COLNAMES), &n->colnames, &w) < 0 ||
+        copy_strlist(P, FIELD(C_COLTYPES), &n->coltypes, &w) < 0)
         return -1;
+    if (n->colnames.n != n->coltypes.n) {
+        PyErr_Format(PyExc_ValueError, "plan: catalog[%zd] colnames and coltypes differ in length", i);
+        return -1;
+    }
     if (!PyLong_CheckExact(FIELD(C_OID)))
         return bad_type(&w, "int", f[C_OID]);
 #undef FIELD

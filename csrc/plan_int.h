@@ -12,16 +12,17 @@
 /* The positional contract of plan()'s input: one declaration tuple (declarations.py builds it)
  * and one catalog row (catalog.c's query returns it). */
 enum { D_LABEL, D_SCHEMA, D_NAME, D_KIND, D_SQL, D_DEPS, D_WITH_DATA, D_TABLESPACE, D_INDEXES,
-       D_CIDX, D_CIDX_TS, D_DBTABLE, D_NFIELDS };
+       D_CIDX, D_CIDX_TS, D_DBTABLE, D_COLUMNS, D_NFIELDS };
 enum { C_OID, C_SCHEMA, C_NAME, C_KIND, C_COMMENT, C_POPULATED, C_TABLESPACE, C_RW, C_DEFMD5,
-       C_OWNER, C_ACL, C_INDEXES, C_REFS, C_FULLDEF, C_INDEXDEFS, C_CURSCHEMA, C_NFIELDS };
+       C_OWNER, C_ACL, C_INDEXES, C_REFS, C_FULLDEF, C_INDEXDEFS, C_CURSCHEMA, C_COLNAMES, C_COLTYPES,
+       C_NFIELDS };
 
 enum adopt { ADOPT_UNKNOWN, ADOPT_DIFFERS, ADOPT_SAME, ADOPT_REINDEX };
 enum action { A_SKIP, A_CREATE, A_REPLACE, A_RECREATE, A_BESIDE };
 enum status { S_CREATED, S_UPDATED, S_EXISTS, S_FORCED };
 /* What pgviews_status shows for a view: plan.c names them (state_names). */
 enum state { ST_IN_SYNC, ST_MISSING, ST_CHANGED, ST_DRIFTED, ST_UNMANAGED, ST_UNSTAMPED, ST_INDEXES,
-             ST_UNPOPULATED, ST_STALE, ST_NSTATES };
+             ST_UNPOPULATED, ST_STALE, ST_COLUMNS, ST_NSTATES };
 
 /* A list of owned strings; n = -1 stands for SQL NULL. */
 typedef struct {
@@ -43,6 +44,12 @@ typedef struct {
     Py_ssize_t nseg;
 } DeclIndex;
 
+/* A concrete field of the view's model: the column it reads and Django's type for it (NULL:
+ * not known). */
+typedef struct {
+    const char *field, *column, *type;
+} DeclColumn;
+
 /* Every string is an owned copy (the plan's arena), checked once at the boundary. */
 typedef struct {
     const char *label, *schema, *name, *sql, *tablespace, *cidx, *cidx_ts, *db_table;
@@ -52,6 +59,8 @@ typedef struct {
     PyObject *deps;        /* a tuple of exact str we own */
     DeclIndex *indexes;
     Py_ssize_t nindexes;
+    DeclColumn *columns;
+    Py_ssize_t ncolumns;
     char kind;
     int with_data, explicit_schema;
     Py_ssize_t node;
@@ -71,6 +80,7 @@ typedef struct {
     const char *target; /* "schema.name" */
     const char *refused_by; /* a dependant we may not drop: the label of what re-creation needs it */
     StrList acl, index_names, index_defs;
+    StrList colnames, coltypes; /* the view's columns and their types (format_type) */
     long long *refs; /* oids of what it reads */
     Py_ssize_t nrefs;
     char relkind;
@@ -134,6 +144,9 @@ int pgvc_plan_build_graph(Plan *P);
 /* ---- plan_decide.c */
 /* Decide one declaration's action from its catalog row (forced: re-create it). */
 int pgvc_plan_classify(Plan *P, Decl *d, int forced); /* RAISES_NEG */
+/* Does field k of d read a column the view (n) lacks (1, *have_type NULL) or one of another type
+ * family (1, *have_type its type)? 0 when it matches or cannot be told. */
+int pgvc_plan_column_problem(const Decl *d, const Node *n, Py_ssize_t k, const char **have_type);
 /* Spread drops and stale data forward. Returns the list of refused dependants, NULL on error. */
 PyObject *pgvc_plan_propagate(Plan *P);
 /* Decide which declarations form chains. Returns the number chosen, -1 on error. */

@@ -101,6 +101,13 @@ class Declarations:
             "concurrent_index": model._concurrent_index if materialized else None,
             "concurrent_index_tablespace": cidx_ts if materialized and model._concurrent_index else None,
             "db_table": meta.db_table,
+            # The fields whose columns the view must have. The `id` Django adds when no field is
+            # the primary key is left out: views often have none, and are queried with values().
+            "columns": tuple(
+                (f.name, f.column, _db_type(f, self.connection))
+                for f in meta.concrete_fields
+                if not f.auto_created
+            ),
         }
         # The order is the core's (_core.DECL_FIELDS): the one definition of this contract.
         return tuple(fields[field] for field in _core.DECL_FIELDS)
@@ -138,6 +145,14 @@ def _index_template(model: type[View], index: Any, editor: Any) -> tuple[str | i
     if tail := template[start:] % parts:
         segments.append(tail)
     return tuple(segments)
+
+
+def _db_type(field: Any, connection: BaseDatabaseWrapper) -> str | None:
+    """The column type Django expects for a field, or None when it cannot tell."""
+    try:
+        return field.db_type(connection)
+    except Exception:  # a custom field may need more than a connection to say
+        return None
 
 
 def _refuse_nul_in_parameters(model: type[View]) -> None:

@@ -28,6 +28,7 @@ from django_pgviews_c.exceptions import (
     DatabaseError,
     ForceRequiredError,
     PGViewsError,
+    PlanError,
     ViewDefinitionError,
 )
 from django_pgviews_c.signals import all_views_synced, view_synced
@@ -74,6 +75,32 @@ class Action:
 
 
 @dataclass
+class ColumnProblem:
+    """A model field whose column the view does not have (column_type None), or has with a type
+    of another family than the field's."""
+
+    label: str
+    field: str
+    column: str
+    field_type: str | None
+    column_type: str | None
+    view_columns: tuple[str, ...]
+
+    @property
+    def detail(self) -> str:
+        if self.column_type is None:
+            return (
+                f"field {self.field!r} reads column {self.column!r}, which the view does not have "
+                f"(its columns: {', '.join(self.view_columns) or 'none'})"
+            )
+        return f"field {self.field!r} ({self.field_type}) reads column {self.column!r} of type {self.column_type}"
+
+    @property
+    def message(self) -> str:
+        return f"{self.label}: {self.detail}"
+
+
+@dataclass
 class SyncResult:
     """What one sync of one database did."""
 
@@ -83,6 +110,8 @@ class SyncResult:
     states: dict[str, str] = field(default_factory=dict)  # label -> state code (pgviews_status)
     # (schema.name, relkind) of the objects with our stamp that no declaration claims
     orphans: list[tuple[str, str]] = field(default_factory=list)
+    # Fields whose column the view lacks or has with another type: ColumnProblem each
+    column_problems: list[ColumnProblem] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
     seconds: float = 0.0
     catalog_queries: int = 0
@@ -165,6 +194,9 @@ class Syncer:
             )
         self.result.states = dict(zip(self.decls.labels, plan["states"], strict=True))
         self.result.orphans = [(_core.qualified_name(s, n), kind) for s, n, kind in plan["orphans"]]
+        self.result.column_problems = [
+            ColumnProblem(self.decls.labels[p[0]], *p[1:]) for p in plan["columns"]
+        ]
         return plan
 
     def _probe(self, cursor: Any, probes: list[tuple[int, tuple[str, ...], str]]) -> dict[int, bool]:
@@ -235,6 +267,7 @@ class Syncer:
                 actions = [Action.from_tuple(a) for a in plan.pop("actions")]
                 try:
                     self._execute(cursor, actions)
+                    self._check_columns(cursor, plan, actions)
                     return plan, actions
                 except _ChainConflict:
                     cursor.execute("ROLLBACK TO SAVEPOINT pgvc_sync")
@@ -244,6 +277,27 @@ class Syncer:
                         raise self._force_required(cursor, inc, recreate) from None
                     cursor.execute("ROLLBACK TO SAVEPOINT pgvc_sync")
                     recreate.add(inc.decl)
+
+    def _check_columns(self, cursor: Any, plan: dict[str, Any], actions: list[Action]) -> None:
+        """After creating or adopting views, compare each model field's column with the view's
+        columns (one more catalog read, in the same transaction): a missing column or another
+        type family is a warning, and with PGVIEWS_STRICT_COLUMNS = True an error that rolls the
+        whole sync back."""
+        touched = {a.decl for a in actions if a.decl >= 0}
+        touched |= {i for i, state in enumerate(plan["states"]) if state == "unstamped"}
+        self.plan(cursor)
+        labels = {self.decls.labels[i] for i in touched}
+        problems = [p for p in self.result.column_problems if p.label in labels]
+        if not problems:
+            return
+        if setting("PGVIEWS_STRICT_COLUMNS", False):
+            raise PlanError(
+                "\n".join(p.message for p in problems)
+                + "\nPGVIEWS_STRICT_COLUMNS is on: nothing was changed. Fix the view's SQL or the model."
+            )
+        for problem in problems:
+            logger.warning("%s", problem.message)
+            self._say(f"warning: {problem.message}", 1)
 
     def _force_required(self, cursor: Any, inc: _Incompatible, recreate: set[int]) -> ForceRequiredError:
         label = self.decls.labels[inc.decl]

@@ -407,11 +407,13 @@ _SCHEMA_ROW = (
     None,
     None,
     "public",
+    None,
+    None,
 )
 
 
 def _decl(label, name, kind="v", sql="SELECT 1 AS id", deps=(), cidx=None, with_data=True, db_table=None):
-    return (label, None, name, kind, sql, tuple(deps), with_data, None, (), cidx, None, db_table or name)
+    return (label, None, name, kind, sql, tuple(deps), with_data, None, (), cidx, None, db_table or name, ())
 
 
 def _row(oid, name, kind, comment, refs=(), indexes=(), populated=True, defmd5=None):
@@ -432,6 +434,8 @@ def _row(oid, name, kind, comment, refs=(), indexes=(), populated=True, defmd5=N
         None,
         None,
         "public",
+        None,
+        None,
     )
 
 
@@ -539,6 +543,7 @@ def test_plan_long_quoted_names_get_distinct_concurrent_index_names():
             "id",
             None,
             _core.qualified_name(schema, '"' * 40 + k),
+            (),
         )
         for k in "ab"
     ]
@@ -559,6 +564,8 @@ def test_plan_long_quoted_names_get_distinct_concurrent_index_names():
         None,
         None,
         "public",
+        None,
+        None,
     )
     p = _core.plan(decls, [_SCHEMA_ROW, row])
     names = [

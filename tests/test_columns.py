@@ -1,0 +1,98 @@
+"""A declared field that the view's SQL does not produce (or produces with another type) is
+reported after the sync creates or adopts the view: a warning by default, an error with
+PGVIEWS_STRICT_COLUMNS = True; pgviews_status shows the view as `columns`."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.db import connection, models
+
+from django_pgviews_c.exceptions import PlanError
+from django_pgviews_c.sync import Syncer
+from tests.helpers import ViewSet, execute, relkind, snapshot
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def src():
+    execute("CREATE TABLE t_src (id int PRIMARY KEY, price numeric(10, 2))")
+
+
+def _declare(vs: ViewSet) -> None:
+    vs.view(
+        "Sales",
+        "SELECT id, price, price * 2 AS MyTotal FROM t_src",
+        id=models.IntegerField(primary_key=True),
+        price=models.IntegerField(),  # numeric in the view: another type family
+        margin=models.IntegerField(),  # not selected at all
+        total=models.IntegerField(db_column="MyTotal"),  # the SQL did not quote it: "mytotal"
+    )
+
+
+def _dry_run_state(vs: ViewSet):
+    models_ = list(vs.models.values())
+    return Syncer(connection, models_, {m._meta.label for m in models_}).run(dry_run=True)
+
+
+def test_missing_and_mistyped_columns_are_warnings_naming_everything(src, caplog):
+    vs = ViewSet()
+    _declare(vs)
+    with caplog.at_level(logging.WARNING, logger="django_pgviews_c"):
+        vs.sync()
+    assert relkind("t_sales") == "v"
+    text = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert (
+        "viewtest.Sales: field 'margin' reads column 'margin', which the view does not have "
+        "(its columns: id, price, mytotal)" in text
+    )
+    assert "field 'total' reads column 'MyTotal'" in text
+    assert "field 'price' (integer) reads column 'price' of type numeric(10,2)" in text
+    assert "'id'" not in text
+    result = _dry_run_state(vs)
+    assert result.states["viewtest.Sales"] == "columns"
+    assert {p.field for p in result.column_problems} == {"margin", "total", "price"}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="django_pgviews_c"):
+        assert vs.sync().actions == []  # a warm sync changes nothing and says nothing again
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_strict_columns_makes_it_an_error_and_changes_nothing(src, settings):
+    settings.PGVIEWS_STRICT_COLUMNS = True
+    before = snapshot()
+    vs = ViewSet()
+    _declare(vs)
+    with pytest.raises(PlanError) as err:
+        vs.sync()
+    assert "field 'margin'" in str(err.value) and "nothing was changed" in str(err.value)
+    assert snapshot() == before
+
+
+def test_adopted_view_is_checked_too(src, caplog):
+    execute("CREATE VIEW t_adopted AS SELECT id FROM t_src")
+    vs = ViewSet()
+    vs.view(
+        "Adopted", "SELECT id FROM t_src", id=models.IntegerField(primary_key=True), extra=models.TextField()
+    )
+    with caplog.at_level(logging.WARNING, logger="django_pgviews_c"):
+        r = vs.sync()
+    assert [a.op for a in r.actions] == ["stamp"]
+    assert "viewtest.Adopted: field 'extra' reads column 'extra'" in caplog.text
+
+
+def test_matching_columns_say_nothing(src, caplog):
+    vs = ViewSet()
+    vs.view(
+        "Good",
+        "SELECT id, price, 'x'::varchar AS label FROM t_src",
+        id=models.IntegerField(primary_key=True),
+        price=models.DecimalField(max_digits=10, decimal_places=2),
+        label=models.CharField(max_length=10),
+    )
+    with caplog.at_level(logging.WARNING, logger="django_pgviews_c"):
+        vs.sync()
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert _dry_run_state(vs).states["viewtest.Good"] == "in sync"
