@@ -93,7 +93,10 @@ class ColumnProblem:
                 f"field {self.field!r} reads column {self.column!r}, which the view does not have "
                 f"(its columns: {', '.join(self.view_columns) or 'none'})"
             )
-        return f"field {self.field!r} ({self.field_type}) reads column {self.column!r} of type {self.column_type}"
+        return (
+            f"field {self.field!r} ({self.field_type}) reads column {self.column!r} "
+            f"of type {self.column_type}"
+        )
 
     @property
     def message(self) -> str:
