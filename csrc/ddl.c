@@ -283,13 +283,12 @@ int pgvc_ddl_reindex(Plan *P, Py_ssize_t i)
 
 /* One DO block writes every fingerprint, with the rewrite rule's xmin and the md5 of
  * pg_get_viewdef() read after creation, so later syncs can tell hand-made changes. */
-int pgvc_ddl_stamp(Plan *P)
+/* The relations to stamp (literals, comma-separated, into rels) and the comment of each (the
+ * user's own text kept, then our stamp: into notes). Returns how many. */
+static int collect_stamps(Plan *P, pgvc_buf *rels, pgvc_buf *notes)
 {
-    pgvc_buf rels, notes, body;
-    char tag[32];
-    int n = 0, rc = -1;
-    pgvc_buf_init(&rels);
-    pgvc_buf_init(&notes);
+    pgvc_buf body;
+    int n = 0;
     pgvc_buf_init(&body);
     for (Py_ssize_t k = 0; k < P->ni; k++) {
         Py_ssize_t it = P->order[k];
@@ -301,10 +300,10 @@ int pgvc_ddl_stamp(Plan *P)
         if (d->action == A_SKIP && !d->reindex && !d->restamp && !d->chain)
             continue;
         old = d->node >= 0 ? &P->nodes[d->node] : NULL;
-        pgvc_buf_puts(&rels, n ? ", " : "");
+        pgvc_buf_puts(rels, n ? ", " : "");
         pgvc_buf_reset(&body);
         pgvc_buf_qualified(&body, d->schema, d->name);
-        pgvc_buf_literal(&rels, body.data);
+        pgvc_buf_literal(rels, body.oom ? "" : body.data);
         pgvc_buf_reset(&body);
         if (old && old->comment && old->user_len) {
             pgvc_buf_put(&body, old->comment, old->user_len);
@@ -314,15 +313,29 @@ int pgvc_ddl_stamp(Plan *P)
         pgvc_buf_puts(&body, d->body_fp);
         pgvc_buf_puts(&body, " idx=");
         pgvc_buf_puts(&body, d->idx_fp);
-        pgvc_buf_puts(&notes, n ? ", " : "");
-        pgvc_buf_literal(&notes, body.data);
+        pgvc_buf_puts(notes, n ? ", " : "");
+        pgvc_buf_literal(notes, body.oom ? "" : body.data);
         n++;
     }
+    if (body.oom)
+        rels->oom = 1;
+    pgvc_buf_free(&body);
+    return n;
+}
+
+int pgvc_ddl_stamp(Plan *P)
+{
+    pgvc_buf rels, notes;
+    char tag[32];
+    int n, rc = -1;
+    pgvc_buf_init(&rels);
+    pgvc_buf_init(&notes);
+    n = collect_stamps(P, &rels, &notes);
     if (!n) {
         rc = 0;
         goto exit;
     }
-    if (rels.oom || notes.oom || body.oom) {
+    if (rels.oom || notes.oom) {
         PyErr_NoMemory();
         goto exit;
     }
@@ -357,7 +370,6 @@ int pgvc_ddl_stamp(Plan *P)
 exit:
     pgvc_buf_free(&rels);
     pgvc_buf_free(&notes);
-    pgvc_buf_free(&body);
     return rc;
 }
 

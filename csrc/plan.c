@@ -185,7 +185,7 @@ static PyObject *refusal_error(Plan *P, PyObject *refused)
         pgvc_buf_puts(&msg, n->target);
         pgvc_buf_puts(&msg, " reads ");
         pgvc_buf_puts(&msg, n->refused_by);
-        pgvc_buf_puts(&msg, ", which this sync must re-create");
+        pgvc_buf_puts(&msg, n->refused_pruned ? ", which --prune drops" : ", which this sync must re-create");
     }
     pgvc_buf_puts(&msg, "\nNothing was changed. Drop or rewrite those objects yourself, or let the "
                         "sync save and restore them: sync_pgviews --restore-dependants (setting "

@@ -172,61 +172,52 @@ static int columns_differ(const Decl *d, const Node *n)
     return 0;
 }
 
-int pgvc_plan_classify(Plan *P, Decl *d, int forced)
+/* Why an existing object must be rebuilt (NULL: it need not), and the state that goes with it. */
+static const char *why_rebuild(Plan *P, Decl *d, Node *n)
 {
-    Node *n = d->node >= 0 ? &P->nodes[d->node] : NULL;
-    const char *why = NULL;
-    fingerprints(d);
-    d->action = A_SKIP;
-    d->status = S_EXISTS;
-    if (!n) {
-        d->action = A_CREATE;
-        d->status = S_CREATED;
-        d->reason = "new";
-        d->state = ST_MISSING;
-        return 0;
-    }
-    if (forced) {
-        d->action = A_RECREATE;
-        d->status = S_FORCED;
-        d->reason = "its columns changed incompatibly (--force)";
-        d->state = ST_CHANGED;
-        return 0;
-    }
     d->state = ST_CHANGED;
     if (n->relkind != d->kind)
-        why = d->kind == 'm' ? "was a view, is now a materialized view"
-                             : "was a materialized view, is now a view";
-    else if (!n->ours && d->adopt != ADOPT_SAME && d->adopt != ADOPT_REINDEX) {
+        return d->kind == 'm' ? "was a view, is now a materialized view" : "was a materialized view, is now a view";
+    if (!n->ours && d->adopt != ADOPT_SAME && d->adopt != ADOPT_REINDEX) {
         /* No stamp of ours: adopted as it is when a probe finds it equal to its declaration.
          * Without the SQL check, materialized views are rebuilt anyway: no probe for them. */
-        why = d->adopt == ADOPT_DIFFERS ? "not created by django-pgviews-c, and differs from its declaration"
-                                        : "not created by django-pgviews-c (adopting it)";
         d->probe = !P->probed && !(d->kind == 'm' && !P->check_sql_changed);
         d->state = ST_UNMANAGED;
-    } else if (n->ours && strcmp(n->c_body, d->body_fp))
-        why = "definition changed";
-    else if (n->ours && n->defmd5 && strcmp(n->defmd5, n->c_def)) {
-        why = "changed in the database since the last sync";
+        return d->adopt == ADOPT_DIFFERS ? "not created by django-pgviews-c, and differs from its declaration"
+                                         : "not created by django-pgviews-c (adopting it)";
+    }
+    if (n->ours && strcmp(n->c_body, d->body_fp))
+        return "definition changed";
+    if (n->ours && n->defmd5 && strcmp(n->defmd5, n->c_def)) {
         d->state = ST_DRIFTED;
+        return "changed in the database since the last sync";
     }
-    else if (d->kind == 'm' && !P->check_sql_changed)
-        why = "MATERIALIZED_VIEWS_CHECK_SQL_CHANGED is off";
-    if (why) {
-        d->reason = why;
-        /* --no-update leaves what exists; with the SQL check off, materialized views are
-         * rebuilt all the same, as django-pgviews-redux does. */
-        if (!P->update && !(d->kind == 'm' && !P->check_sql_changed))
-            return 0;
-        d->status = S_UPDATED;
-        if (n->relkind != d->kind)
-            d->action = A_RECREATE;
-        else if (d->kind == 'v')
-            d->action = A_REPLACE;
-        else
-            d->action = P->beside ? A_BESIDE : A_RECREATE;
-        return 0;
-    }
+    if (d->kind == 'm' && !P->check_sql_changed)
+        return "MATERIALIZED_VIEWS_CHECK_SQL_CHANGED is off";
+    return NULL;
+}
+
+/* How an object that must be rebuilt is: replaced, built beside, or re-created. */
+static void decide_rebuild(Plan *P, Decl *d, Node *n, const char *why)
+{
+    d->reason = why;
+    /* --no-update leaves what exists; with the SQL check off, materialized views are rebuilt all
+     * the same, as django-pgviews-redux does. */
+    if (!P->update && !(d->kind == 'm' && !P->check_sql_changed))
+        return;
+    d->status = S_UPDATED;
+    if (n->relkind != d->kind)
+        d->action = A_RECREATE;
+    else if (d->kind == 'v')
+        d->action = A_REPLACE;
+    else
+        d->action = P->beside ? A_BESIDE : A_RECREATE;
+}
+
+/* An object kept as it is: stamped (adopted, or restored from a dump), re-indexed, populated,
+ * and its columns compared with the model's fields. */
+static void check_kept(Decl *d, Node *n)
+{
     /* Same definition, but the rewrite rule row is new (dump and restore); or adopted. */
     if (n->defmd5 || !n->ours)
         d->restamp = 1;
@@ -250,6 +241,29 @@ int pgvc_plan_classify(Plan *P, Decl *d, int forced)
         d->state = ST_COLUMNS;
         d->reason = "a field reads a column the view does not have, or of another type";
     }
+}
+
+int pgvc_plan_classify(Plan *P, Decl *d, int forced)
+{
+    Node *n = d->node >= 0 ? &P->nodes[d->node] : NULL;
+    const char *why;
+    fingerprints(d);
+    d->action = A_SKIP;
+    d->status = S_EXISTS;
+    if (!n) {
+        d->action = A_CREATE;
+        d->status = S_CREATED;
+        d->reason = "new";
+        d->state = ST_MISSING;
+    } else if (forced) {
+        d->action = A_RECREATE;
+        d->status = S_FORCED;
+        d->reason = "its columns changed incompatibly (--force)";
+        d->state = ST_CHANGED;
+    } else if ((why = why_rebuild(P, d, n)))
+        decide_rebuild(P, d, n, why);
+    else
+        check_kept(d, n);
     return 0;
 }
 
@@ -340,6 +354,7 @@ static int spread_to_node(Plan *P, Node *n, Py_ssize_t tainted_by, Py_ssize_t dr
         return 0;
     }
     n->refused_by = item_label(P, dropped_by);
+    n->refused_pruned = dropped_by >= P->nd && P->nodes[P->item_node[dropped_by]].ours;
     row = Py_BuildValue("(sssC)", n->schema, n->name, n->refused_by, (int)n->relkind);
     rc = row ? PyList_Append(refused, row) : -1;
     Py_XDECREF(row);
@@ -372,16 +387,10 @@ static int decl_stale(Decl *d)
 }
 
 /* Decide which declarations form chains. Returns the number chosen. */
-Py_ssize_t pgvc_plan_choose_chain(Plan *P)
+/* Does anything we do not manage read this node, directly or not? Then a drop it did not need
+ * before would take it down: such a node stays out of chains (unless restoring). */
+static void mark_external_below(Plan *P)
 {
-    Py_ssize_t count = 0;
-    char *ok = calloc((size_t)P->ni + 1, 1);
-    if (!ok) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    /* Does anything we do not manage read this node, directly or not? Then a drop it did not
-     * need before would take it down: such a node stays out of chains (unless restoring). */
     for (Py_ssize_t k = P->ni - 1; k >= 0; k--) {
         Py_ssize_t nj = P->item_node[P->order[k]];
         if (nj < 0)
@@ -392,19 +401,21 @@ Py_ssize_t pgvc_plan_choose_chain(Plan *P)
                 P->nodes[nj].external_below = 1;
         }
     }
-    /* ok[it]: the item's new version can be built in the build schema, from new versions of
-     * everything changed that it reads. */
+}
+
+/* ok[it]: the item's new version can be built in the build schema, from new versions of
+ * everything changed that it reads. */
+static void mark_buildable(Plan *P, char *ok)
+{
     for (Py_ssize_t k = 0; k < P->ni; k++) {
         Py_ssize_t it = P->order[k];
         Decl *d;
         Node *n;
         int good;
-        if (it >= P->nd)
+        if (it >= P->nd || !decl_stale(&P->decls[it]))
             continue;
         d = &P->decls[it];
         n = d->node >= 0 ? &P->nodes[d->node] : NULL;
-        if (!decl_stale(d))
-            continue;
         good = !strcmp(d->schema, P->current_schema) && (P->restore || !n || !n->external_below) &&
                (!n || n->relkind == d->kind);
         for (Py_ssize_t e = P->g.dep_off[it]; good && e < P->g.dep_off[it + 1]; e++) {
@@ -416,38 +427,52 @@ Py_ssize_t pgvc_plan_choose_chain(Plan *P)
         }
         ok[it] = (char)good;
     }
-    /* A chain is worth building for a materialized view that must be rebuilt or re-populated
-     * because of what it reads; it takes with it the changed things it reads. */
+}
+
+/* A chain is worth building for a materialized view that must be rebuilt or re-populated
+ * because of what it reads; it takes with it the changed things it reads. */
+static void pick_chains(Plan *P, const char *ok)
+{
     for (Py_ssize_t k = P->ni - 1; k >= 0; k--) {
         Py_ssize_t it = P->order[k];
         Decl *d;
-        if (it >= P->nd)
+        if (it >= P->nd || !ok[it])
             continue;
         d = &P->decls[it];
-        if (!ok[it])
-            continue;
         if (!d->chain && d->kind == 'm' && d->taint && d->node >= 0)
             d->chain = 1;
-        if (!d->chain)
-            continue;
-        for (Py_ssize_t e = P->g.dep_off[it]; e < P->g.dep_off[it + 1]; e++) {
+        for (Py_ssize_t e = P->g.dep_off[it]; d->chain && e < P->g.dep_off[it + 1]; e++) {
             Py_ssize_t w = P->g.dep[e];
             if (w < P->nd && decl_stale(&P->decls[w]))
                 P->decls[w].chain = 1;
         }
     }
-    for (Py_ssize_t i = 0; i < P->nd; i++)
-        if (P->decls[i].chain) {
-            P->decls[i].inplace_after = NULL;
-            if (!P->decls[i].reason[0])
-            {
-                P->decls[i].reason = "rebuilt beside the old one, with the changed views it reads";
-                P->decls[i].state = ST_STALE;
-            }
-            count++;
-            P->decls[i].refresh = 0;
-            P->decls[i].reindex = 0;
-        }
+}
+
+Py_ssize_t pgvc_plan_choose_chain(Plan *P)
+{
+    Py_ssize_t count = 0;
+    char *ok = calloc((size_t)P->ni + 1, 1);
+    if (!ok) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    mark_external_below(P);
+    mark_buildable(P, ok);
+    pick_chains(P, ok);
     free(ok);
+    for (Py_ssize_t i = 0; i < P->nd; i++) {
+        Decl *d = &P->decls[i];
+        if (!d->chain)
+            continue;
+        d->inplace_after = NULL;
+        if (!d->reason[0]) {
+            d->reason = "rebuilt beside the old one, with the changed views it reads";
+            d->state = ST_STALE;
+        }
+        count++;
+        d->refresh = 0;
+        d->reindex = 0;
+    }
     return count;
 }

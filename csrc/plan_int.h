@@ -79,6 +79,7 @@ typedef struct {
     const char *schema, *name, *comment, *tablespace, *rw, *defmd5, *owner, *fulldef;
     const char *target; /* "schema.name" */
     const char *refused_by; /* a dependant we may not drop: the label of what re-creation needs it */
+    int refused_pruned;     /* ... and that is an orphan being pruned */
     StrList acl, index_names, index_defs;
     StrList colnames, coltypes; /* the view's columns and their types (format_type) */
     long long *refs; /* oids of what it reads */

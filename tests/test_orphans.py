@@ -50,7 +50,7 @@ def test_prune_refuses_when_an_object_we_do_not_manage_reads_the_orphan(renamed)
     before = snapshot()
     with pytest.raises(DependantObjectError) as err:
         renamed.sync(prune=True)
-    assert "public.mine" in str(err.value)
+    assert "public.mine" in str(err.value) and "t_old, which --prune drops" in str(err.value)
     assert snapshot() == before
 
 
