@@ -348,3 +348,48 @@ def test_malformed_declarations_raise_instead_of_crashing(decl, expected):
 def test_malformed_catalog_rows_raise_instead_of_crashing(row):
     out = _plan_in_subprocess([_decl()], [row, _SCHEMA_ROW])
     assert out.split()[0] == "TypeError", out
+
+
+def test_plan_survives_arbitrary_values():
+    """hypothesis feeds plan() declaration and catalog tuples whose fields are arbitrary nested
+    values (and well-formed ones with one field replaced), in a subprocess: any crash fails."""
+    code = textwrap.dedent(
+        f"""
+        from django.conf import settings
+        settings.configure()
+        from hypothesis import given, settings as hsettings, strategies as st, HealthCheck
+        from django_pgviews_c import _core
+
+        leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8), st.binary(max_size=4),
+                         st.floats(allow_nan=True))
+        value = st.recursive(leaf, lambda kids: st.one_of(st.lists(kids, max_size=3),
+                             st.tuples(kids, kids), st.tuples(kids, kids, kids)), max_leaves=8)
+        good_decl = {_decl()!r}
+        good_row = {(1, "public", "v", "m", None, True, None, None, None, None, None, [], [], None, None, "public", ["id"], ["integer"])!r}
+        schema_row = {_SCHEMA_ROW!r}
+
+        def mutate(base, data):
+            k = data.draw(st.integers(0, len(base) - 1))
+            return base[:k] + (data.draw(value),) + base[k + 1:]
+
+        @hsettings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(st.data())
+        def run(data):
+            decls = data.draw(st.one_of(st.builds(mutate, st.just(good_decl), st.just(data)), value))
+            row = data.draw(st.one_of(st.builds(mutate, st.just(good_row), st.just(data)), value))
+            try:
+                _core.plan([decls], [row, schema_row])
+            except Exception:
+                pass
+            try:
+                _core.plan([good_decl], [good_row, schema_row], adopt=data.draw(value), recreate=[])
+            except Exception:
+                pass
+
+        run()
+        print("survived")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"the interpreter died ({done.returncode}): {done.stderr[-3000:]}"
+    assert "survived" in done.stdout
