@@ -12,8 +12,10 @@ from django_pgviews_c.status import view_status
 class Command(BaseCommand):
     help = (
         "Show each view's state in the database: in sync, missing, changed in code, changed by "
-        "hand (drift), unpopulated, stale (reads something that changed), with sizes. Changes "
-        "nothing; one catalog query."
+        "hand (drifted), indexes, unpopulated, stale (reads something that changed), unmanaged "
+        "or unstamped (not created by this app; unstamped ones equal their declaration and are "
+        "adopted by the next sync), columns (a field reads a column the view lacks), orphaned "
+        "(ours, but declared by no model: sync_pgviews --prune), with sizes. Changes nothing."
     )
     # Django's system checks cover every model of the project and cost as much as the start-up;
     # a view command needs none of them (the views' declarations are checked by the C graph
