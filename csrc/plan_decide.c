@@ -146,7 +146,7 @@ static Py_ssize_t find_column(const Node *n, const char *name)
     return -1;
 }
 
-/* Does field k of d read a column the view lacks, or one of another type family? */
+/* Does field k of d read a column the view lacks (1), or one of another type family (2)? */
 int pgvc_plan_column_problem(const Decl *d, const Node *n, Py_ssize_t k, const char **have_type)
 {
     const DeclColumn *c = &d->columns[k];
@@ -160,14 +160,15 @@ int pgvc_plan_column_problem(const Decl *d, const Node *n, Py_ssize_t k, const c
     *have_type = n->coltypes.items[at];
     want = type_family(c->type);
     have = type_family(*have_type);
-    return want && have && strcmp(want, have) != 0;
+    return want && have && strcmp(want, have) != 0 ? 2 : 0;
 }
 
-static int columns_differ(const Decl *d, const Node *n)
+/* Does a field read a column the view does not have? (Another type family is only a warning.) */
+static int columns_missing(const Decl *d, const Node *n)
 {
     const char *have;
     for (Py_ssize_t k = 0; k < d->ncolumns; k++)
-        if (pgvc_plan_column_problem(d, n, k, &have))
+        if (pgvc_plan_column_problem(d, n, k, &have) == 1)
             return 1;
     return 0;
 }
@@ -237,9 +238,9 @@ static void check_kept(Decl *d, Node *n)
             d->state = ST_UNPOPULATED;
         }
     }
-    if (d->state == ST_IN_SYNC && columns_differ(d, n)) {
+    if (d->state == ST_IN_SYNC && columns_missing(d, n)) {
         d->state = ST_COLUMNS;
-        d->reason = "a field reads a column the view does not have, or of another type";
+        d->reason = "a field reads a column the view does not have";
     }
 }
 

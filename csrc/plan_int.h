@@ -146,7 +146,7 @@ int pgvc_plan_build_graph(Plan *P);
 /* Decide one declaration's action from its catalog row (forced: re-create it). */
 int pgvc_plan_classify(Plan *P, Decl *d, int forced); /* RAISES_NEG */
 /* Does field k of d read a column the view (n) lacks (1, *have_type NULL) or one of another type
- * family (1, *have_type its type)? 0 when it matches or cannot be told. */
+ * family (2, *have_type its type)? 0 when it matches or cannot be told. */
 int pgvc_plan_column_problem(const Decl *d, const Node *n, Py_ssize_t k, const char **have_type);
 /* Spread drops and stale data forward. Returns the list of refused dependants, NULL on error. */
 PyObject *pgvc_plan_propagate(Plan *P);

@@ -38,8 +38,10 @@ def view_status(using: str = DEFAULT_DB_ALIAS) -> list[ViewState]:
             # The planner's own state code: nothing here reads its English.
             state = result.states.get(label, "in sync")
             reason = result.reasons.get(label, "")
-            if state == "columns":
-                reason = "; ".join(p.detail for p in result.column_problems if p.label == label)
+            # Missing columns make the state `columns`; another type family is shown, not failed.
+            problems = [p.detail for p in result.column_problems if p.label == label]
+            if problems and state in ("columns", "in sync"):
+                reason = "; ".join(problems)
             model = models[label]
             schema, name = _core.split_table(model._meta.db_table)
             out.append(

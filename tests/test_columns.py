@@ -52,7 +52,7 @@ def test_missing_and_mistyped_columns_are_warnings_naming_everything(src, caplog
     assert "field 'price' (integer) reads column 'price' of type numeric(10,2)" in text
     assert "'id'" not in text
     result = _dry_run_state(vs)
-    assert result.states["viewtest.Sales"] == "columns"
+    assert result.states["viewtest.Sales"] == "columns"  # missing columns (types alone: a warning)
     assert {p.field for p in result.column_problems} == {"margin", "total", "price"}
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="django_pgviews_c"):
@@ -96,3 +96,19 @@ def test_matching_columns_say_nothing(src, caplog):
         vs.sync()
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
     assert _dry_run_state(vs).states["viewtest.Good"] == "in sync"
+
+
+def test_another_type_family_alone_is_a_warning_not_a_state(src, caplog):
+    vs = ViewSet()
+    vs.view(
+        "Typed",
+        "SELECT id, price FROM t_src",
+        id=models.IntegerField(primary_key=True),
+        price=models.IntegerField(),
+    )
+    with caplog.at_level(logging.WARNING, logger="django_pgviews_c"):
+        vs.sync()
+    assert "field 'price' (integer) reads column 'price' of type numeric(10,2)" in caplog.text
+    result = _dry_run_state(vs)
+    assert result.states["viewtest.Typed"] == "in sync"
+    assert [p.field for p in result.column_problems] == ["price"]
