@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
-from pgreplica import ReplicaPair, Readers  # noqa: E402
+from pgreplica import Readers, ReplicaPair  # noqa: E402
 
 _REFRESH = "from tests.standbyproj.shop.models import SaleTotals; SaleTotals.refresh(concurrently={})"
 # name -> (manage.py arguments, PGVIEWS_STANDBY_VARIANT). Each touches shop_sale_totals only,
@@ -47,7 +47,12 @@ def manage(pair: ReplicaPair, args: list[str], variant: str = "1") -> subprocess
         "PGVIEWS_STANDBY_VARIANT": variant,
     }
     return subprocess.run(
-        [sys.executable, "-m", "django", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "django", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

@@ -57,7 +57,9 @@ def pair():
         for args in (["migrate", "--run-syncdb", "-v0"],):
             _manage_ok(pair, args)
         with pair.connect(pair.primary, dbname=DBNAME) as conn:
-            conn.execute("INSERT INTO shop_sale (product, amount) SELECT g % 10, 1 FROM generate_series(1, 100) g")
+            conn.execute(
+                "INSERT INTO shop_sale (product, amount) SELECT g % 10, 1 FROM generate_series(1, 100) g"
+            )
         _manage_ok(pair, ["sync_pgviews", "-v0"])
         pair.wait_replayed()
         yield pair
@@ -73,7 +75,12 @@ def _manage(pair, args: list[str], variant: str = "1") -> subprocess.CompletedPr
         "PGVIEWS_STANDBY_VARIANT": variant,
     }
     return subprocess.run(
-        [sys.executable, "-m", "django", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "django", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -178,9 +178,11 @@ class ReplicaPair:
         """Stop both servers (immediate shutdown) and remove the folder."""
         for datadir in reversed(self._started):
             try:
-                self._run([str(self.bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"], "stop")
-            except ReplicaError:
-                pass
+                self._run(
+                    [str(self.bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"], "stop"
+                )
+            except ReplicaError as exc:  # say so, and still stop the other server
+                print(f"pgreplica: could not stop the server in {datadir}: {exc}", file=sys.stderr)
         self._started.clear()
         if self.base is not None:
             shutil.rmtree(self.base, ignore_errors=True)
@@ -207,7 +209,9 @@ class ReplicaPair:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             with self.connect(self.primary) as conn:
-                row = conn.execute("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'").fetchone()
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+                ).fetchone()
             if row[0] >= 1:
                 return
             if time.monotonic() > deadline:
