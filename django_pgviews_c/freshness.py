@@ -1,0 +1,528 @@
+"""Staleness and due-ness of materialized views, from one catalog query.
+
+A materialized view is stale when a relation it reads (directly or through views, down to
+tables, foreign tables and other materialized views) had writes since its last successful
+refresh began. Each refresh records, when it starts, the relfilenode and the write counter
+(``n_tup_ins + n_tup_upd + n_tup_del`` of the cumulative statistics) of every such relation
+(history.py); the check compares them with their values now. Every doubt counts as stale:
+counters that went down (a reset, a crash), a database whose statistics were reset, relations
+without statistics (foreign tables, ``track_counts = off``), a view never refreshed by this app.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ViewFreshness", "freshness", "stale_models", "due_models", "closure", "next_due"]
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
+
+from django_pgviews_c import _core
+from django_pgviews_c import view as pg
+
+_CLOSURE_SQL = _core.freshness_sql()
+
+
+def qualified(model: type[pg.View]) -> str:
+    return _core.qualified_name(*_core.split_table(model._meta.db_table))
+
+
+@dataclass
+class Source:
+    oid: int
+    name: str
+    relkind: str
+    relfilenode: int
+    counter: int | None  # None: no statistics for this relation
+
+
+@dataclass
+class ViewState:
+    """What the catalog says of one materialized view now."""
+
+    oid: int | None  # None: the view does not exist
+    populated: bool
+    stats_reset: str | None
+    sources: dict[int, Source] = field(default_factory=dict)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON form a refresh record keeps (history.RefreshRecord.sources)."""
+        return {
+            "populated": self.populated,
+            "stats_reset": self.stats_reset,
+            "rels": {
+                str(s.oid): [s.relfilenode, s.counter, s.relkind, s.name] for s in self.sources.values()
+            },
+        }
+
+
+def closure(
+    connection: BaseDatabaseWrapper, models: Sequence[type[pg.View]], *, fresh_stats: bool = True
+) -> list[ViewState]:
+    """One catalog query: for each model, its oid, populated flag and every relation it reads
+    with relfilenode and write counter. ``fresh_stats`` drops the statistics snapshot a
+    transaction may hold (stats_fetch_consistency), so the counters are read anew."""
+    states = [ViewState(None, False, None) for _ in models]
+    if not models:
+        return states
+    params = [[qualified(m) for m in models]]
+    if connection.in_atomic_block:
+        # Inside the caller's transaction: in a savepoint rolled back after the read, so that
+        # SET LOCAL ends with it; the statistics snapshot the transaction holds is dropped.
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            if fresh_stats:
+                cursor.execute("SELECT pg_catalog.pg_stat_clear_snapshot()")
+            rows = _read(cursor, params)
+            transaction.set_rollback(True, using=connection.alias)
+    else:
+        with connection.cursor() as cursor:
+            rows = _read(cursor, params)
+    for n, oid, name, relkind, relfilenode, counter, populated, stats_reset in rows:
+        state = states[n - 1]
+        if relkind == "self":
+            state.oid, state.populated = oid, bool(populated)
+            state.stats_reset = stats_reset.isoformat() if stats_reset is not None else None
+        else:
+            state.sources[oid] = Source(oid, name, relkind, relfilenode, counter)
+    return states
+
+
+def _read(cursor: Any, params: list[Any]) -> list[tuple[Any, ...]]:
+    """The closure query with JIT off: the recursive part's cost estimate crosses
+    jit_above_cost, and compiling takes far longer than the query (as for the sync's catalog
+    query). Outside a transaction the two statements form one implicit transaction."""
+    cursor.execute("SET LOCAL jit = off;\n" + _CLOSURE_SQL, params)
+    while cursor.description is None and cursor.nextset():  # psycopg 3 starts at the SET
+        pass
+    return [tuple(row) for row in cursor.fetchall()]
+
+
+@dataclass
+class ViewFreshness:
+    label: str
+    model: type[pg.View]
+    exists: bool
+    stale: bool
+    reasons: list[str]
+    last_ok: Any = None  # history.RefreshRecord of the last successful refresh, or None
+    last_failure: Any = None  # the last failed one, when newer than last_ok
+    interval: dt.timedelta | None = None
+    due: bool = False
+    due_at: dt.datetime | None = None  # when a stale view falls due (now or later)
+
+    @property
+    def why(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def refresh_interval(model: type[pg.View]) -> dt.timedelta | None:
+    interval = getattr(model, "refresh_interval", None)
+    if interval is None:
+        return None
+    if not isinstance(interval, dt.timedelta):
+        raise TypeError(
+            f"{model._meta.label}.refresh_interval must be a datetime.timedelta, not {interval!r}"
+        )
+    return interval
+
+
+def _kind(relkind: str) -> str:
+    return {"m": "materialized view", "f": "foreign table", "p": "partitioned table"}.get(relkind, "table")
+
+
+def judge(
+    state: ViewState,
+    last_ok: Any,
+    refreshed_since: dict[int, dt.datetime],
+) -> list[str]:
+    """Why a view is stale (empty: fresh). ``refreshed_since`` maps the oid of each materialized
+    view this app refreshed to the start of its last successful refresh."""
+    if state.oid is None:
+        return ["does not exist"]
+    if not state.populated:
+        return ["not populated"]
+    if last_ok is None or not last_ok.sources:
+        return ["no successful refresh recorded"]
+    snap = last_ok.sources
+    reasons = []
+    if snap.get("stats_reset") != state.stats_reset:
+        reasons.append("the database's statistics were reset")
+    rels = snap.get("rels", {})
+    for source in state.sources.values():
+        name = f"{_kind(source.relkind)} {source.name}"
+        if source.counter is None:
+            reasons.append(f"{name} has no statistics")
+            continue
+        before = rels.get(str(source.oid))
+        if before is None:
+            reasons.append(f"{name} was not read at the last refresh")
+            continue
+        old_node, old_counter = before[0], before[1]
+        if source.relkind == "m" and source.oid in refreshed_since:
+            # A materialized view this app refreshes is judged by its history and relfilenode:
+            # the write counters of its own refresh may reach the statistics after a reader's
+            # refresh began, and would make every reader stale twice.
+            if refreshed_since[source.oid] > last_ok.started_at or old_node != source.relfilenode:
+                reasons.append(f"{name} was refreshed since")
+            continue
+        if old_node != source.relfilenode:
+            verb = "was refreshed since" if source.relkind == "m" else "was rewritten (TRUNCATE or similar)"
+            reasons.append(f"{name} {verb}")
+        elif old_counter is None or source.counter < old_counter:
+            reasons.append(f"{name}'s statistics were reset")
+        elif source.counter > old_counter:
+            reasons.append(f"{name} had {source.counter - old_counter} writes")
+    return reasons
+
+
+def freshness(
+    models: Iterable[type[pg.View]] | None = None,
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+    now: dt.datetime | None = None,
+) -> list[ViewFreshness]:
+    """Staleness and due-ness of the materialized views among ``models`` (default: every one
+    that belongs to ``using``), in dependency order. Two queries: the catalog and the history."""
+    from django_pgviews_c import history
+
+    chosen = history.materialized_models(models, using)
+    connection = connections[using]
+    states = closure(connection, chosen)
+    last_ok, last_any = history.latest(connection, [m._meta.label for m in chosen])
+    refreshed_since = {
+        state.oid: last_ok[m._meta.label].started_at
+        for m, state in zip(chosen, states, strict=True)
+        if state.oid is not None and m._meta.label in last_ok
+    }
+    now = now or timezone.now()
+    out = []
+    for model, state in zip(chosen, states, strict=True):
+        label = model._meta.label
+        ok = last_ok.get(label)
+        reasons = judge(state, ok, refreshed_since)
+        newest = last_any.get(label)
+        failure = (
+            newest if newest is not None and not newest.ok and (ok is None or newest.id > ok.id) else None
+        )
+        item = ViewFreshness(
+            label=label,
+            model=model,
+            exists=state.oid is not None,
+            stale=bool(reasons),
+            reasons=reasons,
+            last_ok=ok,
+            last_failure=failure,
+            interval=refresh_interval(model),
+        )
+        if item.stale and item.exists and item.interval is not None:
+            item.due_at = now if ok is None else ok.started_at + item.interval
+            item.due = item.due_at <= now
+        out.append(item)
+    return out
+
+
+def stale_models(models: Iterable[type[pg.View]] | None = None, *, using: str = DEFAULT_DB_ALIAS):
+    return [f.model for f in freshness(models, using=using) if f.stale and f.exists]
+
+
+def due_models(models: Iterable[type[pg.View]] | None = None, *, using: str = DEFAULT_DB_ALIAS):
+    return [f.model for f in freshness(models, using=using) if f.due]
+
+
+def next_due(items: Iterable[ViewFreshness]) -> dt.datetime | None:
+    """When the next stale view falls due (None: none is waiting)."""
+    times = [f.due_at for f in items if f.due_at is not None and not f.due]
+    return min(times) if times else None
+
+
+# -- passes: refresh what is stale, or due -----------------------------------------------------
+
+
+@dataclass
+class PassResult:
+    """What one --stale / --due pass did: views refreshed, and views skipped with why."""
+
+    refreshed: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    wall: float = 0.0
+    next_due: dt.datetime | None = None
+
+
+def plan_pass(
+    items: Sequence[ViewFreshness], *, due: bool = False, now: dt.datetime | None = None
+) -> tuple[list[type[pg.View]], dict[str, str]]:
+    """The views a pass refreshes, in dependency order, and why each other one is skipped.
+    A view refreshed in the pass makes every view that reads it stale: with ``due`` those are
+    refreshed too when their own interval has passed."""
+    from django_pgviews_c.dependencies import get_views_dependants
+
+    now = now or timezone.now()
+    chosen = {f.model for f in items if f.exists and (f.due if due else f.stale)}
+    by_model = {f.model: f for f in items}
+    for dependant in get_views_dependants(chosen) if chosen else []:
+        f = by_model.get(dependant)
+        if f is None or not f.exists or dependant in chosen:
+            continue
+        interval_passed = f.interval is not None and (
+            f.last_ok is None or f.last_ok.started_at + f.interval <= now
+        )
+        if not due or interval_passed:
+            chosen.add(dependant)
+    order = [f.model for f in items if f.model in chosen]
+    skipped = {}
+    for f in items:
+        if f.model in chosen:
+            continue
+        if not f.exists:
+            skipped[f.label] = "does not exist"
+        elif not f.stale:
+            skipped[f.label] = "fresh"
+        elif f.interval is None:
+            skipped[f.label] = f"stale ({f.why}) but has no refresh_interval"
+        else:
+            skipped[f.label] = f"stale ({f.why}), due at {f.due_at:%Y-%m-%d %H:%M:%S %Z}"
+    return order, skipped
+
+
+def refresh_pass(
+    using: str = DEFAULT_DB_ALIAS,
+    *,
+    due: bool = False,
+    models: Iterable[type[pg.View]] | None = None,
+    jobs: int = 1,
+    concurrently: bool = False,
+    strict: bool = False,
+    progress: Any = None,
+    stop: Any = None,
+) -> PassResult:
+    """One pass: refresh the stale (``due``: the due) materialized views of ``using`` in
+    dependency order, through refresh_views (the C loop with ``jobs`` > 1). ``stop`` (a
+    threading.Event) ends a one-job pass between two views. Failures are in the result."""
+    import time as _time
+
+    from django_pgviews_c.dependencies import get_views_dependants
+    from django_pgviews_c.exceptions import RefreshError
+    from django_pgviews_c.refresh import refresh_views
+
+    started = _time.perf_counter()
+    items = freshness(models, using=using)
+    order, skipped = plan_pass(items, due=due)
+    result = PassResult(skipped=skipped)
+    # With a stop event and one job: view by view, so a stop request ends the pass between
+    # two views. Otherwise one call, which orders the views and skips those a failure blocks.
+    batches = [order] if stop is None or jobs > 1 else [[m] for m in order]
+    blocked: set[type[pg.View]] = set()
+    for batch in batches:
+        batch = [m for m in batch if m not in blocked]
+        if not batch:
+            continue
+        if stop is not None and stop.is_set():
+            for m in batch:
+                result.skipped[m._meta.label] = "not started: stopping"
+            continue
+        try:
+            done = refresh_views(batch, using=using, jobs=jobs, concurrently=concurrently,
+                                 strict=strict, progress=progress)  # fmt: skip
+            result.refreshed += done.refreshed
+        except RefreshError as exc:
+            result.failed.update(exc.failures)
+            for label in exc.skipped:
+                result.skipped[label] = "reads a view that failed"
+            blocked.update(get_views_dependants([m for m in batch if m._meta.label in exc.failures]))
+    for m in blocked:
+        if m._meta.label not in result.failed and m._meta.label not in result.refreshed:
+            result.skipped[m._meta.label] = "reads a view that failed"
+    result.next_due = next_due(freshness(models, using=using)) if due else None
+    result.wall = _time.perf_counter() - started
+    return result
+
+
+def resolve_labels(labels: Iterable[str]) -> list[type[pg.View]]:
+    """Models named ``app_label.ModelName`` (or every view of ``app_label``); a clear error
+    for a name that is not a materialized or plain view of the project."""
+    from django.apps import apps
+
+    from django_pgviews_c.declarations import view_models
+    from django_pgviews_c.exceptions import PGViewsError
+
+    views = view_models()
+    out: list[type[pg.View]] = []
+    for label in labels:
+        if "." in label:
+            app_label, _, name = label.partition(".")
+            try:
+                model = apps.get_model(app_label, name)
+            except (LookupError, ValueError):
+                raise PGViewsError(f"{label}: no such model (expected app_label.ModelName)") from None
+            if model not in views:
+                raise PGViewsError(f"{label} is not a view or materialized view")
+            chosen = [model]
+        else:
+            try:
+                apps.get_app_config(label)
+            except LookupError:
+                raise PGViewsError(f"{label}: no installed app with that label") from None
+            chosen = [m for m in views if m._meta.app_label == label]
+            if not chosen:
+                raise PGViewsError(f"app {label} declares no views")
+        out += [m for m in chosen if m not in out]
+    return out
+
+
+# -- refresh_pgviews: names, --stale, --due ----------------------------------------------------
+
+
+def add_refresh_arguments(parser: Any) -> None:
+    """refresh_pgviews' selection options: view names, --stale, --due and the closures."""
+    parser.add_argument(
+        "views",
+        nargs="*",
+        metavar="app_label[.ModelName]",
+        help="Refresh only these views (every view of an app given by its label alone).",
+    )
+    parser.add_argument(
+        "--with-dependants", action="store_true", help="Also refresh the views that read the named ones."
+    )
+    parser.add_argument(
+        "--with-dependencies", action="store_true", help="Also refresh the views the named ones read."
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--stale",
+        action="store_true",
+        help="Refresh only the stale materialized views (a source changed since their last refresh); "
+        "print what was refreshed and what was skipped as fresh.",
+    )
+    which.add_argument(
+        "--due",
+        action="store_true",
+        help="Refresh the stale views whose refresh_interval has passed since their last refresh.",
+    )
+
+
+def run_refresh_command(stdout: Any, options: dict[str, Any]) -> bool:
+    """Run refresh_pgviews for the options add_refresh_arguments adds; False when none was
+    given (the command then refreshes everything as before)."""
+    from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies
+    from django_pgviews_c.exceptions import PGViewsError, RefreshError
+    from django_pgviews_c.refresh import refresh_views
+
+    labels = options.get("views") or []
+    stale, due = options.get("stale"), options.get("due")
+    if not (labels or stale or due):
+        if options.get("with_dependants") or options.get("with_dependencies"):
+            raise PGViewsError("--with-dependants and --with-dependencies need view names")
+        return False
+    using = options["database"]
+    verbosity = options.get("verbosity", 1)
+    models = None
+    if labels:
+        models = resolve_labels(labels)
+        if options.get("with_dependants"):
+            models += [m for m in get_views_dependants(models) if m not in models]
+        if options.get("with_dependencies"):
+            models += [m for m in get_views_dependencies(models) if m not in models]
+    common = {
+        "using": using,
+        "jobs": options.get("jobs", 1),
+        "concurrently": options.get("concurrently", False),
+        "strict": options.get("strict", False),
+        "progress": stdout.write if verbosity >= 2 else None,
+    }
+    if not (stale or due):
+        result = refresh_views(models, **common)
+        if verbosity >= 1:
+            for label in result.refreshed:
+                stdout.write(f"refreshed {label}")
+            stdout.write(f"refreshed {result.count} materialized views in {result.wall:.2f}s")
+        return True
+    passed = refresh_pass(models=models, due=bool(due), **common)
+    if verbosity >= 1:
+        for label in passed.refreshed:
+            stdout.write(f"refreshed {label}")
+        for label, why in passed.skipped.items():
+            stdout.write(f"skipped   {label}: {why}")
+        for label, why in passed.failed.items():
+            stdout.write(f"failed    {label}: {why}")
+        stdout.write(
+            f"refreshed {len(passed.refreshed)} materialized views in {passed.wall:.2f}s, "
+            f"skipped {len(passed.skipped)}"
+        )
+    if passed.failed:
+        raise RefreshError(passed.failed, [k for k, v in passed.skipped.items() if "failed" in v])
+    return True
+
+
+# -- pgviews_status ----------------------------------------------------------------------------
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def status_report(using: str = DEFAULT_DB_ALIAS, now: dt.datetime | None = None) -> dict[str, dict[str, Any]]:
+    """What pgviews_status shows per materialized view, by label: the last successful refresh
+    (time, age, duration, rows), the last failure when newer, whether it is stale and why."""
+    now = now or timezone.now()
+    out: dict[str, dict[str, Any]] = {}
+    for f in freshness(using=using, now=now):
+        ok, failure = f.last_ok, f.last_failure
+        out[f.label] = {
+            "last_refresh": ok.started_at.isoformat() if ok else None,
+            "age_seconds": round((now - ok.started_at).total_seconds(), 3) if ok else None,
+            "duration": round(ok.duration, 6) if ok else None,
+            "rows": ok.rows if ok else None,
+            "mode": ok.mode if ok else None,
+            "last_failure": (
+                {
+                    "at": failure.started_at.isoformat(),
+                    "sqlstate": failure.sqlstate,
+                    "message": failure.message,
+                }
+                if failure
+                else None
+            ),
+            "stale": f.stale,
+            "why": f.reasons,
+            "refresh_interval": f.interval.total_seconds() if f.interval is not None else None,
+            "due": f.due,
+        }
+    return out
+
+
+def status_line(item: dict[str, Any]) -> str:
+    """One line of text for a materialized view's freshness in pgviews_status."""
+    if item["last_refresh"] is None:
+        text = "never refreshed"
+    else:
+        text = f"refreshed {_age(item['age_seconds'])} ago in {item['duration']:.3f}s" + (
+            f", {item['rows']} rows" if item["rows"] is not None else ""
+        )
+    if item["last_failure"]:
+        text += f"; FAILED since: {item['last_failure']['sqlstate']} {item['last_failure']['message']}"
+    text += "; stale: " + "; ".join(item["why"]) if item["stale"] else "; fresh"
+    if item["due"]:
+        text += " (due)"
+    return text
+
+
+def status_json(rows: Sequence[Any], report: dict[str, dict[str, Any]]) -> str:
+    """pgviews_status --json: each row of the status table with its freshness (None for views)."""
+    import dataclasses
+    import json
+
+    out = []
+    for r in rows:
+        item = dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(vars(r))
+        item["freshness"] = report.get(r.label)
+        out.append(item)
+    return json.dumps(out, indent=2, default=str)

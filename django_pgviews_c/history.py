@@ -1,0 +1,415 @@
+"""Refresh history: every refresh this app performs leaves one RefreshRecord in the database
+that holds the view, written on the same connection inside the caller's transaction (a refresh
+rolled back with it leaves no record). Recording never fails a refresh: the insert runs in a
+savepoint, and a failure to record is logged as a warning. The last PGVIEWS_HISTORY_KEEP (50)
+records of each view are kept.
+
+The record also keeps, per relation the view reads, the relfilenode and write counter captured
+when the refresh started: the staleness check (freshness.py) compares against it."""
+
+from __future__ import annotations
+
+__all__ = ["recording", "record", "capture", "latest", "history_allowed", "CreateHistoryModel"]
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, migrations, router, transaction
+from django.db import Error as DjangoDBError
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
+
+from django_pgviews_c import _core
+from django_pgviews_c import view as pg
+from django_pgviews_c.dberrors import diag
+from django_pgviews_c.exceptions import PGViewsError
+
+logger = logging.getLogger("django_pgviews_c.history")
+
+TABLE = "django_pgviews_c_refresh"
+_TABLE_Q = _core.qualified_name(None, TABLE)
+
+#: Records kept per view (setting PGVIEWS_HISTORY_KEEP).
+DEFAULT_KEEP = 50
+#: Views up to this many bytes get an exact row count in their record (PGVIEWS_HISTORY_COUNT_ROWS_UP_TO).
+DEFAULT_COUNT_LIMIT = 64 * 1024 * 1024
+
+# One statement: insert the record (rows counted when the view is small enough) and drop the
+# records of that view beyond the newest `keep`. The DELETE does not see the new row (same
+# snapshot), so it keeps keep - 1 older ones.
+_INSERT_SQL = (
+    "WITH ins AS (INSERT INTO " + _TABLE_Q + " (view, db_table, started_at, duration, rows, concurrent,"
+    " plain_reason, ok, sqlstate, message, sources)"
+    " VALUES (%s, %s, %s, %s, {rows}, %s, %s, %s, %s, %s, %s::jsonb) RETURNING id)"
+    " DELETE FROM " + _TABLE_Q + " WHERE view = %s AND id < ALL (SELECT id FROM ins) AND id NOT IN"
+    " (SELECT id FROM " + _TABLE_Q + " WHERE view = %s ORDER BY id DESC LIMIT %s)"
+)
+_ROWS_SQL = (
+    "(SELECT CASE WHEN pg_catalog.pg_relation_size(c.oid) <= %s AND c.relispopulated"
+    " THEN (SELECT count(*) FROM {view}) END FROM pg_catalog.pg_class c"
+    " WHERE c.oid = pg_catalog.to_regclass(%s))"
+)
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    """sqlstate and message of a failed refresh: a database error, or ours (a lock not granted
+    in time, which carries the SQLSTATE it ended with)."""
+    if isinstance(exc, PGViewsError):
+        return {"sqlstate": getattr(exc, "sqlstate", None) or "", "message": str(exc)}
+    return diag(exc)
+
+
+def _hint(exc: BaseException, connection: BaseDatabaseWrapper) -> str:
+    if diag(exc)["sqlstate"] == "42P01":  # undefined_table
+        return f" (run: manage.py migrate django_pgviews_c --database {connection.alias})"
+    return ""
+
+
+def setting(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+def history_allowed(alias: str) -> bool:
+    """Whether the history table belongs on database ``alias``: where routers allow this app's
+    migrations, and wherever a view may be migrated (the records live beside the views)."""
+    if router.allow_migrate(alias, "django_pgviews_c", model_name="refreshrecord"):
+        return True
+    from django_pgviews_c.declarations import view_models
+
+    return any(
+        issubclass(m, pg.MaterializedView) and m.get_view_connection(using=alias, restricted_mode=True)
+        for m in view_models()
+    )
+
+
+class CreateHistoryModel(migrations.CreateModel):
+    """CreateModel of the history table, created on every database that holds views."""
+
+    def allow_migrate_model(self, connection_alias: str, model: Any) -> bool:
+        return history_allowed(connection_alias)
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        _, args, kwargs = super().deconstruct()
+        return "CreateModel", args, kwargs
+
+
+def materialized_models(models: Iterable[type[pg.View]] | None, using: str) -> list[type[pg.View]]:
+    """The materialized views among ``models`` (default: all) that belong to ``using``, in
+    dependency order."""
+    from django_pgviews_c.dependencies import view_graph
+
+    graph, nodes = view_graph()
+    wanted = set(models) if models is not None else None
+    extra = [m for m in wanted or () if m not in set(nodes)]
+    if extra:  # views declared outside the project's registry: order by what is known
+        nodes = nodes + extra
+        known = {m._meta.label for m in nodes}
+        graph = _core.Graph(
+            [m._meta.label for m in nodes],
+            [[d for d in pg.declared_dependencies(m) if d in known] for m in nodes],
+        )
+    return [
+        nodes[i]
+        for i in graph.order()
+        if (wanted is None or nodes[i] in wanted)
+        and issubclass(nodes[i], pg.MaterializedView)
+        and nodes[i].get_view_connection(using=using, restricted_mode=True) is not None
+    ]
+
+
+def capture(connection: BaseDatabaseWrapper, models: Sequence[type[pg.View]]) -> list[dict[str, Any] | None]:
+    """The sources snapshot of each model, read now (one query). Never raises: a failure to
+    read gives None (the view then counts as stale until its next recorded refresh)."""
+    from django_pgviews_c.freshness import closure
+
+    try:
+        states = closure(connection, models)  # in a savepoint when a transaction is open
+    except DjangoDBError as exc:
+        logger.warning(
+            "could not read the sources of %s for the refresh history: %s",
+            ", ".join(m._meta.label for m in models),
+            diag(exc)["message"],
+        )
+        return [None for _ in models]
+    return [s.snapshot() if s.oid is not None else None for s in states]
+
+
+def record(
+    connection: BaseDatabaseWrapper,
+    model: type[pg.View],
+    *,
+    started_at: dt.datetime,
+    duration: float,
+    concurrent: bool,
+    plain_reason: str = "",
+    error: dict[str, Any] | None = None,
+    sources: dict[str, Any] | None = None,
+) -> bool:
+    """Write one record on ``connection``, inside its transaction if one is open. Returns
+    whether it was written; a failure is logged, never raised."""
+    keep = max(1, int(setting("PGVIEWS_HISTORY_KEEP", DEFAULT_KEEP)))
+    label = model._meta.label
+    db_table = model._meta.db_table
+    if error is None:
+        rows_sql = _ROWS_SQL.format(view=_core.qualified_name(*_core.split_table(db_table)))
+        rows_params = [
+            int(setting("PGVIEWS_HISTORY_COUNT_ROWS_UP_TO", DEFAULT_COUNT_LIMIT)),
+            _core.qualified_name(*_core.split_table(db_table)),
+        ]
+    else:
+        rows_sql, rows_params = "NULL", []
+    sql = _INSERT_SQL.format(rows=rows_sql)
+    params = [
+        label, db_table, started_at, duration, *rows_params, concurrent, plain_reason[:255],
+        error is None, (error or {}).get("sqlstate") or "", (error or {}).get("message") or "",
+        json.dumps(sources) if sources is not None else None, label, label, keep - 1,
+    ]  # fmt: skip
+    try:
+        if connection.in_atomic_block or not connection.get_autocommit():
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                cursor.execute(sql, params)
+        else:
+            # Its own transaction: no need to wait for the WAL flush. A crash that loses the
+            # record also resets the statistics, which makes every view stale anyway.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit = off;\n" + sql, params)
+    except DjangoDBError as exc:
+        logger.warning(
+            "the refresh of %s was not recorded in its history (%s): %s%s",
+            label, TABLE, diag(exc)["message"], _hint(exc, connection),
+        )  # fmt: skip
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def recording(
+    connection: BaseDatabaseWrapper,
+    model: type[pg.View],
+    *,
+    concurrent: bool,
+    asked_concurrent: bool = False,
+    plain_reason: str = "",
+) -> Iterator[dict[str, Any]]:
+    """Record the refresh run in the ``with`` block on ``connection``: the sources are captured
+    before it starts, the outcome (ok, or the error with its SQLSTATE) after. The block may set
+    ``info["concurrent"]`` / ``info["plain_reason"]`` when it changes the mode on its way."""
+    if not setting("PGVIEWS_HISTORY", True):
+        yield {}
+        return
+    if asked_concurrent and not concurrent and not plain_reason:
+        plain_reason = "no concurrent_index"
+    sources = capture(connection, [model])[0]
+    if concurrent and sources is not None and not sources.get("populated", True):
+        concurrent, plain_reason = False, "not populated"
+    info: dict[str, Any] = {"concurrent": concurrent, "plain_reason": plain_reason}
+    started_at = timezone.now()
+    t0 = time.perf_counter()
+    try:
+        yield info
+    except (DjangoDBError, PGViewsError) as exc:
+        record(connection, model, started_at=started_at, duration=time.perf_counter() - t0,
+               concurrent=info["concurrent"], plain_reason=info["plain_reason"], error=_error(exc),
+               sources=sources)  # fmt: skip
+        raise
+    record(connection, model, started_at=started_at, duration=time.perf_counter() - t0,
+           concurrent=info["concurrent"], plain_reason=info["plain_reason"], sources=sources)  # fmt: skip
+
+
+class RunRecorder:
+    """Records a refresh_views() run. The sources of every view are captured before the run
+    starts, in one query per database (a write after that costs at most one extra refresh,
+    never a missed one), so each refresh costs one round trip more, the record. A materialized
+    view refreshed in the run is read again when it finishes (relfilenode and counter), so the
+    views that read it record it as they saw it.
+
+    Serial runs wrap each refresh in ``recording(k)`` (the connection of each view comes from
+    ``connection_for``); the C loop's runs pass ``on_event``, and their records are written on
+    ``connection`` (Django's) as the events arrive."""
+
+    def __init__(
+        self,
+        connection: BaseDatabaseWrapper | None,
+        models: Sequence[type[pg.View]],
+        concurrent: Sequence[bool],
+        *,
+        asked_concurrent: bool = False,
+        connection_for: Any = None,
+    ) -> None:
+        self.models = list(models)
+        self.concurrent = list(concurrent)
+        self.asked = asked_concurrent
+        self.connection_for = connection_for or (lambda model: connection)
+        self.enabled = bool(setting("PGVIEWS_HISTORY", True))
+        self.sources: dict[int, dict[str, Any] | None] = {}
+        self.captured: set[str] = set()
+        self.started: dict[int, dt.datetime] = {}
+        self.after: dict[str, list[Any]] = {}  # oid -> [relfilenode, counter] after its refresh
+        if self.enabled and connection is not None:
+            self._capture(connection)
+
+    def _capture(self, connection: BaseDatabaseWrapper) -> None:
+        ks = [k for k, m in enumerate(self.models) if self.connection_for(m).alias == connection.alias]
+        for k, snap in zip(ks, capture(connection, [self.models[k] for k in ks]), strict=True):
+            self.sources[k] = snap
+        self.captured.add(connection.alias)
+
+    def _mode(self, k: int) -> tuple[bool, str]:
+        concurrent, reason = self.concurrent[k], ""
+        snap = self.sources.get(k)
+        if concurrent and snap is not None and not snap.get("populated", True):
+            concurrent, reason = False, "not populated"
+        elif self.asked and not concurrent:
+            reason = "no concurrent_index" if self.models[k]._concurrent_index is None else "not populated"
+        return concurrent, reason
+
+    def _finish(self, connection: BaseDatabaseWrapper, k: int, started_at: dt.datetime, seconds: float,
+                error: dict[str, Any] | None) -> None:  # fmt: skip
+        model = self.models[k]
+        sources = self.sources.get(k)
+        if sources is not None and self.after:
+            rels = sources.get("rels", {})
+            for oid, values in self.after.items():
+                if oid in rels:
+                    rels[oid] = [values[0], values[1], *rels[oid][2:]]
+        concurrent, reason = self._mode(k)
+        record(connection, model, started_at=started_at, duration=seconds, concurrent=concurrent,
+               plain_reason=reason, error=error, sources=sources)  # fmt: skip
+        if error is None:
+            self._read_after(connection, model)
+
+    @contextlib.contextmanager
+    def recording(self, k: int) -> Iterator[None]:
+        """Record the refresh of view ``k`` run in the ``with`` block (serial runs)."""
+        if not self.enabled:
+            yield
+            return
+        connection = self.connection_for(self.models[k])
+        if connection.alias not in self.captured:
+            self._capture(connection)
+        started_at = timezone.now()
+        t0 = time.perf_counter()
+        try:
+            yield
+        except (DjangoDBError, PGViewsError) as exc:
+            self._finish(connection, k, started_at, time.perf_counter() - t0, _error(exc))
+            raise
+        self._finish(connection, k, started_at, time.perf_counter() - t0, None)
+
+    def on_event(self, k: int, state: str, seconds: float, error: dict[str, Any] | None) -> None:
+        """The C loop's on_event: record each view as it ends (parallel runs)."""
+        if not self.enabled:
+            return
+        if state == "running":
+            self.started[k] = timezone.now()
+            return
+        if state not in ("ok", "failed"):
+            return
+        connection = self.connection_for(self.models[k])
+        started_at = self.started.get(k) or timezone.now()
+        self._finish(connection, k, started_at, seconds, error if state == "failed" else None)
+
+    def _read_after(self, connection: BaseDatabaseWrapper, model: type[pg.View]) -> None:
+        name = _core.qualified_name(*_core.split_table(model._meta.db_table))
+        try:
+            if connection.in_atomic_block:
+                with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                    cursor.execute(_AFTER_SQL, [name])
+                    row = cursor.fetchone()
+            else:
+                with connection.cursor() as cursor:
+                    cursor.execute(_AFTER_SQL, [name])
+                    row = cursor.fetchone()
+        except DjangoDBError:
+            return
+        if row and row[0] is not None:
+            self.after[str(row[0])] = [row[1], row[2]]
+
+
+ParallelRecorder = RunRecorder
+
+
+_AFTER_SQL = (
+    "SELECT c.oid::bigint, c.relfilenode::bigint, pg_catalog.pg_stat_get_tuples_inserted(c.oid)"
+    " + pg_catalog.pg_stat_get_tuples_updated(c.oid) + pg_catalog.pg_stat_get_tuples_deleted(c.oid)"
+    " FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(%s)"
+)
+
+
+@dataclass
+class Record:
+    """A refresh record as the staleness check reads it (the fields of RefreshRecord)."""
+
+    id: int
+    view: str
+    ok: bool
+    started_at: dt.datetime
+    duration: float
+    rows: int | None
+    concurrent: bool
+    plain_reason: str
+    sqlstate: str
+    message: str
+    sources: dict[str, Any] | None
+
+    @property
+    def mode(self) -> str:
+        return "concurrent" if self.concurrent else "plain"
+
+
+# The newest successful and the newest failed record of each view, in one query (the index on
+# (view, -id) serves it); the sources only for the successful one.
+_LATEST_SQL = (
+    "SELECT DISTINCT ON (view, ok) id, view, ok, started_at, duration, rows, concurrent, plain_reason,"
+    " sqlstate, message, CASE WHEN ok THEN sources END FROM " + _TABLE_Q +
+    " WHERE view = ANY(%s) ORDER BY view, ok, id DESC"
+)  # fmt: skip
+
+
+def latest(
+    connection: BaseDatabaseWrapper, labels: Sequence[str]
+) -> tuple[dict[str, Record], dict[str, Record]]:
+    """(last successful record, last record) of each label that has any, in one query.
+    Empty when the history table is missing (not migrated on this database)."""
+    if not labels:
+        return {}, {}
+    try:
+        if connection.in_atomic_block:
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                cursor.execute(_LATEST_SQL, [list(labels)])
+                rows = cursor.fetchall()
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute(_LATEST_SQL, [list(labels)])
+                rows = cursor.fetchall()
+    except DjangoDBError as exc:
+        logger.warning("could not read the refresh history (%s) on %r: %s%s", TABLE, connection.alias,
+                       diag(exc)["message"], _hint(exc, connection))  # fmt: skip
+        return {}, {}
+    ok: dict[str, Record] = {}
+    newest: dict[str, Record] = {}
+    for row in rows:
+        sources = row[10]
+        if isinstance(sources, (str, bytes)):  # Django hands jsonb over undecoded
+            sources = json.loads(sources)
+        rec = Record(*row[:10], sources)
+        if rec.ok:
+            ok[rec.view] = rec
+        if rec.view not in newest or rec.id > newest[rec.view].id:
+            newest[rec.view] = rec
+    return ok, newest
+
+
+def records(model: type[pg.View], using: str | None = None):
+    """The recorded refreshes of ``model``, newest first (a QuerySet)."""
+    from django_pgviews_c.models import RefreshRecord
+
+    alias = using or router.db_for_write(model) or DEFAULT_DB_ALIAS
+    return RefreshRecord.objects.using(alias).filter(view=model._meta.label).order_by("-id")
