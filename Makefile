@@ -143,6 +143,12 @@ check-dist: wheel-binary
 	tools/check_wheel.sh dist/*.tar.gz
 	tools/check_wheel.sh dist/binary/*.whl --binary
 
+# Every session of noxfile.py, one after the other; NOX_ARGS='-s NAME' picks some, and
+# PYTEST_ARGS go to pytest in each.
+NOX_ARGS ?=
+matrix: $(VENV_DIST)/.installed
+	$(VENV_DIST)/bin/nox $(NOX_ARGS) $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
+
 # ---- demo and server ---------------------------------------------------------------------
 
 demo: venv
