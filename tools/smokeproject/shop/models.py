@@ -1,3 +1,5 @@
+import os
+
 from django.db import models
 
 from django_pgviews_c import view as pg
@@ -8,8 +10,12 @@ class Sale(models.Model):
     amount = models.IntegerField()
 
 
+# SMOKE_VARIANT=2 declares a changed view (a column more), for checking a sync that rebuilds.
+_SALES = ", count(*) AS sales" if os.environ.get("SMOKE_VARIANT") == "2" else ""
+
+
 class ProductTotal(pg.View):
-    sql = "SELECT product, sum(amount) AS total FROM shop_sale GROUP BY product"
+    sql = f"SELECT product, sum(amount) AS total{_SALES} FROM shop_sale GROUP BY product"
     product = models.CharField(max_length=100, primary_key=True)
     total = models.BigIntegerField()
 
