@@ -166,9 +166,8 @@ class PgBouncer:
                 self.stop()
                 raise RuntimeError(f"pgbouncer did not start within {START_TIMEOUT}s{self._log_tail()}")
             time.sleep(0.05)
-        log(
-            f"pgbouncer ({self.mode} pooling) on {self.host}:{self.port}, in front of {up_text(self.upstream)}"
-        )
+        where = f"{self.host}:{self.port}"
+        log(f"pgbouncer ({self.mode} pooling) on {where}, in front of {up_text(self.upstream)}")
         return self
 
     def _log_tail(self) -> str:
