@@ -85,7 +85,7 @@ test-pg18: venv
 test-asan: venv
 	@test -e "$(LIBASAN)" && [ "$(LIBASAN)" != libasan.so ] || { echo "libasan not found (gcc)"; exit 1; }
 	rm -rf $(ASAN_SRC) && mkdir -p $(ASAN_SRC)
-	tar -cf - --exclude=./.git --exclude='./.venv*' --exclude=./.pgdata --exclude=./build \
+	tar -cf - --exclude=./.git --exclude='./.venv*' --exclude=./.nox --exclude=./.pgdata --exclude=./build \
 	    --exclude=./dist --exclude='*.so' --exclude='*.egg-info' --exclude=__pycache__ \
 	    --exclude=.pytest_cache --exclude=.hypothesis . | tar -xf - -C $(ASAN_SRC)
 	cd $(ASAN_SRC) && PGVIEWS_DEV=1 PGVIEWS_SANITIZE=address,undefined \
@@ -206,4 +206,4 @@ clean:
 
 distclean: clean
 	-$(MAKE) server-stop
-	rm -rf $(VENV) .venv-* .pgdata .pgenv
+	rm -rf $(VENV) .venv-* .nox .pgdata .pgenv
