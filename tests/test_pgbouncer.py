@@ -225,6 +225,7 @@ def test_no_session_state_left_on_server_connections(pooled):
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="declarations.read_catalog sends 'SET LOCAL jit = off;' and the catalog query as one "
     "execute with parameters: with psycopg 3's server_side_binding (the extended protocol) PostgreSQL "
     "refuses it ('cannot insert multiple commands into a prepared statement'), with or without PgBouncer",

@@ -8,8 +8,8 @@ root and it is missing; it raises ``Unavailable`` (with the reason) when it cann
 ``PgBouncer(upstream, mode)`` writes a configuration in a temporary folder, starts pgbouncer on a
 free port of 127.0.0.1 in the foreground, and waits until its log says it is up. Authentication
 is ``trust`` (the upstream must trust the user too, as the test server does). PgBouncer refuses
-to run as root: as root it is started with ``-u`` as the upstream's owner (``postgres``) or
-``nobody``.
+to run as root: as root it is started with ``-u`` as the owner of the upstream's socket folder,
+else ``postgres`` or ``nobody``.
 """
 
 from __future__ import annotations
@@ -78,9 +78,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run_as() -> str | None:
+def _run_as(upstream: dict) -> str | None:
+    """The user to run pgbouncer as (None: as this process). Behind a unix socket, the owner of
+    its folder (the embedded server's folder admits no one else); else postgres or nobody."""
     if os.geteuid() != 0:
         return None
+    host = str(upstream.get("host") or "")
+    if host.startswith("/"):
+        owner = pwd.getpwuid(os.stat(host).st_uid).pw_name
+        if owner != "root":
+            return owner
     for name in ("postgres", "nobody"):
         try:
             pwd.getpwnam(name)
@@ -143,7 +150,7 @@ class PgBouncer:
         (self.folder / "userlist.txt").write_text(f'"{user}" ""\n')
         (self.folder / "pgbouncer.ini").write_text(self.config())
         args = [self.executable]
-        run_as = _run_as()
+        run_as = _run_as(self.upstream)
         if run_as:
             entry = pwd.getpwnam(run_as)
             for path in (self.folder, *self.folder.iterdir()):
