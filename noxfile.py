@@ -1,11 +1,11 @@
 """The test matrix: every supported value of each axis at least once, plus what most users run.
 
     nox                      # every session (make matrix)
-    nox -s "tests(3.12-django6-psycopg-binary-pg18)"
+    nox -s "tests(3.12-django6.0-psycopg-binary-pg18)"
     nox -l                   # list them
     nox -s tests -- -x -k refresh   # extra pytest arguments
 
-Axes: Python 3.10-3.13; Django 5.2 and 6 (6 needs Python 3.12+); psycopg 3 with its binary
+Axes: Python 3.10-3.13; Django 5.2, 6.0 and 6.1 (6 needs Python 3.12+); psycopg 3 with its binary
 build, psycopg 3 in pure Python over the system libpq, and psycopg2; PostgreSQL 15 (the server
 tools/pgserver.py finds, as `make test` uses) and 18 (the embedded one, `pgserver.py --embedded`).
 
@@ -34,7 +34,7 @@ nox.options.sessions = ["tests"]
 for _bin in sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin")), reverse=True):
     os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
 
-DJANGO = {"5.2": "Django>=5.2,<5.3", "6": "Django>=6.0,<7"}
+DJANGO = {"5.2": "Django>=5.2,<5.3", "6.0": "Django>=6.0,<6.1", "6.1": "Django>=6.1,<6.2"}
 DRIVERS = {
     "psycopg-binary": (["psycopg[binary]>=3.1"], "import psycopg; assert psycopg.pq.__impl__ == 'binary'"),
     "psycopg-python": (["psycopg>=3.1"], "import psycopg; assert psycopg.pq.__impl__ == 'python'"),
@@ -46,9 +46,9 @@ MATRIX = [
     ("3.10", "5.2", "psycopg-python", "15"),  # the oldest Python; psycopg over the system libpq
     ("3.11", "5.2", "psycopg2", "15"),
     ("3.12", "5.2", "psycopg-binary", "15"),  # the LTS Django on a current Python: most users
-    ("3.12", "6", "psycopg-binary", "18"),
-    ("3.13", "6", "psycopg-binary", "15"),  # the newest of everything but the server
-    ("3.13", "6", "psycopg2", "18"),
+    ("3.12", "6.0", "psycopg-binary", "18"),
+    ("3.13", "6.1", "psycopg-binary", "15"),  # the newest of everything but the server
+    ("3.13", "6.1", "psycopg2", "18"),
 ]
 
 
