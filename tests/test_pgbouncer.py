@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,10 +37,10 @@ class Pooled:
         self.bouncer = bouncer
         self.db = db
 
-    def manage(
-        self, *args: str, variant: str = "1", settings: dict | None = None, options: dict | None = None
-    ):
+    def env(self, variant: str = "1", settings: dict | None = None, options: dict | None = None) -> dict:
+        """The environment of a smoke project process whose connection goes through PgBouncer."""
         env = dict(os.environ)
+        env.pop("DJANGO_SETTINGS_MODULE", None)
         env.update(
             PGHOST=self.bouncer.host,
             PGPORT=str(self.bouncer.port),
@@ -50,7 +51,12 @@ class Pooled:
                 {"DISABLE_SERVER_SIDE_CURSORS": self.mode == "transaction", **(settings or {})}
             ),
         )
-        env.pop("DJANGO_SETTINGS_MODULE", None)
+        return env
+
+    def manage(
+        self, *args: str, variant: str = "1", settings: dict | None = None, options: dict | None = None
+    ):
+        env = self.env(variant, settings, options)
         return subprocess.run(
             [sys.executable, str(ROOT / "tools" / "smokeproject" / "manage.py"), *args],
             env=env,
@@ -162,6 +168,47 @@ def test_sync_rebuilds_a_changed_chain(pooled):
     assert pooled.rows(
         "SELECT count(*) FROM information_schema.columns WHERE table_name = 'shop_producttotal'"
     ) == [(2,)]
+    assert relations(pooled) == EXPECTED
+
+
+def test_sync_waits_for_the_advisory_lock(pooled):
+    """A sync through PgBouncer waits while another session holds the sync's advisory lock, and
+    finishes once it is released: the lock is the transaction's, so pooling keeps it."""
+    from django_pgviews_c.sync import ADVISORY_LOCK_KEY
+
+    pooled.rows("DROP VIEW shop_producttotal CASCADE")
+    holder = _connect(os.environ.get("PGHOST", "127.0.0.1"), int(os.environ.get("PGPORT", "5432")), pooled.db)
+    sync = None
+    try:
+        cur = holder.cursor()
+        cur.execute("BEGIN")
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
+        sync = subprocess.Popen(
+            [sys.executable, str(ROOT / "tools" / "smokeproject" / "manage.py"), "sync_pgviews"],
+            env=pooled.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        waiting = (
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+            f"WHERE l.locktype = 'advisory' AND NOT l.granted AND d.datname = '{pooled.db}'"
+        )
+        deadline = time.monotonic() + 60
+        while pooled.rows(waiting) != [(1,)]:  # the sync is queued behind our lock
+            assert sync.poll() is None, sync.communicate()
+            assert time.monotonic() < deadline, "the sync never waited for the advisory lock"
+            time.sleep(0.05)
+        assert relations(pooled) == {}
+        cur.execute("COMMIT")
+        out, err = sync.communicate(timeout=120)
+        assert sync.returncode == 0, err
+        assert "3 changed" in out
+    finally:
+        if sync is not None and sync.poll() is None:
+            sync.kill()
+            sync.wait()
+        holder.close()
     assert relations(pooled) == EXPECTED
 
 
