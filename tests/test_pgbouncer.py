@@ -242,9 +242,24 @@ def test_model_refresh(pooled):
     assert pooled.rows("SELECT product, total FROM shop_topproduct") == [("honey", 50)]
 
 
-def test_no_session_state_left_on_server_connections(pooled):
-    """After every command above, each pooled server connection has the server's defaults: no
-    SET of ours outlived its transaction (in transaction mode it would reach other clients)."""
+def test_no_session_state_left_on_server_connections(pooled, request):
+    """After the commands, each pooled server connection has the server's defaults: no SET of
+    ours outlived its transaction (in transaction mode it would reach other clients)."""
+    if pooled.mode == "transaction":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                raises=AssertionError,
+                reason="csrc/pqpath.c statement_text() sends 'SET lock_timeout = N; REFRESH ...' (a "
+                "session-level SET) on the refresh loop's connections: in transaction pooling the "
+                "server connection keeps lock_timeout = 200ms for the next client; SET LOCAL in the "
+                "same implicit transaction would end with the statement",
+            )
+        )
+    pooled.ok("sync_pgviews")
+    pooled.ok("refresh_pgviews", "--jobs", "2")
+    pooled.ok("refresh_pgviews", "--jobs", "2", "--concurrently")
+    pooled.ok("shell", "-c", "from shop.models import TopProduct\nTopProduct.refresh()")
     conns = [_connect(pooled.bouncer.host, pooled.bouncer.port, pooled.db) for _ in range(POOL_SIZE)]
     try:
         seen = []
