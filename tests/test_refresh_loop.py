@@ -140,16 +140,19 @@ _CHILD = textwrap.dedent(
 
 
 def _lines_until(child: subprocess.Popen, wanted: set[str], timeout: float = 60) -> str:
-    """Read the child's output until every wanted line has been printed; what was read."""
-    seen: list[str] = []
+    """Read the child's output until every wanted line has been printed; what was read. Reads
+    the pipe's descriptor itself: a buffered readline() could hold both lines while select()
+    waits for more."""
+    data = b""
+    fd = child.stdout.fileno()
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as sel:
-        sel.register(child.stdout, selectors.EVENT_READ)
-        while not wanted <= {line.strip() for line in seen}:
-            assert time.monotonic() < deadline and child.poll() is None, f"the child printed only {seen}"
+        sel.register(fd, selectors.EVENT_READ)
+        while not wanted <= {line.strip() for line in data.decode().splitlines()}:
+            assert time.monotonic() < deadline and child.poll() is None, f"the child printed only {data!r}"
             if sel.select(deadline - time.monotonic()):
-                seen.append(child.stdout.readline())
-    return "".join(seen)
+                data += os.read(fd, 4096)
+    return data.decode()
 
 
 def test_ctrl_c_stops_the_loop_and_the_servers_statements(transactional_db):
