@@ -756,7 +756,7 @@ KNOWN_CRASHES: list[tuple[str, tuple[str, tuple, dict], str]] = [
     ),
 ]
 _REACHABLE = {"plan"}  # targets whose known crash the random search reaches too
-_KNOWN_TIMEOUT = 10.0  # a known hang costs this much per run
+_KNOWN_TIMEOUT = 5.0  # a known hang costs this much per run (a fixed call answers in milliseconds)
 
 
 def _resolve_stamps(call: tuple[str, tuple, dict]) -> tuple[str, tuple, dict]:
@@ -790,12 +790,12 @@ def worker(conninfo):
     w.close()
 
 
-def test_every_callable_has_a_shape_or_the_generic_one():
+def test_the_module_is_enumerated():
+    # Whatever _core holds is fuzzed: a new function gets the generic shape until it has its
+    # own in SHAPES (a shape whose function is gone is simply unused).
     found = callables()
-    # The module's surface as of this test: a new function is fuzzed with the generic shape
-    # until it gets its own; a removed one must leave SHAPES too.
-    assert set(SHAPES) <= set(found)
-    assert "Graph.order" in found and "Graph.__len__" in found
+    assert {"plan", "split_table", "quote_ident", "run_parallel", "Graph", "Graph.order"} <= set(found)
+    assert all(not name.startswith("_") for name in found if "." not in name)
 
 
 def _property_param(target: str) -> Any:
