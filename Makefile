@@ -36,6 +36,7 @@ help:
 	@echo "  make test-asan      run the test suite with the extension built with ASan and UBSan"
 	@echo "  make test-valgrind  run the C core's tests under valgrind"
 	@echo "  make test-django6   run the test suite with Django 6 (needs Python 3.12+)"
+	@echo "  make fuzz           run the libFuzzer harnesses of the C parsers (FUZZ_SECONDS=30 each)"
 	@echo "  make demo           run the demo project"
 	@echo "  make dist           build the sdist and the wheel into dist/ (python -m build), twine check"
 	@echo "  make wheel-binary   the wheel with libpq inside (auditwheel repair) into dist/binary/"
@@ -149,6 +150,42 @@ check-dist: wheel-binary
 NOX_ARGS ?=
 matrix: $(VENV_DIST)/.installed
 	$(VENV_DIST)/bin/nox $(NOX_ARGS) $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
+
+# ---- fuzzing -----------------------------------------------------------------------------
+
+# libFuzzer harnesses (fuzz/, see fuzz/README.md) for the pure-C parsers and quoting, built with
+# ASan and UBSan; each runs FUZZ_SECONDS from its seed corpus (fuzz/corpus/NAME; what it finds
+# goes to build/fuzz/corpus/NAME). Any crash, sanitizer report or broken property fails the
+# run, and libFuzzer leaves the input as build/fuzz/crash-* (replay: build/fuzz/fuzz_NAME FILE).
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := split_table quote derived_name acl hash
+FUZZ_DIR := build/fuzz
+FUZZ_CFLAGS := -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+# The SQL buffers' one Python call (pgvc_buf_to_str) needs libpython at link time, never at run.
+FUZZ_PYTHON = $(shell $(PYTHON) -c 'import sysconfig as s; v = s.get_config_var; \
+    print("-I" + s.get_paths()["include"], "-L" + v("LIBDIR"), "-lpython" + v("LDVERSION"), "-Wl,-rpath," + v("LIBDIR"))')
+
+.PHONY: fuzz
+fuzz:
+	@if ! command -v clang >/dev/null || [ ! -e "$$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a)" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	        echo "fuzz: installing clang and its libFuzzer runtime (apt-get)"; \
+	        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-dev >/dev/null; \
+	    else echo "fuzz: needs clang with libFuzzer (apt-get install clang libclang-rt-dev)"; exit 1; fi; \
+	fi
+	@mkdir -p $(FUZZ_DIR)
+	@for t in $(FUZZ_TARGETS); do \
+	    clang $(FUZZ_CFLAGS) -o $(FUZZ_DIR)/fuzz_$$t fuzz/fuzz_$$t.c csrc/sqlgen.c csrc/hash.c $(FUZZ_PYTHON) || exit 1; \
+	done
+	@for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_DIR)/corpus/$$t; \
+	    echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
+	    if ! (cd $(FUZZ_DIR) && UBSAN_OPTIONS=print_stacktrace=1 ./fuzz_$$t -max_total_time=$(FUZZ_SECONDS) \
+	            -timeout=10 -rss_limit_mb=1024 corpus/$$t $(CURDIR)/fuzz/corpus/$$t) > $(FUZZ_DIR)/fuzz_$$t.log 2>&1; then \
+	        tail -n 60 $(FUZZ_DIR)/fuzz_$$t.log; echo "fuzz_$$t FAILED (log: $(FUZZ_DIR)/fuzz_$$t.log)"; exit 1; \
+	    fi; \
+	    grep -E "^(Done|#[0-9]+ +DONE)" $(FUZZ_DIR)/fuzz_$$t.log | tail -n 1; \
+	done
 
 # ---- demo and server ---------------------------------------------------------------------
 

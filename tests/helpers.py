@@ -134,3 +134,60 @@ def snapshot() -> list[tuple]:
 def ddl(queries: list[dict]) -> list[str]:
     """The statements among captured queries that are not plain reads."""
     return [q["sql"] for q in queries if not q["sql"].lstrip().upper().startswith(("WITH", "SELECT"))]
+
+
+class Gate:
+    """An advisory lock this test holds, so that SQL including ``gate.sql`` blocks, mid-statement,
+    until ``open()``: the test then acts while the other session is provably inside that
+    statement, instead of hoping a pg_sleep outlasts it. ``waiter()`` returns the pid of the
+    backend blocked on it, as pg_locks shows it."""
+
+    def __init__(self, dbname: str, key: int) -> None:
+        from tests import psycopg_compat
+
+        self.dbname, self.key = dbname, key
+        self.sql = f"(SELECT pg_catalog.pg_advisory_xact_lock_shared({key}) AS gate_{key}) AS gate"
+        self._conn = psycopg_compat._connect(dbname)
+        self._conn.cursor().execute("SELECT pg_catalog.pg_advisory_lock(%s)", [key])
+
+    def waiter(self, timeout: float = 60) -> int:
+        return wait_for_advisory_waiter(self.dbname, self.key, timeout)
+
+    def open(self) -> None:
+        if self._conn is not None:
+            self._conn.close()  # ends the session: the lock goes with it
+            self._conn = None
+
+    def __enter__(self) -> Gate:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.open()
+
+
+def advisory_waiters(dbname: str, key: int) -> list[int]:
+    """Pids of the backends waiting for the advisory lock `key` (bigint form) in dbname."""
+    from tests import psycopg_compat
+
+    return [
+        r[0]
+        for r in psycopg_compat.query(
+            dbname,
+            "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) "
+            "AND classid::int8 = %s AND objid::int8 = %s AND objsubid = 1 ORDER BY pid",
+            [key >> 32, key & 0xFFFFFFFF],
+        )
+    ]
+
+
+def wait_for_advisory_waiter(dbname: str, key: int, timeout: float = 60, count: int = 1) -> int:
+    """Wait until `count` backends wait for the advisory lock `key`; the first one's pid. The
+    timeout only bounds a broken run: nothing here depends on how fast the machine is."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not len(pids := advisory_waiters(dbname, key)) >= count:
+        assert time.monotonic() < deadline, f"no session ever waited for advisory lock {key}"
+        time.sleep(0.02)
+    return pids[0]

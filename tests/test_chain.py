@@ -1,7 +1,7 @@
 import pytest
 from django.db import connection
 
-from tests.helpers import ViewSet, catalog_rows
+from tests.helpers import Gate, ViewSet, catalog_rows
 
 
 @pytest.mark.django_db
@@ -42,7 +42,6 @@ def test_changed_chain_is_built_beside_and_falls_back_when_sql_names_an_old_obje
 @pytest.mark.django_db(transaction=True)
 def test_readers_are_not_blocked_while_a_chain_is_rebuilt():
     import threading
-    import time
 
     from django.db import connections
 
@@ -60,10 +59,13 @@ def test_readers_are_not_blocked_while_a_chain_is_rebuilt():
         db_table="t_sm",
         dependencies=("viewtest.SA",),
     )
+    gate = None
     try:
         vs.sync()
-        # The new version takes two seconds to compute: the build runs in phase 0.
-        vs.view("SA", "SELECT id, v * 10 AS v FROM t_slow, (SELECT pg_sleep(2)) AS pause", db_table="t_sa")
+        # The new version cannot be computed until the test opens the gate: the build runs in
+        # phase 0, and the test reads while it is provably under way.
+        gate = Gate(dbname, 0xC4A1)
+        vs.view("SA", f"SELECT id, v * 10 AS v FROM t_slow, {gate.sql}", db_table="t_sa")
         errors = []
 
         def run():
@@ -76,17 +78,7 @@ def test_readers_are_not_blocked_while_a_chain_is_rebuilt():
 
         worker = threading.Thread(target=run)
         worker.start()
-        deadline = time.monotonic() + 20
-        sleeping = []
-        while time.monotonic() < deadline and not sleeping:
-            sleeping = psycopg_compat.query(
-                dbname,
-                "SELECT pid FROM pg_stat_activity WHERE query LIKE '%%pg_sleep(2)%%' "
-                "AND state = 'active' AND pid <> pg_backend_pid()",
-            )
-            time.sleep(0.05)
-        assert sleeping, "the build never started"
-        pid = sleeping[0][0]
+        pid = gate.waiter()
         # While the new version is built, the syncing backend holds no lock on the old view that
         # a reader would wait for, and a reader that refuses to wait gets its rows.
         held = psycopg_compat.query(
@@ -95,9 +87,12 @@ def test_readers_are_not_blocked_while_a_chain_is_rebuilt():
         assert all(mode in ("AccessShareLock",) for (mode,) in held), held
         rows = psycopg_compat.query(dbname, "SELECT s FROM t_sm", setup="SET lock_timeout = '500ms'")
         assert rows == [(3,)]
-        worker.join(30)
+        gate.open()
+        worker.join(60)
         assert not worker.is_alive() and not errors, errors
         assert catalog_rows("SELECT s FROM t_sm") == [(30,)]
     finally:
+        if gate is not None:
+            gate.open()
         with connection.cursor() as c:
             c.execute("DROP MATERIALIZED VIEW IF EXISTS t_sm; DROP VIEW IF EXISTS t_sa; DROP TABLE t_slow")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -138,6 +139,22 @@ _CHILD = textwrap.dedent(
 )
 
 
+def _lines_until(child: subprocess.Popen, wanted: set[str], timeout: float = 60) -> str:
+    """Read the child's output until every wanted line has been printed; what was read. Reads
+    the pipe's descriptor itself: a buffered readline() could hold both lines while select()
+    waits for more."""
+    data = b""
+    fd = child.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while not wanted <= {line.strip() for line in data.decode().splitlines()}:
+            assert time.monotonic() < deadline and child.poll() is None, f"the child printed only {data!r}"
+            if sel.select(deadline - time.monotonic()):
+                data += os.read(fd, 4096)
+    return data.decode()
+
+
 def test_ctrl_c_stops_the_loop_and_the_servers_statements(transactional_db):
     app = f"pgvc-loop-sigint-{os.getpid()}"
     conninfo = dict(connection_params(connection), application_name=app)
@@ -154,13 +171,16 @@ def test_ctrl_c_stops_the_loop_and_the_servers_statements(transactional_db):
         text=True,
     )
     try:
-        deadline = time.monotonic() + 20
+        # Both statements were reported running by the loop and are running on the server: the
+        # loop is between its sends and its results, the moment Ctrl-C must handle.
+        seen = _lines_until(child, {"0 running", "1 running"})
+        deadline = time.monotonic() + 60
         while psycopg_compat.query(dbname, sleeping, [app]) != [(2,)]:
             assert time.monotonic() < deadline and child.poll() is None, "the statements never started"
             time.sleep(0.05)
-        time.sleep(1)
         child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=10)  # hang guard: pg_sleep(30) must not be awaited
+        out, err = child.communicate(timeout=20)  # hang guard: pg_sleep(30) must not be awaited
+        out = seen + out
     finally:
         if child.poll() is None:
             child.kill()

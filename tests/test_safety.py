@@ -6,15 +6,25 @@ from __future__ import annotations
 import os
 import re
 import threading
-import time
 
 import pytest
 from django.db import connection, connections
 
 from django_pgviews_c.exceptions import ConnectionLostError, DatabaseError, DependantObjectError
-from django_pgviews_c.sync import Syncer
+from django_pgviews_c.sync import ADVISORY_LOCK_KEY, Syncer
 from tests import psycopg_compat
-from tests.helpers import ViewSet, catalog_rows, comment, execute, leftovers, oid, snapshot
+from tests.helpers import (
+    Gate,
+    ViewSet,
+    advisory_waiters,
+    catalog_rows,
+    comment,
+    execute,
+    leftovers,
+    oid,
+    snapshot,
+    wait_for_advisory_waiter,
+)
 
 ROLE = f"pgvc_reader_{os.getpid()}"
 OWNER = f"pgvc_owner_{os.getpid()}"
@@ -171,19 +181,9 @@ def _in_thread(target):
     return thread, outcome
 
 
-def _wait_for_sleep(marker: str, timeout: float = 20) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = psycopg_compat.query(
-            _dbname(),
-            "SELECT pid FROM pg_stat_activity WHERE query LIKE %s AND state = 'active' "
-            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
-            [f"%{marker}%"],
-        )
-        if rows:
-            return rows[0][0]
-        time.sleep(0.05)
-    raise AssertionError(f"no backend ever ran {marker}")
+def _gate(key: int) -> Gate:
+    """A lock the test holds: a build whose SQL includes gate.sql waits on it, mid-statement."""
+    return Gate(_dbname(), key)
 
 
 @pytest.fixture
@@ -209,20 +209,18 @@ def test_readers_are_not_blocked_while_a_changed_matview_is_built(committed_src)
     _declare(vs)
     vs.sync()
     old = oid("t_m")
-    _declare(vs, m_sql="SELECT id, v * 10 AS v FROM t_a, (SELECT pg_sleep(2) AS slow_build_marker) AS pause")
-    thread, outcome = _in_thread(vs.sync)
-    pid = _wait_for_sleep("slow_build_marker")
-    held = psycopg_compat.query(
-        _dbname(), "SELECT mode FROM pg_locks WHERE pid = %s AND relation = %s", [pid, old]
-    )
-    # Only ACCESS EXCLUSIVE conflicts with a reader's ACCESS SHARE.
-    assert "AccessExclusiveLock" not in [m for (m,) in held], held
-    rows = psycopg_compat.query(_dbname(), "SELECT sum(v) FROM t_m", setup="SET lock_timeout = '1s'")
-    assert rows == [(30,)]
-    still_building = psycopg_compat.query(
-        _dbname(), "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'active'", [pid]
-    )
-    assert still_building == [(1,)]  # the read happened during the build
+    with _gate(0x5AFE01) as gate:
+        _declare(vs, m_sql=f"SELECT id, v * 10 AS v FROM t_a, {gate.sql}")
+        thread, outcome = _in_thread(vs.sync)
+        pid = gate.waiter()  # the sync is inside its build, and stays there until the gate opens
+        held = psycopg_compat.query(
+            _dbname(), "SELECT mode FROM pg_locks WHERE pid = %s AND relation = %s", [pid, old]
+        )
+        # Only ACCESS EXCLUSIVE conflicts with a reader's ACCESS SHARE.
+        assert "AccessExclusiveLock" not in [m for (m,) in held], held
+        rows = psycopg_compat.query(_dbname(), "SELECT sum(v) FROM t_m", setup="SET lock_timeout = '1s'")
+        assert rows == [(30,)]
+        assert advisory_waiters(_dbname(), 0x5AFE01) == [pid]  # the read happened during the build
     thread.join(60)
     assert not thread.is_alive() and "error" not in outcome, outcome
     assert outcome["result"].statuses["viewtest.M"] == "UPDATED"
@@ -232,16 +230,14 @@ def test_readers_are_not_blocked_while_a_changed_matview_is_built(committed_src)
 
 def test_two_syncs_at_once_do_the_work_once(committed_src):
     vs = ViewSet()
-    vs.view("A", "SELECT id, v FROM t_src")
-    vs.view(
-        "M",
-        "SELECT id, v FROM t_a, (SELECT pg_sleep(1) AS two_syncs_marker) AS pause",
-        materialized=True,
-        dependencies=("viewtest.A",),
-    )
-    first, out1 = _in_thread(vs.sync)
-    _wait_for_sleep("two_syncs_marker")
-    second, out2 = _in_thread(vs.sync)
+    with _gate(0x5AFE02) as gate:
+        vs.view("A", "SELECT id, v FROM t_src")
+        vs.view("M", f"SELECT id, v FROM t_a, {gate.sql}", materialized=True, dependencies=("viewtest.A",))
+        first, out1 = _in_thread(vs.sync)
+        gate.waiter()  # the first sync holds the sync lock and is inside its build
+        second, out2 = _in_thread(vs.sync)
+        # The second one found work to do (nothing is committed yet) and waits for the first.
+        wait_for_advisory_waiter(_dbname(), ADVISORY_LOCK_KEY)
     first.join(60)
     second.join(60)
     assert "error" not in out1 and "error" not in out2, (out1, out2)
@@ -258,11 +254,12 @@ def test_a_lost_connection_leaves_every_view_as_it_was(committed_src):
     vs.view("N", "SELECT count(*)::int AS c FROM t_a", materialized=True, dependencies=("viewtest.A",))
     vs.sync()
     before = snapshot()
-    _declare(vs, a_sql="SELECT id, v + 1 AS v FROM t_src, (SELECT pg_sleep(30) AS lost_marker) AS pause")
-    thread, outcome = _in_thread(vs.sync)
-    pid = _wait_for_sleep("lost_marker")
-    psycopg_compat.query(_dbname(), "SELECT pg_terminate_backend(%s)", [pid])
-    thread.join(60)
+    with _gate(0x5AFE03) as gate:
+        _declare(vs, a_sql=f"SELECT id, v + 1 AS v FROM t_src, {gate.sql}")
+        thread, outcome = _in_thread(vs.sync)
+        pid = gate.waiter()
+        psycopg_compat.query(_dbname(), "SELECT pg_terminate_backend(%s)", [pid])
+        thread.join(60)
     assert not thread.is_alive()
     err = outcome.get("error")
     assert isinstance(err, ConnectionLostError), outcome

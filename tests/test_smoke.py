@@ -1,6 +1,6 @@
 import pytest
 
-from tests.helpers import ViewSet, catalog_rows, relkind
+from tests.helpers import ViewSet, relkind
 
 
 @pytest.mark.django_db
@@ -16,4 +16,3 @@ def test_create_then_warm_sync():
     assert r2.actions == []
     assert r2.catalog_queries == 1
     assert set(r2.statuses.values()) == {"EXISTS"}
-    print(catalog_rows("select obj_description('t_m'::regclass)"))
