@@ -170,7 +170,7 @@ fuzz:
 	@if ! command -v clang >/dev/null || [ ! -e "$$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a)" ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	        echo "fuzz: installing clang and its libFuzzer runtime (apt-get)"; \
-	        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-dev >/dev/null; \
+	        apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-dev >/dev/null; \
 	    else echo "fuzz: needs clang with libFuzzer (apt-get install clang libclang-rt-dev)"; exit 1; fi; \
 	fi
 	@mkdir -p $(FUZZ_DIR)

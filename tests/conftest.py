@@ -11,7 +11,6 @@ settings.load_profile("default")
 
 def pytest_report_header(config):
     import django
-    from django.db import connection
 
     from django_pgviews_c import _core
 
@@ -24,9 +23,10 @@ def pytest_report_header(config):
 
         driver = f"psycopg2 {psycopg2.__version__} (libpq {psycopg2.extensions.libpq_version()})"
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            server = cursor.fetchone()[0]
+        # pytest-django blocks Django's connection outside tests: ask the server directly.
+        from tests import psycopg_compat
+
+        server = psycopg_compat.query("postgres", "SHOW server_version")[0][0]
     except Exception as exc:  # the header must not hide the real failure
         server = f"unreachable ({exc})"
     return [
