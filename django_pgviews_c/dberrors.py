@@ -3,13 +3,23 @@ came from is gone. Shared by sync, refresh and the commands."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+from django.db import Error as DjangoDBError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_pgviews_c.exceptions import ConnectionLostError
+from django_pgviews_c.exceptions import ConnectionFailedError, ConnectionLostError
 
-__all__ = ["sqlstate", "diag", "connection_is_lost", "lost_connection_error"]
+__all__ = [
+    "sqlstate",
+    "diag",
+    "connection_is_lost",
+    "lost_connection_error",
+    "is_connect_failure",
+    "connect_failed_error",
+    "ensure_connected",
+]
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -30,7 +40,42 @@ def diag(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def is_connect_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while opening a connection (it never was open)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "get_new_connection" and "django" in code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _driver_reason(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    return " ".join(line.strip() for line in str(cause).strip().splitlines() if line.strip())
+
+
+def connect_failed_error(alias: str, exc: BaseException) -> ConnectionFailedError:
+    """The driver's own reason for not connecting (no such database, authentication failed,
+    connection refused...), naming the alias."""
+    return ConnectionFailedError(
+        f"cannot connect to database {alias!r}: {_driver_reason(exc)}", sqlstate=sqlstate(exc)
+    )
+
+
+def ensure_connected(connection: BaseDatabaseWrapper) -> None:
+    """Open ``connection`` now, so a database that cannot be reached is reported as such (with
+    the driver's reason) and never as a connection lost in the middle of the work."""
+    try:
+        connection.ensure_connection()
+    except DjangoDBError as exc:
+        raise connect_failed_error(connection.alias, exc) from exc
+
+
 def connection_is_lost(connection: BaseDatabaseWrapper, exc: BaseException) -> bool:
+    if is_connect_failure(exc):
+        return True  # the caller's lost_connection_error says it never connected
     state = sqlstate(exc) or ""
     if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
         return True
@@ -43,7 +88,16 @@ def connection_is_lost(connection: BaseDatabaseWrapper, exc: BaseException) -> b
     return status is not None and status() == 4
 
 
-def lost_connection_error(connection: BaseDatabaseWrapper, doing: str) -> ConnectionLostError:
+def lost_connection_error(
+    connection: BaseDatabaseWrapper, doing: str, exc: BaseException | None = None
+) -> ConnectionLostError | ConnectionFailedError:
+    """The error for a connection that went away while ``doing``; for one that was never open
+    (``exc``, by default the exception being handled, came from connecting), the driver's reason
+    for not connecting instead."""
+    if exc is None:
+        exc = sys.exc_info()[1]
+    if exc is not None and is_connect_failure(exc):
+        return connect_failed_error(connection.alias, exc)
     return ConnectionLostError(
         f"the connection to database {connection.alias!r} was lost while {doing}; the server "
         f"rolled back the open transaction, so nothing was changed",

@@ -22,6 +22,7 @@ __all__ = [
     "DatabaseError",
     "ViewDefinitionError",
     "ConnectionLostError",
+    "ConnectionFailedError",
     "QueryCanceledError",
     "RefreshError",
 ]
@@ -139,6 +140,11 @@ class ViewDefinitionError(DatabaseError):
 
 class ConnectionLostError(DatabaseError):
     """The connection to the server was lost; the server rolled back the open transaction."""
+
+
+class ConnectionFailedError(DatabaseError):
+    """No connection to the server could be opened; the message carries the driver's reason.
+    Nothing was sent, so nothing was changed."""
 
 
 class QueryCanceledError(DatabaseError):

@@ -20,7 +20,7 @@ from django.db import Error as DjangoDBError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_pgviews_c import _core
-from django_pgviews_c.dberrors import connection_is_lost, lost_connection_error
+from django_pgviews_c.dberrors import connection_is_lost, ensure_connected, lost_connection_error
 from django_pgviews_c.dberrors import diag as _diag
 from django_pgviews_c.dberrors import sqlstate as _sqlstate
 from django_pgviews_c.declarations import Declarations, read_catalog, setting, view_models
@@ -238,6 +238,8 @@ class Syncer:
         # A cycle or a missing dependency is the declarations' own fault: report it before
         # anything reaches the server (the planner would find it only after the catalog read).
         _core.Graph(self.decls.labels, [list(t[5]) for t in self.decls.tuples]).order()
+        # Never connected is not lost: a database that cannot be reached says why, first.
+        ensure_connected(self.connection)
         try:
             with self.connection.cursor() as cursor:
                 plan = self.plan(cursor)
