@@ -9,7 +9,7 @@ from typing import Any
 from django.db import Error as DjangoDBError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_pgviews_c.exceptions import ConnectionFailedError, ConnectionLostError
+from django_pgviews_c.exceptions import ConnectionFailedError, ConnectionLostError, DatabaseError
 
 __all__ = [
     "sqlstate",
@@ -19,6 +19,9 @@ __all__ = [
     "is_connect_failure",
     "connect_failed_error",
     "ensure_connected",
+    "database_error",
+    "describe",
+    "describe_result",
 ]
 
 
@@ -38,6 +41,32 @@ def diag(exc: BaseException) -> dict[str, Any]:
         "hint": getattr(diag, "message_hint", None),
         "position": int(position) if position else None,
     }
+
+
+def database_error(exc: BaseException, view: str | None = None) -> DatabaseError:
+    """A driver (or Django) error as our DatabaseError: message, SQLSTATE, DETAIL and HINT."""
+    info = diag(exc)
+    info.pop("position")
+    return DatabaseError(info.pop("message"), view=view, **info)
+
+
+def describe(exc: BaseException) -> str:
+    """A database error in one text with the server's DETAIL and HINT lines."""
+    return str(database_error(exc))
+
+
+def describe_result(error: dict[str, Any] | None) -> str:
+    """The same text for an error reported by the C core (its dict of the server's fields)."""
+    if not error:
+        return "failed"
+    return str(
+        DatabaseError(
+            error.get("message") or "failed",
+            sqlstate=error.get("sqlstate"),
+            detail=error.get("detail"),
+            hint=error.get("hint"),
+        )
+    )
 
 
 def is_connect_failure(exc: BaseException) -> bool:

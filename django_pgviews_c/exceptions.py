@@ -158,7 +158,9 @@ class RefreshError(PGViewsError):
         self.failures = dict(failures)
         self.skipped = list(skipped)
         lines = [f"{label}: {err}" for label, err in self.failures.items()]
-        text = "refresh failed for " + "; ".join(lines)
+        # A failure carries the server's DETAIL and HINT on lines of their own: one failure a line.
+        several = len(lines) > 1 and any("\n" in line for line in lines)
+        text = "refresh failed for " + ("\n".join(lines) if several else "; ".join(lines))
         if self.skipped:
             text += "\nnot refreshed, as they depend on a failed view: " + ", ".join(self.skipped)
         super().__init__(text)

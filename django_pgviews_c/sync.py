@@ -310,10 +310,15 @@ class Syncer:
         drops = [
             a[4] for a in self.plan(cursor, recreate | {inc.decl}, restore=True)["actions"] if a[0] == "drop"
         ]
+        server = "".join(
+            f"\n{word}: {text}"
+            for word, text in (("DETAIL", inc.error.detail), ("HINT", inc.error.hint))
+            if text
+        )
         return ForceRequiredError(
             f"{label} cannot be updated in place: {inc.error.message}. Re-creating it drops "
             f"{', '.join(drops) or 'only itself'}; they are re-created in the same transaction. "
-            f"Run sync_pgviews --force to do so. Nothing was changed.",
+            f"Run sync_pgviews --force to do so. Nothing was changed.{server}",
             {"view": label, "drops": drops},
         )
 
