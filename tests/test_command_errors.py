@@ -20,7 +20,7 @@ COMMANDS = (
     ("refresh_pgviews",),
     ("refresh_pgviews", "--jobs", "2"),
     ("pgviews_status",),
-    ("clear_pgviews",),
+    ("clear_pgviews", "--no-input"),
     ("migrate",),
 )
 
