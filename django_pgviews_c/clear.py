@@ -46,7 +46,8 @@ class Doomed:
     def describe(self) -> str:
         if self.label:
             return f"{self.label} ({self.qualified}, {_KINDS[self.kind]})"
-        return f"{self.qualified} ({_KINDS[self.kind]} not managed by django-pgviews-c, reads {', '.join(self.reads)})"
+        reads = ", ".join(self.reads)
+        return f"{self.qualified} ({_KINDS[self.kind]} not managed by django-pgviews-c, reads {reads})"
 
 
 def _by_connection(using: str) -> dict[str, tuple[BaseDatabaseWrapper, list[type[View]]]]:
