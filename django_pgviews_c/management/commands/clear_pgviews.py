@@ -48,7 +48,7 @@ class Command(BaseCommand):
             if verbosity >= 1:
                 self.stdout.write(f"  dropped {d.describe()}")
 
-        with pgviews_errors():
+        with pgviews_errors(database, nothing_changed=True):
             dropped = clear_views(
                 database,
                 cascade=options["cascade"],

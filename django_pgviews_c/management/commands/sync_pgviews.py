@@ -4,7 +4,7 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
 from django_pgviews_c.sync import sync_pgviews
@@ -79,7 +79,8 @@ class Command(BaseCommand):
         if check is None:
             check = getattr(settings, "MATERIALIZED_VIEWS_CHECK_SQL_CHANGED", True)
         verbosity = options["verbosity"]
-        with pgviews_errors():
+        # One transaction: an interrupt (SIGINT, SIGTERM) rolls all of it back.
+        with pgviews_errors(options["database"], nothing_changed=True):
             results = sync_pgviews(
                 options["database"],
                 force=options["force"],
@@ -127,7 +128,4 @@ class Command(BaseCommand):
 
     def execute(self, *args: Any, **options: Any) -> Any:
         self.verbosity_plan_sql = options.get("verbosity", 1) >= 2
-        try:
-            return super().execute(*args, **options)
-        except KeyboardInterrupt:
-            raise CommandError("interrupted: nothing was changed") from None
+        return super().execute(*args, **options)
