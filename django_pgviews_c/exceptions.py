@@ -24,6 +24,7 @@ __all__ = [
     "ConnectionLostError",
     "ConnectionFailedError",
     "QueryCanceledError",
+    "LockNotAvailableError",
     "RefreshError",
 ]
 
@@ -149,6 +150,11 @@ class ConnectionFailedError(DatabaseError):
 
 class QueryCanceledError(DatabaseError):
     """A statement was cancelled (Ctrl-C, statement_timeout)."""
+
+
+class LockNotAvailableError(DatabaseError):
+    """A lock could not be had within the bounded wait; the message names the session holding
+    it. The transaction was rolled back: nothing was changed."""
 
 
 class RefreshError(PGViewsError):

@@ -27,9 +27,17 @@ from django_pgviews_c.declarations import Declarations, read_catalog, setting, v
 from django_pgviews_c.exceptions import (
     DatabaseError,
     ForceRequiredError,
+    LockNotAvailableError,
     PGViewsError,
     PlanError,
     ViewDefinitionError,
+)
+from django_pgviews_c.locks import (
+    QUIET_SECONDS,
+    describe_holders,
+    holders,
+    session_timeouts,
+    take_advisory_lock,
 )
 from django_pgviews_c.signals import all_views_synced, view_synced
 from django_pgviews_c.view import View
@@ -45,6 +53,9 @@ _INCOMPATIBLE = {"42P16", "42804"}
 _LOCK_NOT_AVAILABLE = "55P03"
 
 _MAX_BATCH = 400
+
+# Phase-1 actions that lock their declaration's relation.
+_LOCKING_OPS = {"drop", "swap", "refresh", "drop_index"}
 
 STATUS_MESSAGES = {
     "CREATED": "created",
@@ -265,7 +276,7 @@ class Syncer:
     def _apply(self, cursor: Any) -> tuple[dict[str, Any], list[Action]]:
         recreate: set[int] = set()
         with transaction.atomic(using=self.connection.alias):
-            cursor.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
+            self._take_sync_lock(cursor)
             cursor.execute("SAVEPOINT pgvc_sync")
             while True:
                 plan = self.plan(cursor, recreate)
@@ -322,6 +333,17 @@ class Syncer:
             {"view": label, "drops": drops},
         )
 
+    def _take_sync_lock(self, cursor: Any) -> None:
+        """The advisory lock that serialises syncs of one database; a wait of more than a second
+        for another sync is said at verbosity 1, naming it."""
+        take_advisory_lock(
+            cursor,
+            ADVISORY_LOCK_KEY,
+            alias=self.connection.alias,
+            say=lambda text: self._say(text, 1),
+            is_lock_timeout=lambda exc: _sqlstate(exc) == _LOCK_NOT_AVAILABLE,
+        )
+
     _planned = 0
 
     def _execute(self, cursor: Any, actions: list[Action]) -> None:
@@ -329,22 +351,70 @@ class Syncer:
         phase0 = [a for a in actions if a.phase == 0]
         phase1 = [a for a in actions if a.phase != 0]
         self._run_actions(cursor, phase0)
-        if not phase1:
-            return
+        if phase1:
+            self._swap(cursor, phase1)
+
+    def _swap(self, cursor: Any, phase1: list[Action]) -> None:
+        """Phase 1, the statements that take the locks readers wait on, with a short lock_timeout
+        and retries, so it never queues in front of readers for long. Every attempt, the last
+        included, is bounded (PGVIEWS_SWAP_LOCK_TIMEOUT_MS), and never longer than the session's
+        own lock_timeout; when the last runs out, the whole sync rolls back naming the holder."""
         retries = int(setting("PGVIEWS_SWAP_RETRIES", 20))
-        timeout_ms = int(setting("PGVIEWS_LOCK_TIMEOUT_MS", 200))
+        short_ms = int(setting("PGVIEWS_LOCK_TIMEOUT_MS", 200))
+        final_ms = int(setting("PGVIEWS_SWAP_LOCK_TIMEOUT_MS", 5000))
+        session = session_timeouts(cursor)
+        if session["lock_timeout"] > 0:
+            short_ms = min(short_ms, session["lock_timeout"])
+            final_ms = min(final_ms, session["lock_timeout"])
+        # Autovacuum gives way only to a waiter that waits past deadlock_timeout.
+        autovacuum_ms = min(session["deadlock_timeout"] + 200, final_ms)
+        relations = sorted(
+            {
+                _core.qualified_name(*self.decls.split[a.decl])
+                for a in phase1
+                if a.op in _LOCKING_OPS and a.decl >= 0
+            }
+        )
+        started = time.monotonic()
+        said_at = None
+        wait_ms = short_ms
         cursor.execute("SAVEPOINT pgvc_phase1")
         for attempt in range(retries + 1):
             last = attempt == retries
-            # The last attempt waits like any DDL: a sync must finish.
-            cursor.execute(f"SET LOCAL lock_timeout = {0 if last else timeout_ms}")
+            cursor.execute(
+                "SELECT pg_catalog.set_config('lock_timeout', %s, true)",
+                [f"{final_ms if last else wait_ms}ms"],
+            )
             try:
                 self._run_actions(cursor, phase1)
                 break
-            except _LockTimeout:
+            except _LockTimeout as exc:
                 cursor.execute("ROLLBACK TO SAVEPOINT pgvc_phase1")
-                self._say(f"  locks busy, retrying the swap ({attempt + 1}/{retries})", 2)
+                found = holders(cursor, relations)
+                if last:
+                    raise LockNotAvailableError(
+                        f"could not take the locks to swap in the new views ({', '.join(relations)}): "
+                        f"{attempt + 1} attempts over {time.monotonic() - started:.1f}s, the last "
+                        f"waiting {final_ms} ms (PGVIEWS_SWAP_LOCK_TIMEOUT_MS or the session's "
+                        f"lock_timeout), met {describe_holders(found)}. The sync was rolled back; "
+                        f"nothing was changed.",
+                        sqlstate=_LOCK_NOT_AVAILABLE,
+                    ) from exc.__cause__
+                wait_ms = autovacuum_ms if any(h.is_autovacuum for h in found) else short_ms
+                waited = time.monotonic() - started
+                loud = waited >= QUIET_SECONDS and (said_at is None or waited - said_at >= 5)
+                if loud:
+                    said_at = waited
+                self._say(
+                    f"  waiting {waited:.1f}s for locks to swap in the new views, held by "
+                    f"{describe_holders(found)}; retrying ({attempt + 1}/{retries})",
+                    1 if loud else 2,
+                )
                 time.sleep(min(0.05 * (attempt + 1), 1.0))
+        # What follows in the transaction waits as the session's own setting says.
+        cursor.execute(
+            "SELECT pg_catalog.set_config('lock_timeout', %s, true)", [f"{session['lock_timeout']}ms"]
+        )
 
     def _batches(self, actions: list[Action]) -> Iterable[list[Action]]:
         if self.verbosity >= 2:  # one statement at a time, to time each
