@@ -4,8 +4,13 @@ cannot have its locks rolls the whole sync back with an error naming the holder.
 
 from __future__ import annotations
 
+import json
+import os
 import queue
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 from django.db import connection, connections
@@ -166,3 +171,67 @@ def test_the_users_lock_timeout_bounds_every_attempt(committed_src):
     assert isinstance(seen.get("error"), LockNotAvailableError), seen
     assert "the last waiting 150 ms" in str(seen["error"])
     assert snapshot() == before
+
+
+# -- lock_timeout given in OPTIONS, in a real process ------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+PROC_SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_locks"
+PROC_DB = "pgviews_c" + PROC_SUFFIX
+MATVIEW = "viewtest_materializedrelatedview"
+
+
+def _django(*args: str, default: dict | None = None, settings: dict | None = None):
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "tests.execproject.settings"
+    env["PGVIEWS_DB_SUFFIX"] = PROC_SUFFIX
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PGVIEWS_TEST_DEFAULT"] = json.dumps(default or {})
+    env["PGVIEWS_TEST_SETTINGS"] = json.dumps(settings or {})
+    return subprocess.run(
+        [sys.executable, "-m", "django", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def process_db():
+    psycopg_compat.recreate_database(PROC_DB)
+    try:
+        done = _django("migrate", "--run-syncdb", "-v", "0")
+        assert done.returncode == 0, done.stderr
+        yield
+    finally:
+        psycopg_compat.drop_database(PROC_DB)
+
+
+def test_lock_timeout_in_options_bounds_the_swap(process_db):
+    # A materialized view changed by hand: the sync rebuilds it beside and swaps it in.
+    psycopg_compat.query(
+        PROC_DB,
+        f"DROP MATERIALIZED VIEW {MATVIEW} CASCADE; CREATE MATERIALIZED VIEW {MATVIEW} AS "
+        f"SELECT id AS model_id, id FROM viewtest_testmodel WHERE false",
+    )
+    before = psycopg_compat.query(PROC_DB, "SELECT oid::bigint, relname::text FROM pg_class ORDER BY 2")
+    holder = psycopg_compat._connect(PROC_DB)
+    try:
+        cur = holder.cursor()
+        cur.execute(f"SET application_name = '{HOLDER_APP}'; BEGIN; SELECT count(*) FROM {MATVIEW}")
+        done = _django(
+            "sync_pgviews",
+            default={"OPTIONS": {"options": "-c lock_timeout=250"}},
+            settings={"PGVIEWS_SWAP_RETRIES": 1, "PGVIEWS_SWAP_LOCK_TIMEOUT_MS": 600000},
+        )
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stdout
+    assert "the last waiting 250 ms" in done.stderr and HOLDER_APP in done.stderr, done.stderr
+    assert "nothing was changed" in done.stderr
+    assert (
+        psycopg_compat.query(PROC_DB, "SELECT oid::bigint, relname::text FROM pg_class ORDER BY 2") == before
+    )
+    assert _django("sync_pgviews", "-v", "0").returncode == 0
