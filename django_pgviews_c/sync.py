@@ -54,6 +54,12 @@ _LOCK_NOT_AVAILABLE = "55P03"
 
 _MAX_BATCH = 400
 
+# The existing objects a plan rebuilds: kind, estimated rows, total size with indexes.
+_SIZES_SQL = """
+SELECT u.t, c.relkind::text, greatest(c.reltuples, 0)::bigint, pg_catalog.pg_total_relation_size(c.oid)
+FROM pg_catalog.unnest(%s::text[]) AS u(t) JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.t)
+"""
+
 # Phase-1 actions that lock their declaration's relation.
 _LOCKING_OPS = {"drop", "swap", "refresh", "drop_index"}
 
@@ -130,6 +136,12 @@ class SyncResult:
     seconds: float = 0.0
     catalog_queries: int = 0
     touched: set[str] = field(default_factory=set)  # labels an action was (or would be) run for
+    names: dict[str, str] = field(default_factory=dict)  # label -> quoted qualified name
+    #: --plan: what a rehearsal of the plan (run, then rolled back) raised; None when it passed
+    error: PGViewsError | None = None
+    #: --plan: label -> (quoted qualified name, relkind, estimated rows, bytes) of the objects
+    #: that exist and that the plan rebuilds or re-populates
+    sizes: dict[str, tuple[str, str, int, int]] = field(default_factory=dict)
 
     @property
     def changed(self) -> list[str]:
@@ -244,7 +256,19 @@ class Syncer:
 
     # -- running --------------------------------------------------------------------------------
 
-    def run(self, dry_run: bool = False) -> SyncResult:
+    def run(self, dry_run: bool = False, rehearse: bool = False) -> SyncResult:
+        """Sync. ``dry_run``: plan only. ``rehearse`` (``sync_pgviews --plan``): plan, then run
+        the plan as the sync would, every materialized view built WITH NO DATA, in a transaction
+        that is always rolled back; what it raises is kept in ``result.error``."""
+        if rehearse:
+            try:
+                return self._run(dry_run=True, rehearse=True)
+            except PGViewsError as exc:
+                self.result.error = exc
+                return self.result
+        return self._run(dry_run=dry_run)
+
+    def _run(self, dry_run: bool = False, rehearse: bool = False) -> SyncResult:
         started = time.perf_counter()
         # A cycle or a missing dependency is the declarations' own fault: report it before
         # anything reaches the server (the planner would find it only after the catalog read).
@@ -255,7 +279,11 @@ class Syncer:
             with self.connection.cursor() as cursor:
                 plan = self.plan(cursor)
                 actions = [Action.from_tuple(a) for a in plan.pop("actions")]
-                if actions and not dry_run:
+                if actions and rehearse:
+                    self._fill(plan, actions)
+                    self.result.sizes = self._sizes(cursor)
+                    self._rehearse(cursor)
+                elif actions and not dry_run:
                     # The plan read outside the lock is only a question (is there work?): let it
                     # go before planning again under the lock, so a big sync holds one plan.
                     del plan, actions
@@ -265,12 +293,7 @@ class Syncer:
                 raise lost_connection_error(self.connection, "syncing views") from exc
             raise
         self.result.seconds = time.perf_counter() - started
-        self.result.actions = actions
-        self.result.touched = {self.decls.labels[a.decl] for a in self.result.actions if a.decl >= 0}
-        for i, label in enumerate(self.decls.labels):
-            self.result.statuses[label] = plan["statuses"][i]
-            if plan["reasons"][i]:
-                self.result.reasons[label] = plan["reasons"][i]
+        self._fill(plan, actions)
         return self.result
 
     def _apply(self, cursor: Any) -> tuple[dict[str, Any], list[Action]]:
@@ -332,6 +355,43 @@ class Syncer:
             f"Run sync_pgviews --force to do so. Nothing was changed.{server}",
             {"view": label, "drops": drops},
         )
+
+    def _fill(self, plan: dict[str, Any], actions: list[Action]) -> None:
+        self.result.actions = actions
+        self.result.touched = {self.decls.labels[a.decl] for a in self.result.actions if a.decl >= 0}
+        for i, label in enumerate(self.decls.labels):
+            self.result.names[label] = _core.qualified_name(*self.decls.split[i])
+            self.result.statuses[label] = plan["statuses"][i]
+            if plan["reasons"][i]:
+                self.result.reasons[label] = plan["reasons"][i]
+
+    def _rehearse(self, cursor: Any) -> None:
+        """Run the plan as the sync would (under its lock, with its retries and its errors:
+        SQL errors with their position, ForceRequiredError, refused dependants), every
+        materialized view created WITH NO DATA and nothing populated, so it costs no data work,
+        in a transaction that is always rolled back."""
+        alias = self.connection.alias
+        saved = self.options.get("no_data", False)
+        self.options["no_data"] = True
+        try:
+            with transaction.atomic(using=alias):
+                try:
+                    self._apply(cursor)
+                finally:
+                    transaction.set_rollback(True, using=alias)
+        finally:
+            self.options["no_data"] = saved
+
+    def _sizes(self, cursor: Any) -> dict[str, tuple[str, str, int, int]]:
+        labels = list(self.result.changed)
+        names = [self.result.names[label] for label in labels]
+        if not names:
+            return {}
+        cursor.execute(_SIZES_SQL, [names])
+        found = {row[0]: row[1:] for row in cursor.fetchall()}
+        return {
+            label: (name, *found[name]) for label, name in zip(labels, names, strict=True) if name in found
+        }
 
     def _take_sync_lock(self, cursor: Any) -> None:
         """The advisory lock that serialises syncs of one database; a wait of more than a second
@@ -504,12 +564,17 @@ def sync_pgviews(
     restore_dependants: bool | None = None,
     prune: bool = False,
     dry_run: bool = False,
+    rehearse: bool = False,
     verbosity: int = 1,
     progress: Callable[[str], None] | None = None,
     send_signals: bool = True,
 ) -> list[SyncResult]:
     """Sync every view that belongs to database ``using`` (routers decide, through each view's
     ``get_view_connection(using, restricted_mode=True)``). One result per connection.
+
+    ``dry_run``: plan only, change nothing. ``rehearse``: plan, then run the plan in a
+    transaction that is always rolled back (materialized views WITH NO DATA); each result's
+    ``error`` is what the real sync would raise.
 
     Raises a ``PGViewsError`` when the sync cannot be done; the database is then as it was."""
     if check_sql_changed is None:
@@ -539,11 +604,11 @@ def sync_pgviews(
             verbosity=verbosity,
             progress=progress,
         )
-        result = syncer.run(dry_run=dry_run)
+        result = syncer.run(dry_run=dry_run, rehearse=rehearse)
         results.append(result)
-        if send_signals and not dry_run:
+        if send_signals and not (dry_run or rehearse):
             _send_signals(conn_models, result, using, update=update, force=force)
-    if send_signals and not dry_run:
+    if send_signals and not (dry_run or rehearse):
         all_views_synced.send(sender=None, using=using)
     return results
 
