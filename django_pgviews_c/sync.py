@@ -60,6 +60,12 @@ SELECT u.t, c.relkind::text, greatest(c.reltuples, 0)::bigint, pg_catalog.pg_tot
 FROM pg_catalog.unnest(%s::text[]) AS u(t) JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.t)
 """
 
+# Actions that compute a materialized view's data, and how a progress line names them.
+_DATA_OPS = {"create", "build", "refresh"}
+_VERBS = {"create": "built", "build": "built", "refresh": "re-populated"}
+# Lines of the -v 1 report before it says "... and N more".
+_REPORT_LINES = 50
+
 # Phase-1 actions that lock their declaration's relation.
 _LOCKING_OPS = {"drop", "swap", "refresh", "drop_index"}
 
@@ -137,6 +143,8 @@ class SyncResult:
     catalog_queries: int = 0
     touched: set[str] = field(default_factory=set)  # labels an action was (or would be) run for
     names: dict[str, str] = field(default_factory=dict)  # label -> quoted qualified name
+    #: label -> (seconds, rows; -1 when not known) of computing each materialized view's data
+    timings: dict[str, tuple[float, int]] = field(default_factory=dict)
     #: --plan: what a rehearsal of the plan (run, then rolled back) raised; None when it passed
     error: PGViewsError | None = None
     #: --plan: label -> (quoted qualified name, relkind, estimated rows, bytes) of the objects
@@ -288,6 +296,8 @@ class Syncer:
                     # go before planning again under the lock, so a big sync holds one plan.
                     del plan, actions
                     plan, actions = self._apply(cursor)
+                    self._fill(plan, actions)
+                    self._report()
         except DjangoDBError as exc:
             if connection_is_lost(self.connection, exc):
                 raise lost_connection_error(self.connection, "syncing views") from exc
@@ -373,6 +383,7 @@ class Syncer:
         alias = self.connection.alias
         saved = self.options.get("no_data", False)
         self.options["no_data"] = True
+        self.no_data_rehearsal = True
         try:
             with transaction.atomic(using=alias):
                 try:
@@ -381,6 +392,7 @@ class Syncer:
                     transaction.set_rollback(True, using=alias)
         finally:
             self.options["no_data"] = saved
+            self.no_data_rehearsal = False
 
     def _sizes(self, cursor: Any) -> dict[str, tuple[str, str, int, int]]:
         labels = list(self.result.changed)
@@ -476,12 +488,27 @@ class Syncer:
             "SELECT pg_catalog.set_config('lock_timeout', %s, true)", [f"{session['lock_timeout']}ms"]
         )
 
+    def _heavy(self, action: Action) -> bool:
+        """Whether the action computes a materialized view's data (the slow work)."""
+        return action.decl >= 0 and action.op in _DATA_OPS and self.decls.tuples[action.decl][3] == "m"
+
     def _batches(self, actions: list[Action]) -> Iterable[list[Action]]:
-        if self.verbosity >= 2:  # one statement at a time, to time each
-            yield from ([a] for a in actions)
-            return
-        for start in range(0, len(actions), _MAX_BATCH):
-            yield actions[start : start + _MAX_BATCH]
+        """Up to _MAX_BATCH statements a round trip; an action that computes a materialized
+        view's data on its own, to time it and count its rows. At -v 2 everything one by one."""
+        batch: list[Action] = []
+        for action in actions:
+            if self.verbosity >= 2 or self._heavy(action):
+                if batch:
+                    yield batch
+                    batch = []
+                yield [action]
+                continue
+            batch.append(action)
+            if len(batch) >= _MAX_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
     def _run_actions(self, cursor: Any, actions: list[Action]) -> None:
         for batch in self._batches(actions):
@@ -489,9 +516,16 @@ class Syncer:
             # The savepoint goes first, on its own: a syntax error anywhere in a multi-statement
             # string rejects the whole string before any of it runs.
             cursor.execute("SAVEPOINT pgvc_batch")
-            sql = "".join(a.sql + "\n;\n" for a in batch) + "RELEASE SAVEPOINT pgvc_batch"
+            rows = -1
             try:
-                cursor.execute(sql)
+                if len(batch) == 1 and self._heavy(batch[0]):
+                    cursor.execute(batch[0].sql)  # one statement: its rowcount is its rows
+                    rows = cursor.rowcount
+                    cursor.execute("RELEASE SAVEPOINT pgvc_batch")
+                else:
+                    self._script(
+                        cursor, "".join(a.sql + "\n;\n" for a in batch) + "RELEASE SAVEPOINT pgvc_batch"
+                    )
             except DjangoDBError as exc:
                 if connection_is_lost(self.connection, exc):
                     # Said now: once the transaction unwinds, the driver may no longer tell.
@@ -502,9 +536,58 @@ class Syncer:
                 # Replayed one by one, either a statement fails and is named, or all pass (the
                 # batch hit something transient) and the sync goes on.
                 self._find_failure(cursor, batch)
+            seconds = time.perf_counter() - started
             if self.verbosity >= 2 and batch:
                 action = batch[0]
-                self._say(f"  {action.op:<13} {action.target}  {time.perf_counter() - started:.3f}s", 2)
+                self._say(f"  {action.op:<13} {action.target}  {seconds:.3f}s", 2)
+            if len(batch) == 1 and self._heavy(batch[0]):
+                self._finished(batch[0], seconds, rows)
+
+    def _script(self, cursor: Any, sql: str) -> None:
+        """Run a string of several statements in one round trip."""
+        cursor.execute(sql)
+
+    def _finished(self, action: Action, seconds: float, rows: int) -> None:
+        """A materialized view's data computed: remembered for the report, and said at -v 1
+        as it happens once the work has gone on for more than a few seconds."""
+        label = self.decls.labels[action.decl]
+        before = self.result.timings.get(label, (0.0, -1))
+        self.result.timings[label] = (before[0] + seconds, rows if rows >= 0 else before[1])
+        if self.no_data_rehearsal:
+            return
+        if self._work_started is None:
+            self._work_started = time.monotonic() - seconds
+        after = float(setting("PGVIEWS_PROGRESS_AFTER_SECONDS", 3))
+        if time.monotonic() - self._work_started >= after:
+            counted = f", {rows} rows" if rows >= 0 else ""
+            self._say(f"  {_VERBS.get(action.op, action.op)} {label}  {seconds:.1f}s{counted}", 1)
+
+    #: Set while --plan rehearses: nothing it builds is worth a progress line.
+    no_data_rehearsal = False
+    _work_started: float | None = None
+
+    def _report(self) -> None:
+        """At -v 1, after the sync: what was re-created and re-populated, with times (views
+        created for the first time are counted by the command's summary)."""
+        if self.verbosity < 1 or not self.progress:
+            return
+        lines = []
+        for label in self.result.changed:
+            status = self.result.statuses[label]
+            if status == "CREATED":
+                continue
+            line = f"  {status:<8} {label}"
+            reason = self.result.reasons.get(label)
+            if reason:
+                line += f"  ({reason})"
+            timing = self.result.timings.get(label)
+            if timing:
+                line += f"  {timing[0]:.2f}s" + (f", {timing[1]} rows" if timing[1] >= 0 else "")
+            lines.append(line)
+        for line in lines[:_REPORT_LINES]:
+            self._say(line, 1)
+        if len(lines) > _REPORT_LINES:
+            self._say(f"  ... and {len(lines) - _REPORT_LINES} more (-v 2 lists every view)", 1)
 
     def _find_failure(self, cursor: Any, batch: list[Action]) -> None:
         """Run a failed batch one statement at a time to name the view at fault."""

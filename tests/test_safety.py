@@ -176,7 +176,10 @@ def _wait_for_sleep(marker: str, timeout: float = 20) -> int:
     while time.monotonic() < deadline:
         rows = psycopg_compat.query(
             _dbname(),
-            "SELECT pid FROM pg_stat_activity WHERE query LIKE %s AND state = 'active' "
+            # This database only (the server is shared); the marker is in the statement, or in
+            # the view it reads (then the backend is seen sleeping).
+            "SELECT pid FROM pg_stat_activity WHERE (query LIKE %s OR wait_event = 'PgSleep') "
+            "AND state = 'active' AND datname = current_database() "
             "AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
             [f"%{marker}%"],
         )

@@ -103,7 +103,11 @@ class Command(BaseCommand):
                     failed.append(result.error)
                 continue
             if verbosity >= 2:
+                # The sync itself said at -v 1 what it re-created and re-populated.
+                said = {label for label in result.changed if result.statuses[label] != "CREATED"}
                 for label, status in result.statuses.items():
+                    if label in said:
+                        continue
                     reason = result.reasons.get(label)
                     self.stdout.write(f"  {status:<8} {label}" + (f"  ({reason})" if reason else ""))
             if verbosity >= 1:
