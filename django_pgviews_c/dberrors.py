@@ -22,6 +22,7 @@ __all__ = [
     "database_error",
     "describe",
     "describe_result",
+    "execute_script",
 ]
 
 
@@ -67,6 +68,34 @@ def describe_result(error: dict[str, Any] | None) -> str:
             hint=error.get("hint"),
         )
     )
+
+
+def execute_script(cursor: Any, sql: str, params: Any = None) -> Any:
+    """Run ``sql``, several statements in one string, on Django's ``cursor``; returns the cursor
+    to read the results from. With parameters, psycopg 3's server-side binding (OPTIONS
+    ``server_side_binding``) sends the string as one prepared statement, which the server
+    refuses for several commands: a client-side cursor of the driver on the same connection
+    (the same session and transaction) binds them instead. Without parameters every cursor
+    sends the simple protocol, which takes several statements."""
+    raw = getattr(cursor, "cursor", None)
+    if params is None or raw is None or not _binds_server_side(raw):
+        cursor.execute(sql, params)
+        return cursor
+    import psycopg
+
+    client = psycopg.ClientCursor(raw.connection)
+    with cursor.db.wrap_database_errors:
+        client.execute(sql, params)
+    return client
+
+
+def _binds_server_side(raw: Any) -> bool:
+    module = type(raw).__module__ or ""
+    if not module.startswith(("psycopg.", "django.db.backends.postgresql")):
+        return False  # psycopg2 always binds on the client
+    import psycopg
+
+    return not isinstance(raw, psycopg.ClientCursor)
 
 
 def is_connect_failure(exc: BaseException) -> bool:
