@@ -351,9 +351,20 @@ class Syncer:
     def _force_required(self, cursor: Any, inc: _Incompatible, recreate: set[int]) -> ForceRequiredError:
         label = self.decls.labels[inc.decl]
         cursor.execute("ROLLBACK TO SAVEPOINT pgvc_sync")
-        drops = [
-            a[4] for a in self.plan(cursor, recreate | {inc.decl}, restore=True)["actions"] if a[0] == "drop"
+        actions = [
+            Action.from_tuple(a) for a in self.plan(cursor, recreate | {inc.decl}, restore=True)["actions"]
         ]
+        drops = [a.target for a in actions if a.op == "drop"]
+        # Dropped objects no declaration claims: --force alone would refuse them.
+        unmanaged = [a.target for a in actions if a.op == "drop" and a.decl < 0]
+        way_out = "Run sync_pgviews --force to do so."
+        if unmanaged and not self.options["restore_dependants"]:
+            way_out = (
+                f"Objects django-pgviews-c does not manage read it: {', '.join(unmanaged)}; "
+                f"--force alone refuses to drop them. Run sync_pgviews --force --restore-dependants "
+                f"(or set PGVIEWS_RESTORE_DEPENDANTS = True, which migrate follows too) to save them "
+                f"and re-create them, with their grants, owner and comment, in the same transaction."
+            )
         server = "".join(
             f"\n{word}: {text}"
             for word, text in (("DETAIL", inc.error.detail), ("HINT", inc.error.hint))
@@ -362,8 +373,8 @@ class Syncer:
         return ForceRequiredError(
             f"{label} cannot be updated in place: {inc.error.message}. Re-creating it drops "
             f"{', '.join(drops) or 'only itself'}; they are re-created in the same transaction. "
-            f"Run sync_pgviews --force to do so. Nothing was changed.{server}",
-            {"view": label, "drops": drops},
+            f"{way_out} Nothing was changed.{server}",
+            {"view": label, "drops": drops, "unmanaged": unmanaged},
         )
 
     def _fill(self, plan: dict[str, Any], actions: list[Action]) -> None:

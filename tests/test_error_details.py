@@ -12,7 +12,7 @@ from django.core.management.base import CommandError
 from django_pgviews_c.exceptions import DatabaseError, ForceRequiredError, RefreshError
 from django_pgviews_c.refresh import refresh_views
 from django_pgviews_c.sync import sync_pgviews
-from tests.helpers import ViewSet, execute
+from tests.helpers import ViewSet, catalog_rows, execute
 from tests.viewtest import models
 
 DUPLICATED = "DETAIL: Key (id)=(1) is duplicated."
@@ -84,3 +84,36 @@ def test_parallel_refresh_error_carries_the_detail():
     finally:
         execute(f"DROP MATERIALIZED VIEW {TABLE}")
         sync_pgviews("default", send_signals=False)
+
+
+@pytest.mark.django_db
+def test_force_required_names_unmanaged_dependants_and_the_way_out():
+    execute("CREATE TABLE t_src (id int PRIMARY KEY, v int); INSERT INTO t_src VALUES (1, 10)")
+    vs = ViewSet()
+    vs.view("A", "SELECT id, v FROM t_src")
+    vs.sync()
+    execute("CREATE VIEW user_report AS SELECT v FROM t_a")
+    vs.view("A", "SELECT id AS ident, v FROM t_src")
+    with pytest.raises(ForceRequiredError) as info:
+        vs.sync()
+    text = str(info.value)
+    assert "user_report" in text, text
+    assert "--force --restore-dependants" in text and "PGVIEWS_RESTORE_DEPENDANTS" in text, text
+    assert info.value.details["unmanaged"] and "user_report" in info.value.details["unmanaged"][0]
+    # The way out it names works: the user's view is kept, over the new definition.
+    result = vs.sync(force=True, restore_dependants=True)
+    assert result.statuses["viewtest.A"] in ("FORCED", "UPDATED")
+    assert catalog_rows("SELECT to_regclass('user_report') IS NOT NULL") == [(True,)]
+
+
+@pytest.mark.django_db
+def test_force_required_without_unmanaged_dependants_says_force():
+    execute("CREATE TABLE t_src (id int PRIMARY KEY, v int)")
+    vs = ViewSet()
+    vs.view("A", "SELECT id, v FROM t_src")
+    vs.sync()
+    vs.view("A", "SELECT id AS ident, v FROM t_src")
+    with pytest.raises(ForceRequiredError) as info:
+        vs.sync()
+    assert "Run sync_pgviews --force to do so." in str(info.value)
+    assert "--restore-dependants" not in str(info.value)
