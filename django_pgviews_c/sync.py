@@ -30,6 +30,7 @@ from django_pgviews_c.exceptions import (
     LockNotAvailableError,
     PGViewsError,
     PlanError,
+    QueryCanceledError,
     ViewDefinitionError,
 )
 from django_pgviews_c.locks import (
@@ -51,6 +52,7 @@ ADVISORY_LOCK_KEY = 0x70677669657773  # "pgviews"
 # SQLSTATEs of CREATE OR REPLACE VIEW refusing a column change (drop, rename, retype).
 _INCOMPATIBLE = {"42P16", "42804"}
 _LOCK_NOT_AVAILABLE = "55P03"
+_CANCELED = "57014"
 
 _MAX_BATCH = 400
 
@@ -431,6 +433,8 @@ class Syncer:
 
     def _execute(self, cursor: Any, actions: list[Action]) -> None:
         self._planned = len(actions)
+        if self._work_started is None:
+            self._work_started = time.monotonic()
         phase0 = [a for a in actions if a.phase == 0]
         phase1 = [a for a in actions if a.phase != 0]
         self._run_actions(cursor, phase0)
@@ -544,6 +548,12 @@ class Syncer:
                 cursor.execute("ROLLBACK TO SAVEPOINT pgvc_batch")
                 if _sqlstate(exc) == _LOCK_NOT_AVAILABLE:
                     raise _LockTimeout() from exc
+                if _sqlstate(exc) == _CANCELED:
+                    # statement_timeout, or a cancel: running it again would only wait again.
+                    raise self._canceled(batch, exc) from exc
+                if len(batch) == 1 and self._heavy(batch[0]):
+                    # Sent alone: its error is already its own, and a rebuild is not run twice.
+                    self._fail(batch[0], exc)
                 # Replayed one by one, either a statement fails and is named, or all pass (the
                 # batch hit something transient) and the sync goes on.
                 self._find_failure(cursor, batch)
@@ -566,10 +576,9 @@ class Syncer:
         self.result.timings[label] = (before[0] + seconds, rows if rows >= 0 else before[1])
         if self.no_data_rehearsal:
             return
-        if self._work_started is None:
-            self._work_started = time.monotonic() - seconds
+        started = self._work_started if self._work_started is not None else time.monotonic() - seconds
         after = float(setting("PGVIEWS_PROGRESS_AFTER_SECONDS", 3))
-        if time.monotonic() - self._work_started >= after:
+        if time.monotonic() - started >= after:
             counted = f", {rows} rows" if rows >= 0 else ""
             self._say(f"  {_VERBS.get(action.op, action.op)} {label}  {seconds:.1f}s{counted}", 1)
 
@@ -611,16 +620,38 @@ class Syncer:
                     # Said now: once the transaction unwinds, the driver may no longer tell.
                     raise lost_connection_error(self.connection, "syncing views") from exc
                 cursor.execute("ROLLBACK TO SAVEPOINT pgvc_one")
-                if _sqlstate(exc) == _LOCK_NOT_AVAILABLE:
-                    raise _LockTimeout() from exc
-                if action.op == "chain_check":
-                    raise _ChainConflict() from exc
-                error = self._error(action, exc)
-                # "compat_check": the same test for a view built anew in a chain (plan.c).
-                if action.op in ("replace", "compat_check") and error.sqlstate in _INCOMPATIBLE:
-                    raise _Incompatible(action.decl, error) from exc
-                raise error from exc
+                if _sqlstate(exc) == _CANCELED:
+                    raise self._canceled([action], exc) from exc
+                self._fail(action, exc)
             cursor.execute("RELEASE SAVEPOINT pgvc_one")
+
+    def _fail(self, action: Action, exc: BaseException) -> None:
+        """Raise what a failed action means: a lock timeout to retry, a chain to build in place,
+        a column change that needs --force, or the error naming the view."""
+        if _sqlstate(exc) == _LOCK_NOT_AVAILABLE:
+            raise _LockTimeout() from exc
+        if action.op == "chain_check":
+            raise _ChainConflict() from exc
+        error = self._error(action, exc)
+        # "compat_check": the same test for a view built anew in a chain (plan.c).
+        if action.op in ("replace", "compat_check") and error.sqlstate in _INCOMPATIBLE:
+            raise _Incompatible(action.decl, error) from exc
+        raise error from exc
+
+    def _canceled(self, batch: list[Action], exc: BaseException) -> QueryCanceledError:
+        info = _diag(exc)
+        what = f"{batch[0].op} {batch[0].target}"
+        if len(batch) > 1:
+            what = f"one of {len(batch)} statements sent together (from {what})"
+        return QueryCanceledError(
+            info["message"],
+            sqlstate=info["sqlstate"],
+            detail=info["detail"],
+            hint=info["hint"]
+            or "this session's statement_timeout ran out, or another session cancelled the statement; "
+            "the sync was rolled back, nothing was changed",
+            view=what,
+        )
 
     def _error(self, action: Action, exc: BaseException) -> DatabaseError:
         info = _diag(exc)

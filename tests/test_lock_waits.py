@@ -16,7 +16,7 @@ import pytest
 from django.db import connection, connections
 from django.test import override_settings
 
-from django_pgviews_c.exceptions import LockNotAvailableError
+from django_pgviews_c.exceptions import LockNotAvailableError, QueryCanceledError
 from django_pgviews_c.sync import ADVISORY_LOCK_KEY, Syncer
 from tests import psycopg_compat
 from tests.helpers import ViewSet, catalog_rows, execute, leftovers, snapshot
@@ -29,6 +29,11 @@ def committed_src(transactional_db):
     execute("CREATE TABLE t_src (id int PRIMARY KEY, v int); INSERT INTO t_src VALUES (1, 10), (2, 20)")
     yield
     execute("DROP TABLE IF EXISTS t_src CASCADE; DROP SCHEMA IF EXISTS _pgviews_c_build CASCADE")
+
+
+@pytest.fixture
+def src_in_transaction(db):
+    execute("CREATE TABLE t_src (id int PRIMARY KEY, v int); INSERT INTO t_src VALUES (1, 10), (2, 20)")
 
 
 class Holder:
@@ -235,3 +240,23 @@ def test_lock_timeout_in_options_bounds_the_swap(process_db):
         psycopg_compat.query(PROC_DB, "SELECT oid::bigint, relname::text FROM pg_class ORDER BY 2") == before
     )
     assert _django("sync_pgviews", "-v", "0").returncode == 0
+
+
+def test_statement_timeout_is_respected_and_named(src_in_transaction):
+    """The session's statement_timeout bounds a build; the sync says so, naming the view, and
+    does not run the statement a second time to find out which one it was."""
+    execute("CREATE SEQUENCE s_runs")
+    vs = ViewSet()
+    vs.view(
+        "Slow", "SELECT id, v, nextval('s_runs') AS run FROM t_src, pg_sleep(5) AS pause", materialized=True
+    )
+    before = snapshot()
+    execute("SET statement_timeout = '300ms'")
+    try:
+        with pytest.raises(QueryCanceledError) as info:
+            vs.sync()
+    finally:
+        execute("RESET statement_timeout")
+    text = str(info.value)
+    assert "viewtest.Slow" in text and "statement timeout" in text and "statement_timeout" in text, text
+    assert snapshot() == before
