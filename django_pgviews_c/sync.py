@@ -290,9 +290,9 @@ class Syncer:
                 plan = self.plan(cursor)
                 actions = [Action.from_tuple(a) for a in plan.pop("actions")]
                 if actions and rehearse:
-                    self._fill(plan, actions)
+                    self._fill(plan, actions)  # what is shown if the rehearsal fails
                     self.result.sizes = self._sizes(cursor)
-                    self._rehearse(cursor)
+                    plan, actions = self._merge(plan, actions, *self._rehearse(cursor))
                 elif actions and not dry_run:
                     # The plan read outside the lock is only a question (is there work?): let it
                     # go before planning again under the lock, so a big sync holds one plan.
@@ -388,7 +388,7 @@ class Syncer:
             if plan["reasons"][i]:
                 self.result.reasons[label] = plan["reasons"][i]
 
-    def _rehearse(self, cursor: Any) -> None:
+    def _rehearse(self, cursor: Any) -> tuple[dict[str, Any], list[Action]]:
         """Run the plan as the sync would (under its lock, with its retries and its errors:
         SQL errors with their position, ForceRequiredError, refused dependants), every
         materialized view created WITH NO DATA and nothing populated, so it costs no data work,
@@ -400,15 +400,33 @@ class Syncer:
         try:
             with transaction.atomic(using=alias):
                 try:
-                    self._apply(cursor)
+                    return self._apply(cursor)
                 finally:
                     transaction.set_rollback(True, using=alias)
         finally:
             self.options["no_data"] = saved
             self.no_data_rehearsal = False
 
+    def _merge(
+        self,
+        first: dict[str, Any],
+        first_actions: list[Action],
+        ran: dict[str, Any],
+        ran_actions: list[Action],
+    ) -> tuple[dict[str, Any], list[Action]]:
+        """What --plan shows: the plan the rehearsal ran (its re-plans included: a view that
+        turned out to need re-creating shows as such), plus the views only the first plan
+        touched (re-populating, which a rehearsal WITH NO DATA leaves out)."""
+        touched = {a.decl for a in ran_actions if a.decl >= 0}
+        extra = {a.decl for a in first_actions if a.decl >= 0} - touched
+        plan = {"statuses": list(ran["statuses"]), "reasons": list(ran["reasons"])}
+        for i in extra:
+            plan["statuses"][i] = first["statuses"][i]
+            plan["reasons"][i] = first["reasons"][i]
+        return plan, ran_actions + [a for a in first_actions if a.decl in extra]
+
     def _sizes(self, cursor: Any) -> dict[str, tuple[str, str, int, int]]:
-        labels = list(self.result.changed)
+        labels = list(self.decls.labels)
         names = [self.result.names[label] for label in labels]
         if not names:
             return {}

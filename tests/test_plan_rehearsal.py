@@ -99,7 +99,7 @@ def test_the_command_prints_one_line_per_view_and_a_summary():
     assert "CREATE MATERIALIZED VIEW" not in out
     assert snapshot() == before
     _, verbose, _ = run("--plan", "-v", "2")
-    assert "CREATE MATERIALIZED VIEW" in verbose and "phase 1 (short transaction end)" in verbose
+    assert "CREATE MATERIALIZED VIEW" in verbose and "phase 1 (short transaction end" in verbose
 
 
 @pytest.mark.django_db
@@ -133,3 +133,17 @@ def test_the_data_to_rebuild_is_the_old_objects_size():
     assert code == 0, err
     line = next(line for line in out.splitlines() if "viewtest.MaterializedRelatedView " in line)
     assert "rebuilds " in line and "(500 rows)" in line, line
+
+
+@pytest.mark.django_db
+def test_restored_dependants_get_a_line_of_their_own():
+    execute("CREATE VIEW user_over_related AS SELECT model_id FROM viewtest_relatedview")
+    execute("DROP VIEW viewtest_relatedview CASCADE")
+    execute("CREATE VIEW viewtest_relatedview AS SELECT id AS model_id, name, id FROM viewtest_testmodel")
+    execute("CREATE VIEW user_over_related AS SELECT model_id FROM viewtest_relatedview")
+    before = snapshot()
+    code, out, err = run("--plan", "--force", "--restore-dependants")
+    assert code == 0, err
+    restored = [line for line in out.splitlines() if line.startswith("  RESTORED")]
+    assert len(restored) == 1 and "user_over_related" in restored[0], out
+    assert snapshot() == before

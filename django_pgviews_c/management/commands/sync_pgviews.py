@@ -142,16 +142,23 @@ class Command(BaseCommand):
             size = result.sizes.get(label)
             line = f"  {result.statuses[label]:<8} {label} ({result.names[label]})"
             line += f"  {result.reasons.get(label) or 'new'};  lock: {lock}"
-            if size and size[1] == "m" and any(a.phase == 0 or a.op in _DATA_OPS for a in mine):
+            if size and size[1] == "m" and any(a.op in _DATA_OPS for a in mine):
                 rebuilt_bytes += size[3]
                 line += f";  rebuilds {_size(size[3])} ({size[2]} rows)"
             self.stdout.write(line)
+        for action in result.actions:
+            if action.op == "drop" and action.decl < 0:
+                # A view of the user's that reads a re-created one: saved and restored.
+                self.stdout.write(
+                    f"  RESTORED {action.target}  (not managed by django-pgviews-c: dropped and "
+                    f"re-created with its grants, owner and comment);  lock: {action.lock}"
+                )
         if verbosity >= 2:
             for phase, title in ((0, "built beside, blocking nobody"), (1, "short transaction end")):
                 actions = [a for a in result.actions if a.phase == phase]
                 if not actions:
                     continue
-                self.stdout.write(f" phase {phase} ({title}):")
+                self.stdout.write(f" phase {phase} ({title}; as rehearsed, materialized views WITH NO DATA):")
                 for action in actions:
                     self.stdout.write(f"  {action.op:<13} {action.target}\n{'':16}lock: {action.lock}")
                     self.stdout.write("\n".join(f"{'':16}{line}" for line in action.sql.splitlines()))
