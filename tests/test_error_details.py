@@ -117,3 +117,17 @@ def test_force_required_without_unmanaged_dependants_says_force():
         vs.sync()
     assert "Run sync_pgviews --force to do so." in str(info.value)
     assert "--restore-dependants" not in str(info.value)
+
+
+@pytest.mark.django_db
+def test_a_materialized_view_sent_alone_points_into_its_own_sql():
+    execute("CREATE TABLE t_src (id int PRIMARY KEY, v int)")
+    vs = ViewSet()
+    vs.view("Fine", "SELECT id FROM t_src", materialized=True)
+    vs.view("Typo", "SELECT id,\n       vv FROM t_src", materialized=True)
+    with pytest.raises(DatabaseError) as info:
+        vs.sync()
+    text = str(info.value)
+    assert "viewtest.Typo" in text and 'column "vv" does not exist' in text, text
+    assert "at line 2, column 8 of its SQL" in text, text
+    assert catalog_rows("SELECT to_regclass('t_fine') IS NULL") == [(True,)]
