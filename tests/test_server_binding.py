@@ -54,6 +54,7 @@ def test_refresh_through_server_side_binding():
     assert "refreshed 5 materialized views" in _call("refresh_pgviews")
     assert catalog_rows("SELECT count(*) FROM viewtest_materializedrelatedview") == [(2,)]
     assert "refreshed 5 materialized views" in _call("refresh_pgviews", "--concurrently")
+    assert "refreshed 5 materialized views" in _call("refresh_pgviews", "--jobs", "2")
 
 
 def test_status_through_server_side_binding():
