@@ -69,3 +69,13 @@ def test_clear_through_server_side_binding():
     out = _call("clear_pgviews", "--no-input")
     assert "dropped viewtest.RelatedView" in out
     assert catalog_rows("SELECT count(*) FROM pg_views WHERE viewname LIKE 'viewtest\\_%%'") == [(0,)]
+
+
+def test_adoption_through_server_side_binding():
+    # Made by hand as redux makes it (no fingerprint): the sync compares and adopts it.
+    execute("DROP VIEW viewtest_dependantview")
+    execute("CREATE VIEW viewtest_dependantview AS SELECT model_id FROM viewtest_relatedview")
+    before = catalog_rows("SELECT to_regclass('viewtest_dependantview')::oid::bigint")
+    _call("sync_pgviews")
+    assert catalog_rows("SELECT to_regclass('viewtest_dependantview')::oid::bigint") == before
+    assert catalog_rows("SELECT obj_description('viewtest_dependantview'::regclass, 'pg_class')")[0][0]
