@@ -357,8 +357,9 @@ class Syncer:
             Action.from_tuple(a) for a in self.plan(cursor, recreate | {inc.decl}, restore=True)["actions"]
         ]
         drops = [a.target for a in actions if a.op == "drop"]
-        # Dropped objects no declaration claims: --force alone would refuse them.
-        unmanaged = [a.target for a in actions if a.op == "drop" and a.decl < 0]
+        # Dropped and restored objects no declaration claims: --force alone would refuse them.
+        restored = {a.target for a in actions if a.op == "restore"}
+        unmanaged = [a.target for a in actions if a.op == "drop" and a.decl < 0 and a.target in restored]
         way_out = "Run sync_pgviews --force to do so."
         if unmanaged and not self.options["restore_dependants"]:
             way_out = (

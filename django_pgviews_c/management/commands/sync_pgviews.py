@@ -146,13 +146,16 @@ class Command(BaseCommand):
                 rebuilt_bytes += size[3]
                 line += f";  rebuilds {_size(size[3])} ({size[2]} rows)"
             self.stdout.write(line)
+        restored = {a.target for a in result.actions if a.op == "restore"}
         for action in result.actions:
-            if action.op == "drop" and action.decl < 0:
+            if action.op == "drop" and action.decl < 0 and action.target in restored:
                 # A view of the user's that reads a re-created one: saved and restored.
                 self.stdout.write(
                     f"  RESTORED {action.target}  (not managed by django-pgviews-c: dropped and "
                     f"re-created with its grants, owner and comment);  lock: {action.lock}"
                 )
+            elif action.op == "drop" and action.decl < 0:
+                self.stdout.write(f"  PRUNED   {action.target}  (no model declares it);  lock: {action.lock}")
         if verbosity >= 2:
             for phase, title in ((0, "built beside, blocking nobody"), (1, "short transaction end")):
                 actions = [a for a in result.actions if a.phase == phase]
