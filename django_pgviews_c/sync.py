@@ -363,7 +363,7 @@ class Syncer:
         way_out = "Run sync_pgviews --force to do so."
         if unmanaged and not self.options["restore_dependants"]:
             way_out = (
-                f"Objects django-pgviews-c does not manage read it: {', '.join(unmanaged)}; "
+                f"Objects django-pgviews-c does not manage depend on it: {', '.join(unmanaged)}; "
                 f"--force alone refuses to drop them. Run sync_pgviews --force --restore-dependants "
                 f"(or set PGVIEWS_RESTORE_DEPENDANTS = True, which migrate follows too) to save them "
                 f"and re-create them, with their grants, owner and comment, in the same transaction."
