@@ -152,13 +152,16 @@ def _alias_of(exc: BaseException, default: str | None) -> str:
     return default or "default"
 
 
-def check_database(alias: str) -> None:
-    """An unknown --database is an error, as it is for Django's own commands; one that cannot be
-    reached is reported with the driver's reason before any work starts."""
+def check_database(alias: str, *, connect: bool = False) -> None:
+    """An unknown --database is an error, as it is for Django's own commands. With ``connect``,
+    one that cannot be reached is reported with the driver's reason before any work starts
+    (commands that connect otherwise, or not at all, say it where they connect)."""
     from django.db import connections
 
     if alias not in connections:
         raise CommandError(f"unknown database {alias!r}: it is not in settings.DATABASES")
+    if not connect:
+        return
     try:
         ensure_connected(connections[alias])
     except PGViewsError as exc:

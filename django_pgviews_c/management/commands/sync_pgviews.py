@@ -77,7 +77,7 @@ class Command(BaseCommand):
         add_database_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        check_database(options["database"])
+        check_database(options["database"], connect=True)
         check = options["materialized_views_check_sql_changed"]
         if check is None:
             check = getattr(settings, "MATERIALIZED_VIEWS_CHECK_SQL_CHANGED", True)
