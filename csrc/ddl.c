@@ -9,7 +9,7 @@
 static const char *L_NONE = "none";
 static const char *L_READS = "ACCESS SHARE on the relations it reads";
 static const char *L_NEW = "ACCESS SHARE on what it reads; the new copy is invisible to readers";
-static const char *L_AX = "ACCESS EXCLUSIVE until commit: readers wait";
+static const char *L_AX = "ACCESS EXCLUSIVE until commit: readers wait, on hot standbys too";
 static const char *L_SHARE = "SHARE: writes wait, reads go on";
 static const char *L_EXCL = "EXCLUSIVE: reads go on";
 static const char *L_COMMENT = "SHARE UPDATE EXCLUSIVE: reads and writes go on";

@@ -35,6 +35,7 @@ from django_pgviews_c.dberrors import connection_is_lost, diag, lost_connection_
 from django_pgviews_c.declarations import setting
 from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies, view_graph
 from django_pgviews_c.exceptions import DatabaseError, PGViewsError, RefreshError
+from django_pgviews_c.privileges import INSUFFICIENT_PRIVILEGE, refresh_denied
 
 logger = logging.getLogger("django_pgviews_c.refresh")
 
@@ -353,7 +354,10 @@ def _refresh_serial(
         except DjangoDBError as exc:
             if connection_is_lost(conn, exc):
                 raise lost_connection_error(conn, f"refreshing {label}") from exc
-            result.failed[label] = _failure_text(diag(exc))
+            info = diag(exc)
+            if info["sqlstate"] == INSUFFICIENT_PRIVILEGE:
+                info["message"] = refresh_denied(conn, model._meta.db_table, info["message"])
+            result.failed[label] = _failure_text(info)
             if conn.in_atomic_block and conn.needs_rollback:
                 # The caller's transaction is aborted: nothing more can run in it.
                 done = set(result.refreshed) | set(result.failed)
@@ -447,6 +451,9 @@ def _refresh_parallel(
     )
     for label, (state, _seconds, error) in zip(labels, outcome, strict=True):
         if state == "failed":
+            if error and error.get("sqlstate") == INSUFFICIENT_PRIVILEGE:
+                table = sel.models[labels.index(label)]._meta.db_table
+                error = {**error, "message": refresh_denied(connection, table, error["message"])}
             result.failed[label] = _failure_text(error or {})
         elif state != "ok":
             result.skipped.append(label)

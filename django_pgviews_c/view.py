@@ -30,8 +30,10 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_pgviews_c import _core
 from django_pgviews_c.db.fields import get_fields_by_name
+from django_pgviews_c.dberrors import sqlstate
 from django_pgviews_c.exceptions import ConcurrentIndexNotDefinedError, SQLNotDefinedError
 from django_pgviews_c.managers import ReadOnlyViewManager
+from django_pgviews_c.privileges import INSUFFICIENT_PRIVILEGE, refresh_denied
 from django_pgviews_c.querysql import call_sql, queryset_dependencies
 from django_pgviews_c.testing import materialized_as_views
 
@@ -347,8 +349,13 @@ class MaterializedView(View):
         try:
             run_refresh(conn, cls._meta.db_table, concurrently, cls._meta.label)
         except DjangoDatabaseError as exc:
-            if exc.__cause__ is not None:
-                raise exc.__cause__ from None
+            cause = exc.__cause__
+            if cause is not None and sqlstate(exc) == INSUFFICIENT_PRIVILEGE:
+                # The same class, saying which privilege is missing (privileges.py).
+                text = refresh_denied(conn, cls._meta.db_table, str(cause).strip().splitlines()[0])
+                raise type(cause)(f"refreshing {cls._meta.label}: {text}") from cause
+            if cause is not None:
+                raise cause from None
             raise
 
     class Meta:

@@ -1,0 +1,14 @@
+class PrimaryReplicaRouter:
+    """Reads go to the standby; writes, migrations and views to the primary."""
+
+    def db_for_read(self, model, **hints):
+        return "replica"
+
+    def db_for_write(self, model, **hints):
+        return "default"
+
+    def allow_relation(self, obj1, obj2, **hints):
+        return True
+
+    def allow_migrate(self, db, app_label, model_name=None, **hints):
+        return db == "default"
