@@ -3,13 +3,27 @@ came from is gone. Shared by sync, refresh and the commands."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+from django.db import Error as DjangoDBError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_pgviews_c.exceptions import ConnectionLostError
+from django_pgviews_c.exceptions import ConnectionFailedError, ConnectionLostError, DatabaseError
 
-__all__ = ["sqlstate", "diag", "connection_is_lost", "lost_connection_error"]
+__all__ = [
+    "sqlstate",
+    "diag",
+    "connection_is_lost",
+    "lost_connection_error",
+    "is_connect_failure",
+    "connect_failed_error",
+    "ensure_connected",
+    "database_error",
+    "describe",
+    "describe_result",
+    "execute_script",
+]
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -30,7 +44,96 @@ def diag(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def database_error(exc: BaseException, view: str | None = None) -> DatabaseError:
+    """A driver (or Django) error as our DatabaseError: message, SQLSTATE, DETAIL and HINT."""
+    info = diag(exc)
+    info.pop("position")
+    return DatabaseError(info.pop("message"), view=view, **info)
+
+
+def describe(exc: BaseException) -> str:
+    """A database error in one text with the server's DETAIL and HINT lines."""
+    return str(database_error(exc))
+
+
+def describe_result(error: dict[str, Any] | None) -> str:
+    """The same text for an error reported by the C core (its dict of the server's fields)."""
+    if not error:
+        return "failed"
+    return str(
+        DatabaseError(
+            error.get("message") or "failed",
+            sqlstate=error.get("sqlstate"),
+            detail=error.get("detail"),
+            hint=error.get("hint"),
+        )
+    )
+
+
+def execute_script(cursor: Any, sql: str, params: Any = None) -> Any:
+    """Run ``sql``, several statements in one string, on Django's ``cursor``; returns the cursor
+    to read the results from. With parameters, psycopg 3's server-side binding (OPTIONS
+    ``server_side_binding``) sends the string as one prepared statement, which the server
+    refuses for several commands: a client-side cursor of the driver on the same connection
+    (the same session and transaction) binds them instead. Without parameters every cursor
+    sends the simple protocol, which takes several statements."""
+    raw = getattr(cursor, "cursor", None)
+    if params is None or raw is None or not _binds_server_side(raw):
+        cursor.execute(sql, params)
+        return cursor
+    import psycopg
+
+    client = psycopg.ClientCursor(raw.connection)
+    with cursor.db.wrap_database_errors:
+        client.execute(sql, params)
+    return client
+
+
+def _binds_server_side(raw: Any) -> bool:
+    module = type(raw).__module__ or ""
+    if not module.startswith(("psycopg.", "django.db.backends.postgresql")):
+        return False  # psycopg2 always binds on the client
+    import psycopg
+
+    return not isinstance(raw, psycopg.ClientCursor)
+
+
+def is_connect_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while opening a connection (it never was open)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "get_new_connection" and "django" in code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _driver_reason(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    return " ".join(line.strip() for line in str(cause).strip().splitlines() if line.strip())
+
+
+def connect_failed_error(alias: str, exc: BaseException) -> ConnectionFailedError:
+    """The driver's own reason for not connecting (no such database, authentication failed,
+    connection refused...), naming the alias."""
+    return ConnectionFailedError(
+        f"cannot connect to database {alias!r}: {_driver_reason(exc)}", sqlstate=sqlstate(exc)
+    )
+
+
+def ensure_connected(connection: BaseDatabaseWrapper) -> None:
+    """Open ``connection`` now, so a database that cannot be reached is reported as such (with
+    the driver's reason) and never as a connection lost in the middle of the work."""
+    try:
+        connection.ensure_connection()
+    except DjangoDBError as exc:
+        raise connect_failed_error(connection.alias, exc) from exc
+
+
 def connection_is_lost(connection: BaseDatabaseWrapper, exc: BaseException) -> bool:
+    if is_connect_failure(exc):
+        return True  # the caller's lost_connection_error says it never connected
     state = sqlstate(exc) or ""
     if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
         return True
@@ -43,7 +146,16 @@ def connection_is_lost(connection: BaseDatabaseWrapper, exc: BaseException) -> b
     return status is not None and status() == 4
 
 
-def lost_connection_error(connection: BaseDatabaseWrapper, doing: str) -> ConnectionLostError:
+def lost_connection_error(
+    connection: BaseDatabaseWrapper, doing: str, exc: BaseException | None = None
+) -> ConnectionLostError | ConnectionFailedError:
+    """The error for a connection that went away while ``doing``; for one that was never open
+    (``exc``, by default the exception being handled, came from connecting), the driver's reason
+    for not connecting instead."""
+    if exc is None:
+        exc = sys.exc_info()[1]
+    if exc is not None and is_connect_failure(exc):
+        return connect_failed_error(connection.alias, exc)
     return ConnectionLostError(
         f"the connection to database {connection.alias!r} was lost while {doing}; the server "
         f"rolled back the open transaction, so nothing was changed",

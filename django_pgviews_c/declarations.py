@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_pgviews_c import _core, testing
+from django_pgviews_c.dberrors import execute_script
 from django_pgviews_c.exceptions import InvalidNameError, PlanError
 from django_pgviews_c.querysql import view_query
 from django_pgviews_c.view import MaterializedView, View, declared_dependencies
@@ -177,7 +178,7 @@ def read_catalog(cursor: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     """One round trip. JIT is turned off for it: on a long-lived database the recursive query's
     cost estimate crosses jit_above_cost, and compiling takes longer than the query itself. The
     two statements run as one implicit transaction, so SET LOCAL ends with it."""
-    cursor.execute("SET LOCAL jit = off;\n" + _CATALOG_SQL, params)
-    while cursor.description is None and cursor.nextset():  # psycopg 3 starts at the SET
+    results = execute_script(cursor, "SET LOCAL jit = off;\n" + _CATALOG_SQL, params)
+    while results.description is None and results.nextset():  # psycopg 3 starts at the SET
         pass
-    return [tuple(row) for row in cursor.fetchall()]
+    return [tuple(row) for row in results.fetchall()]

@@ -22,7 +22,9 @@ __all__ = [
     "DatabaseError",
     "ViewDefinitionError",
     "ConnectionLostError",
+    "ConnectionFailedError",
     "QueryCanceledError",
+    "LockNotAvailableError",
     "RefreshError",
 ]
 
@@ -141,8 +143,18 @@ class ConnectionLostError(DatabaseError):
     """The connection to the server was lost; the server rolled back the open transaction."""
 
 
+class ConnectionFailedError(DatabaseError):
+    """No connection to the server could be opened; the message carries the driver's reason.
+    Nothing was sent, so nothing was changed."""
+
+
 class QueryCanceledError(DatabaseError):
     """A statement was cancelled (Ctrl-C, statement_timeout)."""
+
+
+class LockNotAvailableError(DatabaseError):
+    """A lock could not be had within the bounded wait; the message names the session holding
+    it. The transaction was rolled back: nothing was changed."""
 
 
 class RefreshError(PGViewsError):
@@ -152,7 +164,9 @@ class RefreshError(PGViewsError):
         self.failures = dict(failures)
         self.skipped = list(skipped)
         lines = [f"{label}: {err}" for label, err in self.failures.items()]
-        text = "refresh failed for " + "; ".join(lines)
+        # A failure carries the server's DETAIL and HINT on lines of their own: one failure a line.
+        several = len(lines) > 1 and any("\n" in line for line in lines)
+        text = "refresh failed for " + ("\n".join(lines) if several else "; ".join(lines))
         if self.skipped:
             text += "\nnot refreshed, as they depend on a failed view: " + ", ".join(self.skipped)
         super().__init__(text)

@@ -20,16 +20,25 @@ from django.db import Error as DjangoDBError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_pgviews_c import _core
-from django_pgviews_c.dberrors import connection_is_lost, lost_connection_error
+from django_pgviews_c.dberrors import connection_is_lost, ensure_connected, lost_connection_error
 from django_pgviews_c.dberrors import diag as _diag
 from django_pgviews_c.dberrors import sqlstate as _sqlstate
 from django_pgviews_c.declarations import Declarations, read_catalog, setting, view_models
 from django_pgviews_c.exceptions import (
     DatabaseError,
     ForceRequiredError,
+    LockNotAvailableError,
     PGViewsError,
     PlanError,
+    QueryCanceledError,
     ViewDefinitionError,
+)
+from django_pgviews_c.locks import (
+    QUIET_SECONDS,
+    describe_holders,
+    holders,
+    session_timeouts,
+    take_advisory_lock,
 )
 from django_pgviews_c.signals import all_views_synced, view_synced
 from django_pgviews_c.view import View
@@ -43,8 +52,24 @@ ADVISORY_LOCK_KEY = 0x70677669657773  # "pgviews"
 # SQLSTATEs of CREATE OR REPLACE VIEW refusing a column change (drop, rename, retype).
 _INCOMPATIBLE = {"42P16", "42804"}
 _LOCK_NOT_AVAILABLE = "55P03"
+_CANCELED = "57014"
 
 _MAX_BATCH = 400
+
+# The existing objects a plan rebuilds: kind, estimated rows, total size with indexes.
+_SIZES_SQL = """
+SELECT u.t, c.relkind::text, greatest(c.reltuples, 0)::bigint, pg_catalog.pg_total_relation_size(c.oid)
+FROM pg_catalog.unnest(%s::text[]) AS u(t) JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.t)
+"""
+
+# Actions that compute a materialized view's data, and how a progress line names them.
+_DATA_OPS = {"create", "build", "refresh"}
+_VERBS = {"create": "built", "build": "built", "refresh": "re-populated"}
+# Lines of the -v 1 report before it says "... and N more".
+_REPORT_LINES = 50
+
+# Phase-1 actions that lock their declaration's relation.
+_LOCKING_OPS = {"drop", "swap", "refresh", "drop_index"}
 
 STATUS_MESSAGES = {
     "CREATED": "created",
@@ -119,6 +144,14 @@ class SyncResult:
     seconds: float = 0.0
     catalog_queries: int = 0
     touched: set[str] = field(default_factory=set)  # labels an action was (or would be) run for
+    names: dict[str, str] = field(default_factory=dict)  # label -> quoted qualified name
+    #: label -> (seconds, rows; -1 when not known) of computing each materialized view's data
+    timings: dict[str, tuple[float, int]] = field(default_factory=dict)
+    #: --plan: what a rehearsal of the plan (run, then rolled back) raised; None when it passed
+    error: PGViewsError | None = None
+    #: --plan: label -> (quoted qualified name, relkind, estimated rows, bytes) of the objects
+    #: that exist and that the plan rebuilds or re-populates
+    sizes: dict[str, tuple[str, str, int, int]] = field(default_factory=dict)
 
     @property
     def changed(self) -> list[str]:
@@ -233,37 +266,52 @@ class Syncer:
 
     # -- running --------------------------------------------------------------------------------
 
-    def run(self, dry_run: bool = False) -> SyncResult:
+    def run(self, dry_run: bool = False, rehearse: bool = False) -> SyncResult:
+        """Sync. ``dry_run``: plan only. ``rehearse`` (``sync_pgviews --plan``): plan, then run
+        the plan as the sync would, every materialized view built WITH NO DATA, in a transaction
+        that is always rolled back; what it raises is kept in ``result.error``."""
+        if rehearse:
+            try:
+                return self._run(dry_run=True, rehearse=True)
+            except PGViewsError as exc:
+                self.result.error = exc
+                return self.result
+        return self._run(dry_run=dry_run)
+
+    def _run(self, dry_run: bool = False, rehearse: bool = False) -> SyncResult:
         started = time.perf_counter()
         # A cycle or a missing dependency is the declarations' own fault: report it before
         # anything reaches the server (the planner would find it only after the catalog read).
         _core.Graph(self.decls.labels, [list(t[5]) for t in self.decls.tuples]).order()
+        # Never connected is not lost: a database that cannot be reached says why, first.
+        ensure_connected(self.connection)
         try:
             with self.connection.cursor() as cursor:
                 plan = self.plan(cursor)
                 actions = [Action.from_tuple(a) for a in plan.pop("actions")]
-                if actions and not dry_run:
+                if actions and rehearse:
+                    self._fill(plan, actions)  # what is shown if the rehearsal fails
+                    self.result.sizes = self._sizes(cursor)
+                    plan, actions = self._merge(plan, actions, *self._rehearse(cursor))
+                elif actions and not dry_run:
                     # The plan read outside the lock is only a question (is there work?): let it
                     # go before planning again under the lock, so a big sync holds one plan.
                     del plan, actions
                     plan, actions = self._apply(cursor)
+                    self._fill(plan, actions)
+                    self._report()
         except DjangoDBError as exc:
             if connection_is_lost(self.connection, exc):
                 raise lost_connection_error(self.connection, "syncing views") from exc
             raise
         self.result.seconds = time.perf_counter() - started
-        self.result.actions = actions
-        self.result.touched = {self.decls.labels[a.decl] for a in self.result.actions if a.decl >= 0}
-        for i, label in enumerate(self.decls.labels):
-            self.result.statuses[label] = plan["statuses"][i]
-            if plan["reasons"][i]:
-                self.result.reasons[label] = plan["reasons"][i]
+        self._fill(plan, actions)
         return self.result
 
     def _apply(self, cursor: Any) -> tuple[dict[str, Any], list[Action]]:
         recreate: set[int] = set()
         with transaction.atomic(using=self.connection.alias):
-            cursor.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
+            self._take_sync_lock(cursor)
             cursor.execute("SAVEPOINT pgvc_sync")
             while True:
                 plan = self.plan(cursor, recreate)
@@ -305,46 +353,196 @@ class Syncer:
     def _force_required(self, cursor: Any, inc: _Incompatible, recreate: set[int]) -> ForceRequiredError:
         label = self.decls.labels[inc.decl]
         cursor.execute("ROLLBACK TO SAVEPOINT pgvc_sync")
-        drops = [
-            a[4] for a in self.plan(cursor, recreate | {inc.decl}, restore=True)["actions"] if a[0] == "drop"
+        actions = [
+            Action.from_tuple(a) for a in self.plan(cursor, recreate | {inc.decl}, restore=True)["actions"]
         ]
+        drops = [a.target for a in actions if a.op == "drop"]
+        # Dropped and restored objects no declaration claims: --force alone would refuse them.
+        restored = {a.target for a in actions if a.op == "restore"}
+        unmanaged = [a.target for a in actions if a.op == "drop" and a.decl < 0 and a.target in restored]
+        way_out = "Run sync_pgviews --force to do so."
+        if unmanaged and not self.options["restore_dependants"]:
+            way_out = (
+                f"Objects django-pgviews-c does not manage depend on it: {', '.join(unmanaged)}; "
+                f"--force alone refuses to drop them. Run sync_pgviews --force --restore-dependants "
+                f"(or set PGVIEWS_RESTORE_DEPENDANTS = True, which migrate follows too) to save them "
+                f"and re-create them, with their grants, owner and comment, in the same transaction."
+            )
+        server = "".join(
+            f"\n{word}: {text}"
+            for word, text in (("DETAIL", inc.error.detail), ("HINT", inc.error.hint))
+            if text
+        )
         return ForceRequiredError(
             f"{label} cannot be updated in place: {inc.error.message}. Re-creating it drops "
             f"{', '.join(drops) or 'only itself'}; they are re-created in the same transaction. "
-            f"Run sync_pgviews --force to do so. Nothing was changed.",
-            {"view": label, "drops": drops},
+            f"{way_out} Nothing was changed.{server}",
+            {"view": label, "drops": drops, "unmanaged": unmanaged},
+        )
+
+    def _fill(self, plan: dict[str, Any], actions: list[Action]) -> None:
+        self.result.actions = actions
+        self.result.touched = {self.decls.labels[a.decl] for a in self.result.actions if a.decl >= 0}
+        for i, label in enumerate(self.decls.labels):
+            self.result.names[label] = _core.qualified_name(*self.decls.split[i])
+            self.result.statuses[label] = plan["statuses"][i]
+            if plan["reasons"][i]:
+                self.result.reasons[label] = plan["reasons"][i]
+
+    def _rehearse(self, cursor: Any) -> tuple[dict[str, Any], list[Action]]:
+        """Run the plan as the sync would (under its lock, with its retries and its errors:
+        SQL errors with their position, ForceRequiredError, refused dependants), every
+        materialized view created WITH NO DATA and nothing populated, so it costs no data work,
+        in a transaction that is always rolled back."""
+        alias = self.connection.alias
+        saved = self.options.get("no_data", False)
+        self.options["no_data"] = True
+        self.no_data_rehearsal = True
+        try:
+            with transaction.atomic(using=alias):
+                try:
+                    return self._apply(cursor)
+                finally:
+                    transaction.set_rollback(True, using=alias)
+        finally:
+            self.options["no_data"] = saved
+            self.no_data_rehearsal = False
+
+    def _merge(
+        self,
+        first: dict[str, Any],
+        first_actions: list[Action],
+        ran: dict[str, Any],
+        ran_actions: list[Action],
+    ) -> tuple[dict[str, Any], list[Action]]:
+        """What --plan shows: the plan the rehearsal ran (its re-plans included: a view that
+        turned out to need re-creating shows as such), plus the views only the first plan
+        touched (re-populating, which a rehearsal WITH NO DATA leaves out)."""
+        touched = {a.decl for a in ran_actions if a.decl >= 0}
+        extra = {a.decl for a in first_actions if a.decl >= 0} - touched
+        plan = {"statuses": list(ran["statuses"]), "reasons": list(ran["reasons"])}
+        for i in extra:
+            plan["statuses"][i] = first["statuses"][i]
+            plan["reasons"][i] = first["reasons"][i]
+        return plan, ran_actions + [a for a in first_actions if a.decl in extra]
+
+    def _sizes(self, cursor: Any) -> dict[str, tuple[str, str, int, int]]:
+        labels = list(self.decls.labels)
+        names = [self.result.names[label] for label in labels]
+        if not names:
+            return {}
+        cursor.execute(_SIZES_SQL, [names])
+        found = {row[0]: row[1:] for row in cursor.fetchall()}
+        return {
+            label: (name, *found[name]) for label, name in zip(labels, names, strict=True) if name in found
+        }
+
+    def _take_sync_lock(self, cursor: Any) -> None:
+        """The advisory lock that serialises syncs of one database; a wait of more than a second
+        for another sync is said at verbosity 1, naming it."""
+        take_advisory_lock(
+            cursor,
+            ADVISORY_LOCK_KEY,
+            alias=self.connection.alias,
+            say=lambda text: self._say(text, 1),
+            is_lock_timeout=lambda exc: _sqlstate(exc) == _LOCK_NOT_AVAILABLE,
         )
 
     _planned = 0
 
     def _execute(self, cursor: Any, actions: list[Action]) -> None:
         self._planned = len(actions)
+        if self._work_started is None:
+            self._work_started = time.monotonic()
         phase0 = [a for a in actions if a.phase == 0]
         phase1 = [a for a in actions if a.phase != 0]
         self._run_actions(cursor, phase0)
-        if not phase1:
-            return
+        if phase1:
+            self._swap(cursor, phase1)
+
+    def _swap(self, cursor: Any, phase1: list[Action]) -> None:
+        """Phase 1, the statements that take the locks readers wait on, with a short lock_timeout
+        and retries, so it never queues in front of readers for long. Every attempt, the last
+        included, is bounded (PGVIEWS_SWAP_LOCK_TIMEOUT_MS), and never longer than the session's
+        own lock_timeout; when the last runs out, the whole sync rolls back naming the holder."""
         retries = int(setting("PGVIEWS_SWAP_RETRIES", 20))
-        timeout_ms = int(setting("PGVIEWS_LOCK_TIMEOUT_MS", 200))
+        short_ms = int(setting("PGVIEWS_LOCK_TIMEOUT_MS", 200))
+        final_ms = int(setting("PGVIEWS_SWAP_LOCK_TIMEOUT_MS", 5000))
+        session = session_timeouts(cursor)
+        if session["lock_timeout"] > 0:
+            short_ms = min(short_ms, session["lock_timeout"])
+            final_ms = min(final_ms, session["lock_timeout"])
+        # Autovacuum gives way only to a waiter that waits past deadlock_timeout.
+        autovacuum_ms = min(session["deadlock_timeout"] + 200, final_ms)
+        relations = sorted(
+            {
+                _core.qualified_name(*self.decls.split[a.decl])
+                for a in phase1
+                if a.op in _LOCKING_OPS and a.decl >= 0
+            }
+        )
+        started = time.monotonic()
+        said_at = None
+        wait_ms = short_ms
         cursor.execute("SAVEPOINT pgvc_phase1")
         for attempt in range(retries + 1):
             last = attempt == retries
-            # The last attempt waits like any DDL: a sync must finish.
-            cursor.execute(f"SET LOCAL lock_timeout = {0 if last else timeout_ms}")
+            cursor.execute(
+                "SELECT pg_catalog.set_config('lock_timeout', %s, true)",
+                [f"{final_ms if last else wait_ms}ms"],
+            )
             try:
                 self._run_actions(cursor, phase1)
                 break
-            except _LockTimeout:
+            except _LockTimeout as exc:
                 cursor.execute("ROLLBACK TO SAVEPOINT pgvc_phase1")
-                self._say(f"  locks busy, retrying the swap ({attempt + 1}/{retries})", 2)
+                found = holders(cursor, relations)
+                if last:
+                    raise LockNotAvailableError(
+                        f"could not take the locks to swap in the new views ({', '.join(relations)}): "
+                        f"{attempt + 1} attempts over {time.monotonic() - started:.1f}s, the last "
+                        f"waiting {final_ms} ms (PGVIEWS_SWAP_LOCK_TIMEOUT_MS or the session's "
+                        f"lock_timeout), met {describe_holders(found)}. The sync was rolled back; "
+                        f"nothing was changed.",
+                        sqlstate=_LOCK_NOT_AVAILABLE,
+                    ) from exc.__cause__
+                wait_ms = autovacuum_ms if any(h.is_autovacuum for h in found) else short_ms
+                waited = time.monotonic() - started
+                loud = waited >= QUIET_SECONDS and (said_at is None or waited - said_at >= 5)
+                if loud:
+                    said_at = waited
+                self._say(
+                    f"  waiting {waited:.1f}s for locks to swap in the new views, held by "
+                    f"{describe_holders(found)}; retrying ({attempt + 1}/{retries})",
+                    1 if loud else 2,
+                )
                 time.sleep(min(0.05 * (attempt + 1), 1.0))
+        # What follows in the transaction waits as the session's own setting says.
+        cursor.execute(
+            "SELECT pg_catalog.set_config('lock_timeout', %s, true)", [f"{session['lock_timeout']}ms"]
+        )
+
+    def _heavy(self, action: Action) -> bool:
+        """Whether the action computes a materialized view's data (the slow work)."""
+        return action.decl >= 0 and action.op in _DATA_OPS and self.decls.tuples[action.decl][3] == "m"
 
     def _batches(self, actions: list[Action]) -> Iterable[list[Action]]:
-        if self.verbosity >= 2:  # one statement at a time, to time each
-            yield from ([a] for a in actions)
-            return
-        for start in range(0, len(actions), _MAX_BATCH):
-            yield actions[start : start + _MAX_BATCH]
+        """Up to _MAX_BATCH statements a round trip; an action that computes a materialized
+        view's data on its own, to time it and count its rows. At -v 2 everything one by one."""
+        batch: list[Action] = []
+        for action in actions:
+            if self.verbosity >= 2 or self._heavy(action):
+                if batch:
+                    yield batch
+                    batch = []
+                yield [action]
+                continue
+            batch.append(action)
+            if len(batch) >= _MAX_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
     def _run_actions(self, cursor: Any, actions: list[Action]) -> None:
         for batch in self._batches(actions):
@@ -352,9 +550,16 @@ class Syncer:
             # The savepoint goes first, on its own: a syntax error anywhere in a multi-statement
             # string rejects the whole string before any of it runs.
             cursor.execute("SAVEPOINT pgvc_batch")
-            sql = "".join(a.sql + "\n;\n" for a in batch) + "RELEASE SAVEPOINT pgvc_batch"
+            rows = -1
             try:
-                cursor.execute(sql)
+                if len(batch) == 1 and self._heavy(batch[0]):
+                    cursor.execute(batch[0].sql)  # one statement: its rowcount is its rows
+                    rows = cursor.rowcount
+                    cursor.execute("RELEASE SAVEPOINT pgvc_batch")
+                else:
+                    self._script(
+                        cursor, "".join(a.sql + "\n;\n" for a in batch) + "RELEASE SAVEPOINT pgvc_batch"
+                    )
             except DjangoDBError as exc:
                 if connection_is_lost(self.connection, exc):
                     # Said now: once the transaction unwinds, the driver may no longer tell.
@@ -362,12 +567,66 @@ class Syncer:
                 cursor.execute("ROLLBACK TO SAVEPOINT pgvc_batch")
                 if _sqlstate(exc) == _LOCK_NOT_AVAILABLE:
                     raise _LockTimeout() from exc
+                if _sqlstate(exc) == _CANCELED:
+                    # statement_timeout, or a cancel: running it again would only wait again.
+                    raise self._canceled(batch, exc) from exc
+                if len(batch) == 1 and self._heavy(batch[0]):
+                    # Sent alone: its error is already its own, and a rebuild is not run twice.
+                    self._fail(batch[0], exc)
                 # Replayed one by one, either a statement fails and is named, or all pass (the
                 # batch hit something transient) and the sync goes on.
                 self._find_failure(cursor, batch)
+            seconds = time.perf_counter() - started
             if self.verbosity >= 2 and batch:
                 action = batch[0]
-                self._say(f"  {action.op:<13} {action.target}  {time.perf_counter() - started:.3f}s", 2)
+                self._say(f"  {action.op:<13} {action.target}  {seconds:.3f}s", 2)
+            if len(batch) == 1 and self._heavy(batch[0]):
+                self._finished(batch[0], seconds, rows)
+
+    def _script(self, cursor: Any, sql: str) -> None:
+        """Run a string of several statements in one round trip."""
+        cursor.execute(sql)
+
+    def _finished(self, action: Action, seconds: float, rows: int) -> None:
+        """A materialized view's data computed: remembered for the report, and said at -v 1
+        as it happens once the work has gone on for more than a few seconds."""
+        label = self.decls.labels[action.decl]
+        before = self.result.timings.get(label, (0.0, -1))
+        self.result.timings[label] = (before[0] + seconds, rows if rows >= 0 else before[1])
+        if self.no_data_rehearsal:
+            return
+        started = self._work_started if self._work_started is not None else time.monotonic() - seconds
+        after = float(setting("PGVIEWS_PROGRESS_AFTER_SECONDS", 3))
+        if time.monotonic() - started >= after:
+            counted = f", {rows} rows" if rows >= 0 else ""
+            self._say(f"  {_VERBS.get(action.op, action.op)} {label}  {seconds:.1f}s{counted}", 1)
+
+    #: Set while --plan rehearses: nothing it builds is worth a progress line.
+    no_data_rehearsal = False
+    _work_started: float | None = None
+
+    def _report(self) -> None:
+        """At -v 1, after the sync: what was re-created and re-populated, with times (views
+        created for the first time are counted by the command's summary)."""
+        if self.verbosity < 1 or not self.progress:
+            return
+        lines = []
+        for label in self.result.changed:
+            status = self.result.statuses[label]
+            if status == "CREATED":
+                continue
+            line = f"  {status:<8} {label}"
+            reason = self.result.reasons.get(label)
+            if reason:
+                line += f"  ({reason})"
+            timing = self.result.timings.get(label)
+            if timing:
+                line += f"  {timing[0]:.2f}s" + (f", {timing[1]} rows" if timing[1] >= 0 else "")
+            lines.append(line)
+        for line in lines[:_REPORT_LINES]:
+            self._say(line, 1)
+        if len(lines) > _REPORT_LINES:
+            self._say(f"  ... and {len(lines) - _REPORT_LINES} more (-v 2 lists every view)", 1)
 
     def _find_failure(self, cursor: Any, batch: list[Action]) -> None:
         """Run a failed batch one statement at a time to name the view at fault."""
@@ -380,16 +639,38 @@ class Syncer:
                     # Said now: once the transaction unwinds, the driver may no longer tell.
                     raise lost_connection_error(self.connection, "syncing views") from exc
                 cursor.execute("ROLLBACK TO SAVEPOINT pgvc_one")
-                if _sqlstate(exc) == _LOCK_NOT_AVAILABLE:
-                    raise _LockTimeout() from exc
-                if action.op == "chain_check":
-                    raise _ChainConflict() from exc
-                error = self._error(action, exc)
-                # "compat_check": the same test for a view built anew in a chain (plan.c).
-                if action.op in ("replace", "compat_check") and error.sqlstate in _INCOMPATIBLE:
-                    raise _Incompatible(action.decl, error) from exc
-                raise error from exc
+                if _sqlstate(exc) == _CANCELED:
+                    raise self._canceled([action], exc) from exc
+                self._fail(action, exc)
             cursor.execute("RELEASE SAVEPOINT pgvc_one")
+
+    def _fail(self, action: Action, exc: BaseException) -> None:
+        """Raise what a failed action means: a lock timeout to retry, a chain to build in place,
+        a column change that needs --force, or the error naming the view."""
+        if _sqlstate(exc) == _LOCK_NOT_AVAILABLE:
+            raise _LockTimeout() from exc
+        if action.op == "chain_check":
+            raise _ChainConflict() from exc
+        error = self._error(action, exc)
+        # "compat_check": the same test for a view built anew in a chain (plan.c).
+        if action.op in ("replace", "compat_check") and error.sqlstate in _INCOMPATIBLE:
+            raise _Incompatible(action.decl, error) from exc
+        raise error from exc
+
+    def _canceled(self, batch: list[Action], exc: BaseException) -> QueryCanceledError:
+        info = _diag(exc)
+        what = f"{batch[0].op} {batch[0].target}"
+        if len(batch) > 1:
+            what = f"one of {len(batch)} statements sent together (from {what})"
+        return QueryCanceledError(
+            info["message"],
+            sqlstate=info["sqlstate"],
+            detail=info["detail"],
+            hint=info["hint"]
+            or "this session's statement_timeout ran out, or another session cancelled the statement; "
+            "the sync was rolled back, nothing was changed",
+            view=what,
+        )
 
     def _error(self, action: Action, exc: BaseException) -> DatabaseError:
         info = _diag(exc)
@@ -427,12 +708,17 @@ def sync_pgviews(
     restore_dependants: bool | None = None,
     prune: bool = False,
     dry_run: bool = False,
+    rehearse: bool = False,
     verbosity: int = 1,
     progress: Callable[[str], None] | None = None,
     send_signals: bool = True,
 ) -> list[SyncResult]:
     """Sync every view that belongs to database ``using`` (routers decide, through each view's
     ``get_view_connection(using, restricted_mode=True)``). One result per connection.
+
+    ``dry_run``: plan only, change nothing. ``rehearse``: plan, then run the plan in a
+    transaction that is always rolled back (materialized views WITH NO DATA); each result's
+    ``error`` is what the real sync would raise.
 
     Raises a ``PGViewsError`` when the sync cannot be done; the database is then as it was."""
     if check_sql_changed is None:
@@ -462,11 +748,11 @@ def sync_pgviews(
             verbosity=verbosity,
             progress=progress,
         )
-        result = syncer.run(dry_run=dry_run)
+        result = syncer.run(dry_run=dry_run, rehearse=rehearse)
         results.append(result)
-        if send_signals and not dry_run:
+        if send_signals and not (dry_run or rehearse):
             _send_signals(conn_models, result, using, update=update, force=force)
-    if send_signals and not dry_run:
+    if send_signals and not (dry_run or rehearse):
         all_views_synced.send(sender=None, using=using)
     return results
 

@@ -33,6 +33,9 @@ DATABASES = {
     "default": _db("pgviews_c"),
     "weather_db": _db("pgviews_c_weather"),
     "schema_db": _db("pgviews_c_schema", OPTIONS={"options": "-c search_path=other"}),
+    # The default database again, through psycopg 3's server-side binding (Django's documented
+    # OPTIONS): every statement the package sends must work with it (psycopg2 ignores it).
+    "server_binding": _db("pgviews_c", OPTIONS={"server_side_binding": True}, TEST={"MIRROR": "default"}),
 }
 DATABASE_ROUTERS = ["tests.routers.DBRouter"]
 INSTALLED_APPS = [

@@ -186,7 +186,7 @@ def test_an_access_exclusive_step_stops_only_readers_of_its_view(pair, operation
 
 
 def test_plan_names_the_steps_that_reach_standbys(pair):
-    out = _manage_ok(pair, ["sync_pgviews", "--plan"], variant="2")
+    out = _manage_ok(pair, ["sync_pgviews", "--plan", "-v", "2"], variant="2")  # -v 2: every step
     lines = out.splitlines()
     locks = {}
     for k, line in enumerate(lines[:-1]):

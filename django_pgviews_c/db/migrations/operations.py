@@ -43,10 +43,14 @@ class ViewState:
         return hash((self.app_label, self.name, self.materialized, self.db_name))
 
 
+def drop_relation_sql(schema: str | None, name: str, materialized: bool, *, cascade: bool = True) -> str:
+    kind = "MATERIALIZED VIEW" if materialized else "VIEW"
+    return f"DROP {kind} IF EXISTS {_core.qualified_name(schema, name)}" + (" CASCADE" if cascade else "")
+
+
 def drop_view_sql(db_name: str, materialized: bool) -> str:
     schema, name = _core.split_table(db_name)
-    kind = "MATERIALIZED VIEW" if materialized else "VIEW"
-    return f"DROP {kind} IF EXISTS {_core.qualified_name(schema, name)} CASCADE"
+    return drop_relation_sql(schema, name, materialized)
 
 
 class ViewOperation(Operation):

@@ -1,42 +1,69 @@
 from __future__ import annotations
 
 import logging
+import sys
 from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand
-from django.db import transaction
 
-from django_pgviews_c.db.migrations.operations import drop_view_sql
-from django_pgviews_c.dependencies import view_graph
+from django_pgviews_c.clear import Doomed, clear_views
 from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
-from django_pgviews_c.view import MaterializedView
 
 logger = logging.getLogger("django_pgviews_c.sync_pgviews")
 
 
 class Command(BaseCommand):
-    help = "Clear Postgres views. Use this before running a migration"
+    help = (
+        "Drop the views of a database (dependants first, in one transaction). Refuses when a view "
+        "this app does not manage reads one of them, unless --cascade."
+    )
+    requires_system_checks = []
 
     def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--cascade",
+            action="store_true",
+            help="Also drop the views this app does not manage that read one of its views "
+            "(each is named before it is dropped).",
+        )
+        parser.add_argument(
+            "--noinput",
+            "--no-input",
+            action="store_false",
+            dest="interactive",
+            help="Do NOT prompt the user for input of any kind.",
+        )
         add_database_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        check_database(options["database"])
         database = options["database"]
-        with pgviews_errors():
-            graph, nodes = view_graph()
-            # Dependants first, all in one transaction.
-            with transaction.atomic(using=database):
-                for index in reversed(graph.order()):
-                    model = nodes[index]
-                    connection = model.get_view_connection(using=database, restricted_mode=True)
-                    if connection is None:
-                        continue
-                    with connection.cursor() as cursor:
-                        cursor.execute(
-                            drop_view_sql(model._meta.db_table, issubclass(model, MaterializedView))
-                        )
-                    logger.info("%s (%s): dropped", model._meta.label, model._meta.db_table)
-                    if options["verbosity"] >= 2:
-                        self.stdout.write(f"  dropped {model._meta.label} ({model._meta.db_table})")
+        check_database(database, connect=True)
+        verbosity = options["verbosity"]
+        # As Django's flush: ask when a person can answer (a terminal), unless --no-input.
+        interactive = options.get("interactive", True) and sys.stdin.isatty()
+
+        def progress(d: Doomed) -> None:
+            logger.info("%s: dropped", d.describe())
+            if verbosity >= 1:
+                self.stdout.write(f"  dropped {d.describe()}")
+
+        with pgviews_errors(database, nothing_changed=True):
+            dropped = clear_views(
+                database,
+                cascade=options["cascade"],
+                confirm=self._confirm if interactive else None,
+                progress=progress,
+            )
+        if dropped is None:
+            self.stdout.write("Clear cancelled.")
+        elif verbosity >= 1:
+            self.stdout.write(f"dropped {len(dropped)} views of database {database!r}")
+
+    def _confirm(self, alias: str, drop: list[Doomed]) -> bool:
+        listing = "\n".join(f"  {d.describe()}" for d in drop)
+        answer = input(
+            f"You have requested to drop {len(drop)} views of database {alias!r}:\n{listing}\n"
+            "Are you sure you want to do this?\n\n    Type 'yes' to continue, or 'no' to cancel: "
+        )
+        return answer.strip() == "yes"

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
-from django_pgviews_c.sync import sync_pgviews
+from django_pgviews_c.sync import SyncResult, sync_pgviews
 
 
 class Command(BaseCommand):
@@ -69,17 +69,21 @@ class Command(BaseCommand):
         parser.add_argument(
             "--plan",
             action="store_true",
-            help="Print the actions a sync would take and the locks they hold; change nothing.",
+            help="Rehearse the sync in a transaction that is always rolled back (materialized views "
+            "built WITH NO DATA) and print, for each view that changes, what, why, the lock "
+            "readers meet and the data to rebuild (-v 2: each step and its SQL); exit 1 when the "
+            "sync would fail. Changes nothing.",
         )
         add_database_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        check_database(options["database"])
+        check_database(options["database"], connect=True)
         check = options["materialized_views_check_sql_changed"]
         if check is None:
             check = getattr(settings, "MATERIALIZED_VIEWS_CHECK_SQL_CHANGED", True)
         verbosity = options["verbosity"]
-        with pgviews_errors():
+        # One transaction: an interrupt (SIGINT, SIGTERM) rolls all of it back.
+        with pgviews_errors(options["database"], nothing_changed=True):
             results = sync_pgviews(
                 options["database"],
                 force=options["force"],
@@ -87,16 +91,23 @@ class Command(BaseCommand):
                 check_sql_changed=check,
                 restore_dependants=options["restore_dependants"],
                 prune=options["prune"],
-                dry_run=options["plan"],
+                rehearse=options["plan"],
                 verbosity=verbosity,
                 progress=self.stdout.write,
             )
+        failed = []
         for result in results:
             if options["plan"]:
-                self._print_plan(result)
+                self._print_plan(result, verbosity)
+                if result.error is not None:
+                    failed.append(result.error)
                 continue
             if verbosity >= 2:
+                # The sync itself said at -v 1 what it re-created and re-populated.
+                said = {label for label in result.changed if result.statuses[label] != "CREATED"}
                 for label, status in result.statuses.items():
+                    if label in said:
+                        continue
                     reason = result.reasons.get(label)
                     self.stdout.write(f"  {status:<8} {label}" + (f"  ({reason})" if reason else ""))
             if verbosity >= 1:
@@ -107,27 +118,73 @@ class Command(BaseCommand):
                 )
         if not results and verbosity >= 1:
             self.stdout.write(f"no views belong to database {options['database']!r}")
+        if failed:
+            # The rehearsal failed as the sync would: same error, same exit status.
+            raise CommandError("\n".join(str(e) for e in failed))
 
-    def _print_plan(self, result) -> None:
+    def _print_plan(self, result: SyncResult, verbosity: int) -> None:
+        """One line per view that changes (what, why, the lock readers will meet, the data to
+        rebuild), the internal steps at -v 2, a summary line."""
         if not result.actions:
-            self.stdout.write(f"{result.using}: nothing to do")
+            if result.error is None:
+                self.stdout.write(f"{result.using}: nothing to do")
+            else:
+                self.stdout.write(f"{result.using}: the sync would fail before changing anything")
             return
-        self.stdout.write(f"{result.using}: {len(result.actions)} actions")
-        for phase, title in ((0, "built beside, blocking nobody"), (1, "short transaction end")):
-            actions = [a for a in result.actions if a.phase == phase]
-            if not actions:
-                continue
-            self.stdout.write(f" phase {phase} ({title}):")
-            for action in actions:
-                self.stdout.write(f"  {action.op:<13} {action.target}\n{'':16}lock: {action.lock}")
-                if self.verbosity_plan_sql:
+        changed = result.changed
+        labels = {label: i for i, label in enumerate(result.statuses)}
+        rebuilt_bytes = 0
+        for label in changed:
+            mine = [a for a in result.actions if a.decl == labels[label]]
+            # The lock readers meet is the one held until commit: phase 1's, else phase 0's.
+            held = [a for a in mine if a.phase == 1] or mine
+            lock = held[0].lock if held else "none"
+            size = result.sizes.get(label)
+            line = f"  {result.statuses[label]:<8} {label} ({result.names[label]})"
+            line += f"  {result.reasons.get(label) or 'new'};  lock: {lock}"
+            if size and size[1] == "m" and any(a.op in _DATA_OPS for a in mine):
+                rebuilt_bytes += size[3]
+                line += f";  rebuilds {_size(size[3])} ({size[2]} rows)"
+            self.stdout.write(line)
+        restored = {a.target for a in result.actions if a.op == "restore"}
+        for action in result.actions:
+            if action.op == "drop" and action.decl < 0 and action.target in restored:
+                # A view of the user's that reads a re-created one: saved and restored.
+                self.stdout.write(
+                    f"  RESTORED {action.target}  (not managed by django-pgviews-c: dropped and "
+                    f"re-created with its grants, owner and comment);  lock: {action.lock}"
+                )
+            elif action.op == "drop" and action.decl < 0:
+                self.stdout.write(f"  PRUNED   {action.target}  (no model declares it);  lock: {action.lock}")
+        if verbosity >= 2:
+            for phase, title in ((0, "built beside, blocking nobody"), (1, "short transaction end")):
+                actions = [a for a in result.actions if a.phase == phase]
+                if not actions:
+                    continue
+                self.stdout.write(f" phase {phase} ({title}; as rehearsed, materialized views WITH NO DATA):")
+                for action in actions:
+                    self.stdout.write(f"  {action.op:<13} {action.target}\n{'':16}lock: {action.lock}")
                     self.stdout.write("\n".join(f"{'':16}{line}" for line in action.sql.splitlines()))
+        outcome = (
+            "rehearsed in a transaction that was rolled back: the sync would succeed"
+            if result.error is None
+            else "rehearsed in a transaction that was rolled back: the sync would FAIL, as follows"
+        )
+        self.stdout.write(
+            f"{result.using}: {len(changed)} of {len(result.statuses)} views change, "
+            f"{len(result.actions)} actions, {_size(rebuilt_bytes)} of materialized views to rebuild; "
+            f"{outcome}"
+        )
 
-    verbosity_plan_sql = False
 
-    def execute(self, *args: Any, **options: Any) -> Any:
-        self.verbosity_plan_sql = options.get("verbosity", 1) >= 2
-        try:
-            return super().execute(*args, **options)
-        except KeyboardInterrupt:
-            raise CommandError("interrupted: nothing was changed") from None
+# Actions that re-compute a materialized view's data.
+_DATA_OPS = {"refresh", "populate", "create", "build", "swap"}
+
+
+def _size(value: int) -> str:
+    amount = float(value)
+    for unit in ("B", "kB", "MB", "GB"):
+        if amount < 1024:
+            return f"{amount:.0f} {unit}"
+        amount /= 1024
+    return f"{amount:.0f} TB"

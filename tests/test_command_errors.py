@@ -1,0 +1,78 @@
+"""What the commands say when something goes wrong outside the views' own SQL: a database that
+cannot be reached, an interrupt. Each runs the command as a user does, in a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "")
+
+COMMANDS = (
+    ("sync_pgviews",),
+    ("refresh_pgviews",),
+    ("refresh_pgviews", "--jobs", "2"),
+    ("pgviews_status",),
+    ("clear_pgviews", "--no-input"),
+    ("migrate",),
+)
+
+
+def django(*args: str, default: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "tests.execproject.settings"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PGVIEWS_TEST_DEFAULT"] = json.dumps(default or {})
+    return subprocess.run(
+        [sys.executable, "-m", "django", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _assert_reported(done: subprocess.CompletedProcess, *reason: str, own_connections: bool = False) -> None:
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "lost" not in done.stderr, done.stderr
+    if own_connections:  # refresh --jobs N: the loop's own libpq connections say it
+        assert "could not connect" in done.stderr, done.stderr
+    else:
+        assert "cannot connect to database 'default'" in done.stderr, done.stderr
+    for part in reason:
+        assert part in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_a_database_that_does_not_exist_is_named_by_every_command(command):
+    name = f"pgviews_c_nowhere{SUFFIX}"
+    done = django(*command, default={"NAME": name})
+    _assert_reported(done, f'database "{name}" does not exist', own_connections="--jobs" in command)
+
+
+def test_a_refused_connection_says_so():
+    port = _free_port()
+    for command in (("sync_pgviews",), ("pgviews_status",), ("migrate",)):
+        done = django(*command, default={"HOST": "127.0.0.1", "PORT": str(port)})
+        _assert_reported(done, "Connection refused", str(port))
+
+
+def test_an_unknown_role_is_the_servers_reason():
+    role = f"pgviews_c_nobody{SUFFIX}"
+    done = django("sync_pgviews", default={"USER": role})
+    _assert_reported(done, f'role "{role}"')

@@ -1,0 +1,128 @@
+"""SIGTERM (what deploy tools and container runtimes send) and SIGINT stop a command the same
+way: the running statement is cancelled on the server, the transaction rolled back (the sync's
+advisory lock with it), the command says so and exits non-zero. Each runs the command in a real
+process whose statement waits on a lock this test holds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import psycopg_compat
+
+ROOT = Path(__file__).resolve().parent.parent
+SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_sig"
+DBNAME = "pgviews_c" + SUFFIX
+MATVIEW = "viewtest_materializedrelatedview"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env["PGVIEWS_DB_SUFFIX"] = SUFFIX
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def django(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "django", *args],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def rows(sql: str, params=None) -> list[tuple]:
+    return psycopg_compat.query(DBNAME, sql, params)
+
+
+@pytest.fixture(scope="module")
+def process_db():
+    psycopg_compat.recreate_database(DBNAME)
+    try:
+        done = django("migrate", "--run-syncdb", "-v", "0")
+        assert done.returncode == 0, done.stderr
+        yield
+    finally:
+        psycopg_compat.drop_database(DBNAME)
+
+
+def _waiting_pid(table: str, deadline: float = 60.0) -> int:
+    """The backend whose lock request on ``table`` waits (seen in pg_locks)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        found = rows("SELECT pid FROM pg_locks WHERE NOT granted AND relation = to_regclass(%s)", [table])
+        if found:
+            return found[0][0]
+        time.sleep(0.05)
+    raise AssertionError(f"no backend ever waited for a lock on {table}")
+
+
+@pytest.mark.parametrize(
+    ("command", "signum"),
+    [
+        (("sync_pgviews",), signal.SIGTERM),
+        (("sync_pgviews",), signal.SIGINT),
+        (("migrate",), signal.SIGTERM),
+        (("refresh_pgviews",), signal.SIGTERM),
+    ],
+    ids=["sync-SIGTERM", "sync-SIGINT", "migrate-SIGTERM", "refresh-SIGTERM"],
+)
+def test_an_interrupt_cancels_the_statement_and_rolls_back(process_db, command, signum):
+    refresh = command[0] == "refresh_pgviews"
+    if not refresh:
+        rows(f"DROP MATERIALIZED VIEW IF EXISTS {MATVIEW} CASCADE")
+    holder = psycopg_compat._connect(DBNAME)
+    try:
+        holder.cursor().execute("BEGIN; LOCK TABLE viewtest_testmodel IN ACCESS EXCLUSIVE MODE")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "django", *command],
+            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            pid = _waiting_pid("viewtest_testmodel")
+            if not refresh:
+                advisory = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s"
+                assert rows(advisory, [pid]) == [(1,)]
+            proc.send_signal(signum)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        # Still holding the table lock: without a cancel, the server would still be waiting.
+        assert rows("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'active'", [pid]) == [
+            (0,)
+        ]
+        assert rows("SELECT count(*) FROM pg_locks WHERE pid = %s", [pid]) == [(0,)]
+        assert rows(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ) == [(0,)]
+    finally:
+        holder.cursor().execute("ROLLBACK")
+        holder.close()
+    assert "Traceback" not in err, err
+    assert proc.returncode != 0, (out, err)
+    assert "interrupted" in err, err
+    if refresh:  # what a refresh says of what it did is the refresh's own (it commits per view)
+        return
+    if command[0] == "sync_pgviews":
+        # migrate says what its own transactions did (the migrations' business).
+        assert proc.returncode == 128 + signum, (out, err)
+        assert f"interrupted by {signal.Signals(signum).name}" in err, err
+        assert "running statements were cancelled and the open transaction rolled back" in err
+        assert "nothing was changed" in err
+    assert rows("SELECT to_regclass(%s) IS NULL", [MATVIEW]) == [(True,)]
+    done = django("sync_pgviews", "-v", "0")
+    assert done.returncode == 0, done.stderr
+    assert rows("SELECT to_regclass(%s) IS NULL", [MATVIEW]) == [(False,)]
