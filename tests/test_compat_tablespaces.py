@@ -23,7 +23,9 @@ def tablespaces():
     if is_super != [(True,)]:
         pytest.skip("CREATE TABLESPACE needs a superuser")
     for name in (TS1, TS2):
-        psycopg_compat.query("postgres", f"COPY (SELECT 1) TO PROGRAM 'mkdir -p /tmp/{name} && cat >/dev/null'")
+        psycopg_compat.query(
+            "postgres", f"COPY (SELECT 1) TO PROGRAM 'mkdir -p /tmp/{name} && cat >/dev/null'"
+        )
         psycopg_compat.query("postgres", f"DROP TABLESPACE IF EXISTS {name}")
         psycopg_compat.query("postgres", f"CREATE TABLESPACE {name} LOCATION '/tmp/{name}'")
     try:
