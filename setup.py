@@ -54,6 +54,7 @@ setup(
                 "csrc/pqconn.c",
                 "csrc/hash.c",
                 "csrc/aside.c",
+                "csrc/freshness.c",
             ],
             depends=[
                 "csrc/errors.h",
@@ -65,6 +66,7 @@ setup(
                 "csrc/pqpath.h",
                 "csrc/pqconn.h",
                 "csrc/hash.h",
+                "csrc/freshness.h",
                 "csrc/keywords.h",
                 "csrc/aside.h",
             ],

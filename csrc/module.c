@@ -1,6 +1,7 @@
 /* module.c: django_pgviews_c._core, wired together: multi-phase init, module state, methods. */
 #include "aside.h"
 #include "errors.h"
+#include "freshness.h"
 #include "graph.h"
 #include "hash.h"
 #include "plan.h"
@@ -114,6 +115,12 @@ static PyObject *catalog_sql(PyObject *module, PyObject *Py_UNUSED(ignored))
     return pgvc_catalog_sql();
 }
 
+static PyObject *freshness_sql(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    return pgvc_freshness_sql();
+}
+
 static PyObject *run_parallel(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     return pgvc_run_parallel(get_state(module), args, kwargs);
@@ -185,6 +192,8 @@ static PyMethodDef core_methods[] = {
      "The sync plan: {'actions', 'statuses', 'reasons', 'order', 'current_schema', 'probes', 'orphans', 'states'}."},
     {"catalog_sql", catalog_sql, METH_NOARGS,
      "catalog_sql()\n--\n\nThe one catalog query plan() reads."},
+    {"freshness_sql", (PyCFunction)freshness_sql, METH_NOARGS,
+     "freshness_sql()\n--\n\nThe staleness catalog query (freshness.c)."},
     {"run_parallel", CF(run_parallel), KW,
      "run_parallel(conninfo, statements, dependencies, priority, jobs, setup=None, "
      "on_event=None, session=None, guard=None, on_notice=None, lock_retries=10, "

@@ -1,0 +1,297 @@
+"""Refresh history: every refresh this app performs leaves one RefreshRecord in the database
+that holds the view, written on the same connection inside the caller's transaction (a refresh
+rolled back with it leaves no record). Recording never fails a refresh: the insert runs in a
+savepoint, and a failure to record is logged as a warning. The last PGVIEWS_HISTORY_KEEP (50)
+records of each view are kept.
+
+The record also keeps, per relation the view reads, the relfilenode and write counter captured
+when the refresh started: the staleness check (freshness.py) compares against it."""
+
+from __future__ import annotations
+
+__all__ = ["recording", "record", "capture", "latest", "history_allowed", "CreateHistoryModel"]
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, migrations, router, transaction
+from django.db import Error as DjangoDBError
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
+
+from django_pgviews_c import _core
+from django_pgviews_c import view as pg
+from django_pgviews_c.dberrors import diag
+
+logger = logging.getLogger("django_pgviews_c.history")
+
+TABLE = "django_pgviews_c_refresh"
+_TABLE_Q = _core.qualified_name(None, TABLE)
+
+#: Records kept per view (setting PGVIEWS_HISTORY_KEEP).
+DEFAULT_KEEP = 50
+#: Views up to this many bytes get an exact row count in their record (PGVIEWS_HISTORY_COUNT_ROWS_UP_TO).
+DEFAULT_COUNT_LIMIT = 64 * 1024 * 1024
+
+# One statement: insert the record (rows counted when the view is small enough) and drop the
+# records of that view beyond the newest `keep`. The DELETE does not see the new row (same
+# snapshot), so it keeps keep - 1 older ones.
+_INSERT_SQL = (
+    "WITH ins AS (INSERT INTO " + _TABLE_Q + " (view, db_table, started_at, duration, rows, concurrent,"
+    " plain_reason, ok, sqlstate, message, sources)"
+    " VALUES (%s, %s, %s, %s, {rows}, %s, %s, %s, %s, %s, %s::jsonb) RETURNING id)"
+    " DELETE FROM " + _TABLE_Q + " WHERE view = %s AND id < ALL (SELECT id FROM ins) AND id NOT IN"
+    " (SELECT id FROM " + _TABLE_Q + " WHERE view = %s ORDER BY id DESC LIMIT %s)"
+)
+_ROWS_SQL = (
+    "(SELECT CASE WHEN pg_catalog.pg_relation_size(c.oid) <= %s AND c.relispopulated"
+    " THEN (SELECT count(*) FROM {view}) END FROM pg_catalog.pg_class c"
+    " WHERE c.oid = pg_catalog.to_regclass(%s))"
+)
+
+
+def setting(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+def history_allowed(alias: str) -> bool:
+    """Whether the history table belongs on database ``alias``: where routers allow this app's
+    migrations, and wherever a view may be migrated (the records live beside the views)."""
+    if router.allow_migrate(alias, "django_pgviews_c", model_name="refreshrecord"):
+        return True
+    from django_pgviews_c.declarations import view_models
+
+    return any(
+        issubclass(m, pg.MaterializedView) and m.get_view_connection(using=alias, restricted_mode=True)
+        for m in view_models()
+    )
+
+
+class CreateHistoryModel(migrations.CreateModel):
+    """CreateModel of the history table, created on every database that holds views."""
+
+    def allow_migrate_model(self, connection_alias: str, model: Any) -> bool:
+        return history_allowed(connection_alias)
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        _, args, kwargs = super().deconstruct()
+        return "CreateModel", args, kwargs
+
+
+def materialized_models(models: Iterable[type[pg.View]] | None, using: str) -> list[type[pg.View]]:
+    """The materialized views among ``models`` (default: all) that belong to ``using``, in
+    dependency order."""
+    from django_pgviews_c.dependencies import view_graph
+
+    graph, nodes = view_graph()
+    wanted = set(models) if models is not None else None
+    extra = [m for m in wanted or () if m not in set(nodes)]
+    if extra:  # views declared outside the project's registry: order by what is known
+        nodes = nodes + extra
+        known = {m._meta.label for m in nodes}
+        graph = _core.Graph(
+            [m._meta.label for m in nodes],
+            [[d for d in pg.declared_dependencies(m) if d in known] for m in nodes],
+        )
+    return [
+        nodes[i]
+        for i in graph.order()
+        if (wanted is None or nodes[i] in wanted)
+        and issubclass(nodes[i], pg.MaterializedView)
+        and nodes[i].get_view_connection(using=using, restricted_mode=True) is not None
+    ]
+
+
+def capture(connection: BaseDatabaseWrapper, models: Sequence[type[pg.View]]) -> list[dict[str, Any] | None]:
+    """The sources snapshot of each model, read now (one query). Never raises: a failure to
+    read gives None (the view then counts as stale until its next recorded refresh)."""
+    from django_pgviews_c.freshness import closure
+
+    try:
+        if connection.in_atomic_block:
+            with transaction.atomic(using=connection.alias):
+                states = closure(connection, models)
+        else:
+            states = closure(connection, models)
+    except DjangoDBError as exc:
+        logger.warning(
+            "could not read the sources of %s for the refresh history: %s",
+            ", ".join(m._meta.label for m in models),
+            diag(exc)["message"],
+        )
+        return [None for _ in models]
+    return [s.snapshot() if s.oid is not None else None for s in states]
+
+
+def record(
+    connection: BaseDatabaseWrapper,
+    model: type[pg.View],
+    *,
+    started_at: dt.datetime,
+    duration: float,
+    concurrent: bool,
+    plain_reason: str = "",
+    error: dict[str, Any] | None = None,
+    sources: dict[str, Any] | None = None,
+) -> bool:
+    """Write one record on ``connection``, inside its transaction if one is open. Returns
+    whether it was written; a failure is logged, never raised."""
+    keep = max(1, int(setting("PGVIEWS_HISTORY_KEEP", DEFAULT_KEEP)))
+    label = model._meta.label
+    db_table = model._meta.db_table
+    if error is None:
+        rows_sql = _ROWS_SQL.format(view=_core.qualified_name(*_core.split_table(db_table)))
+        rows_params = [
+            int(setting("PGVIEWS_HISTORY_COUNT_ROWS_UP_TO", DEFAULT_COUNT_LIMIT)),
+            _core.qualified_name(*_core.split_table(db_table)),
+        ]
+    else:
+        rows_sql, rows_params = "NULL", []
+    sql = _INSERT_SQL.format(rows=rows_sql)
+    params = [
+        label, db_table, started_at, duration, *rows_params, concurrent, plain_reason[:255],
+        error is None, (error or {}).get("sqlstate") or "", (error or {}).get("message") or "",
+        json.dumps(sources) if sources is not None else None, label, label, keep - 1,
+    ]  # fmt: skip
+    try:
+        if connection.in_atomic_block or not connection.get_autocommit():
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                cursor.execute(sql, params)
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+    except DjangoDBError as exc:
+        logger.warning(
+            "the refresh of %s was not recorded in its history (%s): %s", label, TABLE, diag(exc)["message"]
+        )
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def recording(
+    connection: BaseDatabaseWrapper,
+    model: type[pg.View],
+    *,
+    concurrent: bool,
+    asked_concurrent: bool = False,
+    plain_reason: str = "",
+) -> Iterator[dict[str, Any]]:
+    """Record the refresh run in the ``with`` block on ``connection``: the sources are captured
+    before it starts, the outcome (ok, or the error with its SQLSTATE) after. The block may set
+    ``info["concurrent"]`` / ``info["plain_reason"]`` when it changes the mode on its way."""
+    if not setting("PGVIEWS_HISTORY", True):
+        yield {}
+        return
+    if asked_concurrent and not concurrent and not plain_reason:
+        plain_reason = "no concurrent_index"
+    sources = capture(connection, [model])[0]
+    if concurrent and sources is not None and not sources.get("populated", True):
+        concurrent, plain_reason = False, "not populated"
+    info: dict[str, Any] = {"concurrent": concurrent, "plain_reason": plain_reason}
+    started_at = timezone.now()
+    t0 = time.perf_counter()
+    try:
+        yield info
+    except DjangoDBError as exc:
+        record(connection, model, started_at=started_at, duration=time.perf_counter() - t0,
+               concurrent=info["concurrent"], plain_reason=info["plain_reason"], error=diag(exc),
+               sources=sources)  # fmt: skip
+        raise
+    record(connection, model, started_at=started_at, duration=time.perf_counter() - t0,
+           concurrent=info["concurrent"], plain_reason=info["plain_reason"], sources=sources)  # fmt: skip
+
+
+class ParallelRecorder:
+    """Records a refresh_views(jobs=N) run, whose statements run over the C loop's own
+    connections: the sources of every view are captured on Django's connection before the run
+    starts (a write after that costs at most one extra refresh, never a missed one), and each
+    view's outcome is written there as its event arrives. A materialized view refreshed in the
+    run is read again when it finishes, so the views that read it see it as they did."""
+
+    def __init__(self, connection: BaseDatabaseWrapper, models: Sequence[type[pg.View]],
+                 concurrent: Sequence[bool]) -> None:  # fmt: skip
+        self.connection = connection
+        self.models = list(models)
+        self.concurrent = list(concurrent)
+        self.enabled = bool(setting("PGVIEWS_HISTORY", True))
+        self.sources = capture(connection, self.models) if self.enabled else [None] * len(self.models)
+        self.started: dict[int, dt.datetime] = {}
+        self.after: dict[str, list[Any]] = {}  # oid -> [relfilenode, counter] after its refresh
+
+    def on_event(self, k: int, state: str, seconds: float, error: dict[str, Any] | None) -> None:
+        if not self.enabled:
+            return
+        if state == "running":
+            self.started[k] = timezone.now()
+            return
+        if state not in ("ok", "failed"):
+            return
+        model = self.models[k]
+        sources = self.sources[k]
+        if sources is not None and self.after:
+            rels = sources.get("rels", {})
+            for oid, values in self.after.items():
+                if oid in rels:
+                    rels[oid] = [values[0], values[1], *rels[oid][2:]]
+        started_at = self.started.get(k) or timezone.now()
+        record(self.connection, model, started_at=started_at, duration=seconds,
+               concurrent=self.concurrent[k], error=error if state == "failed" else None,
+               sources=sources)  # fmt: skip
+        if state == "ok":
+            self._read_after(model)
+
+    def _read_after(self, model: type[pg.View]) -> None:
+        try:
+            with self.connection.cursor() as cursor:
+                cursor.execute(_AFTER_SQL, [_core.qualified_name(*_core.split_table(model._meta.db_table))])
+                row = cursor.fetchone()
+        except DjangoDBError:
+            return
+        if row and row[0] is not None:
+            self.after[str(row[0])] = [row[1], row[2]]
+
+
+_AFTER_SQL = (
+    "SELECT c.oid::bigint, c.relfilenode::bigint, pg_catalog.pg_stat_get_tuples_inserted(c.oid)"
+    " + pg_catalog.pg_stat_get_tuples_updated(c.oid) + pg_catalog.pg_stat_get_tuples_deleted(c.oid)"
+    " FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(%s)"
+)
+
+
+def latest(connection: BaseDatabaseWrapper, labels: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(last successful record, last record) of each label that has any, in one query each.
+    Empty when the history table is missing (not migrated on this database)."""
+    from django_pgviews_c.models import RefreshRecord
+
+    if not labels:
+        return {}, {}
+    qs = RefreshRecord.objects.using(connection.alias).filter(view__in=list(labels))
+    try:
+        if connection.in_atomic_block:
+            with transaction.atomic(using=connection.alias):
+                ok = list(qs.filter(ok=True).order_by("view", "-id").distinct("view"))
+                newest = list(qs.order_by("view", "-id").distinct("view"))
+        else:
+            ok = list(qs.filter(ok=True).order_by("view", "-id").distinct("view"))
+            newest = list(qs.order_by("view", "-id").distinct("view"))
+    except DjangoDBError as exc:
+        logger.warning(
+            "could not read the refresh history (%s) on %r: %s", TABLE, connection.alias, diag(exc)["message"]
+        )
+        return {}, {}
+    return {r.view: r for r in ok}, {r.view: r for r in newest}
+
+
+def records(model: type[pg.View], using: str | None = None):
+    """The recorded refreshes of ``model``, newest first (a QuerySet)."""
+    from django_pgviews_c.models import RefreshRecord
+
+    alias = using or router.db_for_write(model) or DEFAULT_DB_ALIAS
+    return RefreshRecord.objects.using(alias).filter(view=model._meta.label).order_by("-id")

@@ -1,0 +1,38 @@
+"""The app's own table: the history of the refreshes it performed (django_pgviews_c.history)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class RefreshRecord(models.Model):
+    """One refresh of one materialized view, in the database that holds the view.
+
+    ``sources`` is what staleness compares against: for each relation the view reads (directly
+    or through views), its relfilenode and write counter when the refresh started."""
+
+    view = models.CharField(max_length=255, help_text="app_label.ModelName")
+    db_table = models.CharField(max_length=255)
+    started_at = models.DateTimeField()
+    duration = models.FloatField(help_text="seconds")
+    rows = models.BigIntegerField(null=True, blank=True)
+    concurrent = models.BooleanField(default=False)
+    plain_reason = models.CharField(
+        max_length=255, blank=True, default="", help_text="why plain when concurrent was asked"
+    )
+    ok = models.BooleanField(default=True)
+    sqlstate = models.CharField(max_length=5, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+    sources = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        db_table = "django_pgviews_c_refresh"
+        indexes = [models.Index(fields=["view", "-id"], name="pgviews_c_refresh_view")]
+        verbose_name = "materialized view refresh"
+
+    def __str__(self) -> str:
+        return f"{self.view} at {self.started_at:%Y-%m-%d %H:%M:%S} ({'ok' if self.ok else 'failed'})"
+
+    @property
+    def mode(self) -> str:
+        return "concurrent" if self.concurrent else "plain"
