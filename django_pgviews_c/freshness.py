@@ -146,11 +146,13 @@ def judge(
             reasons.append(f"{name} was not read at the last refresh")
             continue
         old_node, old_counter = before[0], before[1]
-        if source.relkind == "m":
-            started = refreshed_since.get(source.oid)
-            if started is not None and started > last_ok.started_at:
+        if source.relkind == "m" and source.oid in refreshed_since:
+            # A materialized view this app refreshes is judged by its history and relfilenode:
+            # the write counters of its own refresh may reach the statistics after a reader's
+            # refresh began, and would make every reader stale twice.
+            if refreshed_since[source.oid] > last_ok.started_at or old_node != source.relfilenode:
                 reasons.append(f"{name} was refreshed since")
-                continue
+            continue
         if old_node != source.relfilenode:
             verb = "was refreshed since" if source.relkind == "m" else "was rewritten (TRUNCATE or similar)"
             reasons.append(f"{name} {verb}")
@@ -219,3 +221,221 @@ def next_due(items: Iterable[ViewFreshness]) -> dt.datetime | None:
     """When the next stale view falls due (None: none is waiting)."""
     times = [f.due_at for f in items if f.due_at is not None and not f.due]
     return min(times) if times else None
+
+
+# -- passes: refresh what is stale, or due -----------------------------------------------------
+
+
+@dataclass
+class PassResult:
+    """What one --stale / --due pass did: views refreshed, and views skipped with why."""
+
+    refreshed: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    wall: float = 0.0
+    next_due: dt.datetime | None = None
+
+
+def plan_pass(
+    items: Sequence[ViewFreshness], *, due: bool = False, now: dt.datetime | None = None
+) -> tuple[list[type[pg.View]], dict[str, str]]:
+    """The views a pass refreshes, in dependency order, and why each other one is skipped.
+    A view refreshed in the pass makes every view that reads it stale: with ``due`` those are
+    refreshed too when their own interval has passed."""
+    from django_pgviews_c.dependencies import get_views_dependants
+
+    now = now or timezone.now()
+    chosen = {f.model for f in items if f.exists and (f.due if due else f.stale)}
+    by_model = {f.model: f for f in items}
+    for dependant in get_views_dependants(chosen) if chosen else []:
+        f = by_model.get(dependant)
+        if f is None or not f.exists or dependant in chosen:
+            continue
+        interval_passed = f.interval is not None and (
+            f.last_ok is None or f.last_ok.started_at + f.interval <= now
+        )
+        if not due or interval_passed:
+            chosen.add(dependant)
+    order = [f.model for f in items if f.model in chosen]
+    skipped = {}
+    for f in items:
+        if f.model in chosen:
+            continue
+        if not f.exists:
+            skipped[f.label] = "does not exist"
+        elif not f.stale:
+            skipped[f.label] = "fresh"
+        elif f.interval is None:
+            skipped[f.label] = f"stale ({f.why}) but has no refresh_interval"
+        else:
+            skipped[f.label] = f"stale ({f.why}), due at {f.due_at:%Y-%m-%d %H:%M:%S %Z}"
+    return order, skipped
+
+
+def refresh_pass(
+    using: str = DEFAULT_DB_ALIAS,
+    *,
+    due: bool = False,
+    models: Iterable[type[pg.View]] | None = None,
+    jobs: int = 1,
+    concurrently: bool = False,
+    strict: bool = False,
+    progress: Any = None,
+    stop: Any = None,
+) -> PassResult:
+    """One pass: refresh the stale (``due``: the due) materialized views of ``using`` in
+    dependency order, through refresh_views (the C loop with ``jobs`` > 1). ``stop`` (a
+    threading.Event) ends a one-job pass between two views. Failures are in the result."""
+    import time as _time
+
+    from django_pgviews_c.dependencies import get_views_dependants
+    from django_pgviews_c.exceptions import RefreshError
+    from django_pgviews_c.refresh import refresh_views
+
+    started = _time.perf_counter()
+    items = freshness(models, using=using)
+    order, skipped = plan_pass(items, due=due)
+    result = PassResult(skipped=skipped)
+    # One job: view by view, so a stop request ends the pass between two views.
+    batches = [order] if jobs > 1 and len(order) > 1 else [[m] for m in order]
+    blocked: set[type[pg.View]] = set()
+    for batch in batches:
+        batch = [m for m in batch if m not in blocked]
+        if not batch:
+            continue
+        if stop is not None and stop.is_set():
+            for m in batch:
+                result.skipped[m._meta.label] = "not started: stopping"
+            continue
+        try:
+            done = refresh_views(batch, using=using, jobs=jobs, concurrently=concurrently,
+                                 strict=strict, progress=progress)  # fmt: skip
+            result.refreshed += done.refreshed
+        except RefreshError as exc:
+            result.failed.update(exc.failures)
+            for label in exc.skipped:
+                result.skipped[label] = "reads a view that failed"
+            blocked.update(get_views_dependants([m for m in batch if m._meta.label in exc.failures]))
+    for m in blocked:
+        if m._meta.label not in result.failed and m._meta.label not in result.refreshed:
+            result.skipped[m._meta.label] = "reads a view that failed"
+    result.next_due = next_due(freshness(models, using=using)) if due else None
+    result.wall = _time.perf_counter() - started
+    return result
+
+
+def resolve_labels(labels: Iterable[str]) -> list[type[pg.View]]:
+    """Models named ``app_label.ModelName`` (or every view of ``app_label``); a clear error
+    for a name that is not a materialized or plain view of the project."""
+    from django.apps import apps
+
+    from django_pgviews_c.declarations import view_models
+    from django_pgviews_c.exceptions import PGViewsError
+
+    views = view_models()
+    out: list[type[pg.View]] = []
+    for label in labels:
+        if "." in label:
+            app_label, _, name = label.partition(".")
+            try:
+                model = apps.get_model(app_label, name)
+            except (LookupError, ValueError):
+                raise PGViewsError(f"{label}: no such model (expected app_label.ModelName)") from None
+            if model not in views:
+                raise PGViewsError(f"{label} is not a view or materialized view")
+            chosen = [model]
+        else:
+            try:
+                apps.get_app_config(label)
+            except LookupError:
+                raise PGViewsError(f"{label}: no installed app with that label") from None
+            chosen = [m for m in views if m._meta.app_label == label]
+            if not chosen:
+                raise PGViewsError(f"app {label} declares no views")
+        out += [m for m in chosen if m not in out]
+    return out
+
+
+# -- refresh_pgviews: names, --stale, --due ----------------------------------------------------
+
+
+def add_refresh_arguments(parser: Any) -> None:
+    """refresh_pgviews' selection options: view names, --stale, --due and the closures."""
+    parser.add_argument(
+        "views",
+        nargs="*",
+        metavar="app_label[.ModelName]",
+        help="Refresh only these views (every view of an app given by its label alone).",
+    )
+    parser.add_argument(
+        "--with-dependants", action="store_true", help="Also refresh the views that read the named ones."
+    )
+    parser.add_argument(
+        "--with-dependencies", action="store_true", help="Also refresh the views the named ones read."
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--stale",
+        action="store_true",
+        help="Refresh only the stale materialized views (a source changed since their last refresh); "
+        "print what was refreshed and what was skipped as fresh.",
+    )
+    which.add_argument(
+        "--due",
+        action="store_true",
+        help="Refresh the stale views whose refresh_interval has passed since their last refresh.",
+    )
+
+
+def run_refresh_command(stdout: Any, options: dict[str, Any]) -> bool:
+    """Run refresh_pgviews for the options add_refresh_arguments adds; False when none was
+    given (the command then refreshes everything as before)."""
+    from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies
+    from django_pgviews_c.exceptions import PGViewsError, RefreshError
+    from django_pgviews_c.refresh import refresh_views
+
+    labels = options.get("views") or []
+    stale, due = options.get("stale"), options.get("due")
+    if not (labels or stale or due):
+        if options.get("with_dependants") or options.get("with_dependencies"):
+            raise PGViewsError("--with-dependants and --with-dependencies need view names")
+        return False
+    using = options["database"]
+    verbosity = options.get("verbosity", 1)
+    models = None
+    if labels:
+        models = resolve_labels(labels)
+        if options.get("with_dependants"):
+            models += [m for m in get_views_dependants(models) if m not in models]
+        if options.get("with_dependencies"):
+            models += [m for m in get_views_dependencies(models) if m not in models]
+    common = {
+        "using": using,
+        "jobs": options.get("jobs", 1),
+        "concurrently": options.get("concurrently", False),
+        "strict": options.get("strict", False),
+        "progress": stdout.write if verbosity >= 2 else None,
+    }
+    if not (stale or due):
+        result = refresh_views(models, **common)
+        if verbosity >= 1:
+            for label in result.refreshed:
+                stdout.write(f"refreshed {label}")
+            stdout.write(f"refreshed {result.count} materialized views in {result.wall:.2f}s")
+        return True
+    passed = refresh_pass(models=models, due=bool(due), **common)
+    if verbosity >= 1:
+        for label in passed.refreshed:
+            stdout.write(f"refreshed {label}")
+        for label, why in passed.skipped.items():
+            stdout.write(f"skipped   {label}: {why}")
+        for label, why in passed.failed.items():
+            stdout.write(f"failed    {label}: {why}")
+        stdout.write(
+            f"refreshed {len(passed.refreshed)} materialized views in {passed.wall:.2f}s, "
+            f"skipped {len(passed.skipped)}"
+        )
+    if passed.failed:
+        raise RefreshError(passed.failed, [k for k, v in passed.skipped.items() if "failed" in v])
+    return True

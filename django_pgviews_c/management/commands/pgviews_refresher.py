@@ -1,0 +1,133 @@
+"""manage.py pgviews_refresher: refresh the due materialized views of one database, in a loop,
+until SIGTERM or SIGINT. Any number may run: a per-database advisory lock lets one work and
+keeps the others on standby, ready to take over."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import Error as DjangoDBError
+from django.db import connections
+from django.utils import timezone
+
+from django_pgviews_c.freshness import refresh_pass
+from django_pgviews_c.history import setting
+from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
+
+#: Session-level advisory lock of the working refresher (advisory locks are per database).
+REFRESHER_LOCK_KEY = 0x7067766372667368  # "pgvcrfsh"
+DEFAULT_POLL = 60.0
+
+
+class Command(BaseCommand):
+    help = (
+        "Refresh due materialized views (stale, and refresh_interval passed) until stopped by "
+        "SIGTERM/SIGINT. Several may run on any machines: one works, the others stand by."
+    )
+    requires_system_checks = []
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        add_database_argument(parser)
+        parser.add_argument("-j", "--jobs", type=int, default=1, help="Refresh up to N views at once.")
+        parser.add_argument(
+            "-C", "--concurrently", action="store_true", help="Refresh concurrently where a view can."
+        )
+        parser.add_argument(
+            "--poll",
+            type=float,
+            default=None,
+            help="Seconds between two checks for stale views and, on standby, for the lock "
+            f"(setting PGVIEWS_REFRESHER_POLL, default {DEFAULT_POLL:g}).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        alias = options["database"]
+        check_database(alias)
+        if options["jobs"] < 1:
+            raise CommandError("--jobs must be at least 1")
+        poll = options["poll"] if options["poll"] is not None else float(
+            setting("PGVIEWS_REFRESHER_POLL", DEFAULT_POLL)
+        )  # fmt: skip
+        if poll <= 0:
+            raise CommandError("--poll must be more than 0 seconds")
+        stop = threading.Event()
+        signals = {"count": 0}
+
+        def on_signal(signum: int, frame: Any) -> None:
+            signals["count"] += 1
+            if signals["count"] == 1:
+                stop.set()
+                self.stdout.write(f"{signal.Signals(signum).name}: stopping after the running refresh")
+                self.stdout.flush()
+                return
+            raise KeyboardInterrupt  # a second signal cancels the running refresh
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            with pgviews_errors():
+                self.loop(alias, poll, stop, options)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            connections[alias].close()
+        self.stdout.write("stopped")
+
+    def say(self, text: str, level: int = 1) -> None:
+        if self.verbosity >= level:
+            self.stdout.write(f"{timezone.now():%Y-%m-%d %H:%M:%S} {text}")
+            self.stdout.flush()
+
+    def loop(self, alias: str, poll: float, stop: threading.Event, options: dict[str, Any]) -> None:
+        self.verbosity = options["verbosity"]
+        connection = connections[alias]
+        holding = False
+        standby_said = False
+        while not stop.is_set():
+            try:
+                if not holding:
+                    with connection.cursor() as cursor:
+                        cursor.execute("SELECT pg_catalog.pg_try_advisory_lock(%s)", [REFRESHER_LOCK_KEY])
+                        holding = bool(cursor.fetchone()[0])
+                    if not holding:
+                        if not standby_said:
+                            self.say(f"standby: another refresher works on database {alias!r}")
+                            standby_said = True
+                        stop.wait(poll)
+                        continue
+                    self.say(f"active: refreshing due views of database {alias!r}")
+                    standby_said = False
+                result = refresh_pass(
+                    alias,
+                    due=True,
+                    jobs=options["jobs"],
+                    concurrently=options["concurrently"],
+                    progress=self.stdout.write if self.verbosity >= 2 else None,
+                    stop=stop,
+                )
+            except DjangoDBError as exc:
+                # A lost connection loses the lock too: reconnect and try again after a poll.
+                self.say(f"database error, retrying in {poll:g}s: {str(exc).strip().splitlines()[0]}")
+                connection.close()
+                holding = False
+                stop.wait(poll)
+                continue
+            for label in result.refreshed:
+                self.say(f"refreshed {label}")
+            for label, why in result.failed.items():
+                self.say(f"failed    {label}: {why}")
+            wait = poll
+            if result.next_due is not None:
+                wait = min(poll, max((result.next_due - timezone.now()).total_seconds(), 0.0))
+            if result.refreshed or result.failed:
+                self.say(f"pass done; next check in {wait:.1f}s", 2)
+            stop.wait(max(wait, 0.05))
+        if holding:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_catalog.pg_advisory_unlock(%s)", [REFRESHER_LOCK_KEY])
+            except DjangoDBError:
+                pass  # closing the connection releases it

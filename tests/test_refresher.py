@@ -1,0 +1,230 @@
+"""refresh_pgviews by name, --stale and --due, the pgviews_refresher loop and the Celery task,
+each in real processes against a database of their own (tests/freshproject)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import psycopg_compat
+
+ROOT = Path(__file__).resolve().parent.parent
+SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_refresher"
+DB = "pgviews_c_fresh" + SUFFIX
+SETTINGS = "tests.freshproject.settings"
+WAIT = 120.0  # seconds a process may take to do what a test waits for
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["DJANGO_SETTINGS_MODULE"] = SETTINGS
+    e["PGVIEWS_DB_SUFFIX"] = SUFFIX
+    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def django(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "django", *args],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def rows(sql: str) -> list[tuple]:
+    return psycopg_compat.query(DB, sql)
+
+
+def write(sql: str) -> None:
+    """A committed write whose statistics are flushed when it ends."""
+    rows("SELECT pg_stat_force_next_flush(); " + sql)
+
+
+def records(view: str) -> int:
+    return rows(f"SELECT count(*) FROM django_pgviews_c_refresh WHERE view = 'freshapp.{view}' AND ok")[0][0]
+
+
+@pytest.fixture(scope="module")
+def fresh_db():
+    psycopg_compat.query("postgres", f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+    psycopg_compat.query("postgres", f'CREATE DATABASE "{DB}"')
+    try:
+        done = django("migrate", "--run-syncdb", "-v", "0")
+        assert done.returncode == 0, done.stderr
+        yield
+    finally:
+        psycopg_compat.query("postgres", f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+
+
+@pytest.fixture
+def clean(fresh_db):
+    rows("DELETE FROM django_pgviews_c_refresh")
+    yield
+
+
+def lines_of(out: str, prefix: str) -> list[str]:
+    return sorted(line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith(prefix))
+
+
+ALL = ["freshapp.DueEveryTime", "freshapp.DueHourly", "freshapp.ReadsDue", "freshapp.Unscheduled"]
+
+
+@pytest.mark.usefixtures("clean")
+class TestRefreshCommand:
+    def test_stale_refreshes_stale_views_and_skips_fresh_ones(self):
+        done = django("refresh_pgviews", "--stale")
+        assert done.returncode == 0, done.stderr
+        assert lines_of(done.stdout, "refreshed freshapp") == ALL  # never refreshed by the app: stale
+        done = django("refresh_pgviews", "--stale")
+        assert lines_of(done.stdout, "refreshed freshapp") == []
+        assert "refreshed 0 materialized views" in done.stdout
+        assert lines_of(done.stdout, "skipped   freshapp") == ALL
+        assert "skipped   freshapp.ReadsDue: fresh" in done.stdout
+        # One view refreshed by name makes the one that reads it stale, and only that one.
+        done = django("refresh_pgviews", "freshapp.DueEveryTime")
+        assert done.returncode == 0, done.stderr
+        assert "refreshed freshapp.DueEveryTime" in done.stdout
+        done = django("refresh_pgviews", "--stale", "--jobs", "2")
+        assert done.returncode == 0, done.stderr
+        assert lines_of(done.stdout, "refreshed freshapp") == ["freshapp.ReadsDue"]
+        assert "freshapp.DueEveryTime: fresh" in done.stdout
+
+    def test_a_write_makes_its_readers_stale(self):
+        assert django("refresh_pgviews", "--stale").returncode == 0
+        write("INSERT INTO freshapp_reading (value) VALUES (7)")
+        done = django("refresh_pgviews", "--stale")
+        # Every view reads the table, ReadsDue through DueEveryTime, refreshed first.
+        assert lines_of(done.stdout, "refreshed freshapp") == ALL
+        order = [
+            line.split()[1] for line in done.stdout.splitlines() if line.startswith("refreshed freshapp")
+        ]
+        assert order.index("freshapp.DueEveryTime") < order.index("freshapp.ReadsDue")
+        assert rows("SELECT n, total FROM freshapp_dueeverytime") == [(1, 7)]
+
+    def test_due_refreshes_stale_views_whose_interval_passed(self):
+        assert django("refresh_pgviews", "--stale").returncode == 0
+        write("INSERT INTO freshapp_reading (value) VALUES (1)")
+        done = django("refresh_pgviews", "--due")
+        assert done.returncode == 0, done.stderr
+        assert lines_of(done.stdout, "refreshed freshapp") == [
+            "freshapp.DueEveryTime",
+            "freshapp.ReadsDue",
+        ]
+        assert (
+            "skipped   freshapp.Unscheduled: stale (table freshapp_reading had 1 writes) but has no refresh_interval"
+            in done.stdout
+        )
+        assert (
+            "skipped   freshapp.DueHourly: stale (table freshapp_reading had 1 writes), due at "
+            in done.stdout
+        )
+
+    def test_names_with_dependants_and_dependencies(self):
+        done = django("refresh_pgviews", "freshapp.DueEveryTime", "--with-dependants")
+        assert lines_of(done.stdout, "refreshed freshapp") == ["freshapp.DueEveryTime", "freshapp.ReadsDue"]
+        done = django("refresh_pgviews", "freshapp.ReadsDue", "--with-dependencies")
+        assert lines_of(done.stdout, "refreshed freshapp") == ["freshapp.DueEveryTime", "freshapp.ReadsDue"]
+        done = django("refresh_pgviews", "freshapp")
+        assert lines_of(done.stdout, "refreshed freshapp") == ALL
+
+    def test_unknown_names_are_errors(self):
+        for name, message in (
+            ("freshapp.Nope", "freshapp.Nope: no such model"),
+            ("freshapp.Reading", "freshapp.Reading is not a view or materialized view"),
+            ("nope", "nope: no installed app with that label"),
+        ):
+            done = django("refresh_pgviews", name)
+            assert done.returncode == 1
+            assert message in done.stderr and "Traceback" not in done.stderr
+        assert rows("SELECT count(*) FROM django_pgviews_c_refresh") == [(0,)]
+
+
+class Reader:
+    """The lines a process prints, read as they come."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = WAIT) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.seen:
+                if text in line:
+                    self.seen.remove(line)
+                    return line
+            try:
+                self.seen.append(self.lines.get(timeout=max(deadline - time.monotonic(), 0.01)))
+            except queue.Empty:
+                raise AssertionError(f"no line with {text!r}; got {self.seen}") from None
+
+
+def refresher() -> Reader:
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "django", "pgviews_refresher", "--poll", "0.3"],
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return Reader(proc)
+
+
+def wait_until(check, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+@pytest.mark.usefixtures("clean")
+def test_one_refresher_works_the_other_stands_by_and_takes_over():
+    first = refresher()
+    second = None
+    try:
+        first.wait_for("active: refreshing due views of database 'default'")
+        second = refresher()
+        second.wait_for("standby: another refresher works on database 'default'")
+        # The due views (never refreshed) are refreshed; the unscheduled one is left alone.
+        first.wait_for("refreshed freshapp.ReadsDue")
+        assert records("DueEveryTime") == 1 and records("Unscheduled") == 0 and records("DueHourly") == 1
+        count = rows("SELECT count(*) FROM freshapp_reading")[0][0]
+        first.seen.clear()  # lines of the first pass
+        write("INSERT INTO freshapp_reading (value) VALUES (3)")
+        first.wait_for("refreshed freshapp.DueEveryTime")
+        wait_until(lambda: rows("SELECT n FROM freshapp_dueeverytime") == [(count + 1,)])
+        assert records("DueHourly") == 1  # stale, not due for an hour
+        first.proc.send_signal(signal.SIGTERM)
+        first.wait_for("SIGTERM: stopping after the running refresh")
+        first.wait_for("stopped")
+        assert first.proc.wait(timeout=WAIT) == 0
+        second.wait_for("active: refreshing due views of database 'default'")
+        write("INSERT INTO freshapp_reading (value) VALUES (4)")
+        second.wait_for("refreshed freshapp.DueEveryTime")
+        wait_until(lambda: rows("SELECT n FROM freshapp_dueeverytime") == [(count + 2,)])
+        second.proc.send_signal(signal.SIGINT)
+        second.wait_for("stopped")
+        assert second.proc.wait(timeout=WAIT) == 0
+    finally:
+        for r in (first, second):
+            if r is not None and r.proc.poll() is None:
+                r.proc.kill()
+                r.proc.wait()
