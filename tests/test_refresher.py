@@ -228,3 +228,49 @@ def test_one_refresher_works_the_other_stands_by_and_takes_over():
             if r is not None and r.proc.poll() is None:
                 r.proc.kill()
                 r.proc.wait()
+
+
+# -- Celery ------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("clean")
+def test_celery_task_refreshes_due_views_in_a_real_worker():
+    celery = pytest.importorskip(
+        "celery", reason="celery is not installed in this venv (the `test` extra has it)"
+    )
+    broker = os.environ.get("PGVIEWS_CELERY_BROKER", "redis://127.0.0.1:6379/0")
+    queue_name = "pgviews_c" + SUFFIX  # apart from anyone else's workers on the same Redis
+    worker_env = env()
+    worker_env["PGVIEWS_CELERY_BROKER"] = broker
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tests.freshproject.celery_app", "worker", "--pool", "solo",
+         "-Q", queue_name, "--loglevel", "INFO", "--without-heartbeat", "--without-mingle", "--without-gossip"],
+        cwd=ROOT, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    worker = Reader(proc)
+    client = celery.Celery(broker=broker, backend=broker)
+    try:
+        worker.wait_for("ready.")
+        assert "django_pgviews_c.tasks.refresh_due" in "\n".join(worker.seen)  # registered
+        outcome = client.send_task("django_pgviews_c.tasks.refresh_due", queue=queue_name).get(timeout=WAIT)
+        assert outcome["standby"] is False and outcome["failed"] == {}
+        assert sorted(outcome["refreshed"]) == [
+            "freshapp.DueEveryTime",
+            "freshapp.DueHourly",
+            "freshapp.ReadsDue",
+        ]
+        assert outcome["skipped"] == {
+            "freshapp.Unscheduled": "stale (no successful refresh recorded) but has no refresh_interval"
+        }
+        assert records("DueEveryTime") == 1 and records("Unscheduled") == 0
+        # Nothing is stale now: the next run refreshes nothing.
+        outcome = client.send_task("django_pgviews_c.tasks.refresh_due", queue=queue_name).get(timeout=WAIT)
+        assert outcome["refreshed"] == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        client.close()

@@ -1,0 +1,54 @@
+"""Celery tasks (importable only where Celery is installed: ``pip install django-pgviews-c[celery]``).
+
+A beat entry that refreshes the due views every minute::
+
+    CELERY_BEAT_SCHEDULE = {
+        "pgviews-refresh-due": {
+            "task": "django_pgviews_c.tasks.refresh_due",
+            "schedule": 60.0,
+        },
+    }
+
+Several workers may run it at once: the refresher's advisory lock lets one work and the others
+return at once with ``{"standby": True}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+__all__ = ["refresh_due"]
+
+
+@shared_task(name="django_pgviews_c.tasks.refresh_due")
+def refresh_due(
+    database: str = "default", jobs: int = 1, concurrently: bool = False, stale: bool = False
+) -> dict[str, Any]:
+    """One pass over the due materialized views of ``database`` (``stale``: every stale one), as
+    ``refresh_pgviews --due`` does. Returns what it refreshed, skipped and what failed."""
+    from django.db import connections
+
+    from django_pgviews_c.freshness import refresh_pass
+    from django_pgviews_c.management.commands.pgviews_refresher import REFRESHER_LOCK_KEY
+
+    connection = connections[database]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_catalog.pg_try_advisory_lock(%s)", [REFRESHER_LOCK_KEY])
+        if not cursor.fetchone()[0]:
+            return {"database": database, "standby": True, "refreshed": [], "skipped": {}, "failed": {}}
+    try:
+        result = refresh_pass(database, due=not stale, jobs=jobs, concurrently=concurrently)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_catalog.pg_advisory_unlock(%s)", [REFRESHER_LOCK_KEY])
+    return {
+        "database": database,
+        "standby": False,
+        "refreshed": result.refreshed,
+        "skipped": result.skipped,
+        "failed": result.failed,
+        "next_due": result.next_due.isoformat() if result.next_due else None,
+        "seconds": round(result.wall, 3),
+    }
