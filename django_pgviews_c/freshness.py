@@ -439,3 +439,59 @@ def run_refresh_command(stdout: Any, options: dict[str, Any]) -> bool:
     if passed.failed:
         raise RefreshError(passed.failed, [k for k, v in passed.skipped.items() if "failed" in v])
     return True
+
+
+# -- pgviews_status ----------------------------------------------------------------------------
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def status_report(using: str = DEFAULT_DB_ALIAS, now: dt.datetime | None = None) -> dict[str, dict[str, Any]]:
+    """What pgviews_status shows per materialized view, by label: the last successful refresh
+    (time, age, duration, rows), the last failure when newer, whether it is stale and why."""
+    now = now or timezone.now()
+    out: dict[str, dict[str, Any]] = {}
+    for f in freshness(using=using, now=now):
+        ok, failure = f.last_ok, f.last_failure
+        out[f.label] = {
+            "last_refresh": ok.started_at.isoformat() if ok else None,
+            "age_seconds": round((now - ok.started_at).total_seconds(), 3) if ok else None,
+            "duration": round(ok.duration, 6) if ok else None,
+            "rows": ok.rows if ok else None,
+            "mode": ok.mode if ok else None,
+            "last_failure": (
+                {
+                    "at": failure.started_at.isoformat(),
+                    "sqlstate": failure.sqlstate,
+                    "message": failure.message,
+                }
+                if failure
+                else None
+            ),
+            "stale": f.stale,
+            "why": f.reasons,
+            "refresh_interval": f.interval.total_seconds() if f.interval is not None else None,
+            "due": f.due,
+        }
+    return out
+
+
+def status_line(item: dict[str, Any]) -> str:
+    """One line of text for a materialized view's freshness in pgviews_status."""
+    if item["last_refresh"] is None:
+        text = "never refreshed"
+    else:
+        text = f"refreshed {_age(item['age_seconds'])} ago in {item['duration']:.3f}s" + (
+            f", {item['rows']} rows" if item["rows"] is not None else ""
+        )
+    if item["last_failure"]:
+        text += f"; FAILED since: {item['last_failure']['sqlstate']} {item['last_failure']['message']}"
+    text += "; stale: " + "; ".join(item["why"]) if item["stale"] else "; fresh"
+    if item["due"]:
+        text += " (due)"
+    return text

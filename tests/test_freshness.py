@@ -308,3 +308,21 @@ def test_due_needs_stale_and_an_old_enough_refresh(views):
     assert freshness.freshness([mat], now=later)[0].due
     # A view without an interval is never due, however stale.
     assert not freshness.freshness([views.models["FrMatJoin"]])[0].due
+
+
+def test_status_report_says_when_how_long_and_why_stale(transactional_db):
+    from tests.viewtest import models
+
+    models.MaterializedRelatedView.refresh()
+    execute("INSERT INTO viewtest_testmodel (name) VALUES ('a')")
+    execute("SELECT pg_stat_force_next_flush()")  # this session's write counted when it goes idle
+    execute("SELECT 1")
+    report = freshness.status_report("default")
+    item = report["viewtest.MaterializedRelatedView"]
+    assert item["last_refresh"] is not None and item["age_seconds"] >= 0 and item["rows"] == 0
+    assert item["stale"] and item["why"] == ["table viewtest_testmodel had 1 writes"]
+    assert freshness.status_line(item).startswith("refreshed ")
+    assert "stale: table viewtest_testmodel had 1 writes" in freshness.status_line(item)
+    never = report["viewtest.MaterializedViewWithIndex"]
+    assert never["last_refresh"] is None and never["why"] == ["no successful refresh recorded"]
+    assert freshness.status_line(never) == "never refreshed; stale: no successful refresh recorded"

@@ -1,0 +1,186 @@
+"""Staleness benchmarks, side by side (medians of BENCH_REPS runs, default 5):
+
+1. A periodic refresh of 200 materialized views reading 50 tables, 5 of which changed:
+   `refresh_pgviews --stale` against a full `refresh_pgviews` (both --jobs 1 and --jobs 2).
+2. The staleness check (one catalog query plus the history read) for 200 and 2,000 views.
+3. What recording the history adds to Model.refresh() on a tiny view (PGVIEWS_HISTORY off/on).
+
+    python benchmarks/freshness_bench.py      # the server named by PG* variables
+
+Environment: PGHOST/PGPORT/PGUSER, BENCH_REPS, BENCH_ROWS (rows per table, default 20000),
+PGVIEWS_DB_SUFFIX (keeps the databases apart from other runs on the same server).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+REPS = int(os.environ.get("BENCH_REPS", "5"))
+ROWS = int(os.environ.get("BENCH_ROWS", "20000"))
+SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "")
+TABLES = 50
+ROOT = Path(__file__).resolve().parent.parent
+TMP = Path(tempfile.mkdtemp(prefix="bench_fresh_"))
+
+
+def write_project(views_big: int, views_small: int) -> None:
+    """An app `fb` with `views_big` matviews over 50 tables (fbig) and a database with
+    `views_small` tiny ones for the check at scale (fsmall), plus one tiny matview (fbtiny)."""
+    app = TMP / "fb"
+    app.mkdir()
+    (app / "__init__.py").write_text("")
+    lines = [
+        "from django.db import models",
+        "from django_pgviews_c import view as pg",
+        "",
+        "class Tiny(pg.MaterializedView):",
+        "    sql = 'SELECT 1 AS x'",
+        "    x = models.IntegerField(primary_key=True)",
+        "    class Meta:",
+        "        db_table = 'fbtiny'",
+        "        managed = False",
+    ]
+    for prefix, count in (("Big", views_big), ("Small", views_small)):
+        for i in range(count):
+            table = f"fb_t{i % TABLES}"
+            sql = (
+                f"SELECT k % 100 AS g, count(*) AS n, sum(v) AS s FROM {table} GROUP BY 1"
+                if prefix == "Big"
+                else f"SELECT count(*) AS n FROM {table}"
+            )
+            lines += [
+                f"class {prefix}{i}(pg.MaterializedView):",
+                f"    sql = {sql!r}",
+                "    n = models.BigIntegerField(primary_key=True)",
+                "    class Meta:",
+                f"        db_table = '{prefix.lower()}_mv{i}'",
+                "        managed = False",
+            ]
+    (app / "models.py").write_text("\n".join(lines) + "\n")
+    (TMP / "fb_router.py").write_text(
+        "class Router:\n"
+        "    def allow_migrate(self, db, app_label, model_name=None, **hints):\n"
+        "        if app_label != 'fb' or model_name == 'tiny':\n"
+        "            return None if app_label != 'fb' else db == 'default'\n"
+        "        return db == ('default' if model_name.startswith('big') else 'small')\n"
+    )
+    common = {"ENGINE": "django.db.backends.postgresql", "USER": os.environ.get("PGUSER", "postgres"),
+              "HOST": os.environ.get("PGHOST", "127.0.0.1"), "PORT": os.environ.get("PGPORT", "5432")}  # fmt: skip
+    (TMP / "fb_settings.py").write_text(
+        f"DATABASES = {{'default': {dict(common, NAME='pgviews_c_fb' + SUFFIX)!r},\n"
+        f"             'small': {dict(common, NAME='pgviews_c_fbsmall' + SUFFIX)!r}}}\n"
+        "DATABASE_ROUTERS = ['fb_router.Router']\n"
+        "INSTALLED_APPS = ['django.contrib.contenttypes', 'django_pgviews_c', 'fb']\n"
+        "SECRET_KEY = 'bench'\nUSE_TZ = True\nDEFAULT_AUTO_FIELD = 'django.db.models.AutoField'\n"
+    )
+
+
+def admin(sql: str, dbname: str = "postgres") -> None:
+    with psycopg.connect(dbname=dbname, autocommit=True) as c:
+        c.execute(sql)
+
+
+def median_of(fn, reps: int = REPS) -> tuple[float, list[float]]:
+    runs = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t)
+    return statistics.median(runs), runs
+
+
+def main() -> None:
+    write_project(200, 2000)
+    for db in ("pgviews_c_fb", "pgviews_c_fbsmall"):
+        admin(f'DROP DATABASE IF EXISTS "{db}{SUFFIX}" WITH (FORCE)')
+        admin(f'CREATE DATABASE "{db}{SUFFIX}"')
+        tables = "".join(
+            f"CREATE TABLE fb_t{i} (k int, v int); "
+            f"INSERT INTO fb_t{i} SELECT g, g % 7 FROM generate_series(1, {ROWS if db.endswith('fb') else 10}) g; "
+            for i in range(TABLES)
+        )
+        admin(tables, db + SUFFIX)
+    sys.path.insert(0, str(TMP))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "fb_settings"
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test.utils import override_settings
+
+    from django_pgviews_c.freshness import freshness
+
+    for alias in ("default", "small"):
+        call_command("migrate", "--run-syncdb", database=alias, verbosity=0)
+    quiet = {"stdout": io.StringIO()}
+    call_command("refresh_pgviews", **quiet)  # every view gets its first record
+    call_command("refresh_pgviews", "--database", "small", **quiet)
+    with psycopg.connect(dbname="pgviews_c_fb" + SUFFIX, autocommit=True) as c:
+        version = c.execute("SHOW server_version").fetchone()[0]
+
+    def change_five() -> None:
+        with psycopg.connect(dbname="pgviews_c_fb" + SUFFIX, autocommit=True) as c:
+            for i in (0, 10, 20, 30, 40):
+                c.execute("SELECT pg_stat_force_next_flush()")
+                c.execute(f"UPDATE fb_t{i} SET v = v + 1 WHERE k <= 10")
+
+    print(f"PostgreSQL {version}; {ROWS} rows per table; medians of {REPS} runs")
+    print()
+    print("1. periodic refresh, 200 matviews over 50 tables, 5 tables changed (20 views stale)")
+    for jobs in (1, 2):
+
+        def stale_run(jobs=jobs):
+            out = io.StringIO()
+            call_command("refresh_pgviews", "--stale", "--jobs", str(jobs), stdout=out)
+            assert "refreshed 20 materialized views" in out.getvalue(), out.getvalue()[-300:]
+
+        stale_times = []
+        for _ in range(REPS):
+            change_five()
+            t = time.perf_counter()
+            stale_run()
+            stale_times.append(time.perf_counter() - t)
+        full, _ = median_of(lambda jobs=jobs: call_command("refresh_pgviews", "--jobs", str(jobs), **quiet))
+        stale = statistics.median(stale_times)
+        print(
+            f"   --jobs {jobs}: full refresh {full:7.3f}s   --stale {stale:7.3f}s   ratio {stale / full:5.3f}x"
+        )
+    print()
+    print("2. the staleness check (catalog query + history read), every view fresh")
+    for alias, n in (("default", 200), ("small", 2000)):
+        freshness(using=alias)
+        check, _ = median_of(lambda alias=alias: freshness(using=alias), reps=max(REPS, 10))
+        print(f"   {n:5d} views: {check * 1000:8.1f} ms")
+    print()
+    print("3. Model.refresh() on a tiny view, 300 refreshes, without and with the history")
+    from fb.models import Tiny
+
+    connection.ensure_connection()
+    results = {}
+    for on in (False, True, False, True):
+        with override_settings(PGVIEWS_HISTORY=on):
+            t = time.perf_counter()
+            for _ in range(300):
+                Tiny.refresh()
+            results.setdefault(on, []).append((time.perf_counter() - t) / 300)
+    off, on_ = min(results[False]), min(results[True])
+    print(f"   history off {off * 1000:6.3f} ms   on {on_ * 1000:6.3f} ms   overhead {on_ / off - 1:+.0%}")
+    for db in ("pgviews_c_fb", "pgviews_c_fbsmall"):
+        connection.close()
+        from django.db import connections
+
+        connections["small"].close()
+        admin(f'DROP DATABASE IF EXISTS "{db}{SUFFIX}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
