@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
@@ -70,11 +70,18 @@ def closure(
     states = [ViewState(None, False, None) for _ in models]
     if not models:
         return states
-    with connection.cursor() as cursor:
-        if fresh_stats and connection.in_atomic_block:
-            cursor.execute("SELECT pg_catalog.pg_stat_clear_snapshot()")
-        cursor.execute(_CLOSURE_SQL, [[qualified(m) for m in models]])
-        rows = cursor.fetchall()
+    params = [[qualified(m) for m in models]]
+    if connection.in_atomic_block:
+        # Inside the caller's transaction: in a savepoint rolled back after the read, so that
+        # SET LOCAL ends with it; the statistics snapshot the transaction holds is dropped.
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            if fresh_stats:
+                cursor.execute("SELECT pg_catalog.pg_stat_clear_snapshot()")
+            rows = _read(cursor, params)
+            transaction.set_rollback(True, using=connection.alias)
+    else:
+        with connection.cursor() as cursor:
+            rows = _read(cursor, params)
     for n, oid, name, relkind, relfilenode, counter, populated, stats_reset in rows:
         state = states[n - 1]
         if relkind == "self":
@@ -83,6 +90,16 @@ def closure(
         else:
             state.sources[oid] = Source(oid, name, relkind, relfilenode, counter)
     return states
+
+
+def _read(cursor: Any, params: list[Any]) -> list[tuple[Any, ...]]:
+    """The closure query with JIT off: the recursive part's cost estimate crosses
+    jit_above_cost, and compiling takes far longer than the query (as for the sync's catalog
+    query). Outside a transaction the two statements form one implicit transaction."""
+    cursor.execute("SET LOCAL jit = off;\n" + _CLOSURE_SQL, params)
+    while cursor.description is None and cursor.nextset():  # psycopg 3 starts at the SET
+        pass
+    return [tuple(row) for row in cursor.fetchall()]
 
 
 @dataclass

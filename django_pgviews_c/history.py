@@ -114,11 +114,7 @@ def capture(connection: BaseDatabaseWrapper, models: Sequence[type[pg.View]]) ->
     from django_pgviews_c.freshness import closure
 
     try:
-        if connection.in_atomic_block:
-            with transaction.atomic(using=connection.alias):
-                states = closure(connection, models)
-        else:
-            states = closure(connection, models)
+        states = closure(connection, models)  # in a savepoint when a transaction is open
     except DjangoDBError as exc:
         logger.warning(
             "could not read the sources of %s for the refresh history: %s",
