@@ -326,3 +326,20 @@ def test_status_report_says_when_how_long_and_why_stale(transactional_db):
     never = report["viewtest.MaterializedViewWithIndex"]
     assert never["last_refresh"] is None and never["why"] == ["no successful refresh recorded"]
     assert freshness.status_line(never) == "never refreshed; stale: no successful refresh recorded"
+
+
+def test_the_migration_operation_is_recorded_and_sqlmigrate_records_nothing(transactional_db):
+    from django.db.migrations.state import ProjectState
+
+    from django_pgviews_c.db.migrations.operations import RefreshMaterializedView
+    from tests.viewtest import models
+
+    op = RefreshMaterializedView("viewtest.MaterializedRelatedView")
+    state = ProjectState()
+    with connection.schema_editor(collect_sql=True) as editor:
+        op.database_forwards("viewtest", editor, state, state)
+    assert history.records(models.MaterializedRelatedView).count() == 0
+    with connection.schema_editor() as editor:
+        op.database_forwards("viewtest", editor, state, state)
+    rec = history.records(models.MaterializedRelatedView).get()
+    assert rec.ok and rec.mode == "plain"

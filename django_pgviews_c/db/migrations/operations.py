@@ -243,9 +243,15 @@ class RefreshMaterializedView(_ModelOperation):
     def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
         if not self._allowed(app_label, schema_editor):
             return
+        from django_pgviews_c.history import recording
         from django_pgviews_c.view import refresh_statement
 
-        schema_editor.execute(refresh_statement(self.view()._meta.db_table, self.concurrently))
+        model, sql = self.view(), refresh_statement(self.view()._meta.db_table, self.concurrently)
+        if schema_editor.collect_sql:  # sqlmigrate: nothing runs, nothing is recorded
+            schema_editor.execute(sql)
+            return
+        with recording(schema_editor.connection, model, concurrent=self.concurrently):
+            schema_editor.execute(sql)
 
     def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
         pass
