@@ -343,3 +343,15 @@ def test_the_migration_operation_is_recorded_and_sqlmigrate_records_nothing(tran
         op.database_forwards("viewtest", editor, state, state)
     rec = history.records(models.MaterializedRelatedView).get()
     assert rec.ok and rec.mode == "plain"
+
+
+@pytest.mark.django_db(databases=["default", "weather_db", "schema_db"], transaction=True)
+def test_records_live_in_the_database_that_holds_the_view():
+    from tests.multidbtest.models import MonthlyObservation
+
+    MonthlyObservation.refresh(concurrently=True)
+    assert history.records(MonthlyObservation).count() == 1  # routed to weather_db
+    assert RefreshRecord.objects.using("weather_db").get().view == "multidbtest.MonthlyObservation"
+    assert RefreshRecord.objects.using("default").count() == 0
+    assert [f.label for f in freshness.freshness(using="weather_db")] == ["multidbtest.MonthlyObservation"]
+    assert not freshness.freshness(using="weather_db")[0].stale
