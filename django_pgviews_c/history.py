@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -160,8 +161,10 @@ def record(
             with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
                 cursor.execute(sql, params)
         else:
+            # Its own transaction: no need to wait for the WAL flush. A crash that loses the
+            # record also resets the statistics, which makes every view stale anyway.
             with connection.cursor() as cursor:
-                cursor.execute(sql, params)
+                cursor.execute("SET LOCAL synchronous_commit = off;\n" + sql, params)
     except DjangoDBError as exc:
         logger.warning(
             "the refresh of %s was not recorded in its history (%s): %s", label, TABLE, diag(exc)["message"]
@@ -261,28 +264,68 @@ _AFTER_SQL = (
 )
 
 
-def latest(connection: BaseDatabaseWrapper, labels: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(last successful record, last record) of each label that has any, in one query each.
-    Empty when the history table is missing (not migrated on this database)."""
-    from django_pgviews_c.models import RefreshRecord
+@dataclass
+class Record:
+    """A refresh record as the staleness check reads it (the fields of RefreshRecord)."""
 
+    id: int
+    view: str
+    ok: bool
+    started_at: dt.datetime
+    duration: float
+    rows: int | None
+    concurrent: bool
+    plain_reason: str
+    sqlstate: str
+    message: str
+    sources: dict[str, Any] | None
+
+    @property
+    def mode(self) -> str:
+        return "concurrent" if self.concurrent else "plain"
+
+
+# The newest successful and the newest failed record of each view, in one query (the index on
+# (view, -id) serves it); the sources only for the successful one.
+_LATEST_SQL = (
+    "SELECT DISTINCT ON (view, ok) id, view, ok, started_at, duration, rows, concurrent, plain_reason,"
+    " sqlstate, message, CASE WHEN ok THEN sources END FROM " + _TABLE_Q +
+    " WHERE view = ANY(%s) ORDER BY view, ok, id DESC"
+)  # fmt: skip
+
+
+def latest(
+    connection: BaseDatabaseWrapper, labels: Sequence[str]
+) -> tuple[dict[str, Record], dict[str, Record]]:
+    """(last successful record, last record) of each label that has any, in one query.
+    Empty when the history table is missing (not migrated on this database)."""
     if not labels:
         return {}, {}
-    qs = RefreshRecord.objects.using(connection.alias).filter(view__in=list(labels))
     try:
         if connection.in_atomic_block:
-            with transaction.atomic(using=connection.alias):
-                ok = list(qs.filter(ok=True).order_by("view", "-id").distinct("view"))
-                newest = list(qs.order_by("view", "-id").distinct("view"))
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                cursor.execute(_LATEST_SQL, [list(labels)])
+                rows = cursor.fetchall()
         else:
-            ok = list(qs.filter(ok=True).order_by("view", "-id").distinct("view"))
-            newest = list(qs.order_by("view", "-id").distinct("view"))
+            with connection.cursor() as cursor:
+                cursor.execute(_LATEST_SQL, [list(labels)])
+                rows = cursor.fetchall()
     except DjangoDBError as exc:
-        logger.warning(
-            "could not read the refresh history (%s) on %r: %s", TABLE, connection.alias, diag(exc)["message"]
-        )
+        logger.warning("could not read the refresh history (%s) on %r: %s", TABLE, connection.alias,
+                       diag(exc)["message"])  # fmt: skip
         return {}, {}
-    return {r.view: r for r in ok}, {r.view: r for r in newest}
+    ok: dict[str, Record] = {}
+    newest: dict[str, Record] = {}
+    for row in rows:
+        sources = row[10]
+        if isinstance(sources, (str, bytes)):  # Django hands jsonb over undecoded
+            sources = json.loads(sources)
+        rec = Record(*row[:10], sources)
+        if rec.ok:
+            ok[rec.view] = rec
+        if rec.view not in newest or rec.id > newest[rec.view].id:
+            newest[rec.view] = rec
+    return ok, newest
 
 
 def records(model: type[pg.View], using: str | None = None):
