@@ -314,8 +314,9 @@ def refresh_pass(
     items = freshness(models, using=using)
     order, skipped = plan_pass(items, due=due)
     result = PassResult(skipped=skipped)
-    # One job: view by view, so a stop request ends the pass between two views.
-    batches = [order] if jobs > 1 and len(order) > 1 else [[m] for m in order]
+    # With a stop event and one job: view by view, so a stop request ends the pass between
+    # two views. Otherwise one call, which orders the views and skips those a failure blocks.
+    batches = [order] if stop is None or jobs > 1 else [[m] for m in order]
     blocked: set[type[pg.View]] = set()
     for batch in batches:
         batch = [m for m in batch if m not in blocked]
@@ -512,3 +513,16 @@ def status_line(item: dict[str, Any]) -> str:
     if item["due"]:
         text += " (due)"
     return text
+
+
+def status_json(rows: Sequence[Any], report: dict[str, dict[str, Any]]) -> str:
+    """pgviews_status --json: each row of the status table with its freshness (None for views)."""
+    import dataclasses
+    import json
+
+    out = []
+    for r in rows:
+        item = dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(vars(r))
+        item["freshness"] = report.get(r.label)
+        out.append(item)
+    return json.dumps(out, indent=2, default=str)

@@ -274,3 +274,27 @@ def test_celery_task_refreshes_due_views_in_a_real_worker():
             proc.kill()
             proc.wait()
         client.close()
+
+
+@pytest.mark.usefixtures("clean")
+def test_pgviews_status_shows_last_refresh_and_staleness_and_json():
+    import json
+
+    assert django("refresh_pgviews", "freshapp.DueEveryTime", "freshapp.DueHourly").returncode == 0
+    write("INSERT INTO freshapp_reading (value) VALUES (5)")
+    done = django("pgviews_status")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "never refreshed; stale: no successful refresh recorded" in text  # ReadsDue, Unscheduled
+    assert "stale: table freshapp_reading had 1 writes" in text
+    assert " ago in " in text and " rows" in text
+    done = django("pgviews_status", "--json")
+    assert done.returncode == 0, done.stderr
+    items = {item["label"]: item for item in json.loads(done.stdout)}
+    due = items["freshapp.DueEveryTime"]["freshness"]
+    assert due["stale"] and due["why"] == ["table freshapp_reading had 1 writes"] and due["due"]
+    assert (
+        due["last_refresh"] and due["age_seconds"] >= 0 and due["rows"] == 1 and due["last_failure"] is None
+    )
+    assert items["freshapp.Unscheduled"]["freshness"]["last_refresh"] is None
+    assert items["freshapp.Unscheduled"]["freshness"]["refresh_interval"] is None
