@@ -5,6 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from django_pgviews_c.freshness import status_json, status_line, status_report
 from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
 from django_pgviews_c.status import view_status
 
@@ -29,11 +30,20 @@ class Command(BaseCommand):
             action="store_true",
             help="Exit with status 1 when any view is not in sync (for CI and deploy checks).",
         )
+        parser.add_argument(
+            "--json", action="store_true", help="Print the same as JSON, for dashboards and scripts."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         check_database(options["database"])
         with pgviews_errors():
             rows = view_status(options["database"])
+            fresh = status_report(options["database"])
+        if options["json"]:
+            self.stdout.write(status_json(rows, fresh))
+            if options["check"] and any(r.state != "in sync" for r in rows):
+                raise CommandError("some views are not in sync: run sync_pgviews")
+            return
         width = max([len(r.label) for r in rows] + [4])
         self.stdout.write(f"{'view':<{width}}  {'kind':<4}  {'state':<12}  {'rows':>10}  {'size':>9}  detail")
         for r in rows:
@@ -41,6 +51,8 @@ class Command(BaseCommand):
                 f"{r.label:<{width}}  {r.kind:<4}  {r.state:<12}  {_num(r.rows):>10}  {_size(r.size):>9}  "
                 f"{r.detail}"
             )
+            if r.label in fresh:
+                self.stdout.write(f"{'':<{width}}  {status_line(fresh[r.label])}")
         out_of_sync = [r for r in rows if r.state != "in sync"]
         if options["verbosity"] >= 1:
             self.stdout.write(f"{len(rows)} views, {len(out_of_sync)} not in sync")
