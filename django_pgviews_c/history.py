@@ -57,6 +57,12 @@ _ROWS_SQL = (
 )
 
 
+def _hint(exc: BaseException, connection: BaseDatabaseWrapper) -> str:
+    if diag(exc)["sqlstate"] == "42P01":  # undefined_table
+        return f" (run: manage.py migrate django_pgviews_c --database {connection.alias})"
+    return ""
+
+
 def setting(name: str, default: Any) -> Any:
     return getattr(settings, name, default)
 
@@ -167,8 +173,9 @@ def record(
                 cursor.execute("SET LOCAL synchronous_commit = off;\n" + sql, params)
     except DjangoDBError as exc:
         logger.warning(
-            "the refresh of %s was not recorded in its history (%s): %s", label, TABLE, diag(exc)["message"]
-        )
+            "the refresh of %s was not recorded in its history (%s): %s%s",
+            label, TABLE, diag(exc)["message"], _hint(exc, connection),
+        )  # fmt: skip
         return False
     return True
 
@@ -311,8 +318,8 @@ def latest(
                 cursor.execute(_LATEST_SQL, [list(labels)])
                 rows = cursor.fetchall()
     except DjangoDBError as exc:
-        logger.warning("could not read the refresh history (%s) on %r: %s", TABLE, connection.alias,
-                       diag(exc)["message"])  # fmt: skip
+        logger.warning("could not read the refresh history (%s) on %r: %s%s", TABLE, connection.alias,
+                       diag(exc)["message"], _hint(exc, connection))  # fmt: skip
         return {}, {}
     ok: dict[str, Record] = {}
     newest: dict[str, Record] = {}
