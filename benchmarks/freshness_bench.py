@@ -1,7 +1,9 @@
 """Staleness benchmarks, side by side (medians of BENCH_REPS runs, default 5):
 
 1. A periodic refresh of 200 materialized views reading 50 tables, 5 of which changed:
-   `refresh_pgviews --stale` against a full `refresh_pgviews` (both --jobs 1 and --jobs 2).
+   `refresh_pgviews --stale` against a full `refresh_pgviews` (both --jobs 1 and --jobs 2), and
+   against django-pgviews-redux's `refresh_pgviews` (REDUX_PYTHON, default .venv-bench/bin/python,
+   which `bash benchmarks/run.sh` creates; skipped when it has no django_pgviews).
 2. The staleness check (one catalog query plus the history read) for 200 and 2,000 views.
 3. What recording the history adds to Model.refresh() on a tiny view (PGVIEWS_HISTORY off/on).
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +68,30 @@ def write_project(views_big: int, views_small: int) -> None:
                 "        managed = False",
             ]
     (app / "models.py").write_text("\n".join(lines) + "\n")
+    # The same 200 materialized views declared for django-pgviews-redux (same tables), whose
+    # refresh_pgviews runs in its own process (REDUX_PYTHON: a venv with django_pgviews).
+    redux = TMP / "fbr"
+    redux.mkdir()
+    (redux / "__init__.py").write_text("")
+    redux_lines = "\n".join(lines).replace("django_pgviews_c", "django_pgviews")
+    (redux / "models.py").write_text(redux_lines.split("class Small0(")[0] + "\n")
+    (TMP / "fbr_settings.py").write_text(
+        "from fb_settings import DATABASES  # noqa\n"
+        "DATABASES = {'default': DATABASES['default']}\n"
+        "INSTALLED_APPS = ['django.contrib.contenttypes', 'django_pgviews', 'fbr']\n"
+        "MATERIALIZED_VIEWS_DISABLE_SYNC_ON_MIGRATE = True\n"
+        "SECRET_KEY = 'bench'\nUSE_TZ = True\nDEFAULT_AUTO_FIELD = 'django.db.models.AutoField'\n"
+    )
+    (TMP / "fbr_run.py").write_text(
+        "import io, os, sys, time\n"
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'fbr_settings'\n"
+        "import django\ndjango.setup()\n"
+        "from django.core.management import call_command\n"
+        "for _ in range(int(sys.argv[1])):\n"
+        "    t = time.perf_counter()\n"
+        "    call_command('refresh_pgviews', stdout=io.StringIO())\n"
+        "    print(time.perf_counter() - t, flush=True)\n"
+    )
     (TMP / "fb_router.py").write_text(
         "class Router:\n"
         "    def allow_migrate(self, db, app_label, model_name=None, **hints):\n"
@@ -154,6 +181,23 @@ def main() -> None:
         print(
             f"   --jobs {jobs}: full refresh {full:7.3f}s   --stale {stale:7.3f}s   ratio {stale / full:5.3f}x"
         )
+        if jobs == 1:
+            stale_jobs1 = stale
+    redux_python = os.environ.get("REDUX_PYTHON", str(ROOT / ".venv-bench" / "bin" / "python"))
+    probe = subprocess.run([redux_python, "-c", "import django_pgviews"], capture_output=True)
+    if probe.returncode == 0:
+        done = subprocess.run(
+            [redux_python, str(TMP / "fbr_run.py"), str(REPS)],
+            cwd=TMP, capture_output=True, text=True, check=True,
+            env={**os.environ, "PYTHONPATH": str(TMP)},
+        )  # fmt: skip
+        redux = statistics.median(float(x) for x in done.stdout.split())
+        print(
+            f"   django-pgviews-redux 1.3 refresh_pgviews (full, serial) {redux:7.3f}s; "
+            f"our --stale --jobs 1 is {stale_jobs1 / redux:5.3f}x of it"
+        )
+    else:
+        print(f"   django-pgviews-redux: not installed for {redux_python} (bash benchmarks/run.sh makes one)")
     print()
     print("2. the staleness check (catalog query + history read), every view fresh")
     for alias, n in (("default", 200), ("small", 2000)):
