@@ -214,24 +214,88 @@ def recording(
            concurrent=info["concurrent"], plain_reason=info["plain_reason"], sources=sources)  # fmt: skip
 
 
-class ParallelRecorder:
-    """Records a refresh_views(jobs=N) run, whose statements run over the C loop's own
-    connections: the sources of every view are captured on Django's connection before the run
-    starts (a write after that costs at most one extra refresh, never a missed one), and each
-    view's outcome is written there as its event arrives. A materialized view refreshed in the
-    run is read again when it finishes, so the views that read it see it as they did."""
+class RunRecorder:
+    """Records a refresh_views() run. The sources of every view are captured before the run
+    starts, in one query per database (a write after that costs at most one extra refresh,
+    never a missed one), so each refresh costs one round trip more, the record. A materialized
+    view refreshed in the run is read again when it finishes (relfilenode and counter), so the
+    views that read it record it as they saw it.
 
-    def __init__(self, connection: BaseDatabaseWrapper, models: Sequence[type[pg.View]],
-                 concurrent: Sequence[bool]) -> None:  # fmt: skip
-        self.connection = connection
+    Serial runs wrap each refresh in ``recording(k)`` (the connection of each view comes from
+    ``connection_for``); the C loop's runs pass ``on_event``, and their records are written on
+    ``connection`` (Django's) as the events arrive."""
+
+    def __init__(
+        self,
+        connection: BaseDatabaseWrapper | None,
+        models: Sequence[type[pg.View]],
+        concurrent: Sequence[bool],
+        *,
+        asked_concurrent: bool = False,
+        connection_for: Any = None,
+    ) -> None:
         self.models = list(models)
         self.concurrent = list(concurrent)
+        self.asked = asked_concurrent
+        self.connection_for = connection_for or (lambda model: connection)
         self.enabled = bool(setting("PGVIEWS_HISTORY", True))
-        self.sources = capture(connection, self.models) if self.enabled else [None] * len(self.models)
+        self.sources: dict[int, dict[str, Any] | None] = {}
+        self.captured: set[str] = set()
         self.started: dict[int, dt.datetime] = {}
         self.after: dict[str, list[Any]] = {}  # oid -> [relfilenode, counter] after its refresh
+        if self.enabled and connection is not None:
+            self._capture(connection)
+
+    def _capture(self, connection: BaseDatabaseWrapper) -> None:
+        ks = [k for k, m in enumerate(self.models) if self.connection_for(m).alias == connection.alias]
+        for k, snap in zip(ks, capture(connection, [self.models[k] for k in ks]), strict=True):
+            self.sources[k] = snap
+        self.captured.add(connection.alias)
+
+    def _mode(self, k: int) -> tuple[bool, str]:
+        concurrent, reason = self.concurrent[k], ""
+        snap = self.sources.get(k)
+        if concurrent and snap is not None and not snap.get("populated", True):
+            concurrent, reason = False, "not populated"
+        elif self.asked and not concurrent:
+            reason = "no concurrent_index" if self.models[k]._concurrent_index is None else "not populated"
+        return concurrent, reason
+
+    def _finish(self, connection: BaseDatabaseWrapper, k: int, started_at: dt.datetime, seconds: float,
+                error: dict[str, Any] | None) -> None:  # fmt: skip
+        model = self.models[k]
+        sources = self.sources.get(k)
+        if sources is not None and self.after:
+            rels = sources.get("rels", {})
+            for oid, values in self.after.items():
+                if oid in rels:
+                    rels[oid] = [values[0], values[1], *rels[oid][2:]]
+        concurrent, reason = self._mode(k)
+        record(connection, model, started_at=started_at, duration=seconds, concurrent=concurrent,
+               plain_reason=reason, error=error, sources=sources)  # fmt: skip
+        if error is None:
+            self._read_after(connection, model)
+
+    @contextlib.contextmanager
+    def recording(self, k: int) -> Iterator[None]:
+        """Record the refresh of view ``k`` run in the ``with`` block (serial runs)."""
+        if not self.enabled:
+            yield
+            return
+        connection = self.connection_for(self.models[k])
+        if connection.alias not in self.captured:
+            self._capture(connection)
+        started_at = timezone.now()
+        t0 = time.perf_counter()
+        try:
+            yield
+        except DjangoDBError as exc:
+            self._finish(connection, k, started_at, time.perf_counter() - t0, diag(exc))
+            raise
+        self._finish(connection, k, started_at, time.perf_counter() - t0, None)
 
     def on_event(self, k: int, state: str, seconds: float, error: dict[str, Any] | None) -> None:
+        """The C loop's on_event: record each view as it ends (parallel runs)."""
         if not self.enabled:
             return
         if state == "running":
@@ -239,29 +303,28 @@ class ParallelRecorder:
             return
         if state not in ("ok", "failed"):
             return
-        model = self.models[k]
-        sources = self.sources[k]
-        if sources is not None and self.after:
-            rels = sources.get("rels", {})
-            for oid, values in self.after.items():
-                if oid in rels:
-                    rels[oid] = [values[0], values[1], *rels[oid][2:]]
+        connection = self.connection_for(self.models[k])
         started_at = self.started.get(k) or timezone.now()
-        record(self.connection, model, started_at=started_at, duration=seconds,
-               concurrent=self.concurrent[k], error=error if state == "failed" else None,
-               sources=sources)  # fmt: skip
-        if state == "ok":
-            self._read_after(model)
+        self._finish(connection, k, started_at, seconds, error if state == "failed" else None)
 
-    def _read_after(self, model: type[pg.View]) -> None:
+    def _read_after(self, connection: BaseDatabaseWrapper, model: type[pg.View]) -> None:
+        name = _core.qualified_name(*_core.split_table(model._meta.db_table))
         try:
-            with self.connection.cursor() as cursor:
-                cursor.execute(_AFTER_SQL, [_core.qualified_name(*_core.split_table(model._meta.db_table))])
-                row = cursor.fetchone()
+            if connection.in_atomic_block:
+                with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                    cursor.execute(_AFTER_SQL, [name])
+                    row = cursor.fetchone()
+            else:
+                with connection.cursor() as cursor:
+                    cursor.execute(_AFTER_SQL, [name])
+                    row = cursor.fetchone()
         except DjangoDBError:
             return
         if row and row[0] is not None:
             self.after[str(row[0])] = [row[1], row[2]]
+
+
+ParallelRecorder = RunRecorder
 
 
 _AFTER_SQL = (

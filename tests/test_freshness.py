@@ -356,3 +356,10 @@ def test_records_live_in_the_database_that_holds_the_view():
     assert RefreshRecord.objects.using("default").count() == 0
     assert [f.label for f in freshness.freshness(using="weather_db")] == ["multidbtest.MonthlyObservation"]
     assert not freshness.freshness(using="weather_db")[0].stale
+
+
+def test_refresh_views_concurrently_says_which_views_were_plain_and_why(transactional_db):
+    refresh_views(using="default", concurrently=True)
+    modes = {r.view: (r.mode, r.plain_reason) for r in RefreshRecord.objects.all()}
+    assert modes["viewtest.MaterializedRelatedViewWithIndex"] == ("concurrent", "")
+    assert modes["viewtest.MaterializedRelatedView"] == ("plain", "no concurrent_index")
