@@ -29,6 +29,7 @@ from django.utils import timezone
 from django_pgviews_c import _core
 from django_pgviews_c import view as pg
 from django_pgviews_c.dberrors import diag
+from django_pgviews_c.exceptions import PGViewsError
 
 logger = logging.getLogger("django_pgviews_c.history")
 
@@ -55,6 +56,14 @@ _ROWS_SQL = (
     " THEN (SELECT count(*) FROM {view}) END FROM pg_catalog.pg_class c"
     " WHERE c.oid = pg_catalog.to_regclass(%s))"
 )
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    """sqlstate and message of a failed refresh: a database error, or ours (a lock not granted
+    in time, which carries the SQLSTATE it ended with)."""
+    if isinstance(exc, PGViewsError):
+        return {"sqlstate": getattr(exc, "sqlstate", None) or "", "message": str(exc)}
+    return diag(exc)
 
 
 def _hint(exc: BaseException, connection: BaseDatabaseWrapper) -> str:
@@ -205,9 +214,9 @@ def recording(
     t0 = time.perf_counter()
     try:
         yield info
-    except DjangoDBError as exc:
+    except (DjangoDBError, PGViewsError) as exc:
         record(connection, model, started_at=started_at, duration=time.perf_counter() - t0,
-               concurrent=info["concurrent"], plain_reason=info["plain_reason"], error=diag(exc),
+               concurrent=info["concurrent"], plain_reason=info["plain_reason"], error=_error(exc),
                sources=sources)  # fmt: skip
         raise
     record(connection, model, started_at=started_at, duration=time.perf_counter() - t0,
@@ -289,8 +298,8 @@ class RunRecorder:
         t0 = time.perf_counter()
         try:
             yield
-        except DjangoDBError as exc:
-            self._finish(connection, k, started_at, time.perf_counter() - t0, diag(exc))
+        except (DjangoDBError, PGViewsError) as exc:
+            self._finish(connection, k, started_at, time.perf_counter() - t0, _error(exc))
             raise
         self._finish(connection, k, started_at, time.perf_counter() - t0, None)
 
