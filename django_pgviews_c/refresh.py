@@ -29,7 +29,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 from django.db import Error as DjangoDBError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_pgviews_c import _core
+from django_pgviews_c import _core, history
 from django_pgviews_c import view as pg
 from django_pgviews_c.dberrors import connection_is_lost, diag, lost_connection_error, sqlstate
 from django_pgviews_c.declarations import setting
@@ -304,7 +304,7 @@ def refresh_views(
     started = time.perf_counter()
     try:
         if jobs <= 1 or len(sel.models) <= 1:
-            _refresh_serial(sel, flags, using, result, progress)
+            _refresh_serial(sel, flags, using, result, progress, asked=concurrently)
         elif using is None and _databases(sel) != [DEFAULT_DB_ALIAS]:
             _refresh_per_database(sel, flags, jobs, result, progress, setup)
         else:
@@ -339,18 +339,22 @@ def _refresh_serial(
     using: str | None,
     result: RefreshResult,
     progress: Callable[[str], None] | None,
+    asked: bool = False,
 ) -> None:
     """One view at a time on Django's connection, so the caller's transaction is what each
     refresh sees, in dependency order (declaration order among equals). The core's schedule
     says which view comes next and which views a failure stops."""
     schedule = _core.Schedule(sel.deps, [-float(k) for k in range(len(sel.models))])
+    recorder = history.RunRecorder(None, sel.models, flags, asked_concurrent=asked, connection_for=lambda m: (
+        m.get_view_connection(using=using or router.db_for_write(m), restricted_mode=False)))  # fmt: skip
     while (k := schedule.next()) is not None:
         model = sel.models[k]
         label = model._meta.label
         conn = model.get_view_connection(using=using or router.db_for_write(model), restricted_mode=False)
         t0 = time.perf_counter()
         try:
-            pg.run_refresh(conn, model._meta.db_table, flags[k], label)
+            with recorder.recording(k):
+                pg.run_refresh(conn, model._meta.db_table, flags[k], label)
         except DjangoDBError as exc:
             if connection_is_lost(conn, exc):
                 raise lost_connection_error(conn, f"refreshing {label}") from exc
@@ -419,9 +423,11 @@ def _refresh_parallel(
             populated = [row[0] for row in cursor.fetchall()]
         flags = [f and ok for f, ok in zip(flags, populated, strict=True)]
     statements = [pg.refresh_statement(m._meta.db_table, f) for m, f in zip(sel.models, flags, strict=True)]
+    recorder = history.RunRecorder(connection, sel.models, flags)
     labels = sel.labels
 
     def on_event(k: int, state: str, seconds: float, error: dict[str, Any] | None) -> None:
+        recorder.on_event(k, state, seconds, error)
         if state == "ok":
             _refreshed(result, labels[k], seconds, progress)
         elif progress and state != "running":

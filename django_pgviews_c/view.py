@@ -345,9 +345,12 @@ class MaterializedView(View):
         if not conn:
             logger.warning("Failed to find connection to refresh %s", cls)
             return
-        concurrently = cls.can_refresh_concurrently(concurrently, strict)
+        asked, concurrently = concurrently, cls.can_refresh_concurrently(concurrently, strict)
+        from django_pgviews_c.history import recording
+
         try:
-            run_refresh(conn, cls._meta.db_table, concurrently, cls._meta.label)
+            with recording(conn, cls, concurrent=concurrently, asked_concurrent=asked):
+                run_refresh(conn, cls._meta.db_table, concurrently, cls._meta.label)
         except DjangoDatabaseError as exc:
             cause = exc.__cause__
             if cause is not None and sqlstate(exc) == INSUFFICIENT_PRIVILEGE:
