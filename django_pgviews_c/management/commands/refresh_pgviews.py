@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from django_pgviews_c.exceptions import ConcurrentIndexNotDefinedError
+from django_pgviews_c.freshness import add_refresh_arguments, run_refresh_command
 from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
 from django_pgviews_c.refresh import RefreshInterrupted, refresh_views
 
@@ -40,6 +41,7 @@ class Command(BaseCommand):
             "(own connections, so not inside a transaction). Default 1.",
         )
         add_database_argument(parser)
+        add_refresh_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         check_database(options["database"])
@@ -49,6 +51,8 @@ class Command(BaseCommand):
         try:
             with pgviews_errors():
                 try:
+                    if run_refresh_command(self.stdout, options):
+                        return
                     result = refresh_views(
                         using=options["database"],
                         concurrently=options["concurrently"],
