@@ -23,7 +23,7 @@ LINT_PATHS = $(wildcard django_pgviews_c tests tools benchmarks)
 server_env = pgenv="$$($(1) tools/pgserver.py $(2) --env)" && eval "$$pgenv"
 LIBASAN = $(shell gcc -print-file-name=libasan.so)
 
-.PHONY: help venv test test-psycopg2 test-pg18 test-asan test-valgrind test-django6 demo lint format server server-stop clean distclean
+.PHONY: help venv test test-psycopg2 test-pg18 test-asan test-valgrind test-django6 demo admin lint format server server-stop clean distclean
 
 help:
 	@echo "django-pgviews-c development targets:"
@@ -35,6 +35,7 @@ help:
 	@echo "  make test-valgrind  run the C core's tests under valgrind"
 	@echo "  make test-django6   run the test suite with Django 6 (needs Python 3.12+)"
 	@echo "  make demo           run the demo project"
+	@echo "  make admin          the demo, then its admin on http://127.0.0.1:8000/admin/ (admin / admin)"
 	@echo "  make lint           ruff check and ruff format --check"
 	@echo "  make format         ruff format and ruff check --fix"
 	@echo "  make server         print the settings of the PostgreSQL server the tests use"
@@ -113,6 +114,14 @@ test-valgrind: venv
 
 demo: venv
 	$(call server_env,$(VENV)/bin/python) && $(VENV)/bin/python demo_project/manage.py demo
+
+# ---- admin: the demo's admin on a local-only development server -----------------------------
+
+ADMIN_PORT ?= 8000
+
+admin: venv
+	$(call server_env,$(VENV)/bin/python) && \
+	    $(VENV)/bin/python demo_project/manage.py demo_admin --port $(ADMIN_PORT)
 
 server: venv
 	@$(VENV)/bin/python tools/pgserver.py

@@ -29,6 +29,7 @@ class RefreshRecord(models.Model):
         db_table = "django_pgviews_c_refresh"
         indexes = [models.Index(fields=["view", "-id"], name="pgviews_c_refresh_view")]
         verbose_name = "materialized view refresh"
+        verbose_name_plural = "materialized view refreshes"
         # The admin's Views page (admin.ViewsPageAdmin) offers its Refresh buttons to holders of
         # django_pgviews_c.refresh_materializedview.
         permissions = [("refresh_materializedview", "Can refresh materialized views from the admin")]

@@ -15,6 +15,7 @@ class Migration(migrations.Migration):
                     ("refresh_materializedview", "Can refresh materialized views from the admin")
                 ],
                 "verbose_name": "materialized view refresh",
+                "verbose_name_plural": "materialized view refreshes",
             },
         ),
         migrations.CreateModel(
