@@ -78,3 +78,84 @@ def test_views_page_in_chromium(adminproject, chromium):
     assert "1 passed" in done.stdout, done.stdout
     assert shot.stat().st_size > 10_000
     print(f"\nscreenshot of the admin Views page: {shot}")
+
+
+def test_make_admin_sets_up_the_demo_and_serves_its_views_page():
+    """What `make admin` runs: the demo's set-up (twice in a row works), the superuser
+    admin / admin, and the development server on 127.0.0.1 with the Views page."""
+    import http.cookiejar
+    import re
+    import socket
+    import time
+    import urllib.parse
+    import urllib.request
+
+    db = "pgvc_demo" + SUFFIX
+    demo = ROOT / "demo_project"
+    environ = {**os.environ, "PGVIEWS_DEMO_DB": db, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    environ.pop("DJANGO_SETTINGS_MODULE", None)
+    manage = [sys.executable, str(demo / "manage.py"), "demo_admin"]
+    server = None
+    try:
+        first = subprocess.run(
+            [*manage, "--no-serve"], cwd=demo, env=environ, capture_output=True, text=True, timeout=300
+        )
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "Login:  admin / admin  (superuser created)" in first.stdout
+        # New events make EventMatView stale; the players' tables did not change.
+        assert "  refreshed newsletter.EventMatView\n" in first.stdout
+        assert "  skipped   newsletter.SeasonStats: fresh\n" in first.stdout
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = subprocess.Popen(
+            [*manage, "--port", str(port)],
+            cwd=demo,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        out = []
+        for line in server.stdout:
+            out.append(line)
+            if line.startswith("Serving on 127.0.0.1"):
+                break
+        text = "".join(out)
+        assert server.poll() is None, text
+        url = f"http://127.0.0.1:{port}/admin/django_pgviews_c/databaseview/"
+        assert f"Admin:  {url}\n" in text and "(superuser reset)" in text
+        assert "  skipped   newsletter.SeasonStats: fresh\n" in text  # the second run too
+
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        login = f"http://127.0.0.1:{port}/admin/login/"
+        deadline = time.monotonic() + 60
+        while True:  # the server listens shortly after it says so
+            try:
+                page = opener.open(login, timeout=10).read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "the server did not answer"
+                time.sleep(0.1)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        form = {"csrfmiddlewaretoken": token, "username": "admin", "password": "admin", "next": url}
+        request = urllib.request.Request(
+            login, urllib.parse.urlencode(form).encode(), headers={"Referer": login}
+        )
+        with opener.open(request, timeout=30) as response:
+            assert response.url == url
+            page = response.read().decode()
+        assert re.findall(r'data-view="([^"]+)"', page) == [
+            "newsletter.EventView",
+            "newsletter.EventMatView",
+            "newsletter.SeasonStats",
+        ]
+        assert page.count('value="Refresh"') == 2
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+            server.stdout.close()
+        psycopg_compat.drop_database(db)
