@@ -170,3 +170,19 @@ def test_an_unknown_view_changes_nothing(refresher):
         "stock.SaleView is not a materialized view of database 'default': nothing was changed."
     ]
     assert not RefreshRecord.objects.exists()
+
+
+def test_refresh_all_stale_reports_a_failure_and_refreshes_the_others(refresher, sales):
+    refresh_views()
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE stock_sale")
+    Sale.objects.bulk_create([Sale(item="pen", amount=4), Sale(item="free", amount=0)])
+    response = refresher.post(PAGE, {"action": "refresh_stale", "database": "default"}, follow=True)
+    got = messages_of(response)
+    assert got[0] == "Refreshed 2 stale materialized views: stock.Counts, stock.Totals." or got[0] == (
+        "Refreshed 2 stale materialized views: stock.Totals, stock.Counts."
+    )
+    [error] = [m for m in got if m.startswith("Refreshing ")]
+    assert error.startswith("Refreshing stock.Ratios failed: division by zero") and "22012" in error
+    assert Counts.objects.get().n == 2
+    assert Ratios.objects.count() == 3  # the rows of its last successful refresh
