@@ -208,6 +208,7 @@ class ViewsPageAdmin(admin.ModelAdmin):
     # -- GET ----------------------------------------------------------------------------------
 
     def sections(self) -> list[_Section]:
+        from django_pgviews_c.exceptions import PGViewsError
         from django_pgviews_c.freshness import freshness
         from django_pgviews_c.status import view_status
 
@@ -219,7 +220,7 @@ class ViewsPageAdmin(admin.ModelAdmin):
             try:
                 states = view_status(alias)
                 fresh = {f.label: f for f in freshness(using=alias, now=now)}
-            except Exception as exc:  # a database that cannot be read: say so, show the others
+            except (PGViewsError, DatabaseError) as exc:  # say so, and show the other databases
                 section.error = f"Could not read the views of database {alias!r}: {_server_message(exc)}"
                 continue
             for state in states:
