@@ -51,6 +51,23 @@ def test_views_page_with_the_test_client(adminproject):
     assert "11 passed" in done.stdout, done.stdout
 
 
+def test_views_page_refreshes_outside_atomic_requests(adminproject):
+    """With ATOMIC_REQUESTS a failed refresh would abort the request's transaction and take its
+    history record with it: the page runs outside it."""
+    project, db = adminproject
+    done = run_inner(
+        project,
+        db,
+        "inner_views_page.py",
+        "--create-db",
+        "-k",
+        "failed or stale",
+        ADMINPROJ_ATOMIC_REQUESTS="1",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout, done.stdout
+
+
 @pytest.fixture(scope="session")
 def chromium():
     """Debian's chromium, installed by tools/install_chromium.sh (apt-get, when root)."""

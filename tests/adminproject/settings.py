@@ -10,6 +10,7 @@ DATABASES = {
         "PASSWORD": os.environ.get("PGPASSWORD", ""),
         "HOST": os.environ.get("PGHOST", "127.0.0.1"),
         "PORT": os.environ.get("PGPORT", "5432"),
+        "ATOMIC_REQUESTS": os.environ.get("ADMINPROJ_ATOMIC_REQUESTS") == "1",
     }
 }
 INSTALLED_APPS = [
