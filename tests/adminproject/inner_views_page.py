@@ -186,3 +186,17 @@ def test_refresh_all_stale_reports_a_failure_and_refreshes_the_others(refresher,
     assert error.startswith("Refreshing stock.Ratios failed: division by zero") and "22012" in error
     assert Counts.objects.get().n == 2
     assert Ratios.objects.count() == 3  # the rows of its last successful refresh
+
+
+def test_a_view_dropped_by_hand_is_shown_missing_and_never_synced(refresher):
+    with connection.cursor() as cursor:
+        cursor.execute("DROP MATERIALIZED VIEW stock_shopnames")
+    content = refresher.get(PAGE).content.decode()
+    shop = row(content, "stock.ShopNames")
+    assert shop.startswith("stock.ShopNames materialized view missing")
+    assert 'value="stock.ShopNames"' not in content  # no Refresh button for it
+    response = refresher.post(PAGE, {"action": "refresh", "view": "stock.ShopNames"}, follow=True)
+    assert messages_of(response)[0].startswith("Refreshing stock.ShopNames failed: ")
+    with connection.cursor() as cursor:  # the page did not create it
+        cursor.execute("SELECT count(*) FROM pg_matviews WHERE matviewname = 'stock_shopnames'")
+        assert cursor.fetchone() == (0,)
