@@ -99,6 +99,7 @@ class _Row:
     rows: int | None = None
     size: int | None = None
     matview: bool = False
+    refreshable: bool = False  # a materialized view model of this database (not an orphan)
     exists: bool = True
     concurrent: bool = False  # refreshed concurrently when its button is pressed
     stale: bool | None = None  # None: not judged (plain views)
@@ -237,6 +238,7 @@ class ViewsPageAdmin(admin.ModelAdmin):
                 item = fresh.get(state.label)
                 if item is not None:
                     model = item.model
+                    row.refreshable = True
                     row.concurrent = model._concurrent_index is not None and state.state != "unpopulated"
                     row.exists = item.exists
                     row.stale = item.stale

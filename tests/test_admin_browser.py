@@ -48,7 +48,7 @@ def test_views_page_with_the_test_client(adminproject):
     project, db = adminproject
     done = run_inner(project, db, "inner_views_page.py", "--create-db")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "12 passed" in done.stdout, done.stdout
+    assert "13 passed" in done.stdout, done.stdout
 
 
 def test_views_page_refreshes_outside_atomic_requests(adminproject):
