@@ -25,7 +25,7 @@ server_env = pgenv="$$($(1) tools/pgserver.py $(2) --env)" && eval "$$pgenv"
 LIBASAN = $(shell gcc -print-file-name=libasan.so)
 
 .PHONY: help venv test test-psycopg2 test-pg18 test-asan test-valgrind test-django6 demo lint format server server-stop clean distclean \
-    dist wheel-binary check-dist matrix clang-format-check
+    dist wheel-binary check-dist matrix clang-format-check admin
 
 help:
 	@echo "django-pgviews-c development targets:"
@@ -38,6 +38,7 @@ help:
 	@echo "  make test-django6   run the test suite with Django 6 (needs Python 3.12+)"
 	@echo "  make fuzz           run the libFuzzer harnesses of the C parsers (FUZZ_SECONDS=30 each)"
 	@echo "  make demo           run the demo project"
+	@echo "  make admin          the demo, then its admin on http://127.0.0.1:8000/admin/ (admin / admin)"
 	@echo "  make dist           build the sdist and the wheel into dist/ (python -m build), twine check"
 	@echo "  make wheel-binary   the wheel with libpq inside (auditwheel repair) into dist/binary/"
 	@echo "  make check-dist     install the sdist and the binary wheel in fresh venvs, run a project"
@@ -191,6 +192,14 @@ fuzz:
 
 demo: venv
 	$(call server_env,$(VENV)/bin/python) && $(VENV)/bin/python demo_project/manage.py demo
+
+# ---- admin: the demo's admin on a local-only development server -----------------------------
+
+ADMIN_PORT ?= 8000
+
+admin: venv
+	$(call server_env,$(VENV)/bin/python) && \
+	    $(VENV)/bin/python demo_project/manage.py demo_admin --port $(ADMIN_PORT)
 
 server: venv
 	@$(VENV)/bin/python tools/pgserver.py

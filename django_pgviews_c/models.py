@@ -29,6 +29,10 @@ class RefreshRecord(models.Model):
         db_table = "django_pgviews_c_refresh"
         indexes = [models.Index(fields=["view", "-id"], name="pgviews_c_refresh_view")]
         verbose_name = "materialized view refresh"
+        verbose_name_plural = "materialized view refreshes"
+        # The admin's Views page (admin.ViewsPageAdmin) offers its Refresh buttons to holders of
+        # django_pgviews_c.refresh_materializedview.
+        permissions = [("refresh_materializedview", "Can refresh materialized views from the admin")]
 
     def __str__(self) -> str:
         return f"{self.view} at {self.started_at:%Y-%m-%d %H:%M:%S} ({'ok' if self.ok else 'failed'})"
@@ -36,3 +40,14 @@ class RefreshRecord(models.Model):
     @property
     def mode(self) -> str:
         return "concurrent" if self.concurrent else "plain"
+
+
+class DatabaseView(RefreshRecord):
+    """No data of its own: the admin's "Views" page (admin.ViewsPageAdmin) is registered under
+    this proxy, so it is listed in the admin index under this app."""
+
+    class Meta:
+        proxy = True
+        default_permissions = ()
+        verbose_name = "view"
+        verbose_name_plural = "views"

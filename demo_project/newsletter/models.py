@@ -1,8 +1,9 @@
 """Two examples of views declared as models.
 
-Events: a table of counted events, a view totalling them per event, and a materialized view
-over that view (the intermediate-view pattern: the materialized view's SQL stays a plain
-``SELECT *``, the logic lives in the view it depends on).
+Events: a table of counted events, a view totalling them per event (written as a QuerySet,
+compiled to SQL when the views are synced), and a materialized view over that view (the
+intermediate-view pattern: the materialized view's SQL stays a plain ``SELECT *``, the logic
+lives in the view it depends on).
 
 Basketball: players, games and per-game box scores, with a materialized view of season
 totals and averages per player, refreshed concurrently thanks to its unique index, and a
@@ -12,6 +13,7 @@ full-text-search column with a GIN index.
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
+from django.db.models import Sum
 
 from django_pgviews_c import view as pg
 
@@ -29,7 +31,9 @@ class Event(models.Model):
 
 
 class EventView(pg.View):
-    sql = "SELECT event, sum(count) AS total FROM newsletter_event GROUP BY event"
+    # A callable: a QuerySet cannot be built while the models load. The same as
+    # "SELECT event, sum(count) AS total FROM newsletter_event GROUP BY event".
+    sql = lambda: Event.objects.values("event").annotate(total=Sum("count"))  # noqa: E731
 
     event = models.CharField(max_length=100, primary_key=True)
     total = models.BigIntegerField()

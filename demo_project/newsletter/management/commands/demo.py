@@ -1,6 +1,8 @@
 """``manage.py demo``: create the demo database if needed, migrate (which syncs the views),
 load deterministic sample data, refresh the materialized views concurrently and print a short
-report. Safe to run again: the data is replaced and the second sync changes nothing."""
+report; then new events arrive and ``refresh_pgviews --stale`` refreshes the view they make
+stale while it skips the fresh one. Safe to run again: the data is replaced and the second sync
+changes nothing."""
 
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ class Command(BaseCommand):
         self.say(f"migrate: done in {time.perf_counter() - started:.2f}s (views synced by post_migrate)")
 
         self.load_data()
+        self.flush_statistics()
 
         result = refresh_views(concurrently=True)
         self.say(f"refreshed {result.count} materialized views concurrently in {result.wall:.3f}s")
@@ -223,6 +226,31 @@ class Command(BaseCommand):
             call_command("sync_pgviews", stdout=out)
         summary = out.getvalue().strip().splitlines()[-1]
         self.say(f"sync_pgviews again: {summary}; {len(queries)} database query")
+
+    def flush_statistics(self) -> None:
+        """Make this session's writes visible in the statistics counters now, which staleness
+        reads (PostgreSQL 15+; older servers publish them within about 10 seconds)."""
+        if connection.pg_version >= 150000:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_stat_force_next_flush()")
+
+    def report_stale(self) -> None:
+        """New events make EventMatView stale; the players' tables did not change, so
+        SeasonStats is fresh: refresh_pgviews --stale refreshes the one and skips the other
+        (docs/freshness.md)."""
+        rng = random.Random(SEASON + 1)
+        now = datetime.datetime(SEASON + 1, 1, 1, tzinfo=datetime.timezone.utc)
+        Event.objects.bulk_create(
+            Event(event=rng.choice(EVENT_NAMES), count=rng.randint(1, 20), happened_at=now)
+            for _ in range(100)
+        )
+        self.flush_statistics()
+        self.say("")
+        self.say("100 new events arrive; the players' tables do not change. refresh_pgviews --stale:")
+        out = io.StringIO()
+        call_command("refresh_pgviews", "--stale", "--concurrently", stdout=out)
+        for line in out.getvalue().rstrip().splitlines():
+            self.say(f"  {line}".rstrip())
 
     def say(self, text: str) -> None:
         self.stdout.write(text)
