@@ -196,29 +196,6 @@ class Command(BaseCommand):
         for line in out.getvalue().rstrip().splitlines():
             self.say(f"  {line}".rstrip())
 
-    def report_stale(self) -> None:
-        """A write to one source table: refresh_pgviews --stale refreshes the view that reads it
-        and skips the fresh one (docs/freshness.md)."""
-
-        def flushed(sql: str, params: Any = None) -> None:
-            # This session's statistics reach the counters when it goes idle after the statement
-            # (PostgreSQL 15+); otherwise within the documented bound of about 10 s.
-            with connection.cursor() as cursor:
-                if connection.pg_version >= 150000:
-                    cursor.execute("SELECT pg_stat_force_next_flush()")
-                cursor.execute(sql, params)
-
-        flushed("SELECT 1")
-        call_command("refresh_pgviews", "--stale", stdout=io.StringIO())  # the load above, counted
-        flushed("INSERT INTO newsletter_event (event, count, happened_at) VALUES ('signup', 1, now())")
-        flushed("SELECT 1")
-        out = io.StringIO()
-        call_command("refresh_pgviews", "--stale", stdout=out)
-        self.say("")
-        self.say("One event added; refresh_pgviews --stale:")
-        for line in out.getvalue().rstrip().splitlines():
-            self.say(f"  {line}")
-
     def report_warm_sync(self) -> None:
         self.say("")
         out = io.StringIO()
