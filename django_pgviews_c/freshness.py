@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from django_pgviews_c import _core
 from django_pgviews_c import view as pg
+from django_pgviews_c.dberrors import execute_script
 
 _CLOSURE_SQL = _core.freshness_sql()
 
@@ -96,10 +97,12 @@ def _read(cursor: Any, params: list[Any]) -> list[tuple[Any, ...]]:
     """The closure query with JIT off: the recursive part's cost estimate crosses
     jit_above_cost, and compiling takes far longer than the query (as for the sync's catalog
     query). Outside a transaction the two statements form one implicit transaction."""
-    cursor.execute("SET LOCAL jit = off;\n" + _CLOSURE_SQL, params)
-    while cursor.description is None and cursor.nextset():  # psycopg 3 starts at the SET
+    # Two statements in one string: through a client-side cursor when the connection binds
+    # parameters on the server (psycopg 3's server_side_binding), which refuses that.
+    results = execute_script(cursor, "SET LOCAL jit = off;\n" + _CLOSURE_SQL, params)
+    while results.description is None and results.nextset():  # psycopg 3 starts at the SET
         pass
-    return [tuple(row) for row in cursor.fetchall()]
+    return [tuple(row) for row in results.fetchall()]
 
 
 @dataclass

@@ -122,13 +122,18 @@ def interrupted_error(exc: KeyboardInterrupt, nothing_changed: bool) -> CommandE
 
 
 @contextlib.contextmanager
-def pgviews_errors(database: str | None = None, *, nothing_changed: bool = False) -> Iterator[None]:
+def pgviews_errors(
+    database: str | None = None, *, nothing_changed: bool = False, handle_signals: bool = True
+) -> Iterator[None]:
     """Report a PGViewsError, a database that cannot be reached, or an interrupt (SIGINT or
     SIGTERM, handled the same way for the duration of the block) as a one-paragraph error, not
     a traceback. ``nothing_changed``: the work is one transaction, so an interrupt changed
-    nothing, and the message may say so."""
+    nothing, and the message may say so. ``handle_signals=False`` leaves SIGINT and SIGTERM to
+    the command's own handlers."""
     try:
-        with interrupts():
+        # A command with signal handling of its own (pgviews_refresher: the first signal lets the
+        # running refresh finish) keeps it.
+        with interrupts() if handle_signals else contextlib.nullcontext():
             yield
     except PGViewsError as exc:
         raise CommandError(str(exc)) from exc

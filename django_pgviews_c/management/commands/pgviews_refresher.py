@@ -68,7 +68,7 @@ class Command(BaseCommand):
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            with pgviews_errors():
+            with pgviews_errors(handle_signals=False):
                 self.loop(alias, poll, stop, options)
         finally:
             for s, handler in previous.items():
