@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_pgviews_c.freshness import status_json, status_line, status_report
 from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
-from django_pgviews_c.status import view_status
+from django_pgviews_c.status import ViewState, view_status
 
 
 class Command(BaseCommand):
@@ -42,7 +42,7 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(status_json(rows, fresh))
             if options["check"] and any(r.state != "in sync" for r in rows):
-                raise CommandError("some views are not in sync: run sync_pgviews")
+                raise CommandError(_check_failure([r for r in rows if r.state != "in sync"]))
             return
         width = max([len(r.label) for r in rows] + [4])
         self.stdout.write(f"{'view':<{width}}  {'kind':<4}  {'state':<12}  {'rows':>10}  {'size':>9}  detail")
@@ -57,7 +57,31 @@ class Command(BaseCommand):
         if options["verbosity"] >= 1:
             self.stdout.write(f"{len(rows)} views, {len(out_of_sync)} not in sync")
         if options["check"] and out_of_sync:
-            raise CommandError(f"{len(out_of_sync)} views are not in sync: run sync_pgviews")
+            raise CommandError(_check_failure(out_of_sync))
+
+
+def _check_failure(out_of_sync: list[ViewState]) -> str:
+    """What --check says: each view not in sync by name, with what brings it in sync. A field
+    that reads a column the view lacks is a mistake in the code, which sync_pgviews leaves as
+    it is (it has nothing to change in the database)."""
+    columns = [r.label for r in out_of_sync if r.state == "columns"]
+    orphans = [r.label for r in out_of_sync if r.state == "orphaned"]
+    others = [r.label for r in out_of_sync if r.state not in ("columns", "orphaned")]
+    parts = []
+    if others:
+        parts.append(f"{len(others)} views are not in sync: run sync_pgviews ({', '.join(others)})")
+    if orphans:
+        parts.append(
+            f"{len(orphans)} orphaned objects are not in sync (no view declares them): run "
+            f"sync_pgviews --prune ({', '.join(orphans)})"
+        )
+    if columns:
+        parts.append(
+            f"{len(columns)} views are not in sync with their fields (a field reads a column the "
+            f"view's SQL does not produce): add the column to the SQL or fix the field; "
+            f"sync_pgviews does not change this ({', '.join(columns)})"
+        )
+    return "; ".join(parts)
 
 
 def _num(value: int | None) -> str:
