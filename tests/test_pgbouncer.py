@@ -285,13 +285,6 @@ def test_no_session_state_left_on_server_connections(pooled, request):
     assert [row[:-1] for row in seen] == [defaults] * POOL_SIZE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="declarations.read_catalog sends 'SET LOCAL jit = off;' and the catalog query as one "
-    "execute with parameters: with psycopg 3's server_side_binding (the extended protocol) PostgreSQL "
-    "refuses it ('cannot insert multiple commands into a prepared statement'), with or without PgBouncer",
-)
 def test_server_side_binding(pooled):
     """psycopg 3 with server-side binding; in transaction mode also without prepared statements
     (prepare_threshold None), which PgBouncer 1.18 cannot carry across server connections."""
