@@ -15,6 +15,7 @@ VENV_PSYCOPG2 := .venv-psycopg2
 VENV_ASAN := .venv-asan
 VENV_LINT := .venv-lint
 VENV_DIST := .venv-dist
+VENV_DOCS := .venv-docs
 ASAN_SRC := build/asan-src
 # Sources of the C extension: a change rebuilds it.
 BUILD_DEPS := setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h)
@@ -25,7 +26,7 @@ server_env = pgenv="$$($(1) tools/pgserver.py $(2) --env)" && eval "$$pgenv"
 LIBASAN = $(shell gcc -print-file-name=libasan.so)
 
 .PHONY: help venv test test-psycopg2 test-pg18 test-asan test-valgrind test-django6 demo lint format server server-stop clean distclean \
-    dist wheel-binary check-dist matrix clang-format-check admin
+    dist wheel-binary check-dist matrix clang-format-check admin docs
 
 help:
 	@echo "django-pgviews-c development targets:"
@@ -43,6 +44,7 @@ help:
 	@echo "  make wheel-binary   the wheel with libpq inside (auditwheel repair) into dist/binary/"
 	@echo "  make check-dist     install the sdist and the binary wheel in fresh venvs, run a project"
 	@echo "  make matrix         the nox sessions: Python 3.10-3.13, Django, drivers, PostgreSQL 15/18"
+	@echo "  make docs           the documentation site into build/site (mkdocs --strict: a broken link fails)"
 	@echo "  make lint           ruff check and ruff format --check; clang-format over csrc/ (report)"
 	@echo "  make clang-format-check  csrc/ against .clang-format: fails when a file differs"
 	@echo "  make format         ruff format and ruff check --fix"
@@ -207,6 +209,21 @@ server: venv
 server-stop:
 	@if [ -x $(VENV)/bin/python ]; then $(VENV)/bin/python tools/pgserver.py --stop; \
 	else $(PYTHON) tools/pgserver.py --stop; fi
+
+# ---- docs --------------------------------------------------------------------------------
+
+# The site of mkdocs.yml: docs/*.md, with README.md, CHANGELOG.md and DESIGN.md included by small
+# pages of docs/. --strict: a link to a missing page or anchor, or a page left out of the nav,
+# fails the build. mkdocs 1.6 is the first with anchor validation.
+$(VENV_DOCS)/.installed: Makefile
+	$(PYTHON) -m venv $(VENV_DOCS)
+	$(VENV_DOCS)/bin/python -m pip install -q --disable-pip-version-check \
+	    'mkdocs>=1.6,<2' 'mkdocs-material>=9.5,<10' 'mkdocs-include-markdown-plugin>=7,<8'
+	@touch $@
+
+docs: $(VENV_DOCS)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV_DOCS)/bin/mkdocs build --strict --clean --site-dir build/site
+	@echo "docs: build/site/index.html"
 
 # ---- lint --------------------------------------------------------------------------------
 
