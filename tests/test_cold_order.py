@@ -4,9 +4,11 @@ it after that view and goes on, in its one transaction; the W005 check keeps nam
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 
 from django_pgviews_c.checks import check_views_on
 from django_pgviews_c.exceptions import CycleError, ViewDefinitionError
+from django_pgviews_c.sync import Syncer
 from tests.helpers import ViewSet, catalog_rows, comment, execute, index_names, relkind, snapshot
 
 pytestmark = pytest.mark.django_db
@@ -93,3 +95,41 @@ def test_a_declared_cycle_is_still_refused_first(src):
     vs.view("B", "SELECT 1 AS id", dependencies=("viewtest.A",))
     with pytest.raises(CycleError):
         vs.sync()
+
+
+def test_a_chain_of_undeclared_reads_across_schemas(src):
+    execute("CREATE SCHEMA pgvc_cold")
+    vs = ViewSet()
+    # Declared in the reverse of the order they can be created, nothing declared; two views
+    # named t_base, one in a schema off the search path.
+    vs.view("Top", "SELECT id, w FROM t_mid")
+    vs.view("Mid", "SELECT id, v * 10 AS w FROM pgvc_cold.t_base")
+    vs.view("Plain", "SELECT count(*)::int AS n FROM t_base")
+    vs.view("Other", "SELECT id, v + 1 AS v FROM t_src", db_table="pgvc_cold.t_base")
+    vs.view("Base", "SELECT id, v FROM t_src WHERE id = 1")
+    r = vs.sync()
+    assert set(r.statuses.values()) == {"CREATED"}
+    assert catalog_rows("SELECT id, w FROM t_top ORDER BY id") == [(1, 110), (2, 210)]
+    assert catalog_rows("SELECT n FROM t_plain") == [(1,)]
+    assert vs.sync().actions == []
+    messages = sorted(_w005(vs))
+    assert [m.split(" without")[0] for m in messages] == [
+        "viewtest.Mid reads viewtest.Other (pgvc_cold.t_base)",
+        "viewtest.Plain reads viewtest.Base (t_base)",
+        "viewtest.Top reads viewtest.Mid (t_mid)",
+    ]
+
+
+def test_the_plan_rehearsal_orders_them_too(src):
+    vs = ViewSet()
+    vs.view("Reader", "SELECT id FROM t_base")
+    vs.view("Base", "SELECT id, v FROM t_src")
+    before = snapshot()
+    chosen = list(vs.models.values())
+    r = Syncer(connection, chosen, {m._meta.label for m in chosen}).run(rehearse=True)
+    assert r.error is None
+    assert [(a.op, a.target) for a in r.actions if a.decl >= 0] == [
+        ("create", "viewtest.Base (public.t_base)"),
+        ("create", "viewtest.Reader (public.t_reader)"),
+    ]
+    assert snapshot() == before
