@@ -10,6 +10,7 @@ takes the locks readers wait on, with a lock_timeout so it never queues in front
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,11 @@ ADVISORY_LOCK_KEY = 0x70677669657773  # "pgviews"
 # SQLSTATEs of CREATE OR REPLACE VIEW refusing a column change (drop, rename, retype).
 _INCOMPATIBLE = {"42P16", "42804"}
 _LOCK_NOT_AVAILABLE = "55P03"
+_UNDEFINED_TABLE = "42P01"
+# The relation in the server's "relation ... does not exist", as the statement named it
+# (identifiers already folded by the parser, schema-qualified when the statement was).
+# Read from the first quoted name, so a translated message (lc_messages) is read too.
+_MISSING_RELATION = re.compile(r'"(?:([^".]+)\.)?([^"]+)"')
 _CANCELED = "57014"
 
 _MAX_BATCH = 400
@@ -173,6 +179,15 @@ class _LockTimeout(Exception):
     pass
 
 
+class _Misordered(Exception):
+    """Creating a view failed because a view the same sync creates later does not exist yet:
+    it reads that view without declaring it (check W005)."""
+
+    def __init__(self, decl: int, before: int) -> None:
+        self.decl = decl
+        self.before = before
+
+
 class _ChainConflict(Exception):
     """A view of a changed chain names an old object by schema: build that chain in place."""
 
@@ -264,6 +279,9 @@ class Syncer:
     #: Build changed chains in a build schema (off after a chain named an old object by schema).
     _chain = True
 
+    #: (declaration, declaration it must follow) learned while creating: undeclared reads.
+    _after: list[tuple[int, int]] = []
+
     # -- running --------------------------------------------------------------------------------
 
     def run(self, dry_run: bool = False, rehearse: bool = False) -> SyncResult:
@@ -310,16 +328,26 @@ class Syncer:
 
     def _apply(self, cursor: Any) -> tuple[dict[str, Any], list[Action]]:
         recreate: set[int] = set()
+        self._after = []
         with transaction.atomic(using=self.connection.alias):
             self._take_sync_lock(cursor)
             cursor.execute("SAVEPOINT pgvc_sync")
             while True:
                 plan = self.plan(cursor, recreate)
-                actions = [Action.from_tuple(a) for a in plan.pop("actions")]
+                actions = self._reorder([Action.from_tuple(a) for a in plan.pop("actions")])
                 try:
                     self._execute(cursor, actions)
                     self._check_columns(cursor, plan, actions)
                     return plan, actions
+                except _Misordered as mis:
+                    # The whole plan again from the start, that view after the one it reads.
+                    cursor.execute("ROLLBACK TO SAVEPOINT pgvc_sync")
+                    self._after.append((mis.decl, mis.before))
+                    self._say(
+                        f"  {self.decls.labels[mis.decl]} reads {self.decls.labels[mis.before]} "
+                        f"without declaring it: creating it after that one",
+                        1,
+                    )
                 except _ChainConflict:
                     cursor.execute("ROLLBACK TO SAVEPOINT pgvc_sync")
                     self._chain = False
@@ -328,6 +356,78 @@ class Syncer:
                         raise self._force_required(cursor, inc, recreate) from None
                     cursor.execute("ROLLBACK TO SAVEPOINT pgvc_sync")
                     recreate.add(inc.decl)
+
+    def _dependants(self, decl: int) -> set[int]:
+        """The declaration and every one that depends on it, declared or learned (_after)."""
+        index = {label: i for i, label in enumerate(self.decls.labels)}
+        readers: dict[int, set[int]] = {}
+        for i, t in enumerate(self.decls.tuples):
+            for dep in t[5]:
+                if dep in index:
+                    readers.setdefault(index[dep], set()).add(i)
+        for later, before in self._after:
+            readers.setdefault(before, set()).add(later)
+        found = {decl}
+        todo = [decl]
+        while todo:
+            for reader in readers.get(todo.pop(), ()):
+                if reader not in found:
+                    found.add(reader)
+                    todo.append(reader)
+        return found
+
+    def _reorder(self, actions: list[Action]) -> list[Action]:
+        """Apply the orders learned from undeclared reads: the actions of a view (its create,
+        indexes...) and of everything depending on it that come before the last action of the
+        view it reads move just after that one, in their order, in that one's phase."""
+        for decl, before in self._after:
+            moved = self._dependants(decl)
+            last = max((k for k, a in enumerate(actions) if a.decl == before), default=-1)
+            if last < 0:
+                continue
+            phase = actions[last].phase
+            head = actions[: last + 1]
+            moving = [a for a in head if a.decl in moved]
+            if not moving:
+                continue
+            for a in moving:
+                a.phase = max(a.phase, phase)
+            actions = [a for a in head if a.decl not in moved] + moving + actions[last + 1 :]
+        return actions
+
+    def _misordered(self, action: Action, exc: BaseException) -> int | None:
+        """When creating a view failed because a relation it reads does not exist, and that
+        relation is a view this plan creates (after it): that view's declaration. None when the
+        relation is not one of ours, or when ordering after it would make a cycle."""
+        if action.decl < 0 or action.op not in ("create", "build"):
+            return None
+        found = _MISSING_RELATION.search(_diag(exc)["message"] or "")
+        if found is None:
+            return None
+        schema, name = found.groups()
+        creates = {a.decl for a in self._actions if a.op in ("create", "build") and a.decl >= 0}
+        candidates = [
+            i for i, (_, n) in enumerate(self.decls.split) if n == name and i in creates and i != action.decl
+        ]
+        if not candidates:
+            return None
+        # A db_table without a schema lives in the first schema of the search path; a name the
+        # statement did not qualify means the first schema of the path that has it.
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT pg_catalog.current_schemas(false)")
+            path = list(cursor.fetchone()[0])
+        where = {i: self.decls.split[i][0] or (path[0] if path else None) for i in candidates}
+        if schema is not None:
+            candidates = [i for i in candidates if where[i] == schema]
+        else:
+            ranked = sorted((path.index(s), i) for i, s in where.items() if s in path)
+            candidates = [ranked[0][1]] if ranked else []
+        if len(candidates) != 1:
+            return None
+        before = candidates[0]
+        if before in self._dependants(action.decl) or (action.decl, before) in self._after:
+            return None  # a cycle, or already ordered so and still missing
+        return before
 
     def _check_columns(self, cursor: Any, plan: dict[str, Any], actions: list[Action]) -> None:
         """After creating or adopting views, compare each model field's column with the view's
@@ -449,9 +549,11 @@ class Syncer:
         )
 
     _planned = 0
+    _actions: list[Action] = []
 
     def _execute(self, cursor: Any, actions: list[Action]) -> None:
         self._planned = len(actions)
+        self._actions = actions
         if self._work_started is None:
             self._work_started = time.monotonic()
         phase0 = [a for a in actions if a.phase == 0]
@@ -651,6 +753,10 @@ class Syncer:
             raise _LockTimeout() from exc
         if action.op == "chain_check":
             raise _ChainConflict() from exc
+        if _sqlstate(exc) == _UNDEFINED_TABLE:
+            before = self._misordered(action, exc)
+            if before is not None:
+                raise _Misordered(action.decl, before) from exc
         error = self._error(action, exc)
         # "compat_check": the same test for a view built anew in a chain (plan.c).
         if action.op in ("replace", "compat_check") and error.sqlstate in _INCOMPATIBLE:
