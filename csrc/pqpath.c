@@ -62,6 +62,7 @@ typedef struct {
 typedef struct {
     pgvc_state *st;
     pgvc_connopts opts;
+    char *session_sql; /* SET LOCAL statements that open every statement (pgvc_session_sql) */
     long short_ms, last_ms;
     int retries;
     Py_ssize_t n;
@@ -298,24 +299,30 @@ static PyObject *lock_holders(PGconn *conn, const char *relation)
 
 /* ---- sending and reading statements -------------------------------------------------------- */
 
-/* The text sent for task i: a guarded statement first sets a short lock_timeout (the user's own,
- * when shorter), or the bounded one on its last attempt. Integers only: nothing from Python. */
+/* The text sent for task i, one Query message and so one implicit transaction: the session
+ * Django's connection has (SET LOCAL), then, for a guarded statement, a short lock_timeout (the
+ * user's own, when shorter) or the bounded one on its last attempt (SET LOCAL), then the
+ * statement. Nothing set survives the statement: a pooled server connection goes back as it came.
+ * Integers and the escaped session only: nothing else from Python. */
 static char *statement_text(Loop *L, Slot *slot, Task *t, int *last)
 {
-    long ms, user = slot->user_lock_timeout;
+    long ms = 0, user = slot->user_lock_timeout;
+    const char *session = L->session_sql ? L->session_sql : "";
+    char guard[64] = "";
     size_t len;
     char *text;
     *last = 0;
-    if (!t->guard)
-        return strdup(t->sql);
-    *last = t->attempts >= L->retries;
-    ms = *last ? L->last_ms : L->short_ms;
-    if (user > 0 && (ms <= 0 || user < ms))
-        ms = user;
-    len = strlen(t->sql) + 64;
+    if (t->guard) {
+        *last = t->attempts >= L->retries;
+        ms = *last ? L->last_ms : L->short_ms;
+        if (user > 0 && (ms <= 0 || user < ms))
+            ms = user;
+        snprintf(guard, sizeof guard, "SET LOCAL lock_timeout = %ld; ", ms);
+    }
+    len = strlen(session) + strlen(guard) + strlen(t->sql) + 1;
     if (!(text = malloc(len)))
         return NULL;
-    snprintf(text, len, "SET lock_timeout = %ld; %s", ms, t->sql);
+    snprintf(text, len, "%s%s%s", session, guard, t->sql);
     return text;
 }
 
@@ -687,6 +694,7 @@ static void loop_free(Loop *L)
     free(L->slots);
     free(L->heap);
     pgvc_connopts_free(&L->opts);
+    free(L->session_sql);
     pgvc_graph_free(&L->g);
 }
 
@@ -831,9 +839,12 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
     }
     for (int s = 0; s < L.jobs; s++)
         L.slots[s].task = -1;
-    for (int s = 0; s < L.jobs; s++)
+    for (int s = 0; s < L.jobs; s++) {
         if (connect_slot(&L, &L.slots[s]) < 0)
             goto exit;
+        if (!L.session_sql && !(L.session_sql = pgvc_session_sql(&L.opts, L.slots[s].conn)))
+            goto exit;
+    }
     if (run_loop(&L) < 0)
         goto exit;
     if (!(result = PyList_New(L.n)))
