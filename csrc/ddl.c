@@ -184,7 +184,12 @@ static int emit_grants(Plan *P, Py_ssize_t decl, Node *n, char kind, const char 
         /* The owner's own rights come with ownership. */
         if (n->owner && !strncmp(item, n->owner, olen) && item[olen] == '=')
             continue;
-        pgvc_acl_to_grants(&P->buf, item, qual.data);
+        if (pgvc_acl_to_grants(&P->buf, item, qual.data) < 0) {
+            PyErr_Format(PyExc_ValueError, "cannot carry over the privileges of %s: malformed aclitem %s",
+                         qual.data, item);
+            rc = -1;
+            goto exit;
+        }
     }
     if (n->owner) {
         pgvc_buf_puts(&P->buf, "ALTER ");
@@ -196,6 +201,7 @@ static int emit_grants(Plan *P, Py_ssize_t decl, Node *n, char kind, const char 
     }
     if (P->buf.len)
         rc = emit(P, "grant", decl, "catalog update; no lock readers wait on", target, 1, -1);
+exit:
     pgvc_buf_free(&qual);
     return rc;
 }

@@ -358,45 +358,15 @@ void pgvc_conn_close(PGconn *conn)
     Py_END_ALLOW_THREADS
 }
 
-/* The session Django's connection has (set_config for each pair, values as parameters), then the
- * caller's setup statement; then read lock_timeout (ms, 0: none) into *lock_timeout.
- * RAISES_NEG. */
+/* The caller's setup statement; then read lock_timeout (ms, 0: none) into *lock_timeout. The
+ * session Django's connection has is not set here: pgvc_session_sql gives each statement its own
+ * copy, so nothing of it outlives the statement's transaction. RAISES_NEG. */
 static int apply_session(const pgvc_connopts *L, PGconn *conn, long *lock_timeout)
 {
     PGresult *r = NULL;
-    pgvc_buf sql;
-    const char **params = NULL;
     char why;
     int rc = -1;
     double deadline = L->connect_timeout > 0 ? pgvc_now() + L->connect_timeout : 0;
-    pgvc_buf_init(&sql);
-    if (L->session.n) {
-        if (!(params = calloc((size_t)(2 * L->session.n), sizeof(char *)))) {
-            PyErr_NoMemory();
-            goto exit;
-        }
-        pgvc_buf_puts(&sql, "SELECT ");
-        for (Py_ssize_t i = 0; i < L->session.n; i++) {
-            char piece[80];
-            snprintf(piece, sizeof piece, "%spg_catalog.set_config($%zd, $%zd, false)", i ? ", " : "",
-                     2 * i + 1, 2 * i + 2);
-            pgvc_buf_puts(&sql, piece);
-            params[2 * i] = L->session.keys[i];
-            params[2 * i + 1] = L->session.values[i];
-        }
-        if (sql.oom) {
-            PyErr_NoMemory();
-            goto exit;
-        }
-        r = pgvc_exec_wait(conn, sql.data, (int)(2 * L->session.n), params, deadline, &why);
-        if (!r)
-            goto failed;
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            pgvc_raise_pg(L->st, conn, r, NULL);
-            goto exit;
-        }
-        PQclear(r);
-    }
     if (L->setup) {
         r = pgvc_exec_wait(conn, L->setup, 0, NULL, deadline, &why);
         if (!r)
@@ -426,9 +396,41 @@ failed:
         PyErr_Format(L->st->ConnectionLostError, "could not connect: %s", PQerrorMessage(conn));
 exit:
     PQclear(r);
-    free(params);
-    pgvc_buf_free(&sql);
     return rc;
+}
+
+char *pgvc_session_sql(const pgvc_connopts *L, PGconn *conn)
+{
+    pgvc_buf sql;
+    char *text = NULL;
+    pgvc_buf_init(&sql);
+    for (Py_ssize_t i = 0; i < L->session.n; i++) {
+        const char *name = L->session.keys[i];
+        const char *value = L->session.values[i];
+        char *literal = NULL;
+        /* default_transaction_isolation binds the next transaction only: this one takes
+         * transaction_isolation, allowed because no statement before it takes a snapshot. */
+        if (!strcmp(name, "default_transaction_isolation"))
+            name = "transaction_isolation";
+        if (!(literal = PQescapeLiteral(conn, value, strlen(value)))) {
+            PyErr_Format(L->st->PGViewsError, "session setting %s: %s", L->session.keys[i],
+                         PQerrorMessage(conn));
+            goto exit;
+        }
+        pgvc_buf_puts(&sql, "SET LOCAL ");
+        pgvc_buf_ident(&sql, name);
+        pgvc_buf_puts(&sql, " = ");
+        pgvc_buf_puts(&sql, literal);
+        pgvc_buf_puts(&sql, "; ");
+        PQfreemem(literal);
+    }
+    if (sql.oom || !(text = strdup(sql.data ? sql.data : ""))) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+exit:
+    pgvc_buf_free(&sql);
+    return text;
 }
 
 PGconn *pgvc_connect(const pgvc_connopts *L, long *lock_timeout)

@@ -31,8 +31,8 @@ int pgvc_pairs_from_dict(PyObject *dict, const char *what, pgvc_pairs *p);
 void pgvc_pairs_free(pgvc_pairs *p);
 const char *pgvc_pairs_get(const pgvc_pairs *p, const char *key);
 
-/* How to connect: libpq keywords, the session settings (set_config after every connect), a
- * setup statement, the connect deadline, and a notice receiver (called without the GIL). */
+/* How to connect: libpq keywords, the session settings (SET LOCAL in every statement's own
+ * transaction, pgvc_session_sql), a setup statement, the connect deadline, and a notice receiver (called without the GIL). */
 typedef struct {
     pgvc_state *st;
     pgvc_pairs conninfo, session;
@@ -48,10 +48,16 @@ int pgvc_connopts_load(pgvc_connopts *o, PyObject *conninfo, PyObject *session, 
 void pgvc_connopts_free(pgvc_connopts *o);
 
 /* Connect (PQconnectStartParams/PQconnectPoll under the deadline), set non-blocking mode, the
- * notice receiver and the session, and read lock_timeout (ms, 0: none). NULL with
+ * notice receiver, run the setup statement, and read lock_timeout (ms, 0: none). NULL with
  * ConnectionLostError naming libpq's reason, or the signal handler's exception. */
 PGconn *pgvc_connect(const pgvc_connopts *o, long *lock_timeout);
-void pgvc_conn_close(PGconn *conn); /* PQfinish with the GIL released; NULL is fine */
+void pgvc_conn_close(PGconn *conn);
+
+/* The session settings as statements that bind only the transaction they run in ("SET LOCAL
+ * name = 'value'; " each, names quoted, values escaped by libpq for conn): sent before every
+ * statement in the same Query message, one implicit transaction, so that nothing survives it on
+ * a pooled server connection. Malloc'd ("" when none); NULL with an exception set. */
+char *pgvc_session_sql(const pgvc_connopts *o, PGconn *conn); /* PQfinish with the GIL released; NULL is fine */
 
 /* Wait until the socket is readable (or writable, for_write) or the deadline (<= 0: none)
  * passes. Returns 0 ready, 1 timed out, -1 with the signal handler's exception set. */

@@ -50,6 +50,8 @@ typedef struct {
     PGconn *conn;
     Py_ssize_t task; /* running task or -1 */
     int dead, flushing, last_attempt;
+    int copy_out;        /* the running statement sends COPY rows: read and discard them */
+    const char *refused; /* why the running statement fails though the server said nothing */
     PGresult *bad; /* first failed result of the running statement */
     long user_lock_timeout; /* ms; 0 = none */
 } Slot;
@@ -62,6 +64,7 @@ typedef struct {
 typedef struct {
     pgvc_state *st;
     pgvc_connopts opts;
+    char *session_sql; /* SET LOCAL statements that open every statement (pgvc_session_sql) */
     long short_ms, last_ms;
     int retries;
     Py_ssize_t n;
@@ -298,24 +301,30 @@ static PyObject *lock_holders(PGconn *conn, const char *relation)
 
 /* ---- sending and reading statements -------------------------------------------------------- */
 
-/* The text sent for task i: a guarded statement first sets a short lock_timeout (the user's own,
- * when shorter), or the bounded one on its last attempt. Integers only: nothing from Python. */
+/* The text sent for task i, one Query message and so one implicit transaction: the session
+ * Django's connection has (SET LOCAL), then, for a guarded statement, a short lock_timeout (the
+ * user's own, when shorter) or the bounded one on its last attempt (SET LOCAL), then the
+ * statement. Nothing set survives the statement: a pooled server connection goes back as it came.
+ * Integers and the escaped session only: nothing else from Python. */
 static char *statement_text(Loop *L, Slot *slot, Task *t, int *last)
 {
-    long ms, user = slot->user_lock_timeout;
+    long ms = 0, user = slot->user_lock_timeout;
+    const char *session = L->session_sql ? L->session_sql : "";
+    char guard[64] = "";
     size_t len;
     char *text;
     *last = 0;
-    if (!t->guard)
-        return strdup(t->sql);
-    *last = t->attempts >= L->retries;
-    ms = *last ? L->last_ms : L->short_ms;
-    if (user > 0 && (ms <= 0 || user < ms))
-        ms = user;
-    len = strlen(t->sql) + 64;
+    if (t->guard) {
+        *last = t->attempts >= L->retries;
+        ms = *last ? L->last_ms : L->short_ms;
+        if (user > 0 && (ms <= 0 || user < ms))
+            ms = user;
+        snprintf(guard, sizeof guard, "SET LOCAL lock_timeout = %ld; ", ms);
+    }
+    len = strlen(session) + strlen(guard) + strlen(t->sql) + 1;
     if (!(text = malloc(len)))
         return NULL;
-    snprintf(text, len, "SET lock_timeout = %ld; %s", ms, t->sql);
+    snprintf(text, len, "%s%s%s", session, guard, t->sql);
     return text;
 }
 
@@ -374,12 +383,15 @@ static int finish_task(Loop *L, Slot *slot, int lost)
     PGresult *bad = slot->bad;
     const char *state = bad ? PQresultErrorField(bad, PG_DIAG_SQLSTATE) : NULL;
     int rc;
+    const char *refused = slot->refused;
     slot->bad = NULL;
+    slot->refused = NULL;
+    slot->copy_out = 0;
     slot->task = -1;
     slot->flushing = 0;
     t->seconds = now() - t->started;
     lost = lost || PQstatus(slot->conn) == CONNECTION_BAD;
-    if (!lost && !bad) {
+    if (!lost && !bad && !refused) {
         rc = task_ok(L, i);
         goto exit;
     }
@@ -391,7 +403,7 @@ static int finish_task(Loop *L, Slot *slot, int lost)
         goto exit;
     }
     {
-        PyObject *error = error_dict(slot->conn, bad, NULL);
+        PyObject *error = error_dict(slot->conn, bad, bad ? NULL : refused);
         if (error && !lost && t->guard && state && !strcmp(state, "55P03")) {
             PyObject *holders = lock_holders(slot->conn, t->guard);
             if (!holders || PyDict_SetItemString(error, "holders", holders) < 0)
@@ -405,6 +417,34 @@ static int finish_task(Loop *L, Slot *slot, int lost)
 exit:
     PQclear(bad);
     return rc;
+}
+
+#define COPY_OUT_REFUSED                                                                           \
+    "COPY TO STDOUT is not supported here: nothing reads its rows (they were discarded)"
+#define COPY_IN_REFUSED "COPY FROM STDIN is not supported here: nothing sends it rows"
+
+/* Read and discard the COPY rows that have arrived: 1 more are to come (wait for the socket),
+ * 0 the COPY ended (its result follows), -1 the connection broke. */
+static int drain_copy_out(PGconn *conn)
+{
+    int ok, n;
+    Py_BEGIN_ALLOW_THREADS
+    ok = PQconsumeInput(conn);
+    Py_END_ALLOW_THREADS
+    if (!ok)
+        return -1;
+    for (;;) {
+        char *row = NULL;
+        n = PQgetCopyData(conn, &row, 1);
+        if (row)
+            PQfreemem(row);
+        if (n > 0)
+            continue;
+        break;
+    }
+    if (n == 0)
+        return 1;
+    return 0; /* -1: done; -2: failed, PQgetResult says why */
 }
 
 /* Read what slot's connection has for us. RAISES_NEG. */
@@ -422,13 +462,48 @@ static int read_slot(Loop *L, Slot *slot, short revents)
     L->current_task = slot->task;
     for (;;) {
         PGresult *r;
+        ExecStatusType status;
+        if (slot->copy_out) {
+            if ((ready = drain_copy_out(slot->conn)) != 0)
+                break; /* 1: more rows to come, wait for them; -1: broken */
+            slot->copy_out = 0;
+        }
         if ((ready = pgvc_consume(slot->conn)) <= 0)
             break;
         if (!(r = PQgetResult(slot->conn))) {
             L->current_task = -1;
             return finish_task(L, slot, 0);
         }
-        if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK && !slot->bad)
+        status = PQresultStatus(r);
+        if (status == PGRES_COPY_OUT) {
+            /* Nobody reads the rows: discard them, then the statement fails. */
+            PQclear(r);
+            slot->copy_out = 1;
+            if (!slot->refused)
+                slot->refused = COPY_OUT_REFUSED;
+            continue;
+        }
+        if (status == PGRES_COPY_IN || status == PGRES_COPY_BOTH) {
+            /* Nobody has rows to send: end the COPY with an error, the server rolls back. */
+            int rc;
+            PQclear(r);
+            if (!slot->refused)
+                slot->refused = COPY_IN_REFUSED;
+            Py_BEGIN_ALLOW_THREADS
+            rc = PQputCopyEnd(slot->conn, COPY_IN_REFUSED);
+            Py_END_ALLOW_THREADS
+            if (rc != 1) {
+                ready = -1;
+                break;
+            }
+            if ((rc = pgvc_flush(slot->conn)) < 0) {
+                ready = -1;
+                break;
+            }
+            slot->flushing = rc == 1;
+            continue;
+        }
+        if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK && !slot->bad)
             slot->bad = r;
         else
             PQclear(r);
@@ -687,6 +762,7 @@ static void loop_free(Loop *L)
     free(L->slots);
     free(L->heap);
     pgvc_connopts_free(&L->opts);
+    free(L->session_sql);
     pgvc_graph_free(&L->g);
 }
 
@@ -831,9 +907,12 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
     }
     for (int s = 0; s < L.jobs; s++)
         L.slots[s].task = -1;
-    for (int s = 0; s < L.jobs; s++)
+    for (int s = 0; s < L.jobs; s++) {
         if (connect_slot(&L, &L.slots[s]) < 0)
             goto exit;
+        if (!L.session_sql && !(L.session_sql = pgvc_session_sql(&L.opts, L.slots[s].conn)))
+            goto exit;
+    }
     if (run_loop(&L) < 0)
         goto exit;
     if (!(result = PyList_New(L.n)))

@@ -234,7 +234,8 @@ static const struct {
     {'D', "TRUNCATE"}, {'x', "REFERENCES"}, {'t', "TRIGGER"}, {'m', "MAINTAIN"},
 };
 
-/* Read a possibly quoted role name from an aclitem ending at one of stops. */
+/* Read a possibly quoted role name from an aclitem ending at one of stops. NULL when the name
+ * does not fit in cap bytes or its quote is not closed. */
 static const char *acl_role(const char *p, const char *stops, char *out, size_t cap)
 {
     size_t n = 0;
@@ -243,16 +244,19 @@ static const char *acl_role(const char *p, const char *stops, char *out, size_t 
         while (*p && !(*p == '"' && p[1] != '"')) {
             if (*p == '"')
                 p++;
-            if (n + 1 < cap)
-                out[n++] = *p;
+            if (n + 1 >= cap)
+                return NULL;
+            out[n++] = *p;
             p++;
         }
-        if (*p == '"')
-            p++;
+        if (*p != '"')
+            return NULL;
+        p++;
     } else {
         while (*p && !strchr(stops, *p)) {
-            if (n + 1 < cap)
-                out[n++] = *p;
+            if (n + 1 >= cap)
+                return NULL;
+            out[n++] = *p;
             p++;
         }
     }
@@ -263,9 +267,14 @@ static const char *acl_role(const char *p, const char *stops, char *out, size_t 
 int pgvc_acl_to_grants(pgvc_buf *b, const char *aclitem, const char *target)
 {
     char grantee[256];
+    pgvc_buf all;
     const char *p = acl_role(aclitem, "=", grantee, sizeof grantee);
-    if (*p != '=')
+    int rc = -1;
+    if (!p || *p != '=')
         return -1;
+    /* Written aside and appended only once the whole item has been read: a malformed item
+     * appends nothing, never a partial GRANT. */
+    pgvc_buf_init(&all);
     for (p++; *p && *p != '/'; p++) {
         const char *priv = NULL;
         int grant_option = p[1] == '*';
@@ -273,23 +282,30 @@ int pgvc_acl_to_grants(pgvc_buf *b, const char *aclitem, const char *target)
             if (privileges[i].code == *p)
                 priv = privileges[i].privilege;
         if (!priv)
-            return -1;
-        pgvc_buf_puts(b, "GRANT ");
-        pgvc_buf_puts(b, priv);
-        pgvc_buf_puts(b, " ON ");
-        pgvc_buf_puts(b, target);
-        pgvc_buf_puts(b, " TO ");
+            goto exit;
+        pgvc_buf_puts(&all, "GRANT ");
+        pgvc_buf_puts(&all, priv);
+        pgvc_buf_puts(&all, " ON ");
+        pgvc_buf_puts(&all, target);
+        pgvc_buf_puts(&all, " TO ");
         if (grantee[0])
-            pgvc_buf_ident(b, grantee);
+            pgvc_buf_ident(&all, grantee);
         else
-            pgvc_buf_puts(b, "PUBLIC");
+            pgvc_buf_puts(&all, "PUBLIC");
         if (grant_option) {
-            pgvc_buf_puts(b, " WITH GRANT OPTION");
+            pgvc_buf_puts(&all, " WITH GRANT OPTION");
             p++;
         }
-        pgvc_buf_puts(b, ";\n");
+        pgvc_buf_puts(&all, ";\n");
     }
-    return 0;
+    if (all.oom)
+        goto exit;
+    if (all.len)
+        pgvc_buf_put(b, all.data, all.len);
+    rc = 0;
+exit:
+    pgvc_buf_free(&all);
+    return rc;
 }
 
 int pgvc_refresh_sql(pgvc_buf *b, const char *db_table, int concurrently, const char **why)

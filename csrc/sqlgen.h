@@ -52,7 +52,7 @@ void pgvc_derived_name(char out[PGVC_NAMEDATALEN], const char *base, const char 
 
 /* Turn one aclitem text (grantee=privileges/grantor, a star after a privilege letter for WITH GRANT OPTION) into GRANT statements on `target`
  * (an already quoted relation name), appended to b with a trailing ";\n". Returns 0, or -1 on a
- * malformed item (nothing appended). */
+ * malformed item or no memory (nothing appended: only whole statements ever are). */
 int pgvc_acl_to_grants(pgvc_buf *b, const char *aclitem, const char *target);
 
 #endif

@@ -20,7 +20,7 @@ from django_pgviews_c.declarations import read_catalog, view_models
 from django_pgviews_c.exceptions import DependantObjectError, PlanError
 from django_pgviews_c.view import View
 
-__all__ = ["Doomed", "clear_views"]
+__all__ = ["Doomed", "clear_views", "doomed_by"]
 
 #: Key of the advisory lock that serialises syncs (sync.ADVISORY_LOCK_KEY).
 _LOCK_KEY = 0x70677669657773
@@ -61,7 +61,21 @@ def _by_connection(using: str) -> dict[str, tuple[BaseDatabaseWrapper, list[type
 
 def _doomed(cursor, models: Sequence[type[View]], cascade: bool) -> tuple[list[Doomed], list[Doomed]]:
     """What dropping ``models`` takes, dependants first: (drop list, unmanaged dependants)."""
-    split = [_core.split_table(m._meta.db_table) for m in models]
+    targets = {_core.split_table(m._meta.db_table): m._meta.label for m in models}
+    return doomed_by(cursor, targets, targets, cascade)
+
+
+def doomed_by(
+    cursor,
+    targets: dict[tuple[str | None, str], str],
+    known: dict[tuple[str | None, str], str],
+    cascade: bool,
+) -> tuple[list[Doomed], list[Doomed]]:
+    """What dropping the objects ``targets`` ((schema or None, name) -> label) takes, dependants
+    first: (drop list, unmanaged dependants). A dependant named in ``known`` (same keys) is
+    managed: it is dropped with them (the sync re-creates it); any other is unmanaged, dropped
+    only with ``cascade``."""
+    split = list(targets)
     rows = read_catalog(
         cursor,
         {
@@ -75,22 +89,23 @@ def _doomed(cursor, models: Sequence[type[View]], cascade: bool) -> tuple[list[D
     if not nodes:
         return [], []
     current = nodes[0][15]
-    labels = {(s or current, n): m._meta.label for (s, n), m in zip(split, models, strict=True)}
+    labels = {(s or current, n): label for (s, n), label in known.items()}
+    wanted = {(s or current, n) for s, n in split}
     by_oid = {r[0]: k for k, r in enumerate(nodes)}
     names = [str(k) for k in range(len(nodes))]
     deps = [[str(by_oid[o]) for o in r[12] if o in by_oid] for r in nodes]
     graph = _core.Graph(names, deps)
-    managed = [k for k, r in enumerate(nodes) if (r[1], r[2]) in labels]
-    if not managed:
+    starts = [k for k, r in enumerate(nodes) if (r[1], r[2]) in wanted]
+    if not starts:
         return [], []
-    reached = set(graph.dependants(managed, include_self=True))
-    managed_set = set(managed)
+    reached = set(graph.dependants(starts, include_self=True))
+    managed_set = {k for k in reached if (nodes[k][1], nodes[k][2]) in labels or k in starts}
 
     def doomed(k: int) -> Doomed:
         r = nodes[k]
         label = labels.get((r[1], r[2]))
         reads = ()
-        if label is None:
+        if k not in managed_set:
             # What it reads directly: a managed view, or another object that is going too.
             reads = tuple(
                 f"{nodes[j][1]}.{nodes[j][2]}"

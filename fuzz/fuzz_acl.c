@@ -1,8 +1,8 @@
 /* fuzz_acl.c: pgvc_acl_to_grants, the reader of one aclitem (grantee=privileges/grantor) that
  * turns it into GRANT statements, on any text.
  *
- * Properties: no memory error; it returns 0 or -1; on 0, what it appended is a sequence of
- * complete "GRANT ... ON <target> TO ...;\n" statements. */
+ * Properties: no memory error; it returns 0 or -1; on -1 it appended nothing; on 0, what it
+ * appended is a sequence of complete "GRANT ... ON <target> TO ...;\n" statements. */
 #include "../csrc/sqlgen.h"
 #include "fuzz_common.h"
 
@@ -15,6 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rc = pgvc_acl_to_grants(&b, item, "public.v");
     CHECK(rc == 0 || rc == -1, "rc %d", rc);
     CHECK(!b.oom, "out of memory");
+    CHECK(rc == 0 || b.len == 0, "[%s] failed after appending [%s]", item, b.data);
     if (rc == 0 && b.len) {
         const char *p = b.data;
         while (*p) {

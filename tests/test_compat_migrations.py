@@ -19,6 +19,7 @@ from django_pgviews_c.db.migrations.operations import (
     SyncView,
     ViewState,
 )
+from django_pgviews_c.exceptions import DependantObjectError
 from tests.helpers import ViewSet, relkind
 from tests.multidbtest.models import MonthlyObservation
 from tests.viewtest import models
@@ -194,10 +195,18 @@ def test_delete_view_operation_drops_the_view(materialized):
     vs.sync()
     assert relkind("doomed_view") == ("m" if materialized else "v")
     op = DeleteViewOperation(name="Doomed", materialized=materialized, db_name="doomed_view")
+    # Reader is declared in no installed app: the project does not manage it, so the operation
+    # refuses, naming it, and drops nothing (redux dropped it silently with CASCADE).
+    refused = pytest.raises(DependantObjectError, match=r"public\.doomed_reader \(view not managed")
+    with refused, connection.schema_editor() as editor:
+        op.database_forwards("viewtest", editor, ProjectState(), ProjectState())
+    assert relkind("doomed_view") == ("m" if materialized else "v")
+    assert relkind("doomed_reader") == "v"
+    with connection.cursor() as cursor:
+        cursor.execute("DROP VIEW doomed_reader")
     with connection.schema_editor() as editor:
         op.database_forwards("viewtest", editor, ProjectState(), ProjectState())
     assert relkind("doomed_view") is None
-    assert relkind("doomed_reader") is None  # redux drops with CASCADE too
     # Dropping what is already gone is not an error.
     with connection.schema_editor() as editor:
         op.database_forwards("viewtest", editor, ProjectState(), ProjectState())
@@ -236,7 +245,8 @@ def test_sql_of_delete_view_operation():
             "viewtest", editor, ProjectState(), ProjectState()
         )
     assert any(
-        'DROP MATERIALIZED VIEW IF EXISTS test_schema."Odd Name" CASCADE' in s
-        or 'DROP MATERIALIZED VIEW IF EXISTS "test_schema"."Odd Name" CASCADE' in s
+        'DROP MATERIALIZED VIEW IF EXISTS test_schema."Odd Name"' in s
+        or 'DROP MATERIALIZED VIEW IF EXISTS "test_schema"."Odd Name"' in s
         for s in editor.collected_sql
     ), editor.collected_sql
+    assert not any("CASCADE" in s for s in editor.collected_sql)

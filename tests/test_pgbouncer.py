@@ -242,20 +242,9 @@ def test_model_refresh(pooled):
     assert pooled.rows("SELECT product, total FROM shop_topproduct") == [("honey", 50)]
 
 
-def test_no_session_state_left_on_server_connections(pooled, request):
+def test_no_session_state_left_on_server_connections(pooled):
     """After the commands, each pooled server connection has the server's defaults: no SET of
     ours outlived its transaction (in transaction mode it would reach other clients)."""
-    if pooled.mode == "transaction":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="csrc/pqpath.c statement_text() sends 'SET lock_timeout = N; REFRESH ...' (a "
-                "session-level SET) on the refresh loop's connections: in transaction pooling the "
-                "server connection keeps lock_timeout = 200ms for the next client; SET LOCAL in the "
-                "same implicit transaction would end with the statement",
-            )
-        )
     pooled.ok("sync_pgviews")
     pooled.ok("refresh_pgviews", "--jobs", "2")
     pooled.ok("refresh_pgviews", "--jobs", "2", "--concurrently")

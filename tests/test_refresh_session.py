@@ -70,6 +70,38 @@ def test_the_session_is_set_again_after_a_reconnect(new_york):
         execute("DROP TABLE t_tzlog")
 
 
+def test_the_session_binds_each_statement_and_outlives_none(transactional_db):
+    """Each statement runs in the session (the isolation level included: it binds the statement's
+    own transaction); none of it, nor a guarded statement's lock_timeout, stays on the server
+    connection (behind PgBouncer's transaction pooling it would reach the next client)."""
+    execute("CREATE TABLE t_sesslog (k int, tz text, iso text, lt text, usr text)")
+    row = (
+        "SELECT current_setting('TimeZone'), current_setting('transaction_isolation'), "
+        "current_setting('lock_timeout'), current_user::text"
+    )
+    try:
+        out = _core.run_parallel(
+            connection_params(connection),
+            [
+                f"INSERT INTO t_sesslog SELECT 1, * FROM ({row}) s",
+                f"INSERT INTO t_sesslog SELECT 2, * FROM ({row}) s",
+            ],
+            [[], [0]],
+            [2.0, 1.0],
+            1,
+            session={"TimeZone": "Asia/Tokyo", "default_transaction_isolation": "repeatable read"},
+            guard=["t_sesslog", None],
+            lock_timeout_ms=1234,
+        )
+        assert [s for s, _, _ in out] == ["ok", "ok"], out
+        rows = catalog_rows("SELECT k, tz, iso, lt FROM t_sesslog ORDER BY k")
+        assert rows[0] == (1, "Asia/Tokyo", "repeatable read", "1234ms")
+        assert rows[1][:3] == (2, "Asia/Tokyo", "repeatable read")
+        assert rows[1][3] != "1234ms"  # the guard of statement 1 ended with it, on the same connection
+    finally:
+        execute("DROP TABLE t_sesslog")
+
+
 @pytest.fixture
 def roles(transactional_db):
     owner, login = f"pgvc_owner{SUFFIX}", f"pgvc_login{SUFFIX}"

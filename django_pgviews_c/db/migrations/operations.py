@@ -137,7 +137,37 @@ class DeleteViewOperation(ViewOperation):
     def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
         if not router.allow_migrate(schema_editor.connection.alias, app_label):
             return
-        schema_editor.execute(drop_view_sql(self.db_name, self.materialized))
+        schema, name = _core.split_table(self.db_name)
+        if schema_editor.collect_sql:  # sqlmigrate: the view itself; dependants are read at migrate
+            schema_editor.execute(drop_relation_sql(schema, name, self.materialized, cascade=False))
+            return
+        for sql in self._drop_statements(app_label, schema_editor.connection, schema, name):
+            schema_editor.execute(sql)
+
+    def _drop_statements(self, app_label: str, connection: Any, schema: str | None, name: str) -> list[str]:
+        """DROP statements for the view and the views this app manages that read it, dependants
+        first, never CASCADE. An object the app does not manage that reads it makes the migration
+        fail, naming each one, before anything is dropped."""
+        from django_pgviews_c.clear import doomed_by
+        from django_pgviews_c.declarations import view_models
+        from django_pgviews_c.exceptions import DependantObjectError
+
+        label = f"{app_label}.{self.name}"
+        known = {_core.split_table(m._meta.db_table): m._meta.label for m in view_models()}
+        known[(schema, name)] = label
+        with connection.cursor() as cursor:
+            drop, unmanaged = doomed_by(cursor, {(schema, name): label}, known, cascade=False)
+        if unmanaged:
+            raise DependantObjectError(
+                f"migration operation 'Delete {'materialized view' if self.materialized else 'view'} "
+                f"{self.name}' would drop {len(unmanaged)} objects of database {connection.alias!r} "
+                f"that django-pgviews-c does not manage, as they read {self.db_name}: "
+                + "; ".join(d.describe() for d in unmanaged)
+                + ". Drop them first (or in a RunSQL before this operation), then migrate again. "
+                "This operation dropped nothing.",
+                [(d.schema, d.name, ", ".join(d.reads), d.kind) for d in unmanaged],
+            )
+        return [drop_relation_sql(d.schema, d.name, d.kind == "m", cascade=False) for d in drop]
 
     def reduce(self, operation: Operation, app_label: str) -> bool | list[Operation]:
         if not self._same(operation):
