@@ -35,6 +35,7 @@ SOURCES = [
     "hash.c",
     "aside.c",
     "freshness.c",
+    "queries.c",
 ]
 HEADERS = [
     "errors.h",
@@ -48,6 +49,7 @@ HEADERS = [
     "hash.h",
     "keywords.h",
     "aside.h",
+    "queries.h",
     "freshness.h",
 ]
 

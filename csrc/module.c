@@ -6,6 +6,7 @@
 #include "hash.h"
 #include "plan.h"
 #include "pqpath.h"
+#include "queries.h"
 #include "sqlgen.h"
 
 #include <pg_config.h>
@@ -121,6 +122,17 @@ static PyObject *freshness_sql(PyObject *module, PyObject *Py_UNUSED(ignored))
     return pgvc_freshness_sql();
 }
 
+static PyObject *query_sql(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    return pgvc_query_sql(get_state(module), args, kwargs);
+}
+
+static PyObject *query_names(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    return pgvc_query_names();
+}
+
 static PyObject *run_parallel(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     return pgvc_run_parallel(get_state(module), args, kwargs);
@@ -194,6 +206,11 @@ static PyMethodDef core_methods[] = {
      "catalog_sql()\n--\n\nThe one catalog query plan() reads."},
     {"freshness_sql", (PyCFunction)freshness_sql, METH_NOARGS,
      "freshness_sql()\n--\n\nThe staleness catalog query (freshness.c)."},
+    {"query_sql", CF(query_sql), KW,
+     "query_sql(name, table=None, ms=None)\n--\n\nThe text of the query `name` (queries.c): "
+     "%s placeholders for the values the caller binds. ValueError for an unknown name."},
+    {"query_names", (PyCFunction)query_names, METH_NOARGS,
+     "query_names()\n--\n\nEvery name query_sql() knows."},
     {"run_parallel", CF(run_parallel), KW,
      "run_parallel(conninfo, statements, dependencies, priority, jobs, setup=None, "
      "on_event=None, session=None, guard=None, on_notice=None, lock_retries=10, "

@@ -214,55 +214,10 @@ def _in_apps(models: list[Any], app_configs: Any) -> list[Any]:
 
 # ---- what the database shows ----------------------------------------------------------------------
 
-# For the views declared on one database that exist there: their columns, which of the others
-# each one's rule reads, and the functions each materialized view's query calls (directly or
-# through the plain views it reads) that are neither built in, nor an extension's, nor C, and
-# carry no search_path setting.
-_DATABASE_SQL = r"""
-WITH RECURSIVE declared AS (
-    SELECT t.idx::int AS idx, pg_catalog.to_regclass(t.q) AS oid
-    FROM unnest(%s::text[]) WITH ORDINALITY AS t(q, idx)
-), present AS (
-    SELECT idx, oid FROM declared WHERE oid IS NOT NULL
-), reach(root, rel) AS (
-    SELECT p.idx, p.oid
-    FROM present p JOIN pg_catalog.pg_class c ON c.oid = p.oid AND c.relkind = 'm'
-    UNION
-    SELECT reach.root, d.refobjid
-    FROM reach
-    JOIN pg_catalog.pg_rewrite r ON r.ev_class = reach.rel
-    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass
-        AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass
-        AND d.refobjid <> reach.rel
-    JOIN pg_catalog.pg_class c ON c.oid = d.refobjid AND c.relkind = 'v'
-)
-SELECT 'column', p.idx, a.attname::text, NULL
-FROM present p
-JOIN pg_catalog.pg_attribute a ON a.attrelid = p.oid AND a.attnum > 0 AND NOT a.attisdropped
-UNION ALL
-SELECT DISTINCT 'reads', p.idx, q.idx::text, NULL
-FROM present p
-JOIN pg_catalog.pg_rewrite r ON r.ev_class = p.oid
-JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
-    AND d.refclassid = 'pg_catalog.pg_class'::regclass
-JOIN present q ON q.oid = d.refobjid AND q.idx <> p.idx
-UNION ALL
-SELECT DISTINCT 'calls', reach.root, f.oid::regprocedure::text,
-    CASE WHEN reach.rel = p.oid THEN NULL ELSE reach.rel::regclass::text END
-FROM reach
-JOIN present p ON p.idx = reach.root
-JOIN pg_catalog.pg_rewrite r ON r.ev_class = reach.rel
-JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
-    AND d.refclassid = 'pg_catalog.pg_proc'::regclass
-JOIN pg_catalog.pg_proc f ON f.oid = d.refobjid
-JOIN pg_catalog.pg_namespace n ON n.oid = f.pronamespace
-JOIN pg_catalog.pg_language l ON l.oid = f.prolang
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-    AND l.lanname NOT IN ('c', 'internal')
-    AND NOT EXISTS (SELECT 1 FROM unnest(f.proconfig) s WHERE s LIKE 'search\_path=%%')
-    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::regclass
-                    AND e.objid = f.oid AND e.deptype = 'e')
-"""
+# The database_checks query (csrc/queries.c) reads, for the views declared on one database that
+# exist there: their columns, which of the others each one's rule reads, and the functions each
+# materialized view's query calls (directly or through the plain views it reads) that are neither
+# built in, nor an extension's, nor C, and carry no search_path setting.
 
 
 @register(Tags.database)
@@ -364,7 +319,7 @@ def _read_database(connection: Any, models: list[Any]) -> list[tuple[Any, ...]]:
 
     names = [_core.qualified_name(*_core.split_table(m._meta.db_table)) for m in models]
     with connection.cursor() as cursor:
-        cursor.execute(_DATABASE_SQL, [names])
+        cursor.execute(_core.query_sql("database_checks"), [names])
         return cursor.fetchall()
 
 

@@ -27,6 +27,7 @@ from django_pgviews_c import view as pg
 from django_pgviews_c.dberrors import execute_script
 
 _CLOSURE_SQL = _core.freshness_sql()
+_CLEAR_SNAPSHOT_SQL = _core.query_sql("clear_stats_snapshot")
 
 
 def qualified(model: type[pg.View]) -> str:
@@ -77,7 +78,7 @@ def closure(
         # SET LOCAL ends with it; the statistics snapshot the transaction holds is dropped.
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
             if fresh_stats:
-                cursor.execute("SELECT pg_catalog.pg_stat_clear_snapshot()")
+                cursor.execute(_CLEAR_SNAPSHOT_SQL)
             rows = _read(cursor, params)
             transaction.set_rollback(True, using=connection.alias)
     else:

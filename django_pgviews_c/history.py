@@ -44,18 +44,7 @@ DEFAULT_COUNT_LIMIT = 64 * 1024 * 1024
 # One statement: insert the record (rows counted when the view is small enough) and drop the
 # records of that view beyond the newest `keep`. The DELETE does not see the new row (same
 # snapshot), so it keeps keep - 1 older ones.
-_INSERT_SQL = (
-    "WITH ins AS (INSERT INTO " + _TABLE_Q + " (view, db_table, started_at, duration, rows, concurrent,"
-    " plain_reason, ok, sqlstate, message, sources)"
-    " VALUES (%s, %s, %s, %s, {rows}, %s, %s, %s, %s, %s, %s::jsonb) RETURNING id)"
-    " DELETE FROM " + _TABLE_Q + " WHERE view = %s AND id < ALL (SELECT id FROM ins) AND id NOT IN"
-    " (SELECT id FROM " + _TABLE_Q + " WHERE view = %s ORDER BY id DESC LIMIT %s)"
-)
-_ROWS_SQL = (
-    "(SELECT CASE WHEN pg_catalog.pg_relation_size(c.oid) <= %s AND c.relispopulated"
-    " THEN (SELECT count(*) FROM {view}) END FROM pg_catalog.pg_class c"
-    " WHERE c.oid = pg_catalog.to_regclass(%s))"
-)
+_INSERT_SQL = _core.query_sql("history_insert")
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
@@ -158,14 +147,13 @@ def record(
     label = model._meta.label
     db_table = model._meta.db_table
     if error is None:
-        rows_sql = _ROWS_SQL.format(view=_core.qualified_name(*_core.split_table(db_table)))
+        sql = _core.query_sql("history_insert_counted", table=db_table)
         rows_params = [
             int(setting("PGVIEWS_HISTORY_COUNT_ROWS_UP_TO", DEFAULT_COUNT_LIMIT)),
             _core.qualified_name(*_core.split_table(db_table)),
         ]
     else:
-        rows_sql, rows_params = "NULL", []
-    sql = _INSERT_SQL.format(rows=rows_sql)
+        sql, rows_params = _INSERT_SQL, []
     params = [
         label, db_table, started_at, duration, *rows_params, concurrent, plain_reason[:255],
         error is None, (error or {}).get("sqlstate") or "", (error or {}).get("message") or "",
@@ -336,11 +324,7 @@ class RunRecorder:
 ParallelRecorder = RunRecorder
 
 
-_AFTER_SQL = (
-    "SELECT c.oid::bigint, c.relfilenode::bigint, pg_catalog.pg_stat_get_tuples_inserted(c.oid)"
-    " + pg_catalog.pg_stat_get_tuples_updated(c.oid) + pg_catalog.pg_stat_get_tuples_deleted(c.oid)"
-    " FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(%s)"
-)
+_AFTER_SQL = _core.query_sql("history_after")
 
 
 @dataclass
@@ -366,11 +350,7 @@ class Record:
 
 # The newest successful and the newest failed record of each view, in one query (the index on
 # (view, -id) serves it); the sources only for the successful one.
-_LATEST_SQL = (
-    "SELECT DISTINCT ON (view, ok) id, view, ok, started_at, duration, rows, concurrent, plain_reason,"
-    " sqlstate, message, CASE WHEN ok THEN sources END FROM " + _TABLE_Q +
-    " WHERE view = ANY(%s) ORDER BY view, ok, id DESC"
-)  # fmt: skip
+_LATEST_SQL = _core.query_sql("history_latest")
 
 
 def latest(

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django_pgviews_c import _core
 from django_pgviews_c.exceptions import LockNotAvailableError
 
 __all__ = ["Holder", "holders", "session_timeouts", "take_advisory_lock", "QUIET_SECONDS"]
@@ -17,24 +18,9 @@ __all__ = ["Holder", "holders", "session_timeouts", "take_advisory_lock", "QUIET
 #: A wait shorter than this is not worth a word.
 QUIET_SECONDS = 1.0
 
-_HOLDERS_SQL = """
-SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), coalesce(a.backend_type, ''),
-  a.query_start, pg_catalog.left(pg_catalog.regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 80),
-  l.mode, CASE WHEN l.relation IS NOT NULL THEN l.relation::pg_catalog.regclass::text END
-FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
-WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid()
-  AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
-  AND (l.relation IN (SELECT pg_catalog.to_regclass(t) FROM pg_catalog.unnest(%s::text[]) AS t)
-       OR (%s::bigint IS NOT NULL AND l.locktype = 'advisory'
-           AND l.classid::bigint = (%s::bigint >> 32) AND l.objid::bigint = (%s::bigint & 4294967295)
-           AND l.objsubid = 1))
-ORDER BY a.query_start NULLS LAST, a.pid
-"""
+_HOLDERS_SQL = _core.query_sql("lock_holders")
 
-_TIMEOUTS_SQL = (
-    "SELECT name::text, setting::bigint FROM pg_catalog.pg_settings "
-    "WHERE name IN ('lock_timeout', 'deadlock_timeout', 'statement_timeout')"
-)
+_TIMEOUTS_SQL = _core.query_sql("session_timeouts")
 
 
 @dataclass(frozen=True)

@@ -20,17 +20,8 @@ INSUFFICIENT_PRIVILEGE = "42501"
 # One row: the role refreshing, the view's owner, whether the role acts as the owner,
 # (PostgreSQL 17+) whether it holds MAINTAIN on the view, and the relations the view's query reads
 # (its rewrite rule's dependencies) on which the owner holds no SELECT.
-_CHECK_SQL = """
-SELECT current_user::text, pg_catalog.pg_get_userbyid(c.relowner)::text,
-       pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE'), {maintain},
-       (SELECT pg_catalog.string_agg(DISTINCT d.refobjid::pg_catalog.regclass::text, ', ')
-        FROM pg_catalog.pg_rewrite r
-        JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
-             AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-        WHERE r.ev_class = c.oid AND d.refobjid <> c.oid
-          AND NOT pg_catalog.has_any_column_privilege(c.relowner, d.refobjid, 'SELECT'))
-FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(%s)
-"""
+_CHECK_SQL = _core.query_sql("owner_privileges")
+_CHECK_SQL_PG17 = _core.query_sql("owner_privileges_pg17")
 
 
 def _can_query(connection: BaseDatabaseWrapper) -> bool:
@@ -48,9 +39,7 @@ def refresh_denied(connection: BaseDatabaseWrapper, db_table: str, message: str)
     maintain_known = connection.pg_version >= 170000
     row = None
     if _can_query(connection):
-        sql = _CHECK_SQL.format(
-            maintain="pg_catalog.has_table_privilege(c.oid, 'MAINTAIN')" if maintain_known else "NULL"
-        )
+        sql = _CHECK_SQL_PG17 if maintain_known else _CHECK_SQL
         try:
             with connection.cursor() as cursor:
                 cursor.execute(sql, [qualified])

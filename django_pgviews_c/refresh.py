@@ -102,19 +102,10 @@ def _lock_settings() -> tuple[int, int, int]:
 def _guard_sql(ms: int) -> str:
     """Set lock_timeout to ``ms`` (the session's own when shorter) for this transaction only,
     remembering the session's value for _RESTORE_SQL."""
-    ms = int(ms)
-    return (
-        "SELECT pg_catalog.set_config('pgviews_c.lock_timeout', pg_catalog.current_setting('lock_timeout'), "
-        "true), pg_catalog.set_config('lock_timeout', (CASE WHEN s.u > 0 AND s.u < "
-        f"{ms} THEN s.u ELSE {ms} END)::text || 'ms', true) FROM (SELECT (pg_catalog.date_part('epoch', "
-        "pg_catalog.current_setting('lock_timeout')::interval) * 1000)::bigint AS u) s; "
-    )
+    return _core.query_sql("lock_guard", ms=int(ms))
 
 
-_RESTORE_SQL = (
-    "; SELECT pg_catalog.set_config('lock_timeout', "
-    "pg_catalog.current_setting('pgviews_c.lock_timeout'), true)"
-)
+_RESTORE_SQL = _core.query_sql("lock_restore")
 
 
 def _describe_holders(holders: Sequence[Any] | None) -> str:

@@ -7,13 +7,10 @@ from dataclasses import dataclass
 
 from django.db import DEFAULT_DB_ALIAS
 
+from django_pgviews_c import _core
 from django_pgviews_c.sync import sync_pgviews
 
-_SIZES = """
-SELECT c.oid::regclass::text, c.reltuples::bigint,
-       CASE WHEN c.relkind = 'm' THEN pg_catalog.pg_total_relation_size(c.oid) END
-FROM pg_catalog.pg_class c WHERE c.oid = ANY(%s::regclass[])
-"""
+_SIZES = _core.query_sql("status_sizes")
 
 
 @dataclass
@@ -28,7 +25,6 @@ class ViewState:
 
 
 def view_status(using: str = DEFAULT_DB_ALIAS) -> list[ViewState]:
-    from django_pgviews_c import _core
     from django_pgviews_c.sync import view_models
 
     models = {m._meta.label: m for m in view_models()}

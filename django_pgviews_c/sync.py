@@ -63,10 +63,7 @@ _CANCELED = "57014"
 _MAX_BATCH = 400
 
 # The existing objects a plan rebuilds: kind, estimated rows, total size with indexes.
-_SIZES_SQL = """
-SELECT u.t, c.relkind::text, greatest(c.reltuples, 0)::bigint, pg_catalog.pg_total_relation_size(c.oid)
-FROM pg_catalog.unnest(%s::text[]) AS u(t) JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.t)
-"""
+_SIZES_SQL = _core.query_sql("sync_sizes")
 
 # Actions that compute a materialized view's data, and how a progress line names them.
 _DATA_OPS = {"create", "build", "refresh"}

@@ -1,0 +1,351 @@
+/* queries.c: the text of every query the Python layer runs besides transaction control
+ * (savepoints, advisory locks, SET LOCAL), exposed by name through _core.query_sql().
+ *
+ * Placeholders are %s for the DB-API cursor (a literal % is written %%); values are always
+ * bound by the caller. The two parts that vary are built here: a relation name, quoted by
+ * sqlgen.c, and lock_guard's timeout, an integer checked for range. lock_guard and lock_restore
+ * run around a REFRESH in one simple-protocol round trip, which takes no parameters, so the
+ * timeout is written as a number (formatted from a C integer, never from text). */
+#include "queries.h"
+
+#include "errors.h"
+#include "sqlgen.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- fixed texts ---------------------------------------------------------------------------- */
+
+/* sync.py: the existing objects a plan rebuilds: kind, estimated rows, total size with indexes. */
+static const char q_sync_sizes[] = "\n"
+                                   "SELECT u.t, c.relkind::text, greatest(c.reltuples, 0)::bigint, "
+                                   "pg_catalog.pg_total_relation_size(c.oid)\n"
+                                   "FROM pg_catalog.unnest(%s::text[]) AS u(t) JOIN "
+                                   "pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.t)\n";
+
+/* locks.py: the sessions holding a granted lock on any of the relations %s (text[]) or on the
+ * advisory key %s (bigint or NULL; given three times), oldest query first. */
+static const char q_lock_holders[] =
+    "\n"
+    "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), "
+    "coalesce(a.backend_type, ''),\n"
+    "  a.query_start, pg_catalog.left(pg_catalog.regexp_replace(coalesce(a.query, ''), '\\s+', ' "
+    "', 'g'), 80),\n"
+    "  l.mode, CASE WHEN l.relation IS NOT NULL THEN l.relation::pg_catalog.regclass::text END\n"
+    "FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid\n"
+    "WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid()\n"
+    "  AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = "
+    "pg_catalog.current_database())\n"
+    "  AND (l.relation IN (SELECT pg_catalog.to_regclass(t) FROM pg_catalog.unnest(%s::text[]) AS "
+    "t)\n"
+    "       OR (%s::bigint IS NOT NULL AND l.locktype = 'advisory'\n"
+    "           AND l.classid::bigint = (%s::bigint >> 32) AND l.objid::bigint = (%s::bigint & "
+    "4294967295)\n"
+    "           AND l.objsubid = 1))\n"
+    "ORDER BY a.query_start NULLS LAST, a.pid\n";
+
+/* locks.py: the session's lock_timeout, deadlock_timeout and statement_timeout (ms). */
+static const char q_session_timeouts[] =
+    "SELECT name::text, setting::bigint FROM pg_catalog.pg_settings WHERE name IN ('lock_timeout', "
+    "'deadlock_timeout', 'statement_timeout')";
+
+/* status.py: row estimate and (materialized views) total size of the relations %s (regclass[]). */
+static const char q_status_sizes[] =
+    "\n"
+    "SELECT c.oid::regclass::text, c.reltuples::bigint,\n"
+    "       CASE WHEN c.relkind = 'm' THEN pg_catalog.pg_total_relation_size(c.oid) END\n"
+    "FROM pg_catalog.pg_class c WHERE c.oid = ANY(%s::regclass[])\n";
+
+/* checks.py: for the declared views %s (text[]) that exist: their columns, which of the others
+ * each one's rule reads, and the functions each materialized view's query calls (directly or
+ * through the plain views it reads) that are neither built in, nor an extension's, nor C, and
+ * carry no search_path setting. */
+static const char q_database_checks[] =
+    "\n"
+    "WITH RECURSIVE declared AS (\n"
+    "    SELECT t.idx::int AS idx, pg_catalog.to_regclass(t.q) AS oid\n"
+    "    FROM unnest(%s::text[]) WITH ORDINALITY AS t(q, idx)\n"
+    "), present AS (\n"
+    "    SELECT idx, oid FROM declared WHERE oid IS NOT NULL\n"
+    "), reach(root, rel) AS (\n"
+    "    SELECT p.idx, p.oid\n"
+    "    FROM present p JOIN pg_catalog.pg_class c ON c.oid = p.oid AND c.relkind = 'm'\n"
+    "    UNION\n"
+    "    SELECT reach.root, d.refobjid\n"
+    "    FROM reach\n"
+    "    JOIN pg_catalog.pg_rewrite r ON r.ev_class = reach.rel\n"
+    "    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass\n"
+    "        AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass\n"
+    "        AND d.refobjid <> reach.rel\n"
+    "    JOIN pg_catalog.pg_class c ON c.oid = d.refobjid AND c.relkind = 'v'\n"
+    ")\n"
+    "SELECT 'column', p.idx, a.attname::text, NULL\n"
+    "FROM present p\n"
+    "JOIN pg_catalog.pg_attribute a ON a.attrelid = p.oid AND a.attnum > 0 AND NOT a.attisdropped\n"
+    "UNION ALL\n"
+    "SELECT DISTINCT 'reads', p.idx, q.idx::text, NULL\n"
+    "FROM present p\n"
+    "JOIN pg_catalog.pg_rewrite r ON r.ev_class = p.oid\n"
+    "JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = "
+    "r.oid\n"
+    "    AND d.refclassid = 'pg_catalog.pg_class'::regclass\n"
+    "JOIN present q ON q.oid = d.refobjid AND q.idx <> p.idx\n"
+    "UNION ALL\n"
+    "SELECT DISTINCT 'calls', reach.root, f.oid::regprocedure::text,\n"
+    "    CASE WHEN reach.rel = p.oid THEN NULL ELSE reach.rel::regclass::text END\n"
+    "FROM reach\n"
+    "JOIN present p ON p.idx = reach.root\n"
+    "JOIN pg_catalog.pg_rewrite r ON r.ev_class = reach.rel\n"
+    "JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = "
+    "r.oid\n"
+    "    AND d.refclassid = 'pg_catalog.pg_proc'::regclass\n"
+    "JOIN pg_catalog.pg_proc f ON f.oid = d.refobjid\n"
+    "JOIN pg_catalog.pg_namespace n ON n.oid = f.pronamespace\n"
+    "JOIN pg_catalog.pg_language l ON l.oid = f.prolang\n"
+    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')\n"
+    "    AND l.lanname NOT IN ('c', 'internal')\n"
+    "    AND NOT EXISTS (SELECT 1 FROM unnest(f.proconfig) s WHERE s LIKE 'search\\_path=%%')\n"
+    "    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = "
+    "'pg_catalog.pg_proc'::regclass\n"
+    "                    AND e.objid = f.oid AND e.deptype = 'e')\n";
+
+/* privileges.py: the role refreshing, the view's owner, whether the role acts as the owner,
+ * whether it holds MAINTAIN on the view (NULL before PostgreSQL 17; _pg17 asks), and the
+ * relations the view %s reads (its rewrite rule's dependencies) on which the owner has no
+ * SELECT. */
+static const char q_owner_privileges[] =
+    "\n"
+    "SELECT current_user::text, pg_catalog.pg_get_userbyid(c.relowner)::text,\n"
+    "       pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE'), NULL,\n"
+    "       (SELECT pg_catalog.string_agg(DISTINCT d.refobjid::pg_catalog.regclass::text, ', ')\n"
+    "        FROM pg_catalog.pg_rewrite r\n"
+    "        JOIN pg_catalog.pg_depend d ON d.classid = "
+    "'pg_catalog.pg_rewrite'::pg_catalog.regclass\n"
+    "             AND d.objid = r.oid AND d.refclassid = "
+    "'pg_catalog.pg_class'::pg_catalog.regclass\n"
+    "        WHERE r.ev_class = c.oid AND d.refobjid <> c.oid\n"
+    "          AND NOT pg_catalog.has_any_column_privilege(c.relowner, d.refobjid, 'SELECT'))\n"
+    "FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(%s)\n";
+
+static const char q_owner_privileges_pg17[] =
+    "\n"
+    "SELECT current_user::text, pg_catalog.pg_get_userbyid(c.relowner)::text,\n"
+    "       pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE'), "
+    "pg_catalog.has_table_privilege(c.oid, 'MAINTAIN'),\n"
+    "       (SELECT pg_catalog.string_agg(DISTINCT d.refobjid::pg_catalog.regclass::text, ', ')\n"
+    "        FROM pg_catalog.pg_rewrite r\n"
+    "        JOIN pg_catalog.pg_depend d ON d.classid = "
+    "'pg_catalog.pg_rewrite'::pg_catalog.regclass\n"
+    "             AND d.objid = r.oid AND d.refclassid = "
+    "'pg_catalog.pg_class'::pg_catalog.regclass\n"
+    "        WHERE r.ev_class = c.oid AND d.refobjid <> c.oid\n"
+    "          AND NOT pg_catalog.has_any_column_privilege(c.relowner, d.refobjid, 'SELECT'))\n"
+    "FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(%s)\n";
+
+/* freshness.py: drop the statistics snapshot the transaction holds, so the counters read next
+ * are current. */
+static const char q_clear_stats_snapshot[] = "SELECT pg_catalog.pg_stat_clear_snapshot()";
+
+/* refresh.py: after the REFRESH, put back the lock_timeout lock_guard remembered. */
+static const char q_lock_restore[] = "; SELECT pg_catalog.set_config('lock_timeout', "
+                                     "pg_catalog.current_setting('pgviews_c.lock_timeout'), true)";
+
+/* ---- texts built around the history table's name ----------------------------------------------- */
+
+#define HISTORY_TABLE "django_pgviews_c_refresh"
+
+/* history.py: one statement that inserts a refresh record and drops the records of that view
+ * beyond the newest `keep`. Parameters: view, db_table, started_at, duration, [the count's two:
+ * size limit, qualified name,] concurrent, plain_reason, ok, sqlstate, message, sources (json),
+ * view, view, keep - 1. The DELETE does not see the new row (same snapshot), so it keeps keep - 1
+ * older ones. `counted` (a quoted relation name, or NULL) counts the rows when the relation is
+ * populated and no larger than the limit; without it rows is NULL. */
+static void history_insert(pgvc_buf *b, const char *counted)
+{
+    pgvc_buf_puts(b, "WITH ins AS (INSERT INTO ");
+    pgvc_buf_qualified(b, NULL, HISTORY_TABLE);
+    pgvc_buf_puts(b, " (view, db_table, started_at, duration, rows, concurrent,"
+                     " plain_reason, ok, sqlstate, message, sources) VALUES (%s, %s, %s, %s, ");
+    if (counted) {
+        pgvc_buf_puts(
+            b, "(SELECT CASE WHEN pg_catalog.pg_relation_size(c.oid) <= %s AND c.relispopulated"
+               " THEN (SELECT count(*) FROM ");
+        pgvc_buf_puts(b, counted);
+        pgvc_buf_puts(b,
+                      ") END FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(%s))");
+    } else {
+        pgvc_buf_puts(b, "NULL");
+    }
+    pgvc_buf_puts(b, ", %s, %s, %s, %s, %s, %s::jsonb) RETURNING id) DELETE FROM ");
+    pgvc_buf_qualified(b, NULL, HISTORY_TABLE);
+    pgvc_buf_puts(
+        b, " WHERE view = %s AND id < ALL (SELECT id FROM ins) AND id NOT IN (SELECT id FROM ");
+    pgvc_buf_qualified(b, NULL, HISTORY_TABLE);
+    pgvc_buf_puts(b, " WHERE view = %s ORDER BY id DESC LIMIT %s)");
+}
+
+/* history.py: the newest successful and the newest failed record of each view in %s (text[]),
+ * in one query (the index on (view, -id) serves it); the sources only for the successful one. */
+static void history_latest(pgvc_buf *b)
+{
+    pgvc_buf_puts(
+        b, "SELECT DISTINCT ON (view, ok) id, view, ok, started_at, duration, rows, concurrent,"
+           " plain_reason, sqlstate, message, CASE WHEN ok THEN sources END FROM ");
+    pgvc_buf_qualified(b, NULL, HISTORY_TABLE);
+    pgvc_buf_puts(b, " WHERE view = ANY(%s) ORDER BY view, ok, id DESC");
+}
+
+/* history.py: oid, relfilenode and write counter of the relation %s after its refresh. */
+static const char q_history_after[] =
+    "SELECT c.oid::bigint, c.relfilenode::bigint, pg_catalog.pg_stat_get_tuples_inserted(c.oid)"
+    " + pg_catalog.pg_stat_get_tuples_updated(c.oid) + pg_catalog.pg_stat_get_tuples_deleted(c.oid)"
+    " FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(%s)";
+
+/* refresh.py: set lock_timeout to `ms` (the session's own when shorter) for this transaction
+ * only, remembering the session's value for lock_restore. Ends with "; ". */
+static void lock_guard(pgvc_buf *b, long long ms)
+{
+    char num[32];
+    snprintf(num, sizeof num, "%lld", ms);
+    pgvc_buf_puts(b, "SELECT pg_catalog.set_config('pgviews_c.lock_timeout', "
+                     "pg_catalog.current_setting('lock_timeout'), true), pg_catalog.set_config("
+                     "'lock_timeout', (CASE WHEN s.u > 0 AND s.u < ");
+    pgvc_buf_puts(b, num);
+    pgvc_buf_puts(b, " THEN s.u ELSE ");
+    pgvc_buf_puts(b, num);
+    pgvc_buf_puts(
+        b, " END)::text || 'ms', true) FROM (SELECT (pg_catalog.date_part('epoch', "
+           "pg_catalog.current_setting('lock_timeout')::interval) * 1000)::bigint AS u) s; ");
+}
+
+/* ---- by name ------------------------------------------------------------------------------------ */
+
+enum query_kind { FIXED, HISTORY_INSERT, HISTORY_INSERT_COUNTED, HISTORY_LATEST, LOCK_GUARD };
+
+typedef struct {
+    const char *name;
+    enum query_kind kind;
+    const char *text; /* FIXED only */
+} query_entry;
+
+static const query_entry queries[] = {
+    {"clear_stats_snapshot", FIXED, q_clear_stats_snapshot},
+    {"database_checks", FIXED, q_database_checks},
+    {"history_after", FIXED, q_history_after},
+    {"history_insert", HISTORY_INSERT, NULL},
+    {"history_insert_counted", HISTORY_INSERT_COUNTED, NULL},
+    {"history_latest", HISTORY_LATEST, NULL},
+    {"lock_guard", LOCK_GUARD, NULL},
+    {"lock_holders", FIXED, q_lock_holders},
+    {"lock_restore", FIXED, q_lock_restore},
+    {"owner_privileges", FIXED, q_owner_privileges},
+    {"owner_privileges_pg17", FIXED, q_owner_privileges_pg17},
+    {"session_timeouts", FIXED, q_session_timeouts},
+    {"status_sizes", FIXED, q_status_sizes},
+    {"sync_sizes", FIXED, q_sync_sizes},
+};
+#define N_QUERIES (sizeof queries / sizeof queries[0])
+
+PyObject *pgvc_query_names(void)
+{
+    PyObject *out = PyTuple_New((Py_ssize_t)N_QUERIES), *name = NULL;
+    size_t i;
+    if (!out)
+        return NULL;
+    for (i = 0; i < N_QUERIES; i++) {
+        name = PyUnicode_FromString(queries[i].name);
+        if (!name) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, (Py_ssize_t)i, name);
+    }
+    return out;
+}
+
+PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"name", "table", "ms", NULL};
+    PyObject *name_obj = NULL, *ms_obj = Py_None, *out = NULL;
+    const char *name = NULL, *table = NULL, *why = NULL;
+    Py_ssize_t name_len = 0, table_len = 0;
+    const query_entry *q = NULL;
+    char schema[PGVC_NAMEDATALEN], rel[PGVC_NAMEDATALEN];
+    long long ms = 0;
+    int overflow = 0;
+    size_t i;
+    pgvc_buf b, quoted;
+
+    pgvc_buf_init(&b);
+    pgvc_buf_init(&quoted);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|z#O:query_sql", kwlist, &name_obj, &table,
+                                     &table_len, &ms_obj))
+        goto exit;
+    name = PyUnicode_AsUTF8AndSize(name_obj, &name_len);
+    if (!name)
+        goto exit;
+    for (i = 0; i < N_QUERIES && !q; i++)
+        if ((Py_ssize_t)strlen(queries[i].name) == name_len && strcmp(queries[i].name, name) == 0)
+            q = &queries[i];
+    if (!q) {
+        PyErr_Format(PyExc_ValueError, "query_sql: no query named %R (known: see query_names())",
+                     name_obj);
+        goto exit;
+    }
+    if (q->kind == HISTORY_INSERT_COUNTED && !table) {
+        PyErr_Format(PyExc_ValueError,
+                     "query_sql(%R): needs table, the relation whose rows it counts", name_obj);
+        goto exit;
+    }
+    if (q->kind != HISTORY_INSERT_COUNTED && table) {
+        PyErr_Format(PyExc_ValueError, "query_sql(%R): takes no table", name_obj);
+        goto exit;
+    }
+    if (q->kind == LOCK_GUARD) {
+        if (ms_obj == Py_None || !PyLong_Check(ms_obj) || PyBool_Check(ms_obj)) {
+            PyErr_Format(PyExc_ValueError, "query_sql(%R): needs ms, an int (milliseconds)",
+                         name_obj);
+            goto exit;
+        }
+        ms = PyLong_AsLongLongAndOverflow(ms_obj, &overflow);
+        if (ms == -1 && PyErr_Occurred())
+            goto exit;
+        if (overflow || ms < 0 || ms > INT_MAX) {
+            PyErr_Format(PyExc_ValueError, "query_sql(%R): ms must be between 0 and %d, not %R",
+                         name_obj, INT_MAX, ms_obj);
+            goto exit;
+        }
+    } else if (ms_obj != Py_None) {
+        PyErr_Format(PyExc_ValueError, "query_sql(%R): takes no ms", name_obj);
+        goto exit;
+    }
+    switch (q->kind) {
+    case FIXED: pgvc_buf_puts(&b, q->text); break;
+    case HISTORY_INSERT: history_insert(&b, NULL); break;
+    case HISTORY_INSERT_COUNTED:
+        if ((Py_ssize_t)strlen(table) != table_len) {
+            pgvc_raise_invalid_name(st, table, "contains a NUL byte");
+            goto exit;
+        }
+        if (pgvc_split_table(table, schema, sizeof schema, rel, sizeof rel, &why) < 0) {
+            pgvc_raise_invalid_name(st, table, why);
+            goto exit;
+        }
+        pgvc_buf_qualified(&quoted, schema[0] ? schema : NULL, rel);
+        if (quoted.oom) {
+            PyErr_NoMemory();
+            goto exit;
+        }
+        history_insert(&b, quoted.data);
+        break;
+    case HISTORY_LATEST: history_latest(&b); break;
+    case LOCK_GUARD: lock_guard(&b, ms); break;
+    }
+    out = pgvc_buf_to_str(&b);
+
+exit:
+    pgvc_buf_free(&quoted);
+    pgvc_buf_free(&b);
+    return out;
+}

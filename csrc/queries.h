@@ -1,0 +1,19 @@
+/* queries.h: the catalog and bookkeeping queries the Python layer runs, by name. */
+#ifndef PGVC_QUERIES_H
+#define PGVC_QUERIES_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "state.h"
+
+/* _core.query_sql(name, table=None, ms=None) -> str: the text of the query `name`. Values are
+ * %s parameters the caller binds; `table` (a Django db_table, split and quoted here) is given
+ * only to "history_insert_counted", `ms` (an int, 0..2147483647) only to "lock_guard". An
+ * unknown name, a missing or unexpected argument: ValueError naming the query. */
+PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs);
+
+/* _core.query_names() -> tuple[str, ...]: every name query_sql() knows. */
+PyObject *pgvc_query_names(void);
+
+#endif
