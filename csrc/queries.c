@@ -1,5 +1,6 @@
-/* queries.c: the text of every query the Python layer runs besides transaction control
- * (savepoints, advisory locks, SET LOCAL), exposed by name through _core.query_sql().
+/* queries.c: the text of every statement the Python layer runs besides transaction control
+ * (savepoints, advisory locks, SET LOCAL) and what sqlgen.c/ddl.c write (the plan's DDL, REFRESH),
+ * exposed by name through _core.query_sql().
  *
  * Placeholders are %s for the DB-API cursor (a literal % is written %%); values are always
  * bound by the caller. The two parts that vary are built here: a relation name, quoted by
@@ -219,31 +220,39 @@ static void lock_guard(pgvc_buf *b, long long ms)
            "pg_catalog.current_setting('lock_timeout')::interval) * 1000)::bigint AS u) s; ");
 }
 
+/* The drop_* statements (DROP [MATERIALIZED] VIEW IF EXISTS name [CASCADE]) are in the table
+ * below: what clear_pgviews and the migration operations run. */
+
 /* ---- by name ------------------------------------------------------------------------------------ */
 
-enum query_kind { FIXED, HISTORY_INSERT, HISTORY_INSERT_COUNTED, HISTORY_LATEST, LOCK_GUARD };
+enum query_kind { FIXED, HISTORY_INSERT, HISTORY_INSERT_COUNTED, HISTORY_LATEST, LOCK_GUARD, DROP };
 
 typedef struct {
     const char *name;
     enum query_kind kind;
-    const char *text; /* FIXED only */
+    const char *text; /* FIXED: the text; DROP: what comes before the relation's name */
+    const char *after; /* DROP: what comes after it */
 } query_entry;
 
 static const query_entry queries[] = {
-    {"clear_stats_snapshot", FIXED, q_clear_stats_snapshot},
-    {"database_checks", FIXED, q_database_checks},
-    {"history_after", FIXED, q_history_after},
-    {"history_insert", HISTORY_INSERT, NULL},
-    {"history_insert_counted", HISTORY_INSERT_COUNTED, NULL},
-    {"history_latest", HISTORY_LATEST, NULL},
-    {"lock_guard", LOCK_GUARD, NULL},
-    {"lock_holders", FIXED, q_lock_holders},
-    {"lock_restore", FIXED, q_lock_restore},
-    {"owner_privileges", FIXED, q_owner_privileges},
-    {"owner_privileges_pg17", FIXED, q_owner_privileges_pg17},
-    {"session_timeouts", FIXED, q_session_timeouts},
-    {"status_sizes", FIXED, q_status_sizes},
-    {"sync_sizes", FIXED, q_sync_sizes},
+    {"clear_stats_snapshot", FIXED, q_clear_stats_snapshot, NULL},
+    {"database_checks", FIXED, q_database_checks, NULL},
+    {"drop_materialized_view", DROP, "DROP MATERIALIZED VIEW IF EXISTS ", ""},
+    {"drop_materialized_view_cascade", DROP, "DROP MATERIALIZED VIEW IF EXISTS ", " CASCADE"},
+    {"drop_view", DROP, "DROP VIEW IF EXISTS ", ""},
+    {"drop_view_cascade", DROP, "DROP VIEW IF EXISTS ", " CASCADE"},
+    {"history_after", FIXED, q_history_after, NULL},
+    {"history_insert", HISTORY_INSERT, NULL, NULL},
+    {"history_insert_counted", HISTORY_INSERT_COUNTED, NULL, NULL},
+    {"history_latest", HISTORY_LATEST, NULL, NULL},
+    {"lock_guard", LOCK_GUARD, NULL, NULL},
+    {"lock_holders", FIXED, q_lock_holders, NULL},
+    {"lock_restore", FIXED, q_lock_restore, NULL},
+    {"owner_privileges", FIXED, q_owner_privileges, NULL},
+    {"owner_privileges_pg17", FIXED, q_owner_privileges_pg17, NULL},
+    {"session_timeouts", FIXED, q_session_timeouts, NULL},
+    {"status_sizes", FIXED, q_status_sizes, NULL},
+    {"sync_sizes", FIXED, q_sync_sizes, NULL},
 };
 #define N_QUERIES (sizeof queries / sizeof queries[0])
 
@@ -273,7 +282,7 @@ PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
     const query_entry *q = NULL;
     char schema[PGVC_NAMEDATALEN], rel[PGVC_NAMEDATALEN];
     long long ms = 0;
-    int overflow = 0;
+    int overflow = 0, takes_table = 0;
     size_t i;
     pgvc_buf b, quoted;
 
@@ -293,12 +302,13 @@ PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
                      name_obj);
         goto exit;
     }
-    if (q->kind == HISTORY_INSERT_COUNTED && !table) {
-        PyErr_Format(PyExc_ValueError,
-                     "query_sql(%R): needs table, the relation whose rows it counts", name_obj);
+    takes_table = q->kind == HISTORY_INSERT_COUNTED || q->kind == DROP;
+    if (takes_table && !table) {
+        PyErr_Format(PyExc_ValueError, "query_sql(%R): needs table, the relation it names",
+                     name_obj);
         goto exit;
     }
-    if (q->kind != HISTORY_INSERT_COUNTED && table) {
+    if (!takes_table && table) {
         PyErr_Format(PyExc_ValueError, "query_sql(%R): takes no table", name_obj);
         goto exit;
     }
@@ -320,10 +330,7 @@ PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
         PyErr_Format(PyExc_ValueError, "query_sql(%R): takes no ms", name_obj);
         goto exit;
     }
-    switch (q->kind) {
-    case FIXED: pgvc_buf_puts(&b, q->text); break;
-    case HISTORY_INSERT: history_insert(&b, NULL); break;
-    case HISTORY_INSERT_COUNTED:
+    if (takes_table) {
         if ((Py_ssize_t)strlen(table) != table_len) {
             pgvc_raise_invalid_name(st, table, "contains a NUL byte");
             goto exit;
@@ -337,8 +344,16 @@ PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
             PyErr_NoMemory();
             goto exit;
         }
-        history_insert(&b, quoted.data);
+    }
+    switch (q->kind) {
+    case FIXED: pgvc_buf_puts(&b, q->text); break;
+    case DROP:
+        pgvc_buf_puts(&b, q->text);
+        pgvc_buf_puts(&b, quoted.data);
+        pgvc_buf_puts(&b, q->after);
         break;
+    case HISTORY_INSERT: history_insert(&b, NULL); break;
+    case HISTORY_INSERT_COUNTED: history_insert(&b, quoted.data); break;
     case HISTORY_LATEST: history_latest(&b); break;
     case LOCK_GUARD: lock_guard(&b, ms); break;
     }

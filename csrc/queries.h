@@ -9,7 +9,7 @@
 
 /* _core.query_sql(name, table=None, ms=None) -> str: the text of the query `name`. Values are
  * %s parameters the caller binds; `table` (a Django db_table, split and quoted here) is given
- * only to "history_insert_counted", `ms` (an int, 0..2147483647) only to "lock_guard". An
+ * only to "history_insert_counted" and the drop_* statements, `ms` (an int, 0..2147483647) only to "lock_guard". An
  * unknown name, a missing or unexpected argument: ValueError naming the query. */
 PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs);
 

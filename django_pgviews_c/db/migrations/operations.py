@@ -44,8 +44,8 @@ class ViewState:
 
 
 def drop_relation_sql(schema: str | None, name: str, materialized: bool, *, cascade: bool = True) -> str:
-    kind = "MATERIALIZED VIEW" if materialized else "VIEW"
-    return f"DROP {kind} IF EXISTS {_core.qualified_name(schema, name)}" + (" CASCADE" if cascade else "")
+    query = ("drop_materialized_view" if materialized else "drop_view") + ("_cascade" if cascade else "")
+    return _core.query_sql(query, table=_core.qualified_name(schema, name))
 
 
 def drop_view_sql(db_name: str, materialized: bool) -> str:
