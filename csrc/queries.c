@@ -144,6 +144,9 @@ static const char q_owner_privileges_pg17[] =
     "          AND NOT pg_catalog.has_any_column_privilege(c.relowner, d.refobjid, 'SELECT'))\n"
     "FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(%s)\n";
 
+/* sync.py: the schemas of the session's search_path, implicit ones left out. */
+static const char q_current_schemas[] = "SELECT pg_catalog.current_schemas(false)";
+
 /* freshness.py: drop the statistics snapshot the transaction holds, so the counters read next
  * are current. */
 static const char q_clear_stats_snapshot[] = "SELECT pg_catalog.pg_stat_clear_snapshot()";
@@ -236,6 +239,7 @@ typedef struct {
 
 static const query_entry queries[] = {
     {"clear_stats_snapshot", FIXED, q_clear_stats_snapshot, NULL},
+    {"current_schemas", FIXED, q_current_schemas, NULL},
     {"database_checks", FIXED, q_database_checks, NULL},
     {"drop_materialized_view", DROP, "DROP MATERIALIZED VIEW IF EXISTS ", ""},
     {"drop_materialized_view_cascade", DROP, "DROP MATERIALIZED VIEW IF EXISTS ", " CASCADE"},

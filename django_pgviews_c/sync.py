@@ -411,7 +411,7 @@ class Syncer:
         # A db_table without a schema lives in the first schema of the search path; a name the
         # statement did not qualify means the first schema of the path that has it.
         with self.connection.cursor() as cursor:
-            cursor.execute("SELECT pg_catalog.current_schemas(false)")
+            cursor.execute(_core.query_sql("current_schemas"))
             path = list(cursor.fetchone()[0])
         where = {i: self.decls.split[i][0] or (path[0] if path else None) for i in candidates}
         if schema is not None:
