@@ -282,6 +282,14 @@ def test_hand_written_operations(project):
     assert q("SELECT count(*) FROM shop_itemmatview") == [(2,)]
 
     (project.path / "shop" / "migrations" / "0004_drop_other.py").write_text(DROP_MIGRATION)
+    # A view of the user's own reads it: DropView refuses, naming it, and drops nothing.
+    q("CREATE VIEW user_other_report AS SELECT count(*) AS n FROM shop_other")
+    done = project.django("migrate", "shop", "0004", MIGPROJECT_NO_SYNC="1")
+    assert done.returncode != 0, done.stdout
+    assert "public.user_other_report" in done.stderr and "Drop view shop.Other" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert kinds().get("shop_other") == "v" and kinds().get("user_other_report") == "v"
+    q("DROP VIEW user_other_report")
     project.ok("migrate", "shop", "0004", MIGPROJECT_NO_SYNC="1")
     assert "shop_other" not in kinds()
 

@@ -53,6 +53,31 @@ def drop_view_sql(db_name: str, materialized: bool) -> str:
     return drop_relation_sql(schema, name, materialized)
 
 
+def drop_statements(what: str, label: str, connection: Any, db_table: str) -> list[str]:
+    """DROP statements for a view and the views the project manages that read it, dependants
+    first, never CASCADE. An object the project does not manage that reads it makes the
+    operation ``what`` fail, naming each one, before anything is dropped."""
+    from django_pgviews_c.clear import doomed_by
+    from django_pgviews_c.declarations import view_models
+    from django_pgviews_c.exceptions import DependantObjectError
+
+    schema, name = _core.split_table(db_table)
+    known = {_core.split_table(m._meta.db_table): m._meta.label for m in view_models()}
+    known[(schema, name)] = label
+    with connection.cursor() as cursor:
+        drop, unmanaged = doomed_by(cursor, {(schema, name): label}, known, cascade=False)
+    if unmanaged:
+        raise DependantObjectError(
+            f"migration operation '{what}' would drop {len(unmanaged)} objects of database "
+            f"{connection.alias!r} that django-pgviews-c does not manage, as they read {db_table}: "
+            + "; ".join(d.describe() for d in unmanaged)
+            + ". Drop them first (or in a RunSQL before this operation), then migrate again. "
+            "This operation dropped nothing.",
+            [(d.schema, d.name, ", ".join(d.reads), d.kind) for d in unmanaged],
+        )
+    return [drop_relation_sql(d.schema, d.name, d.kind == "m", cascade=False) for d in drop]
+
+
 class ViewOperation(Operation):
     reversible = False
     reduces_to_sql = True
@@ -141,33 +166,9 @@ class DeleteViewOperation(ViewOperation):
         if schema_editor.collect_sql:  # sqlmigrate: the view itself; dependants are read at migrate
             schema_editor.execute(drop_relation_sql(schema, name, self.materialized, cascade=False))
             return
-        for sql in self._drop_statements(app_label, schema_editor.connection, schema, name):
+        what = f"Delete {'materialized view' if self.materialized else 'view'} {self.name}"
+        for sql in drop_statements(what, f"{app_label}.{self.name}", schema_editor.connection, self.db_name):
             schema_editor.execute(sql)
-
-    def _drop_statements(self, app_label: str, connection: Any, schema: str | None, name: str) -> list[str]:
-        """DROP statements for the view and the views this app manages that read it, dependants
-        first, never CASCADE. An object the app does not manage that reads it makes the migration
-        fail, naming each one, before anything is dropped."""
-        from django_pgviews_c.clear import doomed_by
-        from django_pgviews_c.declarations import view_models
-        from django_pgviews_c.exceptions import DependantObjectError
-
-        label = f"{app_label}.{self.name}"
-        known = {_core.split_table(m._meta.db_table): m._meta.label for m in view_models()}
-        known[(schema, name)] = label
-        with connection.cursor() as cursor:
-            drop, unmanaged = doomed_by(cursor, {(schema, name): label}, known, cascade=False)
-        if unmanaged:
-            raise DependantObjectError(
-                f"migration operation 'Delete {'materialized view' if self.materialized else 'view'} "
-                f"{self.name}' would drop {len(unmanaged)} objects of database {connection.alias!r} "
-                f"that django-pgviews-c does not manage, as they read {self.db_name}: "
-                + "; ".join(d.describe() for d in unmanaged)
-                + ". Drop them first (or in a RunSQL before this operation), then migrate again. "
-                "This operation dropped nothing.",
-                [(d.schema, d.name, ", ".join(d.reads), d.kind) for d in unmanaged],
-            )
-        return [drop_relation_sql(d.schema, d.name, d.kind == "m", cascade=False) for d in drop]
 
     def reduce(self, operation: Operation, app_label: str) -> bool | list[Operation]:
         if not self._same(operation):
@@ -205,6 +206,19 @@ class _ModelOperation(Operation):
     def _allowed(self, app_label: str, schema_editor: Any) -> bool:
         return router.allow_migrate(schema_editor.connection.alias, app_label)
 
+    def _drop(self, app_label: str, schema_editor: Any, what: str) -> None:
+        """Drop the view and the project's views that read it, dependants first, never CASCADE:
+        an object the project does not manage that reads it makes the operation ``what`` fail
+        before anything is dropped."""
+        if not self._allowed(app_label, schema_editor):
+            return
+        view = self.view()
+        if schema_editor.collect_sql:  # sqlmigrate: the view itself; dependants are read at migrate
+            schema_editor.execute(drop_view_sql(view._meta.db_table, issubclass(view, MaterializedView)))
+            return
+        for sql in drop_statements(what, view._meta.label, schema_editor.connection, view._meta.db_table):
+            schema_editor.execute(sql)
+
 
 class SyncView(_ModelOperation):
     """Create or update one view from its model, as sync_pgviews would (its dependants that a
@@ -238,14 +252,12 @@ class SyncView(_ModelOperation):
             schema_editor.execute(action.sql, params=None)
 
     def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
-        if not self._allowed(app_label, schema_editor):
-            return
-        view = self.view()
-        schema_editor.execute(drop_view_sql(view._meta.db_table, issubclass(view, MaterializedView)))
+        self._drop(app_label, schema_editor, f"Create or update view {self.model}, backwards")
 
 
 class DropView(_ModelOperation):
-    """Drop one view (IF EXISTS, with what depends on it). Backwards: create it from its model."""
+    """Drop one view (IF EXISTS) and the project's views that read it, never CASCADE: a view the
+    project does not manage that reads it makes it fail, naming it. Backwards: create it."""
 
     verb = "drop"
 
@@ -253,7 +265,7 @@ class DropView(_ModelOperation):
         return f"Drop view {self.model}"
 
     def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
-        SyncView(self.model).database_backwards(app_label, schema_editor, from_state, to_state)
+        self._drop(app_label, schema_editor, f"Drop view {self.model}")
 
     def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
         SyncView(self.model).database_forwards(app_label, schema_editor, from_state, to_state)
