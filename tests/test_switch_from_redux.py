@@ -16,7 +16,7 @@ import pytest
 
 from tests import psycopg_compat
 
-pytest.importorskip("django_pgviews", reason="django-pgviews-redux is in the test extra")
+pytest.importorskip("django_pgviews", reason="django-pgviews-redux 1.3 (the test extra) needs Python 3.11+")
 
 ROOT = Path(__file__).resolve().parent.parent
 DB = "pgviews_c_redux" + os.environ.get("PGVIEWS_DB_SUFFIX", "")
