@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,7 +139,11 @@ def test_a_concurrent_refresh_stops_no_reader_on_the_standby(pair):
         _manage_ok(pair, ["shell", "-v0", "-c", REFRESH.format(True)])
         pair.wait_replayed()  # the replay did not wait for the reader's lock
         # The reader's transaction, holding its lock all along, is still alive and sees the
-        # refreshed rows; so is the reader of the other view.
+        # refreshed rows (once the standby has applied the commit: polled, bounded); so is the
+        # reader of the other view.
+        deadline = time.monotonic() + 60
+        while _totals(reader)[2] != before + 500 and time.monotonic() < deadline:
+            pair.wait_replayed()
         assert _totals(reader)[2] == before + 500
         assert bystander.execute("SELECT count(*) FROM shop_big_sales").fetchone()[0] >= 0
     finally:
