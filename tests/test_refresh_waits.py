@@ -183,7 +183,7 @@ def test_ctrl_c_through_a_frozen_network_gives_up_on_the_cancel(transactional_db
     dbname = real["dbname"]
     sleeping = (
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-        "AND state = 'active' AND query LIKE 'SELECT pg_sleep%%'"
+        "AND state = 'active' AND query LIKE '%%pg_sleep%%'"
     )
     child = subprocess.Popen(
         [sys.executable, "-W", "always", "-c", _CHILD, json.dumps(conninfo)],
