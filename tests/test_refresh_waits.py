@@ -75,7 +75,12 @@ class Proxy(Silent):
                 self.event.notify_all()
             if self.frozen.is_set():
                 continue
-            upstream = socket.create_connection(self.target)
+            host, port = self.target
+            if host.startswith("/"):  # a server on a unix socket (the embedded PostgreSQL 18)
+                upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                upstream.connect(f"{host}/.s.PGSQL.{port}")
+            else:
+                upstream = socket.create_connection(self.target)
             self.accepted.append(upstream)
             for a, b in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
