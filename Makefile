@@ -34,7 +34,7 @@ help:
 	@echo "  make test           run the test suite (PostgreSQL found or started by tools/pgserver.py)"
 	@echo "  make test-psycopg2  run the test suite with psycopg2 instead of psycopg 3 (.venv-psycopg2)"
 	@echo "  make test-pg18      run the test suite against the embedded PostgreSQL 18"
-	@echo "  make test-asan      run the test suite with the extension built with ASan and UBSan"
+	@echo "  make test-asan      the C core's tests with the extension built with ASan and UBSan"
 	@echo "  make test-valgrind  run the C core's tests under valgrind"
 	@echo "  make test-django6   run the test suite with Django 6 (needs Python 3.12+)"
 	@echo "  make fuzz           run the libFuzzer harnesses of the C parsers (FUZZ_SECONDS=30 each)"
@@ -84,6 +84,16 @@ test-pg18: venv
 	$(call server_env,$(VENV)/bin/python,--embedded) && \
 	    $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+# What test-asan runs unless PYTEST_ARGS says otherwise: every test that calls into _core
+# directly (the boundary's property tests, the planner, the graph, the C refresh loop and its
+# connections, the set-aside SQL) and the sync and refresh paths that drive it, two workers at a
+# time with the quick hypothesis profile. `make test-asan PYTEST_ARGS=tests` runs the whole suite.
+ASAN_TESTS ?= -n 2 --hypothesis-profile=quick tests/test_core.py tests/test_core_boundary.py \
+    tests/test_hostile.py tests/test_refresh_loop.py tests/test_refresh_parallel.py \
+    tests/test_refresh_boundary.py tests/test_refresh_graph.py tests/test_refresh_waits.py \
+    tests/test_refresh_session.py tests/test_aside_core.py tests/test_sync.py tests/test_queries.py \
+    tests/test_freshness.py tests/test_states.py tests/test_cold_order.py tests/test_names.py
+
 # The sanitized extension is built in a copy of the sources (build/asan-src), so that the
 # extension built in place for .venv is left alone; the suite runs from that copy.
 test-asan: venv
@@ -98,7 +108,7 @@ test-asan: venv
 	$(call server_env,$(VENV)/bin/python) && cd $(ASAN_SRC) && \
 	    LD_PRELOAD=$(LIBASAN) ASAN_OPTIONS=detect_leaks=0 \
 	    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	    $(CURDIR)/$(VENV_ASAN)/bin/python -m pytest -p no:cacheprovider --capture=sys $(PYTEST_ARGS)
+	    $(CURDIR)/$(VENV_ASAN)/bin/python -m pytest -p no:cacheprovider --capture=sys $(or $(PYTEST_ARGS),$(ASAN_TESTS))
 
 # Django 6 needs Python 3.12+: run the suite with the newest Django under a python3.12 found on
 # PATH or in pyenv; skipped (with a message) where there is none.

@@ -31,7 +31,13 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_pgviews_c import _core, history
 from django_pgviews_c import view as pg
-from django_pgviews_c.dberrors import connection_is_lost, diag, lost_connection_error, sqlstate
+from django_pgviews_c.dberrors import (
+    connection_is_lost,
+    diag,
+    lost_connection_error,
+    sqlstate,
+    wait_until_reachable,
+)
 from django_pgviews_c.declarations import setting
 from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies, view_graph
 from django_pgviews_c.exceptions import DatabaseError, PGViewsError, RefreshError
@@ -401,6 +407,8 @@ def _refresh_parallel(
     """The C loop over ``jobs`` new connections to ``alias``: each view starts as soon as the
     views it reads are refreshed, longest remaining chain first; a failure skips its dependants."""
     connection = connections[alias]
+    if connection.connection is None:
+        wait_until_reachable(connection)  # psycopg2: a connect that hangs must not defer Ctrl-C
     if connection.in_atomic_block:
         raise PGViewsError(
             "refresh with jobs > 1 opens its own connections, which cannot see the data of the "
