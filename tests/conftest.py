@@ -7,7 +7,9 @@ import pytest
 # Under pytest-xdist each worker gets databases, roles and ports of its own: every test reads
 # PGVIEWS_DB_SUFFIX when its module is imported, after this.
 if os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("PGVIEWS_XDIST_SUFFIXED"):
-    os.environ["PGVIEWS_DB_SUFFIX"] = os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_" + os.environ["PYTEST_XDIST_WORKER"]
+    os.environ["PGVIEWS_DB_SUFFIX"] = (
+        os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_" + os.environ["PYTEST_XDIST_WORKER"]
+    )
     os.environ["PGVIEWS_XDIST_SUFFIXED"] = "1"
 from hypothesis import HealthCheck, settings
 
