@@ -46,6 +46,7 @@ help:
 	@echo "  make matrix         the nox sessions: Python 3.10-3.13, Django, drivers, PostgreSQL 15/18"
 	@echo "  make docs           the documentation site into build/site (mkdocs --strict: a broken link fails)"
 	@echo "  make lint           ruff check and ruff format --check; clang-format over csrc/ (report)"
+	@echo "  make mypy           mypy --strict over django_pgviews_c/ (django-stubs, _core.pyi for the C core)"
 	@echo "  make clang-format-check  csrc/ against .clang-format: fails when a file differs"
 	@echo "  make format         ruff format and ruff check --fix"
 	@echo "  make server         print the settings of the PostgreSQL server the tests use"
@@ -227,9 +228,29 @@ docs: $(VENV_DOCS)/.installed
 
 # ---- lint --------------------------------------------------------------------------------
 
+# The static checks of the package and the C core (.venv-lint): ruff, mypy --strict
+# (pyproject.toml's [tool.mypy]), clang-tidy (.clang-tidy) and clang-format (.clang-format).
+# Each tool is pinned: another version reports other things, so a clean run stays clean.
 $(VENV_LINT)/bin/ruff:
 	$(PYTHON) -m venv $(VENV_LINT)
 	$(VENV_LINT)/bin/python -m pip install -q --disable-pip-version-check ruff
+
+# mypy reads the package against Django 5.2's stubs (django-stubs 5.2.x follows Django 5.2),
+# psycopg's own annotations, celery-types and pytest's; its Django plugin imports
+# tests/typing_settings.py, which needs neither a server nor the built C core
+# (django_pgviews_c/_core.pyi stands for the core).
+MYPY_VERSION := 1.19.1
+DJANGO_STUBS_VERSION := 5.2.9
+MYPY_STAMP := $(VENV_LINT)/.mypy-$(MYPY_VERSION)-$(DJANGO_STUBS_VERSION)
+$(MYPY_STAMP): $(VENV_LINT)/bin/ruff
+	$(VENV_LINT)/bin/python -m pip install -q --disable-pip-version-check mypy==$(MYPY_VERSION) \
+	    django-stubs==$(DJANGO_STUBS_VERSION) django-stubs-ext==$(DJANGO_STUBS_VERSION) \
+	    'Django>=5.2,<5.3' 'psycopg[binary]>=3.1' celery-types==0.26.0 'pytest>=8'
+	@touch $@
+
+.PHONY: mypy
+mypy: $(MYPY_STAMP)
+	$(VENV_LINT)/bin/mypy
 
 lint: $(VENV_LINT)/bin/ruff
 	$(VENV_LINT)/bin/ruff check $(LINT_PATHS)
