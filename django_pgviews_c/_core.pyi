@@ -10,8 +10,10 @@ PG_VERSION_BUILT: Final[int]
 # The field names of plan()'s declaration tuples, in order (plan.c).
 DECL_FIELDS: Final[tuple[str, ...]]
 
-_Kind: TypeAlias = Literal["v", "m"]
-_QueryName: TypeAlias = Literal[
+# 'v' (view) or 'm' (materialized view); anything else raises ValueError. A str, as the catalog
+# hands it over.
+_Kind: TypeAlias = str
+QueryName: TypeAlias = Literal[
     "clear_stats_snapshot",
     "current_schemas",
     "database_checks",
@@ -50,7 +52,7 @@ def libpq_version() -> int: ...
 
 # ---- queries.c -----------------------------------------------------------------------------
 
-def query_sql(name: _QueryName, table: str | None = None, ms: int | None = None) -> str: ...
+def query_sql(name: QueryName, table: str | None = None, ms: int | None = None) -> str: ...
 def query_names() -> tuple[str, ...]: ...
 
 # ---- graph.c -------------------------------------------------------------------------------
@@ -97,7 +99,7 @@ class PlanAction(tuple[str, int, str, str, str, int, int]):
 # (declaration, statements that create it beside the object, the query comparing the two).
 _Probe: TypeAlias = tuple[int, tuple[str, ...], str]
 # (declaration, field, column, field type, column type or None, the view's columns).
-_ColumnProblem: TypeAlias = tuple[int, str, str, str | None, str | None, tuple[str | None, ...]]
+_ColumnProblem: TypeAlias = tuple[int, str, str, str | None, str | None, tuple[str, ...]]
 
 class PlanResult(TypedDict):
     actions: list[PlanAction]
