@@ -325,9 +325,16 @@ static PyObject *build_column_problems(Plan *P)
                 Py_CLEAR(out);
                 break;
             }
-            for (Py_ssize_t c = 0; c < n->colnames.n; c++) {
+            for (Py_ssize_t c = 0; cols && c < n->colnames.n; c++) {
                 PyObject *s = PyUnicode_FromString(n->colnames.items[c]);
-                PyTuple_SET_ITEM(cols, c, s ? s : Py_NewRef(Py_None));
+                if (!s)
+                    Py_CLEAR(cols); /* the error stays set: out is dropped below */
+                else
+                    PyTuple_SET_ITEM(cols, c, s);
+            }
+            if (!cols) {
+                Py_CLEAR(out);
+                break;
             }
             row = Py_BuildValue("(nsszzN)", i, d->columns[k].field, d->columns[k].column, d->columns[k].type,
                                 have, cols);

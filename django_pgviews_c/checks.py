@@ -103,7 +103,7 @@ def _concurrent_index_columns(spec: str) -> list[str] | None:
 def _redux_index_name(model: Any) -> str:
     """The concurrent index's name before shortening (django-pgviews-redux's scheme)."""
     tablespace = model._concurrent_index_tablespace
-    base = model._meta.db_table.replace(".", "_") + "_" + model._concurrent_index.replace(" ", "")
+    base: str = model._meta.db_table.replace(".", "_") + "_" + model._concurrent_index.replace(" ", "")
     base = base.replace(",", "_")
     if tablespace:
         base += "_" + tablespace.replace("-", "_")
@@ -320,7 +320,8 @@ def _read_database(connection: Any, models: list[Any]) -> list[tuple[Any, ...]]:
     names = [_core.qualified_name(*_core.split_table(m._meta.db_table)) for m in models]
     with connection.cursor() as cursor:
         cursor.execute(_core.query_sql("database_checks"), [names])
-        return cursor.fetchall()
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+        return rows
 
 
 def _database_messages(

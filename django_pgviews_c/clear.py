@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
 
 from django_pgviews_c import _core
 from django_pgviews_c.db.migrations.operations import drop_relation_sql
@@ -59,14 +60,16 @@ def _by_connection(using: str) -> dict[str, tuple[BaseDatabaseWrapper, list[type
     return found
 
 
-def _doomed(cursor, models: Sequence[type[View]], cascade: bool) -> tuple[list[Doomed], list[Doomed]]:
+def _doomed(
+    cursor: CursorWrapper, models: Sequence[type[View]], cascade: bool
+) -> tuple[list[Doomed], list[Doomed]]:
     """What dropping ``models`` takes, dependants first: (drop list, unmanaged dependants)."""
     targets = {_core.split_table(m._meta.db_table): m._meta.label for m in models}
     return doomed_by(cursor, targets, targets, cascade)
 
 
 def doomed_by(
-    cursor,
+    cursor: CursorWrapper,
     targets: dict[tuple[str | None, str], str],
     known: dict[tuple[str | None, str], str],
     cascade: bool,
@@ -104,7 +107,7 @@ def doomed_by(
     def doomed(k: int) -> Doomed:
         r = nodes[k]
         label = labels.get((r[1], r[2]))
-        reads = ()
+        reads: tuple[str, ...] = ()
         if k not in managed_set:
             # What it reads directly: a managed view, or another object that is going too.
             reads = tuple(

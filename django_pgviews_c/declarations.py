@@ -81,7 +81,7 @@ class Declarations:
         if materialized and testing.in_test_databases():  # PGVIEWS_TEST_* settings
             materialized = not testing.materialized_as_views()
             with_data = with_data and testing.materialized_with_data()
-        indexes: tuple[tuple[str, str], ...] = ()
+        indexes: tuple[tuple[str, tuple[str | int, ...]], ...] = ()
         tablespace = cidx_ts = None
         if materialized:
             tablespace = meta.db_tablespace or setting("DEFAULT_TABLESPACE", "") or None
@@ -151,9 +151,10 @@ def _index_template(model: type[View], index: Any, editor: Any) -> tuple[str | i
 def _db_type(field: Any, connection: BaseDatabaseWrapper) -> str | None:
     """The column type Django expects for a field, or None when it cannot tell."""
     try:
-        return field.db_type(connection)
+        db_type: str | None = field.db_type(connection)
     except Exception:  # a custom field may need more than a connection to say
         return None
+    return db_type
 
 
 def _refuse_nul_in_parameters(model: type[View]) -> None:

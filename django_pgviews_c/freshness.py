@@ -230,11 +230,15 @@ def freshness(
     return out
 
 
-def stale_models(models: Iterable[type[pg.View]] | None = None, *, using: str = DEFAULT_DB_ALIAS):
+def stale_models(
+    models: Iterable[type[pg.View]] | None = None, *, using: str = DEFAULT_DB_ALIAS
+) -> list[type[pg.View]]:
     return [f.model for f in freshness(models, using=using) if f.stale and f.exists]
 
 
-def due_models(models: Iterable[type[pg.View]] | None = None, *, using: str = DEFAULT_DB_ALIAS):
+def due_models(
+    models: Iterable[type[pg.View]] | None = None, *, using: str = DEFAULT_DB_ALIAS
+) -> list[type[pg.View]]:
     return [f.model for f in freshness(models, using=using) if f.due]
 
 
@@ -526,7 +530,11 @@ def status_json(rows: Sequence[Any], report: dict[str, dict[str, Any]]) -> str:
 
     out = []
     for r in rows:
-        item = dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(vars(r))
+        item = (
+            dataclasses.asdict(r)
+            if dataclasses.is_dataclass(r) and not isinstance(r, type)
+            else dict(vars(r))
+        )
         item["freshness"] = report.get(r.label)
         out.append(item)
     return json.dumps(out, indent=2, default=str)

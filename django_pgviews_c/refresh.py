@@ -23,7 +23,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 from django.db import Error as DjangoDBError
@@ -268,7 +268,8 @@ def _select(models: Iterable[type[pg.View]] | None, using: str | None) -> _Selec
         if issubclass(nodes[i], pg.MaterializedView)
         and (using is None or nodes[i].get_view_connection(using=alias, restricted_mode=True) is not None)
     ]
-    return _Selection([nodes[i] for i in matviews], graph.project(matviews))
+    chosen = [cast("type[pg.MaterializedView]", nodes[i]) for i in matviews]  # issubclass above
+    return _Selection(chosen, graph.project(matviews))
 
 
 def _subset(sel: _Selection, keep: Sequence[int]) -> _Selection:
@@ -330,6 +331,17 @@ def _refreshed(
         progress(f"  refreshed {label}  {seconds:.3f}s")
 
 
+def _refresh_connection(model: type[pg.View], using: str | None) -> BaseDatabaseWrapper:
+    """The connection ``model`` refreshes on: ``using``, else the router's choice. Only an
+    override of get_view_connection() returns None with restricted_mode=False."""
+    conn = model.get_view_connection(using=using or router.db_for_write(model), restricted_mode=False)
+    if conn is None:
+        raise PGViewsError(
+            f"{model._meta.label}: get_view_connection(restricted_mode=False) returned no connection"
+        )
+    return conn
+
+
 def _refresh_serial(
     sel: _Selection,
     flags: list[bool],
@@ -342,12 +354,17 @@ def _refresh_serial(
     refresh sees, in dependency order (declaration order among equals). The core's schedule
     says which view comes next and which views a failure stops."""
     schedule = _core.Schedule(sel.deps, [-float(k) for k in range(len(sel.models))])
-    recorder = history.RunRecorder(None, sel.models, flags, asked_concurrent=asked, connection_for=lambda m: (
-        m.get_view_connection(using=using or router.db_for_write(m), restricted_mode=False)))  # fmt: skip
+    recorder = history.RunRecorder(
+        None,
+        sel.models,
+        flags,
+        asked_concurrent=asked,
+        connection_for=lambda m: _refresh_connection(m, using),
+    )
     while (k := schedule.next()) is not None:
         model = sel.models[k]
         label = model._meta.label
-        conn = model.get_view_connection(using=using or router.db_for_write(model), restricted_mode=False)
+        conn = _refresh_connection(model, using)
         t0 = time.perf_counter()
         try:
             with recorder.recording(k):

@@ -88,9 +88,10 @@ def _num(value: int | None) -> str:
     return "-" if value is None or value < 0 else str(value)
 
 
-def _size(value: int | None) -> str:
-    if value is None:
+def _size(size: int | None) -> str:
+    if size is None:
         return "-"
+    value = float(size)
     for unit in ("B", "kB", "MB", "GB"):
         if value < 1024:
             return f"{value:.0f} {unit}"
