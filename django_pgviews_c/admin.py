@@ -51,9 +51,8 @@ _HISTORY_VIEW_PERMISSION = "django_pgviews_c.view_refreshrecord"
 _PERMISSIONS = ("has_add_permission", "has_change_permission", "has_delete_permission")
 
 
-class ViewAdmin(_ModelAdmin):
-    """A ModelAdmin for view models: rows can be listed and looked at, never added, changed or
-    deleted."""
+class _ReadOnly:
+    """No add, change or delete permission for anyone: the rows are the database's to write."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -63,6 +62,11 @@ class ViewAdmin(_ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class ViewAdmin(_ReadOnly, _ModelAdmin):
+    """A ModelAdmin for view models: rows can be listed and looked at, never added, changed or
+    deleted."""
 
 
 def _decides_permissions(admin_class: type) -> bool:
@@ -393,7 +397,7 @@ class ViewsPageAdmin(_DatabaseViewAdmin):
             messages.error(request, f"Refreshing {label} failed: {why}. It keeps the data it had.")
 
 
-class RefreshRecordAdmin(_RefreshRecordAdmin):
+class RefreshRecordAdmin(_ReadOnly, _RefreshRecordAdmin):
     """The refresh history, read-only: written by the refreshes themselves."""
 
     list_display = ["view", "started_at", "duration", "rows", "mode", "ok", "sqlstate", "message"]
@@ -401,15 +405,6 @@ class RefreshRecordAdmin(_RefreshRecordAdmin):
     search_fields = ["view", "message"]
     date_hierarchy = "started_at"
     exclude = ["sources"]
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def register_views_page(site: AdminSite) -> None:

@@ -147,7 +147,8 @@ def wait_until_reachable(connection: BaseDatabaseWrapper) -> None:
     connects as usual, so errors come from the driver as they always do."""
     if threading.current_thread() is not threading.main_thread():
         return
-    if connection.Database.__name__ != "psycopg2":
+    driver = getattr(connection, "Database", None)  # the backend's DB-API module
+    if getattr(driver, "__name__", "") != "psycopg2":
         return  # psycopg 3 waits for the connection in Python: signals reach it
 
     def attempt() -> None:
