@@ -64,15 +64,21 @@ class ViewState:
 
 
 def closure(
-    connection: BaseDatabaseWrapper, models: Sequence[type[pg.View]], *, fresh_stats: bool = True
+    connection: BaseDatabaseWrapper,
+    models: Sequence[type[pg.View]],
+    *,
+    fresh_stats: bool = True,
+    names: Sequence[str] | None = None,
 ) -> list[ViewState]:
     """One catalog query: for each model, its oid, populated flag and every relation it reads
     with relfilenode and write counter. ``fresh_stats`` drops the statistics snapshot a
-    transaction may hold (stats_fetch_consistency), so the counters are read anew."""
+    transaction may hold (stats_fetch_consistency), so the counters are read anew. ``names``
+    (quoted qualified names, one per model) reads other relations than the models' own: the
+    new version of a deferred rebuild, waiting beside the old one."""
     states = [ViewState(None, False, None) for _ in models]
     if not models:
         return states
-    params = [[qualified(m) for m in models]]
+    params = [list(names) if names is not None else [qualified(m) for m in models]]
     if connection.in_atomic_block:
         # Inside the caller's transaction: in a savepoint rolled back after the read, so that
         # SET LOCAL ends with it; the statistics snapshot the transaction holds is dropped.
