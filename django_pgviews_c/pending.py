@@ -103,11 +103,14 @@ def complete_pending(
     models: Iterable[type[pg.View]] | None = None,
     verbosity: int = 1,
     progress: Callable[[str], None] | None = None,
+    raise_errors: bool = True,
 ) -> PendingResult:
     """Populate every pending version of ``using`` (among ``models``, default all) and swap it
     in. A failed REFRESH is recorded and reported in the result, the old version keeps serving;
     a swap that cannot take its locks in time raises LockNotAvailableError naming the holder
-    (the REFRESHed new version stays beside the old one, for the next try)."""
+    (the REFRESHed new version stays beside the old one, for the next try), recorded as a
+    failure in the view's history; with ``raise_errors=False`` (the --due pass, the refresher)
+    it is reported in ``result.failed`` instead."""
     started = time.perf_counter()
     result = PendingResult()
     wanted = set(models) if models is not None else None
@@ -131,8 +134,16 @@ def complete_pending(
             populated = _populate(conn, model, _core.qualified_name(schema, name), result, progress)
             if populated is not None:
                 ready.append((i, label, *populated))
-        if ready:
+        if not ready:
+            continue
+        try:
             _swap(conn, conn_models, known, ready, result, verbosity, progress)
+        except PGViewsError as exc:
+            _record_failed_swap(conn, conn_models, ready, exc)
+            if raise_errors:
+                raise
+            for _, label, *_ in ready:
+                result.failed[label] = f"its new version is populated but was not swapped in: {exc}"
     result.wall = time.perf_counter() - started
     return result
 
@@ -174,6 +185,22 @@ def _populate(
     if progress is not None:
         progress(f"  populated the new version of {label} ({qualified})  {seconds:.2f}s")
     return sources, started_at, seconds
+
+
+def _record_failed_swap(
+    conn: BaseDatabaseWrapper,
+    conn_models: list[type[pg.View]],
+    ready: list[tuple[int, str, dict[str, Any] | None, Any, float]],
+    exc: PGViewsError,
+) -> None:
+    """The swap was rolled back: each view's history says why its refresh did not land."""
+    from django_pgviews_c import history
+
+    if not setting("PGVIEWS_HISTORY", True):
+        return
+    for i, _, sources, started_at, seconds in ready:
+        history.record(conn, conn_models[i], started_at=started_at, duration=seconds, concurrent=False,
+                       plain_reason="pending rebuild", error=history._error(exc), sources=sources)  # fmt: skip
 
 
 def _swap(
