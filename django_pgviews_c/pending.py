@@ -129,7 +129,7 @@ def complete_pending(
             if wanted is not None and model not in wanted:
                 continue
             if not current:
-                result.waiting[label] = "its pending version no longer matches the code: sync_pgviews replaces it"
+                result.waiting[label] = "its waiting version no longer matches the code: a sync replaces it"
                 continue
             populated = _populate(conn, model, _core.qualified_name(schema, name), result, progress)
             if populated is not None:
@@ -199,8 +199,9 @@ def _record_failed_swap(
     if not setting("PGVIEWS_HISTORY", True):
         return
     for i, _, sources, started_at, seconds in ready:
-        history.record(conn, conn_models[i], started_at=started_at, duration=seconds, concurrent=False,
-                       plain_reason="pending rebuild", error=history._error(exc), sources=sources)  # fmt: skip
+        history.record(conn, conn_models[i], started_at=started_at, duration=seconds,
+                       concurrent=False, plain_reason="pending rebuild", error=history._error(exc),
+                       sources=sources)  # fmt: skip
 
 
 def _swap(

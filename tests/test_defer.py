@@ -5,6 +5,12 @@ the sync's lock_timeout-guarded swap, re-creating what reads it."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.core import checks
 from django.db import connection, models
@@ -289,3 +295,98 @@ def test_defer_rebuild_on_a_plain_view_is_w009():
         apps.all_models["viewtest"].pop("plain", None)
         apps.clear_cache()
     assert len(found) == 1 and "Plain" in found[0].msg and found[0].level == checks.WARNING
+
+
+# -- the commands, in real processes (tests/deferproject) ----------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "")
+DB = "pgviews_c_defer" + SUFFIX
+
+
+def django(*args: str, factor: int = 1) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "tests.deferproject.settings"
+    env["DEFER_FACTOR"] = str(factor)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(
+        [sys.executable, "-m", "django", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def q(sql: str) -> list[tuple]:
+    return [tuple(r) for r in psycopg_compat.query(DB, sql)]
+
+
+@pytest.fixture
+def defer_db():
+    psycopg_compat.query("postgres", f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+    psycopg_compat.query("postgres", f'CREATE DATABASE "{DB}"')
+    try:
+        done = django("migrate", "--run-syncdb", "-v", "0")
+        assert done.returncode == 0, done.stderr
+        q("INSERT INTO deferapp_reading (value) VALUES (10), (20), (30)")
+        done = django("refresh_pgviews")
+        assert done.returncode == 0, done.stderr
+        yield
+    finally:
+        psycopg_compat.query("postgres", f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+
+
+def test_migrate_defers_and_refresh_pgviews_pending_swaps_in(defer_db):
+    pending = _core.derived_name("deferapp_totals", "_pgvc_pending")
+    before = q("SELECT 'deferapp_totals'::regclass::oid::bigint")
+    reader = psycopg_compat._connect(DB)
+    cur = reader.cursor()
+    cur.execute(f"SET application_name = '{HOLDER_APP}'")
+    cur.execute("BEGIN")
+    cur.execute("SELECT pg_backend_pid()")
+    pid = cur.fetchone()[0]
+    try:
+        cur.execute("SELECT sum(value) FROM deferapp_totals")  # ACCESS SHARE until it ends
+        assert cur.fetchone()[0] == 60
+        # The deploy: migrate returns without touching the old version, which the reader holds.
+        done = django("migrate", "-v", "0", factor=2)
+        assert done.returncode == 0, done.stderr
+        assert q("SELECT 'deferapp_totals'::regclass::oid::bigint") == before
+        cur.execute("SELECT sum(value) FROM deferapp_totals")
+        assert cur.fetchone()[0] == 60
+        assert q("SELECT total FROM deferapp_report") == [(60,)]
+        done = django("pgviews_status", "--json", factor=2)
+        assert done.returncode == 0, done.stderr
+        rows = {r["label"]: r for r in json.loads(done.stdout)}
+        assert rows["deferapp.Totals"]["state"] == "pending rebuild", rows
+        assert rows["deferapp.Totals"]["old_data_age"] is not None
+        assert "serves data refreshed" in rows["deferapp.Totals"]["detail"]
+        assert rows["deferapp.Report"]["state"] == "in sync"
+        done = django("pgviews_status", "--check", factor=2)
+        assert done.returncode == 1 and "refresh_pgviews --pending (deferapp.Totals)" in done.stderr, done
+        # The swap needs the reader's lock: it gives up in time, naming it; nothing changes.
+        done = django("refresh_pgviews", "--pending", factor=2)
+        assert done.returncode == 1, done.stdout
+        assert f"pid {pid}" in done.stderr and HOLDER_APP in done.stderr, done.stderr
+        assert q("SELECT 'deferapp_totals'::regclass::oid::bigint") == before
+    finally:
+        reader.close()
+    done = django("refresh_pgviews", "--pending", factor=2)
+    assert done.returncode == 0, done.stderr
+    assert "swapped in the rebuilt deferapp.Totals" in done.stdout, done.stdout
+    assert q("SELECT sum(value)::int FROM deferapp_totals") == [(120,)]
+    assert q("SELECT total FROM deferapp_report") == [(120,)]
+    assert q(f"SELECT to_regclass('{pending}') IS NULL") == [(True,)]
+    done = django("pgviews_status", "--check", factor=2)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Another deploy, then clear_pgviews: the waiting version goes with the views.
+    done = django("migrate", "-v", "0", factor=3)
+    assert done.returncode == 0, done.stderr
+    assert q(f"SELECT to_regclass('{pending}') IS NOT NULL") == [(True,)]
+    done = django("clear_pgviews", "--no-input", factor=3)
+    assert done.returncode == 0, done.stderr
+    assert q(f"SELECT to_regclass('{pending}') IS NULL AND to_regclass('deferapp_totals') IS NULL") == [
+        (True,)
+    ]
