@@ -20,8 +20,8 @@ static int read_indexes(Plan *P, PyObject *list, const char *what, int swap)
     if (!list || list == Py_None)
         return 0;
     if (!PyList_Check(list) && !PyTuple_Check(list)) {
-        PyErr_Format(PyExc_TypeError, "plan: %s must be a list of declaration indexes, not %.100s", what,
-                     Py_TYPE(list)->tp_name);
+        PyErr_Format(PyExc_TypeError, "plan: %s must be a list of declaration indexes, not %.100s",
+                     what, Py_TYPE(list)->tp_name);
         return -1;
     }
     for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(list); k++) {
@@ -108,8 +108,8 @@ void pgvc_defer_classify(Plan *P, Decl *d)
     /* Only a rebuild beside the old object (the same kind, ours, populated, its definition
      * changed) is deferred: a missing view is created, an empty one has nothing to serve, a
      * plain view is replaced in place. */
-    if (!d->defer || d->action != A_BESIDE || !n || !n->ours || !n->populated || n->relkind != 'm' ||
-        !strcmp(n->c_body, d->body_fp))
+    if (!d->defer || d->action != A_BESIDE || !n || !n->ours || !n->populated ||
+        n->relkind != 'm' || !strcmp(n->c_body, d->body_fp))
         return;
     d->deferred = 1;
     d->defer_action = d->action;
@@ -117,10 +117,11 @@ void pgvc_defer_classify(Plan *P, Decl *d)
     d->action = A_SKIP;
     d->status = S_EXISTS;
     d->state = ST_PENDING;
-    d->reason = pending_current(P, d)
-                    ? "its rebuild waits beside it, WITH NO DATA: refresh_pgviews --pending swaps it in"
-                    : "definition changed; rebuild deferred: the new version is created beside it WITH "
-                      "NO DATA, refresh_pgviews --pending swaps it in";
+    d->reason =
+        pending_current(P, d)
+            ? "its rebuild waits beside it, WITH NO DATA: refresh_pgviews --pending swaps it in"
+            : "definition changed; rebuild deferred: the new version is created beside it WITH "
+              "NO DATA, refresh_pgviews --pending swaps it in";
 }
 
 void pgvc_defer_spread(Plan *P, Decl *d, Py_ssize_t tainted_by, Py_ssize_t dropped_by)
