@@ -52,22 +52,32 @@ int pgvc_defer_read(Plan *P, PyObject *defer, PyObject *swap)
 int pgvc_defer_match(Plan *P)
 {
     char name[PGVC_NAMEDATALEN];
+    Py_ssize_t *marked = NULL, nmarked = 0;
     for (Py_ssize_t i = 0; i < P->nd; i++)
         P->decls[i].pending = -1;
-    for (Py_ssize_t j = 0; j < P->nn; j++)
+    for (Py_ssize_t j = 0; j < P->nn; j++) {
         P->nodes[j].pending_of = -1;
+        nmarked += P->nodes[j].decl < 0 && P->nodes[j].pending_mark && P->nodes[j].relkind == 'm';
+    }
+    if (!nmarked) /* the usual case: a warm sync pays one pass over the nodes */
+        return 0;
+    if (!(marked = pgvc_plan_alloc(P, sizeof(Py_ssize_t) * (size_t)nmarked)))
+        return -1;
+    nmarked = 0;
+    for (Py_ssize_t j = 0; j < P->nn; j++)
+        if (P->nodes[j].decl < 0 && P->nodes[j].pending_mark && P->nodes[j].relkind == 'm')
+            marked[nmarked++] = j;
     for (Py_ssize_t i = 0; i < P->nd; i++) {
         Decl *d = &P->decls[i];
         if (d->kind != 'm')
             continue;
         pgvc_derived_name(name, d->name, PGVC_PENDING_SUFFIX);
-        for (Py_ssize_t j = 0; j < P->nn; j++) {
-            Node *n = &P->nodes[j];
-            if (n->decl >= 0 || !n->pending_mark || n->relkind != 'm' || n->pending_of >= 0 ||
-                strcmp(n->name, name) || strcmp(n->schema, d->schema))
+        for (Py_ssize_t k = 0; k < nmarked; k++) {
+            Node *n = &P->nodes[marked[k]];
+            if (n->pending_of >= 0 || strcmp(n->name, name) || strcmp(n->schema, d->schema))
                 continue;
             n->pending_of = i;
-            d->pending = j;
+            d->pending = marked[k];
             break;
         }
     }
