@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -390,3 +391,39 @@ def test_migrate_defers_and_refresh_pgviews_pending_swaps_in(defer_db):
     assert q(f"SELECT to_regclass('{pending}') IS NULL AND to_regclass('deferapp_totals') IS NULL") == [
         (True,)
     ]
+
+
+def test_a_migration_that_sets_aside_what_the_waiting_version_reads_drops_it(tmp_path):
+    """The waiting version reads a view a migration sets aside: it is dropped with it (ours, not
+    an unmanaged view to refuse or restore), and the sync after the migrations rebuilds."""
+    from tests.test_aside import HERE as ASIDE
+    from tests.test_aside import change_price_type, run, sql
+
+    dest = tmp_path / "proj"
+    shutil.copytree(ASIDE / "asideproj", dest)
+    (dest / "shop" / "migrations").mkdir()
+    (dest / "shop" / "migrations" / "__init__.py").write_text("")
+    with (dest / "settings.py").open("a") as f:
+        f.write("\nPGVIEWS_DEFER_REBUILD = True\n")
+    db = "pgvc_defer_aside" + SUFFIX
+    psycopg_compat.recreate_database(db)
+    try:
+        assert run(dest, "makemigrations", "shop", db=db).returncode == 0
+        assert run(dest, "migrate", db=db).returncode == 0
+        sql(db, "INSERT INTO shop_item (price, name) VALUES (5, 'a'), (7, 'b'), (20, 'c')")
+        assert run(dest, "refresh_pgviews", db=db).returncode == 0
+        models_py = dest / "shop" / "models.py"
+        models_py.write_text(models_py.read_text().replace("sum(price) AS total", "sum(price) * 2 AS total"))
+        r = run(dest, "migrate", db=db)
+        assert r.returncode == 0, r.stderr
+        waiting = _core.derived_name("shop_cheapcount", "_pgvc_pending")
+        assert sql(db, f"SELECT to_regclass('{waiting}') IS NOT NULL") == [(True,)]
+        assert sql(db, "SELECT total FROM shop_cheapcount") == [(12,)]
+        change_price_type(dest)
+        assert run(dest, "makemigrations", "shop", db=db).returncode == 0
+        r = run(dest, "migrate", db=db)
+        assert r.returncode == 0, r.stderr
+        assert sql(db, f"SELECT to_regclass('{waiting}') IS NULL") == [(True,)]
+        assert sql(db, "SELECT total FROM shop_cheapcount") == [(24,)]
+    finally:
+        psycopg_compat.drop_database(db)
