@@ -111,6 +111,8 @@ class PlanResult(TypedDict):
     probes: list[_Probe]
     orphans: list[tuple[str, str, str]]
     columns: list[_ColumnProblem]
+    # (declaration, schema, name, populated, current): a deferred rebuild's waiting version
+    pending: list[tuple[int, str, str, bool, bool]]
 
 def plan(
     decls: list[tuple[Any, ...]],
@@ -127,6 +129,8 @@ def plan(
     adopt: dict[int, bool] | None = None,
     create_schemas: object = False,
     prune: object = False,
+    defer: Iterable[int] | None = None,
+    swap_pending: Iterable[int] | None = None,
 ) -> PlanResult: ...
 
 # ---- aside.c -------------------------------------------------------------------------------

@@ -323,6 +323,9 @@ class Recorded:
     tablespace: str | None
     indexes: list[str]
     label: str | None = None  # the model's label when the view is declared; None: not ours
+    #: The waiting new version of a declared view's deferred rebuild (pending.py): dropped with
+    #: the others, never restored (the sync decides again whether to defer).
+    pending: bool = False
 
     @property
     def what(self) -> str:
@@ -374,11 +377,15 @@ def _read(cursor: Any, touches: list[Touch], using: str) -> list[Recorded]:
     if not rows:
         return []
     managed = _managed_models(using, rows[0][-1])  # the last column: the current schema
+    waiting = {(s, _core.derived_name(n, "_pgvc_pending")): m for (s, n), m in managed.items()}
     found = []
     for row in rows:
         rec = Recorded(*row[:-1])
         model = managed.get((rec.schema, rec.name))
         rec.label = model._meta.label if model is not None else None
+        model = waiting.get((rec.schema, rec.name))
+        if rec.label is None and model is not None and " pending=1 " in (rec.comment or ""):
+            rec.label, rec.pending = f"{model._meta.label} (its pending rebuild)", True
         found.append(rec)
     return found
 
@@ -599,7 +606,7 @@ def sync_after_migrate(
         for rec in early:
             _restore(cursor, rec)
     result = sync()
-    managed = [r for r in order if r.label]
+    managed = [r for r in order if r.label and not r.pending]
     _say(
         stdout,
         verbosity if managed else 0,
@@ -644,7 +651,7 @@ def _repopulate(
 ) -> None:
     """Materialized views that were populated before the migrations are populated after them:
     ``with_data = False`` only means "create it empty when it does not exist"."""
-    candidates = [r for r in order if r.kind == "m" and r.populated and r.label]
+    candidates = [r for r in order if r.kind == "m" and r.populated and r.label and not r.pending]
     if not candidates:
         return
     empty = [r for r in candidates if (r.schema, r.name) in now and not now[(r.schema, r.name)][1]]

@@ -45,7 +45,7 @@ def validate_has_pgviews_autodetector(**kwargs: Any) -> list[CheckMessage]:
 @register(Tags.models)
 def validate_view_declarations(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E001: a dependency cycle or an unknown dependency; W002: a view without managed = False;
-    E002: concurrent_index on a plain view."""
+    E002: concurrent_index on a plain view; W009: defer_rebuild on a plain view."""
     from django_pgviews_c import _core
     from django_pgviews_c.exceptions import DependencyError
     from django_pgviews_c.sync import view_models
@@ -81,6 +81,16 @@ def validate_view_declarations(app_configs: Any = None, **kwargs: Any) -> list[C
                     hint="Subclass pg.MaterializedView, or remove concurrent_index.",
                     obj=model,
                     id="django_pgviews_c.E002",
+                )
+            )
+        if getattr(model, "defer_rebuild", None) is not None and not issubclass(model, MaterializedView):
+            messages.append(
+                CheckWarning(
+                    f"{model._meta.label} sets defer_rebuild but is not a materialized view: a plain "
+                    f"view holds no data and is always replaced at once, so it has no effect.",
+                    hint="Remove defer_rebuild, or subclass pg.MaterializedView.",
+                    obj=model,
+                    id="django_pgviews_c.W009",
                 )
             )
     return messages

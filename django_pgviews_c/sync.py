@@ -112,6 +112,8 @@ class _PlanOptions(TypedDict, total=False):
     no_data: bool
     prune: bool
     create_schemas: bool
+    defer: list[int]
+    swap_pending: list[int]
 
 
 @dataclass
@@ -231,6 +233,8 @@ class Syncer:
             "no_data": no_data,
             # Drop objects that carry our stamp but that no declaration claims (dependants first).
             "prune": prune,
+            # Rebuilds that wait beside the old object for refresh_pgviews --pending (pending.py).
+            "defer": self.decls.defer,
         }
         self.verbosity = verbosity
         self.progress = progress

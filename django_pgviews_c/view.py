@@ -325,9 +325,12 @@ def run_refresh(
 
 class MaterializedView(View):
     """A materialized view. ``concurrent_index`` (a column list) allows
-    ``refresh(concurrently=True)``; ``with_data = False`` creates it empty."""
+    ``refresh(concurrently=True)``; ``with_data = False`` creates it empty;
+    ``defer_rebuild = True`` (default: the setting PGVIEWS_DEFER_REBUILD) lets a sync that must
+    rebuild it create the new version beside it WITH NO DATA, for refresh_pgviews --pending."""
 
     with_data: bool = True
+    defer_rebuild: bool | None = None
     _concurrent_index: str | None
     _concurrent_index_tablespace: str | None
 
