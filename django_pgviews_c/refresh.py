@@ -22,6 +22,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -29,7 +30,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 from django.db import Error as DjangoDBError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_pgviews_c import _core, history
+from django_pgviews_c import _core, history, locks
 from django_pgviews_c import view as pg
 from django_pgviews_c.dberrors import (
     connection_is_lost,
@@ -158,12 +159,14 @@ def guarded_refresh(conn: BaseDatabaseWrapper, db_table: str, label: str) -> Non
     (200, or the session's lock_timeout when shorter), then steps out and retries after a short
     back-off, PGVIEWS_REFRESH_RETRIES (10) times; the last try waits at most
     PGVIEWS_REFRESH_LOCK_TIMEOUT_MS (10000). Then DatabaseError names the sessions holding a lock.
-    statement_timeout is left as the user set it."""
+    When the holder is an autovacuum worker, the next try waits past deadlock_timeout, where the
+    server cancels the worker. statement_timeout is left as the user set it."""
     retries, short_ms, last_ms = _lock_settings()
     refresh = pg.refresh_statement(db_table, False)
+    wait_ms = short_ms
     for attempt in range(retries + 1):
         final = attempt == retries
-        sql = _guard_sql(last_ms if final else short_ms) + refresh + _RESTORE_SQL
+        sql = _guard_sql(last_ms if final else wait_ms) + refresh + _RESTORE_SQL
         try:
             if conn.in_atomic_block:
                 with transaction.atomic(using=conn.alias), conn.cursor() as cursor:
@@ -177,7 +180,32 @@ def guarded_refresh(conn: BaseDatabaseWrapper, db_table: str, label: str) -> Non
                 raise
             if final:
                 raise _lock_error(conn, label, db_table, exc) from exc
+            wait_ms = _next_wait(conn, db_table, label, short_ms, last_ms)
         time.sleep(min(0.05 * (attempt + 1), 0.5))
+
+
+def _next_wait(conn: BaseDatabaseWrapper, db_table: str, label: str, short_ms: int, last_ms: int) -> int:
+    """The lock_timeout of the next try: the short one, unless an autovacuum worker holds a lock
+    on the view; then past deadlock_timeout (never past the last try's), where PostgreSQL cancels
+    the worker for a waiter."""
+    name = _core.qualified_name(*_core.split_table(db_table))
+    try:
+        savepoint = transaction.atomic(using=conn.alias) if conn.in_atomic_block else nullcontext()
+        with savepoint, conn.cursor() as cursor:
+            found = locks.holders(cursor, [name])
+            autovacuum_ms = locks.autovacuum_wait_ms(found, cursor)
+    except DjangoDBError:  # the holders are advice: without them, the short try
+        return short_ms
+    if autovacuum_ms is None:
+        return short_ms
+    logger.info(
+        "%s: an autovacuum worker holds a lock on it (%s); the next try waits %d ms, past "
+        "deadlock_timeout, where the server cancels the worker",
+        label,
+        locks.describe_holders(found),
+        min(autovacuum_ms, last_ms),
+    )
+    return min(autovacuum_ms, last_ms)
 
 
 # ---- results ------------------------------------------------------------------------------------

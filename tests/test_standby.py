@@ -33,22 +33,9 @@ TOTALS = "SELECT product, total FROM shop_sale_totals ORDER BY product"
 REFRESH = "from tests.standbyproj.shop.models import SaleTotals; SaleTotals.refresh(concurrently={})"
 
 
-def _can_run_servers() -> str | None:
-    if pgreplica.find_bindir() is None:
-        return "no PostgreSQL server binaries (initdb, pg_basebackup) on this machine"
-    if os.geteuid() == 0:
-        try:
-            import pwd
-
-            pwd.getpwnam(pgreplica.SERVER_USER)
-        except KeyError:
-            return "running as root without a postgres user to run the servers as"
-    return None
-
-
 @pytest.fixture(scope="module")
 def pair():
-    reason = _can_run_servers()
+    reason = pgreplica.cannot_run()
     if reason:
         pytest.skip(reason)
     # A short delay: a replayed lock that waits on a reader cancels it quickly.
