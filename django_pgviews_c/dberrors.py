@@ -147,7 +147,9 @@ def wait_until_reachable(connection: BaseDatabaseWrapper) -> None:
     connects as usual, so errors come from the driver as they always do."""
     if threading.current_thread() is not threading.main_thread():
         return
-    if connection.Database.__name__ != "psycopg2":
+    # The driver module Django's PostgreSQL backend imported (django-stubs does not declare it).
+    driver: Any = getattr(connection, "Database", None)
+    if driver is None or driver.__name__ != "psycopg2":
         return  # psycopg 3 waits for the connection in Python: signals reach it
 
     def attempt() -> None:
