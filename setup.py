@@ -148,7 +148,9 @@ def compile_flags() -> tuple[list[str], list[str]]:
     compile_args = ["-std=c11", "-fvisibility=hidden", "-Wall", "-Wextra"]
     link_args: list[str] = []
     if os.environ.get("PGVIEWS_DEV"):
-        compile_args += ["-Werror", "-O1", "-g"]
+        # -UNDEBUG: the core's asserts (invariants the static analyzer is shown) run in
+        # development and test builds; Python's own CFLAGS define NDEBUG for release ones.
+        compile_args += ["-Werror", "-O1", "-g", "-UNDEBUG"]
     sanitize = os.environ.get("PGVIEWS_SANITIZE")
     if sanitize:
         compile_args += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g", "-O1"]

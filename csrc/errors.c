@@ -1,5 +1,9 @@
-/* errors.c: exception types in the module state, and the helpers that raise them. */
+/* errors.c: exception types in the module state, and the helpers that raise them; reading
+ * the numbers libpq returns as text. */
 #include "errors.h"
+
+#include <errno.h>
+#include <stdlib.h>
 
 static int load_one(PyObject *mod, const char *name, PyObject **slot)
 {
@@ -117,6 +121,7 @@ PyObject *pgvc_raise_pg(pgvc_state *st, PGconn *conn, PGresult *res, PyObject *v
     const char *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     const char *pos;
+    long position;
     int lost = conn && PQstatus(conn) == CONNECTION_BAD;
 
     if (!msg)
@@ -142,7 +147,9 @@ PyObject *pgvc_raise_pg(pgvc_state *st, PGconn *conn, PGresult *res, PyObject *v
     SET("detail", field(res, PG_DIAG_MESSAGE_DETAIL));
     SET("hint", field(res, PG_DIAG_MESSAGE_HINT));
     pos = res ? PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION) : NULL;
-    SET("position", pos ? PyLong_FromLong(atol(pos)) : Py_NewRef(Py_None));
+    /* The position is 1-based; one the server did not send, or we cannot read, is None. */
+    SET("position",
+        pgvc_parse_long(pos, &position) == 0 ? PyLong_FromLong(position) : Py_NewRef(Py_None));
     SET("view", Py_NewRef(view ? view : Py_None));
 #undef SET
     args = Py_BuildValue("(s)", msg);
@@ -152,4 +159,18 @@ exit:
     Py_XDECREF(args);
     Py_XDECREF(kwargs);
     return NULL;
+}
+
+int pgvc_parse_long(const char *s, long *out)
+{
+    char *end;
+    long v;
+    if (!s || !*s)
+        return -1;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (end == s || *end || errno == ERANGE)
+        return -1;
+    *out = v;
+    return 0;
 }

@@ -20,4 +20,9 @@ PyObject *pgvc_raise_plan(pgvc_state *st, PyObject *cls, PyObject *message, PyOb
  * everything else -> DatabaseError. Carries sqlstate, message, detail, hint, position. */
 PyObject *pgvc_raise_pg(pgvc_state *st, PGconn *conn, PGresult *res, PyObject *view);
 
+/* A whole decimal integer, as libpq hands one over as text (an error's position, a setting, a
+ * pid): 0 with *out set; -1, with no exception, when s is NULL, empty, anything else or out of
+ * range for a long. Callers say what a value they cannot read means. */
+int pgvc_parse_long(const char *s, long *out);
+
 #endif

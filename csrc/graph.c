@@ -2,6 +2,7 @@
  * critical path) and the Python type _core.Graph over them. */
 #include "graph.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,10 +52,11 @@ void pgvc_graph_free(pgvc_graph *g)
     memset(g, 0, sizeof *g);
 }
 
-/* A binary min-heap of node indices. */
-static void heap_push(Py_ssize_t *h, Py_ssize_t *len, Py_ssize_t v)
+/* A binary min-heap of node indices, in room for cap of them. */
+static void heap_push(Py_ssize_t *h, Py_ssize_t *len, Py_ssize_t cap, Py_ssize_t v)
 {
     Py_ssize_t i = (*len)++;
+    assert(i < cap);
     while (i > 0) {
         Py_ssize_t parent = (i - 1) / 2;
         if (h[parent] <= v)
@@ -89,6 +91,7 @@ int pgvc_graph_order(const pgvc_graph *g, Py_ssize_t *order, Py_ssize_t *cycle,
 {
     Py_ssize_t n = g->n, hlen = 0, count = 0, *indeg = NULL, *heap = NULL, *seen = NULL;
     int rc = -1;
+    assert(n >= 0);
     indeg = malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1));
     heap = malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1));
     if (!indeg || !heap) {
@@ -98,14 +101,16 @@ int pgvc_graph_order(const pgvc_graph *g, Py_ssize_t *order, Py_ssize_t *cycle,
     for (Py_ssize_t i = 0; i < n; i++) {
         indeg[i] = g->dep_off[i + 1] - g->dep_off[i];
         if (indeg[i] == 0)
-            heap_push(heap, &hlen, i);
+            heap_push(heap, &hlen, n, i);
     }
+    /* A node enters the heap once, when its last dependency leaves it: hlen + count <= n. */
     while (hlen) {
         Py_ssize_t v = heap_pop(heap, &hlen);
+        assert(count < n);
         order[count++] = v;
         for (Py_ssize_t k = g->rdep_off[v]; k < g->rdep_off[v + 1]; k++)
             if (--indeg[g->rdep[k]] == 0)
-                heap_push(heap, &hlen, g->rdep[k]);
+                heap_push(heap, &hlen, n, g->rdep[k]);
     }
     if (count == n) {
         rc = 0;
@@ -166,8 +171,10 @@ int pgvc_graph_close(const pgvc_graph *g, char *mark, int down)
         Py_ssize_t v = stack[--top];
         for (Py_ssize_t k = off[v]; k < off[v + 1]; k++) {
             Py_ssize_t w = adj[k];
+            assert(w >= 0 && w < g->n);
             mark[w] = 1;
             if (!pushed[w]) {
+                assert(top < g->n); /* a node is pushed once */
                 pushed[w] = 1;
                 stack[top++] = w;
             }

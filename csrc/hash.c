@@ -104,12 +104,16 @@ void pgvc_hash_hex(pgvc_hash *h, char out[33])
     case 2: k1 ^= (uint64_t)t[1] << 8; /* fall through */
     case 1: k1 ^= (uint64_t)t[0];
         k1 *= C1; k1 = rotl64(k1, 31); k1 *= C2; h1 ^= k1;
+        break;
+    default:
+        /* 0: no tail (pgvc_hash_update keeps fewer than 16 bytes) */
+        break;
     }
     h1 ^= h->total; h2 ^= h->total;
     h1 += h2; h2 += h1;
     h1 = fmix64(h1); h2 = fmix64(h2);
     h1 += h2; h2 += h1;
-    for (int i = 0; i < 8; i++) {
+    for (size_t i = 0; i < 8; i++) {
         unsigned b1 = (unsigned)(h1 >> (56 - 8 * i)) & 0xff, b2 = (unsigned)(h2 >> (56 - 8 * i)) & 0xff;
         out[2 * i] = digits[b1 >> 4];
         out[2 * i + 1] = digits[b1 & 15];

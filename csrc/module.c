@@ -179,7 +179,7 @@ static PyObject *libpq_version(PyObject *module, PyObject *Py_UNUSED(ignored))
     return pgvc_libpq_version();
 }
 
-#define KW METH_VARARGS | METH_KEYWORDS
+#define KW (METH_VARARGS | METH_KEYWORDS)
 #define CF(f) (PyCFunction)(void (*)(void))(f)
 
 static PyMethodDef core_methods[] = {

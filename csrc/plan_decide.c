@@ -3,6 +3,7 @@
  * read it; choose_chain() picks the changes built together in the build schema. */
 #include "plan_int.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,9 +188,9 @@ static const char *why_rebuild(Plan *P, Decl *d, Node *n)
         return d->adopt == ADOPT_DIFFERS ? "not created by django-pgviews-c, and differs from its declaration"
                                          : "not created by django-pgviews-c (adopting it)";
     }
-    if (n->ours && strcmp(n->c_body, d->body_fp))
+    if (n->ours && strcmp(n->c_body, d->body_fp) != 0)
         return "definition changed";
-    if (n->ours && n->defmd5 && strcmp(n->defmd5, n->c_def)) {
+    if (n->ours && n->defmd5 && strcmp(n->defmd5, n->c_def) != 0) {
         d->state = ST_DRIFTED;
         return "changed in the database since the last sync";
     }
@@ -381,8 +382,10 @@ PyObject *pgvc_plan_propagate(Plan *P)
         look_upstream(P, it, &tainted_by, &dropped_by);
         if (it < P->nd)
             rc = spread_to_decl(P, &P->decls[it], n, tainted_by, dropped_by);
-        else
+        else {
+            assert(n); /* the items after the declarations are catalog nodes */
             rc = spread_to_node(P, n, tainted_by, dropped_by, refused);
+        }
         if (rc < 0)
             Py_CLEAR(refused);
     }
@@ -431,7 +434,7 @@ static void mark_buildable(Plan *P, char *ok)
             if (w >= P->nd)
                 good = !P->nodes[P->item_node[w]].taint; /* an unmanaged view that changes */
             else if (decl_stale(&P->decls[w]))
-                good = ok[w];
+                good = ok[w] != 0;
         }
         ok[it] = (char)good;
     }

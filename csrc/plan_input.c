@@ -10,7 +10,9 @@
 
 /* ---- the arena ---------------------------------------------------------------------------- */
 
-void *pgvc_plan_alloc(Plan *P, size_t size)
+void *pgvc_plan_alloc(Plan *P, size_t size) { return pgvc_plan_calloc(P, 1, size); }
+
+void *pgvc_plan_calloc(Plan *P, size_t count, size_t size)
 {
     void *p;
     if (P->narena == P->carena) {
@@ -23,7 +25,8 @@ void *pgvc_plan_alloc(Plan *P, size_t size)
         P->arena = grown;
         P->carena = cap;
     }
-    if (!(p = calloc(1, size ? size : 1))) {
+    /* calloc refuses a count * size that overflows; never asked for 0 bytes (NULL is an error). */
+    if (!(p = calloc(count ? count : 1, size ? size : 1))) {
         PyErr_NoMemory();
         return NULL;
     }
@@ -133,7 +136,7 @@ static int copy_strlist(Plan *P, PyObject *o, StrList *out, const Where *w)
     if (!PyList_CheckExact(o) && !PyTuple_CheckExact(o))
         return bad_type(w, "a list of str", o);
     n = PySequence_Fast_GET_SIZE(o);
-    if (!(out->items = pgvc_plan_alloc(P, sizeof(char *) * (size_t)(n + 1))))
+    if (!(out->items = pgvc_plan_calloc(P, (size_t)n + 1, sizeof(char *))))
         return -1;
     for (Py_ssize_t k = 0; k < n; k++) {
         /* Copying a str runs no Python code: the list cannot change under us. */
@@ -187,7 +190,7 @@ static int read_index(Plan *P, Decl *d, DeclIndex *ix, PyObject *o, const Where 
     }
     segs = PyTuple_GET_ITEM(o, 1);
     ix->nseg = PyTuple_GET_SIZE(segs);
-    if (!(ix->segs = pgvc_plan_alloc(P, sizeof(Seg) * (size_t)(ix->nseg + 1))))
+    if (!(ix->segs = pgvc_plan_calloc(P, (size_t)ix->nseg + 1, sizeof(Seg))))
         return -1;
     for (Py_ssize_t k = 0; k < ix->nseg; k++) {
         PyObject *seg = PyTuple_GET_ITEM(segs, k);
@@ -209,7 +212,7 @@ static int read_indexes(Plan *P, Decl *d, PyObject *o, const Where *w)
     if (!PyTuple_Check(o))
         return bad_type(w, "a tuple of (name, segments) pairs", o);
     d->nindexes = PyTuple_GET_SIZE(o);
-    if (!(d->indexes = pgvc_plan_alloc(P, sizeof(DeclIndex) * (size_t)(d->nindexes + 1))))
+    if (!(d->indexes = pgvc_plan_calloc(P, (size_t)d->nindexes + 1, sizeof(DeclIndex))))
         return -1;
     for (Py_ssize_t k = 0; k < d->nindexes; k++)
         if (read_index(P, d, &d->indexes[k], PyTuple_GET_ITEM(o, k), w) < 0)
@@ -223,7 +226,7 @@ static int read_columns(Plan *P, Decl *d, PyObject *o, const Where *w)
     if (!PyTuple_Check(o))
         return bad_type(w, "a tuple of (field, column, type) triples", o);
     d->ncolumns = PyTuple_GET_SIZE(o);
-    if (!(d->columns = pgvc_plan_alloc(P, sizeof(DeclColumn) * (size_t)(d->ncolumns + 1))))
+    if (!(d->columns = pgvc_plan_calloc(P, (size_t)d->ncolumns + 1, sizeof(DeclColumn))))
         return -1;
     for (Py_ssize_t k = 0; k < d->ncolumns; k++) {
         PyObject *c = PyTuple_GET_ITEM(o, k);
@@ -382,7 +385,7 @@ static int read_refs(Plan *P, Node *n, PyObject *o, const Where *w)
     if (!PyList_CheckExact(o) && !PyTuple_CheckExact(o))
         return bad_type(w, "a list of int", o);
     size = PySequence_Fast_GET_SIZE(o);
-    if (!(n->refs = pgvc_plan_alloc(P, sizeof(long long) * (size_t)(size + 1))))
+    if (!(n->refs = pgvc_plan_calloc(P, (size_t)size + 1, sizeof(long long))))
         return -1;
     for (Py_ssize_t k = 0; k < size; k++) {
         PyObject *v = PySequence_Fast_GET_ITEM(o, k);

@@ -153,8 +153,10 @@ typedef struct {
  * cannot take. */
 int pgvc_plan_read_decls(Plan *P, PyObject *decls);
 int pgvc_plan_read_catalog(Plan *P, PyObject *catalog);
-/* The arena: NULL with MemoryError set when out of memory. */
+/* The arena: NULL with MemoryError set when out of memory. pgvc_plan_calloc: an array of
+ * count items of size bytes, zeroed (MemoryError when count * size overflows). */
 void *pgvc_plan_alloc(Plan *P, size_t size);
+void *pgvc_plan_calloc(Plan *P, size_t count, size_t size);
 const char *pgvc_plan_format(Plan *P, const char *fmt, ...);
 void pgvc_plan_free_arena(Plan *P);
 void pgvc_plan_free_decls(Plan *P);

@@ -71,7 +71,7 @@ int pgvc_pairs_from_dict(PyObject *dict, const char *what, pgvc_pairs *p)
 {
     PyObject *k, *v;
     Py_ssize_t pos = 0, size;
-    memset(p, 0, sizeof *p);
+    *p = (pgvc_pairs){NULL, NULL, 0};
     if (dict == Py_None)
         size = 0;
     else if (!PyDict_Check(dict)) {
@@ -385,7 +385,14 @@ static int apply_session(const pgvc_connopts *L, PGconn *conn, long *lock_timeou
         pgvc_raise_pg(L->st, conn, r, NULL);
         goto exit;
     }
-    *lock_timeout = PQntuples(r) ? atol(PQgetvalue(r, 0, 0)) : 0;
+    *lock_timeout = 0;
+    if (PQntuples(r) && pgvc_parse_long(PQgetvalue(r, 0, 0), lock_timeout) < 0) {
+        PyErr_Format(L->st->DatabaseError,
+                     "could not connect: the server's lock_timeout is not a "
+                     "number of milliseconds: %.100s",
+                     PQgetvalue(r, 0, 0));
+        goto exit;
+    }
     rc = 0;
     goto exit;
 failed:
@@ -497,9 +504,8 @@ int pgvc_connopts_load(pgvc_connopts *L, PyObject *conninfo, PyObject *session, 
     if (!timeout)
         timeout = getenv("PGCONNECT_TIMEOUT");
     if (timeout) {
-        char *end;
-        long v = strtol(timeout, &end, 10);
-        if (end == timeout || *end) {
+        long v;
+        if (pgvc_parse_long(timeout, &v) < 0) {
             PyErr_Format(PyExc_ValueError, "run_parallel: connect_timeout is not an integer: %s", timeout);
             return -1;
         }

@@ -298,10 +298,14 @@ static PyObject *lock_holders(PGconn *conn, const char *relation)
     }
     list = PyList_New(0);
     for (int k = 0; list && k < PQntuples(r); k++) {
-        PyObject *row = Py_BuildValue("{slszszsz}", "pid", atol(PQgetvalue(r, k, 0)),
-                                      "application_name", PQgetvalue(r, k, 1), "state",
-                                      PQgetisnull(r, k, 2) ? NULL : PQgetvalue(r, k, 2), "query",
-                                      PQgetisnull(r, k, 3) ? NULL : PQgetvalue(r, k, 3));
+        long v;
+        /* pg_stat_activity's pid is an int4; one that cannot be read is None. */
+        PyObject *pid =
+            pgvc_parse_long(PQgetvalue(r, k, 0), &v) == 0 ? PyLong_FromLong(v) : Py_NewRef(Py_None);
+        PyObject *row =
+            Py_BuildValue("{sNszszsz}", "pid", pid, "application_name", PQgetvalue(r, k, 1),
+                          "state", PQgetisnull(r, k, 2) ? NULL : PQgetvalue(r, k, 2), "query",
+                          PQgetisnull(r, k, 3) ? NULL : PQgetvalue(r, k, 3));
         if (!row || PyList_Append(list, row) < 0)
             Py_CLEAR(list);
         Py_XDECREF(row);
@@ -1029,7 +1033,7 @@ static PyObject *schedule_next(ScheduleObject *self, PyObject *Py_UNUSED(ignored
 static PyObject *schedule_done(ScheduleObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"index", "ok", NULL};
-    Py_ssize_t i;
+    Py_ssize_t i, n;
     int ok;
     char *before = NULL;
     PyObject *skipped = NULL;
@@ -1042,13 +1046,15 @@ static PyObject *schedule_done(ScheduleObject *self, PyObject *args, PyObject *k
     }
     if (ok)
         return task_ok(L, i) < 0 ? NULL : PyList_New(0);
-    if (!(before = malloc((size_t)L->n + 1)))
+    /* A failure changes states, never the number of statements: n bounds `before` throughout. */
+    n = L->n;
+    if (!(before = malloc((size_t)n + 1)))
         return PyErr_NoMemory();
-    for (Py_ssize_t k = 0; k < L->n; k++)
+    for (Py_ssize_t k = 0; k < n; k++)
         before[k] = (char)L->tasks[k].state;
     if (task_failed(L, i, Py_NewRef(Py_None)) < 0 || !(skipped = PyList_New(0)))
         goto exit;
-    for (Py_ssize_t k = 0; k < L->n; k++)
+    for (Py_ssize_t k = 0; k < n; k++)
         if (L->tasks[k].state == T_SKIPPED && before[k] != T_SKIPPED) {
             PyObject *v = PyLong_FromSsize_t(k);
             if (!v || PyList_Append(skipped, v) < 0) {

@@ -333,6 +333,33 @@ def test_unrecognized_projection_raises():
                 abstract = True
 
 
+def test_a_projection_of_a_reverse_relation_raises_naming_the_view():
+    from django.db.models.fields.reverse_related import ForeignObjectRel
+
+    from tests.helpers import ViewSet
+
+    # TestModel is read by RelatedView's foreign key: "relatedview" is its reverse relation.
+    assert isinstance(models.TestModel._meta.get_field("relatedview"), ForeignObjectRel)
+    vs = ViewSet()
+    with pytest.raises(TypeError) as info:
+        vs.view(
+            "ProjectsReverse",
+            "SELECT id FROM viewtest_testmodel",
+            projection=["viewtest.TestModel.relatedview"],
+        )
+    assert str(info.value) == (
+        "ProjectsReverse: projection viewtest.TestModel.relatedview is a reverse relation, not a "
+        "field of viewtest.TestModel: a view can project only fields"
+    )
+    # Nothing is left waiting to be projected when TestModel is prepared again.
+    assert ("viewtest", "testmodel") not in pg._DEFERRED_PROJECTIONS
+    # A field of the same model is projected as before.
+    ok = vs.view(
+        "ProjectsName", "SELECT id, name FROM viewtest_testmodel", projection=["viewtest.TestModel.name"]
+    )
+    assert ok._meta.get_field("name").max_length == models.TestModel._meta.get_field("name").max_length
+
+
 # -- signals ----------------------------------------------------------------------------------------
 
 

@@ -912,6 +912,38 @@ def test_a_call_that_crashed_once_does_not(call, what, worker):
     assert why is None, f"{what}: run({call!r})\n{why}"
 
 
+def _column_call(colnames: list) -> tuple[str, tuple, dict]:
+    """plan() of a materialized view in sync whose field "margin" has no column in the view,
+    the view's columns being ``colnames``: the plan reports them with the missing column."""
+    decl = dict(zip(_decl_fields(), _mdecl(), strict=True))
+    decl["columns"] = (("id", "id", "integer"), ("margin", "margin", "numeric"))
+    values = tuple(decl.values())
+    row = list(_mrow(_stamp(values), []))
+    row[16], row[17] = colnames, ["integer"] * len(colnames)
+    return ("plan", ([values], [tuple(row), S_ROW]), {})
+
+
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        (1, "builtins.TypeError: plan: catalog[0] colnames must be str, not int"),
+        (None, "builtins.TypeError: plan: catalog[0] colnames must be str, not NoneType"),
+        ("\udc80", "builtins.UnicodeEncodeError: 'utf-8' codec can't encode character '\\udc80'"),
+    ],
+    ids=["int", "None", "lone-surrogate"],
+)
+def test_a_column_name_that_cannot_be_converted_fails_the_plan(bad, error, worker):
+    from django_pgviews_c import _core
+
+    # The view's column names come back in the plan's column problems, as given.
+    _, args, kwargs = _column_call(["id", "é"])
+    assert _core.plan(*args, **kwargs)["columns"] == [(0, "margin", "margin", "numeric", None, ("id", "é"))]
+    # One that cannot be read fails the whole plan with its own error (never None in its place,
+    # never a SystemError), in a worker: a crash is a failure here, not a lost run.
+    kind, detail = worker.call(_column_call(["id", bad]))
+    assert (kind, detail[: len(error)]) == ("exc", error)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_callback_that_clears_the_statements_does_not_change_what_runs(conninfo):
     # run_parallel once kept borrowed UTF-8 pointers into `statements` while on_event ran: a

@@ -90,6 +90,22 @@ def states(vs: ViewSet) -> dict[str, freshness.ViewFreshness]:
 # -- history ---------------------------------------------------------------------------------
 
 
+@pytest.mark.django_db
+def test_a_run_recorder_needs_a_connection_or_connection_for():
+    from tests.viewtest import models
+
+    chosen = [models.MaterializedRelatedView]
+    with pytest.raises(TypeError, match=r"^RunRecorder: give connection or connection_for$"):
+        history.RunRecorder(None, chosen, [False])
+    # Either one is enough: a fixed connection serves every view.
+    assert history.RunRecorder(connection, chosen, [False]).connection_for(chosen[0]) is connection
+    other = connections["weather_db"]
+    assert (
+        history.RunRecorder(None, chosen, [False], connection_for=lambda m: other).connection_for(chosen[0])
+        is other
+    )
+
+
 @pytest.mark.django_db(databases=["default", "weather_db", "schema_db"])
 def test_history_table_is_on_every_database_that_holds_views():
     for alias in ("default", "weather_db", "schema_db"):

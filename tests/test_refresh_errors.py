@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, connections
 
-from django_pgviews_c.exceptions import ConcurrentIndexNotDefinedError, RefreshError
+from django_pgviews_c.exceptions import ConcurrentIndexNotDefinedError, PGViewsError, RefreshError
+from django_pgviews_c.models import RefreshRecord
 from django_pgviews_c.refresh import refresh_views
 from tests import psycopg_compat
 from tests.helpers import ViewSet, catalog_rows, execute
@@ -63,6 +64,36 @@ def test_a_missing_unique_index_says_to_run_sync(dup_source, jobs):
 
 def _index(table: str) -> str:
     return catalog_rows("SELECT indexname FROM pg_indexes WHERE tablename = %s", [table])[0][0]
+
+
+def test_a_connection_override_that_gives_none_stops_the_refresh_naming_the_view(transactional_db):
+    @classmethod
+    def no_refresh_connection(cls, using, restricted_mode=True):
+        # Belongs to the database (it is synced there), but names no connection to refresh on.
+        return connections[using] if restricted_mode else None
+
+    execute("CREATE TABLE t_noconn_src (k int); INSERT INTO t_noconn_src VALUES (1)")
+    try:
+        vs = ViewSet()
+        model = vs.view(
+            "NoConn",
+            "SELECT k FROM t_noconn_src",
+            materialized=True,
+            get_view_connection=no_refresh_connection,
+        )
+        vs.sync()
+        execute("INSERT INTO t_noconn_src VALUES (2)")
+        with pytest.raises(PGViewsError) as info:
+            refresh_views([model])
+        assert not isinstance(info.value, RefreshError)
+        assert str(info.value) == (
+            "viewtest.NoConn: get_view_connection(restricted_mode=False) returned no connection"
+        )
+        # Not refreshed, and nothing recorded.
+        assert catalog_rows("SELECT count(*) FROM t_noconn") == [(1,)]
+        assert not RefreshRecord.objects.filter(view="viewtest.NoConn").exists()
+    finally:
+        execute("DROP MATERIALIZED VIEW IF EXISTS t_noconn; DROP TABLE IF EXISTS t_noconn_src")
 
 
 @pytest.mark.django_db(databases=["default", "weather_db"])
