@@ -6,6 +6,10 @@ MAKEFLAGS += --no-print-directory
 
 PYTHON ?= python3
 PYTEST_ARGS ?=
+# Test processes of `make test` (pytest-xdist; each worker has databases of its own,
+# tests/conftest.py): 1 runs the suite in one process.
+PYTEST_WORKERS ?= 2
+XDIST = $(if $(filter 0 1,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS))
 # Name looked up on PATH for pg_config (tools/mkvenv.sh); override to test the fallbacks.
 PG_CONFIG_SEARCH ?= pg_config
 export PYTHON PG_CONFIG_SEARCH
@@ -54,7 +58,7 @@ help:
 	@echo "  make server-stop    stop the embedded PostgreSQL server (.pgdata/pg18)"
 	@echo "  make clean          remove build products"
 	@echo "  make distclean      clean, stop the embedded server, remove the venvs and .pgdata"
-	@echo "Variables: PYTEST_ARGS='-k name -x' (extra pytest arguments), PYTHON=python3,"
+	@echo "Variables: PYTEST_ARGS='-k name -x' (extra pytest arguments), PYTEST_WORKERS=2 (make test), PYTHON=python3,"
 	@echo "  PG_CONFIG=/path/to/pg_config (libpq to build against), DATABASE_URL or PG* (server)."
 
 # ---- virtual environments --------------------------------------------------------------
@@ -76,7 +80,7 @@ $(VENV_PSYCOPG2)/.installed: $(BUILD_DEPS) tools/mkvenv.sh
 # ---- tests -------------------------------------------------------------------------------
 
 test: venv
-	$(call server_env,$(VENV)/bin/python) && $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(call server_env,$(VENV)/bin/python) && $(VENV)/bin/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-psycopg2: $(VENV_PSYCOPG2)/.installed
 	$(call server_env,$(VENV_PSYCOPG2)/bin/python) && \
