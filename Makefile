@@ -84,11 +84,11 @@ test: venv
 
 test-psycopg2: $(VENV_PSYCOPG2)/.installed
 	$(call server_env,$(VENV_PSYCOPG2)/bin/python) && \
-	    $(VENV_PSYCOPG2)/bin/python -m pytest $(PYTEST_ARGS)
+	    $(VENV_PSYCOPG2)/bin/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-pg18: venv
 	$(call server_env,$(VENV)/bin/python,--embedded) && \
-	    $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	    $(VENV)/bin/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # What test-asan runs unless PYTEST_ARGS says otherwise: every test that calls into _core
 # directly (the boundary's property tests, the planner, the graph, the C refresh loop and its
