@@ -35,6 +35,7 @@ SOURCES = [
     "hash.c",
     "aside.c",
     "freshness.c",
+    "exact.c",
     "queries.c",
 ]
 HEADERS = [
@@ -51,6 +52,7 @@ HEADERS = [
     "aside.h",
     "queries.h",
     "freshness.h",
+    "exact.h",
 ]
 
 NO_LIBPQ = """\
