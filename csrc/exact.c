@@ -100,6 +100,13 @@ void pgvc_exact_untrigger(pgvc_buf *b, const char *table)
     pgvc_buf_puts(b, table);
 }
 
+void pgvc_exact_drop_function(pgvc_buf *b, const char *schema)
+{
+    pgvc_buf_puts(b, "DROP FUNCTION IF EXISTS ");
+    pgvc_buf_qualified(b, schema, PGVC_EXACT_FUNCTION);
+    pgvc_buf_puts(b, "()");
+}
+
 void pgvc_exact_forget(pgvc_buf *b, const char *schema)
 {
     pgvc_buf_puts(b, "DELETE FROM ");

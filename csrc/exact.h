@@ -26,6 +26,10 @@ void pgvc_exact_trigger(pgvc_buf *b, const char *table, const char *schema);
 /* DROP TRIGGER IF EXISTS of ours on `table` (quoted). */
 void pgvc_exact_untrigger(pgvc_buf *b, const char *table);
 
+/* DROP FUNCTION IF EXISTS of the trigger function in `schema` (migration 0003 backwards, once
+ * every trigger is gone). */
+void pgvc_exact_drop_function(pgvc_buf *b, const char *schema);
+
 /* DELETE the counters of the tables %s (bigint[]) from the counter table in `schema`. */
 void pgvc_exact_forget(pgvc_buf *b, const char *schema);
 

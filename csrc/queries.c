@@ -255,6 +255,7 @@ enum query_kind {
     EXACT_TRIGGER,
     EXACT_UNTRIGGER,
     EXACT_FORGET,
+    EXACT_DROP_FUNCTION,
 };
 
 typedef struct {
@@ -274,6 +275,7 @@ static const query_entry queries[] = {
     {"drop_materialized_view_cascade", DROP, "DROP MATERIALIZED VIEW IF EXISTS ", " CASCADE"},
     {"drop_view", DROP, "DROP VIEW IF EXISTS ", ""},
     {"drop_view_cascade", DROP, "DROP VIEW IF EXISTS ", " CASCADE"},
+    {"exact_drop_function", EXACT_DROP_FUNCTION, NULL, NULL},
     {"exact_forget", EXACT_FORGET, NULL, NULL},
     {"exact_function", EXACT_FUNCTION, NULL, NULL},
     {"exact_state", EXACT_STATE, NULL, NULL},
@@ -343,7 +345,8 @@ PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
     }
     takes_table = q->kind == HISTORY_INSERT_COUNTED || q->kind == HISTORY_INSERT_CAPTURED ||
                   q->kind == DROP || q->kind == EXACT_TRIGGER || q->kind == EXACT_UNTRIGGER;
-    takes_schema = q->kind == EXACT_FUNCTION || q->kind == EXACT_TRIGGER || q->kind == EXACT_FORGET;
+    takes_schema = q->kind == EXACT_FUNCTION || q->kind == EXACT_TRIGGER ||
+                   q->kind == EXACT_FORGET || q->kind == EXACT_DROP_FUNCTION;
     if (takes_schema && !schema_arg) {
         PyErr_Format(PyExc_ValueError, "query_sql(%R): needs schema, the counter table's",
                      name_obj);
@@ -419,6 +422,7 @@ PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
     case EXACT_TRIGGER: pgvc_exact_trigger(&b, quoted.data, schema_arg); break;
     case EXACT_UNTRIGGER: pgvc_exact_untrigger(&b, quoted.data); break;
     case EXACT_FORGET: pgvc_exact_forget(&b, schema_arg); break;
+    case EXACT_DROP_FUNCTION: pgvc_exact_drop_function(&b, schema_arg); break;
     case HISTORY_LATEST: history_latest(&b); break;
     case LOCK_GUARD: lock_guard(&b, ms); break;
     }

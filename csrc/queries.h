@@ -12,7 +12,7 @@
  * is given only to "history_insert_counted"/"_captured", the drop_* statements and
  * "exact_trigger"/"exact_untrigger", `ms` (an int, 0..2147483647) only to "lock_guard",
  * `schema` (the exact mode's counter table's, quoted here) only to "exact_function",
- * "exact_trigger" and "exact_forget". An unknown name, a missing or unexpected argument:
+ * "exact_trigger", "exact_forget" and "exact_drop_function". An unknown name, a missing or unexpected argument:
  * ValueError naming the query. */
 PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs);
 

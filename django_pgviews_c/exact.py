@@ -16,11 +16,13 @@ the core's (``_core.query_sql("exact_*")``)."""
 
 from __future__ import annotations
 
-__all__ = ["ExactChanges", "sync_exact", "exact_work", "TRIGGER"]
+__all__ = ["ExactChanges", "sync_exact", "exact_work", "RemoveExactTriggers", "TRIGGER"]
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from django.db import migrations
 
 from django_pgviews_c import _core
 from django_pgviews_c import view as pg
@@ -106,6 +108,16 @@ def sync_exact(cursor: Any, models: Sequence[type[pg.View]]) -> ExactChanges:
     return changes
 
 
+def remove_all(apps: Any, schema_editor: Any) -> None:
+    """Migration 0003 backwards: every trigger of ours and the function go before the counter
+    table does, else every write to a watched table would fail on the missing table."""
+    with schema_editor.connection.cursor() as cursor:
+        head, _, _ = _state(cursor, [])
+        sync_exact(cursor, [])
+        if head[1] is not None:
+            cursor.execute(_core.query_sql("exact_drop_function", schema=head[1]))
+
+
 def _labels(models: Sequence[type[pg.View]]) -> list[str]:
     return [m._meta.label for m in exact_models(models)]
 
@@ -116,3 +128,21 @@ def _names(rows: Sequence[Any]) -> str:
 
 def _owners(rows: Sequence[Any]) -> str:
     return ", ".join(sorted({r[7] for r in rows}))
+
+
+class RemoveExactTriggers(migrations.RunPython):
+    """Nothing forwards; backwards, ``remove_all`` on every database that holds the counter
+    table (history.history_allowed, as CreateHistoryModel), whatever the routers say of this
+    app."""
+
+    def __init__(self) -> None:
+        super().__init__(migrations.RunPython.noop, remove_all, elidable=False)
+
+    def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        from django_pgviews_c.history import history_allowed
+
+        if history_allowed(schema_editor.connection.alias):
+            remove_all(from_state.apps, schema_editor)
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        return "django_pgviews_c.exact.RemoveExactTriggers", [], {}

@@ -247,3 +247,35 @@ def test_a_writer_without_rights_on_the_counter_table_still_writes(roles):
     )
     assert counters() == {"ex_a": 1}
     assert state(roles, "ExSum").reasons == ["table ex_a had 1 statements committed"]
+
+
+def test_migrating_the_app_backwards_takes_the_triggers_and_the_function_first(tables):
+    from django.core.management import call_command
+
+    declare(tables)
+    tables.sync()
+    try:
+        call_command("migrate", "django_pgviews_c", "0002", verbosity=0)
+        assert triggers("ex_a") == [] and triggers("ex_b") == []
+        assert catalog_rows("SELECT count(*) FROM pg_proc WHERE proname = 'django_pgviews_c_exact_bump'") == [
+            (0,)
+        ]
+        assert catalog_rows("SELECT to_regclass('django_pgviews_c_exact') IS NULL") == [(True,)]
+        other_session("INSERT INTO ex_a VALUES (8, 8)")  # writes still work
+    finally:
+        call_command("migrate", "django_pgviews_c", verbosity=0)
+    assert catalog_rows("SELECT count(*) FROM ex_a") == [(3,)]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_refresh_views_captures_the_exact_counters(tables, jobs):
+    from django_pgviews_c.refresh import refresh_views
+
+    declare(tables)
+    tables.sync()
+    other_session("INSERT INTO ex_a VALUES (9, 9)")
+    refresh_views(list(tables.models.values()), using="default", jobs=jobs)
+    assert not state(tables, "ExSum").stale and not state(tables, "ExJoin").stale
+    other_session("DELETE FROM ex_b")
+    assert state(tables, "ExJoin").reasons == ["table ex_b had 1 statements committed"]
+    assert not state(tables, "ExSum").stale

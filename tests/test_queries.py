@@ -103,6 +103,7 @@ def test_every_query_name_gives_text():
             "lock_guard": {"ms": 200},
             "exact_function": {"schema": "public"},
             "exact_forget": {"schema": "public"},
+            "exact_drop_function": {"schema": "public"},
             "exact_trigger": {"table": "app_t", "schema": "public"},
             "exact_untrigger": {"table": "app_t"},
         }.get(name, {})

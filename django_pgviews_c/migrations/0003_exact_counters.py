@@ -1,9 +1,12 @@
 """The counters of the exact staleness mode, beside the refresh history on every database that
 holds views (history.CreateHistoryModel). The sync creates the trigger function and the
-triggers, only where a view asks for exact staleness (django_pgviews_c.exact)."""
+triggers, only where a view asks for exact staleness (django_pgviews_c.exact); backwards, the
+triggers and the function go first (a trigger left calling the function would fail every write
+to its table once the counter table is gone)."""
 
 from django.db import migrations, models
 
+from django_pgviews_c.exact import RemoveExactTriggers
 from django_pgviews_c.history import CreateHistoryModel
 
 
@@ -26,4 +29,5 @@ class Migration(migrations.Migration):
                 "default_permissions": (),
             },
         ),
+        RemoveExactTriggers(),
     ]
