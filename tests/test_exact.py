@@ -279,3 +279,17 @@ def test_refresh_views_captures_the_exact_counters(tables, jobs):
     other_session("DELETE FROM ex_b")
     assert state(tables, "ExJoin").reasons == ["table ex_b had 1 statements committed"]
     assert not state(tables, "ExSum").stale
+
+
+def test_the_system_check_names_a_mode_that_is_not_one():
+    from django_pgviews_c.checks import validate_view_declarations
+    from tests.viewtest.models import MaterializedRelatedView
+
+    MaterializedRelatedView.staleness = "precise"
+    try:
+        [message] = [m for m in validate_view_declarations() if m.id == "django_pgviews_c.E006"]
+    finally:
+        del MaterializedRelatedView.staleness
+    assert message.obj is MaterializedRelatedView
+    assert "viewtest.MaterializedRelatedView.staleness is 'precise'" in message.msg
+    assert not [m for m in validate_view_declarations() if m.id == "django_pgviews_c.E006"]
