@@ -28,6 +28,7 @@ SOURCES = [
     "plan_input.c",
     "plan_graph.c",
     "plan_decide.c",
+    "plan_defer.c",
     "ddl.c",
     "catalog.c",
     "pqpath.c",

@@ -323,6 +323,27 @@ static int collect_stamps(Plan *P, pgvc_buf *rels, pgvc_buf *notes)
         pgvc_buf_literal(notes, body.oom ? "" : body.data);
         n++;
     }
+    /* New pending versions: the declaration's fingerprints, marked pending. */
+    for (Py_ssize_t i = 0; i < P->nd; i++) {
+        Decl *d = &P->decls[i];
+        char name[PGVC_NAMEDATALEN];
+        if (!d->pending_build)
+            continue;
+        pgvc_derived_name(name, d->name, PGVC_PENDING_SUFFIX);
+        pgvc_buf_puts(rels, n ? ", " : "");
+        pgvc_buf_reset(&body);
+        pgvc_buf_qualified(&body, d->schema, name);
+        pgvc_buf_literal(rels, body.oom ? "" : body.data);
+        pgvc_buf_reset(&body);
+        pgvc_buf_puts(&body, PGVC_MARK " body=");
+        pgvc_buf_puts(&body, d->body_fp);
+        pgvc_buf_puts(&body, " idx=");
+        pgvc_buf_puts(&body, d->idx_fp);
+        pgvc_buf_puts(&body, " pending=1");
+        pgvc_buf_puts(notes, n ? ", " : "");
+        pgvc_buf_literal(notes, body.oom ? "" : body.data);
+        n++;
+    }
     if (body.oom)
         rels->oom = 1;
     pgvc_buf_free(&body);
@@ -552,14 +573,15 @@ int pgvc_ddl_create(Plan *P, Py_ssize_t i)
 
 int pgvc_ddl_replace(Plan *P, Py_ssize_t i) { return emit_create(P, i, P->decls[i].name, 1, "replace", L_AX); }
 
-/* The copy built beside takes the old one's name, and its indexes theirs (phase 1). */
-int pgvc_ddl_swap(Plan *P, Py_ssize_t i)
+/* The copy built beside under the name derived with `suffix` takes the old one's name, and its
+ * indexes theirs (phase 1). */
+static int swap_from(Plan *P, Py_ssize_t i, const char *suffix)
 {
     Decl *d = &P->decls[i];
     Node *old = d->node >= 0 ? &P->nodes[d->node] : NULL;
     char tmp[PGVC_NAMEDATALEN], iname[PGVC_NAMEDATALEN];
     const char *target = d->target;
-    pgvc_derived_name(tmp, d->name, "_pgvc_new");
+    pgvc_derived_name(tmp, d->name, suffix);
     pgvc_buf_puts(&P->buf, "ALTER MATERIALIZED VIEW ");
     pgvc_buf_qualified(&P->buf, d->schema, tmp);
     pgvc_buf_puts(&P->buf, " RENAME TO ");
@@ -568,7 +590,7 @@ int pgvc_ddl_swap(Plan *P, Py_ssize_t i)
         const char *final = x < 0 ? (d->cidx ? d->cidx_name : NULL) : d->indexes[x].name;
         if (!final)
             continue;
-        pgvc_derived_name(iname, final, "_pgvc_new");
+        pgvc_derived_name(iname, final, suffix);
         pgvc_buf_puts(&P->buf, ";\nALTER INDEX ");
         pgvc_buf_qualified(&P->buf, d->schema, iname);
         pgvc_buf_puts(&P->buf, " RENAME TO ");
@@ -578,6 +600,40 @@ int pgvc_ddl_swap(Plan *P, Py_ssize_t i)
         return -1;
     return 0;
 }
+
+int pgvc_ddl_swap(Plan *P, Py_ssize_t i) { return swap_from(P, i, "_pgvc_new"); }
+
+/* ---- deferred rebuilds (plan_defer.c) ----------------------------------------------------- */
+
+static const char *L_PENDING = "ACCESS SHARE on what it reads; the new version waits WITH NO DATA, "
+                               "invisible to readers";
+static const char *L_PENDING_DROP = "ACCESS EXCLUSIVE on the waiting new version only: nobody reads it";
+
+/* The new version of a deferred rebuild, beside the old one under the pending name, WITH NO
+ * DATA, with its indexes (phase 0). The stamp marks it pending (collect_stamps). */
+int pgvc_ddl_build_pending(Plan *P, Py_ssize_t i)
+{
+    Decl *d = &P->decls[i];
+    char name[PGVC_NAMEDATALEN];
+    Py_ssize_t off;
+    pgvc_derived_name(name, d->name, PGVC_PENDING_SUFFIX);
+    off = write_create(P, d, d->schema, name, 0, 0);
+    if (emit(P, "build", i, L_PENDING, d->target, 0, off) < 0)
+        return -1;
+    return emit_indexes(P, i, name, PGVC_PENDING_SUFFIX, 0, "build_index", L_PENDING);
+}
+
+/* A pending version that is stale, or whose declaration no longer defers (phase 0). */
+int pgvc_ddl_drop_pending(Plan *P, Py_ssize_t node)
+{
+    Node *n = &P->nodes[node];
+    pgvc_buf_puts(&P->buf, "DROP MATERIALIZED VIEW ");
+    pgvc_buf_qualified(&P->buf, n->schema, n->name);
+    return emit(P, "drop_pending", n->pending_of, L_PENDING_DROP, n->target, 0, -1);
+}
+
+/* The populated pending version takes the old one's place (phase 1). */
+int pgvc_ddl_pending_swap(Plan *P, Py_ssize_t i) { return swap_from(P, i, PGVC_PENDING_SUFFIX); }
 
 int pgvc_ddl_drop_build_schema(Plan *P)
 {

@@ -199,9 +199,12 @@ static PyMethodDef core_methods[] = {
      "fingerprint(*parts)\n--\n\n128-bit hash (hex) of the parts (str or None)."},
     {"plan", CF(plan), KW,
      "plan(decls, catalog, *, force=False, update=True, check_sql_changed=True, "
-     "restore_dependants=False, build_beside=True, recreate=(), chain=True, no_data=False, adopt=None, create_schemas=False, prune=False)"
+     "restore_dependants=False, build_beside=True, recreate=(), chain=True, no_data=False, adopt=None, create_schemas=False, prune=False, "
+     "defer=None, swap_pending=None)"
      "\n--\n\n"
-     "The sync plan: {'actions', 'statuses', 'reasons', 'order', 'current_schema', 'probes', 'orphans', 'states'}."},
+     "The sync plan: {'actions', 'statuses', 'reasons', 'order', 'current_schema', 'probes', 'orphans', 'states', "
+     "'columns', 'pending'}. defer: indexes of the declarations whose rebuild may wait beside the old "
+     "object; swap_pending: indexes whose populated pending version is swapped in (nothing else changes)."},
     {"catalog_sql", catalog_sql, METH_NOARGS,
      "catalog_sql()\n--\n\nThe one catalog query plan() reads."},
     {"freshness_sql", CF(freshness_sql), KW,

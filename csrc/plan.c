@@ -16,7 +16,7 @@
 static const char *const status_names[] = {"CREATED", "UPDATED", "EXISTS", "FORCED"};
 static const char *const state_names[ST_NSTATES] = {
     "in sync", "missing", "changed", "drifted", "unmanaged", "unstamped", "indexes", "unpopulated", "stale",
-    "columns"};
+    "columns", "pending rebuild"};
 
 /* ---- the records plan() returns ---------------------------------------------------------------- */
 
@@ -105,11 +105,14 @@ static int emit_phase0(Plan *P)
 {
     if (emit_schemas(P) < 0)
         return -1;
+    if (pgvc_defer_emit(P) < 0)
+        return -1;
     if (P->nchain && pgvc_ddl_chain_build(P) < 0)
         return -1;
     for (Py_ssize_t k = 0; k < P->ni; k++) {
         Py_ssize_t it = P->order[k];
-        if (it >= P->nd || P->decls[it].action != A_BESIDE || P->decls[it].chain)
+        if (it >= P->nd || P->decls[it].action != A_BESIDE || P->decls[it].chain ||
+            P->decls[it].pending_swap)
             continue;
         if (pgvc_ddl_build_beside(P, it) < 0)
             return -1;
@@ -141,7 +144,7 @@ static int emit_decl(Plan *P, Py_ssize_t it)
     case A_REPLACE:
         return pgvc_ddl_replace(P, it);
     case A_BESIDE:
-        return pgvc_ddl_swap(P, it);
+        return d->pending_swap ? pgvc_ddl_pending_swap(P, it) : pgvc_ddl_swap(P, it);
     default:
         if (d->reindex && pgvc_ddl_reindex(P, it) < 0)
             return -1;
@@ -248,6 +251,7 @@ static int spread(Plan *P)
         refusal_error(P, refused);
         goto exit;
     }
+    pgvc_defer_settle(P);
     rc = 0;
 exit:
     Py_XDECREF(refused);
@@ -296,7 +300,7 @@ static PyObject *build_orphans(Plan *P)
     for (Py_ssize_t j = 0; orphans && j < P->nn; j++) {
         Node *n = &P->nodes[j];
         PyObject *row;
-        if (n->decl >= 0 || !n->ours)
+        if (n->decl >= 0 || !n->ours || n->pending_of >= 0)
             continue;
         row = Py_BuildValue("(ssC)", n->schema, n->name, (int)n->relkind);
         if (!row || PyList_Append(orphans, row) < 0)
@@ -325,9 +329,16 @@ static PyObject *build_column_problems(Plan *P)
                 Py_CLEAR(out);
                 break;
             }
-            for (Py_ssize_t c = 0; c < n->colnames.n; c++) {
+            for (Py_ssize_t c = 0; cols && c < n->colnames.n; c++) {
                 PyObject *s = PyUnicode_FromString(n->colnames.items[c]);
-                PyTuple_SET_ITEM(cols, c, s ? s : Py_NewRef(Py_None));
+                if (!s)
+                    Py_CLEAR(cols); /* the error stays set: out is dropped below */
+                else
+                    PyTuple_SET_ITEM(cols, c, s);
+            }
+            if (!cols) {
+                Py_CLEAR(out);
+                break;
             }
             row = Py_BuildValue("(nsszzN)", i, d->columns[k].field, d->columns[k].column, d->columns[k].type,
                                 have, cols);
@@ -357,10 +368,10 @@ static PyObject *build_probes(Plan *P)
 static PyObject *build_result(Plan *P)
 {
     PyObject *statuses = NULL, *reasons = NULL, *states = NULL, *order = NULL, *probes = NULL, *orphans = NULL,
-             *columns = NULL, *result = NULL;
+             *columns = NULL, *pending = NULL, *result = NULL;
     if (!(statuses = PyList_New(P->nd)) || !(reasons = PyList_New(P->nd)) || !(states = PyList_New(P->nd)) ||
         !(order = PyList_New(0)) || !(probes = build_probes(P)) || !(orphans = build_orphans(P)) ||
-        !(columns = build_column_problems(P)))
+        !(columns = build_column_problems(P)) || !(pending = pgvc_defer_result(P)))
         goto exit;
     for (Py_ssize_t i = 0; i < P->nd; i++) {
         PyObject *s = PyUnicode_FromString(status_names[P->decls[i].status]);
@@ -389,10 +400,11 @@ static PyObject *build_result(Plan *P)
         }
         Py_DECREF(v);
     }
-    result = Py_BuildValue("{sOsOsOsOsOsssOsOsO}", "actions", P->actions, "statuses", statuses, "reasons",
+    result = Py_BuildValue("{sOsOsOsOsOsssOsOsOsO}", "actions", P->actions, "statuses", statuses, "reasons",
                            reasons, "states", states, "order", order, "current_schema", P->current_schema,
-                           "probes", probes, "orphans", orphans, "columns", columns);
+                           "probes", probes, "orphans", orphans, "columns", columns, "pending", pending);
 exit:
+    Py_XDECREF(pending);
     Py_XDECREF(columns);
     Py_XDECREF(orphans);
     Py_XDECREF(states);
@@ -421,8 +433,9 @@ PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"decls", "catalog", "force", "update", "check_sql_changed",
                              "restore_dependants", "build_beside", "recreate", "chain",
-                             "no_data", "adopt", "create_schemas", "prune", NULL};
+                             "no_data", "adopt", "create_schemas", "prune", "defer", "swap_pending", NULL};
     PyObject *decls, *catalog, *recreate = NULL, *adopt = Py_None, *result = NULL, *recreate_set = NULL;
+    PyObject *defer = Py_None, *swap = Py_None;
     Plan P;
     memset(&P, 0, sizeof P);
     P.st = st;
@@ -431,16 +444,19 @@ PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
     P.beside = 1;
     P.chain = 1;
     pgvc_buf_init(&P.buf);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!|$pppppOppOpp:plan", kwlist, &PyList_Type,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!|$pppppOppOppOO:plan", kwlist, &PyList_Type,
                                      &decls, &PyList_Type, &catalog, &P.force, &P.update,
                                      &P.check_sql_changed, &P.restore, &P.beside, &recreate,
-                                     &P.chain, &P.no_data, &adopt, &P.create_schemas, &P.prune))
+                                     &P.chain, &P.no_data, &adopt, &P.create_schemas, &P.prune,
+                                     &defer, &swap))
         return NULL;
     if (!(recreate_set = recreate ? PySet_New(recreate) : PySet_New(NULL)))
         goto exit;
     if (pgvc_plan_read_decls(&P, decls) < 0 || pgvc_plan_read_catalog(&P, catalog) < 0 ||
-        read_adopt(&P, adopt) < 0)
+        read_adopt(&P, adopt) < 0 || pgvc_defer_read(&P, defer, swap) < 0)
         goto exit;
+    if (P.swap_pending)
+        P.chain = 0; /* the new version is built already, beside the old one: no chain */
     if (pgvc_plan_build_graph(&P) < 0)
         goto exit;
     if (classify_all(&P, recreate_set) < 0 || spread(&P) < 0)

@@ -265,6 +265,7 @@ int pgvc_plan_classify(Plan *P, Decl *d, int forced)
         decide_rebuild(P, d, n, why);
     else
         check_kept(d, n);
+    pgvc_defer_classify(P, d);
     return 0;
 }
 
@@ -302,6 +303,7 @@ static void look_upstream(Plan *P, Py_ssize_t it, Py_ssize_t *tainted_by, Py_ssi
  * changes. RAISES_NEG. */
 static int spread_to_decl(Plan *P, Decl *d, Node *n, Py_ssize_t tainted_by, Py_ssize_t dropped_by)
 {
+    pgvc_defer_spread(P, d, tainted_by, dropped_by);
     d->taint = tainted_by >= 0;
     if (d->chain) { /* built anew in the build schema; the old object goes at the swap */
         if (n)
@@ -325,7 +327,7 @@ static int spread_to_decl(Plan *P, Decl *d, Node *n, Py_ssize_t tainted_by, Py_s
         d->refresh = 0;
         d->reindex = 0;
     }
-    if (d->action == A_SKIP && d->kind == 'm' && d->taint && !d->refresh && (d->with_data || (n && n->populated))) {
+    if (d->action == A_SKIP && n && d->kind == 'm' && d->taint && !d->refresh && (d->with_data || n->populated)) {
         d->refresh = 1;
         d->state = ST_STALE;
         if (!(d->reason = pgvc_plan_format(P, "re-populated: it reads %s, which changed", item_label(P, tainted_by))))
@@ -343,6 +345,11 @@ static int spread_to_node(Plan *P, Node *n, Py_ssize_t tainted_by, Py_ssize_t dr
     int rc;
     n->taint = tainted_by >= 0;
     n->refused_by = NULL;
+    if (n->pending_of >= 0) { /* a pending version: its declaration decides (plan_defer.c) */
+        n->taint = 0;
+        n->pending_upstream_dropped = dropped_by >= 0;
+        return 0;
+    }
     if (P->prune && n->ours) { /* an orphan, pruned: dropped, never restored */
         n->dropped = 1;
         return 0;
@@ -398,7 +405,7 @@ static void mark_external_below(Plan *P)
             continue;
         for (Py_ssize_t e = P->cg.rdep_off[nj]; e < P->cg.rdep_off[nj + 1]; e++) {
             Node *w = &P->nodes[P->cg.rdep[e]];
-            if (w->decl < 0 || w->external_below)
+            if ((w->decl < 0 && w->pending_of < 0) || w->external_below)
                 P->nodes[nj].external_below = 1;
         }
     }

@@ -164,6 +164,9 @@ static int add_declared_edges(Plan *P, PyObject *by_label, Edges *items)
             if (edges_add(items, i, PyLong_AsSsize_t(hit)) < 0)
                 return -1;
         }
+        /* A pending version is decided before its declaration (plan_defer.c). */
+        if (P->decls[i].pending >= 0 && edges_add(items, i, P->nodes[P->decls[i].pending].item) < 0)
+            return -1;
     }
     return 0;
 }
@@ -230,7 +233,7 @@ int pgvc_plan_build_graph(Plan *P)
     if (!by_name || !by_label || !by_oid)
         goto exit;
     if (index_nodes(P, by_name, by_oid) < 0 || match_decls(P, by_name, by_label) < 0 ||
-        make_items(P) < 0)
+        pgvc_defer_match(P) < 0 || make_items(P) < 0)
         goto exit;
     if (add_declared_edges(P, by_label, &items) < 0 || add_catalog_edges(P, by_oid, &items, &nodes) < 0)
         goto exit;

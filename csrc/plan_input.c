@@ -367,6 +367,8 @@ static void parse_comment(Node *n)
             copy_hex(n->c_idx, p + 4);
         else if (!strncmp(p, "def=", 4))
             copy_hex(n->c_def, p + 4);
+        else if (!strncmp(p, "pending=1", 9) && (p[9] == ' ' || p[9] == '\n' || !p[9]))
+            n->pending_mark = 1;
     }
 }
 

@@ -22,7 +22,7 @@ enum action { A_SKIP, A_CREATE, A_REPLACE, A_RECREATE, A_BESIDE };
 enum status { S_CREATED, S_UPDATED, S_EXISTS, S_FORCED };
 /* What pgviews_status shows for a view: plan.c names them (state_names). */
 enum state { ST_IN_SYNC, ST_MISSING, ST_CHANGED, ST_DRIFTED, ST_UNMANAGED, ST_UNSTAMPED, ST_INDEXES,
-             ST_UNPOPULATED, ST_STALE, ST_COLUMNS, ST_NSTATES };
+             ST_UNPOPULATED, ST_STALE, ST_COLUMNS, ST_PENDING, ST_NSTATES };
 
 /* A list of owned strings; n = -1 stands for SQL NULL. */
 typedef struct {
@@ -71,6 +71,15 @@ typedef struct {
     const char *reason;
     int state; /* enum state: the code that goes with the reason */
     const char *inplace_after; /* rebuilt in place (not beside) because this item changed */
+    /* Deferred rebuilds (plan_defer.c). */
+    int defer;        /* plan(defer=[...]) names it: a rebuild may wait beside the old object */
+    int deferred;     /* its rebuild waits: the old object serves on, untouched */
+    int defer_action; /* the action deferring replaced, put back when the deferral is undone */
+    const char *defer_reason;
+    Py_ssize_t pending; /* node of its waiting new version, -1 */
+    int pending_build;  /* a new pending version is created (phase 0) */
+    int swap_asked;     /* plan(swap_pending=[...]) names it */
+    int pending_swap;   /* its populated pending version takes the old one's place (phase 1) */
     char body_fp[33], idx_fp[33];
     char cidx_name[PGVC_NAMEDATALEN];
 } Decl;
@@ -89,6 +98,12 @@ typedef struct {
     Py_ssize_t decl, item;
     long long oid;
     int dropped, restore, taint, external_below;
+    /* A pending version (plan_defer.c): its stamp says pending=1, its name is derived from its
+     * declaration's (PGVC_PENDING_SUFFIX). */
+    int pending_mark;
+    Py_ssize_t pending_of; /* the declaration it waits for, -1 */
+    int pending_discard;   /* dropped in phase 0: stale, or its declaration no longer defers */
+    int pending_upstream_dropped;
     /* our part of the comment */
     int ours;
     char c_body[33], c_idx[33], c_def[33];
@@ -112,6 +127,7 @@ typedef struct {
     int create_schemas; /* PGVIEWS_CREATE_SCHEMAS: create a db_table's missing schema */
     int no_data; /* a dry run: every materialized view built WITH NO DATA, nothing populated */
     int nchain;
+    int swap_pending; /* plan(swap_pending=...) was given: only those swaps, nothing else */
     const char *current_schema;
     PyObject *schemas; /* set of existing schema names */
     void **arena;      /* every allocation of this call, freed together */
@@ -126,6 +142,11 @@ typedef struct {
  * schema first on the search_path, so unqualified names inside their SQL find the new versions.
  * Readers keep the old ones until the swap moves the new ones into place. */
 #define PGVC_BUILD_SCHEMA "_pgviews_c_build"
+
+/* The new version of a materialized view whose rebuild is deferred waits beside the old one
+ * under this derived name, WITH NO DATA, until refresh_pgviews --pending populates it and
+ * swaps it in. */
+#define PGVC_PENDING_SUFFIX "_pgvc_pending"
 
 /* ---- plan_input.c: decoding into owned data. Each RAISES_NEG: TypeError or ValueError naming
  * the argument for a malformed one, PlanError naming the view for a declaration PostgreSQL
@@ -153,6 +174,23 @@ PyObject *pgvc_plan_propagate(Plan *P);
 /* Decide which declarations form chains. Returns the number chosen, -1 on error. */
 Py_ssize_t pgvc_plan_choose_chain(Plan *P);
 
+/* ---- plan_defer.c: deferred rebuilds. Each RAISES_NEG. */
+/* Read plan(defer=..., swap_pending=...): lists of declaration indexes (None: none). */
+int pgvc_defer_read(Plan *P, PyObject *defer, PyObject *swap);
+/* Match pending versions to their declarations (after match_decls). */
+int pgvc_defer_match(Plan *P);
+/* After classify(): defer a rebuild, or (swap_pending) choose the swaps and leave the rest. */
+void pgvc_defer_classify(Plan *P, Decl *d);
+/* In propagate(): a deferred rebuild whose inputs change is done now after all. */
+void pgvc_defer_spread(Plan *P, Decl *d, Py_ssize_t tainted_by, Py_ssize_t dropped_by);
+/* After spread(): which pending versions stay, go, or are created. */
+void pgvc_defer_settle(Plan *P);
+/* Phase 0: drop stale pending versions, create new ones. */
+int pgvc_defer_emit(Plan *P);
+/* plan()'s "pending": (decl, schema, name of the pending version, populated, ready) per
+ * declaration with a pending version. NULL on error. */
+PyObject *pgvc_defer_result(Plan *P);
+
 /* ---- ddl.c: the statements, appended to P->actions. Each RAISES_NEG. */
 int pgvc_ddl_create_schema(Plan *P, Py_ssize_t i);
 int pgvc_ddl_chain_build(Plan *P);
@@ -166,6 +204,9 @@ int pgvc_ddl_swap(Plan *P, Py_ssize_t i);
 int pgvc_ddl_reindex(Plan *P, Py_ssize_t i);
 int pgvc_ddl_refresh(Plan *P, Py_ssize_t i);
 int pgvc_ddl_drop_build_schema(Plan *P);
+int pgvc_ddl_build_pending(Plan *P, Py_ssize_t i);
+int pgvc_ddl_drop_pending(Plan *P, Py_ssize_t node);
+int pgvc_ddl_pending_swap(Plan *P, Py_ssize_t i);
 int pgvc_ddl_stamp(Plan *P);
 /* The adoption probe of declaration i (its object carries no stamp of ours): a new tuple
  * (i, statements, check). The statements create the declaration beside the object under a

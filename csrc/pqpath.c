@@ -29,6 +29,16 @@
     "WHERE l.granted AND l.relation = pg_catalog.to_regclass(" param ") "                           \
     "AND l.pid <> pg_catalog.pg_backend_pid() ORDER BY a.pid"
 
+/* deadlock_timeout (ms) when an autovacuum worker holds a granted lock on the relation (the one
+ * parameter); no row otherwise. */
+#define AUTOVACUUM_HOLDER_SQL                                                                      \
+    "SELECT s.setting::pg_catalog.int8 FROM pg_catalog.pg_settings s "                             \
+    "WHERE s.name = 'deadlock_timeout' AND EXISTS (SELECT FROM pg_catalog.pg_locks l "             \
+    "JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid WHERE l.granted "                         \
+    "AND l.relation = pg_catalog.to_regclass($1) AND a.backend_type = 'autovacuum worker')"
+/* How much longer than deadlock_timeout a try waits when an autovacuum worker holds the lock. */
+#define AUTOVACUUM_MARGIN_MS 200
+
 #define now pgvc_now
 
 /* ---- the loop's state --------------------------------------------------------------------- */
@@ -42,6 +52,7 @@ typedef struct {
     char *guard;     /* relation the statement locks ACCESS EXCLUSIVE (retried), or NULL */
     double priority, started, seconds, not_before;
     int state, attempts;
+    long wait_ms; /* lock_timeout of the next guarded try when not the short one (autovacuum) */
     Py_ssize_t waiting_on; /* dependencies not yet done */
     PyObject *error;       /* dict, or NULL */
 } Task;
@@ -299,6 +310,25 @@ static PyObject *lock_holders(PGconn *conn, const char *relation)
     return list;
 }
 
+/* After a guarded statement's lock timeout: when an autovacuum worker holds a lock on the
+ * relation, the lock_timeout that lets the next try get past it into *ms, else 0. PostgreSQL
+ * cancels a (non-wraparound) autovacuum worker for a waiter only when that waiter's deadlock check
+ * runs, after deadlock_timeout: a shorter try never does. RAISES_NEG only for a signal. */
+static int autovacuum_wait(PGconn *conn, const char *relation, long *ms)
+{
+    const char *params[1] = {relation};
+    char why;
+    PGresult *r =
+        pgvc_exec_wait(conn, AUTOVACUUM_HOLDER_SQL, 1, params, now() + HOLDER_TIMEOUT, &why);
+    *ms = 0;
+    if (!r)
+        return why == 's' ? -1 : 0;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+        *ms = strtol(PQgetvalue(r, 0, 0), NULL, 10) + AUTOVACUUM_MARGIN_MS;
+    PQclear(r);
+    return 0;
+}
+
 /* ---- sending and reading statements -------------------------------------------------------- */
 
 /* The text sent for task i, one Query message and so one implicit transaction: the session
@@ -317,6 +347,8 @@ static char *statement_text(Loop *L, Slot *slot, Task *t, int *last)
     if (t->guard) {
         *last = t->attempts >= L->retries;
         ms = *last ? L->last_ms : L->short_ms;
+        if (!*last && t->wait_ms > 0)
+            ms = L->last_ms > 0 && L->last_ms < t->wait_ms ? L->last_ms : t->wait_ms;
         if (user > 0 && (ms <= 0 || user < ms))
             ms = user;
         snprintf(guard, sizeof guard, "SET LOCAL lock_timeout = %ld; ", ms);
@@ -396,10 +428,12 @@ static int finish_task(Loop *L, Slot *slot, int lost)
         goto exit;
     }
     if (!lost && t->guard && state && !strcmp(state, "55P03") && !slot->last_attempt) {
-        /* Lock busy: step out of the readers' queue, back off, try again. */
+        /* Lock busy: step out of the readers' queue, back off, try again (past
+         * deadlock_timeout when the holder is an autovacuum worker). */
         double backoff = 0.05 * t->attempts;
+        if ((rc = autovacuum_wait(slot->conn, t->guard, &t->wait_ms)) < 0)
+            goto exit;
         t->not_before = now() + (backoff < 0.5 ? backoff : 0.5);
-        rc = 0;
         goto exit;
     }
     {

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.conf import settings
@@ -34,6 +34,14 @@ from django.utils import timezone
 
 from django_pgviews_c.models import DatabaseView, RefreshRecord
 
+if TYPE_CHECKING:
+    # ModelAdmin is generic in django-stubs only: Django's own class takes no subscript.
+    _ModelAdmin = admin.ModelAdmin[Any]
+    _DatabaseViewAdmin = admin.ModelAdmin[DatabaseView]
+    _RefreshRecordAdmin = admin.ModelAdmin[RefreshRecord]
+else:
+    _ModelAdmin = _DatabaseViewAdmin = _RefreshRecordAdmin = admin.ModelAdmin
+
 __all__ = ["ViewAdmin", "ViewsPageAdmin", "RefreshRecordAdmin", "make_views_read_only", "REFRESH_PERMISSION"]
 
 #: Needed to press the Views page's refresh buttons (declared in RefreshRecord.Meta.permissions).
@@ -43,9 +51,8 @@ _HISTORY_VIEW_PERMISSION = "django_pgviews_c.view_refreshrecord"
 _PERMISSIONS = ("has_add_permission", "has_change_permission", "has_delete_permission")
 
 
-class ViewAdmin(admin.ModelAdmin):
-    """A ModelAdmin for view models: rows can be listed and looked at, never added, changed or
-    deleted."""
+class _ReadOnly:
+    """No add, change or delete permission for anyone: the rows are the database's to write."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -55,6 +62,11 @@ class ViewAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class ViewAdmin(_ReadOnly, _ModelAdmin):
+    """A ModelAdmin for view models: rows can be listed and looked at, never added, changed or
+    deleted."""
 
 
 def _decides_permissions(admin_class: type) -> bool:
@@ -67,7 +79,7 @@ def _decides_permissions(admin_class: type) -> bool:
     return False
 
 
-def _read_only_class(admin_class: type[admin.ModelAdmin]) -> type[admin.ModelAdmin]:
+def _read_only_class(admin_class: type[admin.ModelAdmin[Any]]) -> type[admin.ModelAdmin[Any]]:
     return type(admin_class.__name__, (ViewAdmin, admin_class), {"__module__": admin_class.__module__})
 
 
@@ -168,7 +180,7 @@ def _server_message(exc: BaseException) -> str:
     return str(exc).strip()
 
 
-class ViewsPageAdmin(admin.ModelAdmin):
+class ViewsPageAdmin(_DatabaseViewAdmin):
     """The "Views" page: state and freshness of every view model, and refresh buttons for
     holders of ``django_pgviews_c.refresh_materializedview``. Registered on the default admin
     site under the DatabaseView proxy (with the refresh history) unless
@@ -385,7 +397,7 @@ class ViewsPageAdmin(admin.ModelAdmin):
             messages.error(request, f"Refreshing {label} failed: {why}. It keeps the data it had.")
 
 
-class RefreshRecordAdmin(admin.ModelAdmin):
+class RefreshRecordAdmin(_ReadOnly, _RefreshRecordAdmin):
     """The refresh history, read-only: written by the refreshes themselves."""
 
     list_display = ["view", "started_at", "duration", "rows", "mode", "ok", "sqlstate", "message"]
@@ -393,15 +405,6 @@ class RefreshRecordAdmin(admin.ModelAdmin):
     search_fields = ["view", "message"]
     date_hierarchy = "started_at"
     exclude = ["sources"]
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def register_views_page(site: AdminSite) -> None:

@@ -60,6 +60,10 @@ class Touch:
     migration: str  # "app_label.name"
 
 
+# (table, column or None) -> where it is in the database now, through the plan's renames.
+_Renames = dict[tuple[str, str | None], tuple[str, str | None]]
+
+
 def _model_table(state: Any, app_label: str, model_name: str, using: str, connection: Any) -> str | None:
     """db_table of a model of a migration state, or None when migrate never touches its table
     (unmanaged, proxy, or a router keeps it off this database)."""
@@ -85,7 +89,8 @@ def _column(fld: Any, name: str) -> str | None:
         return None
     bound = fld.clone()
     bound.set_attributes_from_name(name)
-    return bound.column
+    column: str | None = bound.column
+    return column
 
 
 def _m2m_table(fld: Any, name: str, db_table: str, connection: Any) -> str | None:
@@ -110,7 +115,7 @@ def _type_changes(old: Any, new: Any, app_label: str, connection: Any) -> bool:
     """Does changing ``old`` into ``new`` alter the column's type (what PostgreSQL refuses while a
     view reads it)? A rename alone does not. When in doubt, yes."""
     if old.many_to_many or new.many_to_many:
-        return old.many_to_many != new.many_to_many
+        return bool(old.many_to_many != new.many_to_many)
     if old.primary_key != new.primary_key:
         return True  # a view may depend on the primary key (GROUP BY it)
     if getattr(old, "db_collation", None) != getattr(new, "db_collation", None):
@@ -120,7 +125,7 @@ def _type_changes(old: Any, new: Any, app_label: str, connection: Any) -> bool:
     if old.is_relation:  # its type is its target's: the same target, the same type
         return _related_key(old, app_label) != _related_key(new, app_label)
     try:
-        return old.db_type(connection) != new.db_type(connection)
+        return bool(old.db_type(connection) != new.db_type(connection))
     except Exception:  # a field that cannot say its type unbound: be safe
         return True
 
@@ -236,7 +241,7 @@ def touched_columns(using: str, plan: list[tuple[Any, bool]]) -> list[Touch]:
 
     connection = connections[using]
     executor = MigrationExecutor(connection)
-    renamed: dict[tuple[str, str | None], tuple[str, str | None]] = {}
+    renamed: _Renames = {}
     touches: list[Touch] = []
 
     def add(migration: Any, found: list[tuple[str, str | None]]) -> None:
@@ -255,7 +260,8 @@ def touched_columns(using: str, plan: list[tuple[Any, bool]]) -> list[Touch]:
                 add(migration, _backward_touches(op, migration.app_label, state, using, connection))
                 op.state_forwards(migration.app_label, state)
         return touches
-    state = executor._create_project_state(with_applied_migrations=True)
+    # What migrate() itself starts from; a private method of Django's, absent from django-stubs.
+    state = executor._create_project_state(with_applied_migrations=True)  # type: ignore[attr-defined]
     for migration, _ in plan:
         for op in migration.operations:
             add(migration, _forward_touches(op, migration.app_label, state, using, connection))
@@ -264,7 +270,9 @@ def touched_columns(using: str, plan: list[tuple[Any, bool]]) -> list[Touch]:
     return touches
 
 
-def _follow_renames(op: Any, app_label: str, state: Any, using: str, connection: Any, renamed: dict) -> None:
+def _follow_renames(
+    op: Any, app_label: str, state: Any, using: str, connection: Any, renamed: _Renames
+) -> None:
     """Record the names a rename gives (new name -> name in the database now), so that a later
     operation of the same plan on the new name finds the object the database holds."""
     if isinstance(op, (ops.RenameModel, ops.AlterModelTable)):
@@ -315,6 +323,9 @@ class Recorded:
     tablespace: str | None
     indexes: list[str]
     label: str | None = None  # the model's label when the view is declared; None: not ours
+    #: The waiting new version of a declared view's deferred rebuild (pending.py): dropped with
+    #: the others, never restored (the sync decides again whether to defer).
+    pending: bool = False
 
     @property
     def what(self) -> str:
@@ -366,11 +377,15 @@ def _read(cursor: Any, touches: list[Touch], using: str) -> list[Recorded]:
     if not rows:
         return []
     managed = _managed_models(using, rows[0][-1])  # the last column: the current schema
+    waiting = {(s, _core.derived_name(n, "_pgvc_pending")): m for (s, n), m in managed.items()}
     found = []
     for row in rows:
         rec = Recorded(*row[:-1])
         model = managed.get((rec.schema, rec.name))
         rec.label = model._meta.label if model is not None else None
+        model = waiting.get((rec.schema, rec.name))
+        if rec.label is None and model is not None and " pending=1 " in (rec.comment or ""):
+            rec.label, rec.pending = f"{model._meta.label} (its pending rebuild)", True
         found.append(rec)
     return found
 
@@ -591,7 +606,7 @@ def sync_after_migrate(
         for rec in early:
             _restore(cursor, rec)
     result = sync()
-    managed = [r for r in order if r.label]
+    managed = [r for r in order if r.label and not r.pending]
     _say(
         stdout,
         verbosity if managed else 0,
@@ -613,9 +628,9 @@ def sync_after_migrate(
             kind, _populated, comment = now.get((rec.schema, rec.name), (rec.kind, True, None))
             for statement in _core.grant_statements(rec.schema, rec.name, kind, rec.acl, rec.owner):
                 _execute(cursor, statement, rec, "restore the grants of")
-            statement = _core.comment_statement(rec.schema, rec.name, kind, rec.comment, comment)
-            if statement:
-                _execute(cursor, statement, rec, "restore the comment of")
+            comment_sql = _core.comment_statement(rec.schema, rec.name, kind, rec.comment, comment)
+            if comment_sql:
+                _execute(cursor, comment_sql, rec, "restore the comment of")
         _repopulate(cursor, order, now, verbosity, stdout)
     return result
 
@@ -627,10 +642,16 @@ def _relations(cursor: Any, recs: list[Recorded]) -> list[tuple[Any, ...]]:
     return [tuple(row) for row in cursor.fetchall()]
 
 
-def _repopulate(cursor: Any, order: list[Recorded], now: dict, verbosity: int, stdout: Any) -> None:
+def _repopulate(
+    cursor: Any,
+    order: list[Recorded],
+    now: dict[tuple[str, str], tuple[Any, ...]],
+    verbosity: int,
+    stdout: Any,
+) -> None:
     """Materialized views that were populated before the migrations are populated after them:
     ``with_data = False`` only means "create it empty when it does not exist"."""
-    candidates = [r for r in order if r.kind == "m" and r.populated and r.label]
+    candidates = [r for r in order if r.kind == "m" and r.populated and r.label and not r.pending]
     if not candidates:
         return
     empty = [r for r in candidates if (r.schema, r.name) in now and not now[(r.schema, r.name)][1]]

@@ -45,7 +45,8 @@ def validate_has_pgviews_autodetector(**kwargs: Any) -> list[CheckMessage]:
 @register(Tags.models)
 def validate_view_declarations(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E001: a dependency cycle or an unknown dependency; W002: a view without managed = False;
-    E002: concurrent_index on a plain view; E006: a staleness mode that is not one."""
+    E002: concurrent_index on a plain view; W009: defer_rebuild on a plain view; E006: a staleness
+    mode that is not one."""
     from django_pgviews_c import _core
     from django_pgviews_c.exceptions import DependencyError
     from django_pgviews_c.sync import view_models
@@ -83,6 +84,16 @@ def validate_view_declarations(app_configs: Any = None, **kwargs: Any) -> list[C
                     id="django_pgviews_c.E002",
                 )
             )
+        if getattr(model, "defer_rebuild", None) is not None and not issubclass(model, MaterializedView):
+            messages.append(
+                CheckWarning(
+                    f"{model._meta.label} sets defer_rebuild but is not a materialized view: a plain "
+                    f"view holds no data and is always replaced at once, so it has no effect.",
+                    hint="Remove defer_rebuild, or subclass pg.MaterializedView.",
+                    obj=model,
+                    id="django_pgviews_c.W009",
+                )
+            )
         staleness = getattr(model, "staleness", "statistics")
         if staleness not in ("statistics", "exact"):
             messages.append(
@@ -113,7 +124,7 @@ def _concurrent_index_columns(spec: str) -> list[str] | None:
 def _redux_index_name(model: Any) -> str:
     """The concurrent index's name before shortening (django-pgviews-redux's scheme)."""
     tablespace = model._concurrent_index_tablespace
-    base = model._meta.db_table.replace(".", "_") + "_" + model._concurrent_index.replace(" ", "")
+    base: str = model._meta.db_table.replace(".", "_") + "_" + model._concurrent_index.replace(" ", "")
     base = base.replace(",", "_")
     if tablespace:
         base += "_" + tablespace.replace("-", "_")
@@ -330,7 +341,8 @@ def _read_database(connection: Any, models: list[Any]) -> list[tuple[Any, ...]]:
     names = [_core.qualified_name(*_core.split_table(m._meta.db_table)) for m in models]
     with connection.cursor() as cursor:
         cursor.execute(_core.query_sql("database_checks"), [names])
-        return cursor.fetchall()
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+        return rows
 
 
 def _database_messages(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
 
 from django_pgviews_c import _core
 from django_pgviews_c.db.migrations.operations import drop_relation_sql
@@ -59,14 +60,48 @@ def _by_connection(using: str) -> dict[str, tuple[BaseDatabaseWrapper, list[type
     return found
 
 
-def _doomed(cursor, models: Sequence[type[View]], cascade: bool) -> tuple[list[Doomed], list[Doomed]]:
-    """What dropping ``models`` takes, dependants first: (drop list, unmanaged dependants)."""
+def _doomed(
+    cursor: CursorWrapper, models: Sequence[type[View]], cascade: bool
+) -> tuple[list[Doomed], list[Doomed]]:
+    """What dropping ``models`` takes, dependants first: (drop list, unmanaged dependants). The
+    new versions of deferred rebuilds waiting beside them go first (nothing reads them)."""
     targets = {_core.split_table(m._meta.db_table): m._meta.label for m in models}
-    return doomed_by(cursor, targets, targets, cascade)
+    drop, unmanaged = doomed_by(cursor, targets, targets, cascade)
+    return _pending_versions(cursor, targets) + drop, unmanaged
+
+
+#: How the stamp of a deferred rebuild's waiting version ends its marker line (csrc/ddl.c).
+_PENDING_MARK = " pending=1 "
+
+
+def _pending_versions(cursor: CursorWrapper, targets: dict[tuple[str | None, str], str]) -> list[Doomed]:
+    """The waiting new versions of deferred rebuilds (csrc/plan_defer.c) of ``targets``: a
+    materialized view beside each, under the derived name, whose stamp says pending=1."""
+    pending = {(s, _core.derived_name(n, "_pgvc_pending")): label for (s, n), label in targets.items()}
+    split = list(pending)
+    rows = read_catalog(
+        cursor,
+        {
+            "decl_schemas": [s for s, _ in split],
+            "decl_names": [n for _, n in split],
+            "schemas": sorted({s for s, _ in split if s}),
+            "restore": False,
+        },
+    )
+    nodes = [r for r in rows if r[0] is not None]
+    if not nodes:
+        return []
+    current = nodes[0][15]
+    wanted = {(s or current, n): label for (s, n), label in pending.items()}
+    return [
+        Doomed(r[1], r[2], "m", f"{wanted[(r[1], r[2])]} (its pending rebuild)")
+        for r in nodes
+        if (r[1], r[2]) in wanted and r[3] == "m" and _PENDING_MARK in (r[4] or "")
+    ]
 
 
 def doomed_by(
-    cursor,
+    cursor: CursorWrapper,
     targets: dict[tuple[str | None, str], str],
     known: dict[tuple[str | None, str], str],
     cascade: bool,
@@ -104,7 +139,7 @@ def doomed_by(
     def doomed(k: int) -> Doomed:
         r = nodes[k]
         label = labels.get((r[1], r[2]))
-        reads = ()
+        reads: tuple[str, ...] = ()
         if k not in managed_set:
             # What it reads directly: a managed view, or another object that is going too.
             reads = tuple(

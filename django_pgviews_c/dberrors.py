@@ -3,7 +3,9 @@ came from is gone. Shared by sync, refresh and the commands."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 from typing import Any
 
 from django.db import Error as DjangoDBError
@@ -19,6 +21,7 @@ __all__ = [
     "is_connect_failure",
     "connect_failed_error",
     "ensure_connected",
+    "wait_until_reachable",
     "database_error",
     "describe",
     "describe_result",
@@ -126,9 +129,36 @@ def ensure_connected(connection: BaseDatabaseWrapper) -> None:
     """Open ``connection`` now, so a database that cannot be reached is reported as such (with
     the driver's reason) and never as a connection lost in the middle of the work."""
     try:
+        if connection.connection is None:
+            wait_until_reachable(connection)
         connection.ensure_connection()
     except DjangoDBError as exc:
         raise connect_failed_error(connection.alias, exc) from exc
+
+
+def wait_until_reachable(connection: BaseDatabaseWrapper) -> None:
+    """Connect once in a thread of its own, the main thread waiting where a signal reaches it.
+
+    psycopg2's connect is one call into libpq that
+    Python's signal handlers cannot interrupt: Ctrl-C or SIGTERM against a server that never
+    answers would wait for connect_timeout, or forever without one. Waiting here instead, the
+    handler runs at once (the commands' ``interrupts()`` turns it into ``Interrupted``); the
+    abandoned attempt ends with the process. Whatever the attempt's outcome, the caller then
+    connects as usual, so errors come from the driver as they always do."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    driver = getattr(connection, "Database", None)  # the backend's DB-API module
+    if getattr(driver, "__name__", "") != "psycopg2":
+        return  # psycopg 3 waits for the connection in Python: signals reach it
+
+    def attempt() -> None:
+        with contextlib.suppress(Exception):  # the caller's own connect reports it
+            connection.get_new_connection(connection.get_connection_params()).close()
+
+    probe = threading.Thread(target=attempt, name="pgviews-connect", daemon=True)
+    probe.start()
+    while probe.is_alive():
+        probe.join(0.05)
 
 
 def connection_is_lost(connection: BaseDatabaseWrapper, exc: BaseException) -> bool:

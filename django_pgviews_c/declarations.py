@@ -17,13 +17,22 @@ from django_pgviews_c.exceptions import InvalidNameError, PlanError
 from django_pgviews_c.querysql import view_query
 from django_pgviews_c.view import MaterializedView, View, declared_dependencies
 
-__all__ = ["Declarations", "read_catalog", "setting", "view_models"]
+__all__ = ["Declarations", "defers", "read_catalog", "setting", "view_models"]
 
 _CATALOG_SQL = _core.catalog_sql()
 
 
 def setting(name: str, default: Any) -> Any:
     return getattr(settings, name, default)
+
+
+def defers(model: type[View]) -> bool:
+    """Whether a rebuild of this materialized view waits beside it for refresh_pgviews --pending:
+    its ``defer_rebuild``, else the setting PGVIEWS_DEFER_REBUILD (default False)."""
+    if not issubclass(model, MaterializedView):
+        return False
+    own = getattr(model, "defer_rebuild", None)
+    return bool(setting("PGVIEWS_DEFER_REBUILD", False) if own is None else own)
 
 
 def view_models() -> list[type[View]]:
@@ -43,6 +52,8 @@ class Declarations:
         self.sql: list[str] = []
         self.tuples: list[tuple[Any, ...]] = []
         self.split: list[tuple[str | None, str]] = []
+        #: Declarations whose rebuild may wait beside the old object (plan(defer=...)).
+        self.defer: list[int] = []
         mine = set(self.labels)
         editor = (
             connection.schema_editor(collect_sql=True)
@@ -51,6 +62,7 @@ class Declarations:
         )
         for model in self.models:
             self.tuples.append(self._declaration(model, editor, mine, known))
+        self.defer = [i for i, model in enumerate(self.models) if self.tuples[i][3] == "m" and defers(model)]
 
     def _declaration(
         self, model: type[View], editor: Any, mine: set[str], known: set[str]
@@ -81,7 +93,7 @@ class Declarations:
         if materialized and testing.in_test_databases():  # PGVIEWS_TEST_* settings
             materialized = not testing.materialized_as_views()
             with_data = with_data and testing.materialized_with_data()
-        indexes: tuple[tuple[str, str], ...] = ()
+        indexes: tuple[tuple[str, tuple[str | int, ...]], ...] = ()
         tablespace = cidx_ts = None
         if materialized:
             tablespace = meta.db_tablespace or setting("DEFAULT_TABLESPACE", "") or None
@@ -151,9 +163,10 @@ def _index_template(model: type[View], index: Any, editor: Any) -> tuple[str | i
 def _db_type(field: Any, connection: BaseDatabaseWrapper) -> str | None:
     """The column type Django expects for a field, or None when it cannot tell."""
     try:
-        return field.db_type(connection)
+        db_type: str | None = field.db_type(connection)
     except Exception:  # a custom field may need more than a connection to say
         return None
+    return db_type
 
 
 def _refuse_nul_in_parameters(model: type[View]) -> None:

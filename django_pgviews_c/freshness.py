@@ -90,15 +90,21 @@ class ViewState:
 
 
 def closure(
-    connection: BaseDatabaseWrapper, models: Sequence[type[pg.View]], *, fresh_stats: bool = True
+    connection: BaseDatabaseWrapper,
+    models: Sequence[type[pg.View]],
+    *,
+    fresh_stats: bool = True,
+    names: Sequence[str] | None = None,
 ) -> list[ViewState]:
     """One catalog query: for each model, its oid, populated flag and every relation it reads
     with relfilenode and write counter. ``fresh_stats`` drops the statistics snapshot a
-    transaction may hold (stats_fetch_consistency), so the counters are read anew."""
+    transaction may hold (stats_fetch_consistency), so the counters are read anew. ``names``
+    (quoted qualified names, one per model) reads other relations than the models' own: the
+    new version of a deferred rebuild, waiting beside the old one."""
     states = [ViewState(None, False, None) for _ in models]
     if not models:
         return states
-    params = [[qualified(m) for m in models]]
+    params = [list(names) if names is not None else [qualified(m) for m in models]]
     sql = _CLOSURE_EXACT_SQL if any(is_exact(m) for m in models) else _CLOSURE_SQL
     if connection.in_atomic_block:
         # Inside the caller's transaction: in a savepoint rolled back after the read, so that
@@ -279,11 +285,15 @@ def freshness(
     return out
 
 
-def stale_models(models: Iterable[type[pg.View]] | None = None, *, using: str = DEFAULT_DB_ALIAS):
+def stale_models(
+    models: Iterable[type[pg.View]] | None = None, *, using: str = DEFAULT_DB_ALIAS
+) -> list[type[pg.View]]:
     return [f.model for f in freshness(models, using=using) if f.stale and f.exists]
 
 
-def due_models(models: Iterable[type[pg.View]] | None = None, *, using: str = DEFAULT_DB_ALIAS):
+def due_models(
+    models: Iterable[type[pg.View]] | None = None, *, using: str = DEFAULT_DB_ALIAS
+) -> list[type[pg.View]]:
     return [f.model for f in freshness(models, using=using) if f.due]
 
 
@@ -361,12 +371,16 @@ def refresh_pass(
 
     from django_pgviews_c.dependencies import get_views_dependants
     from django_pgviews_c.exceptions import RefreshError
+    from django_pgviews_c.pending import complete_pending
     from django_pgviews_c.refresh import refresh_views
 
     started = _time.perf_counter()
+    # A deferred rebuild waiting beside its old version is due: completed first, so the pass
+    # judges the new version (its refresh is recorded) and what reads it.
+    pending = complete_pending(using, models=models, progress=progress, raise_errors=False)
     items = freshness(models, using=using)
     order, skipped = plan_pass(items, due=due)
-    result = PassResult(skipped=skipped)
+    result = PassResult(skipped=skipped, refreshed=list(pending.swapped), failed=dict(pending.failed))
     # With a stop event and one job: view by view, so a stop request ends the pass between
     # two views. Otherwise one call, which orders the views and skips those a failure blocks.
     batches = [order] if stop is None or jobs > 1 else [[m] for m in order]
@@ -455,7 +469,15 @@ def add_refresh_arguments(parser: Any) -> None:
     which.add_argument(
         "--due",
         action="store_true",
-        help="Refresh the stale views whose refresh_interval has passed since their last refresh.",
+        help="Refresh the stale views whose refresh_interval has passed since their last refresh "
+        "(and complete pending rebuilds, as --pending does).",
+    )
+    which.add_argument(
+        "--pending",
+        action="store_true",
+        help="Complete deferred rebuilds (defer_rebuild, PGVIEWS_DEFER_REBUILD): populate each new "
+        "version waiting beside its old one, then swap it in with the sync's short, "
+        "lock_timeout-guarded swap. Runs one view at a time, whatever --jobs says.",
     )
 
 
@@ -467,8 +489,8 @@ def run_refresh_command(stdout: Any, options: dict[str, Any]) -> bool:
     from django_pgviews_c.refresh import refresh_views
 
     labels = options.get("views") or []
-    stale, due = options.get("stale"), options.get("due")
-    if not (labels or stale or due):
+    stale, due, pending = options.get("stale"), options.get("due"), options.get("pending")
+    if not (labels or stale or due or pending):
         if options.get("with_dependants") or options.get("with_dependencies"):
             raise PGViewsError("--with-dependants and --with-dependencies need view names")
         return False
@@ -488,6 +510,21 @@ def run_refresh_command(stdout: Any, options: dict[str, Any]) -> bool:
         "strict": options.get("strict", False),
         "progress": stdout.write if verbosity >= 2 else None,
     }
+    if pending:
+        from django_pgviews_c.pending import complete_pending
+
+        done = complete_pending(using, models=models, verbosity=verbosity, progress=common["progress"])
+        if verbosity >= 1:
+            for label in done.swapped:
+                stdout.write(f"swapped in the rebuilt {label}  ({done.timings[label][0]:.2f}s to populate)")
+            for label, why in done.waiting.items():
+                stdout.write(f"waiting   {label}: {why}")
+            for label, why in done.failed.items():
+                stdout.write(f"failed    {label}: {why}")
+            stdout.write(f"completed {len(done.swapped)} pending rebuilds in {done.wall:.2f}s")
+        if done.failed:
+            raise RefreshError(done.failed, [])
+        return True
     if not (stale or due):
         result = refresh_views(models, **common)
         if verbosity >= 1:
@@ -583,7 +620,11 @@ def status_json(rows: Sequence[Any], report: dict[str, dict[str, Any]]) -> str:
 
     out = []
     for r in rows:
-        item = dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(vars(r))
+        item = (
+            dataclasses.asdict(r)
+            if dataclasses.is_dataclass(r) and not isinstance(r, type)
+            else dict(vars(r))
+        )
         item["freshness"] = report.get(r.label)
         out.append(item)
     return json.dumps(out, indent=2, default=str)

@@ -18,9 +18,9 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, migrations, router, transaction
@@ -32,6 +32,11 @@ from django_pgviews_c import _core
 from django_pgviews_c import view as pg
 from django_pgviews_c.dberrors import diag
 from django_pgviews_c.exceptions import PGViewsError
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+    from django_pgviews_c.models import RefreshRecord
 
 logger = logging.getLogger("django_pgviews_c.history")
 
@@ -83,10 +88,12 @@ def history_allowed(alias: str) -> bool:
 class CreateHistoryModel(migrations.CreateModel):
     """CreateModel of the history table, created on every database that holds views."""
 
-    def allow_migrate_model(self, connection_alias: str, model: Any) -> bool:
+    def allow_migrate_model(self, connection_alias: BaseDatabaseWrapper | str, model: Any) -> bool:
+        if not isinstance(connection_alias, str):
+            connection_alias = connection_alias.alias
         return history_allowed(connection_alias)
 
-    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+    def deconstruct(self) -> tuple[str, Sequence[Any], dict[str, Any]]:
         _, args, kwargs = super().deconstruct()
         return "CreateModel", args, kwargs
 
@@ -150,7 +157,7 @@ def record(
     db_table = model._meta.db_table
     if error is None:
         sql = _core.query_sql("history_insert_counted", table=db_table)
-        rows_params = [
+        rows_params: list[int | str] = [
             int(setting("PGVIEWS_HISTORY_COUNT_ROWS_UP_TO", DEFAULT_COUNT_LIMIT)),
             _core.qualified_name(*_core.split_table(db_table)),
         ]
@@ -352,12 +359,20 @@ class RunRecorder:
         concurrent: Sequence[bool],
         *,
         asked_concurrent: bool = False,
-        connection_for: Any = None,
+        connection_for: Callable[[type[pg.View]], BaseDatabaseWrapper] | None = None,
     ) -> None:
         self.models = list(models)
         self.concurrent = list(concurrent)
         self.asked = asked_concurrent
-        self.connection_for = connection_for or (lambda model: connection)
+        if connection_for is None:
+            if connection is None:
+                raise TypeError("RunRecorder: give connection or connection_for")
+            fixed = connection
+
+            def connection_for(model: type[pg.View]) -> BaseDatabaseWrapper:
+                return fixed
+
+        self.connection_for = connection_for
         self.enabled = bool(setting("PGVIEWS_HISTORY", True))
         self.sources: dict[int, dict[str, Any] | None] = {}
         self.captured: set[str] = set()
@@ -502,7 +517,8 @@ def latest(
         sources = row[10]
         if isinstance(sources, (str, bytes)):  # Django hands jsonb over undecoded
             sources = json.loads(sources)
-        rec = Record(*row[:10], sources)
+        head = cast("tuple[int, str, bool, dt.datetime, float, int | None, bool, str, str, str]", row[:10])
+        rec = Record(*head, sources)
         if rec.ok:
             ok[rec.view] = rec
         if rec.view not in newest or rec.id > newest[rec.view].id:
@@ -510,7 +526,7 @@ def latest(
     return ok, newest
 
 
-def records(model: type[pg.View], using: str | None = None):
+def records(model: type[pg.View], using: str | None = None) -> QuerySet[RefreshRecord]:
     """The recorded refreshes of ``model``, newest first (a QuerySet)."""
     from django_pgviews_c.models import RefreshRecord
 

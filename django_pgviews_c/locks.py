@@ -13,10 +13,21 @@ from typing import Any
 from django_pgviews_c import _core
 from django_pgviews_c.exceptions import LockNotAvailableError
 
-__all__ = ["Holder", "holders", "session_timeouts", "take_advisory_lock", "QUIET_SECONDS"]
+__all__ = [
+    "Holder",
+    "holders",
+    "session_timeouts",
+    "autovacuum_wait_ms",
+    "take_advisory_lock",
+    "QUIET_SECONDS",
+    "AUTOVACUUM_MARGIN_MS",
+]
 
 #: A wait shorter than this is not worth a word.
 QUIET_SECONDS = 1.0
+
+#: How much longer than deadlock_timeout a try waits when an autovacuum worker holds the lock.
+AUTOVACUUM_MARGIN_MS = 200
 
 _HOLDERS_SQL = _core.query_sql("lock_holders")
 
@@ -75,6 +86,15 @@ def session_timeouts(cursor: Any) -> dict[str, int]:
     (0: none). Whatever set them (postgresql.conf, the role, OPTIONS, SET) is what counts."""
     cursor.execute(_TIMEOUTS_SQL)
     return {name: int(value) for name, value in cursor.fetchall()}
+
+
+def autovacuum_wait_ms(found: Sequence[Holder], cursor: Any) -> int | None:
+    """When an autovacuum worker is among ``found``, the lock_timeout that lets the next try get
+    past it: PostgreSQL cancels a (non-wraparound) autovacuum worker for a waiter only when that
+    waiter's deadlock check runs, after deadlock_timeout, so a shorter try never does. Else None."""
+    if not any(h.is_autovacuum for h in found):
+        return None
+    return session_timeouts(cursor)["deadlock_timeout"] + AUTOVACUUM_MARGIN_MS
 
 
 def take_advisory_lock(

@@ -4,9 +4,9 @@ __all__ = ["ReadOnlyViewManager"]
 
 from django.db import models
 
-from django_pgviews_c.querysets import ReadOnlyViewQuerySet
+from django_pgviews_c.querysets import ReadOnlyViewQuerySet, T
 
 
-class ReadOnlyViewManager(models.Manager):
-    def get_queryset(self) -> ReadOnlyViewQuerySet:
+class ReadOnlyViewManager(models.Manager[T]):
+    def get_queryset(self) -> ReadOnlyViewQuerySet[T]:
         return ReadOnlyViewQuerySet(self.model, using=self._db)

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 __all__ = ["INSUFFICIENT_PRIVILEGE", "refresh_denied"]
 
+from typing import TYPE_CHECKING, cast
+
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_pgviews_c import _core
+
+if TYPE_CHECKING:
+    from django.db.backends.postgresql.base import DatabaseWrapper as PostgreSQLWrapper
 
 INSUFFICIENT_PRIVILEGE = "42501"
 
@@ -36,7 +41,7 @@ def refresh_denied(connection: BaseDatabaseWrapper, db_table: str, message: str)
     Asks the catalog on ``connection`` when it can (outside a transaction); otherwise it names
     both possible causes."""
     qualified = _core.qualified_name(*_core.split_table(db_table))
-    maintain_known = connection.pg_version >= 170000
+    maintain_known = cast("PostgreSQLWrapper", connection).pg_version >= 170000
     row = None
     if _can_query(connection):
         sql = _CHECK_SQL_PG17 if maintain_known else _CHECK_SQL

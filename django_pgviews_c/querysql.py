@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db.models import QuerySet
 from django.db.models.sql.query import Query
@@ -22,6 +22,7 @@ from django_pgviews_c.exceptions import QuerySetViewError, SQLNotDefinedError
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.backends.postgresql.operations import DatabaseOperations
 
     from django_pgviews_c.view import View
 
@@ -44,7 +45,8 @@ def call_sql(model: type[View], sql: Any) -> Any:
 
 def view_query(model: type[View], connection: BaseDatabaseWrapper) -> str:
     """The SQL text of ``model``'s view on ``connection``, parameters bound."""
-    result = model.get_sql()
+    # An override of get_sql() returns whatever its author wrote: checked here, whatever it is.
+    result: Any = model.get_sql()
     if isinstance(result, QuerySet):
         return compile_queryset(model, result, connection)
     if isinstance(result, Query):
@@ -54,6 +56,8 @@ def view_query(model: type[View], connection: BaseDatabaseWrapper) -> str:
         )
     if isinstance(result, str):
         return result
+    query: str
+    params: Any
     try:
         query, params = result
     except (TypeError, ValueError):
@@ -61,10 +65,19 @@ def view_query(model: type[View], connection: BaseDatabaseWrapper) -> str:
             f"{model._meta.label}: get_sql() returned {type(result).__name__}; it must return a "
             f"ViewSQL(query, params), an SQL string or a QuerySet."
         ) from None
-    return query if params is None else connection.ops.compose_sql(query, params)
+    if params is None:
+        return query
+    composed: str = _ops(connection).compose_sql(query, params)
+    return composed
 
 
-def compile_queryset(model: type[View], queryset: QuerySet, connection: BaseDatabaseWrapper) -> str:
+def _ops(connection: BaseDatabaseWrapper) -> DatabaseOperations:
+    """The connection's operations, as PostgreSQL's backend has them (compose_sql: the
+    driver binds the parameters). Every connection the package works on is PostgreSQL's."""
+    return cast("DatabaseOperations", connection.ops)
+
+
+def compile_queryset(model: type[View], queryset: QuerySet[Any], connection: BaseDatabaseWrapper) -> str:
     label = model._meta.label
     query = queryset.query
     if query.is_empty():
@@ -86,7 +99,8 @@ def compile_queryset(model: type[View], queryset: QuerySet, connection: BaseData
     sql, params = compiler.as_sql()
     # Always through the driver, even with no parameters: Django's SQL doubles literal percent
     # signs ('%%') on the assumption that the driver formats it.
-    return connection.ops.compose_sql(sql, tuple(params))
+    composed: str = _ops(connection).compose_sql(sql, tuple(params))
+    return composed
 
 
 def _queries(node: Any, seen: set[int]) -> Iterator[Query]:
@@ -106,8 +120,8 @@ def _queries(node: Any, seen: set[int]) -> Iterator[Query]:
             yield from _queries(child, seen)
         return
     if isinstance(node, WhereNode):
-        for child in node.children:
-            yield from _queries(child, seen)
+        for part in node.children:
+            yield from _queries(part, seen)
         return
     inner = getattr(node, "query", None)
     if isinstance(inner, Query):

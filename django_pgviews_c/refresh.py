@@ -22,16 +22,23 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 from django.db import Error as DjangoDBError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_pgviews_c import _core, history
+from django_pgviews_c import _core, history, locks
 from django_pgviews_c import view as pg
-from django_pgviews_c.dberrors import connection_is_lost, diag, lost_connection_error, sqlstate
+from django_pgviews_c.dberrors import (
+    connection_is_lost,
+    diag,
+    lost_connection_error,
+    sqlstate,
+    wait_until_reachable,
+)
 from django_pgviews_c.declarations import setting
 from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies, view_graph
 from django_pgviews_c.exceptions import DatabaseError, PGViewsError, RefreshError
@@ -152,12 +159,14 @@ def guarded_refresh(conn: BaseDatabaseWrapper, db_table: str, label: str) -> Non
     (200, or the session's lock_timeout when shorter), then steps out and retries after a short
     back-off, PGVIEWS_REFRESH_RETRIES (10) times; the last try waits at most
     PGVIEWS_REFRESH_LOCK_TIMEOUT_MS (10000). Then DatabaseError names the sessions holding a lock.
-    statement_timeout is left as the user set it."""
+    When the holder is an autovacuum worker, the next try waits past deadlock_timeout, where the
+    server cancels the worker. statement_timeout is left as the user set it."""
     retries, short_ms, last_ms = _lock_settings()
     refresh = pg.refresh_statement(db_table, False)
+    wait_ms = short_ms
     for attempt in range(retries + 1):
         final = attempt == retries
-        sql = _guard_sql(last_ms if final else short_ms) + refresh + _RESTORE_SQL
+        sql = _guard_sql(last_ms if final else wait_ms) + refresh + _RESTORE_SQL
         try:
             if conn.in_atomic_block:
                 with transaction.atomic(using=conn.alias), conn.cursor() as cursor:
@@ -171,7 +180,32 @@ def guarded_refresh(conn: BaseDatabaseWrapper, db_table: str, label: str) -> Non
                 raise
             if final:
                 raise _lock_error(conn, label, db_table, exc) from exc
+            wait_ms = _next_wait(conn, db_table, label, short_ms, last_ms)
         time.sleep(min(0.05 * (attempt + 1), 0.5))
+
+
+def _next_wait(conn: BaseDatabaseWrapper, db_table: str, label: str, short_ms: int, last_ms: int) -> int:
+    """The lock_timeout of the next try: the short one, unless an autovacuum worker holds a lock
+    on the view; then past deadlock_timeout (never past the last try's), where PostgreSQL cancels
+    the worker for a waiter."""
+    name = _core.qualified_name(*_core.split_table(db_table))
+    try:
+        savepoint = transaction.atomic(using=conn.alias) if conn.in_atomic_block else nullcontext()
+        with savepoint, conn.cursor() as cursor:
+            found = locks.holders(cursor, [name])
+            autovacuum_ms = locks.autovacuum_wait_ms(found, cursor)
+    except DjangoDBError:  # the holders are advice: without them, the short try
+        return short_ms
+    if autovacuum_ms is None:
+        return short_ms
+    logger.info(
+        "%s: an autovacuum worker holds a lock on it (%s); the next try waits %d ms, past "
+        "deadlock_timeout, where the server cancels the worker",
+        label,
+        locks.describe_holders(found),
+        min(autovacuum_ms, last_ms),
+    )
+    return min(autovacuum_ms, last_ms)
 
 
 # ---- results ------------------------------------------------------------------------------------
@@ -262,7 +296,8 @@ def _select(models: Iterable[type[pg.View]] | None, using: str | None) -> _Selec
         if issubclass(nodes[i], pg.MaterializedView)
         and (using is None or nodes[i].get_view_connection(using=alias, restricted_mode=True) is not None)
     ]
-    return _Selection([nodes[i] for i in matviews], graph.project(matviews))
+    chosen = [cast("type[pg.MaterializedView]", nodes[i]) for i in matviews]  # issubclass above
+    return _Selection(chosen, graph.project(matviews))
 
 
 def _subset(sel: _Selection, keep: Sequence[int]) -> _Selection:
@@ -324,6 +359,17 @@ def _refreshed(
         progress(f"  refreshed {label}  {seconds:.3f}s")
 
 
+def _refresh_connection(model: type[pg.View], using: str | None) -> BaseDatabaseWrapper:
+    """The connection ``model`` refreshes on: ``using``, else the router's choice. Only an
+    override of get_view_connection() returns None with restricted_mode=False."""
+    conn = model.get_view_connection(using=using or router.db_for_write(model), restricted_mode=False)
+    if conn is None:
+        raise PGViewsError(
+            f"{model._meta.label}: get_view_connection(restricted_mode=False) returned no connection"
+        )
+    return conn
+
+
 def _refresh_serial(
     sel: _Selection,
     flags: list[bool],
@@ -336,12 +382,17 @@ def _refresh_serial(
     refresh sees, in dependency order (declaration order among equals). The core's schedule
     says which view comes next and which views a failure stops."""
     schedule = _core.Schedule(sel.deps, [-float(k) for k in range(len(sel.models))])
-    recorder = history.RunRecorder(None, sel.models, flags, asked_concurrent=asked, connection_for=lambda m: (
-        m.get_view_connection(using=using or router.db_for_write(m), restricted_mode=False)))  # fmt: skip
+    recorder = history.RunRecorder(
+        None,
+        sel.models,
+        flags,
+        asked_concurrent=asked,
+        connection_for=lambda m: _refresh_connection(m, using),
+    )
     while (k := schedule.next()) is not None:
         model = sel.models[k]
         label = model._meta.label
-        conn = model.get_view_connection(using=using or router.db_for_write(model), restricted_mode=False)
+        conn = _refresh_connection(model, using)
         t0 = time.perf_counter()
         try:
             with recorder.recording(k):
@@ -401,6 +452,8 @@ def _refresh_parallel(
     """The C loop over ``jobs`` new connections to ``alias``: each view starts as soon as the
     views it reads are refreshed, longest remaining chain first; a failure skips its dependants."""
     connection = connections[alias]
+    if connection.connection is None:
+        wait_until_reachable(connection)  # psycopg2: a connect that hangs must not defer Ctrl-C
     if connection.in_atomic_block:
         raise PGViewsError(
             "refresh with jobs > 1 opens its own connections, which cannot see the data of the "

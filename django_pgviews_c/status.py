@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from django.db import DEFAULT_DB_ALIAS
 
 from django_pgviews_c import _core
+from django_pgviews_c.pending import PENDING_STATE
 from django_pgviews_c.sync import sync_pgviews
 
 _SIZES = _core.query_sql("status_sizes")
@@ -22,6 +23,9 @@ class ViewState:
     detail: str
     rows: int | None = None
     size: int | None = None
+    #: A pending rebuild: seconds since the data the old version serves was refreshed (its last
+    #: successful refresh in the history); None otherwise, or when none is recorded.
+    old_data_age: float | None = None
 
 
 def view_status(using: str = DEFAULT_DB_ALIAS) -> list[ViewState]:
@@ -61,6 +65,7 @@ def view_status(using: str = DEFAULT_DB_ALIAS) -> list[ViewState]:
                     "(sync_pgviews --prune drops it)",
                 )
             )
+    _pending_ages(using, [v for v in out if v.state == PENDING_STATE])
     existing = [v for v in out if v.state != "missing"]
     if existing:
         from django.db import connections
@@ -73,3 +78,24 @@ def view_status(using: str = DEFAULT_DB_ALIAS) -> list[ViewState]:
             v.rows = rows if v.kind == "mat" else None
             v.size = size
     return out
+
+
+def _pending_ages(using: str, pending: list[ViewState]) -> None:
+    """The age of the data each pending rebuild's old version still serves, from the history."""
+    if not pending:
+        return
+    from django.db import connections
+    from django.utils import timezone
+
+    from django_pgviews_c import history
+    from django_pgviews_c.freshness import _age
+
+    last_ok, _ = history.latest(connections[using], [v.label for v in pending])
+    now = timezone.now()
+    for v in pending:
+        ok = last_ok.get(v.label)
+        if ok is None:
+            v.detail += "; the old version serves data of unknown age (no refresh recorded)"
+            continue
+        v.old_data_age = round((now - ok.started_at).total_seconds(), 3)
+        v.detail += f"; the old version serves data refreshed {_age(v.old_data_age)} ago"

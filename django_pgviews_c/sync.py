@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db import Error as DjangoDBError
@@ -101,6 +101,20 @@ class Action:
     @classmethod
     def from_tuple(cls, t: Any) -> Action:
         return cls(**{name: getattr(t, name) for name in cls.__dataclass_fields__})
+
+
+class _PlanOptions(TypedDict, total=False):
+    """The keyword arguments of _core.plan() a sync sets."""
+
+    force: bool
+    update: bool
+    check_sql_changed: bool
+    restore_dependants: bool
+    no_data: bool
+    prune: bool
+    create_schemas: bool
+    defer: list[int]
+    swap_pending: list[int]
 
 
 @dataclass
@@ -212,7 +226,7 @@ class Syncer:
     ) -> None:
         self.connection = connection
         self.decls = Declarations(models, connection, known)
-        self.options = {
+        self.options: _PlanOptions = {
             "force": force,
             "update": update,
             "check_sql_changed": check_sql_changed,
@@ -222,6 +236,8 @@ class Syncer:
             "no_data": no_data,
             # Drop objects that carry our stamp but that no declaration claims (dependants first).
             "prune": prune,
+            # Rebuilds that wait beside the old object for refresh_pgviews --pending (pending.py).
+            "defer": self.decls.defer,
         }
         self.verbosity = verbosity
         self.progress = progress
@@ -230,7 +246,7 @@ class Syncer:
     # -- planning -------------------------------------------------------------------------------
 
     def plan(self, cursor: Any, recreate: Iterable[int] = (), restore: bool | None = None) -> dict[str, Any]:
-        options = dict(self.options)
+        options = self.options.copy()
         options.setdefault("create_schemas", bool(setting("PGVIEWS_CREATE_SCHEMAS", False)))
         if restore is not None:
             options["restore_dependants"] = restore
@@ -249,7 +265,8 @@ class Syncer:
         self.result.column_problems = [
             ColumnProblem(self.decls.labels[p[0]], *p[1:]) for p in plan["columns"]
         ]
-        return plan
+        # The callers take the plan apart (pop "actions") and merge plans: a plain dict to them.
+        return cast("dict[str, Any]", plan)
 
     def _probe(self, cursor: Any, probes: list[tuple[int, tuple[str, ...], str]]) -> dict[int, bool]:
         """Adoption: compare each unstamped object with its declaration as PostgreSQL renders

@@ -126,7 +126,7 @@ def refresh_materialized_views(*models: type[View], using: str | None = None) ->
         return []
     chosen = list(models) if models else view_models()
     wanted = [*chosen, *get_views_dependencies(chosen)]
-    refreshed = []
+    refreshed: list[type[View]] = []
     for model in reorder_by_dependencies(wanted):
         if not issubclass(model, MaterializedView):
             continue

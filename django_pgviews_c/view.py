@@ -19,7 +19,9 @@ import collections
 import copy
 import logging
 import re
+import types
 import weakref
+from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
 from django.apps import apps
@@ -27,6 +29,7 @@ from django.core import exceptions
 from django.db import DatabaseError as DjangoDatabaseError
 from django.db import connections, models, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.fields.reverse_related import ForeignObjectRel
 
 from django_pgviews_c import _core
 from django_pgviews_c.db.fields import get_fields_by_name
@@ -75,6 +78,11 @@ def realize_deferred_projections(sender: Any, *args: Any, **kwargs: Any) -> None
             # A field the view declares itself wins over the projection.
             if hasattr(view_cls, name) or _hasfield(view_cls, name):
                 continue
+            if isinstance(field, ForeignObjectRel):
+                raise TypeError(
+                    f"{view_cls.__name__}: projection {sender._meta.label}.{name} is a reverse "
+                    f"relation, not a field of {sender._meta.label}: a view can project only fields"
+                )
             copy.copy(field).contribute_to_class(view_cls, name)
 
 
@@ -92,7 +100,12 @@ def _realise_projections(app_label: str, model_name: str) -> None:
 
 
 class ViewMeta(models.base.ModelBase):
-    def __new__(cls, name: str, bases: tuple[type, ...], attrs: dict[str, Any], **kwargs: Any):
+    # What __new__ takes out of a view class's body: attributes of every view class.
+    _dependencies: list[Any]
+    _concurrent_index: str | None
+    _concurrent_index_tablespace: str | None
+
+    def __new__(cls, name: str, bases: tuple[type, ...], attrs: dict[str, Any], **kwargs: Any) -> ViewMeta:
         dependencies = attrs.pop("dependencies", [])
         projection = attrs.pop("projection", [])
         concurrent_index = attrs.pop("concurrent_index", None)
@@ -119,7 +132,8 @@ class ViewMeta(models.base.ModelBase):
     def add_to_class(cls, name: str, value: Any) -> None:
         if name == "_base_manager":
             return
-        super().add_to_class(name, value)
+        # django-stubs declares add_to_class on Model only; Django defines it on ModelBase.
+        super().add_to_class(name, value)  # type: ignore[misc]
 
 
 class BaseManagerMeta:
@@ -131,18 +145,20 @@ class View(models.Model, metaclass=ViewMeta):
     fields for its columns, ``dependencies`` on other views, and ``Meta.managed = False``."""
 
     _deferred = False
-    sql: str | None = None
+    # A string, or a callable returning one, a ViewSQL or a QuerySet (querysql.call_sql).
+    sql: str | Callable[..., Any] | None = None
     _dependencies: list[str]
 
     @classmethod
-    def get_sql(cls) -> ViewSQL | models.QuerySet:
+    def get_sql(cls) -> ViewSQL | models.QuerySet[Any]:
         """The view's query: ``ViewSQL(query, params)``, or a QuerySet (compiled at sync time
         by the target connection). ``sql`` may be a callable returning either, or a string."""
         sql = cls.sql
         if callable(sql):
             sql = call_sql(cls, sql)
             if not isinstance(sql, str):
-                return sql
+                # Whatever it is: querysql.view_query checks it and names the view if it is wrong.
+                return cast("ViewSQL | models.QuerySet[Any]", sql)
         if sql is None:
             raise SQLNotDefinedError(f"View SQL not defined for {cls.__name__}")
         return ViewSQL(sql, None)
@@ -156,7 +172,7 @@ class View(models.Model, metaclass=ViewMeta):
         if not restricted_mode or router.allow_migrate(
             using, cls._meta.app_label, model_name=cls._meta.model_name
         ):
-            return cast(BaseDatabaseWrapper, connections[using])
+            return connections[using]
         return None
 
     class Meta:
@@ -164,7 +180,8 @@ class View(models.Model, metaclass=ViewMeta):
         managed = False
 
 
-_BASE_GET_SQL = View.get_sql.__func__  # type: ignore[attr-defined]
+# A classmethod read from its class is a bound method: __func__ is the function under it.
+_BASE_GET_SQL = cast(types.MethodType, View.get_sql).__func__
 
 
 def _dependency_label(model: type[View], dependency: Any) -> str:
@@ -217,7 +234,8 @@ def declared_dependencies(model: type[View]) -> list[str]:
     """A view's ``dependencies`` (model classes or labels in any case, as labels), with those
     its parent view classes declare and the views its QuerySet reads."""
     deps = list(_declared_labels(model))
-    if callable(getattr(model, "sql", None)) or model.get_sql.__func__ is not _BASE_GET_SQL:
+    overridden = cast(types.MethodType, model.get_sql).__func__ is not _BASE_GET_SQL
+    if callable(getattr(model, "sql", None)) or overridden:
         deps += [d for d in queryset_dependencies(model) if d not in deps]
     return deps
 
@@ -307,11 +325,14 @@ def run_refresh(
 
 class MaterializedView(View):
     """A materialized view. ``concurrent_index`` (a column list) allows
-    ``refresh(concurrently=True)``; ``with_data = False`` creates it empty; ``staleness =
-    "exact"`` judges its staleness by triggers on the tables it reads instead of the statistics
-    counters (docs/freshness.md, "Exact mode")."""
+    ``refresh(concurrently=True)``; ``with_data = False`` creates it empty;
+    ``defer_rebuild = True`` (default: the setting PGVIEWS_DEFER_REBUILD) lets a sync that must
+    rebuild it create the new version beside it WITH NO DATA, for refresh_pgviews --pending;
+    ``staleness = "exact"`` judges its staleness by triggers on the tables it reads instead of
+    the statistics counters (docs/freshness.md, "Exact mode")."""
 
     with_data: bool = True
+    defer_rebuild: bool | None = None
     staleness: str = "statistics"
     _concurrent_index: str | None
     _concurrent_index_tablespace: str | None

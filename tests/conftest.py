@@ -1,11 +1,24 @@
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Under pytest-xdist each worker gets databases, roles and ports of its own: every test reads
+# PGVIEWS_DB_SUFFIX when its module is imported, after this.
+if os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("PGVIEWS_XDIST_SUFFIXED"):
+    os.environ["PGVIEWS_DB_SUFFIX"] = (
+        os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_" + os.environ["PYTEST_XDIST_WORKER"]
+    )
+    os.environ["PGVIEWS_XDIST_SUFFIXED"] = "1"
 from hypothesis import HealthCheck, settings
 
 # Under valgrind everything runs ~50 times slower: a few examples still walk every path.
 settings.register_profile("valgrind", max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
 settings.register_profile("default", deadline=None)
+# The matrix and the sanitizer runs (.ci/run): the same properties with fewer examples each; the
+# full count runs in `make test`.
+settings.register_profile("quick", max_examples=20, deadline=None)
 settings.load_profile("default")
 
 

@@ -7,10 +7,11 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests import processes
 
 ROOT = Path(__file__).resolve().parent.parent
 SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "")
@@ -26,17 +27,11 @@ COMMANDS = (
 
 
 def django(*args: str, default: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["DJANGO_SETTINGS_MODULE"] = "tests.execproject.settings"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PGVIEWS_TEST_DEFAULT"] = json.dumps(default or {})
-    return subprocess.run(
-        [sys.executable, "-m", "django", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    return processes.django(
+        *args,
+        settings="tests.execproject.settings",
         timeout=timeout,
+        PGVIEWS_TEST_DEFAULT=json.dumps(default or {}),
     )
 
 

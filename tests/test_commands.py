@@ -16,7 +16,7 @@ from django.core.management.base import CommandError
 
 from django_pgviews_c.exceptions import ConcurrentIndexNotDefinedError
 from django_pgviews_c.signals import view_synced
-from tests import psycopg_compat
+from tests import processes, psycopg_compat
 from tests.helpers import catalog_rows, execute, populated, relkind
 from tests.viewtest import models
 
@@ -236,24 +236,11 @@ CMD_SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_cmd"
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    env["PGVIEWS_DB_SUFFIX"] = CMD_SUFFIX
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return processes.django_env(suffix=CMD_SUFFIX)
 
 
 def django(*args: str, settings: str = "tests.settings") -> subprocess.CompletedProcess:
-    env = _env()
-    env["DJANGO_SETTINGS_MODULE"] = settings
-    return subprocess.run(
-        [sys.executable, "-m", "django", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return processes.django(*args, settings=settings, suffix=CMD_SUFFIX)
 
 
 def _admin(sql: str) -> None:

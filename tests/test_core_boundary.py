@@ -528,7 +528,11 @@ def _plan(_conninfo: dict) -> st.SearchStrategy:
             k: sometimes(st.booleans(), 4)
             for k in ("force", "update", "check_sql_changed", "restore_dependants", "build_beside", "chain")
         }
-        | {"recreate": sometimes(st.lists(st.integers(-1, 3), max_size=3).map(tuple), 4)},
+        | {"recreate": sometimes(st.lists(st.integers(-1, 3), max_size=3).map(tuple), 4)}
+        | {
+            k: sometimes(st.one_of(st.none(), st.lists(st.integers(-1, 3), max_size=3)), 4)
+            for k in ("defer", "swap_pending")
+        },
     )
     shaped = st.tuples(
         st.tuples(

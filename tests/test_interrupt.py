@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import psycopg_compat
+from tests import processes, psycopg_compat
 
 ROOT = Path(__file__).resolve().parent.parent
 SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_sig"
@@ -23,22 +23,11 @@ MATVIEW = "viewtest_materializedrelatedview"
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    env["PGVIEWS_DB_SUFFIX"] = SUFFIX
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return processes.django_env(suffix=SUFFIX)
 
 
 def django(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "django", *args],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return processes.django(*args, suffix=SUFFIX)
 
 
 def rows(sql: str, params=None) -> list[tuple]:
@@ -47,13 +36,8 @@ def rows(sql: str, params=None) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def process_db():
-    psycopg_compat.recreate_database(DBNAME)
-    try:
-        done = django("migrate", "--run-syncdb", "-v", "0")
-        assert done.returncode == 0, done.stderr
+    with processes.migrated_database(DBNAME, django):
         yield
-    finally:
-        psycopg_compat.drop_database(DBNAME)
 
 
 def _waiting_pid(table: str, deadline: float = 60.0) -> int:

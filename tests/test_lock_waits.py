@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from django.test import override_settings
 
 from django_pgviews_c.exceptions import LockNotAvailableError, QueryCanceledError
 from django_pgviews_c.sync import ADVISORY_LOCK_KEY, Syncer
-from tests import psycopg_compat
+from tests import processes, psycopg_compat
 from tests.helpers import ViewSet, catalog_rows, execute, leftovers, snapshot
 
 HOLDER_APP = "pgvc-test-holder"
@@ -187,31 +185,19 @@ MATVIEW = "viewtest_materializedrelatedview"
 
 
 def _django(*args: str, default: dict | None = None, settings: dict | None = None):
-    env = dict(os.environ)
-    env["DJANGO_SETTINGS_MODULE"] = "tests.execproject.settings"
-    env["PGVIEWS_DB_SUFFIX"] = PROC_SUFFIX
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PGVIEWS_TEST_DEFAULT"] = json.dumps(default or {})
-    env["PGVIEWS_TEST_SETTINGS"] = json.dumps(settings or {})
-    return subprocess.run(
-        [sys.executable, "-m", "django", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    return processes.django(
+        *args,
+        settings="tests.execproject.settings",
+        suffix=PROC_SUFFIX,
+        PGVIEWS_TEST_DEFAULT=json.dumps(default or {}),
+        PGVIEWS_TEST_SETTINGS=json.dumps(settings or {}),
     )
 
 
 @pytest.fixture(scope="module")
 def process_db():
-    psycopg_compat.recreate_database(PROC_DB)
-    try:
-        done = _django("migrate", "--run-syncdb", "-v", "0")
-        assert done.returncode == 0, done.stderr
+    with processes.migrated_database(PROC_DB, _django):
         yield
-    finally:
-        psycopg_compat.drop_database(PROC_DB)
 
 
 def test_lock_timeout_in_options_bounds_the_swap(process_db):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from django.db import connection
 from django.test import override_settings
 
 from django_pgviews_c.sync import Syncer
-from tests import psycopg_compat
+from tests import processes, psycopg_compat
 from tests.helpers import ViewSet, execute
 
 
@@ -72,29 +71,13 @@ DBNAME = "pgviews_c" + SUFFIX
 
 
 def django(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    env["PGVIEWS_DB_SUFFIX"] = SUFFIX
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run(
-        [sys.executable, "-m", "django", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return processes.django(*args, suffix=SUFFIX)
 
 
 @pytest.fixture(scope="module")
 def process_db():
-    psycopg_compat.recreate_database(DBNAME)
-    try:
-        done = django("migrate", "--run-syncdb", "-v", "0")
-        assert done.returncode == 0, done.stderr
+    with processes.migrated_database(DBNAME, django):
         yield
-    finally:
-        psycopg_compat.drop_database(DBNAME)
 
 
 def test_migrate_says_what_its_sync_rebuilt(process_db):

@@ -3,7 +3,6 @@ never answers, and cancelling through a network that has frozen."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -122,14 +121,6 @@ def _command(tmp_path: Path, settings: str, *args: str) -> subprocess.Popen:
     )
 
 
-@pytest.mark.xfail(
-    importlib.util.find_spec("psycopg") is None,
-    strict=True,
-    raises=subprocess.TimeoutExpired,
-    reason="with psycopg2, refresh_pgviews --jobs N first connects Django's own connection (it "
-    "captures the sources' counters for the refresh history before the loop starts), and "
-    "psycopg2's connect cannot be interrupted: Ctrl-C waits for it, bounded only by connect_timeout",
-)
 def test_ctrl_c_stops_jobs_while_connecting_to_a_server_that_never_answers(tmp_path):
     silent = Silent()
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import psycopg_compat
+from tests import processes, psycopg_compat
 
 ROOT = Path(__file__).resolve().parent.parent
 SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_refresher"
@@ -24,22 +24,11 @@ WAIT = 120.0  # seconds a process may take to do what a test waits for
 
 
 def env() -> dict[str, str]:
-    e = dict(os.environ)
-    e["DJANGO_SETTINGS_MODULE"] = SETTINGS
-    e["PGVIEWS_DB_SUFFIX"] = SUFFIX
-    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
-    return e
+    return processes.django_env(SETTINGS, SUFFIX)
 
 
 def django(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "django", *args],
-        cwd=ROOT,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return processes.django(*args, settings=SETTINGS, suffix=SUFFIX)
 
 
 def rows(sql: str) -> list[tuple]:

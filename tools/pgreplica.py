@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""A private primary and hot standby (streaming replication) for tests and benchmarks.
+"""Private PostgreSQL servers for tests and benchmarks: a primary alone (``Cluster``), or a
+primary and hot standby (``ReplicaPair``, streaming replication).
 
 The primary is made with ``initdb``, the standby with ``pg_basebackup -R`` (which writes
-``standby.signal`` and ``primary_conninfo``), each on a free local port, both in one temporary
+``standby.signal`` and ``primary_conninfo``), each on a free local port, all in one temporary
 folder that ``stop()`` removes. ``initdb`` and ``postgres`` refuse to run as root: as root the
 servers run as the ``postgres`` user (``runuser``). Binaries come from ``$PGREPLICA_BINDIR``, else
 the first of /usr/lib/postgresql/<N>/bin (newest first), else the ``pg_config --bindir`` on PATH.
 
 Use::
+
+    with Cluster(settings={"autovacuum_naptime": "1"}) as cluster:
+        cluster.primary    # {"host", "port", "user", "dbname"}: libpq settings
+        cluster.log()      # the server's log
 
     with ReplicaPair(standby_settings={"max_standby_streaming_delay": "500ms"}) as pair:
         pair.primary    # {"host", "port", "user"}: libpq settings (database "postgres")
@@ -30,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["ReplicaPair", "ReplicaError", "Readers", "find_bindir"]
+__all__ = ["Cluster", "ReplicaPair", "ReplicaError", "Readers", "find_bindir", "cannot_run"]
 
 SERVER_USER = "postgres"
 START_TIMEOUT = 60  # seconds, for each server to accept connections
@@ -54,7 +59,7 @@ STANDBY_SETTINGS = {
 
 
 class ReplicaError(RuntimeError):
-    """A server of the pair could not be made or started (the message carries its log)."""
+    """A server could not be made or started (the message carries its log)."""
 
 
 def find_bindir() -> Path | None:
@@ -75,28 +80,34 @@ def find_bindir() -> Path | None:
     return None
 
 
+def cannot_run() -> str | None:
+    """Why no private server can run here (a test skips with it), or None."""
+    if find_bindir() is None:
+        return "no PostgreSQL server binaries (initdb, pg_basebackup) on this machine"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(SERVER_USER)
+        except KeyError:
+            return "running as root without a postgres user to run the servers as"
+    return None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-class ReplicaPair:
-    def __init__(
-        self,
-        *,
-        bindir: Path | None = None,
-        primary_settings: dict[str, str] | None = None,
-        standby_settings: dict[str, str] | None = None,
-    ) -> None:
+class Cluster:
+    """A private primary, alone: ``settings`` are added to (and override) PRIMARY_SETTINGS."""
+
+    def __init__(self, *, bindir: Path | None = None, settings: dict[str, str] | None = None) -> None:
         self.bindir = Path(bindir) if bindir else find_bindir()
         if self.bindir is None or not (self.bindir / "initdb").exists():
             raise ReplicaError("no PostgreSQL binaries (initdb, pg_basebackup) found; set PGREPLICA_BINDIR")
-        self.primary_settings = {**PRIMARY_SETTINGS, **(primary_settings or {})}
-        self.standby_settings = {**STANDBY_SETTINGS, **(standby_settings or {})}
+        self.primary_settings = {**PRIMARY_SETTINGS, **(settings or {})}
         self.base: Path | None = None
         self.primary: dict = {}
-        self.replica: dict = {}
         self._started: list[Path] = []
 
     # -- running commands as the server's user ---------------------------------------------
@@ -134,7 +145,7 @@ class ReplicaPair:
 
     # -- life cycle ----------------------------------------------------------------------------
 
-    def start(self) -> ReplicaPair:
+    def start(self) -> Cluster:
         self.base = Path(tempfile.mkdtemp(prefix="pgreplica-"))
         try:
             self._start()
@@ -147,10 +158,8 @@ class ReplicaPair:
         if os.geteuid() == 0:
             entry = pwd.getpwnam(SERVER_USER)
             os.chown(self.base, entry.pw_uid, entry.pw_gid)
-        primary_dir, replica_dir = self.base / "primary", self.base / "replica"
-        primary_port, replica_port = _free_port(), _free_port()
-        while replica_port == primary_port:
-            replica_port = _free_port()
+        primary_dir = self.base / "primary"
+        primary_port = _free_port()
         self._run(
             [str(self.bindir / "initdb"), "-D", str(primary_dir), "-U", SERVER_USER, "-A", "trust",
              "--no-sync", "-E", "UTF8", "--locale=C"],
@@ -164,18 +173,9 @@ class ReplicaPair:
         )
         self._pg_ctl_start(primary_dir, "primary")
         self.primary = {"host": "127.0.0.1", "port": primary_port, "user": SERVER_USER, "dbname": "postgres"}
-        self._run(
-            [str(self.bindir / "pg_basebackup"), "-D", str(replica_dir), "-R", "-X", "stream",
-             "-h", "127.0.0.1", "-p", str(primary_port), "-U", SERVER_USER, "-c", "fast", "--no-sync"],
-            "pg_basebackup of the standby",
-        )  # fmt: skip
-        self._append_conf(replica_dir, {**self.standby_settings, "port": str(replica_port)})
-        self._pg_ctl_start(replica_dir, "standby")
-        self.replica = {"host": "127.0.0.1", "port": replica_port, "user": SERVER_USER, "dbname": "postgres"}
-        self._wait_streaming()
 
     def stop(self) -> None:
-        """Stop both servers (immediate shutdown) and remove the folder."""
+        """Stop the servers (immediate shutdown) and remove the folder."""
         for datadir in reversed(self._started):
             try:
                 self._run(
@@ -188,7 +188,7 @@ class ReplicaPair:
             shutil.rmtree(self.base, ignore_errors=True)
             self.base = None
 
-    def __enter__(self) -> ReplicaPair:
+    def __enter__(self) -> Cluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -204,6 +204,46 @@ class ReplicaPair:
         if dbname:
             params["dbname"] = dbname
         return psycopg.connect(**params, autocommit=autocommit, connect_timeout=5)
+
+    def log(self, name: str = "primary") -> str:
+        path = self.base / f"{name}.log" if self.base else None
+        return path.read_text() if path and path.exists() else ""
+
+
+class ReplicaPair(Cluster):
+    """A private primary and a hot standby made from it with pg_basebackup -R."""
+
+    def __init__(
+        self,
+        *,
+        bindir: Path | None = None,
+        primary_settings: dict[str, str] | None = None,
+        standby_settings: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(bindir=bindir, settings=primary_settings)
+        self.standby_settings = {**STANDBY_SETTINGS, **(standby_settings or {})}
+        self.replica: dict = {}
+
+    def __enter__(self) -> ReplicaPair:
+        self.start()
+        return self
+
+    def _start(self) -> None:
+        super()._start()
+        replica_dir = self.base / "replica"
+        replica_port = _free_port()
+        while replica_port == self.primary["port"]:
+            replica_port = _free_port()
+        self._run(
+            [str(self.bindir / "pg_basebackup"), "-D", str(replica_dir), "-R", "-X", "stream",
+             "-h", "127.0.0.1", "-p", str(self.primary["port"]), "-U", SERVER_USER, "-c", "fast",
+             "--no-sync"],
+            "pg_basebackup of the standby",
+        )  # fmt: skip
+        self._append_conf(replica_dir, {**self.standby_settings, "port": str(replica_port)})
+        self._pg_ctl_start(replica_dir, "standby")
+        self.replica = {"host": "127.0.0.1", "port": replica_port, "user": SERVER_USER, "dbname": "postgres"}
+        self._wait_streaming()
 
     def _wait_streaming(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -231,10 +271,6 @@ class ReplicaPair:
                 if time.monotonic() > deadline:
                     raise ReplicaError(f"the standby did not replay up to {target} in {timeout}s")
                 time.sleep(0.05)
-
-    def log(self, name: str) -> str:
-        path = self.base / f"{name}.log" if self.base else None
-        return path.read_text() if path and path.exists() else ""
 
 
 class Readers:

@@ -3,6 +3,7 @@ SIGTERM handled as SIGINT (cancel every running statement, roll back, say so, ex
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -173,7 +174,7 @@ def check_database(alias: str, *, connect: bool = False) -> None:
         raise CommandError(str(exc)) from exc
 
 
-def add_database_argument(parser) -> None:
+def add_database_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database",
         default="default",

@@ -10,7 +10,12 @@ from django.db.migrations import Migration
 from django.db.migrations.autodetector import MigrationAutodetector
 from django.db.migrations.operations import CreateModel, DeleteModel
 
-from django_pgviews_c.db.migrations.operations import DeleteViewOperation, RegisterViewOperation, ViewState
+from django_pgviews_c.db.migrations.operations import (
+    DeleteViewOperation,
+    RegisterViewOperation,
+    ViewState,
+    state_views,
+)
 from django_pgviews_c.view import View
 
 
@@ -24,18 +29,14 @@ class PGViewsAutodetector(MigrationAutodetector):
                 continue
             view_state = ViewState.from_view(model)
             app_views[(view_state.app_label, view_state.name_lower)] = view_state
-        self.to_state.views.update(app_views)
+        state_views(self.to_state).update(app_views)
 
     def _sort_migrations(self) -> Any:
         """Added and deleted views become operations. This runs after the model operations are
         generated and before they are sorted, which is the one place both hold."""
-        if not hasattr(self.from_state, "views"):
-            self.from_state.views = {}
-        if not hasattr(self.to_state, "views"):
-            self.to_state.views = {}
         self.populate_to_state_views()
-        old = dict(self.from_state.views)
-        new = dict(self.to_state.views)
+        old = dict(state_views(self.from_state))
+        new = dict(state_views(self.to_state))
         changed = {key for key in new.keys() & old.keys() if new[key] != old[key]}
         for app_label, view_name in sorted((old.keys() - new.keys()) | changed):
             view_state = old[(app_label, view_name)]
@@ -53,7 +54,8 @@ class PGViewsAutodetector(MigrationAutodetector):
                     name=view_state.name, materialized=view_state.materialized, db_name=view_state.db_name
                 ),
             )
-        return super()._sort_migrations()
+        # A private method of Django's autodetector (since 1.7), absent from django-stubs.
+        return super()._sort_migrations()  # type: ignore[misc]
 
     def arrange_for_graph(self, changes: Any, graph: Any, migration_name: str | None = None) -> Any:
         """A view model comes with two operations (Django's CreateModel or DeleteModel of the
@@ -75,10 +77,13 @@ def _suggest_name(migration: Migration) -> str:
         if isinstance(op, (RegisterViewOperation, DeleteViewOperation))
     }
     shadow = Migration(migration.name, migration.app_label)
-    shadow.initial = migration.initial
-    shadow.operations = [
+    # django-stubs declares both ClassVar; Django's Migration.__init__ sets them per instance.
+    shadow.initial = migration.initial  # type: ignore[misc]
+    shadow.operations = [  # type: ignore[misc]
         op
         for op in migration.operations
         if not (isinstance(op, (CreateModel, DeleteModel)) and op.name_lower in views)
     ]
-    return Migration.suggest_name(shadow)
+    # Migration.suggest_name (Django 4.0+) is missing from django-stubs 5.2.
+    name: str = Migration.suggest_name(shadow)  # type: ignore[attr-defined]
+    return name

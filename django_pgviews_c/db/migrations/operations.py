@@ -43,8 +43,19 @@ class ViewState:
         return hash((self.app_label, self.name, self.materialized, self.db_name))
 
 
+def state_views(state: ProjectState) -> dict[tuple[str, str], ViewState]:
+    """The views a migration state carries: (app_label, name_lower) -> ViewState, an attribute
+    the package adds to Django's ProjectState (created empty on first use)."""
+    views: dict[tuple[str, str], ViewState] = vars(state).setdefault("views", {})
+    return views
+
+
 def drop_relation_sql(schema: str | None, name: str, materialized: bool, *, cascade: bool = True) -> str:
-    query = ("drop_materialized_view" if materialized else "drop_view") + ("_cascade" if cascade else "")
+    query: _core.QueryName
+    if materialized:
+        query = "drop_materialized_view_cascade" if cascade else "drop_materialized_view"
+    else:
+        query = "drop_view_cascade" if cascade else "drop_view"
     return _core.query_sql(query, table=_core.qualified_name(schema, name))
 
 
@@ -121,10 +132,8 @@ class RegisterViewOperation(ViewOperation):
         return self.name_lower
 
     def state_forwards(self, app_label: str, state: ProjectState) -> None:
-        if not hasattr(state, "views"):
-            state.views = {}
         view_state = ViewState(app_label, self.name, materialized=self.materialized, db_name=self.db_name)
-        state.views[(view_state.app_label, view_state.name_lower)] = view_state
+        state_views(state)[(view_state.app_label, view_state.name_lower)] = view_state
 
     def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
         if schema_editor.collect_sql:  # sqlmigrate: say where the SQL comes from
@@ -155,9 +164,7 @@ class DeleteViewOperation(ViewOperation):
         return f"delete_{self.name_lower}"
 
     def state_forwards(self, app_label: str, state: ProjectState) -> None:
-        if not hasattr(state, "views"):
-            state.views = {}
-        state.views.pop((app_label, self.name_lower), None)
+        state_views(state).pop((app_label, self.name_lower), None)
 
     def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
         if not router.allow_migrate(schema_editor.connection.alias, app_label):

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.core.management.base import CommandError
 from django.core.management.commands.migrate import Command as MigrateCommand
 
@@ -12,14 +14,14 @@ class Command(MigrateCommand):
 
     autodetector = PGViewsAutodetector
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         database = options.get("database", "default")
         # A sync that fails in post_migrate ends migrate with a clear message and status 1.
         with pgviews_errors():
             run = None
             try:
                 with aside.around_migrate(database, fake=bool(options.get("fake"))) as run:
-                    return super().handle(*args, **options)
+                    super().handle(*args, **options)
             except KeyboardInterrupt:
                 if run is not None and run.in_transaction:
                     raise CommandError(

@@ -15,7 +15,8 @@ class Command(BaseCommand):
         "Show each view's state in the database: in sync, missing, changed in code, changed by "
         "hand (drifted), indexes, unpopulated, stale (reads something that changed), unmanaged "
         "or unstamped (not created by this app; unstamped ones equal their declaration and are "
-        "adopted by the next sync), columns (a field reads a column the view lacks), orphaned "
+        "adopted by the next sync), pending rebuild (its new version waits beside it: "
+        "refresh_pgviews --pending), columns (a field reads a column the view lacks), orphaned "
         "(ours, but declared by no model: sync_pgviews --prune), with sizes. Changes nothing."
     )
     # Django's system checks cover every model of the project and cost as much as the start-up;
@@ -45,10 +46,10 @@ class Command(BaseCommand):
                 raise CommandError(_check_failure([r for r in rows if r.state != "in sync"]))
             return
         width = max([len(r.label) for r in rows] + [4])
-        self.stdout.write(f"{'view':<{width}}  {'kind':<4}  {'state':<12}  {'rows':>10}  {'size':>9}  detail")
+        self.stdout.write(f"{'view':<{width}}  {'kind':<4}  {'state':<15}  {'rows':>10}  {'size':>9}  detail")
         for r in rows:
             self.stdout.write(
-                f"{r.label:<{width}}  {r.kind:<4}  {r.state:<12}  {_num(r.rows):>10}  {_size(r.size):>9}  "
+                f"{r.label:<{width}}  {r.kind:<4}  {r.state:<15}  {_num(r.rows):>10}  {_size(r.size):>9}  "
                 f"{r.detail}"
             )
             if r.label in fresh:
@@ -66,7 +67,8 @@ def _check_failure(out_of_sync: list[ViewState]) -> str:
     it is (it has nothing to change in the database)."""
     columns = [r.label for r in out_of_sync if r.state == "columns"]
     orphans = [r.label for r in out_of_sync if r.state == "orphaned"]
-    others = [r.label for r in out_of_sync if r.state not in ("columns", "orphaned")]
+    pending = [r.label for r in out_of_sync if r.state == "pending rebuild"]
+    others = [r.label for r in out_of_sync if r.state not in ("columns", "orphaned", "pending rebuild")]
     parts = []
     if others:
         parts.append(f"{len(others)} views are not in sync: run sync_pgviews ({', '.join(others)})")
@@ -74,6 +76,11 @@ def _check_failure(out_of_sync: list[ViewState]) -> str:
         parts.append(
             f"{len(orphans)} orphaned objects are not in sync (no view declares them): run "
             f"sync_pgviews --prune ({', '.join(orphans)})"
+        )
+    if pending:
+        parts.append(
+            f"{len(pending)} views wait for their deferred rebuild: run refresh_pgviews --pending "
+            f"({', '.join(pending)})"
         )
     if columns:
         parts.append(
@@ -88,9 +95,10 @@ def _num(value: int | None) -> str:
     return "-" if value is None or value < 0 else str(value)
 
 
-def _size(value: int | None) -> str:
-    if value is None:
+def _size(size: int | None) -> str:
+    if size is None:
         return "-"
+    value = float(size)
     for unit in ("B", "kB", "MB", "GB"):
         if value < 1024:
             return f"{value:.0f} {unit}"
