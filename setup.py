@@ -36,6 +36,7 @@ SOURCES = [
     "hash.c",
     "aside.c",
     "freshness.c",
+    "exact.c",
     "queries.c",
 ]
 HEADERS = [
@@ -52,6 +53,7 @@ HEADERS = [
     "aside.h",
     "queries.h",
     "freshness.h",
+    "exact.h",
 ]
 
 NO_LIBPQ = """\

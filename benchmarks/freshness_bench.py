@@ -5,12 +5,18 @@
    against django-pgviews-redux's `refresh_pgviews` (REDUX_PYTHON, default .venv-bench/bin/python,
    which `bash benchmarks/run.sh` creates; skipped when it has no django_pgviews).
 2. The staleness check (one catalog query plus the history read) for 200 and 2,000 views.
-3. What recording the history adds to Model.refresh() on a tiny view (PGVIEWS_HISTORY off/on).
+3. What recording the history adds to Model.refresh() on a tiny view: PGVIEWS_HISTORY off, on
+   the ordinary way (capture, refresh, record: three round trips, as before the one-trip path;
+   what a refresh inside a transaction still does) and on in one round trip (outside one).
+4. The write cost of the exact staleness mode: N single-row INSERTs and UPDATEs on a table
+   without and with its trigger, each statement its own transaction and all in one transaction.
 
-    python benchmarks/freshness_bench.py      # the server named by PG* variables
+    python benchmarks/freshness_bench.py          # the server named by PG* variables
+    python benchmarks/freshness_bench.py 3 4      # some sections only
 
 Environment: PGHOST/PGPORT/PGUSER, BENCH_REPS, BENCH_ROWS (rows per table, default 20000),
-PGVIEWS_DB_SUFFIX (keeps the databases apart from other runs on the same server).
+BENCH_WRITES (statements per write run, default 2000), PGVIEWS_DB_SUFFIX (keeps the databases
+apart from other runs on the same server).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from pathlib import Path
 import psycopg
 
 REPS = int(os.environ.get("BENCH_REPS", "5"))
+WRITES = int(os.environ.get("BENCH_WRITES", "2000"))
+SECTIONS = set(sys.argv[1:]) or {"1", "2", "3", "4"}
 ROWS = int(os.environ.get("BENCH_ROWS", "20000"))
 SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "")
 TABLES = 50
@@ -49,6 +57,14 @@ def write_project(views_big: int, views_small: int) -> None:
         "    x = models.IntegerField(primary_key=True)",
         "    class Meta:",
         "        db_table = 'fbtiny'",
+        "        managed = False",
+        "",
+        "class Exact(pg.MaterializedView):",
+        "    staleness = 'exact'",
+        "    sql = 'SELECT count(*) AS n FROM fb_exact'",
+        "    n = models.BigIntegerField(primary_key=True)",
+        "    class Meta:",
+        "        db_table = 'fbexact'",
         "        managed = False",
     ]
     for prefix, count in (("Big", views_big), ("Small", views_small)):
@@ -95,7 +111,7 @@ def write_project(views_big: int, views_small: int) -> None:
     (TMP / "fb_router.py").write_text(
         "class Router:\n"
         "    def allow_migrate(self, db, app_label, model_name=None, **hints):\n"
-        "        if app_label != 'fb' or model_name == 'tiny':\n"
+        "        if app_label != 'fb' or model_name in ('tiny', 'exact'):\n"
         "            return None if app_label != 'fb' else db == 'default'\n"
         "        return db == ('default' if model_name.startswith('big') else 'small')\n"
     )
@@ -125,7 +141,7 @@ def median_of(fn, reps: int = REPS) -> tuple[float, list[float]]:
 
 
 def main() -> None:
-    write_project(200, 2000)
+    write_project(200 if SECTIONS & {"1", "2"} else 0, 2000 if "2" in SECTIONS else 0)
     for db in ("pgviews_c_fb", "pgviews_c_fbsmall"):
         admin(f'DROP DATABASE IF EXISTS "{db}{SUFFIX}" WITH (FORCE)')
         admin(f'CREATE DATABASE "{db}{SUFFIX}"')
@@ -134,6 +150,7 @@ def main() -> None:
             f"INSERT INTO fb_t{i} SELECT g, g % 7 FROM generate_series(1, {ROWS if db.endswith('fb') else 10}) g; "
             for i in range(TABLES)
         )
+        tables += "CREATE TABLE fb_exact (k int PRIMARY KEY, v int); CREATE TABLE fb_plain (k int PRIMARY KEY, v int); "
         admin(tables, db + SUFFIX)
     sys.path.insert(0, str(TMP))
     os.environ["DJANGO_SETTINGS_MODULE"] = "fb_settings"
@@ -142,9 +159,6 @@ def main() -> None:
     django.setup()
     from django.core.management import call_command
     from django.db import connection
-    from django.test.utils import override_settings
-
-    from django_pgviews_c.freshness import freshness
 
     for alias in ("default", "small"):
         call_command("migrate", "--run-syncdb", database=alias, verbosity=0)
@@ -161,6 +175,25 @@ def main() -> None:
                 c.execute(f"UPDATE fb_t{i} SET v = v + 1 WHERE k <= 10")
 
     print(f"PostgreSQL {version}; {ROWS} rows per table; medians of {REPS} runs")
+    if "1" in SECTIONS:
+        section_1(change_five, quiet)
+    if "2" in SECTIONS:
+        section_2()
+    if "3" in SECTIONS:
+        section_3()
+    if "4" in SECTIONS:
+        section_4()
+    for db in ("pgviews_c_fb", "pgviews_c_fbsmall"):
+        connection.close()
+        from django.db import connections
+
+        connections["small"].close()
+        admin(f'DROP DATABASE IF EXISTS "{db}{SUFFIX}" WITH (FORCE)')
+
+
+def section_1(change_five, quiet) -> None:
+    from django.core.management import call_command
+
     print()
     print("1. periodic refresh, 200 matviews over 50 tables, 5 tables changed (20 views stale)")
     for jobs in (1, 2):
@@ -198,32 +231,112 @@ def main() -> None:
         )
     else:
         print(f"   django-pgviews-redux: not installed for {redux_python} (bash benchmarks/run.sh makes one)")
+
+
+def section_2() -> None:
+    from django_pgviews_c.freshness import freshness
+
     print()
     print("2. the staleness check (catalog query + history read), every view fresh")
     for alias, n in (("default", 200), ("small", 2000)):
         freshness(using=alias)
         check, _ = median_of(lambda alias=alias: freshness(using=alias), reps=max(REPS, 10))
         print(f"   {n:5d} views: {check * 1000:8.1f} ms")
-    print()
-    print("3. Model.refresh() on a tiny view, 300 refreshes, without and with the history")
+
+
+def section_3() -> None:
+    from django.db import connection
+    from django.test.utils import override_settings
     from fb.models import Tiny
 
-    connection.ensure_connection()
-    results = {}
-    for on in (False, True, False, True):
-        with override_settings(PGVIEWS_HISTORY=on):
-            t = time.perf_counter()
-            for _ in range(300):
-                Tiny.refresh()
-            results.setdefault(on, []).append((time.perf_counter() - t) / 300)
-    off, on_ = min(results[False]), min(results[True])
-    print(f"   history off {off * 1000:6.3f} ms   on {on_ * 1000:6.3f} ms   overhead {on_ / off - 1:+.0%}")
-    for db in ("pgviews_c_fb", "pgviews_c_fbsmall"):
-        connection.close()
-        from django.db import connections
+    from django_pgviews_c import history
 
-        connections["small"].close()
-        admin(f'DROP DATABASE IF EXISTS "{db}{SUFFIX}" WITH (FORCE)')
+    print()
+    print("3. Model.refresh() on a tiny view: history off, on the ordinary way, on in one trip")
+    connection.ensure_connection()
+    one_trip = history.refresh_recorded
+    results: dict[str, list[float]] = {}
+    variants = {
+        "off": (False, one_trip),
+        "ordinary": (True, lambda *a, **k: False),
+        "one trip": (True, one_trip),
+    }
+    for _ in range(max(REPS, 7)):  # interleaved rounds of 100: the machine's load moves
+        for name, (on, path) in variants.items():
+            history.refresh_recorded = path
+            with override_settings(PGVIEWS_HISTORY=on):
+                t = time.perf_counter()
+                for _ in range(100):
+                    Tiny.refresh()
+                results.setdefault(name, []).append((time.perf_counter() - t) / 100)
+    history.refresh_recorded = one_trip
+    for how, pick in (("best round", min), ("median round", statistics.median)):
+        best = {name: pick(times) for name, times in results.items()}
+        off = best["off"]
+        print(
+            f"   {how:12s}: history off {off * 1000:6.3f} ms   ordinary (3 round trips) "
+            f"{best['ordinary'] * 1000:6.3f} ms ({best['ordinary'] / off - 1:+.0%})   "
+            f"one trip {best['one trip'] * 1000:6.3f} ms ({best['one trip'] / off - 1:+.0%})"
+        )
+
+
+def section_4() -> None:
+    from django.core.management import call_command
+
+    from django_pgviews_c.models import ExactCounter
+
+    print()
+    print(f"4. exact mode's write cost: {WRITES} single-row statements on a table without / with its trigger")
+    call_command("sync_pgviews", verbosity=0)  # the trigger on fb_exact (Exact reads it)
+    with psycopg.connect(dbname="pgviews_c_fb" + SUFFIX, autocommit=True) as c:
+        assert (
+            c.execute(
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'fb_exact'::regclass AND tgname = 'pgviews_c_exact'"
+            ).fetchone()[0]
+            == 1
+        )
+        assert (
+            c.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'fb_plain'::regclass").fetchone()[0]
+            == 0
+        )
+
+        def run(table: str, kind: str, one_transaction: bool) -> float:
+            c.execute(f"TRUNCATE {table}")
+            if kind == "UPDATE":
+                c.execute(f"INSERT INTO {table} SELECT g, 0 FROM generate_series(1, {WRITES}) g")
+            sql = (
+                f"INSERT INTO {table} VALUES (%s, 0)"
+                if kind == "INSERT"
+                else f"UPDATE {table} SET v = v + 1 WHERE k = %s"
+            )
+            t = time.perf_counter()
+            if one_transaction:
+                with c.transaction():
+                    for i in range(1, WRITES + 1):
+                        c.execute(sql, [i])
+            else:
+                for i in range(1, WRITES + 1):
+                    c.execute(sql, [i])
+            return time.perf_counter() - t
+
+        for one_transaction in (False, True):
+            for kind in ("INSERT", "UPDATE"):
+                times: dict[str, list[float]] = {"fb_plain": [], "fb_exact": []}
+                for _ in range(REPS):  # interleaved
+                    for table in times:
+                        times[table].append(run(table, kind, one_transaction))
+                plain, exact = (statistics.median(times[t]) for t in ("fb_plain", "fb_exact"))
+                how = "in one transaction" if one_transaction else "each its own transaction"
+                print(
+                    f"   {kind:6s} {how:25s} without {plain / WRITES * 1e6:7.1f} us   "
+                    f"with {exact / WRITES * 1e6:7.1f} us per statement   ratio {exact / plain:5.2f}x"
+                )
+    print(f"   (counter of fb_exact: {ExactCounter.objects.get(rel=_oid('fb_exact')).writes} statements)")
+
+
+def _oid(table: str) -> int:
+    with psycopg.connect(dbname="pgviews_c_fb" + SUFFIX) as c:
+        return c.execute("SELECT %s::regclass::oid::bigint", [table]).fetchone()[0]
 
 
 if __name__ == "__main__":

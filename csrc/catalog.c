@@ -1,12 +1,17 @@
 /* catalog.c: the one catalog query the planner reads. */
 #include "plan.h"
 
+#include "exact.h"
+
 /* Parameters (pyformat): decl_schemas text[] (NULL: current schema), decl_names text[],
  * schemas text[] (explicit schemas), restore bool. One row per view or materialized view in the
  * schemas that matter, per relation named by a declaration, and per object that depends on any
  * of them (recursively, through pg_depend); then one row per existing schema. Nothing in it
  * scales with more than the objects it returns: pg_get_viewdef() runs only for rows whose rewrite
- * rule changed since our stamp, and for dependants we may have to restore. */
+ * rule changed since our stamp, and for dependants we may have to restore. Last, one row of
+ * relkind 'T' per table carrying the exact mode's trigger (exact.c), for the sync to see without
+ * another query that it has triggers to remove; read_catalog() takes those rows out before the
+ * planner reads the rest. */
 static const char catalog_sql[] =
     "WITH RECURSIVE\n"
     "decl AS (\n"
@@ -81,6 +86,10 @@ static const char catalog_sql[] =
     "SELECT NULL, n.nspname::text, NULL, 'S', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,\n"
     "  NULL, NULL, NULL, pg_catalog.current_schema()::text, NULL, NULL\n"
     "FROM pg_catalog.pg_namespace n\n"
-    "WHERE n.nspname = pg_catalog.current_schema() OR n.nspname = ANY(%(schemas)s::text[])\n";
+    "WHERE n.nspname = pg_catalog.current_schema() OR n.nspname = ANY(%(schemas)s::text[])\n"
+    "UNION ALL\n"
+    "SELECT t.tgrelid::bigint, NULL, NULL, 'T', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,\n"
+    "  NULL, NULL, NULL, NULL, NULL, NULL\n"
+    "FROM pg_catalog.pg_trigger t WHERE t.tgname = '" PGVC_EXACT_TRIGGER "'\n";
 
 PyObject *pgvc_catalog_sql(void) { return PyUnicode_FromString(catalog_sql); }

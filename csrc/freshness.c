@@ -1,13 +1,25 @@
-/* freshness.c: the one catalog query staleness is judged from (django_pgviews_c/freshness.py).
+/* freshness.c: the one catalog query staleness is judged from (django_pgviews_c/freshness.py),
+ * and the capture a recorded Model.refresh() runs in the round trip of its REFRESH.
  *
  * The closure follows each materialized view's _RETURN rule through pg_depend to the relations
  * it reads, through plain views (their own rules) and down inheritance and partitions
  * (pg_inherits), and stops at tables, foreign tables and other materialized views. The write
  * counter is n_tup_ins + n_tup_upd + n_tup_del of the cumulative statistics; NULL where there is
- * none to judge by (foreign tables, track_counts off): the caller counts that as stale. */
+ * none to judge by (foreign tables, track_counts off): the caller counts that as stale.
+ *
+ * With `exact`, each table also carries the oid of the exact mode's trigger on it (exact.c:
+ * enabled, calling our function; NULL without one) and its committed statement count from the
+ * counter table; that variant reads the counter table, so it is asked for only when some view
+ * is in exact mode (the table exists once the app's migration 0003 ran). stats_reset is the
+ * epoch as text, so that the capture written by the server and the one read by Python compare
+ * as equal strings. */
 #include "freshness.h"
 
-static const char freshness_sql[] =
+#include "exact.h"
+
+/* views(n, oid) and reads(n, rel): the closure of the views named by %s (text[]). Shared with
+ * exact.c, whose sync reads the same closure. */
+const char pgvc_closure_cte[] =
     "WITH RECURSIVE views(n, oid) AS ("
     " SELECT u.n::int, pg_catalog.to_regclass(u.t)"
     " FROM pg_catalog.unnest(%s::text[]) WITH ORDINALITY AS u(t, n)"
@@ -30,21 +42,93 @@ static const char freshness_sql[] =
     "  SELECT i.inhrelid FROM pg_catalog.pg_inherits i"
     "  WHERE c.relkind IN ('r', 'p', 'f') AND i.inhparent = c.oid"
     " ) AS x(rel)"
-    "), counts AS ("
-    " SELECT pg_catalog.current_setting('track_counts')::bool AS on_"
-    ")"
-    " SELECT v.n, v.oid::bigint, NULL::text, 'self', NULL::bigint, NULL::bigint,"
-    "  c.relispopulated, pg_catalog.pg_stat_get_db_stat_reset_time(d.oid)"
-    " FROM views v JOIN pg_catalog.pg_class c ON c.oid = v.oid AND c.relkind = 'm'"
-    " JOIN pg_catalog.pg_database d ON d.datname = pg_catalog.current_database()"
-    " UNION ALL"
-    " SELECT r.n, c.oid::bigint, c.oid::pg_catalog.regclass::text, c.relkind::text,"
-    "  c.relfilenode::bigint,"
-    "  CASE WHEN c.relkind IN ('r', 'p', 'm') AND k.on_ THEN"
-    "   pg_catalog.pg_stat_get_tuples_inserted(c.oid) + pg_catalog.pg_stat_get_tuples_updated(c.oid)"
-    "   + pg_catalog.pg_stat_get_tuples_deleted(c.oid) END,"
-    "  NULL::bool, NULL::timestamptz"
-    " FROM reads r JOIN pg_catalog.pg_class c ON c.oid = r.rel CROSS JOIN counts k"
-    " WHERE c.relkind IN ('r', 'p', 'f', 'm')";
+    ")";
 
-PyObject *pgvc_freshness_sql(void) { return PyUnicode_FromString(freshness_sql); }
+/* rows(n, oid, name, relkind, relfilenode, counter, populated, stats_reset, trig, writes). */
+static void rows_cte(pgvc_buf *b, int exact)
+{
+    pgvc_buf_puts(b, pgvc_closure_cte);
+    pgvc_buf_puts(
+        b,
+        ", counts AS ("
+        " SELECT pg_catalog.current_setting('track_counts')::bool AS on_"
+        "), rows(n, oid, name, relkind, relfilenode, counter, populated, stats_reset, trig, writes)"
+        " AS ("
+        " SELECT v.n, v.oid::bigint, NULL::text, 'self', NULL::bigint, NULL::bigint,"
+        "  c.relispopulated,"
+        "  pg_catalog.date_part('epoch', pg_catalog.pg_stat_get_db_stat_reset_time(d.oid))::text,"
+        "  NULL::bigint, NULL::bigint"
+        " FROM views v JOIN pg_catalog.pg_class c ON c.oid = v.oid AND c.relkind = 'm'"
+        " JOIN pg_catalog.pg_database d ON d.datname = pg_catalog.current_database()"
+        " UNION ALL"
+        " SELECT r.n, c.oid::bigint, c.oid::pg_catalog.regclass::text, c.relkind::text,"
+        "  c.relfilenode::bigint,"
+        "  CASE WHEN c.relkind IN ('r', 'p', 'm') AND k.on_ THEN"
+        "   pg_catalog.pg_stat_get_tuples_inserted(c.oid) + "
+        "pg_catalog.pg_stat_get_tuples_updated(c.oid)"
+        "   + pg_catalog.pg_stat_get_tuples_deleted(c.oid) END,"
+        "  NULL::bool, NULL::text,");
+    if (exact) {
+        pgvc_buf_puts(
+            b, " t.oid::bigint, CASE WHEN t.oid IS NOT NULL THEN coalesce((SELECT e.writes FROM ");
+        pgvc_buf_qualified(b, NULL, PGVC_EXACT_TABLE);
+        pgvc_buf_puts(b, " e WHERE e.rel = c.oid::bigint), 0) END");
+    } else {
+        pgvc_buf_puts(b, " NULL::bigint, NULL::bigint");
+    }
+    pgvc_buf_puts(b,
+                  " FROM reads r JOIN pg_catalog.pg_class c ON c.oid = r.rel CROSS JOIN counts k");
+    if (exact)
+        pgvc_exact_trigger_join(b, "c");
+    pgvc_buf_puts(b, " WHERE c.relkind IN ('r', 'p', 'f', 'm'))");
+}
+
+void pgvc_freshness_query(pgvc_buf *b, int exact)
+{
+    rows_cte(b, exact);
+    pgvc_buf_puts(b, " SELECT * FROM rows");
+}
+
+/* The capture of one view (%s: a text[] of its one name; three statements), kept for the rest of the transaction
+ * in two settings a later statement of the same round trip reads (history_insert_captured):
+ * pgviews_c.sources, the JSON form a record keeps (freshness.ViewState.snapshot; empty when the
+ * view does not exist), and pgviews_c.started, the clock when it was taken. */
+void pgvc_capture_query(pgvc_buf *b, int exact)
+{
+    /* JIT off for the closure only (its estimate crosses jit_above_cost, compiling takes longer
+     * than the query), the transaction's own value back for the REFRESH that follows. */
+    pgvc_buf_puts(b,
+                  "SELECT pg_catalog.set_config('pgviews_c.jit', pg_catalog.current_setting('jit'),"
+                  " true), pg_catalog.set_config('jit', 'off', true); ");
+    rows_cte(b, exact);
+    pgvc_buf_puts(
+        b,
+        " SELECT pg_catalog.set_config('pgviews_c.sources', coalesce((SELECT"
+        " pg_catalog.jsonb_build_object('populated', s.populated, 'stats_reset', s.stats_reset,"
+        " 'rels', coalesce((SELECT pg_catalog.jsonb_object_agg(x.oid::text, CASE WHEN x.trig IS "
+        "NULL"
+        " THEN pg_catalog.jsonb_build_array(x.relfilenode, x.counter, x.relkind, x.name) ELSE"
+        " pg_catalog.jsonb_build_array(x.relfilenode, x.counter, x.relkind, x.name,"
+        " pg_catalog.jsonb_build_array(x.trig, x.writes)) END) FROM rows x WHERE x.relkind <> "
+        "'self'),"
+        " '{}'::jsonb))::text FROM rows s WHERE s.relkind = 'self'), ''), true),"
+        " pg_catalog.set_config('pgviews_c.started', pg_catalog.clock_timestamp()::text, true);"
+        " SELECT pg_catalog.set_config('jit', pg_catalog.current_setting('pgviews_c.jit'), true)");
+}
+
+PyObject *pgvc_freshness_sql(PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"exact", NULL};
+    int exact = 0;
+    PyObject *out = NULL;
+    pgvc_buf b;
+
+    pgvc_buf_init(&b);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p:freshness_sql", kwlist, &exact))
+        goto exit;
+    pgvc_freshness_query(&b, exact);
+    out = pgvc_buf_to_str(&b);
+exit:
+    pgvc_buf_free(&b);
+    return out;
+}

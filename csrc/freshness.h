@@ -1,13 +1,28 @@
-/* freshness.h: the staleness catalog query. */
+/* freshness.h: the staleness catalog query and the capture of a recorded refresh. */
 #ifndef PGVC_FRESHNESS_H
 #define PGVC_FRESHNESS_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-/* _core.freshness_sql() -> str: for a text[] of qualified materialized view names (%s), one
- * row per view (relkind 'self': oid, populated flag, the database's stats_reset) and one per
- * relation it reads through views (oid, name, relkind, relfilenode, write counter or NULL). */
-PyObject *pgvc_freshness_sql(void);
+#include "sqlgen.h"
+
+/* WITH RECURSIVE views(n, oid), reads(n, rel): the closure of the views named by %s (text[]),
+ * down to tables, foreign tables and materialized views (exact.c reads it too). */
+extern const char pgvc_closure_cte[];
+
+/* The staleness query: for a text[] of qualified materialized view names (%s), one row per view
+ * (relkind 'self': oid, populated flag, the database's stats_reset as epoch text) and one per
+ * relation it reads through views (oid, name, relkind, relfilenode, write counter or NULL); the
+ * last two columns are the exact mode's trigger oid and committed statement count (NULL unless
+ * `exact`, or without a trigger). Appends to b. */
+void pgvc_freshness_query(pgvc_buf *b, int exact);
+
+/* The capture a recorded refresh runs before its REFRESH, in the same transaction: it sets
+ * pgviews_c.sources and pgviews_c.started for history_insert_captured. Appends to b. */
+void pgvc_capture_query(pgvc_buf *b, int exact);
+
+/* _core.freshness_sql(exact=False) -> str. RAISES: NULL. */
+PyObject *pgvc_freshness_sql(PyObject *args, PyObject *kwargs);
 
 #endif

@@ -116,10 +116,10 @@ static PyObject *catalog_sql(PyObject *module, PyObject *Py_UNUSED(ignored))
     return pgvc_catalog_sql();
 }
 
-static PyObject *freshness_sql(PyObject *module, PyObject *Py_UNUSED(ignored))
+static PyObject *freshness_sql(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     (void)module;
-    return pgvc_freshness_sql();
+    return pgvc_freshness_sql(args, kwargs);
 }
 
 static PyObject *query_sql(PyObject *module, PyObject *args, PyObject *kwargs)
@@ -207,10 +207,11 @@ static PyMethodDef core_methods[] = {
      "object; swap_pending: indexes whose populated pending version is swapped in (nothing else changes)."},
     {"catalog_sql", catalog_sql, METH_NOARGS,
      "catalog_sql()\n--\n\nThe one catalog query plan() reads."},
-    {"freshness_sql", (PyCFunction)freshness_sql, METH_NOARGS,
-     "freshness_sql()\n--\n\nThe staleness catalog query (freshness.c)."},
+    {"freshness_sql", CF(freshness_sql), KW,
+     "freshness_sql(exact=False)\n--\n\nThe staleness catalog query (freshness.c); `exact` adds "
+     "the exact mode's trigger and counter of each table."},
     {"query_sql", CF(query_sql), KW,
-     "query_sql(name, table=None, ms=None)\n--\n\nThe text of the query `name` (queries.c): "
+     "query_sql(name, table=None, ms=None, schema=None)\n--\n\nThe text of the query `name` (queries.c): "
      "%s placeholders for the values the caller binds. ValueError for an unknown name."},
     {"query_names", (PyCFunction)query_names, METH_NOARGS,
      "query_names()\n--\n\nEvery name query_sql() knows."},

@@ -10,6 +10,8 @@
 #include "queries.h"
 
 #include "errors.h"
+#include "exact.h"
+#include "freshness.h"
 #include "sqlgen.h"
 
 #include <limits.h>
@@ -162,15 +164,22 @@ static const char q_lock_restore[] = "; SELECT pg_catalog.set_config('lock_timeo
 /* history.py: one statement that inserts a refresh record and drops the records of that view
  * beyond the newest `keep`. Parameters: view, db_table, started_at, duration, [the count's two:
  * size limit, qualified name,] concurrent, plain_reason, ok, sqlstate, message, sources (json),
- * view, view, keep - 1. The DELETE does not see the new row (same snapshot), so it keeps keep - 1
+ * view, view, keep - 1. `captured` (history_insert_captured): no duration nor sources parameter,
+ * the statement reads what the capture of the same transaction set (freshness.c): the sources,
+ * and the duration from its clock to now. The DELETE does not see the new row (same snapshot), so it keeps keep - 1
  * older ones. `counted` (a quoted relation name, or NULL) counts the rows when the relation is
  * populated and no larger than the limit; without it rows is NULL. */
-static void history_insert(pgvc_buf *b, const char *counted)
+static void history_insert(pgvc_buf *b, const char *counted, int captured)
 {
     pgvc_buf_puts(b, "WITH ins AS (INSERT INTO ");
     pgvc_buf_qualified(b, NULL, HISTORY_TABLE);
     pgvc_buf_puts(b, " (view, db_table, started_at, duration, rows, concurrent,"
-                     " plain_reason, ok, sqlstate, message, sources) VALUES (%s, %s, %s, %s, ");
+                     " plain_reason, ok, sqlstate, message, sources) VALUES (%s, %s, %s, ");
+    if (captured)
+        pgvc_buf_puts(b, "pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()"
+                         " - pg_catalog.current_setting('pgviews_c.started')::timestamptz), ");
+    else
+        pgvc_buf_puts(b, "%s, ");
     if (counted) {
         pgvc_buf_puts(
             b, "(SELECT CASE WHEN pg_catalog.pg_relation_size(c.oid) <= %s AND c.relispopulated"
@@ -181,7 +190,10 @@ static void history_insert(pgvc_buf *b, const char *counted)
     } else {
         pgvc_buf_puts(b, "NULL");
     }
-    pgvc_buf_puts(b, ", %s, %s, %s, %s, %s, %s::jsonb) RETURNING id) DELETE FROM ");
+    pgvc_buf_puts(b, ", %s, %s, %s, %s, %s, ");
+    pgvc_buf_puts(b, captured ? "NULLIF(pg_catalog.current_setting('pgviews_c.sources'), '')::jsonb"
+                              : "%s::jsonb");
+    pgvc_buf_puts(b, ") RETURNING id) DELETE FROM ");
     pgvc_buf_qualified(b, NULL, HISTORY_TABLE);
     pgvc_buf_puts(
         b, " WHERE view = %s AND id < ALL (SELECT id FROM ins) AND id NOT IN (SELECT id FROM ");
@@ -228,7 +240,23 @@ static void lock_guard(pgvc_buf *b, long long ms)
 
 /* ---- by name ------------------------------------------------------------------------------------ */
 
-enum query_kind { FIXED, HISTORY_INSERT, HISTORY_INSERT_COUNTED, HISTORY_LATEST, LOCK_GUARD, DROP };
+enum query_kind {
+    FIXED,
+    HISTORY_INSERT,
+    HISTORY_INSERT_COUNTED,
+    HISTORY_INSERT_CAPTURED,
+    HISTORY_LATEST,
+    LOCK_GUARD,
+    DROP,
+    CAPTURE,
+    CAPTURE_EXACT,
+    EXACT_STATE,
+    EXACT_FUNCTION,
+    EXACT_TRIGGER,
+    EXACT_UNTRIGGER,
+    EXACT_FORGET,
+    EXACT_DROP_FUNCTION,
+};
 
 typedef struct {
     const char *name;
@@ -238,6 +266,8 @@ typedef struct {
 } query_entry;
 
 static const query_entry queries[] = {
+    {"capture", CAPTURE, NULL, NULL},
+    {"capture_exact", CAPTURE_EXACT, NULL, NULL},
     {"clear_stats_snapshot", FIXED, q_clear_stats_snapshot, NULL},
     {"current_schemas", FIXED, q_current_schemas, NULL},
     {"database_checks", FIXED, q_database_checks, NULL},
@@ -245,8 +275,15 @@ static const query_entry queries[] = {
     {"drop_materialized_view_cascade", DROP, "DROP MATERIALIZED VIEW IF EXISTS ", " CASCADE"},
     {"drop_view", DROP, "DROP VIEW IF EXISTS ", ""},
     {"drop_view_cascade", DROP, "DROP VIEW IF EXISTS ", " CASCADE"},
+    {"exact_drop_function", EXACT_DROP_FUNCTION, NULL, NULL},
+    {"exact_forget", EXACT_FORGET, NULL, NULL},
+    {"exact_function", EXACT_FUNCTION, NULL, NULL},
+    {"exact_state", EXACT_STATE, NULL, NULL},
+    {"exact_trigger", EXACT_TRIGGER, NULL, NULL},
+    {"exact_untrigger", EXACT_UNTRIGGER, NULL, NULL},
     {"history_after", FIXED, q_history_after, NULL},
     {"history_insert", HISTORY_INSERT, NULL, NULL},
+    {"history_insert_captured", HISTORY_INSERT_CAPTURED, NULL, NULL},
     {"history_insert_counted", HISTORY_INSERT_COUNTED, NULL, NULL},
     {"history_latest", HISTORY_LATEST, NULL, NULL},
     {"lock_guard", LOCK_GUARD, NULL, NULL},
@@ -279,21 +316,21 @@ PyObject *pgvc_query_names(void)
 
 PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"name", "table", "ms", NULL};
+    static char *kwlist[] = {"name", "table", "ms", "schema", NULL};
     PyObject *name_obj = NULL, *ms_obj = Py_None, *out = NULL;
-    const char *name = NULL, *table = NULL, *why = NULL;
-    Py_ssize_t name_len = 0, table_len = 0;
+    const char *name = NULL, *table = NULL, *why = NULL, *schema_arg = NULL;
+    Py_ssize_t name_len = 0, table_len = 0, schema_len = 0;
     const query_entry *q = NULL;
     char schema[PGVC_NAMEDATALEN], rel[PGVC_NAMEDATALEN];
     long long ms = 0;
-    int overflow = 0, takes_table = 0;
+    int overflow = 0, takes_table = 0, takes_schema = 0;
     size_t i;
     pgvc_buf b, quoted;
 
     pgvc_buf_init(&b);
     pgvc_buf_init(&quoted);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|z#O:query_sql", kwlist, &name_obj, &table,
-                                     &table_len, &ms_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|z#Oz#:query_sql", kwlist, &name_obj, &table,
+                                     &table_len, &ms_obj, &schema_arg, &schema_len))
         goto exit;
     name = PyUnicode_AsUTF8AndSize(name_obj, &name_len);
     if (!name)
@@ -306,7 +343,23 @@ PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
                      name_obj);
         goto exit;
     }
-    takes_table = q->kind == HISTORY_INSERT_COUNTED || q->kind == DROP;
+    takes_table = q->kind == HISTORY_INSERT_COUNTED || q->kind == HISTORY_INSERT_CAPTURED ||
+                  q->kind == DROP || q->kind == EXACT_TRIGGER || q->kind == EXACT_UNTRIGGER;
+    takes_schema = q->kind == EXACT_FUNCTION || q->kind == EXACT_TRIGGER ||
+                   q->kind == EXACT_FORGET || q->kind == EXACT_DROP_FUNCTION;
+    if (takes_schema && !schema_arg) {
+        PyErr_Format(PyExc_ValueError, "query_sql(%R): needs schema, the counter table's",
+                     name_obj);
+        goto exit;
+    }
+    if (!takes_schema && schema_arg) {
+        PyErr_Format(PyExc_ValueError, "query_sql(%R): takes no schema", name_obj);
+        goto exit;
+    }
+    if (schema_arg && (Py_ssize_t)strlen(schema_arg) != schema_len) {
+        pgvc_raise_invalid_name(st, schema_arg, "contains a NUL byte");
+        goto exit;
+    }
     if (takes_table && !table) {
         PyErr_Format(PyExc_ValueError, "query_sql(%R): needs table, the relation it names",
                      name_obj);
@@ -356,8 +409,20 @@ PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
         pgvc_buf_puts(&b, quoted.data);
         pgvc_buf_puts(&b, q->after);
         break;
-    case HISTORY_INSERT: history_insert(&b, NULL); break;
-    case HISTORY_INSERT_COUNTED: history_insert(&b, quoted.data); break;
+    case HISTORY_INSERT: history_insert(&b, NULL, 0); break;
+    case HISTORY_INSERT_COUNTED: history_insert(&b, quoted.data, 0); break;
+    case HISTORY_INSERT_CAPTURED: history_insert(&b, quoted.data, 1); break;
+    case CAPTURE: pgvc_capture_query(&b, 0); break;
+    case CAPTURE_EXACT: pgvc_capture_query(&b, 1); break;
+    case EXACT_STATE: pgvc_exact_state(&b); break;
+    case EXACT_FUNCTION:
+        if (pgvc_exact_function(&b, schema_arg) < 0)
+            goto exit;
+        break;
+    case EXACT_TRIGGER: pgvc_exact_trigger(&b, quoted.data, schema_arg); break;
+    case EXACT_UNTRIGGER: pgvc_exact_untrigger(&b, quoted.data); break;
+    case EXACT_FORGET: pgvc_exact_forget(&b, schema_arg); break;
+    case EXACT_DROP_FUNCTION: pgvc_exact_drop_function(&b, schema_arg); break;
     case HISTORY_LATEST: history_latest(&b); break;
     case LOCK_GUARD: lock_guard(&b, ms); break;
     }

@@ -14,6 +14,8 @@ DECL_FIELDS: Final[tuple[str, ...]]
 # hands it over.
 _Kind: TypeAlias = str
 QueryName: TypeAlias = Literal[
+    "capture",
+    "capture_exact",
     "clear_stats_snapshot",
     "current_schemas",
     "database_checks",
@@ -21,8 +23,15 @@ QueryName: TypeAlias = Literal[
     "drop_materialized_view_cascade",
     "drop_view",
     "drop_view_cascade",
+    "exact_drop_function",
+    "exact_forget",
+    "exact_function",
+    "exact_state",
+    "exact_trigger",
+    "exact_untrigger",
     "history_after",
     "history_insert",
+    "history_insert_captured",
     "history_insert_counted",
     "history_latest",
     "lock_guard",
@@ -45,14 +54,16 @@ def derived_name(base: str, suffix: str) -> str: ...
 def fingerprint(*parts: str | None) -> str: ...
 def refresh_sql(db_table: str, concurrently: object = False) -> str: ...
 def catalog_sql() -> str: ...
-def freshness_sql() -> str: ...
+def freshness_sql(exact: bool = False) -> str: ...
 def populated_sql() -> str: ...
 def lock_holders_sql() -> str: ...
 def libpq_version() -> int: ...
 
 # ---- queries.c -----------------------------------------------------------------------------
 
-def query_sql(name: QueryName, table: str | None = None, ms: int | None = None) -> str: ...
+def query_sql(
+    name: QueryName, table: str | None = None, ms: int | None = None, schema: str | None = None
+) -> str: ...
 def query_names() -> tuple[str, ...]: ...
 
 # ---- graph.c -------------------------------------------------------------------------------

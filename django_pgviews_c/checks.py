@@ -45,7 +45,8 @@ def validate_has_pgviews_autodetector(**kwargs: Any) -> list[CheckMessage]:
 @register(Tags.models)
 def validate_view_declarations(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E001: a dependency cycle or an unknown dependency; W002: a view without managed = False;
-    E002: concurrent_index on a plain view; W009: defer_rebuild on a plain view."""
+    E002: concurrent_index on a plain view; W009: defer_rebuild on a plain view; E006: a staleness
+    mode that is not one."""
     from django_pgviews_c import _core
     from django_pgviews_c.exceptions import DependencyError
     from django_pgviews_c.sync import view_models
@@ -91,6 +92,16 @@ def validate_view_declarations(app_configs: Any = None, **kwargs: Any) -> list[C
                     hint="Remove defer_rebuild, or subclass pg.MaterializedView.",
                     obj=model,
                     id="django_pgviews_c.W009",
+                )
+            )
+        staleness = getattr(model, "staleness", "statistics")
+        if staleness not in ("statistics", "exact"):
+            messages.append(
+                CheckError(
+                    f'{model._meta.label}.staleness is {staleness!r}: it must be "statistics" or "exact".',
+                    hint='Set staleness = "exact" (triggers count committed writes), or remove it.',
+                    obj=model,
+                    id="django_pgviews_c.E006",
                 )
             )
     return messages

@@ -187,11 +187,21 @@ def _refuse_nul(label: str, what: str, value: Any) -> None:
         )
 
 
-def read_catalog(cursor: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+def read_catalog(
+    cursor: Any, params: dict[str, Any], triggers: list[int] | None = None
+) -> list[tuple[Any, ...]]:
     """One round trip. JIT is turned off for it: on a long-lived database the recursive query's
     cost estimate crosses jit_above_cost, and compiling takes longer than the query itself. The
-    two statements run as one implicit transaction, so SET LOCAL ends with it."""
+    two statements run as one implicit transaction, so SET LOCAL ends with it. The rows of the
+    tables that carry the exact mode's trigger are left out, their oids put in ``triggers``."""
     results = execute_script(cursor, "SET LOCAL jit = off;\n" + _CATALOG_SQL, params)
     while results.description is None and results.nextset():  # psycopg 3 starts at the SET
         pass
-    return [tuple(row) for row in results.fetchall()]
+    rows = []
+    for row in results.fetchall():
+        if row[3] == "T":
+            if triggers is not None:
+                triggers.append(row[0])
+        else:
+            rows.append(tuple(row))
+    return rows

@@ -7,11 +7,17 @@ refresh began. Each refresh records, when it starts, the relfilenode and the wri
 (history.py); the check compares them with their values now. Every doubt counts as stale:
 counters that went down (a reset, a crash), a database whose statistics were reset, relations
 without statistics (foreign tables, ``track_counts = off``), a view never refreshed by this app.
+
+A view declared with ``staleness = "exact"`` is judged, for each table that carries the exact
+mode's trigger (exact.py), by the statements committed on it instead: a committed write is seen
+at once, a rolled-back one never. A table without the trigger is judged by the statistics.
 """
 
 from __future__ import annotations
 
-__all__ = ["ViewFreshness", "freshness", "stale_models", "due_models", "closure", "next_due"]
+__all__ = [
+    "ViewFreshness", "freshness", "stale_models", "due_models", "closure", "next_due", "staleness_mode",
+]  # fmt: skip
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
@@ -27,11 +33,27 @@ from django_pgviews_c import view as pg
 from django_pgviews_c.dberrors import execute_script
 
 _CLOSURE_SQL = _core.freshness_sql()
+_CLOSURE_EXACT_SQL = _core.freshness_sql(exact=True)
 _CLEAR_SNAPSHOT_SQL = _core.query_sql("clear_stats_snapshot")
 
 
 def qualified(model: type[pg.View]) -> str:
     return _core.qualified_name(*_core.split_table(model._meta.db_table))
+
+
+STALENESS_MODES = ("statistics", "exact")
+
+
+def staleness_mode(model: type[pg.View]) -> str:
+    """A materialized view's ``staleness``: "statistics" (the default) or "exact"."""
+    mode = getattr(model, "staleness", "statistics")
+    if mode not in STALENESS_MODES:
+        raise ValueError(f'{model._meta.label}.staleness must be "statistics" or "exact", not {mode!r}')
+    return mode
+
+
+def is_exact(model: type[pg.View]) -> bool:
+    return issubclass(model, pg.MaterializedView) and staleness_mode(model) == "exact"
 
 
 @dataclass
@@ -41,6 +63,8 @@ class Source:
     relkind: str
     relfilenode: int
     counter: int | None  # None: no statistics for this relation
+    trigger: int | None = None  # the exact mode's trigger on it (exact views only)
+    writes: int | None = None  # statements committed on it, counted by that trigger
 
 
 @dataclass
@@ -58,7 +82,9 @@ class ViewState:
             "populated": self.populated,
             "stats_reset": self.stats_reset,
             "rels": {
-                str(s.oid): [s.relfilenode, s.counter, s.relkind, s.name] for s in self.sources.values()
+                str(s.oid): [s.relfilenode, s.counter, s.relkind, s.name]
+                + ([[s.trigger, s.writes]] if s.trigger is not None else [])
+                for s in self.sources.values()
             },
         }
 
@@ -79,34 +105,44 @@ def closure(
     if not models:
         return states
     params = [list(names) if names is not None else [qualified(m) for m in models]]
+    sql = _CLOSURE_EXACT_SQL if any(is_exact(m) for m in models) else _CLOSURE_SQL
     if connection.in_atomic_block:
         # Inside the caller's transaction: in a savepoint rolled back after the read, so that
         # SET LOCAL ends with it; the statistics snapshot the transaction holds is dropped.
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
             if fresh_stats:
                 cursor.execute(_CLEAR_SNAPSHOT_SQL)
-            rows = _read(cursor, params)
+            rows = _read(cursor, sql, params)
             transaction.set_rollback(True, using=connection.alias)
     else:
         with connection.cursor() as cursor:
-            rows = _read(cursor, params)
-    for n, oid, name, relkind, relfilenode, counter, populated, stats_reset in rows:
+            rows = _read(cursor, sql, params)
+    for n, oid, name, relkind, relfilenode, counter, populated, stats_reset, trigger, writes in rows:
         state = states[n - 1]
         if relkind == "self":
             state.oid, state.populated = oid, bool(populated)
-            state.stats_reset = stats_reset.isoformat() if stats_reset is not None else None
+            state.stats_reset = stats_reset
         else:
-            state.sources[oid] = Source(oid, name, relkind, relfilenode, counter)
+            exact = is_exact(models[n - 1])
+            state.sources[oid] = Source(
+                oid,
+                name,
+                relkind,
+                relfilenode,
+                counter,
+                trigger if exact else None,
+                writes if exact else None,
+            )
     return states
 
 
-def _read(cursor: Any, params: list[Any]) -> list[tuple[Any, ...]]:
+def _read(cursor: Any, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
     """The closure query with JIT off: the recursive part's cost estimate crosses
     jit_above_cost, and compiling takes far longer than the query (as for the sync's catalog
     query). Outside a transaction the two statements form one implicit transaction."""
     # Two statements in one string: through a client-side cursor when the connection binds
     # parameters on the server (psycopg 3's server_side_binding), which refuses that.
-    results = execute_script(cursor, "SET LOCAL jit = off;\n" + _CLOSURE_SQL, params)
+    results = execute_script(cursor, "SET LOCAL jit = off;\n" + sql, params)
     while results.description is None and results.nextset():  # psycopg 3 starts at the SET
         pass
     return [tuple(row) for row in results.fetchall()]
@@ -122,6 +158,7 @@ class ViewFreshness:
     last_ok: Any = None  # history.RefreshRecord of the last successful refresh, or None
     last_failure: Any = None  # the last failed one, when newer than last_ok
     interval: dt.timedelta | None = None
+    mode: str = "statistics"  # staleness: "statistics" or "exact"
     due: bool = False
     due_at: dt.datetime | None = None  # when a stale view falls due (now or later)
 
@@ -151,7 +188,9 @@ def judge(
     refreshed_since: dict[int, dt.datetime],
 ) -> list[str]:
     """Why a view is stale (empty: fresh). ``refreshed_since`` maps the oid of each materialized
-    view this app refreshed to the start of its last successful refresh."""
+    view this app refreshed to the start of its last successful refresh. A table that carries
+    the exact mode's trigger now and carried the same one at the last refresh is judged by the
+    statements committed on it only (a TRUNCATE is one of them); any other, by the statistics."""
     if state.oid is None:
         return ["does not exist"]
     if not state.populated:
@@ -160,15 +199,22 @@ def judge(
         return ["no successful refresh recorded"]
     snap = last_ok.sources
     reasons = []
-    if snap.get("stats_reset") != state.stats_reset:
-        reasons.append("the database's statistics were reset")
     rels = snap.get("rels", {})
+    by_statistics = False
     for source in state.sources.values():
         name = f"{_kind(source.relkind)} {source.name}"
+        before = rels.get(str(source.oid))
+        exact_before = before[4] if before is not None and len(before) > 4 else None
+        if source.trigger is not None and exact_before is not None and exact_before[0] == source.trigger:
+            if source.writes < exact_before[1]:
+                reasons.append(f"{name}'s exact counter went down")
+            elif source.writes > exact_before[1]:
+                reasons.append(f"{name} had {source.writes - exact_before[1]} statements committed")
+            continue
+        by_statistics = True
         if source.counter is None:
             reasons.append(f"{name} has no statistics")
             continue
-        before = rels.get(str(source.oid))
         if before is None:
             reasons.append(f"{name} was not read at the last refresh")
             continue
@@ -187,6 +233,8 @@ def judge(
             reasons.append(f"{name}'s statistics were reset")
         elif source.counter > old_counter:
             reasons.append(f"{name} had {source.counter - old_counter} writes")
+    if by_statistics and snap.get("stats_reset") != state.stats_reset:
+        reasons.insert(0, "the database's statistics were reset")
     return reasons
 
 
@@ -228,6 +276,7 @@ def freshness(
             last_ok=ok,
             last_failure=failure,
             interval=refresh_interval(model),
+            mode=staleness_mode(model),
         )
         if item.stale and item.exists and item.interval is not None:
             item.due_at = now if ok is None else ok.started_at + item.interval
@@ -510,12 +559,17 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def status_report(using: str = DEFAULT_DB_ALIAS, now: dt.datetime | None = None) -> dict[str, dict[str, Any]]:
+def status_report(
+    using: str = DEFAULT_DB_ALIAS,
+    now: dt.datetime | None = None,
+    models: Iterable[type[pg.View]] | None = None,
+) -> dict[str, dict[str, Any]]:
     """What pgviews_status shows per materialized view, by label: the last successful refresh
-    (time, age, duration, rows), the last failure when newer, whether it is stale and why."""
+    (time, age, duration, rows), the last failure when newer, whether it is stale and why, and
+    how staleness is judged ("statistics" or "exact")."""
     now = now or timezone.now()
     out: dict[str, dict[str, Any]] = {}
-    for f in freshness(using=using, now=now):
+    for f in freshness(models, using=using, now=now):
         ok, failure = f.last_ok, f.last_failure
         out[f.label] = {
             "last_refresh": ok.started_at.isoformat() if ok else None,
@@ -536,6 +590,7 @@ def status_report(using: str = DEFAULT_DB_ALIAS, now: dt.datetime | None = None)
             "why": f.reasons,
             "refresh_interval": f.interval.total_seconds() if f.interval is not None else None,
             "due": f.due,
+            "staleness": f.mode,
         }
     return out
 
@@ -553,6 +608,8 @@ def status_line(item: dict[str, Any]) -> str:
     text += "; stale: " + "; ".join(item["why"]) if item["stale"] else "; fresh"
     if item["due"]:
         text += " (due)"
+    if item.get("staleness") == "exact":
+        text += " [exact]"
     return text
 
 

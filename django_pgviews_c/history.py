@@ -9,7 +9,9 @@ when the refresh started: the staleness check (freshness.py) compares against it
 
 from __future__ import annotations
 
-__all__ = ["recording", "record", "capture", "latest", "history_allowed", "CreateHistoryModel"]
+__all__ = [
+    "recording", "refresh_recorded", "record", "capture", "latest", "history_allowed", "CreateHistoryModel",
+]  # fmt: skip
 
 import contextlib
 import datetime as dt
@@ -216,6 +218,127 @@ def recording(
         raise
     record(connection, model, started_at=started_at, duration=time.perf_counter() - t0,
            concurrent=info["concurrent"], plain_reason=info["plain_reason"], sources=sources)  # fmt: skip
+
+
+# Model.refresh() outside a transaction, in one round trip: capture, REFRESH and record in one
+# transaction of its own. The capture comes first, so a write committed between it and the
+# REFRESH's snapshot costs one extra refresh, never a missed one. Two savepoints tell, if the
+# script fails, which part failed: the record (rolled back alone, the refresh kept), the REFRESH
+# (the whole transaction rolled back; recorded as a failure), or the capture (rolled back; the
+# refresh is done again the ordinary way, which captures on its own).
+_CAPTURE_SQL = {False: _core.query_sql("capture"), True: _core.query_sql("capture_exact")}
+_REFRESH_SAVEPOINT = "SAVEPOINT pgvc_refresh"
+_RECORD_SAVEPOINT = "SAVEPOINT pgvc_record"
+_KEEP_REFRESH = "ROLLBACK TO SAVEPOINT pgvc_record; COMMIT"
+_FAILED_REFRESH = "ROLLBACK TO SAVEPOINT pgvc_refresh"
+# The REFRESH retries a lock wait (refresh.guarded_refresh), and a concurrent one of a view that
+# was never populated is done plainly (view.run_refresh): both are the ordinary path's.
+_ORDINARY_PATH = ("55P03", "0A000")
+
+
+def _one_trip_sql(model: type[pg.View], concurrent: bool, short_ms: int) -> str:
+    from django_pgviews_c.freshness import is_exact
+
+    db_table = model._meta.db_table
+    key = (db_table, concurrent, short_ms, is_exact(model))
+    sql = _one_trip_cache.get(key)
+    if sql is None:
+        refresh = pg.refresh_statement(db_table, concurrent).replace("%", "%%")
+        if not concurrent:
+            refresh = _core.query_sql("lock_guard", ms=short_ms) + refresh + _core.query_sql("lock_restore")
+        sql = _one_trip_cache[key] = ";\n".join([
+            "BEGIN", _CAPTURE_SQL[key[3]], _REFRESH_SAVEPOINT, refresh, _RECORD_SAVEPOINT,
+            _core.query_sql("history_insert_captured", table=db_table),
+            "RELEASE SAVEPOINT pgvc_record", "COMMIT",
+        ])  # fmt: skip
+    return sql
+
+
+_one_trip_cache: dict[tuple[str, bool, int, bool], str] = {}
+
+
+def refresh_recorded(
+    connection: BaseDatabaseWrapper, model: type[pg.View], *, concurrent: bool, asked_concurrent: bool
+) -> bool:
+    """Refresh ``model`` and record it in one round trip, when ``connection`` is in autocommit
+    outside any transaction. Returns False when the caller must refresh the ordinary way
+    (``recording`` around ``run_refresh``): inside a transaction, with the history off, after
+    a lock wait or a concurrent refresh of a view never populated. A failed REFRESH is recorded
+    and raised; a failure to record is logged, never raised."""
+    if not setting("PGVIEWS_HISTORY", True) or connection.in_atomic_block:
+        return False
+    connection.ensure_connection()
+    if not connection.get_autocommit():
+        return False
+    from django_pgviews_c.refresh import _lock_settings
+
+    label, db_table = model._meta.label, model._meta.db_table
+    name = _core.qualified_name(*_core.split_table(db_table))
+    plain_reason = "no concurrent_index" if asked_concurrent and not concurrent else ""
+    keep = max(1, int(setting("PGVIEWS_HISTORY_KEEP", DEFAULT_KEEP)))
+    limit = int(setting("PGVIEWS_HISTORY_COUNT_ROWS_UP_TO", DEFAULT_COUNT_LIMIT))
+    sql = _one_trip_sql(model, concurrent, _lock_settings()[1])
+    started_at = timezone.now()
+    t0 = time.perf_counter()
+    params = [[name], label, db_table, started_at, limit, name, concurrent, plain_reason, True, "", "",
+              label, label, keep - 1]  # fmt: skip
+    try:
+        _execute(connection, sql, params)
+        return True
+    except DjangoDBError as exc:
+        if _run(connection, _KEEP_REFRESH):
+            logger.warning(
+                "the refresh of %s was not recorded in its history (%s): %s%s",
+                label, TABLE, diag(exc)["message"], _hint(exc, connection),
+            )  # fmt: skip
+            return True
+        refresh_failed = _run(connection, _FAILED_REFRESH)
+        _run(connection, "ROLLBACK")
+        if not refresh_failed or diag(exc)["sqlstate"] in _ORDINARY_PATH:
+            return False
+        record(connection, model, started_at=started_at, duration=time.perf_counter() - t0,
+               concurrent=concurrent, plain_reason=plain_reason, error=_error(exc))  # fmt: skip
+        raise
+    except BaseException:
+        _run(connection, "ROLLBACK")  # Ctrl-C: the transaction must not stay open
+        raise
+
+
+def _run(connection: BaseDatabaseWrapper, sql: str) -> bool:
+    """Transaction control after a failed script: whether it succeeded."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+    except DjangoDBError:
+        return False
+    return True
+
+
+def _execute(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> None:
+    """``sql`` with ``params`` bound on the client (several statements), on the driver's cursor
+    when nothing would observe Django's wrapper (as view._execute_fast)."""
+    from django_pgviews_c.dberrors import _binds_server_side, execute_script
+
+    raw = connection.connection
+    if not (connection.queries_logged or connection.execute_wrappers or raw is None):
+        try:
+            cursor = pg._raw_cursors.get(raw)
+        except TypeError:
+            cursor = None
+        if cursor is None or cursor.closed:
+            cursor = raw.cursor()
+            if _binds_server_side(cursor):
+                import psycopg
+
+                cursor = psycopg.ClientCursor(raw)
+            with contextlib.suppress(TypeError):
+                pg._raw_cursors[raw] = cursor
+        if not _binds_server_side(cursor):
+            with connection.wrap_database_errors:
+                cursor.execute(sql, params)
+            return
+    with connection.cursor() as cursor:
+        execute_script(cursor, sql, params)
 
 
 class RunRecorder:

@@ -1,4 +1,5 @@
-"""The app's own table: the history of the refreshes it performed (django_pgviews_c.history)."""
+"""The app's own tables: the history of the refreshes it performed (django_pgviews_c.history),
+and the counters of the exact staleness mode (django_pgviews_c.exact)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,20 @@ class DatabaseView(RefreshRecord):
         default_permissions = ()
         verbose_name = "view"
         verbose_name_plural = "views"
+
+
+class ExactCounter(models.Model):
+    """Statements committed on one table that a materialized view in exact staleness mode reads,
+    counted by the trigger the sync puts on that table (django_pgviews_c.exact). Written only by
+    that trigger; a row goes when no exact view reads the table any more."""
+
+    rel = models.BigIntegerField(primary_key=True, help_text="oid of the table")
+    writes = models.BigIntegerField(default=0, help_text="statements committed on it")
+
+    class Meta:
+        db_table = "django_pgviews_c_exact"
+        default_permissions = ()
+        verbose_name = "exact staleness counter"
+
+    def __str__(self) -> str:
+        return f"table {self.rel}: {self.writes} statements"

@@ -25,6 +25,7 @@ from django_pgviews_c.dberrors import connection_is_lost, ensure_connected, lost
 from django_pgviews_c.dberrors import diag as _diag
 from django_pgviews_c.dberrors import sqlstate as _sqlstate
 from django_pgviews_c.declarations import Declarations, read_catalog, setting, view_models
+from django_pgviews_c.exact import TRIGGER, ExactChanges, exact_models, exact_work, sync_exact
 from django_pgviews_c.exceptions import (
     DatabaseError,
     ForceRequiredError,
@@ -169,6 +170,8 @@ class SyncResult:
     #: --plan: label -> (quoted qualified name, relkind, estimated rows, bytes) of the objects
     #: that exist and that the plan rebuilds or re-populates
     sizes: dict[str, tuple[str, str, int, int]] = field(default_factory=dict)
+    #: the exact mode's triggers this sync created and dropped (exact.py)
+    exact: ExactChanges = field(default_factory=ExactChanges)
 
     @property
     def changed(self) -> list[str]:
@@ -247,7 +250,8 @@ class Syncer:
         options.setdefault("create_schemas", bool(setting("PGVIEWS_CREATE_SCHEMAS", False)))
         if restore is not None:
             options["restore_dependants"] = restore
-        rows = read_catalog(cursor, self.decls.catalog_params(options["restore_dependants"]))
+        self._triggers: list[int] = []
+        rows = read_catalog(cursor, self.decls.catalog_params(options["restore_dependants"]), self._triggers)
         self.result.catalog_queries += 1
         plan = _core.plan(self.decls.tuples, rows, recreate=list(recreate), chain=self._chain, **options)
         if plan["probes"]:
@@ -332,6 +336,10 @@ class Syncer:
                     plan, actions = self._apply(cursor)
                     self._fill(plan, actions)
                     self._report()
+                elif not dry_run and self._wants_exact() and exact_work(cursor, self.decls.models):
+                    with transaction.atomic(using=self.connection.alias):
+                        self._take_sync_lock(cursor)
+                        self._sync_exact(cursor)
         except DjangoDBError as exc:
             if connection_is_lost(self.connection, exc):
                 raise lost_connection_error(self.connection, "syncing views") from exc
@@ -352,6 +360,8 @@ class Syncer:
                 try:
                     self._execute(cursor, actions)
                     self._check_columns(cursor, plan, actions)
+                    if self._wants_exact():
+                        self._sync_exact(cursor)
                     return plan, actions
                 except _Misordered as mis:
                     # The whole plan again from the start, that view after the one it reads.
@@ -370,6 +380,20 @@ class Syncer:
                         raise self._force_required(cursor, inc, recreate) from None
                     cursor.execute("ROLLBACK TO SAVEPOINT pgvc_sync")
                     recreate.add(inc.decl)
+
+    def _wants_exact(self) -> bool:
+        """Whether the exact mode's triggers need a look: some view is exact, or the catalog
+        query saw a trigger of ours (one may have to go)."""
+        return bool(self._triggers) or bool(exact_models(self.decls.models))
+
+    def _sync_exact(self, cursor: Any) -> None:
+        """The exact mode's triggers (exact.py), in the sync's transaction."""
+        changes = sync_exact(cursor, self.decls.models)
+        self.result.exact = changes
+        for table in changes.created:
+            self._say(f"  exact staleness: trigger {TRIGGER} created on {table}", 1)
+        for table in changes.dropped:
+            self._say(f"  exact staleness: trigger {TRIGGER} dropped from {table}", 1)
 
     def _dependants(self, decl: int) -> set[int]:
         """The declaration and every one that depends on it, declared or learned (_after)."""

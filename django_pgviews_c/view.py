@@ -327,10 +327,13 @@ class MaterializedView(View):
     """A materialized view. ``concurrent_index`` (a column list) allows
     ``refresh(concurrently=True)``; ``with_data = False`` creates it empty;
     ``defer_rebuild = True`` (default: the setting PGVIEWS_DEFER_REBUILD) lets a sync that must
-    rebuild it create the new version beside it WITH NO DATA, for refresh_pgviews --pending."""
+    rebuild it create the new version beside it WITH NO DATA, for refresh_pgviews --pending;
+    ``staleness = "exact"`` judges its staleness by triggers on the tables it reads instead of
+    the statistics counters (docs/freshness.md, "Exact mode")."""
 
     with_data: bool = True
     defer_rebuild: bool | None = None
+    staleness: str = "statistics"
     _concurrent_index: str | None
     _concurrent_index_tablespace: str | None
 
@@ -367,9 +370,11 @@ class MaterializedView(View):
             logger.warning("Failed to find connection to refresh %s", cls)
             return
         asked, concurrently = concurrently, cls.can_refresh_concurrently(concurrently, strict)
-        from django_pgviews_c.history import recording
+        from django_pgviews_c.history import recording, refresh_recorded
 
         try:
+            if refresh_recorded(conn, cls, concurrent=concurrently, asked_concurrent=asked):
+                return
             with recording(conn, cls, concurrent=concurrently, asked_concurrent=asked):
                 run_refresh(conn, cls._meta.db_table, concurrently, cls._meta.label)
         except DjangoDatabaseError as exc:

@@ -99,8 +99,15 @@ def test_every_query_name_gives_text():
     names = _core.query_names()
     assert len(names) == len(set(names)) >= 10
     for name in names:
-        kwargs = {"lock_guard": {"ms": 200}}.get(name, {})
-        if name == "history_insert_counted" or name.startswith("drop_"):
+        kwargs = {
+            "lock_guard": {"ms": 200},
+            "exact_function": {"schema": "public"},
+            "exact_forget": {"schema": "public"},
+            "exact_drop_function": {"schema": "public"},
+            "exact_trigger": {"table": "app_t", "schema": "public"},
+            "exact_untrigger": {"table": "app_t"},
+        }.get(name, {})
+        if name in ("history_insert_counted", "history_insert_captured") or name.startswith("drop_"):
             kwargs = {"table": "app_view"}
         text = _core.query_sql(name, **kwargs)
         assert isinstance(text, str) and _SQL.search(text), name
@@ -130,6 +137,12 @@ def test_query_arguments_are_checked():
             _core.query_sql("lock_guard", ms=bad)
     with pytest.raises(ValueError, match="takes no ms"):
         _core.query_sql("status_sizes", ms=1)
+    with pytest.raises(ValueError, match=r"'exact_trigger'.*needs schema"):
+        _core.query_sql("exact_trigger", table="t")
+    with pytest.raises(ValueError, match=r"'exact_untrigger'.*takes no schema"):
+        _core.query_sql("exact_untrigger", table="t", schema="public")
+    with pytest.raises(ValueError, match=r"schema s\$x, whose name holds a '\$'"):
+        _core.query_sql("exact_function", schema="s$x")
 
 
 def test_counted_table_is_quoted_by_the_core():
