@@ -9,7 +9,9 @@ PYTEST_ARGS ?=
 # Test processes of `make test` (pytest-xdist; each worker has databases of its own,
 # tests/conftest.py): 1 runs the suite in one process.
 PYTEST_WORKERS ?= 2
-XDIST = $(if $(filter 0 1,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS))
+# --dist loadfile: a module's tests share one worker, so a module's set-up (a migrated database,
+# a pair of servers) is made once.
+XDIST = $(if $(filter 0 1,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 # Name looked up on PATH for pg_config (tools/mkvenv.sh); override to test the fallbacks.
 PG_CONFIG_SEARCH ?= pg_config
 export PYTHON PG_CONFIG_SEARCH
@@ -94,7 +96,7 @@ test-pg18: venv
 # directly (the boundary's property tests, the planner, the graph, the C refresh loop and its
 # connections, the set-aside SQL) and the sync and refresh paths that drive it, two workers at a
 # time with the quick hypothesis profile. `make test-asan PYTEST_ARGS=tests` runs the whole suite.
-ASAN_TESTS ?= -n 2 --hypothesis-profile=quick tests/test_core.py tests/test_core_boundary.py \
+ASAN_TESTS ?= -n 2 --dist loadfile --hypothesis-profile=quick tests/test_core.py tests/test_core_boundary.py \
     tests/test_hostile.py tests/test_refresh_loop.py tests/test_refresh_parallel.py \
     tests/test_refresh_boundary.py tests/test_refresh_graph.py tests/test_refresh_waits.py \
     tests/test_refresh_session.py tests/test_aside_core.py tests/test_sync.py tests/test_queries.py \

@@ -104,5 +104,5 @@ def tests(session: nox.Session, django: str, driver: str, postgres: str) -> None
     # No -q: pytest's header says which server, Django, driver and libpq this session tested.
     # Two workers (each with databases of its own, tests/conftest.py) and fewer hypothesis
     # examples than `make test` runs keep the whole matrix within CI's budget on two cores.
-    args = session.posargs or ["-n", "2", "--hypothesis-profile=quick"]
+    args = session.posargs or ["-n", "2", "--dist", "loadfile", "--hypothesis-profile=quick"]
     session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *args, env=env)

@@ -49,6 +49,7 @@ def pair():
                 "INSERT INTO shop_sale (product, amount) SELECT g % 10, 1 FROM generate_series(1, 100) g"
             )
         _manage_ok(pair, ["sync_pgviews", "-v0"])
+        _manage_ok(pair, ["refresh_pgviews", "-v0"])  # every test starts from the sales above
         pair.wait_replayed()
         yield pair
 
