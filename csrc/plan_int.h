@@ -89,10 +89,7 @@ typedef struct {
     Py_ssize_t decl, item;
     long long oid;
     int dropped, restore, taint, external_below;
-    /* our part of the comment */
-    int ours;
-    char c_body[33], c_idx[33], c_def[33];
-    size_t user_len; /* bytes of the user's own comment text before our marker */
+    pgvc_stamp stamp; /* our part of the comment, parsed (stamp.h) */
 } Node;
 
 typedef struct {
