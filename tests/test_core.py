@@ -363,6 +363,23 @@ def test_cycle_error_names_a_real_cycle(dag, data):
             call()
 
 
+def test_many_edges_grow_the_edge_list_and_every_one_counts():
+    # 400 nodes reading up to 25 before them: 9,700 edges, the edge list grown seven times over
+    # (pgvc_edges_push, shared by Graph, the planner and the refresh schedule).
+    n, width = 400, 25
+    deps = [list(range(max(0, i - width), i)) for i in range(n)]
+    names = [f"v{n - i:04d}" for i in range(n)]
+    order = _core.Graph(names, [[names[j] for j in d] for d in deps]).order()
+    assert order == list(range(n))
+    schedule = _core.Schedule(deps)
+    ran = []
+    while (i := schedule.next()) is not None:
+        assert all(j in ran for j in deps[i])
+        ran.append(i)
+        schedule.done(i, True)
+    assert sorted(ran) == list(range(n))
+
+
 def test_missing_dependency_names_both_ends():
     with pytest.raises(MissingDependencyError) as info:
         _core.Graph(["app.A", "app.B"], [[], ["app.Nope"]])
