@@ -72,7 +72,8 @@ void pgvc_parse_stamp(const char *text, size_t len, pgvc_stamp *out)
     read_fields(mark, end, out);
 }
 
-void pgvc_stamp_write(pgvc_buf *b, const char *user, size_t user_len, const char *body_fp, const char *idx_fp)
+void pgvc_stamp_write(pgvc_buf *b, const char *user, size_t user_len, const char *body_fp,
+                      const char *idx_fp)
 {
     while (user && user_len && user[user_len - 1] == '\n') /* the first stamp as every later one */
         user_len--;

@@ -20,10 +20,10 @@
 #define PGVC_STAMP_FIELD 32
 
 typedef struct {
-    int ours;        /* the comment carries our stamp */
+    int ours; /* the comment carries our stamp */
     size_t user_len; /* bytes of the user's own text: everything before the stamp's line, without
                         the newlines that separate them; the whole comment when it has no stamp */
-    size_t at;       /* where the stamp's line starts (the text's length when there is none) */
+    size_t at; /* where the stamp's line starts (the text's length when there is none) */
     char body[PGVC_STAMP_FIELD + 1], idx[PGVC_STAMP_FIELD + 1], def[PGVC_STAMP_FIELD + 1];
 } pgvc_stamp;
 
@@ -38,6 +38,7 @@ void pgvc_parse_stamp(const char *text, size_t len, pgvc_stamp *out);
  * the newlines it ends with; none when 0), a newline, the marker, body= and idx=. rw= and def= are
  * appended by the server. What pgvc_parse_stamp reads back as the user's text is written again
  * byte for byte, so a re-stamp never changes the user's part. */
-void pgvc_stamp_write(pgvc_buf *b, const char *user, size_t user_len, const char *body_fp, const char *idx_fp);
+void pgvc_stamp_write(pgvc_buf *b, const char *user, size_t user_len, const char *body_fp,
+                      const char *idx_fp);
 
 #endif
