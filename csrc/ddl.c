@@ -311,7 +311,8 @@ static int collect_stamps(Plan *P, pgvc_buf *rels, pgvc_buf *notes)
         pgvc_buf_qualified(&body, d->schema, d->name);
         pgvc_buf_literal(rels, body.oom ? "" : body.data);
         pgvc_buf_reset(&body);
-        pgvc_stamp_write(&body, old ? old->comment : NULL, old ? old->stamp.user_len : 0, d->body_fp, d->idx_fp);
+        pgvc_stamp_write(&body, old ? old->comment : NULL, old ? old->stamp.user_len : 0,
+                         d->body_fp, d->idx_fp);
         pgvc_buf_puts(notes, n ? ", " : "");
         pgvc_buf_literal(notes, body.oom ? "" : body.data);
         n++;

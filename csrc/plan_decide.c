@@ -226,7 +226,8 @@ static void check_kept(Decl *d, Node *n)
         d->reason = "adopted: it equals its declaration";
     d->state = n->stamp.ours ? ST_IN_SYNC : ST_UNSTAMPED;
     if (d->kind == 'm') {
-        int idx_changed = n->stamp.ours ? strcmp(n->stamp.idx, d->idx_fp) != 0 : d->adopt == ADOPT_REINDEX;
+        int idx_changed =
+            n->stamp.ours ? strcmp(n->stamp.idx, d->idx_fp) != 0 : d->adopt == ADOPT_REINDEX;
         if (idx_changed || indexes_differ(d, n)) {
             d->reindex = 1;
             d->reason = "indexes changed";

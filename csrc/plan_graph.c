@@ -153,7 +153,8 @@ static int add_catalog_edges(Plan *P, PyObject *by_oid, pgvc_edges *items, pgvc_
                 continue;
             }
             w = PyLong_AsSsize_t(hit);
-            if (pgvc_edges_push(items, P->nodes[j].item, P->nodes[w].item) < 0 || pgvc_edges_push(nodes, j, w) < 0)
+            if (pgvc_edges_push(items, P->nodes[j].item, P->nodes[w].item) < 0 ||
+                pgvc_edges_push(nodes, j, w) < 0)
                 return -1;
         }
     }

@@ -605,7 +605,8 @@ exit:
 }
 
 /* A sequence of one entry per statement, or NULL in *out when `in` is None. RAISES_NEG. */
-static int per_task(PyObject *in, Py_ssize_t n, const char *not_seq, const char *wrong_len, PyObject **out)
+static int per_task(PyObject *in, Py_ssize_t n, const char *not_seq, const char *wrong_len,
+                    PyObject **out)
 {
     *out = NULL;
     if (in == Py_None)
@@ -628,7 +629,8 @@ static int read_task(Loop *L, Py_ssize_t i, PyObject *stmts, PyObject *prio, PyO
     if (prio) {
         PyObject *p = PySequence_Fast_GET_ITEM(prio, i);
         if (!PyFloat_Check(p) && !PyLong_Check(p)) {
-            PyErr_Format(PyExc_TypeError, "run_parallel: priority[%zd] must be a number, not %.100s", i,
+            PyErr_Format(PyExc_TypeError,
+                         "run_parallel: priority[%zd] must be a number, not %.100s", i,
                          Py_TYPE(p)->tp_name);
             return -1;
         }
@@ -642,10 +644,12 @@ static int read_task(Loop *L, Py_ssize_t i, PyObject *stmts, PyObject *prio, PyO
     return 0;
 }
 
-/* The statements task i waits for (a sequence of int, each a task's index), as edges. RAISES_NEG. */
+/* The statements task i waits for (a sequence of int, each a task's index), as edges.
+ * RAISES_NEG. */
 static int read_task_deps(Loop *L, Py_ssize_t i, PyObject *deps, pgvc_edges *edges)
 {
-    PyObject *d = PySequence_Fast(PySequence_Fast_GET_ITEM(deps, i), "run_parallel: dependencies must be sequences of int");
+    PyObject *d = PySequence_Fast(PySequence_Fast_GET_ITEM(deps, i),
+                                  "run_parallel: dependencies must be sequences of int");
     int rc = -1;
     if (!d)
         return -1;
@@ -653,7 +657,8 @@ static int read_task_deps(Loop *L, Py_ssize_t i, PyObject *deps, pgvc_edges *edg
         PyObject *o = PySequence_Fast_GET_ITEM(d, k);
         Py_ssize_t j;
         if (!PyLong_Check(o)) {
-            PyErr_Format(PyExc_TypeError, "run_parallel: dependencies[%zd] must hold int, not %.100s", i,
+            PyErr_Format(PyExc_TypeError,
+                         "run_parallel: dependencies[%zd] must hold int, not %.100s", i,
                          Py_TYPE(o)->tp_name);
             goto exit;
         }
@@ -663,7 +668,8 @@ static int read_task_deps(Loop *L, Py_ssize_t i, PyObject *deps, pgvc_edges *edg
             j = -1;
         }
         if (j < 0 || j >= L->n) {
-            PyErr_Format(PyExc_IndexError, "run_parallel: dependencies[%zd] names %R, out of range", i, o);
+            PyErr_Format(PyExc_IndexError, "run_parallel: dependencies[%zd] names %R, out of range",
+                         i, o);
             goto exit;
         }
         if (pgvc_edges_push(edges, i, j) < 0)

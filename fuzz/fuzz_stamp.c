@@ -29,21 +29,25 @@ static void check_field(const char *what, const char *f)
 static void check_parse(const char *text, size_t len, const pgvc_stamp *s)
 {
     const char *end = text + len;
-    CHECK(s->user_len <= s->at && s->at <= len, "user_len %zu, at %zu, len %zu", s->user_len, s->at, len);
+    CHECK(s->user_len <= s->at && s->at <= len, "user_len %zu, at %zu, len %zu", s->user_len, s->at,
+          len);
     check_field("body", s->body);
     check_field("idx", s->idx);
     check_field("def", s->def);
     if (!s->ours) {
-        CHECK(s->user_len == len && s->at == len, "no stamp, yet user_len %zu of %zu", s->user_len, len);
+        CHECK(s->user_len == len && s->at == len, "no stamp, yet user_len %zu of %zu", s->user_len,
+              len);
         CHECK(!*s->body && !*s->idx && !*s->def, "fields without a stamp");
         return;
     }
-    CHECK(starts_mark(text + s->at, end) && (s->at == 0 || text[s->at - 1] == '\n'), "stamp at %zu", s->at);
+    CHECK(starts_mark(text + s->at, end) && (s->at == 0 || text[s->at - 1] == '\n'), "stamp at %zu",
+          s->at);
     for (size_t k = s->user_len; k < s->at; k++)
         CHECK(text[k] == '\n', "byte %zu between the user's text and the stamp", k);
     CHECK(s->user_len == 0 || text[s->user_len - 1] != '\n', "user's text ends with a newline");
     for (const char *p = text + s->at + 1; p < end; p++)
-        CHECK(!(p[-1] == '\n' && starts_mark(p, end)), "a later stamp line at %zu", (size_t)(p - text));
+        CHECK(!(p[-1] == '\n' && starts_mark(p, end)), "a later stamp line at %zu",
+              (size_t)(p - text));
 }
 
 /* 32 hex digits that depend on the input. */
@@ -56,8 +60,8 @@ static void fingerprint(const uint8_t *data, size_t size, uint64_t seed, char ou
 }
 
 /* The comment after a sync: the user's text and the stamp, then what the server appends. */
-static void stamp_comment(pgvc_buf *b, const char *user, size_t user_len, const char *body, const char *idx,
-                          const char *def)
+static void stamp_comment(pgvc_buf *b, const char *user, size_t user_len, const char *body,
+                          const char *idx, const char *def)
 {
     pgvc_buf_reset(b);
     pgvc_stamp_write(b, user, user_len, body, idx);
@@ -91,10 +95,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     while (want && text[want - 1] == '\n') /* a comment without a stamp may end with newlines */
         want--;
     CHECK(back.ours, "the written stamp is not found");
-    CHECK(back.user_len == want && !memcmp(b.data, text, want), "user's text %zu bytes, was %zu", back.user_len,
-          want);
+    CHECK(back.user_len == want && !memcmp(b.data, text, want), "user's text %zu bytes, was %zu",
+          back.user_len, want);
     CHECK(!strcmp(back.body, body) && !strcmp(back.idx, idx) && !strcmp(back.def, def),
-          "fields [%s] [%s] [%s], written [%s] [%s] [%s]", back.body, back.idx, back.def, body, idx, def);
+          "fields [%s] [%s] [%s], written [%s] [%s] [%s]", back.body, back.idx, back.def, body, idx,
+          def);
 
     /* The next sync, with the same fingerprints, writes the same comment. */
     stamp_comment(&b2, b.data, back.user_len, back.body, back.idx, back.def);
