@@ -19,42 +19,11 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-SOURCES = [
-    "module.c",
-    "errors.c",
-    "graph.c",
-    "sqlgen.c",
-    "plan.c",
-    "plan_input.c",
-    "plan_graph.c",
-    "plan_decide.c",
-    "plan_defer.c",
-    "ddl.c",
-    "catalog.c",
-    "pqpath.c",
-    "pqconn.c",
-    "hash.c",
-    "aside.c",
-    "freshness.c",
-    "exact.c",
-    "queries.c",
-]
-HEADERS = [
-    "errors.h",
-    "graph.h",
-    "sqlgen.h",
-    "plan.h",
-    "plan_int.h",
-    "state.h",
-    "pqpath.h",
-    "pqconn.h",
-    "hash.h",
-    "keywords.h",
-    "aside.h",
-    "queries.h",
-    "freshness.h",
-    "exact.h",
-]
+# Every C file of csrc/ is part of the extension (and so of the ASan and valgrind builds, which
+# run this file): a new one needs no list updated.
+CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
+SOURCES = sorted(name for name in os.listdir(CSRC) if name.endswith(".c"))
+HEADERS = sorted(name for name in os.listdir(CSRC) if name.endswith(".h"))
 
 NO_LIBPQ = """\
 django-pgviews-c: cannot build the C extension: {reason}.

@@ -358,19 +358,11 @@ error:
  * gets where the stamp starts. */
 static size_t user_part(const char *comment, const char **stamp)
 {
-    const char *p, *next, *mark = NULL;
-    size_t n;
-    for (p = comment; (next = strstr(p, PGVC_MARK)); p = next + 1)
-        if ((next == comment || next[-1] == '\n') && !strncmp(next + strlen(PGVC_MARK), " body=", 6))
-            mark = next;
+    pgvc_stamp parsed;
+    pgvc_parse_stamp(comment, strlen(comment), &parsed);
     if (stamp)
-        *stamp = mark;
-    if (!mark)
-        return strlen(comment);
-    n = (size_t)(mark - comment);
-    while (n && comment[n - 1] == '\n')
-        n--;
-    return n;
+        *stamp = parsed.ours ? comment + parsed.at : NULL;
+    return parsed.user_len;
 }
 
 PyObject *pgvc_comment_statement(PyObject *module, PyObject *args, PyObject *kwargs)

@@ -311,14 +311,8 @@ static int collect_stamps(Plan *P, pgvc_buf *rels, pgvc_buf *notes)
         pgvc_buf_qualified(&body, d->schema, d->name);
         pgvc_buf_literal(rels, body.oom ? "" : body.data);
         pgvc_buf_reset(&body);
-        if (old && old->comment && old->user_len) {
-            pgvc_buf_put(&body, old->comment, old->user_len);
-            pgvc_buf_puts(&body, "\n");
-        }
-        pgvc_buf_puts(&body, PGVC_MARK " body=");
-        pgvc_buf_puts(&body, d->body_fp);
-        pgvc_buf_puts(&body, " idx=");
-        pgvc_buf_puts(&body, d->idx_fp);
+        pgvc_stamp_write(&body, old ? old->comment : NULL, old ? old->stamp.user_len : 0,
+                         d->body_fp, d->idx_fp);
         pgvc_buf_puts(notes, n ? ", " : "");
         pgvc_buf_literal(notes, body.oom ? "" : body.data);
         n++;
@@ -335,10 +329,7 @@ static int collect_stamps(Plan *P, pgvc_buf *rels, pgvc_buf *notes)
         pgvc_buf_qualified(&body, d->schema, name);
         pgvc_buf_literal(rels, body.oom ? "" : body.data);
         pgvc_buf_reset(&body);
-        pgvc_buf_puts(&body, PGVC_MARK " body=");
-        pgvc_buf_puts(&body, d->body_fp);
-        pgvc_buf_puts(&body, " idx=");
-        pgvc_buf_puts(&body, d->idx_fp);
+        pgvc_stamp_write(&body, NULL, 0, d->body_fp, d->idx_fp);
         pgvc_buf_puts(&body, " pending=1");
         pgvc_buf_puts(notes, n ? ", " : "");
         pgvc_buf_literal(notes, body.oom ? "" : body.data);

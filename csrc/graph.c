@@ -8,6 +8,41 @@
 
 #include "errors.h"
 
+int pgvc_edges_push(pgvc_edges *e, Py_ssize_t from, Py_ssize_t to)
+{
+    if (e->n == e->cap) {
+        Py_ssize_t cap = e->cap ? e->cap : 64, *nf, *nt;
+        if (e->cap) {
+            if (cap > PY_SSIZE_T_MAX / 2 / (Py_ssize_t)sizeof(Py_ssize_t)) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            cap *= 2;
+        }
+        /* Each array is kept as soon as it has grown, so pgvc_edges_free releases it either way. */
+        if ((nf = realloc(e->from, sizeof(Py_ssize_t) * (size_t)cap)))
+            e->from = nf;
+        if ((nt = realloc(e->to, sizeof(Py_ssize_t) * (size_t)cap)))
+            e->to = nt;
+        if (!nf || !nt) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        e->cap = cap;
+    }
+    e->from[e->n] = from;
+    e->to[e->n++] = to;
+    return 0;
+}
+
+void pgvc_edges_free(pgvc_edges *e)
+{
+    free(e->from);
+    free(e->to);
+    e->from = e->to = NULL;
+    e->n = e->cap = 0;
+}
+
 int pgvc_graph_build(pgvc_graph *g, Py_ssize_t n, const Py_ssize_t *from, const Py_ssize_t *to,
                      Py_ssize_t nedges)
 {
@@ -227,7 +262,8 @@ static PyObject *graph_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"names", "dependencies", NULL};
     PyObject *names_in, *deps_in, *names = NULL, *deps = NULL, *index = NULL, *seq = NULL;
-    Py_ssize_t n, nedges = 0, cap = 0, *from = NULL, *to = NULL;
+    Py_ssize_t n;
+    pgvc_edges edges = {0};
     GraphObject *self = NULL;
     PyObject *mod = PyType_GetModule(type);
     pgvc_state *st = mod ? PyModule_GetState(mod) : NULL;
@@ -274,39 +310,23 @@ static PyObject *graph_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                     pgvc_raise_missing(st, PyTuple_GET_ITEM(names, i), dname);
                 goto error;
             }
-            if (nedges == cap) {
-                Py_ssize_t *nf, *nt;
-                cap = cap ? 2 * cap : 64;
-                nf = realloc(from, sizeof(Py_ssize_t) * (size_t)cap);
-                if (nf)
-                    from = nf;
-                nt = realloc(to, sizeof(Py_ssize_t) * (size_t)cap);
-                if (nt)
-                    to = nt;
-                if (!nf || !nt) {
-                    PyErr_NoMemory();
-                    goto error;
-                }
-            }
-            from[nedges] = i;
-            to[nedges++] = PyLong_AsSsize_t(pos);
+            if (pgvc_edges_push(&edges, i, PyLong_AsSsize_t(pos)) < 0)
+                goto error;
         }
         Py_CLEAR(seq);
     }
     if (!(self = (GraphObject *)type->tp_alloc(type, 0)))
         goto error;
-    if (pgvc_graph_build(&self->g, n, from, to, nedges) < 0)
+    if (pgvc_graph_build(&self->g, n, edges.from, edges.to, edges.n) < 0)
         goto error;
     self->names = names;
     names = NULL;
-    free(from);
-    free(to);
+    pgvc_edges_free(&edges);
     Py_DECREF(deps);
     Py_DECREF(index);
     return (PyObject *)self;
 error:
-    free(from);
-    free(to);
+    pgvc_edges_free(&edges);
     Py_XDECREF(seq);
     Py_XDECREF(names);
     Py_XDECREF(deps);

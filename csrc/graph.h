@@ -12,6 +12,17 @@ typedef struct {
     Py_ssize_t *rdep_off, *rdep; /* CSR: dependants of i */
 } pgvc_graph;
 
+/* A growable list of edges: from[k] depends on to[k]. Starts zeroed ({0}); pgvc_edges_free
+ * releases it. */
+typedef struct {
+    Py_ssize_t *from, *to, n, cap;
+} pgvc_edges;
+
+/* Append the edge "from depends on to". RAISES_NEG (MemoryError, also when the list would
+ * outgrow what a size_t can count). */
+int pgvc_edges_push(pgvc_edges *e, Py_ssize_t from, Py_ssize_t to);
+void pgvc_edges_free(pgvc_edges *e);
+
 /* Edge k says: from[k] depends on to[k]. RAISES_NEG (MemoryError). */
 int pgvc_graph_build(pgvc_graph *g, Py_ssize_t n, const Py_ssize_t *from, const Py_ssize_t *to,
                      Py_ssize_t nedges);

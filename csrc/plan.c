@@ -300,7 +300,7 @@ static PyObject *build_orphans(Plan *P)
     for (Py_ssize_t j = 0; orphans && j < P->nn; j++) {
         Node *n = &P->nodes[j];
         PyObject *row;
-        if (n->decl >= 0 || !n->ours || n->pending_of >= 0)
+        if (n->decl >= 0 || !n->stamp.ours || n->pending_of >= 0)
             continue;
         row = Py_BuildValue("(ssC)", n->schema, n->name, (int)n->relkind);
         if (!row || PyList_Append(orphans, row) < 0)

@@ -19,7 +19,7 @@ int pgvc_plan_add_types(PyObject *module, pgvc_state *st);
 /* _core.catalog_sql() -> str: the one catalog query the planner reads. */
 PyObject *pgvc_catalog_sql(void);
 
-/* The marker that starts our part of an object's comment. */
-#define PGVC_MARK "django-pgviews-c:1"
+/* PGVC_MARK, the marker that starts our part of an object's comment. */
+#include "stamp.h"
 
 #endif

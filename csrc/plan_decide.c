@@ -180,7 +180,7 @@ static const char *why_rebuild(Plan *P, Decl *d, Node *n)
     d->state = ST_CHANGED;
     if (n->relkind != d->kind)
         return d->kind == 'm' ? "was a view, is now a materialized view" : "was a materialized view, is now a view";
-    if (!n->ours && d->adopt != ADOPT_SAME && d->adopt != ADOPT_REINDEX) {
+    if (!n->stamp.ours && d->adopt != ADOPT_SAME && d->adopt != ADOPT_REINDEX) {
         /* No stamp of ours: adopted as it is when a probe finds it equal to its declaration.
          * Without the SQL check, materialized views are rebuilt anyway: no probe for them. */
         d->probe = !P->probed && !(d->kind == 'm' && !P->check_sql_changed);
@@ -188,9 +188,9 @@ static const char *why_rebuild(Plan *P, Decl *d, Node *n)
         return d->adopt == ADOPT_DIFFERS ? "not created by django-pgviews-c, and differs from its declaration"
                                          : "not created by django-pgviews-c (adopting it)";
     }
-    if (n->ours && strcmp(n->c_body, d->body_fp) != 0)
+    if (n->stamp.ours && strcmp(n->stamp.body, d->body_fp) != 0)
         return "definition changed";
-    if (n->ours && n->defmd5 && strcmp(n->defmd5, n->c_def) != 0) {
+    if (n->stamp.ours && n->defmd5 && strcmp(n->defmd5, n->stamp.def) != 0) {
         d->state = ST_DRIFTED;
         return "changed in the database since the last sync";
     }
@@ -221,13 +221,14 @@ static void decide_rebuild(Plan *P, Decl *d, Node *n, const char *why)
 static void check_kept(Decl *d, Node *n)
 {
     /* Same definition, but the rewrite rule row is new (dump and restore); or adopted. */
-    if (n->defmd5 || !n->ours)
+    if (n->defmd5 || !n->stamp.ours)
         d->restamp = 1;
-    if (!n->ours)
+    if (!n->stamp.ours)
         d->reason = "adopted: it equals its declaration";
-    d->state = n->ours ? ST_IN_SYNC : ST_UNSTAMPED;
+    d->state = n->stamp.ours ? ST_IN_SYNC : ST_UNSTAMPED;
     if (d->kind == 'm') {
-        int idx_changed = n->ours ? strcmp(n->c_idx, d->idx_fp) != 0 : d->adopt == ADOPT_REINDEX;
+        int idx_changed =
+            n->stamp.ours ? strcmp(n->stamp.idx, d->idx_fp) != 0 : d->adopt == ADOPT_REINDEX;
         if (idx_changed || indexes_differ(d, n)) {
             d->reindex = 1;
             d->reason = "indexes changed";
@@ -351,7 +352,7 @@ static int spread_to_node(Plan *P, Node *n, Py_ssize_t tainted_by, Py_ssize_t dr
         n->pending_upstream_dropped = dropped_by >= 0;
         return 0;
     }
-    if (P->prune && n->ours) { /* an orphan, pruned: dropped, never restored */
+    if (P->prune && n->stamp.ours) { /* an orphan, pruned: dropped, never restored */
         n->dropped = 1;
         return 0;
     }
@@ -363,7 +364,7 @@ static int spread_to_node(Plan *P, Node *n, Py_ssize_t tainted_by, Py_ssize_t dr
         return 0;
     }
     n->refused_by = item_label(P, dropped_by);
-    n->refused_pruned = dropped_by >= P->nd && P->nodes[P->item_node[dropped_by]].ours;
+    n->refused_pruned = dropped_by >= P->nd && P->nodes[P->item_node[dropped_by]].stamp.ours;
     row = Py_BuildValue("(sssC)", n->schema, n->name, n->refused_by, (int)n->relkind);
     rc = row ? PyList_Append(refused, row) : -1;
     Py_XDECREF(row);

@@ -88,7 +88,7 @@ int pgvc_defer_match(Plan *P)
 static int pending_current(Plan *P, Decl *d)
 {
     Node *p = d->pending >= 0 ? &P->nodes[d->pending] : NULL;
-    return p && !strcmp(p->c_body, d->body_fp) && !strcmp(p->c_idx, d->idx_fp);
+    return p && !strcmp(p->stamp.body, d->body_fp) && !strcmp(p->stamp.idx, d->idx_fp);
 }
 
 /* Leave a declaration as it is (a swap_pending plan touches nothing else). */
@@ -118,8 +118,8 @@ void pgvc_defer_classify(Plan *P, Decl *d)
     /* Only a rebuild beside the old object (the same kind, ours, populated, its definition
      * changed) is deferred: a missing view is created, an empty one has nothing to serve, a
      * plain view is replaced in place. */
-    if (!d->defer || d->action != A_BESIDE || !n || !n->ours || !n->populated ||
-        n->relkind != 'm' || !strcmp(n->c_body, d->body_fp))
+    if (!d->defer || d->action != A_BESIDE || !n || !n->stamp.ours || !n->populated ||
+        n->relkind != 'm' || !strcmp(n->stamp.body, d->body_fp))
         return;
     d->deferred = 1;
     d->defer_action = d->action;

@@ -8,39 +8,6 @@
 
 #include "graph.h"
 
-/* A growable list of edges (from depends on to). */
-typedef struct {
-    Py_ssize_t *from, *to, n, cap;
-} Edges;
-
-static void edges_free(Edges *e)
-{
-    free(e->from);
-    free(e->to);
-}
-
-/* RAISES_NEG (MemoryError). */
-static int edges_add(Edges *e, Py_ssize_t a, Py_ssize_t b)
-{
-    if (e->n == e->cap) {
-        Py_ssize_t cap = e->cap ? e->cap * 2 : 256;
-        Py_ssize_t *nf = realloc(e->from, sizeof(Py_ssize_t) * (size_t)cap), *nt;
-        if (nf)
-            e->from = nf;
-        nt = realloc(e->to, sizeof(Py_ssize_t) * (size_t)cap);
-        if (nt)
-            e->to = nt;
-        if (!nf || !nt) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        e->cap = cap;
-    }
-    e->from[e->n] = a;
-    e->to[e->n++] = b;
-    return 0;
-}
-
 /* Key "schema\0name" for matching declarations to catalog rows. */
 static PyObject *qname_key(const char *schema, const char *name)
 {
@@ -150,7 +117,7 @@ static int make_items(Plan *P)
 }
 
 /* Item edges from declared dependencies. RAISES_NEG (MissingDependencyError). */
-static int add_declared_edges(Plan *P, PyObject *by_label, Edges *items)
+static int add_declared_edges(Plan *P, PyObject *by_label, pgvc_edges *items)
 {
     for (Py_ssize_t i = 0; i < P->nd; i++) {
         PyObject *deps = P->decls[i].deps;
@@ -161,11 +128,11 @@ static int add_declared_edges(Plan *P, PyObject *by_label, Edges *items)
                     pgvc_raise_missing(P->st, P->decls[i].label_obj, PyTuple_GET_ITEM(deps, k));
                 return -1;
             }
-            if (edges_add(items, i, PyLong_AsSsize_t(hit)) < 0)
+            if (pgvc_edges_push(items, i, PyLong_AsSsize_t(hit)) < 0)
                 return -1;
         }
         /* A pending version is decided before its declaration (plan_defer.c). */
-        if (P->decls[i].pending >= 0 && edges_add(items, i, P->nodes[P->decls[i].pending].item) < 0)
+        if (P->decls[i].pending >= 0 && pgvc_edges_push(items, i, P->nodes[P->decls[i].pending].item) < 0)
             return -1;
     }
     return 0;
@@ -173,7 +140,7 @@ static int add_declared_edges(Plan *P, PyObject *by_label, Edges *items)
 
 /* Edges from pg_depend: between items, and between nodes (the edges a DROP follows).
  * RAISES_NEG. */
-static int add_catalog_edges(Plan *P, PyObject *by_oid, Edges *items, Edges *nodes)
+static int add_catalog_edges(Plan *P, PyObject *by_oid, pgvc_edges *items, pgvc_edges *nodes)
 {
     for (Py_ssize_t j = 0; j < P->nn; j++) {
         for (Py_ssize_t k = 0; k < P->nodes[j].nrefs; k++) {
@@ -189,7 +156,8 @@ static int add_catalog_edges(Plan *P, PyObject *by_oid, Edges *items, Edges *nod
                 continue;
             }
             w = PyLong_AsSsize_t(hit);
-            if (edges_add(items, P->nodes[j].item, P->nodes[w].item) < 0 || edges_add(nodes, j, w) < 0)
+            if (pgvc_edges_push(items, P->nodes[j].item, P->nodes[w].item) < 0 ||
+                pgvc_edges_push(nodes, j, w) < 0)
                 return -1;
         }
     }
@@ -197,7 +165,7 @@ static int add_catalog_edges(Plan *P, PyObject *by_oid, Edges *items, Edges *nod
 }
 
 /* Build both graphs and order the items; a cycle raises CycleError with its path. RAISES_NEG. */
-static int order_items(Plan *P, Edges *items, Edges *nodes)
+static int order_items(Plan *P, pgvc_edges *items, pgvc_edges *nodes)
 {
     Py_ssize_t *cycle = NULL, clen = 0;
     int rc = -1;
@@ -228,7 +196,7 @@ exit:
 int pgvc_plan_build_graph(Plan *P)
 {
     PyObject *by_name = PyDict_New(), *by_label = PyDict_New(), *by_oid = PyDict_New();
-    Edges items = {0}, nodes = {0};
+    pgvc_edges items = {0}, nodes = {0};
     int rc = -1;
     if (!by_name || !by_label || !by_oid)
         goto exit;
@@ -239,8 +207,8 @@ int pgvc_plan_build_graph(Plan *P)
         goto exit;
     rc = order_items(P, &items, &nodes);
 exit:
-    edges_free(&items);
-    edges_free(&nodes);
+    pgvc_edges_free(&items);
+    pgvc_edges_free(&nodes);
     Py_XDECREF(by_name);
     Py_XDECREF(by_label);
     Py_XDECREF(by_oid);

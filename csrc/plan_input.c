@@ -334,47 +334,6 @@ void pgvc_plan_free_decls(Plan *P)
 
 /* ---- catalog rows ---------------------------------------------------------------------------- */
 
-static void copy_hex(char out[33], const char *p)
-{
-    size_t n = 0;
-    while (n < 32 && p[n] && p[n] != ' ' && p[n] != '\n')
-        n++;
-    memcpy(out, p, n);
-    out[n] = '\0';
-}
-
-static void parse_comment(Node *n)
-{
-    const char *mark, *p, *next;
-    n->ours = 0;
-    n->user_len = n->comment ? strlen(n->comment) : 0;
-    if (!n->comment)
-        return;
-    mark = NULL;
-    /* Our stamp starts a line with the marker and " body=": the marker's words inside the
-     * user's own text (a comment that mentions this package) are theirs, and were cut off. */
-    for (p = n->comment; (next = strstr(p, PGVC_MARK)); p = next + 1)
-        if ((next == n->comment || next[-1] == '\n') && !strncmp(next + strlen(PGVC_MARK), " body=", 6))
-            mark = next;
-    if (!mark)
-        return;
-    n->ours = 1;
-    n->user_len = (size_t)(mark - n->comment);
-    while (n->user_len && (n->comment[n->user_len - 1] == '\n'))
-        n->user_len--;
-    for (p = mark; (p = strchr(p, ' ')); ) {
-        p++;
-        if (!strncmp(p, "body=", 5))
-            copy_hex(n->c_body, p + 5);
-        else if (!strncmp(p, "idx=", 4))
-            copy_hex(n->c_idx, p + 4);
-        else if (!strncmp(p, "def=", 4))
-            copy_hex(n->c_def, p + 4);
-        else if (!strncmp(p, "pending=1", 9) && (p[9] == ' ' || p[9] == '\n' || !p[9]))
-            n->pending_mark = 1;
-    }
-}
-
 /* refs: a list of oids. RAISES_NEG. */
 static int read_refs(Plan *P, Node *n, PyObject *o, const Where *w)
 {
@@ -443,7 +402,8 @@ static int read_row(Plan *P, Node *n, PyObject *t, Py_ssize_t i, int *schema_row
     n->decl = -1;
     if (!(n->target = pgvc_plan_format(P, "%s.%s", n->schema, n->name)))
         return -1;
-    parse_comment(n);
+    pgvc_parse_stamp(n->comment, n->comment ? strlen(n->comment) : 0, &n->stamp);
+    n->pending_mark = n->stamp.pending;
     return 0;
 }
 

@@ -104,10 +104,7 @@ typedef struct {
     Py_ssize_t pending_of; /* the declaration it waits for, -1 */
     int pending_discard;   /* dropped in phase 0: stale, or its declaration no longer defers */
     int pending_upstream_dropped;
-    /* our part of the comment */
-    int ours;
-    char c_body[33], c_idx[33], c_def[33];
-    size_t user_len; /* bytes of the user's own comment text before our marker */
+    pgvc_stamp stamp; /* our part of the comment, parsed (stamp.h) */
 } Node;
 
 typedef struct {

@@ -20,7 +20,8 @@
 
 /* ---- fixed texts ---------------------------------------------------------------------------- */
 
-/* sync.py: the existing objects a plan rebuilds: kind, estimated rows, total size with indexes. */
+/* rehearsal.py (sync_pgviews --plan): the existing objects a plan rebuilds: kind, estimated rows,
+ * total size with indexes. */
 static const char q_sync_sizes[] = "\n"
                                    "SELECT u.t, c.relkind::text, greatest(c.reltuples, 0)::bigint, "
                                    "pg_catalog.pg_total_relation_size(c.oid)\n"
@@ -146,7 +147,7 @@ static const char q_owner_privileges_pg17[] =
     "          AND NOT pg_catalog.has_any_column_privilege(c.relowner, d.refobjid, 'SELECT'))\n"
     "FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(%s)\n";
 
-/* sync.py: the schemas of the session's search_path, implicit ones left out. */
+/* order.py: the schemas of the session's search_path, implicit ones left out. */
 static const char q_current_schemas[] = "SELECT pg_catalog.current_schemas(false)";
 
 /* freshness.py: drop the statistics snapshot the transaction holds, so the counters read next

@@ -3,15 +3,50 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.apps.registry import Apps
 from django.db import connection
 
-from django_pgviews_c import view as pg
-from django_pgviews_c.sync import Syncer
+if TYPE_CHECKING:
+    from django_pgviews_c import view as pg
 
 _counter = itertools.count()
+
+# What decl_tuple fills a field with when a test does not say.
+_DECL_DEFAULTS: dict[str, Any] = {
+    "label": "app.V",
+    "schema": None,
+    "name": "v",
+    "kind": "v",
+    "sql": "SELECT 1 AS id",
+    "dependencies": (),
+    "with_data": True,
+    "tablespace": None,
+    "indexes": (),
+    "concurrent_index": None,
+    "concurrent_index_tablespace": None,
+    "db_table": None,  # the name
+    "columns": (),
+}
+
+
+def decl_tuple(**fields: Any) -> tuple:
+    """One declaration in the tuple form _core.plan reads (declarations.py builds the real ones),
+    its fields named as _core.DECL_FIELDS names them and put in that order; the rest defaulted
+    (db_table to the name). A field the core does not have, or one it gained without a default
+    here, is a TypeError naming it. Imports nothing of Django's app registry, so a worker process
+    without settings can build one."""
+    from django_pgviews_c import _core
+
+    unknown = set(fields) - set(_core.DECL_FIELDS)
+    missing = set(_core.DECL_FIELDS) - set(_DECL_DEFAULTS) - set(fields)
+    if unknown or missing:
+        raise TypeError(f"decl_tuple: unknown fields {sorted(unknown)}, no default for {sorted(missing)}")
+    values = {**_DECL_DEFAULTS, **fields}
+    if values["db_table"] is None and "db_table" not in fields:
+        values["db_table"] = values["name"]
+    return tuple(values[name] for name in _core.DECL_FIELDS)
 
 
 class ViewSet:
@@ -32,6 +67,8 @@ class ViewSet:
         indexes: list[Any] | None = None,
         **attrs: Any,
     ) -> type[pg.View]:
+        from django_pgviews_c import view as pg
+
         meta_attrs = {
             "app_label": "viewtest",
             "apps": self.apps,
@@ -57,6 +94,8 @@ class ViewSet:
         return model
 
     def sync(self, names: list[str] | None = None, **options: Any):
+        from django_pgviews_c.sync import Syncer
+
         chosen = [self.models[n] for n in (names or list(self.models))]
         known = {m._meta.label for m in self.models.values()}
         return Syncer(connection, chosen, known, **options).run()

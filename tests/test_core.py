@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from django_pgviews_c import _core
 from django_pgviews_c.exceptions import CycleError, InvalidNameError, MissingDependencyError
+from tests.helpers import decl_tuple
 
 NAMEDATALEN = 63
 
@@ -363,6 +364,23 @@ def test_cycle_error_names_a_real_cycle(dag, data):
             call()
 
 
+def test_many_edges_grow_the_edge_list_and_every_one_counts():
+    # 400 nodes reading up to 25 before them: 9,700 edges, the edge list grown seven times over
+    # (pgvc_edges_push, shared by Graph, the planner and the refresh schedule).
+    n, width = 400, 25
+    deps = [list(range(max(0, i - width), i)) for i in range(n)]
+    names = [f"v{n - i:04d}" for i in range(n)]
+    order = _core.Graph(names, [[names[j] for j in d] for d in deps]).order()
+    assert order == list(range(n))
+    schedule = _core.Schedule(deps)
+    ran = []
+    while (i := schedule.next()) is not None:
+        assert all(j in ran for j in deps[i])
+        ran.append(i)
+        schedule.done(i, True)
+    assert sorted(ran) == list(range(n))
+
+
 def test_missing_dependency_names_both_ends():
     with pytest.raises(MissingDependencyError) as info:
         _core.Graph(["app.A", "app.B"], [[], ["app.Nope"]])
@@ -412,10 +430,6 @@ _SCHEMA_ROW = (
 )
 
 
-def _decl(label, name, kind="v", sql="SELECT 1 AS id", deps=(), cidx=None, with_data=True, db_table=None):
-    return (label, None, name, kind, sql, tuple(deps), with_data, None, (), cidx, None, db_table or name, ())
-
-
 def _row(oid, name, kind, comment, refs=(), indexes=(), populated=True, defmd5=None):
     return (
         oid,
@@ -440,9 +454,16 @@ def _row(oid, name, kind, comment, refs=(), indexes=(), populated=True, defmd5=N
 
 
 _DECLS = [
-    _decl("app.A", "a"),
-    _decl("app.B", "b", sql="SELECT id FROM a", deps=("app.A",)),
-    _decl("app.M", "m", "m", "SELECT id FROM b", deps=("app.B",), cidx="id"),
+    decl_tuple(label="app.A", name="a"),
+    decl_tuple(label="app.B", name="b", sql="SELECT id FROM a", dependencies=("app.A",)),
+    decl_tuple(
+        label="app.M",
+        name="m",
+        kind="m",
+        sql="SELECT id FROM b",
+        dependencies=("app.B",),
+        concurrent_index="id",
+    ),
 ]
 
 
@@ -483,7 +504,7 @@ def test_plan_warm_does_nothing():
 
 def test_plan_changed_view_rebuilds_what_reads_it():
     decls = list(_DECLS)
-    decls[0] = _decl("app.A", "a", sql="SELECT 1 AS id, 2 AS two")
+    decls[0] = decl_tuple(label="app.A", name="a", sql="SELECT 1 AS id, 2 AS two")
     p = _core.plan(decls, _synced_catalog(), chain=False)
     assert p["statuses"][0] == "UPDATED" and p["reasons"][0] == "definition changed"
     ops = [(a[0], a[1]) for a in p["actions"]]
@@ -514,7 +535,14 @@ def test_plan_refuses_to_drop_an_unmanaged_dependant():
     from django_pgviews_c.exceptions import DependantObjectError, PlanError
 
     decls = list(_DECLS)
-    decls[2] = _decl("app.M", "m", "m", "SELECT id, 1 AS x FROM b", deps=("app.B",), cidx="id")
+    decls[2] = decl_tuple(
+        label="app.M",
+        name="m",
+        kind="m",
+        sql="SELECT id, 1 AS x FROM b",
+        dependencies=("app.B",),
+        concurrent_index="id",
+    )
     cat = _synced_catalog() + [_row(20, "user_v", "v", None, refs=[13])]
     with pytest.raises(DependantObjectError) as info:
         _core.plan(decls, cat)

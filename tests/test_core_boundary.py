@@ -400,13 +400,10 @@ _SQL = st.sampled_from(
 )
 
 
-def _decl_fields() -> tuple[str, ...]:
-    from django_pgviews_c import _core
-
-    return tuple(_core.DECL_FIELDS)
-
-
 def _decl(i: int) -> st.SearchStrategy:
+    from django_pgviews_c import _core
+    from tests.helpers import decl_tuple
+
     label = _LABELS[i]
     name = f"v{i}"
     index = st.tuples(
@@ -436,10 +433,10 @@ def _decl(i: int) -> st.SearchStrategy:
         "db_table": sometimes(st.just(name), 40),
         "columns": sometimes(st.lists(sometimes(column), max_size=2).map(tuple), 20),
     }
-    # The planner's own list of fields, in its order: a field it gains is fuzzed generically
-    # until it has a strategy here.
-    fields = [by_name.get(field, anything) for field in _decl_fields()]
-    return sometimes(st.tuples(*fields), 40)
+    # The planner's own list of fields, put in its order by the tests' one builder: a field it
+    # gains is fuzzed generically until it has a strategy here.
+    fields = {field: by_name.get(field, anything) for field in _core.DECL_FIELDS}
+    return sometimes(st.fixed_dictionaries(fields).map(lambda values: decl_tuple(**values)), 40)
 
 
 _SCHEMA_ROW = (
@@ -705,22 +702,9 @@ S_ROW = (
 
 
 def _mdecl(indexes: tuple = (), cidx: str | None = None) -> tuple:
-    values = {
-        "label": "app.M",
-        "schema": None,
-        "name": "m",
-        "kind": "m",
-        "sql": "SELECT 1 AS id",
-        "dependencies": (),
-        "with_data": True,
-        "tablespace": None,
-        "indexes": indexes,
-        "concurrent_index": cidx,
-        "concurrent_index_tablespace": None,
-        "db_table": "m",
-        "columns": (),
-    }
-    return tuple(values.get(field) for field in _decl_fields())
+    from tests.helpers import decl_tuple
+
+    return decl_tuple(label="app.M", name="m", kind="m", indexes=indexes, concurrent_index=cidx)
 
 
 def _stamp(decl: tuple) -> str:
@@ -915,9 +899,11 @@ def test_a_call_that_crashed_once_does_not(call, what, worker):
 def _column_call(colnames: list) -> tuple[str, tuple, dict]:
     """plan() of a materialized view in sync whose field "margin" has no column in the view,
     the view's columns being ``colnames``: the plan reports them with the missing column."""
-    decl = dict(zip(_decl_fields(), _mdecl(), strict=True))
-    decl["columns"] = (("id", "id", "integer"), ("margin", "margin", "numeric"))
-    values = tuple(decl.values())
+    from tests.helpers import decl_tuple
+
+    values = decl_tuple(
+        label="app.M", name="m", kind="m", columns=(("id", "id", "integer"), ("margin", "margin", "numeric"))
+    )
     row = list(_mrow(_stamp(values), []))
     row[16], row[17] = colnames, ["integer"] * len(colnames)
     return ("plan", ([values], [tuple(row), S_ROW]), {})

@@ -13,7 +13,7 @@ from django.db.models import Q
 
 from django_pgviews_c import _core
 from django_pgviews_c.exceptions import PlanError
-from tests.helpers import ViewSet, catalog_rows, execute, snapshot
+from tests.helpers import ViewSet, catalog_rows, decl_tuple, execute, snapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -156,23 +156,8 @@ _SCHEMA_ROW = (
 
 
 def _decl(**over):
-    fields = {
-        "label": "app.V",
-        "schema": None,
-        "name": "v",
-        "kind": "m",
-        "sql": "SELECT 1",
-        "deps": (),
-        "with_data": True,
-        "tablespace": None,
-        "indexes": (),
-        "cidx": None,
-        "cidx_ts": None,
-        "db_table": "v",
-        "columns": (),
-    }
-    fields.update(over)
-    return tuple(fields.values())
+    """A materialized view "app.V" (fields as _core.DECL_FIELDS names them), over replacing any."""
+    return decl_tuple(**{"kind": "m", "sql": "SELECT 1", **over})
 
 
 def _plan_in_subprocess(decls: list, catalog: list) -> str:
@@ -202,14 +187,14 @@ def _plan_in_subprocess(decls: list, catalog: list) -> str:
         (_decl(indexes=((None, "x"),)), "TypeError"),
         (_decl(indexes=(("i", ("CREATE INDEX ", 7)),)), "ValueError"),
         (_decl(indexes=(("i", (b"x",)),)), "TypeError"),
-        (_decl(deps=[1]), "TypeError"),
-        (_decl(deps=(1,)), "TypeError"),
+        (_decl(dependencies=[1]), "TypeError"),
+        (_decl(dependencies=(1,)), "TypeError"),
         (_decl(with_data="yes"), "TypeError"),
         (_decl(kind="mv"), "ValueError"),
         (_decl(label=None), "TypeError"),
         (_decl(sql="SELECT\x00 1"), "PlanError"),
         (_decl(indexes=(("i" * 64, ("CREATE INDEX ", 1, " ON ", 0, " (x)")),)), "PlanError"),
-        (_decl(label="app." + "ü" * 300, cidx="a; b"), "PlanError"),
+        (_decl(label="app." + "ü" * 300, concurrent_index="a; b"), "PlanError"),
         ("not a tuple", "TypeError"),
         (_decl()[:5], "TypeError"),
     ],

@@ -88,5 +88,6 @@ say "building against libpq $("$PG_CONFIG" --version | sed 's/^PostgreSQL //') (
 
 # 3. The project, editable, with the C extension.
 pip_q --no-build-isolation "$@" -e ".[$extras]"
-built=$(find django_pgviews_c -maxdepth 1 -name "_core*.so" 2>/dev/null | head -n 1)
+suffix=$(vpy -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+built=$(find django_pgviews_c -maxdepth 1 -name "_core$suffix" 2>/dev/null | head -n 1)
 say "installed into $venv${built:+ (extension: $built)}"

@@ -1,0 +1,91 @@
+"""What a failed statement of a sync means. Some failures are questions for the re-plan loop
+(sync.py): a lock that was not free, a column change that needs a rebuild, a view created
+before one it reads, a changed chain that names an old object; the others become the error the
+user sees, naming the view and, for its SQL, the position in it."""
+
+from __future__ import annotations
+
+from django_pgviews_c.dberrors import diag
+from django_pgviews_c.exceptions import DatabaseError, QueryCanceledError, ViewDefinitionError
+from django_pgviews_c.syncresult import Action
+
+__all__ = [
+    "Incompatible",
+    "LockTimeout",
+    "Misordered",
+    "ChainConflict",
+    "canceled_error",
+    "action_error",
+]
+
+# SQLSTATEs of CREATE OR REPLACE VIEW refusing a column change (drop, rename, retype).
+INCOMPATIBLE = {"42P16", "42804"}
+LOCK_NOT_AVAILABLE = "55P03"
+UNDEFINED_TABLE = "42P01"
+CANCELED = "57014"
+
+
+class Incompatible(Exception):
+    """CREATE OR REPLACE refused a column change: the view must be re-created (with --force)."""
+
+    def __init__(self, decl: int, error: DatabaseError) -> None:
+        self.decl = decl
+        self.error = error
+
+
+class LockTimeout(Exception):
+    """A statement waited past lock_timeout: the swap phase retries."""
+
+
+class Misordered(Exception):
+    """Creating a view failed because a view the same sync creates later does not exist yet:
+    it reads that view without declaring it (check W005)."""
+
+    def __init__(self, decl: int, before: int) -> None:
+        self.decl = decl
+        self.before = before
+
+
+class ChainConflict(Exception):
+    """A view of a changed chain names an old object by schema: build that chain in place."""
+
+
+def canceled_error(batch: list[Action], exc: BaseException) -> QueryCanceledError:
+    """statement_timeout, or a cancel, during ``batch``."""
+    info = diag(exc)
+    what = f"{batch[0].op} {batch[0].target}"
+    if len(batch) > 1:
+        what = f"one of {len(batch)} statements sent together (from {what})"
+    return QueryCanceledError(
+        info["message"],
+        sqlstate=info["sqlstate"],
+        detail=info["detail"],
+        hint=info["hint"]
+        or "this session's statement_timeout ran out, or another session cancelled the statement; "
+        "the sync was rolled back, nothing was changed",
+        view=what,
+    )
+
+
+def action_error(action: Action, exc: BaseException, planned: int, view_sql: str | None) -> DatabaseError:
+    """The error of a failed action, naming it. ``planned``: how many actions the sync runs;
+    ``view_sql``: the declaration's SQL, whose positions a ViewDefinitionError points into."""
+    info = diag(exc)
+    what = f"{action.op} {action.target}"
+    if info["sqlstate"] == "53200":  # out of shared memory: the lock table is full
+        info["hint"] = (
+            f"a sync runs in one transaction, and every view it creates holds a lock until "
+            f"commit; this one plans {planned} actions. Raise max_locks_per_transaction "
+            f"(server setting, needs a restart) to at least {planned // 50 + 64}."
+        )
+        info["position"] = None
+        return DatabaseError(info.pop("message"), view=what, **info)
+    if action.decl >= 0 and action.sql_offset >= 0 and action.op in ("create", "replace", "build"):
+        position = info["position"]
+        if position is not None and position > action.sql_offset:
+            info["position"] = position - action.sql_offset
+        else:
+            info["position"] = None
+        return ViewDefinitionError(info.pop("message"), sql=view_sql, view=what, **info)
+    info["position"] = None
+    return DatabaseError(info.pop("message"), view=what, **info)

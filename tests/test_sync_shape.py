@@ -1,0 +1,50 @@
+"""The sync's parts stay readable: one concern per module, no function over 60 lines, and no
+per-instance state kept in class attributes (where one Syncer would share it with the next)."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+from django_pgviews_c import adopt, columns, executor, failures, order, rehearsal, report, sync, syncresult
+
+MODULES = [sync, syncresult, adopt, columns, order, executor, failures, report, rehearsal]
+MAX_LINES = 60
+
+
+def test_no_function_of_the_sync_is_over_60_lines():
+    long = []
+    for module in MODULES:
+        path = Path(module.__file__)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_LINES:
+                    long.append(f"{path.name}:{node.lineno} {node.name}: {lines} lines")
+    assert long == []
+
+
+def test_sync_classes_keep_state_on_the_instance():
+    classes = [sync.Syncer, executor.Executor, report.Progress, order.LearnedOrder]
+    shared = {
+        f"{cls.__name__}.{name}"
+        for cls in classes
+        for name, value in vars(cls).items()
+        if not name.startswith("__")
+        and not callable(value)
+        and not isinstance(value, (property, staticmethod))
+    }
+    assert shared == set()
+
+
+def test_two_syncers_share_nothing_they_learn():
+    from django.db import connection
+
+    first = sync.Syncer(connection, [], set())
+    second = sync.Syncer(connection, [], set())
+    first.order.learn(0, 1)
+    first.chain = False
+    first.progress.rehearsing = True
+    assert second.order.after == [] and second.chain and not second.progress.rehearsing
+    assert inspect.getmodule(sync.SyncResult) is syncresult  # re-exported where it is imported from
