@@ -163,8 +163,8 @@ PyObject *pgvc_aside_statement(PyObject *module, PyObject *args, PyObject *kwarg
     pgvc_buf b;
     PyObject *out = NULL;
     (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szss:aside_statement", kwlist, &op, &schema, &name,
-                                     &kind_s))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szss:aside_statement", kwlist, &op, &schema,
+                                     &name, &kind_s))
         return NULL;
     if ((kind = parse_kind(kind_s)) < 0)
         return NULL;
@@ -293,8 +293,8 @@ PyObject *pgvc_grant_statements(PyObject *module, PyObject *args, PyObject *kwar
 
 PyObject *pgvc_restore_statements(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"schema",  "name", "kind", "definition", "populated", "tablespace",
-                             "indexes", "comment", "acl", "owner", NULL};
+    static char *kwlist[] = {"schema",  "name",    "kind", "definition", "populated", "tablespace",
+                             "indexes", "comment", "acl",  "owner",      NULL};
     const char *schema, *name, *kind_s, *definition, *tablespace, *comment, *owner;
     PyObject *indexes, *acl, *out = NULL;
     int kind, populated;
@@ -302,11 +302,12 @@ PyObject *pgvc_restore_statements(PyObject *module, PyObject *args, PyObject *kw
     pgvc_buf b;
     (void)module;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "zssspzOzOz:restore_statements", kwlist, &schema,
-                                     &name, &kind_s, &definition, &populated, &tablespace,
-                                     &indexes, &comment, &acl, &owner))
+                                     &name, &kind_s, &definition, &populated, &tablespace, &indexes,
+                                     &comment, &acl, &owner))
         return NULL;
     pgvc_buf_init(&b);
-    if ((kind = parse_kind(kind_s)) < 0 || check_str_list(indexes, "indexes") < 0 || check_str_list(acl, "acl") < 0)
+    if ((kind = parse_kind(kind_s)) < 0 || check_str_list(indexes, "indexes") < 0 ||
+        check_str_list(acl, "acl") < 0)
         goto error;
     if (!(out = PyList_New(0)))
         goto error;
@@ -374,8 +375,8 @@ PyObject *pgvc_comment_statement(PyObject *module, PyObject *args, PyObject *kwa
     pgvc_buf text, b;
     PyObject *out = NULL;
     (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "zsszz:comment_statement", kwlist, &schema, &name,
-                                     &kind_s, &old, &new_))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "zsszz:comment_statement", kwlist, &schema,
+                                     &name, &kind_s, &old, &new_))
         return NULL;
     if ((kind = parse_kind(kind_s)) < 0)
         return NULL;

@@ -94,7 +94,8 @@ static int emit_create_in(Plan *P, Py_ssize_t i, const char *schema, const char 
                           const char *op, const char *lock)
 {
     Decl *d = &P->decls[i];
-    Py_ssize_t off = write_create(P, d, schema, name, !strcmp(op, "replace"), build_with_data(P, d));
+    Py_ssize_t off =
+        write_create(P, d, schema, name, !strcmp(op, "replace"), build_with_data(P, d));
     return emit(P, op, i, lock, d->target, phase, off);
 }
 
@@ -154,7 +155,8 @@ static int emit_indexes_in(Plan *P, Py_ssize_t i, const char *schema, const char
     Decl *d = &P->decls[i];
     const char *target = d->target;
     for (Py_ssize_t k = -1; k < d->nindexes; k++)
-        if (write_index(P, d, k, schema, table, suffix) && emit(P, op, i, lock, target, phase, -1) < 0)
+        if (write_index(P, d, k, schema, table, suffix) &&
+            emit(P, op, i, lock, target, phase, -1) < 0)
             return -1;
     return 0;
 }
@@ -185,8 +187,9 @@ static int emit_grants(Plan *P, Py_ssize_t decl, Node *n, char kind, const char 
         if (n->owner && !strncmp(item, n->owner, olen) && item[olen] == '=')
             continue;
         if (pgvc_acl_to_grants(&P->buf, item, qual.data) < 0) {
-            PyErr_Format(PyExc_ValueError, "cannot carry over the privileges of %s: malformed aclitem %s",
-                         qual.data, item);
+            PyErr_Format(PyExc_ValueError,
+                         "cannot carry over the privileges of %s: malformed aclitem %s", qual.data,
+                         item);
             rc = -1;
             goto exit;
         }
@@ -236,7 +239,8 @@ int pgvc_ddl_restore(Plan *P, Py_ssize_t it)
     }
     pgvc_buf_puts(&P->buf, " AS\n");
     len = strlen(n->fulldef);
-    while (len && (n->fulldef[len - 1] == ';' || n->fulldef[len - 1] == ' ' || n->fulldef[len - 1] == '\n'))
+    while (len && (n->fulldef[len - 1] == ';' || n->fulldef[len - 1] == ' ' ||
+                   n->fulldef[len - 1] == '\n'))
         len--;
     pgvc_buf_put(&P->buf, n->fulldef, len);
     if (n->relkind == 'm')
@@ -244,10 +248,10 @@ int pgvc_ddl_restore(Plan *P, Py_ssize_t it)
     if (emit(P, "restore", -1, L_READS, target, 1, -1) < 0)
         return -1;
     for (Py_ssize_t k = 0; k < n->index_defs.n; k++) {
-            pgvc_buf_puts(&P->buf, n->index_defs.items[k]);
-            if (emit(P, "restore", -1, L_READS, target, 1, -1) < 0)
-                return -1;
-        }
+        pgvc_buf_puts(&P->buf, n->index_defs.items[k]);
+        if (emit(P, "restore", -1, L_READS, target, 1, -1) < 0)
+            return -1;
+    }
     if (n->comment) {
         pgvc_buf_puts(&P->buf, "COMMENT ON ");
         pgvc_buf_puts(&P->buf, rel_word(n->relkind));
@@ -279,11 +283,11 @@ int pgvc_ddl_reindex(Plan *P, Py_ssize_t i)
     const char *target = d->target;
     /* Drop what is there, build what is declared: index names carry their definition. */
     for (Py_ssize_t k = 0; k < n->index_names.n; k++) {
-            pgvc_buf_puts(&P->buf, "DROP INDEX ");
-            pgvc_buf_qualified(&P->buf, d->schema, n->index_names.items[k]);
-            if (emit(P, "drop_index", i, L_AX, target, 1, -1) < 0)
-                return -1;
-        }
+        pgvc_buf_puts(&P->buf, "DROP INDEX ");
+        pgvc_buf_qualified(&P->buf, d->schema, n->index_names.items[k]);
+        if (emit(P, "drop_index", i, L_AX, target, 1, -1) < 0)
+            return -1;
+    }
     return emit_indexes(P, i, d->name, "", 1, "index", L_SHARE);
 }
 
@@ -365,12 +369,11 @@ int pgvc_ddl_stamp(Plan *P)
     }
     pgvc_buf_puts(&P->buf, "DO ");
     pgvc_buf_puts(&P->buf, tag);
-    pgvc_buf_puts(&P->buf,
-                  "\nDECLARE r record;\nBEGIN\n"
-                  "  FOR r IN SELECT c.oid::regclass AS rel, c.relkind, t.note,\n"
-                  "      (SELECT w.xmin FROM pg_catalog.pg_rewrite w\n"
-                  "        WHERE w.ev_class = c.oid AND w.rulename = '_RETURN') AS rw\n"
-                  "    FROM unnest(ARRAY[");
+    pgvc_buf_puts(&P->buf, "\nDECLARE r record;\nBEGIN\n"
+                           "  FOR r IN SELECT c.oid::regclass AS rel, c.relkind, t.note,\n"
+                           "      (SELECT w.xmin FROM pg_catalog.pg_rewrite w\n"
+                           "        WHERE w.ev_class = c.oid AND w.rulename = '_RETURN') AS rw\n"
+                           "    FROM unnest(ARRAY[");
     pgvc_buf_put(&P->buf, rels.data, rels.len);
     pgvc_buf_puts(&P->buf, "]::text[], ARRAY[");
     pgvc_buf_put(&P->buf, notes.data, notes.len);
@@ -424,31 +427,35 @@ static int emit_compat_check(Plan *P, Py_ssize_t i)
                   "  FOR o IN SELECT a.attnum, a.attname, a.atttypid, a.atttypmod, a.attcollation\n"
                   "    FROM pg_catalog.pg_attribute a WHERE a.attrelid = ");
     pgvc_buf_puts(&P->buf, num);
-    pgvc_buf_puts(&P->buf,
-                  "::pg_catalog.oid\n"
-                  "      AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum\n"
-                  "  LOOP\n"
-                  "    SELECT a.attname, a.atttypid, a.atttypmod, a.attcollation INTO c\n"
-                  "      FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class r ON r.oid = a.attrelid\n"
-                  "      WHERE r.relnamespace = '" PGVC_BUILD_SCHEMA "'::pg_catalog.regnamespace\n"
-                  "        AND r.relname = ");
+    pgvc_buf_puts(
+        &P->buf,
+        "::pg_catalog.oid\n"
+        "      AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum\n"
+        "  LOOP\n"
+        "    SELECT a.attname, a.atttypid, a.atttypmod, a.attcollation INTO c\n"
+        "      FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class r ON r.oid = a.attrelid\n"
+        "      WHERE r.relnamespace = '" PGVC_BUILD_SCHEMA "'::pg_catalog.regnamespace\n"
+        "        AND r.relname = ");
     pgvc_buf_put(&P->buf, name.data, name.len);
-    pgvc_buf_puts(&P->buf,
-                  " AND a.attnum = o.attnum AND NOT a.attisdropped;\n"
-                  "    IF NOT FOUND THEN\n"
-                  "      RAISE EXCEPTION 'cannot drop columns from view' USING ERRCODE = '42P16';\n"
-                  "    ELSIF c.attname <> o.attname THEN\n"
-                  "      RAISE EXCEPTION 'cannot change name of view column \"%\" to \"%\"', o.attname, c.attname\n"
-                  "        USING ERRCODE = '42P16';\n"
-                  "    ELSIF c.atttypid <> o.atttypid OR c.atttypmod <> o.atttypmod THEN\n"
-                  "      RAISE EXCEPTION 'cannot change data type of view column \"%\" from % to %', o.attname,\n"
-                  "        pg_catalog.format_type(o.atttypid, o.atttypmod),\n"
-                  "        pg_catalog.format_type(c.atttypid, c.atttypmod) USING ERRCODE = '42P16';\n"
-                  "    ELSIF c.attcollation <> o.attcollation THEN\n"
-                  "      RAISE EXCEPTION 'cannot change collation of view column \"%\"', o.attname\n"
-                  "        USING ERRCODE = '42P16';\n"
-                  "    END IF;\n"
-                  "  END LOOP;\nEND\n");
+    pgvc_buf_puts(
+        &P->buf,
+        " AND a.attnum = o.attnum AND NOT a.attisdropped;\n"
+        "    IF NOT FOUND THEN\n"
+        "      RAISE EXCEPTION 'cannot drop columns from view' USING ERRCODE = '42P16';\n"
+        "    ELSIF c.attname <> o.attname THEN\n"
+        "      RAISE EXCEPTION 'cannot change name of view column \"%\" to \"%\"', o.attname, "
+        "c.attname\n"
+        "        USING ERRCODE = '42P16';\n"
+        "    ELSIF c.atttypid <> o.atttypid OR c.atttypmod <> o.atttypmod THEN\n"
+        "      RAISE EXCEPTION 'cannot change data type of view column \"%\" from % to %', "
+        "o.attname,\n"
+        "        pg_catalog.format_type(o.atttypid, o.atttypmod),\n"
+        "        pg_catalog.format_type(c.atttypid, c.atttypmod) USING ERRCODE = '42P16';\n"
+        "    ELSIF c.attcollation <> o.attcollation THEN\n"
+        "      RAISE EXCEPTION 'cannot change collation of view column \"%\"', o.attname\n"
+        "        USING ERRCODE = '42P16';\n"
+        "    END IF;\n"
+        "  END LOOP;\nEND\n");
     pgvc_buf_puts(&P->buf, tag);
     rc = emit(P, "compat_check", i, L_NONE, target, 0, -1);
 exit:
@@ -466,8 +473,9 @@ int pgvc_ddl_chain_build(Plan *P)
     pgvc_buf_puts(&P->buf, "CREATE SCHEMA " PGVC_BUILD_SCHEMA);
     if (emit(P, "chain_schema", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1) < 0)
         return -1;
-    pgvc_buf_puts(&P->buf, "SELECT pg_catalog.set_config('search_path', '" PGVC_BUILD_SCHEMA ", ' || "
-                           "pg_catalog.current_setting('search_path'), true)");
+    pgvc_buf_puts(&P->buf,
+                  "SELECT pg_catalog.set_config('search_path', '" PGVC_BUILD_SCHEMA ", ' || "
+                  "pg_catalog.current_setting('search_path'), true)");
     if (emit(P, "chain_path", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1) < 0)
         return -1;
     for (Py_ssize_t k = 0; k < P->ni; k++) {
@@ -477,21 +485,21 @@ int pgvc_ddl_chain_build(Plan *P)
         if (emit_create_in(P, it, PGVC_BUILD_SCHEMA, P->decls[it].name, 0, "build", L_NEW) < 0)
             return -1;
         /* A changed view that CREATE OR REPLACE would have updated: same columns, or more. */
-        if (P->decls[it].kind == 'v' && P->decls[it].action == A_REPLACE && P->decls[it].node >= 0 &&
-            P->nodes[P->decls[it].node].relkind == 'v' && emit_compat_check(P, it) < 0)
+        if (P->decls[it].kind == 'v' && P->decls[it].action == A_REPLACE &&
+            P->decls[it].node >= 0 && P->nodes[P->decls[it].node].relkind == 'v' &&
+            emit_compat_check(P, it) < 0)
             return -1;
-        if (P->decls[it].kind == 'm' &&
-            emit_indexes_in(P, it, PGVC_BUILD_SCHEMA, P->decls[it].name, "", 0, "build_index", L_NEW) < 0)
+        if (P->decls[it].kind == 'm' && emit_indexes_in(P, it, PGVC_BUILD_SCHEMA, P->decls[it].name,
+                                                        "", 0, "build_index", L_NEW) < 0)
             return -1;
     }
-    pgvc_buf_puts(&P->buf,
-                  "DO $pgvc$ BEGIN\n"
-                  "  IF EXISTS (SELECT 1 FROM pg_catalog.pg_depend d\n"
-                  "    JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid\n"
-                  "    JOIN pg_catalog.pg_class c ON c.oid = w.ev_class\n"
-                  "    WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass\n"
-                  "      AND c.relnamespace = '" PGVC_BUILD_SCHEMA "'::regnamespace\n"
-                  "      AND d.refobjid = ANY('{");
+    pgvc_buf_puts(&P->buf, "DO $pgvc$ BEGIN\n"
+                           "  IF EXISTS (SELECT 1 FROM pg_catalog.pg_depend d\n"
+                           "    JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid\n"
+                           "    JOIN pg_catalog.pg_class c ON c.oid = w.ev_class\n"
+                           "    WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass\n"
+                           "      AND c.relnamespace = '" PGVC_BUILD_SCHEMA "'::regnamespace\n"
+                           "      AND d.refobjid = ANY('{");
     for (Py_ssize_t i = 0; i < P->nd; i++) {
         if (!P->decls[i].chain || P->decls[i].node < 0)
             continue;
@@ -500,7 +508,8 @@ int pgvc_ddl_chain_build(Plan *P)
         first = 0;
     }
     pgvc_buf_puts(&P->buf, "}'::oid[])) THEN\n"
-                           "    RAISE EXCEPTION 'django-pgviews-c: chain reads an old object' USING ERRCODE = 'P0001';\n"
+                           "    RAISE EXCEPTION 'django-pgviews-c: chain reads an old object' "
+                           "USING ERRCODE = 'P0001';\n"
                            "  END IF;\nEND $pgvc$");
     if (emit(P, "chain_check", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1) < 0)
         return -1;
@@ -562,7 +571,10 @@ int pgvc_ddl_create(Plan *P, Py_ssize_t i)
     return 0;
 }
 
-int pgvc_ddl_replace(Plan *P, Py_ssize_t i) { return emit_create(P, i, P->decls[i].name, 1, "replace", L_AX); }
+int pgvc_ddl_replace(Plan *P, Py_ssize_t i)
+{
+    return emit_create(P, i, P->decls[i].name, 1, "replace", L_AX);
+}
 
 /* The copy built beside under the name derived with `suffix` takes the old one's name, and its
  * indexes theirs (phase 1). */
@@ -598,7 +610,8 @@ int pgvc_ddl_swap(Plan *P, Py_ssize_t i) { return swap_from(P, i, "_pgvc_new"); 
 
 static const char *L_PENDING = "ACCESS SHARE on what it reads; the new version waits WITH NO DATA, "
                                "invisible to readers";
-static const char *L_PENDING_DROP = "ACCESS EXCLUSIVE on the waiting new version only: nobody reads it";
+static const char *L_PENDING_DROP =
+    "ACCESS EXCLUSIVE on the waiting new version only: nobody reads it";
 
 /* The new version of a deferred rebuild, beside the old one under the pending name, WITH NO
  * DATA, with its indexes (phase 0). The stamp marks it pending (collect_stamps). */
@@ -639,17 +652,19 @@ int pgvc_ddl_drop_build_schema(Plan *P)
  * options, collations, predicate, tablespace). */
 static void write_index_signatures(pgvc_buf *b, const char *alias)
 {
-    pgvc_buf_puts(b, "(SELECT pg_catalog.array_agg(s.sig ORDER BY s.sig) FROM (\n"
-                     "    SELECT pg_catalog.concat_ws(' | ', a.amname, x.indisunique::text,\n"
-                     "      x.indnkeyatts::text, x.indclass::text, x.indoption::text,\n"
-                     "      x.indcollation::text, ic.reltablespace::text,\n"
-                     "      (SELECT pg_catalog.string_agg(pg_catalog.pg_get_indexdef(x.indexrelid, k, true),\n"
-                     "              ', ' ORDER BY k) FROM pg_catalog.generate_series(1, x.indnatts) AS k),\n"
-                     "      pg_catalog.pg_get_expr(x.indpred, x.indrelid, true)) AS sig\n"
-                     "    FROM pg_catalog.pg_index x\n"
-                     "    JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid\n"
-                     "    JOIN pg_catalog.pg_am a ON a.oid = ic.relam\n"
-                     "    WHERE x.indrelid = ");
+    pgvc_buf_puts(
+        b,
+        "(SELECT pg_catalog.array_agg(s.sig ORDER BY s.sig) FROM (\n"
+        "    SELECT pg_catalog.concat_ws(' | ', a.amname, x.indisunique::text,\n"
+        "      x.indnkeyatts::text, x.indclass::text, x.indoption::text,\n"
+        "      x.indcollation::text, ic.reltablespace::text,\n"
+        "      (SELECT pg_catalog.string_agg(pg_catalog.pg_get_indexdef(x.indexrelid, k, true),\n"
+        "              ', ' ORDER BY k) FROM pg_catalog.generate_series(1, x.indnatts) AS k),\n"
+        "      pg_catalog.pg_get_expr(x.indpred, x.indrelid, true)) AS sig\n"
+        "    FROM pg_catalog.pg_index x\n"
+        "    JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid\n"
+        "    JOIN pg_catalog.pg_am a ON a.oid = ic.relam\n"
+        "    WHERE x.indrelid = ");
     pgvc_buf_puts(b, alias);
     pgvc_buf_puts(b, ".oid) AS s)");
 }
@@ -663,8 +678,9 @@ static void write_probe_check(Plan *P, long long oid, const char *schema, const 
     pgvc_buf_init(&qual);
     pgvc_buf_qualified(&qual, schema, name);
     snprintf(num, sizeof num, "%lld", oid);
-    pgvc_buf_puts(&P->buf, "SELECT pg_catalog.pg_get_viewdef(o.oid) = pg_catalog.pg_get_viewdef(t.oid)\n"
-                           "    AND o.reltablespace = t.reltablespace,\n  ");
+    pgvc_buf_puts(&P->buf,
+                  "SELECT pg_catalog.pg_get_viewdef(o.oid) = pg_catalog.pg_get_viewdef(t.oid)\n"
+                  "    AND o.reltablespace = t.reltablespace,\n  ");
     write_index_signatures(&P->buf, "o");
     pgvc_buf_puts(&P->buf, "\n  IS NOT DISTINCT FROM ");
     write_index_signatures(&P->buf, "t");

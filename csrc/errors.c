@@ -126,8 +126,8 @@ PyObject *pgvc_raise_pg(pgvc_state *st, PGconn *conn, PGresult *res, PyObject *v
 
     if (!msg)
         msg = res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res)
-              : conn                           ? PQerrorMessage(conn)
-                                               : "unknown error";
+              : conn                            ? PQerrorMessage(conn)
+                                                : "unknown error";
     if (lost || (sqlstate && strncmp(sqlstate, "08", 2) == 0))
         cls = st->ConnectionLostError;
     else if (sqlstate && strcmp(sqlstate, "57014") == 0)

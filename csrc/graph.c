@@ -299,7 +299,8 @@ static PyObject *graph_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t m;
-        if (!(seq = PySequence_Fast(PyTuple_GET_ITEM(deps, i), "Graph: dependencies must be sequences")))
+        if (!(seq = PySequence_Fast(PyTuple_GET_ITEM(deps, i),
+                                    "Graph: dependencies must be sequences")))
             goto error;
         m = PySequence_Fast_GET_SIZE(seq);
         for (Py_ssize_t k = 0; k < m; k++) {
@@ -663,8 +664,7 @@ static PyMethodDef graph_methods[] = {
     {"dependants", (PyCFunction)(void (*)(void))graph_dependants, METH_VARARGS | METH_KEYWORDS,
      "dependants(indices, include_self=False)\n--\n\nEvery node that depends on the given ones, "
      "directly or not, in order."},
-    {"dependencies", (PyCFunction)(void (*)(void))graph_dependencies,
-     METH_VARARGS | METH_KEYWORDS,
+    {"dependencies", (PyCFunction)(void (*)(void))graph_dependencies, METH_VARARGS | METH_KEYWORDS,
      "dependencies(indices, include_self=False)\n--\n\nEvery node the given ones depend on, "
      "directly or not, in order."},
     {"project", (PyCFunction)(void (*)(void))graph_project, METH_VARARGS | METH_KEYWORDS,

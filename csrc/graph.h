@@ -8,7 +8,7 @@
 
 typedef struct {
     Py_ssize_t n;
-    Py_ssize_t *dep_off, *dep;   /* CSR: dependencies of i are dep[dep_off[i] .. dep_off[i+1]) */
+    Py_ssize_t *dep_off, *dep; /* CSR: dependencies of i are dep[dep_off[i] .. dep_off[i+1]) */
     Py_ssize_t *rdep_off, *rdep; /* CSR: dependants of i */
 } pgvc_graph;
 

@@ -29,10 +29,20 @@ static inline uint64_t load64(const unsigned char *p)
 static void block(pgvc_hash *h, const unsigned char *b)
 {
     uint64_t k1 = load64(b), k2 = load64(b + 8);
-    k1 *= C1; k1 = rotl64(k1, 31); k1 *= C2; h->h1 ^= k1;
-    h->h1 = rotl64(h->h1, 27); h->h1 += h->h2; h->h1 = h->h1 * 5 + 0x52dce729;
-    k2 *= C2; k2 = rotl64(k2, 33); k2 *= C1; h->h2 ^= k2;
-    h->h2 = rotl64(h->h2, 31); h->h2 += h->h1; h->h2 = h->h2 * 5 + 0x38495ab5;
+    k1 *= C1;
+    k1 = rotl64(k1, 31);
+    k1 *= C2;
+    h->h1 ^= k1;
+    h->h1 = rotl64(h->h1, 27);
+    h->h1 += h->h2;
+    h->h1 = h->h1 * 5 + 0x52dce729;
+    k2 *= C2;
+    k2 = rotl64(k2, 33);
+    k2 *= C1;
+    h->h2 ^= k2;
+    h->h2 = rotl64(h->h2, 31);
+    h->h2 += h->h1;
+    h->h2 = h->h2 * 5 + 0x38495ab5;
 }
 
 void pgvc_hash_init(pgvc_hash *h, uint64_t seed)
@@ -92,8 +102,12 @@ void pgvc_hash_hex(pgvc_hash *h, char out[33])
     case 12: k2 ^= (uint64_t)t[11] << 24; /* fall through */
     case 11: k2 ^= (uint64_t)t[10] << 16; /* fall through */
     case 10: k2 ^= (uint64_t)t[9] << 8; /* fall through */
-    case 9: k2 ^= (uint64_t)t[8];
-        k2 *= C2; k2 = rotl64(k2, 33); k2 *= C1; h2 ^= k2;
+    case 9:
+        k2 ^= (uint64_t)t[8];
+        k2 *= C2;
+        k2 = rotl64(k2, 33);
+        k2 *= C1;
+        h2 ^= k2;
         /* fall through */
     case 8: k1 ^= (uint64_t)t[7] << 56; /* fall through */
     case 7: k1 ^= (uint64_t)t[6] << 48; /* fall through */
@@ -102,19 +116,28 @@ void pgvc_hash_hex(pgvc_hash *h, char out[33])
     case 4: k1 ^= (uint64_t)t[3] << 24; /* fall through */
     case 3: k1 ^= (uint64_t)t[2] << 16; /* fall through */
     case 2: k1 ^= (uint64_t)t[1] << 8; /* fall through */
-    case 1: k1 ^= (uint64_t)t[0];
-        k1 *= C1; k1 = rotl64(k1, 31); k1 *= C2; h1 ^= k1;
+    case 1:
+        k1 ^= (uint64_t)t[0];
+        k1 *= C1;
+        k1 = rotl64(k1, 31);
+        k1 *= C2;
+        h1 ^= k1;
         break;
     default:
         /* 0: no tail (pgvc_hash_update keeps fewer than 16 bytes) */
         break;
     }
-    h1 ^= h->total; h2 ^= h->total;
-    h1 += h2; h2 += h1;
-    h1 = fmix64(h1); h2 = fmix64(h2);
-    h1 += h2; h2 += h1;
+    h1 ^= h->total;
+    h2 ^= h->total;
+    h1 += h2;
+    h2 += h1;
+    h1 = fmix64(h1);
+    h2 = fmix64(h2);
+    h1 += h2;
+    h2 += h1;
     for (size_t i = 0; i < 8; i++) {
-        unsigned b1 = (unsigned)(h1 >> (56 - 8 * i)) & 0xff, b2 = (unsigned)(h2 >> (56 - 8 * i)) & 0xff;
+        unsigned b1 = (unsigned)(h1 >> (56 - 8 * i)) & 0xff,
+                 b2 = (unsigned)(h2 >> (56 - 8 * i)) & 0xff;
         out[2 * i] = digits[b1 >> 4];
         out[2 * i + 1] = digits[b1 & 15];
         out[16 + 2 * i] = digits[b2 >> 4];

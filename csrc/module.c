@@ -199,19 +199,24 @@ static PyMethodDef core_methods[] = {
      "fingerprint(*parts)\n--\n\n128-bit hash (hex) of the parts (str or None)."},
     {"plan", CF(plan), KW,
      "plan(decls, catalog, *, force=False, update=True, check_sql_changed=True, "
-     "restore_dependants=False, build_beside=True, recreate=(), chain=True, no_data=False, adopt=None, create_schemas=False, prune=False, "
+     "restore_dependants=False, build_beside=True, recreate=(), chain=True, no_data=False, "
+     "adopt=None, create_schemas=False, prune=False, "
      "defer=None, swap_pending=None)"
      "\n--\n\n"
-     "The sync plan: {'actions', 'statuses', 'reasons', 'order', 'current_schema', 'probes', 'orphans', 'states', "
-     "'columns', 'pending'}. defer: indexes of the declarations whose rebuild may wait beside the old "
-     "object; swap_pending: indexes whose populated pending version is swapped in (nothing else changes)."},
+     "The sync plan: {'actions', 'statuses', 'reasons', 'order', 'current_schema', 'probes', "
+     "'orphans', 'states', "
+     "'columns', 'pending'}. defer: indexes of the declarations whose rebuild may wait beside the "
+     "old "
+     "object; swap_pending: indexes whose populated pending version is swapped in (nothing else "
+     "changes)."},
     {"catalog_sql", catalog_sql, METH_NOARGS,
      "catalog_sql()\n--\n\nThe one catalog query plan() reads."},
     {"freshness_sql", CF(freshness_sql), KW,
      "freshness_sql(exact=False)\n--\n\nThe staleness catalog query (freshness.c); `exact` adds "
      "the exact mode's trigger and counter of each table."},
     {"query_sql", CF(query_sql), KW,
-     "query_sql(name, table=None, ms=None, schema=None)\n--\n\nThe text of the query `name` (queries.c): "
+     "query_sql(name, table=None, ms=None, schema=None)\n--\n\nThe text of the query `name` "
+     "(queries.c): "
      "%s placeholders for the values the caller binds. ValueError for an unknown name."},
     {"query_names", (PyCFunction)query_names, METH_NOARGS,
      "query_names()\n--\n\nEvery name query_sql() knows."},

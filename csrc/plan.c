@@ -15,8 +15,8 @@
 
 static const char *const status_names[] = {"CREATED", "UPDATED", "EXISTS", "FORCED"};
 static const char *const state_names[ST_NSTATES] = {
-    "in sync", "missing", "changed", "drifted", "unmanaged", "unstamped", "indexes", "unpopulated", "stale",
-    "columns", "pending rebuild"};
+    "in sync", "missing",     "changed", "drifted", "unmanaged",      "unstamped",
+    "indexes", "unpopulated", "stale",   "columns", "pending rebuild"};
 
 /* ---- the records plan() returns ---------------------------------------------------------------- */
 
@@ -31,13 +31,23 @@ static PyStructSequence_Field action_fields[PGVC_ACTION_NFIELDS + 1] = {
     {NULL, NULL},
 };
 
-static PyStructSequence_Desc action_desc = {
-    "django_pgviews_c._core.PlanAction", "One statement of a sync plan.", action_fields,
-    PGVC_ACTION_NFIELDS};
+static PyStructSequence_Desc action_desc = {"django_pgviews_c._core.PlanAction",
+                                            "One statement of a sync plan.", action_fields,
+                                            PGVC_ACTION_NFIELDS};
 
-static const char *const decl_field_names[D_NFIELDS] = {
-    "label", "schema", "name", "kind", "sql", "dependencies", "with_data", "tablespace",
-    "indexes", "concurrent_index", "concurrent_index_tablespace", "db_table", "columns"};
+static const char *const decl_field_names[D_NFIELDS] = {"label",
+                                                        "schema",
+                                                        "name",
+                                                        "kind",
+                                                        "sql",
+                                                        "dependencies",
+                                                        "with_data",
+                                                        "tablespace",
+                                                        "indexes",
+                                                        "concurrent_index",
+                                                        "concurrent_index_tablespace",
+                                                        "db_table",
+                                                        "columns"};
 
 int pgvc_plan_add_types(PyObject *module, pgvc_state *st)
 {
@@ -139,12 +149,9 @@ static int emit_decl(Plan *P, Py_ssize_t it)
         return pgvc_ddl_chain_swap(P, it);
     switch (d->action) {
     case A_CREATE:
-    case A_RECREATE:
-        return pgvc_ddl_create(P, it);
-    case A_REPLACE:
-        return pgvc_ddl_replace(P, it);
-    case A_BESIDE:
-        return d->pending_swap ? pgvc_ddl_pending_swap(P, it) : pgvc_ddl_swap(P, it);
+    case A_RECREATE: return pgvc_ddl_create(P, it);
+    case A_REPLACE: return pgvc_ddl_replace(P, it);
+    case A_BESIDE: return d->pending_swap ? pgvc_ddl_pending_swap(P, it) : pgvc_ddl_swap(P, it);
     default:
         if (d->reindex && pgvc_ddl_reindex(P, it) < 0)
             return -1;
@@ -188,7 +195,8 @@ static PyObject *refusal_error(Plan *P, PyObject *refused)
         pgvc_buf_puts(&msg, n->target);
         pgvc_buf_puts(&msg, " reads ");
         pgvc_buf_puts(&msg, n->refused_by);
-        pgvc_buf_puts(&msg, n->refused_pruned ? ", which --prune drops" : ", which this sync must re-create");
+        pgvc_buf_puts(&msg, n->refused_pruned ? ", which --prune drops"
+                                              : ", which this sync must re-create");
     }
     pgvc_buf_puts(&msg, "\nNothing was changed. Drop or rewrite those objects yourself, or let the "
                         "sync save and restore them: sync_pgviews --restore-dependants (setting "
@@ -267,7 +275,8 @@ static int read_adopt(Plan *P, PyObject *adopt)
     if (adopt == Py_None)
         return 0;
     if (!PyDict_Check(adopt)) {
-        PyErr_Format(PyExc_TypeError, "plan: adopt must be a dict or None, not %.100s", Py_TYPE(adopt)->tp_name);
+        PyErr_Format(PyExc_TypeError, "plan: adopt must be a dict or None, not %.100s",
+                     Py_TYPE(adopt)->tp_name);
         return -1;
     }
     P->probed = 1;
@@ -340,8 +349,8 @@ static PyObject *build_column_problems(Plan *P)
                 Py_CLEAR(out);
                 break;
             }
-            row = Py_BuildValue("(nsszzN)", i, d->columns[k].field, d->columns[k].column, d->columns[k].type,
-                                have, cols);
+            row = Py_BuildValue("(nsszzN)", i, d->columns[k].field, d->columns[k].column,
+                                d->columns[k].type, have, cols);
             if (!row || PyList_Append(out, row) < 0)
                 Py_CLEAR(out);
             Py_XDECREF(row);
@@ -367,18 +376,19 @@ static PyObject *build_probes(Plan *P)
 
 static PyObject *build_result(Plan *P)
 {
-    PyObject *statuses = NULL, *reasons = NULL, *states = NULL, *order = NULL, *probes = NULL, *orphans = NULL,
-             *columns = NULL, *pending = NULL, *result = NULL;
-    if (!(statuses = PyList_New(P->nd)) || !(reasons = PyList_New(P->nd)) || !(states = PyList_New(P->nd)) ||
-        !(order = PyList_New(0)) || !(probes = build_probes(P)) || !(orphans = build_orphans(P)) ||
-        !(columns = build_column_problems(P)) || !(pending = pgvc_defer_result(P)))
+    PyObject *statuses = NULL, *reasons = NULL, *states = NULL, *order = NULL, *probes = NULL,
+             *orphans = NULL, *columns = NULL, *pending = NULL, *result = NULL;
+    if (!(statuses = PyList_New(P->nd)) || !(reasons = PyList_New(P->nd)) ||
+        !(states = PyList_New(P->nd)) || !(order = PyList_New(0)) || !(probes = build_probes(P)) ||
+        !(orphans = build_orphans(P)) || !(columns = build_column_problems(P)) ||
+        !(pending = pgvc_defer_result(P)))
         goto exit;
     for (Py_ssize_t i = 0; i < P->nd; i++) {
         PyObject *s = PyUnicode_FromString(status_names[P->decls[i].status]);
         Decl *d = &P->decls[i];
-        PyObject *r = d->inplace_after
-                          ? PyUnicode_FromFormat("%s; rebuilt in place after %s", d->reason, d->inplace_after)
-                          : PyUnicode_FromString(d->reason);
+        PyObject *r = d->inplace_after ? PyUnicode_FromFormat("%s; rebuilt in place after %s",
+                                                              d->reason, d->inplace_after)
+                                       : PyUnicode_FromString(d->reason);
         if (!s || !r) {
             Py_XDECREF(s);
             Py_XDECREF(r);
@@ -400,9 +410,10 @@ static PyObject *build_result(Plan *P)
         }
         Py_DECREF(v);
     }
-    result = Py_BuildValue("{sOsOsOsOsOsssOsOsOsO}", "actions", P->actions, "statuses", statuses, "reasons",
-                           reasons, "states", states, "order", order, "current_schema", P->current_schema,
-                           "probes", probes, "orphans", orphans, "columns", columns, "pending", pending);
+    result = Py_BuildValue("{sOsOsOsOsOsssOsOsOsO}", "actions", P->actions, "statuses", statuses,
+                           "reasons", reasons, "states", states, "order", order, "current_schema",
+                           P->current_schema, "probes", probes, "orphans", orphans, "columns",
+                           columns, "pending", pending);
 exit:
     Py_XDECREF(pending);
     Py_XDECREF(columns);
@@ -431,10 +442,24 @@ static void plan_free(Plan *P)
 
 PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"decls", "catalog", "force", "update", "check_sql_changed",
-                             "restore_dependants", "build_beside", "recreate", "chain",
-                             "no_data", "adopt", "create_schemas", "prune", "defer", "swap_pending", NULL};
-    PyObject *decls, *catalog, *recreate = NULL, *adopt = Py_None, *result = NULL, *recreate_set = NULL;
+    static char *kwlist[] = {"decls",
+                             "catalog",
+                             "force",
+                             "update",
+                             "check_sql_changed",
+                             "restore_dependants",
+                             "build_beside",
+                             "recreate",
+                             "chain",
+                             "no_data",
+                             "adopt",
+                             "create_schemas",
+                             "prune",
+                             "defer",
+                             "swap_pending",
+                             NULL};
+    PyObject *decls, *catalog, *recreate = NULL, *adopt = Py_None, *result = NULL,
+                               *recreate_set = NULL;
     PyObject *defer = Py_None, *swap = Py_None;
     Plan P;
     memset(&P, 0, sizeof P);
@@ -444,11 +469,10 @@ PyObject *pgvc_plan(pgvc_state *st, PyObject *args, PyObject *kwargs)
     P.beside = 1;
     P.chain = 1;
     pgvc_buf_init(&P.buf);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!|$pppppOppOppOO:plan", kwlist, &PyList_Type,
-                                     &decls, &PyList_Type, &catalog, &P.force, &P.update,
-                                     &P.check_sql_changed, &P.restore, &P.beside, &recreate,
-                                     &P.chain, &P.no_data, &adopt, &P.create_schemas, &P.prune,
-                                     &defer, &swap))
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwargs, "O!O!|$pppppOppOppOO:plan", kwlist, &PyList_Type, &decls, &PyList_Type,
+            &catalog, &P.force, &P.update, &P.check_sql_changed, &P.restore, &P.beside, &recreate,
+            &P.chain, &P.no_data, &adopt, &P.create_schemas, &P.prune, &defer, &swap))
         return NULL;
     if (!(recreate_set = recreate ? PySet_New(recreate) : PySet_New(NULL)))
         goto exit;

@@ -106,15 +106,38 @@ static int indexes_differ(Decl *d, Node *n)
 static const char *type_family(const char *type)
 {
     static const char *const map[][2] = {
-        {"smallint", "integer"}, {"integer", "integer"}, {"bigint", "integer"}, {"serial", "integer"},
-        {"bigserial", "integer"}, {"smallserial", "integer"}, {"numeric", "numeric"}, {"decimal", "numeric"},
-        {"real", "float"}, {"double precision", "float"}, {"character varying", "text"}, {"varchar", "text"},
-        {"character", "text"}, {"char", "text"}, {"text", "text"}, {"citext", "text"}, {"name", "text"},
-        {"boolean", "boolean"}, {"timestamp with time zone", "timestamptz"},
-        {"timestamp without time zone", "timestamp"}, {"timestamp", "timestamp"}, {"date", "date"},
-        {"time without time zone", "time"}, {"time", "time"}, {"time with time zone", "timetz"},
-        {"interval", "interval"}, {"json", "json"}, {"jsonb", "json"}, {"uuid", "uuid"}, {"bytea", "bytea"},
-        {"inet", "inet"}, {"cidr", "cidr"},
+        {"smallint", "integer"},
+        {"integer", "integer"},
+        {"bigint", "integer"},
+        {"serial", "integer"},
+        {"bigserial", "integer"},
+        {"smallserial", "integer"},
+        {"numeric", "numeric"},
+        {"decimal", "numeric"},
+        {"real", "float"},
+        {"double precision", "float"},
+        {"character varying", "text"},
+        {"varchar", "text"},
+        {"character", "text"},
+        {"char", "text"},
+        {"text", "text"},
+        {"citext", "text"},
+        {"name", "text"},
+        {"boolean", "boolean"},
+        {"timestamp with time zone", "timestamptz"},
+        {"timestamp without time zone", "timestamp"},
+        {"timestamp", "timestamp"},
+        {"date", "date"},
+        {"time without time zone", "time"},
+        {"time", "time"},
+        {"time with time zone", "timetz"},
+        {"interval", "interval"},
+        {"json", "json"},
+        {"jsonb", "json"},
+        {"uuid", "uuid"},
+        {"bytea", "bytea"},
+        {"inet", "inet"},
+        {"cidr", "cidr"},
     };
     char base[64];
     size_t n = 0;
@@ -179,14 +202,16 @@ static const char *why_rebuild(Plan *P, Decl *d, Node *n)
 {
     d->state = ST_CHANGED;
     if (n->relkind != d->kind)
-        return d->kind == 'm' ? "was a view, is now a materialized view" : "was a materialized view, is now a view";
+        return d->kind == 'm' ? "was a view, is now a materialized view"
+                              : "was a materialized view, is now a view";
     if (!n->stamp.ours && d->adopt != ADOPT_SAME && d->adopt != ADOPT_REINDEX) {
         /* No stamp of ours: adopted as it is when a probe finds it equal to its declaration.
          * Without the SQL check, materialized views are rebuilt anyway: no probe for them. */
         d->probe = !P->probed && !(d->kind == 'm' && !P->check_sql_changed);
         d->state = ST_UNMANAGED;
-        return d->adopt == ADOPT_DIFFERS ? "not created by django-pgviews-c, and differs from its declaration"
-                                         : "not created by django-pgviews-c (adopting it)";
+        return d->adopt == ADOPT_DIFFERS
+                   ? "not created by django-pgviews-c, and differs from its declaration"
+                   : "not created by django-pgviews-c (adopting it)";
     }
     if (n->stamp.ours && strcmp(n->stamp.body, d->body_fp) != 0)
         return "definition changed";
@@ -316,7 +341,8 @@ static int spread_to_decl(Plan *P, Decl *d, Node *n, Py_ssize_t tainted_by, Py_s
         d->action = A_RECREATE;
         d->inplace_after = item_label(P, tainted_by);
     }
-    if (dropped_by >= 0 && (d->action == A_SKIP || d->action == A_REPLACE || d->action == A_BESIDE)) {
+    if (dropped_by >= 0 &&
+        (d->action == A_SKIP || d->action == A_REPLACE || d->action == A_BESIDE)) {
         if (d->action == A_SKIP &&
             !(d->reason = pgvc_plan_format(P, "re-created: it reads %s, which is re-created",
                                            item_label(P, dropped_by))))
@@ -329,10 +355,12 @@ static int spread_to_decl(Plan *P, Decl *d, Node *n, Py_ssize_t tainted_by, Py_s
         d->refresh = 0;
         d->reindex = 0;
     }
-    if (d->action == A_SKIP && n && d->kind == 'm' && d->taint && !d->refresh && (d->with_data || n->populated)) {
+    if (d->action == A_SKIP && n && d->kind == 'm' && d->taint && !d->refresh &&
+        (d->with_data || n->populated)) {
         d->refresh = 1;
         d->state = ST_STALE;
-        if (!(d->reason = pgvc_plan_format(P, "re-populated: it reads %s, which changed", item_label(P, tainted_by))))
+        if (!(d->reason = pgvc_plan_format(P, "re-populated: it reads %s, which changed",
+                                           item_label(P, tainted_by))))
             return -1;
     }
     if (n && (d->action == A_RECREATE || d->action == A_BESIDE))
@@ -341,7 +369,8 @@ static int spread_to_decl(Plan *P, Decl *d, Node *n, Py_ssize_t tainted_by, Py_s
 }
 
 /* An object we do not manage that reads something re-created: restored, or refused. */
-static int spread_to_node(Plan *P, Node *n, Py_ssize_t tainted_by, Py_ssize_t dropped_by, PyObject *refused)
+static int spread_to_node(Plan *P, Node *n, Py_ssize_t tainted_by, Py_ssize_t dropped_by,
+                          PyObject *refused)
 {
     PyObject *row;
     int rc;

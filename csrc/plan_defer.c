@@ -74,7 +74,8 @@ int pgvc_defer_match(Plan *P)
         pgvc_derived_name(name, d->name, PGVC_PENDING_SUFFIX);
         for (Py_ssize_t k = 0; k < nmarked; k++) {
             Node *n = &P->nodes[marked[k]];
-            if (n->pending_of >= 0 || strcmp(n->name, name) != 0 || strcmp(n->schema, d->schema) != 0)
+            if (n->pending_of >= 0 || strcmp(n->name, name) != 0 ||
+                strcmp(n->schema, d->schema) != 0)
                 continue;
             n->pending_of = i;
             d->pending = marked[k];

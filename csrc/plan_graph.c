@@ -28,7 +28,8 @@ static PyObject *item_name(void *plan, Py_ssize_t it)
     Plan *P = plan;
     if (it < P->nd)
         return Py_NewRef(P->decls[it].label_obj);
-    return PyUnicode_FromFormat("%s.%s", P->nodes[P->item_node[it]].schema, P->nodes[P->item_node[it]].name);
+    return PyUnicode_FromFormat("%s.%s", P->nodes[P->item_node[it]].schema,
+                                P->nodes[P->item_node[it]].name);
 }
 
 /* by_name: "schema\0name" -> node index; by_oid: oid -> node index. RAISES_NEG. */
@@ -37,9 +38,9 @@ static int index_nodes(Plan *P, PyObject *by_name, PyObject *by_oid)
     int rc = -1;
     PyObject *key = NULL, *v = NULL, *oid = NULL;
     for (Py_ssize_t j = 0; j < P->nn; j++) {
-        if (!(key = qname_key(P->nodes[j].schema, P->nodes[j].name)) || !(v = PyLong_FromSsize_t(j)) ||
-            !(oid = PyLong_FromLongLong(P->nodes[j].oid)) || PyDict_SetItem(by_name, key, v) < 0 ||
-            PyDict_SetItem(by_oid, oid, v) < 0)
+        if (!(key = qname_key(P->nodes[j].schema, P->nodes[j].name)) ||
+            !(v = PyLong_FromSsize_t(j)) || !(oid = PyLong_FromLongLong(P->nodes[j].oid)) ||
+            PyDict_SetItem(by_name, key, v) < 0 || PyDict_SetItem(by_oid, oid, v) < 0)
             goto exit;
         Py_CLEAR(key);
         Py_CLEAR(v);
@@ -132,7 +133,8 @@ static int add_declared_edges(Plan *P, PyObject *by_label, pgvc_edges *items)
                 return -1;
         }
         /* A pending version is decided before its declaration (plan_defer.c). */
-        if (P->decls[i].pending >= 0 && pgvc_edges_push(items, i, P->nodes[P->decls[i].pending].item) < 0)
+        if (P->decls[i].pending >= 0 &&
+            pgvc_edges_push(items, i, P->nodes[P->decls[i].pending].item) < 0)
             return -1;
     }
     return 0;
@@ -179,14 +181,9 @@ static int order_items(Plan *P, pgvc_edges *items, pgvc_edges *nodes)
         goto exit;
     }
     switch (pgvc_graph_order(&P->g, P->order, cycle, &clen)) {
-    case 0:
-        rc = 0;
-        break;
-    case 1:
-        pgvc_raise_cycle_path(P->st, cycle, clen, item_name, P);
-        break;
-    default:
-        break;
+    case 0: rc = 0; break;
+    case 1: pgvc_raise_cycle_path(P->st, cycle, clen, item_name, P); break;
+    default: break;
     }
 exit:
     free(cycle);
@@ -203,7 +200,8 @@ int pgvc_plan_build_graph(Plan *P)
     if (index_nodes(P, by_name, by_oid) < 0 || match_decls(P, by_name, by_label) < 0 ||
         pgvc_defer_match(P) < 0 || make_items(P) < 0)
         goto exit;
-    if (add_declared_edges(P, by_label, &items) < 0 || add_catalog_edges(P, by_oid, &items, &nodes) < 0)
+    if (add_declared_edges(P, by_label, &items) < 0 ||
+        add_catalog_edges(P, by_oid, &items, &nodes) < 0)
         goto exit;
     rc = order_items(P, &items, &nodes);
 exit:

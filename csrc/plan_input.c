@@ -43,7 +43,8 @@ const char *pgvc_plan_format(Plan *P, const char *fmt, ...)
     n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
     if (n < 0 || !(out = pgvc_plan_alloc(P, (size_t)n + 1)))
-        return n < 0 ? (PyErr_SetString(PyExc_ValueError, "plan: cannot format a message"), NULL) : NULL;
+        return n < 0 ? (PyErr_SetString(PyExc_ValueError, "plan: cannot format a message"), NULL)
+                     : NULL;
     va_start(ap, fmt);
     vsnprintf(out, (size_t)n + 1, fmt, ap);
     va_end(ap);
@@ -69,17 +70,28 @@ typedef struct {
     const char *label; /* the view, for a declaration's own text */
 } Where;
 
-static const char *const decl_fields[D_NFIELDS] = {
-    "label", "schema", "name", "kind", "sql", "dependencies", "with_data", "tablespace",
-    "indexes", "concurrent_index", "concurrent_index_tablespace", "db_table", "columns"};
+static const char *const decl_fields[D_NFIELDS] = {"label",
+                                                   "schema",
+                                                   "name",
+                                                   "kind",
+                                                   "sql",
+                                                   "dependencies",
+                                                   "with_data",
+                                                   "tablespace",
+                                                   "indexes",
+                                                   "concurrent_index",
+                                                   "concurrent_index_tablespace",
+                                                   "db_table",
+                                                   "columns"};
 static const char *const catalog_fields[C_NFIELDS] = {
-    "oid", "schema", "name", "relkind", "comment", "populated", "tablespace", "rw", "defmd5",
-    "owner", "acl", "indexes", "refs", "fulldef", "indexdefs", "current_schema", "colnames", "coltypes"};
+    "oid",        "schema",  "name",      "relkind",        "comment",  "populated",
+    "tablespace", "rw",      "defmd5",    "owner",          "acl",      "indexes",
+    "refs",       "fulldef", "indexdefs", "current_schema", "colnames", "coltypes"};
 
 static int bad_type(const Where *w, const char *want, PyObject *o)
 {
-    PyErr_Format(PyExc_TypeError, "plan: %s[%zd] %s must be %s, not %.100s", w->arg, w->row, w->field,
-                 want, Py_TYPE(o)->tp_name);
+    PyErr_Format(PyExc_TypeError, "plan: %s[%zd] %s must be %s, not %.100s", w->arg, w->row,
+                 w->field, want, Py_TYPE(o)->tp_name);
     return -1;
 }
 
@@ -99,11 +111,14 @@ static int copy_str(Plan *P, PyObject *o, int optional, const char **out, const 
         return -1;
     if ((size_t)size != strlen(s)) {
         if (w->label)
-            PyErr_Format(P->st->PlanError,
-                         "%s: its %s contains a NUL byte, which PostgreSQL cannot take. Nothing was "
-                         "changed.", w->label, w->field);
+            PyErr_Format(
+                P->st->PlanError,
+                "%s: its %s contains a NUL byte, which PostgreSQL cannot take. Nothing was "
+                "changed.",
+                w->label, w->field);
         else
-            PyErr_Format(PyExc_ValueError, "plan: %s[%zd] %s contains a NUL byte", w->arg, w->row, w->field);
+            PyErr_Format(PyExc_ValueError, "plan: %s[%zd] %s contains a NUL byte", w->arg, w->row,
+                         w->field);
         return -1;
     }
     if (!(copy = pgvc_plan_alloc(P, (size_t)size + 1)))
@@ -197,7 +212,8 @@ static int read_index(Plan *P, Decl *d, DeclIndex *ix, PyObject *o, const Where 
         if (PyLong_CheckExact(seg)) {
             long slot = PyLong_AsLong(seg);
             if (slot != 0 && slot != 1) {
-                PyErr_Format(PyExc_ValueError, "plan: decls[%zd] index segments: slot must be 0 or 1", w->row);
+                PyErr_Format(PyExc_ValueError,
+                             "plan: decls[%zd] index segments: slot must be 0 or 1", w->row);
                 return -1;
             }
             ix->segs[k].kind = slot ? 'N' : 'T';
@@ -288,18 +304,22 @@ static int read_decl(Plan *P, Decl *d, PyObject *t, Py_ssize_t i)
     if (copy_str(P, FIELD(D_LABEL), 0, &d->label, &w) < 0 || !(d->label_obj = own_str(d->label)))
         return -1;
     w.label = d->label;
-    if (copy_str(P, FIELD(D_SCHEMA), 1, &d->schema, &w) < 0 || copy_str(P, FIELD(D_NAME), 0, &d->name, &w) < 0 ||
-        copy_str(P, FIELD(D_KIND), 0, &kind, &w) < 0 || copy_str(P, FIELD(D_SQL), 0, &d->sql, &w) < 0 ||
-        read_deps(P, d, FIELD(D_DEPS), &w) < 0 || copy_bool(FIELD(D_WITH_DATA), &d->with_data, &w) < 0 ||
+    if (copy_str(P, FIELD(D_SCHEMA), 1, &d->schema, &w) < 0 ||
+        copy_str(P, FIELD(D_NAME), 0, &d->name, &w) < 0 ||
+        copy_str(P, FIELD(D_KIND), 0, &kind, &w) < 0 ||
+        copy_str(P, FIELD(D_SQL), 0, &d->sql, &w) < 0 || read_deps(P, d, FIELD(D_DEPS), &w) < 0 ||
+        copy_bool(FIELD(D_WITH_DATA), &d->with_data, &w) < 0 ||
         copy_str(P, FIELD(D_TABLESPACE), 1, &d->tablespace, &w) < 0 ||
-        read_indexes(P, d, FIELD(D_INDEXES), &w) < 0 || copy_str(P, FIELD(D_CIDX), 1, &d->cidx, &w) < 0 ||
+        read_indexes(P, d, FIELD(D_INDEXES), &w) < 0 ||
+        copy_str(P, FIELD(D_CIDX), 1, &d->cidx, &w) < 0 ||
         copy_str(P, FIELD(D_CIDX_TS), 1, &d->cidx_ts, &w) < 0 ||
         copy_str(P, FIELD(D_DBTABLE), 0, &d->db_table, &w) < 0 ||
         read_columns(P, d, FIELD(D_COLUMNS), &w) < 0)
         return -1;
 #undef FIELD
     if ((kind[0] != 'v' && kind[0] != 'm') || kind[1]) {
-        PyErr_Format(PyExc_ValueError, "plan: decls[%zd] kind of %s must be 'v' or 'm'", i, d->label);
+        PyErr_Format(PyExc_ValueError, "plan: decls[%zd] kind of %s must be 'v' or 'm'", i,
+                     d->label);
         return -1;
     }
     d->kind = kind[0];
@@ -370,26 +390,32 @@ static int read_row(Plan *P, Node *n, PyObject *t, Py_ssize_t i, int *schema_row
     }
     f = &PyTuple_GET_ITEM(t, 0);
 #define FIELD(k) (w.field = catalog_fields[k], f[k])
-    if (copy_str(P, FIELD(C_KIND), 0, &kind, &w) < 0 || copy_str(P, FIELD(C_CURSCHEMA), 1, &curschema, &w) < 0 ||
+    if (copy_str(P, FIELD(C_KIND), 0, &kind, &w) < 0 ||
+        copy_str(P, FIELD(C_CURSCHEMA), 1, &curschema, &w) < 0 ||
         copy_str(P, FIELD(C_SCHEMA), 0, &n->schema, &w) < 0)
         return -1;
     if (!P->current_schema)
         P->current_schema = curschema;
     if ((*schema_row = kind[0] == 'S'))
         return 0;
-    if (copy_str(P, FIELD(C_NAME), 0, &n->name, &w) < 0 || copy_str(P, FIELD(C_COMMENT), 1, &n->comment, &w) < 0 ||
+    if (copy_str(P, FIELD(C_NAME), 0, &n->name, &w) < 0 ||
+        copy_str(P, FIELD(C_COMMENT), 1, &n->comment, &w) < 0 ||
         copy_bool(FIELD(C_POPULATED), &n->populated, &w) < 0 ||
         copy_str(P, FIELD(C_TABLESPACE), 1, &n->tablespace, &w) < 0 ||
-        copy_str(P, FIELD(C_RW), 1, &n->rw, &w) < 0 || copy_str(P, FIELD(C_DEFMD5), 1, &n->defmd5, &w) < 0 ||
-        copy_str(P, FIELD(C_OWNER), 1, &n->owner, &w) < 0 || copy_strlist(P, FIELD(C_ACL), &n->acl, &w) < 0 ||
-        copy_strlist(P, FIELD(C_INDEXES), &n->index_names, &w) < 0 || read_refs(P, n, FIELD(C_REFS), &w) < 0 ||
+        copy_str(P, FIELD(C_RW), 1, &n->rw, &w) < 0 ||
+        copy_str(P, FIELD(C_DEFMD5), 1, &n->defmd5, &w) < 0 ||
+        copy_str(P, FIELD(C_OWNER), 1, &n->owner, &w) < 0 ||
+        copy_strlist(P, FIELD(C_ACL), &n->acl, &w) < 0 ||
+        copy_strlist(P, FIELD(C_INDEXES), &n->index_names, &w) < 0 ||
+        read_refs(P, n, FIELD(C_REFS), &w) < 0 ||
         copy_str(P, FIELD(C_FULLDEF), 1, &n->fulldef, &w) < 0 ||
         copy_strlist(P, FIELD(C_INDEXDEFS), &n->index_defs, &w) < 0 ||
         copy_strlist(P, FIELD(C_COLNAMES), &n->colnames, &w) < 0 ||
         copy_strlist(P, FIELD(C_COLTYPES), &n->coltypes, &w) < 0)
         return -1;
     if (n->colnames.n != n->coltypes.n) {
-        PyErr_Format(PyExc_ValueError, "plan: catalog[%zd] colnames and coltypes differ in length", i);
+        PyErr_Format(PyExc_ValueError, "plan: catalog[%zd] colnames and coltypes differ in length",
+                     i);
         return -1;
     }
     if (!PyLong_CheckExact(FIELD(C_OID)))

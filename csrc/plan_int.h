@@ -11,18 +11,62 @@
 
 /* The positional contract of plan()'s input: one declaration tuple (declarations.py builds it)
  * and one catalog row (catalog.c's query returns it). */
-enum { D_LABEL, D_SCHEMA, D_NAME, D_KIND, D_SQL, D_DEPS, D_WITH_DATA, D_TABLESPACE, D_INDEXES,
-       D_CIDX, D_CIDX_TS, D_DBTABLE, D_COLUMNS, D_NFIELDS };
-enum { C_OID, C_SCHEMA, C_NAME, C_KIND, C_COMMENT, C_POPULATED, C_TABLESPACE, C_RW, C_DEFMD5,
-       C_OWNER, C_ACL, C_INDEXES, C_REFS, C_FULLDEF, C_INDEXDEFS, C_CURSCHEMA, C_COLNAMES, C_COLTYPES,
-       C_NFIELDS };
+enum {
+    D_LABEL,
+    D_SCHEMA,
+    D_NAME,
+    D_KIND,
+    D_SQL,
+    D_DEPS,
+    D_WITH_DATA,
+    D_TABLESPACE,
+    D_INDEXES,
+    D_CIDX,
+    D_CIDX_TS,
+    D_DBTABLE,
+    D_COLUMNS,
+    D_NFIELDS
+};
+enum {
+    C_OID,
+    C_SCHEMA,
+    C_NAME,
+    C_KIND,
+    C_COMMENT,
+    C_POPULATED,
+    C_TABLESPACE,
+    C_RW,
+    C_DEFMD5,
+    C_OWNER,
+    C_ACL,
+    C_INDEXES,
+    C_REFS,
+    C_FULLDEF,
+    C_INDEXDEFS,
+    C_CURSCHEMA,
+    C_COLNAMES,
+    C_COLTYPES,
+    C_NFIELDS
+};
 
 enum adopt { ADOPT_UNKNOWN, ADOPT_DIFFERS, ADOPT_SAME, ADOPT_REINDEX };
 enum action { A_SKIP, A_CREATE, A_REPLACE, A_RECREATE, A_BESIDE };
 enum status { S_CREATED, S_UPDATED, S_EXISTS, S_FORCED };
 /* What pgviews_status shows for a view: plan.c names them (state_names). */
-enum state { ST_IN_SYNC, ST_MISSING, ST_CHANGED, ST_DRIFTED, ST_UNMANAGED, ST_UNSTAMPED, ST_INDEXES,
-             ST_UNPOPULATED, ST_STALE, ST_COLUMNS, ST_PENDING, ST_NSTATES };
+enum state {
+    ST_IN_SYNC,
+    ST_MISSING,
+    ST_CHANGED,
+    ST_DRIFTED,
+    ST_UNMANAGED,
+    ST_UNSTAMPED,
+    ST_INDEXES,
+    ST_UNPOPULATED,
+    ST_STALE,
+    ST_COLUMNS,
+    ST_PENDING,
+    ST_NSTATES
+};
 
 /* A list of owned strings; n = -1 stands for SQL NULL. */
 typedef struct {
@@ -54,9 +98,9 @@ typedef struct {
 typedef struct {
     const char *label, *schema, *name, *sql, *tablespace, *cidx, *cidx_ts, *db_table;
     const char *cidx_cols; /* the concurrent index's columns, parsed and quoted */
-    const char *target;    /* "label (schema.name)", for messages and actions */
-    PyObject *label_obj;   /* an exact str we own: dict key, messages */
-    PyObject *deps;        /* a tuple of exact str we own */
+    const char *target; /* "label (schema.name)", for messages and actions */
+    PyObject *label_obj; /* an exact str we own: dict key, messages */
+    PyObject *deps; /* a tuple of exact str we own */
     DeclIndex *indexes;
     Py_ssize_t nindexes;
     DeclColumn *columns;
@@ -72,14 +116,14 @@ typedef struct {
     int state; /* enum state: the code that goes with the reason */
     const char *inplace_after; /* rebuilt in place (not beside) because this item changed */
     /* Deferred rebuilds (plan_defer.c). */
-    int defer;        /* plan(defer=[...]) names it: a rebuild may wait beside the old object */
-    int deferred;     /* its rebuild waits: the old object serves on, untouched */
+    int defer; /* plan(defer=[...]) names it: a rebuild may wait beside the old object */
+    int deferred; /* its rebuild waits: the old object serves on, untouched */
     int defer_action; /* the action deferring replaced, put back when the deferral is undone */
     const char *defer_reason;
     Py_ssize_t pending; /* node of its waiting new version, -1 */
-    int pending_build;  /* a new pending version is created (phase 0) */
-    int swap_asked;     /* plan(swap_pending=[...]) names it */
-    int pending_swap;   /* its populated pending version takes the old one's place (phase 1) */
+    int pending_build; /* a new pending version is created (phase 0) */
+    int swap_asked; /* plan(swap_pending=[...]) names it */
+    int pending_swap; /* its populated pending version takes the old one's place (phase 1) */
     char body_fp[33], idx_fp[33];
     char cidx_name[PGVC_NAMEDATALEN];
 } Decl;
@@ -87,8 +131,9 @@ typedef struct {
 typedef struct {
     const char *schema, *name, *comment, *tablespace, *rw, *defmd5, *owner, *fulldef;
     const char *target; /* "schema.name" */
-    const char *refused_by; /* a dependant we may not drop: the label of what re-creation needs it */
-    int refused_pruned;     /* ... and that is an orphan being pruned */
+    const char
+        *refused_by; /* a dependant we may not drop: the label of what re-creation needs it */
+    int refused_pruned; /* ... and that is an orphan being pruned */
     StrList acl, index_names, index_defs;
     StrList colnames, coltypes; /* the view's columns and their types (format_type) */
     long long *refs; /* oids of what it reads */
@@ -102,7 +147,7 @@ typedef struct {
      * declaration's (PGVC_PENDING_SUFFIX). */
     int pending_mark;
     Py_ssize_t pending_of; /* the declaration it waits for, -1 */
-    int pending_discard;   /* dropped in phase 0: stale, or its declaration no longer defers */
+    int pending_discard; /* dropped in phase 0: stale, or its declaration no longer defers */
     int pending_upstream_dropped;
     pgvc_stamp stamp; /* our part of the comment, parsed (stamp.h) */
 } Node;
@@ -113,21 +158,21 @@ typedef struct {
     Node *nodes;
     Py_ssize_t nd, nn, ni; /* declared, catalog nodes, items */
     Py_ssize_t *item_node; /* item -> node or -1 */
-    pgvc_graph g;  /* over items: declared and catalog dependencies */
+    pgvc_graph g; /* over items: declared and catalog dependencies */
     pgvc_graph cg; /* over catalog nodes: what pg_depend says, the edges a DROP follows */
     Py_ssize_t *order;
     PyObject *actions;
     pgvc_buf buf;
     int force, update, check_sql_changed, restore, beside, chain;
-    int probed;  /* plan(adopt=...) was given: the probes' verdicts are in Decl.adopt */
-    int prune;          /* drop orphans: objects with our stamp that no declaration claims */
+    int probed; /* plan(adopt=...) was given: the probes' verdicts are in Decl.adopt */
+    int prune; /* drop orphans: objects with our stamp that no declaration claims */
     int create_schemas; /* PGVIEWS_CREATE_SCHEMAS: create a db_table's missing schema */
     int no_data; /* a dry run: every materialized view built WITH NO DATA, nothing populated */
     int nchain;
     int swap_pending; /* plan(swap_pending=...) was given: only those swaps, nothing else */
     const char *current_schema;
     PyObject *schemas; /* set of existing schema names */
-    void **arena;      /* every allocation of this call, freed together */
+    void **arena; /* every allocation of this call, freed together */
     Py_ssize_t narena, carena;
 } Plan;
 

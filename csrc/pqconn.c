@@ -42,7 +42,8 @@ char *pgvc_owned_str(PyObject *o, const char *what, Py_ssize_t index)
         return NULL;
     if ((Py_ssize_t)strlen(s) != len) {
         if (index >= 0)
-            PyErr_Format(PyExc_ValueError, "run_parallel: %s[%zd] contains a NUL byte", what, index);
+            PyErr_Format(PyExc_ValueError, "run_parallel: %s[%zd] contains a NUL byte", what,
+                         index);
         else
             PyErr_Format(PyExc_ValueError, "run_parallel: %s contains a NUL byte", what);
         return NULL;
@@ -89,8 +90,9 @@ int pgvc_pairs_from_dict(PyObject *dict, const char *what, pgvc_pairs *p)
     /* Only C code runs between PyDict_Next calls: the dict cannot change under us. */
     while (size && PyDict_Next(dict, &pos, &k, &v)) {
         if (!PyUnicode_Check(k) || !PyUnicode_Check(v)) {
-            PyErr_Format(PyExc_TypeError, "run_parallel: %s must be a dict of str to str (%R: %.100s)",
-                         what, k, Py_TYPE(v)->tp_name);
+            PyErr_Format(PyExc_TypeError,
+                         "run_parallel: %s must be a dict of str to str (%R: %.100s)", what, k,
+                         Py_TYPE(v)->tp_name);
             goto error;
         }
         if (!(p->keys[p->n] = pgvc_owned_str(k, what, -1)))
@@ -178,7 +180,7 @@ int pgvc_consume(PGconn *conn)
  * exception set when the connection broke, the deadline passed or a signal arrived (*why says
  * which: 'b'roken, 't'imeout, 's'ignal). */
 PGresult *pgvc_exec_wait(PGconn *conn, const char *sql, int nparams, const char *const *params,
-                           double deadline, char *why)
+                         double deadline, char *why)
 {
     PGresult *keep = NULL, *r;
     int sent, rc;
@@ -377,8 +379,9 @@ static int apply_session(const pgvc_connopts *L, PGconn *conn, long *lock_timeou
         }
         PQclear(r);
     }
-    r = pgvc_exec_wait(conn, "SELECT setting FROM pg_catalog.pg_settings WHERE name = 'lock_timeout'",
-                  0, NULL, deadline, &why);
+    r = pgvc_exec_wait(conn,
+                       "SELECT setting FROM pg_catalog.pg_settings WHERE name = 'lock_timeout'", 0,
+                       NULL, deadline, &why);
     if (!r)
         goto failed;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
@@ -398,7 +401,8 @@ static int apply_session(const pgvc_connopts *L, PGconn *conn, long *lock_timeou
 failed:
     if (why == 't')
         PyErr_Format(L->st->ConnectionLostError,
-                     "could not connect: the server did not answer within %d s", (int)L->connect_timeout);
+                     "could not connect: the server did not answer within %d s",
+                     (int)L->connect_timeout);
     else if (why == 'b')
         PyErr_Format(L->st->ConnectionLostError, "could not connect: %s", PQerrorMessage(conn));
 exit:
@@ -506,7 +510,8 @@ int pgvc_connopts_load(pgvc_connopts *L, PyObject *conninfo, PyObject *session, 
     if (timeout) {
         long v;
         if (pgvc_parse_long(timeout, &v) < 0) {
-            PyErr_Format(PyExc_ValueError, "run_parallel: connect_timeout is not an integer: %s", timeout);
+            PyErr_Format(PyExc_ValueError, "run_parallel: connect_timeout is not an integer: %s",
+                         timeout);
             return -1;
         }
         /* libpq: zero or less waits without end; 1 means 2. */

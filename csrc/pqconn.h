@@ -10,8 +10,8 @@
 
 #include "errors.h"
 
-#define PGVC_SLICE_MS 100                /* how often a wait checks for signals */
-#define PGVC_DEFAULT_CONNECT_TIMEOUT 10  /* seconds, unless conninfo says otherwise */
+#define PGVC_SLICE_MS 100 /* how often a wait checks for signals */
+#define PGVC_DEFAULT_CONNECT_TIMEOUT 10 /* seconds, unless conninfo says otherwise */
 
 /* Monotonic seconds. */
 double pgvc_now(void);
@@ -57,7 +57,8 @@ void pgvc_conn_close(PGconn *conn);
  * name = 'value'; " each, names quoted, values escaped by libpq for conn): sent before every
  * statement in the same Query message, one implicit transaction, so that nothing survives it on
  * a pooled server connection. Malloc'd ("" when none); NULL with an exception set. */
-char *pgvc_session_sql(const pgvc_connopts *o, PGconn *conn); /* PQfinish with the GIL released; NULL is fine */
+char *pgvc_session_sql(const pgvc_connopts *o,
+                       PGconn *conn); /* PQfinish with the GIL released; NULL is fine */
 
 /* Wait until the socket is readable (or writable, for_write) or the deadline (<= 0: none)
  * passes. Returns 0 ready, 1 timed out, -1 with the signal handler's exception set. */

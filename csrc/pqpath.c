@@ -19,14 +19,14 @@
 #include "sqlgen.h"
 
 #define SLICE_MS PGVC_SLICE_MS
-#define CANCEL_TIMEOUT 5.0       /* seconds for a cancel request, and for its statement to end */
-#define HOLDER_TIMEOUT 5.0       /* seconds for the lock-holder query */
+#define CANCEL_TIMEOUT 5.0 /* seconds for a cancel request, and for its statement to end */
+#define HOLDER_TIMEOUT 5.0 /* seconds for the lock-holder query */
 
 /* The sessions holding a granted lock on a relation (its name the one parameter). */
 #define LOCK_HOLDERS_SQL(param)                                                                    \
     "SELECT a.pid, a.application_name, a.state, pg_catalog.left(a.query, 80) "                     \
     "FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "              \
-    "WHERE l.granted AND l.relation = pg_catalog.to_regclass(" param ") "                           \
+    "WHERE l.granted AND l.relation = pg_catalog.to_regclass(" param ") "                          \
     "AND l.pid <> pg_catalog.pg_backend_pid() ORDER BY a.pid"
 
 /* deadlock_timeout (ms) when an autovacuum worker holds a granted lock on the relation (the one
@@ -44,24 +44,24 @@
 /* ---- the loop's state --------------------------------------------------------------------- */
 
 enum { T_WAITING, T_RUNNING, T_OK, T_FAILED, T_SKIPPED, T_CANCELLED };
-static const char *const task_state_names[] = {"waiting", "running", "ok", "failed", "skipped",
-                                               "cancelled"};
+static const char *const task_state_names[] = {"waiting", "running", "ok",
+                                               "failed",  "skipped", "cancelled"};
 
 typedef struct {
     char *sql;
-    char *guard;     /* relation the statement locks ACCESS EXCLUSIVE (retried), or NULL */
+    char *guard; /* relation the statement locks ACCESS EXCLUSIVE (retried), or NULL */
     double priority, started, seconds, not_before;
     int state, attempts;
     long wait_ms; /* lock_timeout of the next guarded try when not the short one (autovacuum) */
     Py_ssize_t waiting_on; /* dependencies not yet done */
-    PyObject *error;       /* dict, or NULL */
+    PyObject *error; /* dict, or NULL */
 } Task;
 
 typedef struct {
     PGconn *conn;
     Py_ssize_t task; /* running task or -1 */
     int dead, flushing, last_attempt;
-    int copy_out;        /* the running statement sends COPY rows: read and discard them */
+    int copy_out; /* the running statement sends COPY rows: read and discard them */
     const char *refused; /* why the running statement fails though the server said nothing */
     PGresult *bad; /* first failed result of the running statement */
     long user_lock_timeout; /* ms; 0 = none */
@@ -133,7 +133,8 @@ static int flush_notices(Loop *L)
     for (Py_ssize_t k = 0; k < L->nnotices; k++) {
         Notice *nn = &L->notices[k];
         if (rc == 0 && L->on_notice != Py_None) {
-            PyObject *r = PyObject_CallFunction(L->on_notice, "nss", nn->task, nn->severity, nn->message);
+            PyObject *r =
+                PyObject_CallFunction(L->on_notice, "nss", nn->task, nn->severity, nn->message);
             if (!r)
                 rc = -1;
             Py_XDECREF(r);
@@ -285,7 +286,8 @@ static PyObject *lock_holders(PGconn *conn, const char *relation)
 {
     const char *params[1] = {relation};
     char why;
-    PGresult *r = pgvc_exec_wait(conn, LOCK_HOLDERS_SQL("$1"), 1, params, now() + HOLDER_TIMEOUT, &why);
+    PGresult *r =
+        pgvc_exec_wait(conn, LOCK_HOLDERS_SQL("$1"), 1, params, now() + HOLDER_TIMEOUT, &why);
     PyObject *list;
     if (!r) {
         if (why == 's')
@@ -567,8 +569,8 @@ static void cancel_all(Loop *L)
             /* The statement may go on on the server: say so, and drop the connection. */
             PyObject *et, *ev, *tb;
             PyErr_Fetch(&et, &ev, &tb);
-            if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
-                                 "could not cancel statement %zd: %s", slot->task, reason) < 0)
+            if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1, "could not cancel statement %zd: %s",
+                                 slot->task, reason) < 0)
                 PyErr_Clear();
             PyErr_Restore(et, ev, tb);
             pgvc_conn_close(slot->conn);
@@ -627,14 +629,9 @@ static int refuse_cycle(Loop *L)
         goto exit;
     }
     switch (pgvc_graph_order(&L->g, order, cycle, &clen)) {
-    case 0:
-        rc = 0;
-        break;
-    case 1:
-        pgvc_raise_cycle_path(L->st, cycle, clen, statement_name, NULL);
-        break;
-    default:
-        break;
+    case 0: rc = 0; break;
+    case 1: pgvc_raise_cycle_path(L->st, cycle, clen, statement_name, NULL); break;
+    default: break;
     }
 exit:
     free(order);
@@ -752,8 +749,8 @@ static int load_tasks(Loop *L, PyObject *stmts_in, PyObject *deps_in, PyObject *
     PyObject *stmts = NULL, *deps = NULL, *prio = NULL, *guard = NULL;
     pgvc_edges edges = {0};
     int rc = -1;
-    if ((stmts_in &&
-         !(stmts = PySequence_Fast(stmts_in, "run_parallel: statements must be a sequence of str"))) ||
+    if ((stmts_in && !(stmts = PySequence_Fast(
+                           stmts_in, "run_parallel: statements must be a sequence of str"))) ||
         !(deps = PySequence_Fast(deps_in, "run_parallel: dependencies must be a sequence")))
         goto exit;
     L->n = stmts ? PySequence_Fast_GET_SIZE(stmts) : PySequence_Fast_GET_SIZE(deps);
@@ -899,7 +896,8 @@ static int run_loop(Loop *L)
         if (PyErr_CheckSignals() < 0)
             goto exit;
         for (int s = 0; s < L->jobs; s++)
-            if (L->slots[s].task >= 0 && fds[s].revents && read_slot(L, &L->slots[s], fds[s].revents) < 0)
+            if (L->slots[s].task >= 0 && fds[s].revents &&
+                read_slot(L, &L->slots[s], fds[s].revents) < 0)
                 goto exit;
         if (flush_notices(L) < 0)
             goto exit;
@@ -913,11 +911,22 @@ exit:
 
 PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"conninfo", "statements", "dependencies", "priority", "jobs", "setup",
-                             "on_event", "session", "guard", "on_notice", "lock_retries",
-                             "lock_timeout_ms", "last_lock_timeout_ms", NULL};
+    static char *kwlist[] = {"conninfo",
+                             "statements",
+                             "dependencies",
+                             "priority",
+                             "jobs",
+                             "setup",
+                             "on_event",
+                             "session",
+                             "guard",
+                             "on_notice",
+                             "lock_retries",
+                             "lock_timeout_ms",
+                             "last_lock_timeout_ms",
+                             NULL};
     PyObject *conninfo, *stmts, *deps, *prio, *setup = Py_None, *session = Py_None,
-                                                  *guard = Py_None, *result = NULL;
+                                              *guard = Py_None, *result = NULL;
     int jobs, retries = 10, short_ms = 200, last_ms = 10000;
     Loop L;
     memset(&L, 0, sizeof L);
@@ -941,7 +950,8 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
     }
     if ((L.on_event != Py_None && !PyCallable_Check(L.on_event)) ||
         (L.on_notice != Py_None && !PyCallable_Check(L.on_notice))) {
-        PyErr_SetString(PyExc_TypeError, "run_parallel: on_event and on_notice must be callable or None");
+        PyErr_SetString(PyExc_TypeError,
+                        "run_parallel: on_event and on_notice must be callable or None");
         return NULL;
     }
     Py_INCREF(L.on_event);

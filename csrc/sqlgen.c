@@ -119,7 +119,8 @@ PyObject *pgvc_buf_to_str(pgvc_buf *b)
 }
 
 /* Read one identifier from *pp into out: a quoted one ("a""b") or a bare run up to stop. */
-static int read_part(const char **pp, char *out, size_t cap, int bare_stops_at_dot, const char **why)
+static int read_part(const char **pp, char *out, size_t cap, int bare_stops_at_dot,
+                     const char **why)
 {
     const char *p = *pp;
     size_t n = 0;
@@ -230,7 +231,7 @@ static const struct {
     char code;
     const char *privilege;
 } privileges[] = {
-    {'r', "SELECT"}, {'a', "INSERT"},     {'w', "UPDATE"},  {'d', "DELETE"},
+    {'r', "SELECT"},   {'a', "INSERT"},     {'w', "UPDATE"},  {'d', "DELETE"},
     {'D', "TRUNCATE"}, {'x', "REFERENCES"}, {'t', "TRIGGER"}, {'m', "MAINTAIN"},
 };
 
