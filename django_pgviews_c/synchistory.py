@@ -13,9 +13,11 @@ committed while the views were built makes them stale, never fresh by mistake. T
 counters are read by MVCC, not from that snapshot, so a view built by a sync is judged by the
 statistics until its next refresh.
 
-A sync with nothing to populate sends nothing more; with the history off (PGVIEWS_HISTORY) or
-its table missing (the app's migration 0001 not run on that database) nothing is recorded, and
-the one query that looked costs a round trip only when something was populated."""
+A sync with nothing to populate sends nothing more; with the history off (PGVIEWS_HISTORY), its
+table missing (the app's migration 0001 not run on that database) or while the test databases
+are built (testing.setting_up) nothing is recorded, and the one query that looked costs a round
+trip only when something was populated. ``history_ready`` / ``recording_if_ready`` serve the
+refreshes the package runs on its own outside a sync (aside.py: set-aside views re-populated)."""
 
 from __future__ import annotations
 
