@@ -125,7 +125,7 @@ typedef struct {
     int no_data; /* a dry run: every materialized view built WITH NO DATA, nothing populated */
     int nchain;
     int swap_pending; /* plan(swap_pending=...) was given: only those swaps, nothing else */
-    int populates;    /* the next action emitted computes a declared materialized view's data */
+    int populates; /* the next action emitted computes a declared materialized view's data */
     const char *current_schema;
     PyObject *schemas; /* set of existing schema names */
     void **arena;      /* every allocation of this call, freed together */
