@@ -14,7 +14,8 @@ static const char *L_SHARE = "SHARE: writes wait, reads go on";
 static const char *L_EXCL = "EXCLUSIVE: reads go on";
 static const char *L_COMMENT = "SHARE UPDATE EXCLUSIVE: reads and writes go on";
 
-/* Append one action with the buffer's SQL. RAISES_NEG. */
+/* Append one action with the buffer's SQL; it populates a materialized view when the statement
+ * written before it said so (P->populates, reset here). RAISES_NEG. */
 static int emit(Plan *P, const char *op, Py_ssize_t decl, const char *lock, const char *target,
                 int phase, Py_ssize_t sql_offset)
 {
@@ -30,6 +31,8 @@ static int emit(Plan *P, const char *op, Py_ssize_t decl, const char *lock, cons
     fields[4] = PyUnicode_FromString(target);
     fields[5] = PyLong_FromLong(phase);
     fields[6] = PyLong_FromSsize_t(sql_offset);
+    fields[7] = PyBool_FromLong(P->populates);
+    P->populates = 0;
     rc = 0;
     for (int k = 0; k < PGVC_ACTION_NFIELDS; k++) {
         if (!(v = fields[k]))
@@ -94,8 +97,9 @@ static int emit_create_in(Plan *P, Py_ssize_t i, const char *schema, const char 
                           const char *op, const char *lock)
 {
     Decl *d = &P->decls[i];
-    Py_ssize_t off =
-        write_create(P, d, schema, name, !strcmp(op, "replace"), build_with_data(P, d));
+    int with_data = build_with_data(P, d);
+    Py_ssize_t off = write_create(P, d, schema, name, !strcmp(op, "replace"), with_data);
+    P->populates = d->kind == 'm' && with_data;
     return emit(P, op, i, lock, d->target, phase, off);
 }
 
@@ -273,6 +277,7 @@ int pgvc_ddl_refresh(Plan *P, Py_ssize_t i)
     pgvc_buf_puts(&P->buf, concurrently ? "REFRESH MATERIALIZED VIEW CONCURRENTLY "
                                         : "REFRESH MATERIALIZED VIEW ");
     pgvc_buf_qualified(&P->buf, d->schema, d->name);
+    P->populates = 1;
     return emit(P, "refresh", i, concurrently ? L_EXCL : L_AX, d->target, 1, -1);
 }
 

@@ -28,6 +28,7 @@ static PyStructSequence_Field action_fields[PGVC_ACTION_NFIELDS + 1] = {
     {"target", "what it acts on, for messages"},
     {"phase", "0: work that blocks nobody; 1: the short part that takes the locks readers wait on"},
     {"sql_offset", "where the view's own SQL starts in sql (characters), -1 when it is not there"},
+    {"populates", "whether it computes a declared materialized view's data (WITH DATA, REFRESH)"},
     {NULL, NULL},
 };
 

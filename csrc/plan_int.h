@@ -170,6 +170,7 @@ typedef struct {
     int no_data; /* a dry run: every materialized view built WITH NO DATA, nothing populated */
     int nchain;
     int swap_pending; /* plan(swap_pending=...) was given: only those swaps, nothing else */
+    int populates; /* the next action emitted computes a declared materialized view's data */
     const char *current_schema;
     PyObject *schemas; /* set of existing schema names */
     void **arena; /* every allocation of this call, freed together */
@@ -177,7 +178,7 @@ typedef struct {
 } Plan;
 
 /* Fields of _core.PlanAction, in order (plan.c describes them). */
-#define PGVC_ACTION_NFIELDS 7
+#define PGVC_ACTION_NFIELDS 8
 
 /* The build schema of a changed chain: the new versions of changed views and of every
  * materialized view that reads them are created there, under their own names, with the build

@@ -219,6 +219,36 @@ static const char q_history_after[] =
     " + pg_catalog.pg_stat_get_tuples_updated(c.oid) + pg_catalog.pg_stat_get_tuples_deleted(c.oid)"
     " FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(%s)";
 
+/* synchistory.py: before a sync's first statement that populates a materialized view, when the
+ * history table is there: hold the statistics as they are now for the rest of the transaction
+ * (stats_fetch_consistency = snapshot, PostgreSQL 15+; older servers always hold the first read),
+ * the session's value kept in pgviews_c.stats_fetch, so that the sources captured after the
+ * statements (their closure is known only once the views exist) carry the counters of before.
+ * Its one row: whether the history table is there. */
+static const char q_history_hold_stats[] =
+    "DO $pgvc$ BEGIN\n"
+    "  IF pg_catalog.to_regclass('" HISTORY_TABLE "') IS NOT NULL\n"
+    "      AND pg_catalog.current_setting('stats_fetch_consistency', true) IS NOT NULL THEN\n"
+    "    PERFORM pg_catalog.set_config('pgviews_c.stats_fetch',\n"
+    "      pg_catalog.current_setting('stats_fetch_consistency'), true);\n"
+    "    PERFORM pg_catalog.set_config('stats_fetch_consistency', 'snapshot', true);\n"
+    "  END IF;\n"
+    "END $pgvc$;\n"
+    "SELECT pg_catalog.to_regclass('" HISTORY_TABLE "') IS NOT NULL"
+    " FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()"
+    " AND pg_catalog.pg_stat_get_db_stat_reset_time(d.oid) IS DISTINCT FROM 'infinity'";
+
+/* synchistory.py: whether the history table is there (the app's migration 0001 ran here). */
+static const char q_history_present[] =
+    "SELECT pg_catalog.to_regclass('" HISTORY_TABLE "') IS NOT NULL";
+
+/* synchistory.py: after the capture, stats_fetch_consistency back to the session's value (and
+ * the snapshot with it). */
+static const char q_history_release_stats[] =
+    "SELECT pg_catalog.set_config('stats_fetch_consistency',"
+    " pg_catalog.current_setting('pgviews_c.stats_fetch'), true)"
+    " WHERE pg_catalog.current_setting('pgviews_c.stats_fetch', true) <> ''";
+
 /* refresh.py: set lock_timeout to `ms` (the session's own when shorter) for this transaction
  * only, remembering the session's value for lock_restore. Ends with "; ". */
 static void lock_guard(pgvc_buf *b, long long ms)
@@ -283,10 +313,13 @@ static const query_entry queries[] = {
     {"exact_trigger", EXACT_TRIGGER, NULL, NULL},
     {"exact_untrigger", EXACT_UNTRIGGER, NULL, NULL},
     {"history_after", FIXED, q_history_after, NULL},
+    {"history_hold_stats", FIXED, q_history_hold_stats, NULL},
     {"history_insert", HISTORY_INSERT, NULL, NULL},
     {"history_insert_captured", HISTORY_INSERT_CAPTURED, NULL, NULL},
     {"history_insert_counted", HISTORY_INSERT_COUNTED, NULL, NULL},
     {"history_latest", HISTORY_LATEST, NULL, NULL},
+    {"history_present", FIXED, q_history_present, NULL},
+    {"history_release_stats", FIXED, q_history_release_stats, NULL},
     {"lock_guard", LOCK_GUARD, NULL, NULL},
     {"lock_holders", FIXED, q_lock_holders, NULL},
     {"lock_restore", FIXED, q_lock_restore, NULL},

@@ -30,10 +30,13 @@ QueryName: TypeAlias = Literal[
     "exact_trigger",
     "exact_untrigger",
     "history_after",
+    "history_hold_stats",
     "history_insert",
     "history_insert_captured",
     "history_insert_counted",
     "history_latest",
+    "history_present",
+    "history_release_stats",
     "lock_guard",
     "lock_holders",
     "lock_restore",
@@ -86,7 +89,7 @@ class Graph:
 # ---- plan.c --------------------------------------------------------------------------------
 
 @final
-class PlanAction(tuple[str, int, str, str, str, int, int]):
+class PlanAction(tuple[str, int, str, str, str, int, int, bool]):
     """One statement of a sync plan (a PyStructSequence)."""
 
     n_fields: Final[int]
@@ -106,6 +109,8 @@ class PlanAction(tuple[str, int, str, str, str, int, int]):
     def phase(self) -> int: ...
     @property
     def sql_offset(self) -> int: ...
+    @property
+    def populates(self) -> bool: ...
 
 # (declaration, statements that create it beside the object, the query comparing the two).
 _Probe: TypeAlias = tuple[int, tuple[str, ...], str]

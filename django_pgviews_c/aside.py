@@ -631,7 +631,7 @@ def sync_after_migrate(
             comment_sql = _core.comment_statement(rec.schema, rec.name, kind, rec.comment, comment)
             if comment_sql:
                 _execute(cursor, comment_sql, rec, "restore the comment of")
-        _repopulate(cursor, order, now, verbosity, stdout)
+        _repopulate(connection, cursor, order, now, verbosity, stdout)
     return result
 
 
@@ -643,6 +643,7 @@ def _relations(cursor: Any, recs: list[Recorded]) -> list[tuple[Any, ...]]:
 
 
 def _repopulate(
+    connection: Any,
     cursor: Any,
     order: list[Recorded],
     now: dict[tuple[str, str], tuple[Any, ...]],
@@ -650,15 +651,23 @@ def _repopulate(
     stdout: Any,
 ) -> None:
     """Materialized views that were populated before the migrations are populated after them:
-    ``with_data = False`` only means "create it empty when it does not exist"."""
+    ``with_data = False`` only means "create it empty when it does not exist". Each is a refresh,
+    recorded in the view's history (in the migrate's transaction)."""
+    from django_pgviews_c.declarations import view_models
+    from django_pgviews_c.synchistory import history_ready, recording_if_ready
+
     candidates = [r for r in order if r.kind == "m" and r.populated and r.label and not r.pending]
     if not candidates:
         return
     empty = [r for r in candidates if (r.schema, r.name) in now and not now[(r.schema, r.name)][1]]
     started = time.perf_counter()
+    ready = bool(empty) and history_ready(connection)
+    models = {m._meta.label: m for m in view_models()} if ready else {}
     for rec in empty:
         one = time.perf_counter()
-        _execute(cursor, _core.aside_statement("refresh", rec.schema, rec.name, "m"), rec, "re-populate")
+        model = models.get(rec.label or "")
+        with recording_if_ready(connection, model, "re-populated after migrate"):
+            _execute(cursor, _core.aside_statement("refresh", rec.schema, rec.name, "m"), rec, "re-populate")
         if verbosity >= 2 or time.perf_counter() - started > 3:
             _say(stdout, verbosity, f"    re-populated {rec.what} ({time.perf_counter() - one:.2f}s)")
     if empty:

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.db import Error as DjangoDBError
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
 
 from django_pgviews_c import _core
 from django_pgviews_c.dberrors import connection_is_lost, lost_connection_error
@@ -33,6 +34,7 @@ from django_pgviews_c.failures import (
 from django_pgviews_c.locks import QUIET_SECONDS, describe_holders, holders, session_timeouts
 from django_pgviews_c.order import LearnedOrder
 from django_pgviews_c.report import Progress
+from django_pgviews_c.synchistory import SyncRecorder
 from django_pgviews_c.syncresult import Action
 
 __all__ = ["Executor"]
@@ -59,10 +61,13 @@ class Executor:
         self.progress = progress
         #: The plan being run: what a failure is judged against.
         self.actions: list[Action] = []
+        #: The populations of the plan, for the refresh history (the sync writes them at its end).
+        self.recorder = SyncRecorder(connection, decls)
 
     def execute(self, cursor: Any, actions: list[Action]) -> None:
         self.actions = actions
         self.progress.work_begins()
+        self.recorder.begin(cursor, actions)
         phase0 = [a for a in actions if a.phase == 0]
         phase1 = [a for a in actions if a.phase != 0]
         self._run_actions(cursor, phase0)
@@ -160,6 +165,7 @@ class Executor:
 
     def _run_actions(self, cursor: Any, actions: list[Action]) -> None:
         for batch in self._batches(actions):
+            started_at = timezone.now() if self.recorder.active else None
             started = time.perf_counter()
             rows = self._run_batch(cursor, batch)
             seconds = time.perf_counter() - started
@@ -168,6 +174,8 @@ class Executor:
                 self.progress.say(f"  {action.op:<13} {action.target}  {seconds:.3f}s", 2)
             if len(batch) == 1 and self._heavy(batch[0]):
                 self.progress.finished(self.decls.labels[batch[0].decl], batch[0].op, seconds, rows)
+                if started_at is not None:
+                    self.recorder.populated(batch[0], started_at, seconds)
 
     def _run_batch(self, cursor: Any, batch: list[Action]) -> int:
         """One round trip under a savepoint. Returns the rows of a lone heavy action, else -1."""

@@ -200,6 +200,8 @@ class Syncer:
                     self._check_columns(cursor, plan, actions)
                     if self._wants_exact():
                         self._sync_exact(cursor)
+                    # The views populated, in the refresh history (synchistory.py).
+                    self.executor.recorder.finish(plan["statuses"])
                     return plan, actions
                 except Misordered as mis:
                     # The whole plan again from the start, that view after the one it reads.

@@ -26,6 +26,9 @@ class Action:
     target: str
     phase: int
     sql_offset: int
+    #: it computes a declared materialized view's data (WITH DATA, or a REFRESH): a refresh the
+    #: history records (synchistory.py)
+    populates: bool = False
 
     @classmethod
     def from_tuple(cls, t: Any) -> Action:

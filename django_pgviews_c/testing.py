@@ -39,11 +39,19 @@ __all__ = [
 ]
 
 _active = False
+#: Between prepare_test_databases() and the end of sync_test_views(): the syncs that build the
+#: test databases leave no refresh history (every test would start with records it never made).
+_setting_up = False
 
 
 def in_test_databases() -> bool:
     """Whether this process runs tests against test databases (set by prepare_test_databases)."""
     return _active
+
+
+def setting_up() -> bool:
+    """Whether the test databases are being built (their syncs record no refresh history)."""
+    return _setting_up
 
 
 def materialized_as_views() -> bool:
@@ -62,8 +70,8 @@ def prepare_test_databases() -> None:
     ``migrate`` builds it (also when ``MATERIALIZED_VIEWS_DISABLE_SYNC_ON_MIGRATE`` turns the
     usual post_migrate sync off), so the copies Django's parallel runner clones from it hold
     the views too."""
-    global _active
-    _active = True
+    global _active, _setting_up
+    _active = _setting_up = True
     from django.db.models import signals
 
     signals.post_migrate.connect(_after_migrate, dispatch_uid="django_pgviews_c.testing.post_migrate")
@@ -72,6 +80,8 @@ def prepare_test_databases() -> None:
 def end_test_database_setup() -> None:
     """Setting up is over (``sync_test_views()`` calls this): a later ``migrate``, a test's own,
     gets the project's behaviour."""
+    global _setting_up
+    _setting_up = False
     from django.db.models import signals
 
     signals.post_migrate.disconnect(dispatch_uid="django_pgviews_c.testing.post_migrate")
@@ -103,13 +113,18 @@ def sync_test_views(aliases: Iterable[str] | None = None, verbosity: int = 0) ->
     ``prepare_test_databases()``). Call after the test databases are set up: a kept database
     (``--keepdb``, ``--reuse-db``) gets the views changed since it was kept. Warm, it costs one
     catalog query per database."""
+    global _setting_up
     end_test_database_setup()
+    _setting_up = True  # these syncs still build the test databases
     results: list[SyncResult] = []
-    for alias in aliases if aliases is not None else sorted(_migrated):
-        connection = connections[alias]
-        if connection.vendor != "postgresql" or connection.settings_dict.get("TEST", {}).get("MIRROR"):
-            continue
-        results += _sync(alias, verbosity)
+    try:
+        for alias in aliases if aliases is not None else sorted(_migrated):
+            connection = connections[alias]
+            if connection.vendor != "postgresql" or connection.settings_dict.get("TEST", {}).get("MIRROR"):
+                continue
+            results += _sync(alias, verbosity)
+    finally:
+        _setting_up = False
     return results
 
 

@@ -74,5 +74,14 @@ def test_actions_are_named_records(src):
     vs.view("A", "SELECT id FROM t_src")
     r = vs.sync()
     assert r.actions[0].op == "create" and r.actions[0].target == "viewtest.A (public.t_a)"
-    assert _core.PlanAction.__match_args__ == ("op", "decl", "sql", "lock", "target", "phase", "sql_offset")
+    assert _core.PlanAction.__match_args__ == (
+        "op",
+        "decl",
+        "sql",
+        "lock",
+        "target",
+        "phase",
+        "sql_offset",
+        "populates",
+    )
     assert _core.DECL_FIELDS[0] == "label" and _core.DECL_FIELDS[-1] == "columns"
