@@ -36,27 +36,13 @@ static PyStructSequence_Desc action_desc = {"django_pgviews_c._core.PlanAction",
                                             "One statement of a sync plan.", action_fields,
                                             PGVC_ACTION_NFIELDS};
 
-static const char *const decl_field_names[D_NFIELDS] = {"label",
-                                                        "schema",
-                                                        "name",
-                                                        "kind",
-                                                        "sql",
-                                                        "dependencies",
-                                                        "with_data",
-                                                        "tablespace",
-                                                        "indexes",
-                                                        "concurrent_index",
-                                                        "concurrent_index_tablespace",
-                                                        "db_table",
-                                                        "columns"};
-
 int pgvc_plan_add_types(PyObject *module, pgvc_state *st)
 {
     PyObject *names = PyTuple_New(D_NFIELDS);
     if (!names)
         return -1;
     for (int k = 0; k < D_NFIELDS; k++) {
-        PyObject *s = PyUnicode_FromString(decl_field_names[k]);
+        PyObject *s = PyUnicode_FromString(pgvc_decl_fields[k]);
         if (!s) {
             Py_DECREF(names);
             return -1;

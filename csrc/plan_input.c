@@ -70,19 +70,19 @@ typedef struct {
     const char *label; /* the view, for a declaration's own text */
 } Where;
 
-static const char *const decl_fields[D_NFIELDS] = {"label",
-                                                   "schema",
-                                                   "name",
-                                                   "kind",
-                                                   "sql",
-                                                   "dependencies",
-                                                   "with_data",
-                                                   "tablespace",
-                                                   "indexes",
-                                                   "concurrent_index",
-                                                   "concurrent_index_tablespace",
-                                                   "db_table",
-                                                   "columns"};
+const char *const pgvc_decl_fields[D_NFIELDS] = {"label",
+                                                 "schema",
+                                                 "name",
+                                                 "kind",
+                                                 "sql",
+                                                 "dependencies",
+                                                 "with_data",
+                                                 "tablespace",
+                                                 "indexes",
+                                                 "concurrent_index",
+                                                 "concurrent_index_tablespace",
+                                                 "db_table",
+                                                 "columns"};
 static const char *const catalog_fields[C_NFIELDS] = {
     "oid",        "schema",  "name",      "relkind",        "comment",  "populated",
     "tablespace", "rw",      "defmd5",    "owner",          "acl",      "indexes",
@@ -300,7 +300,7 @@ static int read_decl(Plan *P, Decl *d, PyObject *t, Py_ssize_t i)
         return -1;
     }
     f = &PyTuple_GET_ITEM(t, 0);
-#define FIELD(k) (w.field = decl_fields[k], f[k])
+#define FIELD(k) (w.field = pgvc_decl_fields[k], f[k])
     if (copy_str(P, FIELD(D_LABEL), 0, &d->label, &w) < 0 || !(d->label_obj = own_str(d->label)))
         return -1;
     w.label = d->label;

@@ -27,6 +27,11 @@ enum {
     D_COLUMNS,
     D_NFIELDS
 };
+
+/* The names of a declaration tuple's fields, in order (plan_input.c): the keys the decoder
+ * names in its errors and the module's DECL_FIELDS. */
+extern const char *const pgvc_decl_fields[D_NFIELDS];
+
 enum {
     C_OID,
     C_SCHEMA,
