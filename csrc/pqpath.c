@@ -324,13 +324,15 @@ static int autovacuum_wait(PGconn *conn, const char *relation, long *ms)
 {
     const char *params[1] = {relation};
     char why;
+    long deadlock_ms;
     PGresult *r =
         pgvc_exec_wait(conn, AUTOVACUUM_HOLDER_SQL, 1, params, now() + HOLDER_TIMEOUT, &why);
     *ms = 0;
     if (!r)
         return why == 's' ? -1 : 0;
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
-        *ms = strtol(PQgetvalue(r, 0, 0), NULL, 10) + AUTOVACUUM_MARGIN_MS;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) &&
+        pgvc_parse_long(PQgetvalue(r, 0, 0), &deadlock_ms) == 0)
+        *ms = deadlock_ms + AUTOVACUUM_MARGIN_MS;
     PQclear(r);
     return 0;
 }

@@ -31,7 +31,13 @@ from django_pgviews_c.failures import (
     action_error,
     canceled_error,
 )
-from django_pgviews_c.locks import QUIET_SECONDS, describe_holders, holders, session_timeouts
+from django_pgviews_c.locks import (
+    AUTOVACUUM_MARGIN_MS,
+    QUIET_SECONDS,
+    describe_holders,
+    holders,
+    session_timeouts,
+)
 from django_pgviews_c.order import LearnedOrder
 from django_pgviews_c.report import Progress
 from django_pgviews_c.synchistory import SyncRecorder
@@ -136,7 +142,7 @@ class Executor:
             short_ms = min(short_ms, session["lock_timeout"])
             final_ms = min(final_ms, session["lock_timeout"])
         # Autovacuum gives way only to a waiter that waits past deadlock_timeout.
-        autovacuum_ms = min(session["deadlock_timeout"] + 200, final_ms)
+        autovacuum_ms = min(session["deadlock_timeout"] + AUTOVACUUM_MARGIN_MS, final_ms)
         return retries, short_ms, final_ms, autovacuum_ms, session["lock_timeout"]
 
     # -- batches ---------------------------------------------------------------------------------
