@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -78,7 +79,22 @@ def _pending_versions(cursor: CursorWrapper, targets: dict[tuple[str | None, str
     """The waiting new versions of deferred rebuilds (csrc/plan_defer.c) of ``targets``: a
     materialized view beside each, under the derived name, whose stamp says pending=1."""
     pending = {(s, _core.derived_name(n, "_pgvc_pending")): label for (s, n), label in targets.items()}
-    split = list(pending)
+    nodes, current = _catalog_nodes(cursor, list(pending))
+    if not nodes:
+        return []
+    wanted = {(s or current, n): label for (s, n), label in pending.items()}
+    return [
+        Doomed(r[1], r[2], "m", f"{wanted[(r[1], r[2])]} (its pending rebuild)")
+        for r in nodes
+        if (r[1], r[2]) in wanted and r[3] == "m" and _PENDING_MARK in (r[4] or "")
+    ]
+
+
+def _catalog_nodes(
+    cursor: CursorWrapper, split: list[tuple[str | None, str]]
+) -> tuple[list[Any], str | None]:
+    """The catalog's rows of objects (the sync's one query) for the relations ``split``
+    ((schema or None, name)), and the connection's current schema (None when there are none)."""
     rows = read_catalog(
         cursor,
         {
@@ -89,15 +105,7 @@ def _pending_versions(cursor: CursorWrapper, targets: dict[tuple[str | None, str
         },
     )
     nodes = [r for r in rows if r[0] is not None]
-    if not nodes:
-        return []
-    current = nodes[0][15]
-    wanted = {(s or current, n): label for (s, n), label in pending.items()}
-    return [
-        Doomed(r[1], r[2], "m", f"{wanted[(r[1], r[2])]} (its pending rebuild)")
-        for r in nodes
-        if (r[1], r[2]) in wanted and r[3] == "m" and _PENDING_MARK in (r[4] or "")
-    ]
+    return nodes, (nodes[0][15] if nodes else None)
 
 
 def doomed_by(
@@ -111,19 +119,9 @@ def doomed_by(
     managed: it is dropped with them (the sync re-creates it); any other is unmanaged, dropped
     only with ``cascade``."""
     split = list(targets)
-    rows = read_catalog(
-        cursor,
-        {
-            "decl_schemas": [s for s, _ in split],
-            "decl_names": [n for _, n in split],
-            "schemas": sorted({s for s, _ in split if s}),
-            "restore": False,
-        },
-    )
-    nodes = [r for r in rows if r[0] is not None]
+    nodes, current = _catalog_nodes(cursor, split)
     if not nodes:
         return [], []
-    current = nodes[0][15]
     labels = {(s or current, n): label for (s, n), label in known.items()}
     wanted = {(s or current, n) for s, n in split}
     by_oid = {r[0]: k for k, r in enumerate(nodes)}

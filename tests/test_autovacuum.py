@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import pgreplica  # noqa: E402
 
+from tests import processes  # noqa: E402
+
 psycopg = pytest.importorskip("psycopg")
 
 DBNAME = "pgviews_autovac" + os.environ.get("PGVIEWS_DB_SUFFIX", "")
@@ -73,20 +75,11 @@ def cluster():
 
 
 def _manage(cluster, args: list[str], variant: str = "1") -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.autovacproj.settings",
-        "PYTHONPATH": str(ROOT),
-        "PGVIEWS_AUTOVAC_PORT": str(cluster.primary["port"]),
-        "PGVIEWS_AUTOVAC_VARIANT": variant,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "django", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    return processes.django(
+        *args,
+        settings="tests.autovacproj.settings",
+        PGVIEWS_AUTOVAC_PORT=str(cluster.primary["port"]),
+        PGVIEWS_AUTOVAC_VARIANT=variant,
     )
 
 

@@ -26,6 +26,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import pgreplica  # noqa: E402
 
+from tests import processes  # noqa: E402
+
 psycopg = pytest.importorskip("psycopg")
 
 DBNAME = "pgviews_standby" + os.environ.get("PGVIEWS_DB_SUFFIX", "")
@@ -55,21 +57,13 @@ def pair():
 
 
 def _manage(pair, args: list[str], variant: str = "1") -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.standbyproj.settings",
-        "PYTHONPATH": str(ROOT),
-        "PGVIEWS_STANDBY_PRIMARY_PORT": str(pair.primary["port"]),
-        "PGVIEWS_STANDBY_REPLICA_PORT": str(pair.replica["port"]),
-        "PGVIEWS_STANDBY_VARIANT": variant,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "django", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    return processes.django(
+        *args,
+        settings="tests.standbyproj.settings",
         timeout=120,
+        PGVIEWS_STANDBY_PRIMARY_PORT=str(pair.primary["port"]),
+        PGVIEWS_STANDBY_REPLICA_PORT=str(pair.replica["port"]),
+        PGVIEWS_STANDBY_VARIANT=variant,
     )
 
 
