@@ -109,7 +109,9 @@ class SyncRecorder:
         models = [self.decls.models[i] for i in decls]
         states: list[ViewState | None]
         try:
-            states = list(closure(self.connection, models, fresh_stats=False))
+            # In a savepoint: a failure must leave the sync's transaction usable.
+            with transaction.atomic(using=self.connection.alias):
+                states = list(closure(self.connection, models, fresh_stats=False))
         except DjangoDBError as exc:
             history.logger.warning(
                 "could not read the sources of %s for the refresh history: %s",
