@@ -35,7 +35,11 @@ DEFAULT_AUTO_FIELD = "{auto_field}"
 @pytest.mark.parametrize("auto_field", ["django.db.models.BigAutoField", "django.db.models.AutoField"])
 def test_no_migration_missing(tmp_path: Path, auto_field: str) -> None:
     (tmp_path / "ownsettings.py").write_text(SETTINGS.format(auto_field=auto_field))
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="ownsettings", PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="ownsettings",
+        PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]),
+    )
     done = subprocess.run(
         [sys.executable, "-m", "django", "makemigrations", "django_pgviews_c", "--check", "--dry-run"],
         cwd=tmp_path,
