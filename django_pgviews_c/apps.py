@@ -15,6 +15,9 @@ class ViewConfig(apps.AppConfig):
 
     name = "django_pgviews_c"
     verbose_name = "Django Postgres Views"
+    # The id of RefreshRecord as its migration made it, whatever the project's
+    # DEFAULT_AUTO_FIELD (startproject sets BigAutoField).
+    default_auto_field = "django.db.models.AutoField"
     default = True
 
     def sync_pgviews(self, sender: Any, app_config: Any, using: str, plan: Any = None, **kwargs: Any) -> None:
