@@ -371,17 +371,28 @@ def sync_pgviews(
         result = syncer.run(dry_run=dry_run, rehearse=rehearse)
         results.append(result)
         if send_signals and not (dry_run or rehearse):
-            _send_signals(conn_models, result, using, update=update, force=force)
+            send_view_synced(conn_models, result, using, update=update, force=force)
     if send_signals and not (dry_run or rehearse):
         all_views_synced.send(sender=None, using=using)
     return results
 
 
-def _send_signals(
-    models: list[type[View]], result: SyncResult, using: str, *, update: bool, force: bool
+def send_view_synced(
+    models: list[type[View]],
+    result: SyncResult,
+    using: str,
+    *,
+    update: bool,
+    force: bool,
+    changed_only: bool = False,
 ) -> None:
+    """``view_synced`` for each of ``models`` (``changed_only``: those ``result`` changed, as a
+    refresh_pgviews --pending swap says), with the status the sync gave it, and its log line."""
+    changed = set(result.changed)
     for model in models:
         label = model._meta.label
+        if changed_only and label not in changed:
+            continue
         status = result.statuses[label]
         view_synced.send(
             sender=model,
