@@ -232,3 +232,16 @@ def test_the_swap_sends_view_synced_for_what_it_changed(src):
     finally:
         view_synced.disconnect(dispatch_uid="test-pending-jobs")
     assert calls == []
+
+
+def test_the_due_pass_with_jobs_2_completes_them_too(src):
+    from django_pgviews_c.freshness import refresh_pass
+
+    vs = ViewSet()
+    before = _two_pending(vs)
+    passed = refresh_pass(models=list(vs.models.values()), due=True, jobs=2)
+    assert {"viewtest.P1", "viewtest.P2"} <= set(passed.refreshed) and not passed.failed, passed
+    for name, sql in NEW_SQL.items():
+        table = f"t_{name.lower()}"
+        assert oid(table) != before[name] and oid(_pending_name(table)) is None
+        assert catalog_rows(f"SELECT id, v FROM {table} ORDER BY id") == catalog_rows(f"{sql} ORDER BY id")
