@@ -3,7 +3,8 @@
 Nothing is dropped with CASCADE. The catalog says, before anything is dropped, which objects
 read the views; one this app does not manage (a user's own view over ours) makes the command
 refuse, naming it, unless ``cascade`` is given, in which case it is dropped too, explicitly and
-by name. Everything happens in one transaction, under the lock that serialises syncs."""
+by name. Everything happens in one transaction, under the lock that serialises syncs, with the
+removal of the exact mode's triggers the dropped views needed."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from django_pgviews_c import _core
 from django_pgviews_c.db.migrations.operations import drop_relation_sql
 from django_pgviews_c.dberrors import ensure_connected
 from django_pgviews_c.declarations import read_catalog, view_models
+from django_pgviews_c.exact import sync_exact
 from django_pgviews_c.exceptions import DependantObjectError, PlanError
 from django_pgviews_c.view import View
 
@@ -168,12 +170,16 @@ def clear_views(
     cascade: bool = False,
     confirm: Callable[[str, list[Doomed]], bool] | None = None,
     progress: Callable[[Doomed], None] | None = None,
+    untriggered: Callable[[str], None] | None = None,
 ) -> list[Doomed] | None:
     """Drop every view that belongs to database ``using`` (routers decide, as for the sync),
     dependants first, in one transaction. Raises DependantObjectError, changing nothing, when
     an object this app does not manage reads one of them, unless ``cascade``. ``confirm`` is
     asked with the alias and the drop list before anything is dropped; False cancels (returns
-    None). Returns what was dropped."""
+    None). In the same transaction the exact mode's triggers (and counters) go from the tables
+    no remaining view of ours reads, as the next sync would take them (exact.py); a role that
+    may not drop one gets PlanError naming it, and nothing is dropped. ``untriggered`` is told
+    each such table. Returns the views dropped."""
     dropped: list[Doomed] = []
     for conn, models in _by_connection(using).values():
         ensure_connected(conn)
@@ -200,5 +206,9 @@ def clear_views(
                 cursor.execute(drop_relation_sql(d.schema, d.name, d.kind == "m", cascade=False))
                 if progress is not None:
                     progress(d)
+            # The views are gone: the triggers that counted writes for them would count on.
+            for table in sync_exact(cursor, models).dropped:
+                if untriggered is not None:
+                    untriggered(table)
             dropped += drop
     return dropped

@@ -16,7 +16,7 @@ the core's (``_core.query_sql("exact_*")``)."""
 
 from __future__ import annotations
 
-__all__ = ["ExactChanges", "sync_exact", "exact_work", "RemoveExactTriggers", "TRIGGER"]
+__all__ = ["ExactChanges", "plan_exact", "sync_exact", "exact_work", "RemoveExactTriggers", "TRIGGER"]
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +38,8 @@ class ExactChanges:
 
     created: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    #: the oids of the tables in ``dropped`` (their counter rows go with the trigger)
+    dropped_oids: list[int] = field(default_factory=list)
 
 
 def exact_models(models: Sequence[type[pg.View]]) -> list[type[pg.View]]:
@@ -63,16 +65,36 @@ def exact_work(cursor: Any, models: Sequence[type[pg.View]]) -> bool:
     return bool(create or drop)
 
 
+def plan_exact(cursor: Any, models: Sequence[type[pg.View]]) -> ExactChanges:
+    """What sync_exact would do (one read, nothing changed): the tables whose trigger it would
+    create and those it would drop it from. Raises what sync_exact raises when it could not
+    (sync_pgviews --plan shows it without doing it)."""
+    return _checked(cursor, models)[0]
+
+
 def sync_exact(cursor: Any, models: Sequence[type[pg.View]]) -> ExactChanges:
     """Create the triggers the exact views among ``models`` need and drop those none needs, on
-    ``cursor``'s connection, in the caller's transaction. Raises PlanError naming the table and
-    the privilege when the current role may not do it (the caller's transaction then rolls back:
-    nothing was changed)."""
+    ``cursor``'s connection, in the caller's transaction (the counters of the tables that lose
+    theirs go too). Raises PlanError naming the table and the privilege when the current role
+    may not do it (the caller's transaction then rolls back: nothing was changed)."""
+    changes, counter_schema, has_function = _checked(cursor, models)
+    if changes.created and not has_function:
+        cursor.execute(_core.query_sql("exact_function", schema=counter_schema))
+    for table in changes.created:
+        cursor.execute(_core.query_sql("exact_trigger", table=table, schema=counter_schema))
+    for table in changes.dropped:
+        cursor.execute(_core.query_sql("exact_untrigger", table=table))
+    if changes.dropped and counter_schema is not None:
+        cursor.execute(_core.query_sql("exact_forget", schema=counter_schema), [changes.dropped_oids])
+    return changes
+
+
+def _checked(cursor: Any, models: Sequence[type[pg.View]]) -> tuple[ExactChanges, Any, bool]:
+    """(what to create and drop, the counter table's schema, whether the function exists), after
+    the checks that the current role may do it."""
     head, create, drop = _state(cursor, models)
     counter_schema, has_function, role = head[1], head[3], head[7]
-    changes = ExactChanges()
-    if not create and not drop:
-        return changes
+    changes = ExactChanges([r[1] for r in create], [r[1] for r in drop], [r[0] for r in drop])
     if create and counter_schema is None:
         raise PlanError(
             f"{', '.join(_labels(models))}: exact staleness needs the table django_pgviews_c_exact: "
@@ -91,21 +113,11 @@ def sync_exact(cursor: Any, models: Sequence[type[pg.View]]) -> ExactChanges:
     if refused:
         raise PlanError(
             f"no exact view reads {_names(refused)} any more, but only its owner may drop its trigger "
-            f"{TRIGGER}: run the sync as {_owners(refused)}, or GRANT {_owners(refused)} TO {role}. "
+            f"{TRIGGER}: run it as {_owners(refused)}, or GRANT {_owners(refused)} TO {role}. "
             f"Nothing was changed.",
             details=[r[1] for r in refused],
         )
-    if create and not has_function:
-        cursor.execute(_core.query_sql("exact_function", schema=counter_schema))
-    for r in create:
-        cursor.execute(_core.query_sql("exact_trigger", table=r[1], schema=counter_schema))
-        changes.created.append(r[1])
-    for r in drop:
-        cursor.execute(_core.query_sql("exact_untrigger", table=r[1]))
-        changes.dropped.append(r[1])
-    if drop and counter_schema is not None:
-        cursor.execute(_core.query_sql("exact_forget", schema=counter_schema), [[r[0] for r in drop]])
-    return changes
+    return changes, counter_schema, bool(has_function)
 
 
 def remove_all(apps: Any, schema_editor: Any) -> None:

@@ -377,7 +377,7 @@ def refresh_pass(
     started = _time.perf_counter()
     # A deferred rebuild waiting beside its old version is due: completed first, so the pass
     # judges the new version (its refresh is recorded) and what reads it.
-    pending = complete_pending(using, models=models, progress=progress, raise_errors=False)
+    pending = complete_pending(using, models=models, progress=progress, raise_errors=False, jobs=jobs)
     items = freshness(models, using=using)
     order, skipped = plan_pass(items, due=due)
     result = PassResult(skipped=skipped, refreshed=list(pending.swapped), failed=dict(pending.failed))
@@ -477,7 +477,7 @@ def add_refresh_arguments(parser: Any) -> None:
         action="store_true",
         help="Complete deferred rebuilds (defer_rebuild, PGVIEWS_DEFER_REBUILD): populate each new "
         "version waiting beside its old one, then swap it in with the sync's short, "
-        "lock_timeout-guarded swap. Runs one view at a time, whatever --jobs says.",
+        "lock_timeout-guarded swap. With --jobs N, N new versions are populated at once.",
     )
 
 
@@ -513,7 +513,9 @@ def run_refresh_command(stdout: Any, options: dict[str, Any]) -> bool:
     if pending:
         from django_pgviews_c.pending import complete_pending
 
-        done = complete_pending(using, models=models, verbosity=verbosity, progress=common["progress"])
+        done = complete_pending(
+            using, models=models, verbosity=verbosity, progress=common["progress"], jobs=common["jobs"]
+        )
         if verbosity >= 1:
             for label in done.swapped:
                 stdout.write(f"swapped in the rebuilt {label}  ({done.timings[label][0]:.2f}s to populate)")

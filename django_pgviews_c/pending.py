@@ -29,7 +29,8 @@ from django_pgviews_c import view as pg
 from django_pgviews_c.dberrors import diag, ensure_connected
 from django_pgviews_c.declarations import defers, setting, view_models
 from django_pgviews_c.exceptions import PGViewsError
-from django_pgviews_c.sync import Syncer
+from django_pgviews_c.sync import Syncer, send_view_synced
+from django_pgviews_c.syncresult import SyncResult
 
 #: The state pgviews_status shows for a view whose new version waits beside it.
 PENDING_STATE = "pending rebuild"
@@ -97,6 +98,11 @@ def pending_models(
     return [m for m in out if wanted is None or m in wanted]
 
 
+#: A populated pending version, ready to swap: (declaration index, label, sources captured
+#: before its REFRESH, when that began, seconds it took).
+_Ready = tuple[int, str, "dict[str, Any] | None", Any, float]
+
+
 def complete_pending(
     using: str = DEFAULT_DB_ALIAS,
     *,
@@ -104,13 +110,17 @@ def complete_pending(
     verbosity: int = 1,
     progress: Callable[[str], None] | None = None,
     raise_errors: bool = True,
+    jobs: int = 1,
 ) -> PendingResult:
     """Populate every pending version of ``using`` (among ``models``, default all) and swap it
-    in. A failed REFRESH is recorded and reported in the result, the old version keeps serving;
-    a swap that cannot take its locks in time raises LockNotAvailableError naming the holder
-    (the REFRESHed new version stays beside the old one, for the next try), recorded as a
-    failure in the view's history; with ``raise_errors=False`` (the --due pass, the refresher)
-    it is reported in ``result.failed`` instead."""
+    in. With ``jobs`` > 1 the versions are populated at once over that many connections of the
+    C loop (not inside a transaction); the swap stays one short transaction for them all. A
+    failed REFRESH is recorded and reported in the result, stops none of the others, and the
+    old version keeps serving; a swap that cannot take its locks in time raises
+    LockNotAvailableError naming the holder (the REFRESHed new version stays beside the old
+    one, for the next try), recorded as a failure in the view's history; with
+    ``raise_errors=False`` (the --due pass, the refresher) it is reported in ``result.failed``
+    instead. After the swap, ``view_synced`` is sent for each view it changed."""
     started = time.perf_counter()
     result = PendingResult()
     wanted = set(models) if models is not None else None
@@ -122,30 +132,62 @@ def complete_pending(
         ensure_connected(conn)
         with conn.cursor() as cursor:
             plan = Syncer(conn, conn_models, known).plan(cursor)
-        ready: list[tuple[int, str, dict[str, Any] | None, Any, float]] = []
+        todo: list[tuple[int, str]] = []
         for i, schema, name, _populated, current in plan["pending"]:
             model = conn_models[i]
-            label = model._meta.label
             if wanted is not None and model not in wanted:
                 continue
             if not current:
-                result.waiting[label] = "its waiting version no longer matches the code: a sync replaces it"
+                result.waiting[model._meta.label] = (
+                    "its waiting version no longer matches the code: a sync replaces it"
+                )
                 continue
-            populated = _populate(conn, model, _core.qualified_name(schema, name), result, progress)
-            if populated is not None:
-                ready.append((i, label, *populated))
+            todo.append((i, _core.qualified_name(schema, name)))
+        if jobs > 1 and len(todo) > 1:
+            ready = _populate_parallel(conn, conn_models, todo, jobs, result, progress)
+        else:
+            ready = []
+            for i, qualified in todo:
+                populated = _populate(conn, conn_models[i], qualified, result, progress)
+                if populated is not None:
+                    ready.append((i, conn_models[i]._meta.label, *populated))
         if not ready:
             continue
         try:
-            _swap(conn, conn_models, known, ready, result, verbosity, progress)
+            swapped = _swap(conn, conn_models, known, ready, result, verbosity, progress)
         except PGViewsError as exc:
             _record_failed_swap(conn, conn_models, ready, exc)
             if raise_errors:
                 raise
             for _, label, *_ in ready:
                 result.failed[label] = f"its new version is populated but was not swapped in: {exc}"
+            continue
+        # As a sync does for the views it changes, once the swap has committed.
+        send_view_synced(conn_models, swapped, using, update=True, force=False, changed_only=True)
     result.wall = time.perf_counter() - started
     return result
+
+
+def _sources(
+    conn: BaseDatabaseWrapper, models: Sequence[type[pg.View]], names: Sequence[str]
+) -> list[dict[str, Any] | None]:
+    """The sources of each pending version ``names`` (one query), for the history record of its
+    refresh; None each when the history is off or the read failed (logged)."""
+    from django_pgviews_c import history
+    from django_pgviews_c.freshness import closure
+
+    if not setting("PGVIEWS_HISTORY", True):
+        return [None for _ in models]
+    try:
+        states = closure(conn, models, names=names)
+    except DjangoDBError as exc:
+        history.logger.warning(
+            "could not read the sources of %s: %s",
+            ", ".join(m._meta.label for m in models),
+            diag(exc)["message"],
+        )
+        return [None for _ in models]
+    return [state.snapshot() if state.oid is not None else None for state in states]
 
 
 def _populate(
@@ -158,39 +200,89 @@ def _populate(
     """REFRESH the pending version (plain: nobody reads it). Returns (sources captured before,
     start time, seconds), or None when it failed (recorded, and in result.failed)."""
     from django_pgviews_c import history
-    from django_pgviews_c.freshness import closure
     from django_pgviews_c.refresh import guarded_refresh
 
-    label = model._meta.label
-    sources = None
-    if setting("PGVIEWS_HISTORY", True):
-        try:
-            state = closure(conn, [model], names=[qualified])[0]
-            sources = state.snapshot() if state.oid is not None else None
-        except DjangoDBError as exc:
-            history.logger.warning("could not read the sources of %s: %s", label, diag(exc)["message"])
+    sources = _sources(conn, [model], [qualified])[0]
     started_at = timezone.now()
     t0 = time.perf_counter()
     try:
-        guarded_refresh(conn, qualified, label)
+        guarded_refresh(conn, qualified, model._meta.label)
     except (DjangoDBError, PGViewsError) as exc:
-        info = history._error(exc)
-        result.failed[label] = f"populating its new version failed: {info['sqlstate']} {info['message']}"
-        if setting("PGVIEWS_HISTORY", True):
-            history.record(conn, model, started_at=started_at, duration=time.perf_counter() - t0,
-                           concurrent=False, plain_reason="pending rebuild", error=info,
-                           sources=sources)  # fmt: skip
+        _populate_failed(
+            conn, model, history._error(exc), started_at, time.perf_counter() - t0, sources, result
+        )
         return None
     seconds = time.perf_counter() - t0
     if progress is not None:
-        progress(f"  populated the new version of {label} ({qualified})  {seconds:.2f}s")
+        progress(f"  populated the new version of {model._meta.label} ({qualified})  {seconds:.2f}s")
     return sources, started_at, seconds
+
+
+def _populate_parallel(
+    conn: BaseDatabaseWrapper,
+    conn_models: list[type[pg.View]],
+    todo: list[tuple[int, str]],
+    jobs: int,
+    result: PendingResult,
+    progress: Callable[[str], None] | None,
+) -> list[_Ready]:
+    """Populate the pending versions ``todo`` ((declaration index, quoted name)) over ``jobs``
+    connections of the C loop, as refresh_views(jobs=N) refreshes: plain REFRESHes, each
+    waiting for its lock as guarded_refresh does. A pending version reads only the objects
+    that serve now (it was created beside them, against them; never against another pending
+    version), so none waits for another, and a failure stops none of the others."""
+    from django_pgviews_c.refresh import loop_ready, run_loop
+
+    loop_ready(conn)
+    models = [conn_models[i] for i, _ in todo]
+    names = [qualified for _, qualified in todo]
+    labels = [m._meta.label for m in models]
+    sources = _sources(conn, models, names)
+    began: dict[int, Any] = {}
+
+    def on_event(k: int, state: str, seconds: float, error: dict[str, Any] | None) -> None:
+        if state == "running":
+            began[k] = timezone.now()
+        elif state == "ok" and progress is not None:
+            progress(f"  populated the new version of {labels[k]} ({names[k]})  {seconds:.2f}s")
+
+    statements = [pg.refresh_statement(name, False) for name in names]
+    outcome = run_loop(conn, statements, [[] for _ in todo], names, labels, jobs, on_event)
+    ready: list[_Ready] = []
+    for k, (state, seconds, error) in enumerate(outcome):
+        started_at = began.get(k) or timezone.now()
+        if state == "ok":
+            ready.append((todo[k][0], labels[k], sources[k], started_at, seconds))
+        else:
+            info = error or {"sqlstate": "", "message": f"not populated ({state})"}
+            _populate_failed(conn, models[k], info, started_at, seconds, sources[k], result)
+    return ready
+
+
+def _populate_failed(
+    conn: BaseDatabaseWrapper,
+    model: type[pg.View],
+    error: dict[str, Any],
+    started_at: Any,
+    seconds: float,
+    sources: dict[str, Any] | None,
+    result: PendingResult,
+) -> None:
+    """A pending version whose REFRESH failed: named in result.failed with the server's reason,
+    recorded in the view's history; its old version keeps serving."""
+    from django_pgviews_c import history
+    from django_pgviews_c.refresh import _failure_text
+
+    result.failed[model._meta.label] = f"populating its new version failed: {_failure_text(error)}"
+    if setting("PGVIEWS_HISTORY", True):
+        history.record(conn, model, started_at=started_at, duration=seconds, concurrent=False,
+                       plain_reason="pending rebuild", error=error, sources=sources)  # fmt: skip
 
 
 def _record_failed_swap(
     conn: BaseDatabaseWrapper,
     conn_models: list[type[pg.View]],
-    ready: list[tuple[int, str, dict[str, Any] | None, Any, float]],
+    ready: list[_Ready],
     exc: PGViewsError,
 ) -> None:
     """The swap was rolled back: each view's history says why its refresh did not land."""
@@ -208,13 +300,13 @@ def _swap(
     conn: BaseDatabaseWrapper,
     conn_models: list[type[pg.View]],
     known: set[str],
-    ready: list[tuple[int, str, dict[str, Any] | None, Any, float]],
+    ready: list[_Ready],
     result: PendingResult,
     verbosity: int,
     progress: Callable[[str], None] | None,
-) -> None:
+) -> SyncResult:
     """One transaction: the sync's swap of every populated pending version, then their history
-    records (rolled back with it)."""
+    records (rolled back with it). Returns what the swap did."""
     from django_pgviews_c import history
 
     syncer = PendingSwap(
@@ -237,3 +329,4 @@ def _swap(
                                concurrent=False, plain_reason="pending rebuild", sources=sources)  # fmt: skip
             result.swapped.append(label)
             result.timings[label] = (seconds, None)
+    return synced

@@ -16,6 +16,8 @@ __all__ = [
     "connection_params",
     "session_settings",
     "guarded_refresh",
+    "loop_ready",
+    "run_loop",
 ]
 
 import logging
@@ -440,6 +442,56 @@ def _refresh_per_database(
             result.skipped += part.skipped
 
 
+def loop_ready(connection: BaseDatabaseWrapper) -> None:
+    """Before the C loop opens its own connections to ``connection``'s database: the database
+    is reachable, and no transaction is open whose data those connections could not see."""
+    if connection.connection is None:
+        wait_until_reachable(connection)  # psycopg2: a connect that hangs must not defer Ctrl-C
+    if connection.in_atomic_block:
+        raise PGViewsError(
+            "refresh with jobs > 1 opens its own connections, which cannot see the data of the "
+            "open transaction: run it outside transaction.atomic(), or with jobs=1"
+        )
+
+
+def run_loop(
+    connection: BaseDatabaseWrapper,
+    statements: Sequence[str],
+    deps: Sequence[Sequence[int]],
+    guards: Sequence[str | None],
+    labels: Sequence[str],
+    jobs: int,
+    on_event: Callable[[int, str, float, dict[str, Any] | None], None],
+    setup: str | None = None,
+) -> list[tuple[str, float, dict[str, Any] | None]]:
+    """Run ``statements`` through the C loop over ``jobs`` new connections to ``connection``'s
+    database (its session settings on each), each after the ones ``deps`` names; a statement
+    with a guard (the relation a plain REFRESH locks) waits for its lock as guarded_refresh
+    does. Server notices go to the package's logger under ``labels``. Returns (state, seconds,
+    error) per statement. Call loop_ready() first."""
+
+    def on_notice(k: int, severity: str, message: str) -> None:
+        _log_notice(labels[k] if k >= 0 else f"database {connection.alias!r}", severity, message)
+
+    retries, short_ms, last_ms = _lock_settings()
+    outcome = _core.run_parallel(
+        connection_params(connection),
+        statements,
+        deps,
+        None,
+        jobs,
+        setup=setup,
+        on_event=on_event,
+        session=session_settings(connection),
+        guard=guards,
+        on_notice=on_notice,
+        lock_retries=retries,
+        lock_timeout_ms=short_ms,
+        last_lock_timeout_ms=last_ms,
+    )
+    return list(outcome)
+
+
 def _refresh_parallel(
     sel: _Selection,
     flags: list[bool],
@@ -452,13 +504,7 @@ def _refresh_parallel(
     """The C loop over ``jobs`` new connections to ``alias``: each view starts as soon as the
     views it reads are refreshed, longest remaining chain first; a failure skips its dependants."""
     connection = connections[alias]
-    if connection.connection is None:
-        wait_until_reachable(connection)  # psycopg2: a connect that hangs must not defer Ctrl-C
-    if connection.in_atomic_block:
-        raise PGViewsError(
-            "refresh with jobs > 1 opens its own connections, which cannot see the data of the "
-            "open transaction: run it outside transaction.atomic(), or with jobs=1"
-        )
+    loop_ready(connection)
     names = [_core.qualified_name(*_core.split_table(m._meta.db_table)) for m in sel.models]
     if any(flags):
         # CONCURRENTLY is refused for a view that was never populated: refresh those plainly.
@@ -480,25 +526,8 @@ def _refresh_parallel(
                 text += f"  {error['message'].strip()}"
             progress(text)
 
-    def on_notice(k: int, severity: str, message: str) -> None:
-        _log_notice(labels[k] if k >= 0 else f"database {alias!r}", severity, message)
-
-    retries, short_ms, last_ms = _lock_settings()
-    outcome = _core.run_parallel(
-        connection_params(connection),
-        statements,
-        sel.deps,
-        None,
-        jobs,
-        setup=setup,
-        on_event=on_event,
-        session=session_settings(connection),
-        guard=[None if f else name for f, name in zip(flags, names, strict=True)],
-        on_notice=on_notice,
-        lock_retries=retries,
-        lock_timeout_ms=short_ms,
-        last_lock_timeout_ms=last_ms,
-    )
+    guards = [None if f else name for f, name in zip(flags, names, strict=True)]
+    outcome = run_loop(connection, statements, sel.deps, guards, labels, jobs, on_event, setup)
     for label, (state, _seconds, error) in zip(labels, outcome, strict=True):
         if state == "failed":
             if error and error.get("sqlstate") == INSUFFICIENT_PRIVILEGE:

@@ -30,7 +30,7 @@ from django_pgviews_c.columns import ColumnProblem, column_problems, report_colu
 from django_pgviews_c.dberrors import connection_is_lost, ensure_connected, lost_connection_error
 from django_pgviews_c.dberrors import sqlstate as _sqlstate
 from django_pgviews_c.declarations import Declarations, read_catalog, setting, view_models
-from django_pgviews_c.exact import TRIGGER, exact_models, exact_work, sync_exact
+from django_pgviews_c.exact import TRIGGER, exact_models, exact_work, plan_exact, sync_exact
 from django_pgviews_c.exceptions import ForceRequiredError, PGViewsError
 from django_pgviews_c.executor import Executor
 from django_pgviews_c.failures import LOCK_NOT_AVAILABLE, ChainConflict, Incompatible, Misordered
@@ -171,6 +171,9 @@ class Syncer:
                     plan, actions = self._apply(cursor)
                     self._fill(plan, actions)
                     self.progress.report()
+                elif rehearse and self._wants_exact():
+                    # No view changes: the triggers the sync would create or drop, read only.
+                    self.result.exact = plan_exact(cursor, self.decls.models)
                 elif not dry_run and self._wants_exact() and exact_work(cursor, self.decls.models):
                     with transaction.atomic(using=self.connection.alias):
                         self._take_sync_lock(cursor)
@@ -227,7 +230,11 @@ class Syncer:
         return bool(self._triggers) or bool(exact_models(self.decls.models))
 
     def _sync_exact(self, cursor: Any) -> None:
-        """The exact mode's triggers (exact.py), in the sync's transaction."""
+        """The exact mode's triggers (exact.py), in the sync's transaction. A rehearsal (--plan)
+        only reads what would change: creating a trigger would lock the table against writers."""
+        if self.progress.rehearsing:
+            self.result.exact = plan_exact(cursor, self.decls.models)
+            return
         changes = sync_exact(cursor, self.decls.models)
         self.result.exact = changes
         for table in changes.created:
@@ -371,17 +378,28 @@ def sync_pgviews(
         result = syncer.run(dry_run=dry_run, rehearse=rehearse)
         results.append(result)
         if send_signals and not (dry_run or rehearse):
-            _send_signals(conn_models, result, using, update=update, force=force)
+            send_view_synced(conn_models, result, using, update=update, force=force)
     if send_signals and not (dry_run or rehearse):
         all_views_synced.send(sender=None, using=using)
     return results
 
 
-def _send_signals(
-    models: list[type[View]], result: SyncResult, using: str, *, update: bool, force: bool
+def send_view_synced(
+    models: list[type[View]],
+    result: SyncResult,
+    using: str,
+    *,
+    update: bool,
+    force: bool,
+    changed_only: bool = False,
 ) -> None:
+    """``view_synced`` for each of ``models`` (``changed_only``: those ``result`` changed, as a
+    refresh_pgviews --pending swap says), with the status the sync gave it, and its log line."""
+    changed = set(result.changed)
     for model in models:
         label = model._meta.label
+        if changed_only and label not in changed:
+            continue
         status = result.statuses[label]
         view_synced.send(
             sender=model,

@@ -144,3 +144,53 @@ def test_no_input_does_not_ask(process_db):
         subprocess.run(
             [sys.executable, "-m", "django", "sync_pgviews", "-v", "0"], cwd=ROOT, env=_env(), check=True
         )
+
+
+# -- the exact mode's triggers --------------------------------------------------------------------
+
+
+def _triggers_on(table: str) -> list[str]:
+    return [
+        r[0]
+        for r in catalog_rows(
+            "SELECT tgname::text FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal "
+            "ORDER BY 1",
+            [table],
+        )
+    ]
+
+
+@pytest.mark.django_db
+def test_the_exact_modes_triggers_go_with_the_views_and_the_next_sync_puts_them_back(monkeypatch):
+    from django_pgviews_c import clear as clear_module
+    from django_pgviews_c import declarations
+    from tests.helpers import ViewSet
+
+    execute("CREATE TABLE cl_src (id int PRIMARY KEY, v int); INSERT INTO cl_src VALUES (1, 1)")
+    # A trigger of the user's own on the same table: not ours, it stays.
+    execute(
+        "CREATE FUNCTION cl_noop() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$; "
+        "CREATE TRIGGER user_audit AFTER INSERT ON cl_src FOR EACH STATEMENT EXECUTE FUNCTION cl_noop()"
+    )
+    vs = ViewSet()
+    vs.view("ClSum", "SELECT sum(v) AS s FROM cl_src", materialized=True, staleness="exact")
+    assert vs.sync().exact.created == ["cl_src"]
+    execute("INSERT INTO cl_src VALUES (2, 2)")  # counted by our trigger
+    counter = "SELECT writes FROM django_pgviews_c_exact WHERE rel = 'cl_src'::regclass::oid"
+    assert catalog_rows(counter) == [(1,)]
+    assert _triggers_on("cl_src") == ["pgviews_c_exact", "user_audit"]
+    project = declarations.view_models()
+    with monkeypatch.context() as patched:
+        patched.setattr(clear_module, "view_models", lambda: project + list(vs.models.values()))
+        out = run("clear_pgviews")
+    assert "dropped viewtest.ClSum (public.t_clsum, materialized view)" in out
+    assert "dropped trigger pgviews_c_exact from cl_src (exact staleness)" in out
+    # No trigger of ours remains anywhere, nor its counter; the user's trigger is there.
+    assert catalog_rows("SELECT count(*) FROM pg_trigger WHERE tgname = 'pgviews_c_exact'") == [(0,)]
+    assert _triggers_on("cl_src") == ["user_audit"]
+    assert catalog_rows(counter) == []
+    assert catalog_rows(VIEWTEST) == [(0,)]
+    # The next sync re-creates the view and its trigger.
+    result = vs.sync()
+    assert result.statuses["viewtest.ClSum"] == "CREATED" and result.exact.created == ["cl_src"]
+    assert _triggers_on("cl_src") == ["pgviews_c_exact", "user_audit"]

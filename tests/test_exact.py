@@ -293,3 +293,53 @@ def test_the_system_check_names_a_mode_that_is_not_one():
     assert message.obj is MaterializedRelatedView
     assert "viewtest.MaterializedRelatedView.staleness is 'precise'" in message.msg
     assert not [m for m in validate_view_declarations() if m.id == "django_pgviews_c.E006"]
+
+
+def _plan_command(vs: ViewSet, monkeypatch) -> str:
+    """sync_pgviews --plan over the project's views and ``vs``'s."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from django_pgviews_c import declarations
+    from django_pgviews_c import sync as sync_module
+
+    project = declarations.view_models()
+    out = StringIO()
+    with monkeypatch.context() as patched:
+        patched.setattr(sync_module, "view_models", lambda: project + list(vs.models.values()))
+        call_command("sync_pgviews", "--plan", stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def test_the_plan_lists_the_triggers_it_would_create_and_drop_without_doing_it(tables, monkeypatch):
+    declare(tables)
+    # With the views to create: the rehearsal (rolled back) reads what the triggers would be.
+    from django_pgviews_c.sync import Syncer
+
+    chosen = list(tables.models.values())
+    rehearsed = Syncer(connection, chosen, {m._meta.label for m in chosen}).run(rehearse=True)
+    assert rehearsed.error is None and sorted(rehearsed.exact.created) == ["ex_a", "ex_b"]
+    out = _plan_command(tables, monkeypatch)
+    lines = [line for line in out.splitlines() if line.startswith("  TRIGGER")]
+    assert [line.split("  (")[0] for line in lines] == [
+        "  TRIGGER  pgviews_c_exact created on ex_a",
+        "  TRIGGER  pgviews_c_exact created on ex_b",
+    ], out
+    assert all("lock: SHARE ROW EXCLUSIVE" in line for line in lines), out
+    assert "2 triggers of the exact mode change; rehearsed" in out, out
+    assert triggers("ex_a") == [] and triggers("ex_b") == []  # shown, not done
+    tables.sync()
+    assert len(triggers("ex_a")) == len(triggers("ex_b")) == 1
+    # The same views, no longer exact: no view changes, the triggers would go.
+    declare(tables, exact=False)
+    out = _plan_command(tables, monkeypatch)
+    lines = [line for line in out.splitlines() if line.startswith("  TRIGGER")]
+    assert [line.split("  (")[0] for line in lines] == [
+        "  TRIGGER  pgviews_c_exact dropped from ex_a",
+        "  TRIGGER  pgviews_c_exact dropped from ex_b",
+    ], out
+    assert "default: no view changes, 2 triggers of the exact mode change (read only" in out, out
+    assert len(triggers("ex_a")) == len(triggers("ex_b")) == 1  # shown, not done
+    assert sorted(tables.sync().exact.dropped) == ["ex_a", "ex_b"]
+    assert "nothing to do" in _plan_command(tables, monkeypatch)

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from django_pgviews_c.clear import Doomed, clear_views
+from django_pgviews_c.exact import TRIGGER
 from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
 
 logger = logging.getLogger("django_pgviews_c.sync_pgviews")
@@ -48,12 +49,18 @@ class Command(BaseCommand):
             if verbosity >= 1:
                 self.stdout.write(f"  dropped {d.describe()}")
 
+        def untriggered(table: str) -> None:
+            logger.info("%s: trigger %s dropped", table, TRIGGER)
+            if verbosity >= 1:
+                self.stdout.write(f"  dropped trigger {TRIGGER} from {table} (exact staleness)")
+
         with pgviews_errors(database, nothing_changed=True):
             dropped = clear_views(
                 database,
                 cascade=options["cascade"],
                 confirm=self._confirm if interactive else None,
                 progress=progress,
+                untriggered=untriggered,
             )
         if dropped is None:
             self.stdout.write("Clear cancelled.")

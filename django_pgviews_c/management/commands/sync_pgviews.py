@@ -6,6 +6,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from django_pgviews_c.exact import TRIGGER
 from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
 from django_pgviews_c.sync import SyncResult, sync_pgviews
 
@@ -124,12 +125,20 @@ class Command(BaseCommand):
 
     def _print_plan(self, result: SyncResult, verbosity: int) -> None:
         """One line per view that changes (what, why, the lock readers will meet, the data to
-        rebuild), the internal steps at -v 2, a summary line."""
+        rebuild), the internal steps at -v 2, one line per trigger of the exact mode created or
+        dropped, a summary line."""
+        triggers = len(result.exact.created) + len(result.exact.dropped)
         if not result.actions:
-            if result.error is None:
+            if result.error is not None:
+                self.stdout.write(f"{result.using}: the sync would fail before changing anything")
+            elif not triggers:
                 self.stdout.write(f"{result.using}: nothing to do")
             else:
-                self.stdout.write(f"{result.using}: the sync would fail before changing anything")
+                self._print_triggers(result)
+                self.stdout.write(
+                    f"{result.using}: no view changes, {triggers} triggers of the exact mode change "
+                    f"(read only: nothing was run)"
+                )
             return
         changed = result.changed
         labels = {label: i for i, label in enumerate(result.statuses)}
@@ -165,6 +174,7 @@ class Command(BaseCommand):
                 for action in actions:
                     self.stdout.write(f"  {action.op:<13} {action.target}\n{'':16}lock: {action.lock}")
                     self.stdout.write("\n".join(f"{'':16}{line}" for line in action.sql.splitlines()))
+        self._print_triggers(result)
         outcome = (
             "rehearsed in a transaction that was rolled back: the sync would succeed"
             if result.error is None
@@ -172,9 +182,25 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             f"{result.using}: {len(changed)} of {len(result.statuses)} views change, "
-            f"{len(result.actions)} actions, {_size(rebuilt_bytes)} of materialized views to rebuild; "
-            f"{outcome}"
+            f"{len(result.actions)} actions, {_size(rebuilt_bytes)} of materialized views to rebuild"
+            + (f", {triggers} triggers of the exact mode change" if triggers else "")
+            + f"; {outcome}"
         )
+
+    def _print_triggers(self, result: SyncResult) -> None:
+        """The exact mode's triggers the sync would create and drop (exact.py), with the lock
+        each takes on its table until commit."""
+        for table in result.exact.created:
+            self.stdout.write(
+                f"  TRIGGER  {TRIGGER} created on {table}  (exact staleness: a view reads it);  "
+                f"lock: SHARE ROW EXCLUSIVE on {table} until commit: its writers wait"
+            )
+        for table in result.exact.dropped:
+            self.stdout.write(
+                f"  TRIGGER  {TRIGGER} dropped from {table}  (no exact view reads it any more; its "
+                f"counter goes too);  lock: ACCESS EXCLUSIVE on {table} until commit: readers and "
+                f"writers wait"
+            )
 
 
 # Actions that re-compute a materialized view's data.
