@@ -215,7 +215,8 @@ static PyMethodDef core_methods[] = {
      "freshness_sql(exact=False)\n--\n\nThe staleness catalog query (freshness.c); `exact` adds "
      "the exact mode's trigger and counter of each table."},
     {"query_sql", CF(query_sql), KW,
-     "query_sql(name, table=None, ms=None, schema=None)\n--\n\nThe text of the query `name` "
+     "query_sql(name, table=None, ms=None, schema=None, tables=None)\n--\n\nThe text of the "
+     "query `name` "
      "(queries.c): "
      "%s placeholders for the values the caller binds. ValueError for an unknown name."},
     {"query_names", (PyCFunction)query_names, METH_NOARGS,

@@ -22,9 +22,11 @@
 #define CANCEL_TIMEOUT 5.0 /* seconds for a cancel request, and for its statement to end */
 #define HOLDER_TIMEOUT 5.0 /* seconds for the lock-holder query */
 
-/* The sessions holding a granted lock on a relation (its name the one parameter). */
+/* The sessions holding a granted lock on a relation (its name the one parameter): pid,
+ * application_name, state, start of the query, backend_type (what names a holder without an
+ * application_name, such as an autovacuum worker). */
 #define LOCK_HOLDERS_SQL(param)                                                                    \
-    "SELECT a.pid, a.application_name, a.state, pg_catalog.left(a.query, 80) "                     \
+    "SELECT a.pid, a.application_name, a.state, pg_catalog.left(a.query, 80), a.backend_type "     \
     "FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "              \
     "WHERE l.granted AND l.relation = pg_catalog.to_regclass(" param ") "                          \
     "AND l.pid <> pg_catalog.pg_backend_pid() ORDER BY a.pid"
@@ -281,7 +283,8 @@ static int task_ok(Loop *L, Py_ssize_t i)
 }
 
 /* The sessions that hold a lock on the relation, as a list of dicts (pid, application_name,
- * state, query), read on conn; None when they cannot be read within HOLDER_TIMEOUT. */
+ * state, query, backend_type), read on conn; None when they cannot be read within
+ * HOLDER_TIMEOUT. */
 static PyObject *lock_holders(PGconn *conn, const char *relation)
 {
     const char *params[1] = {relation};
@@ -305,9 +308,10 @@ static PyObject *lock_holders(PGconn *conn, const char *relation)
         PyObject *pid =
             pgvc_parse_long(PQgetvalue(r, k, 0), &v) == 0 ? PyLong_FromLong(v) : Py_NewRef(Py_None);
         PyObject *row =
-            Py_BuildValue("{sNszszsz}", "pid", pid, "application_name", PQgetvalue(r, k, 1),
+            Py_BuildValue("{sNszszszsz}", "pid", pid, "application_name", PQgetvalue(r, k, 1),
                           "state", PQgetisnull(r, k, 2) ? NULL : PQgetvalue(r, k, 2), "query",
-                          PQgetisnull(r, k, 3) ? NULL : PQgetvalue(r, k, 3));
+                          PQgetisnull(r, k, 3) ? NULL : PQgetvalue(r, k, 3), "backend_type",
+                          PQgetisnull(r, k, 4) ? NULL : PQgetvalue(r, k, 4));
         if (!row || PyList_Append(list, row) < 0)
             Py_CLEAR(list);
         Py_XDECREF(row);

@@ -26,7 +26,7 @@ extern PyType_Spec pgvc_schedule_spec;
 PyObject *pgvc_libpq_version(void);
 
 /* _core.lock_holders_sql() -> str: the sessions holding a lock on the relation named by its one
- * %s parameter: (pid, application_name, state, start of query). */
+ * %s parameter: (pid, application_name, state, start of query, backend_type). */
 PyObject *pgvc_lock_holders_sql(void);
 
 /* _core.populated_sql() -> str: for the relation names in its one %s parameter (a text array),

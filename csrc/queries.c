@@ -3,7 +3,7 @@
  * exposed by name through _core.query_sql().
  *
  * Placeholders are %s for the DB-API cursor (a literal % is written %%); values are always
- * bound by the caller. The two parts that vary are built here: a relation name, quoted by
+ * bound by the caller. The two parts that vary are built here: relation names, quoted by
  * sqlgen.c, and lock_guard's timeout, an integer checked for range. lock_guard and lock_restore
  * run around a REFRESH in one simple-protocol round trip, which takes no parameters, so the
  * timeout is written as a number (formatted from a C integer, never from text). */
@@ -162,30 +162,25 @@ static const char q_lock_restore[] = "; SELECT pg_catalog.set_config('lock_timeo
 
 #define HISTORY_TABLE "django_pgviews_c_refresh"
 
-/* history.py: one statement that inserts a refresh record and drops the records of that view
- * beyond the newest `keep`. Parameters: view, db_table, started_at, duration, [the count's two:
- * size limit, qualified name,] concurrent, plain_reason, ok, sqlstate, message, sources (json),
- * view, view, keep - 1. `captured` (history_insert_captured): no duration nor sources parameter,
- * the statement reads what the capture of the same transaction set (freshness.c): the sources,
- * and the duration from its clock to now. The DELETE does not see the new row (same snapshot), so it keeps keep - 1
- * older ones. `counted` (a quoted relation name, or NULL) counts the rows when the relation is
- * populated and no larger than the limit; without it rows is NULL. */
-static void history_insert(pgvc_buf *b, const char *counted, int captured)
+/* One record's VALUES row: view, db_table, started_at, duration, [the count's two: size limit,
+ * qualified name,] concurrent, plain_reason, ok, sqlstate, message, sources (json). `captured`: no
+ * duration nor sources parameter, the row reads what the capture of the same transaction set
+ * (freshness.c): the sources, and the duration from its clock to now. `rel` (with its schema, or
+ * NULL) counts the rows when the relation is populated and no larger than the limit; without it
+ * rows is NULL. */
+static void history_row(pgvc_buf *b, const char *schema, const char *rel, int captured)
 {
-    pgvc_buf_puts(b, "WITH ins AS (INSERT INTO ");
-    pgvc_buf_qualified(b, NULL, HISTORY_TABLE);
-    pgvc_buf_puts(b, " (view, db_table, started_at, duration, rows, concurrent,"
-                     " plain_reason, ok, sqlstate, message, sources) VALUES (%s, %s, %s, ");
+    pgvc_buf_puts(b, "(%s, %s, %s, ");
     if (captured)
         pgvc_buf_puts(b, "pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()"
                          " - pg_catalog.current_setting('pgviews_c.started')::timestamptz), ");
     else
         pgvc_buf_puts(b, "%s, ");
-    if (counted) {
+    if (rel) {
         pgvc_buf_puts(
             b, "(SELECT CASE WHEN pg_catalog.pg_relation_size(c.oid) <= %s AND c.relispopulated"
                " THEN (SELECT count(*) FROM ");
-        pgvc_buf_puts(b, counted);
+        pgvc_buf_qualified(b, schema, rel);
         pgvc_buf_puts(b,
                       ") END FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(%s))");
     } else {
@@ -194,12 +189,93 @@ static void history_insert(pgvc_buf *b, const char *counted, int captured)
     pgvc_buf_puts(b, ", %s, %s, %s, %s, %s, ");
     pgvc_buf_puts(b, captured ? "NULLIF(pg_catalog.current_setting('pgviews_c.sources'), '')::jsonb"
                               : "%s::jsonb");
-    pgvc_buf_puts(b, ") RETURNING id) DELETE FROM ");
+    pgvc_buf_puts(b, ")");
+}
+
+static void history_insert_head(pgvc_buf *b)
+{
+    pgvc_buf_puts(b, "WITH ins AS (INSERT INTO ");
+    pgvc_buf_qualified(b, NULL, HISTORY_TABLE);
+    pgvc_buf_puts(b, " (view, db_table, started_at, duration, rows, concurrent,"
+                     " plain_reason, ok, sqlstate, message, sources) VALUES ");
+}
+
+/* history.py: one statement that inserts a refresh record (history_row's parameters) and drops
+ * the records of that view beyond the newest `keep`: then view, view, keep - 1. The DELETE does
+ * not see the new row (same snapshot), so it keeps keep - 1 older ones. */
+static void history_insert(pgvc_buf *b, const char *schema, const char *rel, int captured)
+{
+    history_insert_head(b);
+    history_row(b, schema, rel, captured);
+    pgvc_buf_puts(b, " RETURNING id) DELETE FROM ");
     pgvc_buf_qualified(b, NULL, HISTORY_TABLE);
     pgvc_buf_puts(
         b, " WHERE view = %s AND id < ALL (SELECT id FROM ins) AND id NOT IN (SELECT id FROM ");
     pgvc_buf_qualified(b, NULL, HISTORY_TABLE);
     pgvc_buf_puts(b, " WHERE view = %s ORDER BY id DESC LIMIT %s)");
+}
+
+/* synchistory.py: the records of a sync's populations in one statement, one counted row per
+ * relation of `tables` (db_tables; history_row's parameters each, in that order), then the
+ * records of each of their views beyond the newest `keep` dropped as history_insert does: the
+ * one parameter after the rows, keep - 1. RAISES_NEG (InvalidNameError, TypeError). */
+static int history_insert_many(pgvc_state *st, pgvc_buf *b, PyObject *tables)
+{
+    PyObject *seq = NULL, *item;
+    const char *table, *why = NULL;
+    Py_ssize_t n, i, len = 0;
+    char schema[PGVC_NAMEDATALEN], rel[PGVC_NAMEDATALEN];
+    int rc = -1;
+
+    if (PyUnicode_Check(tables) || PyBytes_Check(tables)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "query_sql('history_insert_many'): tables must be a sequence of str");
+        goto exit;
+    }
+    seq = PySequence_Fast(tables, "query_sql('history_insert_many'): tables must be a sequence");
+    if (!seq)
+        goto exit;
+    n = PySequence_Fast_GET_SIZE(seq);
+    if (n == 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "query_sql('history_insert_many'): tables must name one relation or more");
+        goto exit;
+    }
+    history_insert_head(b);
+    for (i = 0; i < n; i++) {
+        item = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyUnicode_Check(item)) {
+            PyErr_Format(PyExc_TypeError,
+                         "query_sql('history_insert_many'): tables[%zd] must be a str, not %.100s",
+                         i, Py_TYPE(item)->tp_name);
+            goto exit;
+        }
+        table = PyUnicode_AsUTF8AndSize(item, &len);
+        if (!table)
+            goto exit;
+        if ((Py_ssize_t)strlen(table) != len) {
+            pgvc_raise_invalid_name(st, table, "contains a NUL byte");
+            goto exit;
+        }
+        if (pgvc_split_table(table, schema, sizeof schema, rel, sizeof rel, &why) < 0) {
+            pgvc_raise_invalid_name(st, table, why);
+            goto exit;
+        }
+        if (i > 0)
+            pgvc_buf_puts(b, ", ");
+        history_row(b, schema[0] ? schema : NULL, rel, 0);
+    }
+    pgvc_buf_puts(b, " RETURNING id, view) DELETE FROM ");
+    pgvc_buf_qualified(b, NULL, HISTORY_TABLE);
+    pgvc_buf_puts(b, " WHERE view IN (SELECT view FROM ins) AND id < ALL (SELECT id FROM ins)"
+                     " AND id NOT IN (SELECT k.id FROM (SELECT DISTINCT view FROM ins) v,"
+                     " LATERAL (SELECT id FROM ");
+    pgvc_buf_qualified(b, NULL, HISTORY_TABLE);
+    pgvc_buf_puts(b, " r WHERE r.view = v.view ORDER BY r.id DESC LIMIT %s) k)");
+    rc = 0;
+exit:
+    Py_XDECREF(seq);
+    return rc;
 }
 
 /* history.py: the newest successful and the newest failed record of each view in %s (text[]),
@@ -276,6 +352,7 @@ enum query_kind {
     HISTORY_INSERT,
     HISTORY_INSERT_COUNTED,
     HISTORY_INSERT_CAPTURED,
+    HISTORY_INSERT_MANY,
     HISTORY_LATEST,
     LOCK_GUARD,
     DROP,
@@ -317,6 +394,7 @@ static const query_entry queries[] = {
     {"history_insert", HISTORY_INSERT, NULL, NULL},
     {"history_insert_captured", HISTORY_INSERT_CAPTURED, NULL, NULL},
     {"history_insert_counted", HISTORY_INSERT_COUNTED, NULL, NULL},
+    {"history_insert_many", HISTORY_INSERT_MANY, NULL, NULL},
     {"history_latest", HISTORY_LATEST, NULL, NULL},
     {"history_present", FIXED, q_history_present, NULL},
     {"history_release_stats", FIXED, q_history_release_stats, NULL},
@@ -350,8 +428,8 @@ PyObject *pgvc_query_names(void)
 
 PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"name", "table", "ms", "schema", NULL};
-    PyObject *name_obj = NULL, *ms_obj = Py_None, *out = NULL;
+    static char *kwlist[] = {"name", "table", "ms", "schema", "tables", NULL};
+    PyObject *name_obj = NULL, *ms_obj = Py_None, *tables = Py_None, *out = NULL;
     const char *name = NULL, *table = NULL, *why = NULL, *schema_arg = NULL;
     Py_ssize_t name_len = 0, table_len = 0, schema_len = 0;
     const query_entry *q = NULL;
@@ -363,8 +441,8 @@ PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
 
     pgvc_buf_init(&b);
     pgvc_buf_init(&quoted);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|z#Oz#:query_sql", kwlist, &name_obj, &table,
-                                     &table_len, &ms_obj, &schema_arg, &schema_len))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|z#Oz#O:query_sql", kwlist, &name_obj, &table,
+                                     &table_len, &ms_obj, &schema_arg, &schema_len, &tables))
         goto exit;
     name = PyUnicode_AsUTF8AndSize(name_obj, &name_len);
     if (!name)
@@ -392,6 +470,13 @@ PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
     }
     if (schema_arg && (Py_ssize_t)strlen(schema_arg) != schema_len) {
         pgvc_raise_invalid_name(st, schema_arg, "contains a NUL byte");
+        goto exit;
+    }
+    if ((q->kind == HISTORY_INSERT_MANY) != (tables != Py_None)) {
+        PyErr_Format(PyExc_ValueError,
+                     tables == Py_None ? "query_sql(%R): needs tables, the relations it counts"
+                                       : "query_sql(%R): takes no tables",
+                     name_obj);
         goto exit;
     }
     if (takes_table && !table) {
@@ -443,9 +528,13 @@ PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
         pgvc_buf_puts(&b, quoted.data);
         pgvc_buf_puts(&b, q->after);
         break;
-    case HISTORY_INSERT: history_insert(&b, NULL, 0); break;
-    case HISTORY_INSERT_COUNTED: history_insert(&b, quoted.data, 0); break;
-    case HISTORY_INSERT_CAPTURED: history_insert(&b, quoted.data, 1); break;
+    case HISTORY_INSERT: history_insert(&b, NULL, NULL, 0); break;
+    case HISTORY_INSERT_COUNTED: history_insert(&b, schema[0] ? schema : NULL, rel, 0); break;
+    case HISTORY_INSERT_CAPTURED: history_insert(&b, schema[0] ? schema : NULL, rel, 1); break;
+    case HISTORY_INSERT_MANY:
+        if (history_insert_many(st, &b, tables) < 0)
+            goto exit;
+        break;
     case CAPTURE: pgvc_capture_query(&b, 0); break;
     case CAPTURE_EXACT: pgvc_capture_query(&b, 1); break;
     case EXACT_STATE: pgvc_exact_state(&b); break;

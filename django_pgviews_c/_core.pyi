@@ -34,6 +34,7 @@ QueryName: TypeAlias = Literal[
     "history_insert",
     "history_insert_captured",
     "history_insert_counted",
+    "history_insert_many",
     "history_latest",
     "history_present",
     "history_release_stats",
@@ -65,7 +66,11 @@ def libpq_version() -> int: ...
 # ---- queries.c -----------------------------------------------------------------------------
 
 def query_sql(
-    name: QueryName, table: str | None = None, ms: int | None = None, schema: str | None = None
+    name: QueryName,
+    table: str | None = None,
+    ms: int | None = None,
+    schema: str | None = None,
+    tables: Sequence[str] | None = None,
 ) -> str: ...
 def query_names() -> tuple[str, ...]: ...
 

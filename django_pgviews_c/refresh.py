@@ -118,16 +118,22 @@ _RESTORE_SQL = _core.query_sql("lock_restore")
 
 
 def _describe_holders(holders: Sequence[Any] | None) -> str:
+    """The sessions holding a lock on a view, as the last try of a refresh met them: rows of
+    _core.lock_holders_sql() (Model.refresh) or the C loop's dicts of the same columns. A holder
+    is named by its application_name, else by its backend_type (``autovacuum worker``), as the
+    sync's lock waits name it (locks.Holder.describe)."""
     if not holders:
         return "no session holds a lock on it any more"
     parts = []
     for h in holders:
-        pid, app, state, query = (
-            (h["pid"], h["application_name"], h["state"], h["query"]) if isinstance(h, dict) else h
+        pid, app, state, query, backend_type = (
+            (h["pid"], h["application_name"], h["state"], h["query"], h.get("backend_type"))
+            if isinstance(h, dict)
+            else h
         )
         text = f"pid {pid}"
-        if app:
-            text += f" ({app})"
+        if app or backend_type:
+            text += f" ({app or backend_type})"
         if state:
             text += f", {state}"
         if query:

@@ -5,8 +5,10 @@ in the view's history, as a refresh does (history.py): mode plain, a reason sayi
 did, the duration the executor timed, the rows and the sources.
 
 The records go in the sync's transaction, after its last statement (a view built beside or in
-a chain has its own name only then), each in a savepoint (a failure to record is a warning,
-never a failed sync); a sync rolled back leaves none. The sources of a view are known only once
+a chain has its own name only then), all in one statement (``history_insert_many``: one round
+trip however many views, each one's rows counted in it, each view's history pruned as a single
+record's insert does) in a savepoint (a failure to record is a warning, never a failed sync); a
+sync rolled back leaves none. The sources of a view are known only once
 it exists, so they are read after the statements, from the statistics as they were before the
 first one: the transaction holds them from then on (``history_hold_stats``), so a write
 committed while the views were built makes them stale, never fresh by mistake. The exact mode's
@@ -25,6 +27,7 @@ __all__ = ["SyncRecorder", "history_ready", "recording_if_ready"]
 
 import contextlib
 import datetime as dt
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -97,8 +100,8 @@ class SyncRecorder:
 
     def finish(self, statuses: list[str]) -> int:
         """After the plan's last statement, in its transaction: capture the sources of what was
-        populated and write one record each. ``statuses`` are the plan's, by declaration.
-        Returns how many were written."""
+        populated and write their records, in one statement. ``statuses`` are the plan's, by
+        declaration. Returns how many were written."""
         if not self.active:
             return 0
         self.active = False
@@ -119,19 +122,45 @@ class SyncRecorder:
             )  # fmt: skip
             states = [None] * len(models)
         self._release()
-        written = 0
+        rows = []
         for i, model, state in zip(decls, models, states, strict=True):
             done = self.done[i]
             reason = _REASONS.get(done.op, "built by sync")
             if done.op == "create" and statuses[i] != "CREATED":
                 reason = "rebuilt by sync"
             sources = _statistics_only(state.snapshot()) if state is not None and state.oid else None
-            written += history.record(
-                self.connection, model, started_at=done.started_at, duration=done.seconds,
-                concurrent=False, plain_reason=reason, sources=sources,
-            )  # fmt: skip
+            rows.append((model, done, reason, sources))
         self.done = {}
-        return written
+        return self._write(rows)
+
+    def _write(self, rows: list[tuple[type[pg.View], _Populated, str, dict[str, Any] | None]]) -> int:
+        """The records in one statement (rows counted, each view's history pruned as
+        history.record does), in a savepoint. Returns how many were written: all or none."""
+        from django_pgviews_c import history
+
+        keep = max(1, int(setting("PGVIEWS_HISTORY_KEEP", history.DEFAULT_KEEP)))
+        limit = int(setting("PGVIEWS_HISTORY_COUNT_ROWS_UP_TO", history.DEFAULT_COUNT_LIMIT))
+        tables = [model._meta.db_table for model, _, _, _ in rows]
+        params: list[Any] = []
+        for model, done, reason, sources in rows:
+            label, db_table = model._meta.label, model._meta.db_table
+            params += [
+                label, db_table, done.started_at, done.seconds, limit,
+                _core.qualified_name(*_core.split_table(db_table)), False, reason[:255], True, "", "",
+                json.dumps(sources) if sources is not None else None,
+            ]  # fmt: skip
+        params.append(keep - 1)
+        try:
+            with transaction.atomic(using=self.connection.alias), self.connection.cursor() as cursor:
+                cursor.execute(_core.query_sql("history_insert_many", tables=tables), params)
+        except DjangoDBError as exc:
+            history.logger.warning(
+                "the refreshes of %s were not recorded in their history (%s): %s%s",
+                ", ".join(model._meta.label for model, _, _, _ in rows), history.TABLE,
+                diag(exc)["message"], history._hint(exc, self.connection),
+            )  # fmt: skip
+            return 0
+        return len(rows)
 
     def _release(self) -> None:
         """stats_fetch_consistency back to the session's value, for the rest of the transaction."""

@@ -203,3 +203,26 @@ def test_the_parallel_refresh_gets_past_autovacuum_after_one_short_try(cluster):
     assert "canceling autovacuum task" in log, log[-3000:]
     assert 1 <= _lock_timeouts(log, "shop_loop_copy") < 5, log[-3000:]
     assert _populated(cluster, "shop_loop_copy") == (True, ROWS)
+
+
+def test_the_parallel_refresh_that_gives_up_names_the_autovacuum_worker(cluster):
+    pid = _autovacuum_holding(cluster, "shop_loop_copy")
+    # One try, shorter than deadlock_timeout: the server never cancels the worker for it.
+    script = (
+        "from django.test import override_settings\n"
+        "from django_pgviews_c.exceptions import RefreshError\n"
+        "from django_pgviews_c.refresh import refresh_views\n"
+        "from tests.autovacproj.shop.models import LoopCopy, PlainCopy\n"
+        "with override_settings(PGVIEWS_REFRESH_RETRIES=0, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300):\n"
+        "    try:\n"
+        "        refresh_views([LoopCopy, PlainCopy], jobs=2)\n"
+        "    except RefreshError as exc:\n"
+        "        print(exc.failures)\n"
+    )
+    try:
+        out = _manage_ok(cluster, ["shell", "-v0", "-c", script])
+    finally:
+        _stop_autovacuum(cluster, "shop_loop_copy")
+    assert "shop.LoopCopy" in out and "shop.PlainCopy" not in out, out
+    assert f"held by pid {pid} (autovacuum worker), active: autovacuum: VACUUM" in out, out
+    assert "SQLSTATE 55P03" in out, out

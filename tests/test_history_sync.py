@@ -8,6 +8,8 @@ dependants --pending re-creates are recorded the same way."""
 from __future__ import annotations
 
 import io
+import logging
+import os
 import shutil
 import threading
 import time
@@ -17,8 +19,10 @@ import pytest
 from django.core.management import call_command
 from django.db import connection, connections
 from django.db.migrations.state import ProjectState
+from django.forms.models import model_to_dict
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from django_pgviews_c import _core, freshness, history
 from django_pgviews_c.exceptions import PGViewsError
@@ -208,6 +212,143 @@ def test_a_rehearsal_records_nothing(src):
     result = Syncer(connection, [m], {m._meta.label}).run(rehearse=True)
     assert result.error is None and result.actions
     assert oid("t_hsm") is None and history.records(m).count() == 0
+
+
+def _history_inserts(ctx: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in ctx.captured_queries if "INSERT INTO django_pgviews_c_refresh" in q["sql"]]
+
+
+def _fields(rec: RefreshRecord) -> dict:
+    return model_to_dict(rec, exclude=["id"])
+
+
+def test_a_sync_records_all_it_populates_in_one_statement(src):
+    vs = ViewSet()
+    vs.view("HsV", "SELECT id, v FROM hs_src")
+    m = vs.view("HsM", "SELECT id, v FROM hs_src", materialized=True, concurrent_index="id")
+    top = vs.view("HsTop", "SELECT sum(v)::int AS total FROM t_hsv", materialized=True,
+                  dependencies=("viewtest.HsV",))  # fmt: skip
+    reader = vs.view("HsR", "SELECT max(v) AS top FROM t_hsm", materialized=True,
+                     dependencies=("viewtest.HsM",))  # fmt: skip
+    with CaptureQueriesContext(connection) as ctx:
+        result = vs.sync()
+    assert result.error is None
+    assert len(_history_inserts(ctx)) == 1, _history_inserts(ctx)
+    recs = {model: history.records(model).get() for model in (m, top, reader)}
+    assert {model._meta.label: (r.rows, r.mode, r.plain_reason, r.ok) for model, r in recs.items()} == {
+        "viewtest.HsM": (2, "plain", "built by sync", True),
+        "viewtest.HsTop": (1, "plain", "built by sync", True),
+        "viewtest.HsR": (1, "plain", "built by sync", True),
+    }
+    assert {v[3] for v in recs[top].sources["rels"].values()} == {"hs_src"}  # through the view
+    assert {v[3] for v in recs[reader].sources["rels"].values()} == {"t_hsm"}
+    for model, rec in recs.items():
+        assert rec.duration == pytest.approx(result.timings[model._meta.label][0])
+        # What the single insert (history.record) writes from the same inputs, field by field.
+        assert history.record(connection, model, started_at=rec.started_at, duration=rec.duration,
+                              concurrent=False, plain_reason=rec.plain_reason, sources=rec.sources)  # fmt: skip
+        again = history.records(model).first()
+        assert again.id != rec.id and _fields(again) == _fields(rec)
+    assert not any(f.stale for f in freshness.freshness([m, top, reader]))
+
+
+def test_the_one_statement_prunes_each_view_it_records(src):
+    vs = ViewSet()
+    a = vs.view("HsM", "SELECT id, v FROM hs_src", materialized=True)
+    b = vs.view("HsR", "SELECT max(v) AS top FROM hs_src", materialized=True)
+    other = vs.view("HsTop", "SELECT sum(v)::int AS total FROM hs_src", materialized=True)
+    vs.sync()
+    now = timezone.now()
+    for reason in ("x1", "x2"):
+        for model in (a, other):
+            history.record(connection, model, started_at=now, duration=0.1, concurrent=False,
+                           plain_reason=reason)  # fmt: skip
+    a = vs.view("HsM", "SELECT id, v + 1 AS v FROM hs_src", materialized=True)
+    b = vs.view("HsR", "SELECT min(v) AS top FROM hs_src", materialized=True)
+    with (
+        override_settings(PGVIEWS_HISTORY_KEEP=2, PGVIEWS_HISTORY_COUNT_ROWS_UP_TO=0),
+        CaptureQueriesContext(connection) as ctx,
+    ):
+        vs.sync()
+    assert len(_history_inserts(ctx)) == 1
+    assert reasons(a) == ["rebuilt by sync", "x2"]
+    assert reasons(b) == ["rebuilt by sync", "built by sync"]
+    assert reasons(other) == ["x2", "x1", "built by sync"]  # not in this sync: left alone
+    # Bigger than the limit (0 bytes): not counted, as for any refresh.
+    assert [history.records(m).first().rows for m in (a, b)] == [None, None]
+
+
+def test_a_failure_to_record_is_a_warning_and_the_sync_stands(src, caplog):
+    vs = ViewSet()
+    m = vs.view("HsM", "SELECT id, v FROM hs_src", materialized=True)
+    r = vs.view("HsR", "SELECT max(v) AS top FROM t_hsm", materialized=True, dependencies=("viewtest.HsM",))
+    execute(
+        "CREATE FUNCTION hs_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$BEGIN RAISE EXCEPTION 'hs: no records today'; END$$; "
+        "CREATE TRIGGER hs_refuse BEFORE INSERT ON django_pgviews_c_refresh "
+        "FOR EACH STATEMENT EXECUTE FUNCTION hs_refuse()"
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="django_pgviews_c.history"):
+            result = vs.sync()
+    finally:
+        execute("DROP TRIGGER hs_refuse ON django_pgviews_c_refresh; DROP FUNCTION hs_refuse()")
+    assert result.error is None
+    assert catalog_rows("SELECT top FROM t_hsr") == [(20,)]
+    assert history.records(m).count() == 0 and history.records(r).count() == 0
+    assert (
+        "the refreshes of viewtest.HsM, viewtest.HsR were not recorded in their history "
+        "(django_pgviews_c_refresh): hs: no records today"
+    ) in caplog.text
+
+
+SYNCER = "pgvc_hs_syncer" + os.environ.get("PGVIEWS_DB_SUFFIX", "")
+_STAT_FUNCTION = "pg_catalog.pg_stat_get_tuples_inserted(oid)"
+
+
+@pytest.fixture
+def syncer_role(src):
+    """A role that may sync and record, but not read the statistics the sources are read from
+    (the closure's pg_stat_get_tuples_inserted, revoked from PUBLIC in this database only)."""
+    execute(f'DROP ROLE IF EXISTS "{SYNCER}"')
+    execute(f'CREATE ROLE "{SYNCER}" NOLOGIN')
+    execute(f'GRANT CREATE, USAGE ON SCHEMA public TO "{SYNCER}"')
+    execute(f'GRANT SELECT ON hs_src TO "{SYNCER}"')
+    execute(f'GRANT SELECT, INSERT, DELETE ON django_pgviews_c_refresh TO "{SYNCER}"')
+    execute(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{SYNCER}"')
+    execute(f"REVOKE EXECUTE ON FUNCTION {_STAT_FUNCTION} FROM PUBLIC")
+    try:
+        yield SYNCER
+    finally:
+        execute("RESET ROLE")
+        execute(f"GRANT EXECUTE ON FUNCTION {_STAT_FUNCTION} TO PUBLIC")
+        execute("DROP MATERIALIZED VIEW IF EXISTS t_hsr, t_hsm")
+        execute(f'DROP OWNED BY "{SYNCER}"')
+        execute(f'DROP ROLE "{SYNCER}"')
+
+
+def test_sources_that_cannot_be_read_leave_the_sync_and_its_records(syncer_role, caplog):
+    vs = ViewSet()
+    m = vs.view("HsM", "SELECT id, v FROM hs_src", materialized=True)
+    r = vs.view("HsR", "SELECT max(v) AS top FROM t_hsm", materialized=True, dependencies=("viewtest.HsM",))
+    execute(f'SET ROLE "{syncer_role}"')
+    with caplog.at_level(logging.WARNING, logger="django_pgviews_c.history"):
+        result = vs.sync()
+    assert catalog_rows("SELECT current_user")[0][0] == syncer_role  # the sync ran as the role
+    execute("RESET ROLE")
+    assert result.error is None
+    assert catalog_rows("SELECT top FROM t_hsr") == [(20,)] and populated("t_hsm")
+    assert (
+        "could not read the sources of viewtest.HsM, viewtest.HsR for the refresh history: "
+        "permission denied for function pg_stat_get_tuples_inserted"
+    ) in caplog.text
+    # The transaction went on after the failed read: the records were written in it, after it,
+    # and committed with the views; without sources, so the views count as stale.
+    recs = [history.records(model).get() for model in (m, r)]
+    assert [(rec.plain_reason, rec.rows, rec.sources) for rec in recs] == [
+        ("built by sync", 2, None), ("built by sync", 1, None),
+    ]  # fmt: skip
+    assert all(f.stale for f in freshness.freshness([m, r]))
 
 
 @pytest.mark.django_db

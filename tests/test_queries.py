@@ -106,6 +106,7 @@ def test_every_query_name_gives_text():
             "exact_drop_function": {"schema": "public"},
             "exact_trigger": {"table": "app_t", "schema": "public"},
             "exact_untrigger": {"table": "app_t"},
+            "history_insert_many": {"tables": ["app_view", "app_other"]},
         }.get(name, {})
         if name in ("history_insert_counted", "history_insert_captured") or name.startswith("drop_"):
             kwargs = {"table": "app_view"}
@@ -143,6 +144,15 @@ def test_query_arguments_are_checked():
         _core.query_sql("exact_untrigger", table="t", schema="public")
     with pytest.raises(ValueError, match=r"schema s\$x, whose name holds a '\$'"):
         _core.query_sql("exact_function", schema="s$x")
+    with pytest.raises(ValueError, match=r"'history_insert_many'.*needs tables"):
+        _core.query_sql("history_insert_many")
+    with pytest.raises(ValueError, match=r"'history_insert_counted'.*takes no tables"):
+        _core.query_sql("history_insert_counted", table="t", tables=["t"])
+    with pytest.raises(ValueError, match="one relation or more"):
+        _core.query_sql("history_insert_many", tables=[])
+    for bad in ("t", b"t", 5, ["t", 5], ["t", None]):
+        with pytest.raises(TypeError, match="'history_insert_many'"):
+            _core.query_sql("history_insert_many", tables=bad)
 
 
 def test_counted_table_is_quoted_by_the_core():
@@ -155,3 +165,10 @@ def test_counted_table_is_quoted_by_the_core():
         "DROP MATERIALIZED VIEW IF EXISTS m CASCADE"
     )
     assert "200 THEN s.u ELSE 200 END" in _core.query_sql("lock_guard", ms=200)
+    many = _core.query_sql("history_insert_many", tables=["plain", 'sales."Daily Totals"'])
+    assert "count(*) FROM plain)" in many and 'count(*) FROM sales."Daily Totals")' in many
+    # One row of the single insert's parameters per table, then keep - 1 once.
+    assert many.count("%s") == 2 * 12 + 1
+    for bad in (['a"b'], ["ok", 'a"b'], ["x\0y"]):
+        with pytest.raises(InvalidNameError):
+            _core.query_sql("history_insert_many", tables=bad)

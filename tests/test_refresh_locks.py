@@ -111,6 +111,24 @@ def test_the_last_try_is_bounded_and_names_the_holder(views, jobs):
     assert catalog_rows("SELECT count(*) FROM t_locka") == [(1,)]
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_holder_without_application_name_is_named_by_its_backend_type(views, jobs):
+    """As an autovacuum worker (``autovacuum worker``) would be: on Django's connection and in
+    the C loop alike, as the sync's lock waits name it."""
+    reader = Reader("")
+    try:
+        with (
+            override_settings(PGVIEWS_REFRESH_RETRIES=0, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300),
+            pytest.raises(RefreshError) as info,
+        ):
+            refresh_views(list(views), jobs=jobs)
+    finally:
+        reader.release()
+    text = info.value.failures["viewtest.LockA"]
+    assert f"held by pid {reader.pid} (client backend), idle in transaction: SELECT count(*)" in text, text
+    assert "55P03" in text
+
+
 def test_model_refresh_is_guarded_too(views):
     a, _ = views
     reader = Reader("pgvc-lock-model")
