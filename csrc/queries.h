@@ -9,10 +9,11 @@
 
 /* _core.query_sql(name, table=None, ms=None, schema=None) -> str: the text of the query `name`.
  * Values are %s parameters the caller binds; `table` (a Django db_table, split and quoted here)
- * is given only to "history_insert_counted"/"_captured", the drop_* statements and
- * "exact_trigger"/"exact_untrigger", `ms` (an int, 0..2147483647) only to "lock_guard",
- * `schema` (the exact mode's counter table's, quoted here) only to "exact_function",
- * "exact_trigger", "exact_forget" and "exact_drop_function". An unknown name, a missing or unexpected argument:
+ * is given only to "history_insert_counted"/"_captured", the drop_* statements,
+ * "exact_trigger"/"exact_untrigger" and "history_functions" (the exact mode's counter table),
+ * `ms` (an int, 0..2147483647) only to "lock_guard", `schema` (quoted here; the exact mode's
+ * counter table's, or for "history_functions"/"history_drop_functions" the history table's) only
+ * to "exact_function", "exact_trigger", "exact_forget", "exact_drop_function" and those two. An unknown name, a missing or unexpected argument:
  * ValueError naming the query. */
 PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs);
 
