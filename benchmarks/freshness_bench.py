@@ -217,8 +217,12 @@ def section_1(change_five, quiet) -> None:
         if jobs == 1:
             stale_jobs1 = stale
     redux_python = os.environ.get("REDUX_PYTHON", str(ROOT / ".venv-bench" / "bin" / "python"))
-    probe = subprocess.run([redux_python, "-c", "import django_pgviews"], capture_output=True)
-    if probe.returncode == 0:
+    probe = (
+        subprocess.run([redux_python, "-c", "import django_pgviews"], capture_output=True)
+        if Path(redux_python).exists()
+        else None
+    )
+    if probe is not None and probe.returncode == 0:
         done = subprocess.run(
             [redux_python, str(TMP / "fbr_run.py"), str(REPS)],
             cwd=TMP, capture_output=True, text=True, check=True,
