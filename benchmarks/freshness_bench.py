@@ -7,7 +7,9 @@
 2. The staleness check (one catalog query plus the history read) for 200 and 2,000 views.
 3. What recording the history adds to Model.refresh() on a tiny view: PGVIEWS_HISTORY off, on
    the ordinary way (capture, refresh, record: three round trips, as before the one-trip path;
-   what a refresh inside a transaction still does) and on in one round trip (outside one).
+   what a refresh inside a transaction still does) and on in one round trip (outside one), both
+   as it is (calling the functions of migration 0004) and with the statements sent as text (as
+   where those functions are missing). benchmarks/record_breakdown.py takes it apart.
 4. The write cost of the exact staleness mode: N single-row INSERTs and UPDATEs on a table
    without and with its trigger, each statement its own transaction and all in one transaction.
 
@@ -217,8 +219,12 @@ def section_1(change_five, quiet) -> None:
         if jobs == 1:
             stale_jobs1 = stale
     redux_python = os.environ.get("REDUX_PYTHON", str(ROOT / ".venv-bench" / "bin" / "python"))
-    probe = subprocess.run([redux_python, "-c", "import django_pgviews"], capture_output=True)
-    if probe.returncode == 0:
+    probe = (
+        subprocess.run([redux_python, "-c", "import django_pgviews"], capture_output=True)
+        if Path(redux_python).exists()
+        else None
+    )
+    if probe is not None and probe.returncode == 0:
         done = subprocess.run(
             [redux_python, str(TMP / "fbr_run.py"), str(REPS)],
             cwd=TMP, capture_output=True, text=True, check=True,
@@ -249,35 +255,50 @@ def section_3() -> None:
     from django.test.utils import override_settings
     from fb.models import Tiny
 
-    from django_pgviews_c import history
+    from django_pgviews_c import history, historyfn
 
     print()
     print("3. Model.refresh() on a tiny view: history off, on the ordinary way, on in one trip")
     connection.ensure_connection()
     one_trip = history.refresh_recorded
+    with_functions = historyfn.uses_functions
     results: dict[str, list[float]] = {}
     variants = {
-        "off": (False, one_trip),
-        "ordinary": (True, lambda *a, **k: False),
-        "one trip": (True, one_trip),
+        "off": (False, one_trip, with_functions),
+        "ordinary": (True, lambda *a, **k: False, with_functions),
+        "one trip": (True, one_trip, with_functions),
+        "one trip, text": (True, one_trip, lambda connection: False),
     }
     for _ in range(max(REPS, 7)):  # interleaved rounds of 100: the machine's load moves
-        for name, (on, path) in variants.items():
+        for name, (on, path, functions) in variants.items():
             history.refresh_recorded = path
+            historyfn.uses_functions = functions
             with override_settings(PGVIEWS_HISTORY=on):
                 t = time.perf_counter()
                 for _ in range(100):
                     Tiny.refresh()
                 results.setdefault(name, []).append((time.perf_counter() - t) / 100)
     history.refresh_recorded = one_trip
+    historyfn.uses_functions = with_functions
     for how, pick in (("best round", min), ("median round", statistics.median)):
         best = {name: pick(times) for name, times in results.items()}
         off = best["off"]
         print(
             f"   {how:12s}: history off {off * 1000:6.3f} ms   ordinary (3 round trips) "
             f"{best['ordinary'] * 1000:6.3f} ms ({best['ordinary'] / off - 1:+.0%})   "
-            f"one trip {best['one trip'] * 1000:6.3f} ms ({best['one trip'] / off - 1:+.0%})"
+            f"one trip {best['one trip'] * 1000:6.3f} ms ({best['one trip'] / off - 1:+.0%})   "
+            f"one trip, statements as text {best['one trip, text'] * 1000:6.3f} ms "
+            f"({best['one trip, text'] / off - 1:+.0%})"
         )
+    ratios = {
+        name: statistics.median(t / o for t, o in zip(times, results["off"], strict=True)) - 1
+        for name, times in results.items()
+        if name != "off"
+    }
+    print(
+        "   median of each round's ratio to history off: "
+        + ", ".join(f"{n} {r:+.0%}" for n, r in ratios.items())
+    )
 
 
 def section_4() -> None:

@@ -19,35 +19,43 @@
 
 /* views(n, oid) and reads(n, rel): the closure of the views named by %s (text[]). Shared with
  * exact.c, whose sync reads the same closure. */
-const char pgvc_closure_cte[] =
-    "WITH RECURSIVE views(n, oid) AS ("
-    " SELECT u.n::int, pg_catalog.to_regclass(u.t)"
+#define CLOSURE_VIEWS                                                                              \
+    "WITH RECURSIVE views(n, oid) AS ("                                                            \
+    " SELECT u.n::int, pg_catalog.to_regclass(u.t)"                                                \
     " FROM pg_catalog.unnest(%s::text[]) WITH ORDINALITY AS u(t, n)"
-    "), reads(n, rel) AS ("
-    " SELECT v.n, d.refobjid FROM views v"
-    " JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid"
-    " JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass"
-    "  AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass"
-    "  AND d.refobjid <> v.oid"
-    " UNION"
-    " SELECT reads.n, x.rel FROM reads"
-    " JOIN pg_catalog.pg_class c ON c.oid = reads.rel"
-    " CROSS JOIN LATERAL ("
-    "  SELECT d.refobjid FROM pg_catalog.pg_rewrite r"
-    "  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass"
-    "   AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass"
-    "   AND d.refobjid <> c.oid"
-    "  WHERE c.relkind = 'v' AND r.ev_class = c.oid"
-    "  UNION ALL"
-    "  SELECT i.inhrelid FROM pg_catalog.pg_inherits i"
-    "  WHERE c.relkind IN ('r', 'p', 'f') AND i.inhparent = c.oid"
-    " ) AS x(rel)"
-    ")";
+/* The same, in the capture function (historyfn.c): its one view, the argument p_view. */
+#define CLOSURE_VIEWS_FN "WITH RECURSIVE views(n, oid) AS (SELECT 1, p_view"
+#define CLOSURE_READS                                                                              \
+    "), reads(n, rel) AS ("                                                                        \
+    " SELECT v.n, d.refobjid FROM views v"                                                         \
+    " JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid"                                          \
+    " JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass"     \
+    "  AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass"          \
+    "  AND d.refobjid <> v.oid"                                                                    \
+    " UNION"                                                                                       \
+    " SELECT reads.n, x.rel FROM reads"                                                            \
+    " JOIN pg_catalog.pg_class c ON c.oid = reads.rel"                                             \
+    " CROSS JOIN LATERAL ("                                                                        \
+    "  SELECT d.refobjid FROM pg_catalog.pg_rewrite r"                                             \
+    "  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass"    \
+    "   AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass"         \
+    "   AND d.refobjid <> c.oid"                                                                   \
+    "  WHERE c.relkind = 'v' AND r.ev_class = c.oid"                                               \
+    "  UNION ALL"                                                                                  \
+    "  SELECT i.inhrelid FROM pg_catalog.pg_inherits i"                                            \
+    "  WHERE c.relkind IN ('r', 'p', 'f') AND i.inhparent = c.oid"                                 \
+    " ) AS x(rel)"                                                                                 \
+    ")"
+const char pgvc_closure_cte[] = CLOSURE_VIEWS CLOSURE_READS;
 
-/* rows(n, oid, name, relkind, relfilenode, counter, populated, stats_reset, trig, writes). */
-static void rows_cte(pgvc_buf *b, int exact)
+/* rows(n, oid, name, relkind, relfilenode, counter, populated, stats_reset, trig, writes).
+ * `fn`: the text of the capture function (historyfn.c) instead of the client's: its view is the
+ * argument p_view, the names are written as the caller's search_path (the argument p_path,
+ * current_schemas(true) at the call) would show them, since the function runs with its own,
+ * and the counter table is `counter_table` (quoted; NULL: its bare name). */
+static void rows_cte(pgvc_buf *b, int exact, int fn, const char *counter_table)
 {
-    pgvc_buf_puts(b, pgvc_closure_cte);
+    pgvc_buf_puts(b, fn ? CLOSURE_VIEWS_FN CLOSURE_READS : pgvc_closure_cte);
     pgvc_buf_puts(
         b,
         ", counts AS ("
@@ -61,17 +69,32 @@ static void rows_cte(pgvc_buf *b, int exact)
         " FROM views v JOIN pg_catalog.pg_class c ON c.oid = v.oid AND c.relkind = 'm'"
         " JOIN pg_catalog.pg_database d ON d.datname = pg_catalog.current_database()"
         " UNION ALL"
-        " SELECT r.n, c.oid::bigint, c.oid::pg_catalog.regclass::text, c.relkind::text,"
-        "  c.relfilenode::bigint,"
-        "  CASE WHEN c.relkind IN ('r', 'p', 'm') AND k.on_ THEN"
-        "   pg_catalog.pg_stat_get_tuples_inserted(c.oid) + "
-        "pg_catalog.pg_stat_get_tuples_updated(c.oid)"
-        "   + pg_catalog.pg_stat_get_tuples_deleted(c.oid) END,"
-        "  NULL::bool, NULL::text,");
+        " SELECT r.n, c.oid::bigint, ");
+    if (fn) /* regclassout's rule: the bare name when the path finds this relation by it */
+        pgvc_buf_puts(
+            b, "CASE WHEN c.relnamespace = (SELECT o.relnamespace"
+               " FROM pg_catalog.unnest(p_path) WITH ORDINALITY AS p(nsp, i)"
+               " JOIN pg_catalog.pg_namespace k ON k.nspname = p.nsp"
+               " JOIN pg_catalog.pg_class o ON o.relnamespace = k.oid AND o.relname = c.relname"
+               " ORDER BY p.i LIMIT 1) THEN pg_catalog.quote_ident(c.relname) ELSE"
+               " (SELECT pg_catalog.quote_ident(k.nspname) FROM pg_catalog.pg_namespace k"
+               " WHERE k.oid = c.relnamespace) || '.' || pg_catalog.quote_ident(c.relname) END,");
+    else
+        pgvc_buf_puts(b, "c.oid::pg_catalog.regclass::text,");
+    pgvc_buf_puts(b, " c.relkind::text,"
+                     "  c.relfilenode::bigint,"
+                     "  CASE WHEN c.relkind IN ('r', 'p', 'm') AND k.on_ THEN"
+                     "   pg_catalog.pg_stat_get_tuples_inserted(c.oid) + "
+                     "pg_catalog.pg_stat_get_tuples_updated(c.oid)"
+                     "   + pg_catalog.pg_stat_get_tuples_deleted(c.oid) END,"
+                     "  NULL::bool, NULL::text,");
     if (exact) {
         pgvc_buf_puts(
             b, " t.oid::bigint, CASE WHEN t.oid IS NOT NULL THEN coalesce((SELECT e.writes FROM ");
-        pgvc_buf_qualified(b, NULL, PGVC_EXACT_TABLE);
+        if (counter_table)
+            pgvc_buf_puts(b, counter_table);
+        else
+            pgvc_buf_qualified(b, NULL, PGVC_EXACT_TABLE);
         pgvc_buf_puts(b, " e WHERE e.rel = c.oid::bigint), 0) END");
     } else {
         pgvc_buf_puts(b, " NULL::bigint, NULL::bigint");
@@ -83,9 +106,30 @@ static void rows_cte(pgvc_buf *b, int exact)
     pgvc_buf_puts(b, " WHERE c.relkind IN ('r', 'p', 'f', 'm'))");
 }
 
+/* The JSON form a record keeps of the rows above, as text (NULL when the view does not exist). */
+static void sources_json(pgvc_buf *b)
+{
+    pgvc_buf_puts(
+        b,
+        "(SELECT pg_catalog.jsonb_build_object('populated', s.populated, 'stats_reset',"
+        " s.stats_reset, 'rels', coalesce((SELECT pg_catalog.jsonb_object_agg(x.oid::text,"
+        " CASE WHEN x.trig IS NULL"
+        " THEN pg_catalog.jsonb_build_array(x.relfilenode, x.counter, x.relkind, x.name) ELSE"
+        " pg_catalog.jsonb_build_array(x.relfilenode, x.counter, x.relkind, x.name,"
+        " pg_catalog.jsonb_build_array(x.trig, x.writes)) END) FROM rows x"
+        " WHERE x.relkind <> 'self'), '{}'::jsonb))::text FROM rows s WHERE s.relkind = 'self')");
+}
+
+void pgvc_capture_function_query(pgvc_buf *b, int exact, const char *counter_table)
+{
+    rows_cte(b, exact, 1, counter_table);
+    pgvc_buf_puts(b, " SELECT ");
+    sources_json(b);
+}
+
 void pgvc_freshness_query(pgvc_buf *b, int exact)
 {
-    rows_cte(b, exact);
+    rows_cte(b, exact, 0, NULL);
     pgvc_buf_puts(b, " SELECT * FROM rows");
 }
 
@@ -100,18 +144,12 @@ void pgvc_capture_query(pgvc_buf *b, int exact)
     pgvc_buf_puts(b,
                   "SELECT pg_catalog.set_config('pgviews_c.jit', pg_catalog.current_setting('jit'),"
                   " true), pg_catalog.set_config('jit', 'off', true); ");
-    rows_cte(b, exact);
+    rows_cte(b, exact, 0, NULL);
+    pgvc_buf_puts(b, " SELECT pg_catalog.set_config('pgviews_c.sources', coalesce(");
+    sources_json(b);
     pgvc_buf_puts(
         b,
-        " SELECT pg_catalog.set_config('pgviews_c.sources', coalesce((SELECT"
-        " pg_catalog.jsonb_build_object('populated', s.populated, 'stats_reset', s.stats_reset,"
-        " 'rels', coalesce((SELECT pg_catalog.jsonb_object_agg(x.oid::text, CASE WHEN x.trig IS "
-        "NULL"
-        " THEN pg_catalog.jsonb_build_array(x.relfilenode, x.counter, x.relkind, x.name) ELSE"
-        " pg_catalog.jsonb_build_array(x.relfilenode, x.counter, x.relkind, x.name,"
-        " pg_catalog.jsonb_build_array(x.trig, x.writes)) END) FROM rows x WHERE x.relkind <> "
-        "'self'),"
-        " '{}'::jsonb))::text FROM rows s WHERE s.relkind = 'self'), ''), true),"
+        ", ''), true),"
         " pg_catalog.set_config('pgviews_c.started', pg_catalog.clock_timestamp()::text, true);"
         " SELECT pg_catalog.set_config('jit', pg_catalog.current_setting('pgviews_c.jit'), true)");
 }

@@ -22,6 +22,11 @@ void pgvc_freshness_query(pgvc_buf *b, int exact);
  * pgviews_c.sources and pgviews_c.started for history_insert_captured. Appends to b. */
 void pgvc_capture_query(pgvc_buf *b, int exact);
 
+/* The capture function's query (historyfn.c): the rows of its one view p_view, names as p_path
+ * shows them, then SELECT the sources' JSON text (NULL when the view does not exist); the exact
+ * mode's counter table is `counter_table` (quoted, qualified). Appends to b. */
+void pgvc_capture_function_query(pgvc_buf *b, int exact, const char *counter_table);
+
 /* _core.freshness_sql(exact=False) -> str. RAISES: NULL. */
 PyObject *pgvc_freshness_sql(PyObject *args, PyObject *kwargs);
 

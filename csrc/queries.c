@@ -12,6 +12,7 @@
 #include "errors.h"
 #include "exact.h"
 #include "freshness.h"
+#include "historyfn.h"
 #include "sqlgen.h"
 
 #include <limits.h>
@@ -160,7 +161,7 @@ static const char q_lock_restore[] = "; SELECT pg_catalog.set_config('lock_timeo
 
 /* ---- texts built around the history table's name ----------------------------------------------- */
 
-#define HISTORY_TABLE "django_pgviews_c_refresh"
+#define HISTORY_TABLE PGVC_HISTORY_TABLE
 
 /* One record's VALUES row: view, db_table, started_at, duration, [the count's two: size limit,
  * qualified name,] concurrent, plain_reason, ok, sqlstate, message, sources (json). `captured`: no
@@ -314,6 +315,14 @@ static const char q_history_hold_stats[] =
     " FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()"
     " AND pg_catalog.pg_stat_get_db_stat_reset_time(d.oid) IS DISTINCT FROM 'infinity'";
 
+/* historyfn.py: the schemas of the history table and of the exact mode's counter table (NULL where
+ * one is missing), where migration 0004 puts the functions and what they read. */
+static const char q_history_schemas[] =
+    "SELECT (SELECT n.nspname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+    " ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass('" HISTORY_TABLE "')),"
+    " (SELECT n.nspname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+    " ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass('" PGVC_EXACT_TABLE "'))";
+
 /* synchistory.py: whether the history table is there (the app's migration 0001 ran here). */
 static const char q_history_present[] =
     "SELECT pg_catalog.to_regclass('" HISTORY_TABLE "') IS NOT NULL";
@@ -364,6 +373,8 @@ enum query_kind {
     EXACT_UNTRIGGER,
     EXACT_FORGET,
     EXACT_DROP_FUNCTION,
+    HISTORY_FUNCTIONS,
+    HISTORY_DROP_FUNCTIONS,
 };
 
 typedef struct {
@@ -390,6 +401,9 @@ static const query_entry queries[] = {
     {"exact_trigger", EXACT_TRIGGER, NULL, NULL},
     {"exact_untrigger", EXACT_UNTRIGGER, NULL, NULL},
     {"history_after", FIXED, q_history_after, NULL},
+    {"history_capture_call", FIXED, pgvc_history_capture_call, NULL},
+    {"history_drop_functions", HISTORY_DROP_FUNCTIONS, NULL, NULL},
+    {"history_functions", HISTORY_FUNCTIONS, NULL, NULL},
     {"history_hold_stats", FIXED, q_history_hold_stats, NULL},
     {"history_insert", HISTORY_INSERT, NULL, NULL},
     {"history_insert_captured", HISTORY_INSERT_CAPTURED, NULL, NULL},
@@ -397,7 +411,9 @@ static const query_entry queries[] = {
     {"history_insert_many", HISTORY_INSERT_MANY, NULL, NULL},
     {"history_latest", HISTORY_LATEST, NULL, NULL},
     {"history_present", FIXED, q_history_present, NULL},
+    {"history_record_call", FIXED, pgvc_history_record_call, NULL},
     {"history_release_stats", FIXED, q_history_release_stats, NULL},
+    {"history_schemas", FIXED, q_history_schemas, NULL},
     {"lock_guard", LOCK_GUARD, NULL, NULL},
     {"lock_holders", FIXED, q_lock_holders, NULL},
     {"lock_restore", FIXED, q_lock_restore, NULL},
@@ -456,9 +472,11 @@ PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
         goto exit;
     }
     takes_table = q->kind == HISTORY_INSERT_COUNTED || q->kind == HISTORY_INSERT_CAPTURED ||
-                  q->kind == DROP || q->kind == EXACT_TRIGGER || q->kind == EXACT_UNTRIGGER;
+                  q->kind == DROP || q->kind == EXACT_TRIGGER || q->kind == EXACT_UNTRIGGER ||
+                  q->kind == HISTORY_FUNCTIONS;
     takes_schema = q->kind == EXACT_FUNCTION || q->kind == EXACT_TRIGGER ||
-                   q->kind == EXACT_FORGET || q->kind == EXACT_DROP_FUNCTION;
+                   q->kind == EXACT_FORGET || q->kind == EXACT_DROP_FUNCTION ||
+                   q->kind == HISTORY_FUNCTIONS || q->kind == HISTORY_DROP_FUNCTIONS;
     if (takes_schema && !schema_arg) {
         PyErr_Format(PyExc_ValueError, "query_sql(%R): needs schema, the counter table's",
                      name_obj);
@@ -546,6 +564,8 @@ PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
     case EXACT_UNTRIGGER: pgvc_exact_untrigger(&b, quoted.data); break;
     case EXACT_FORGET: pgvc_exact_forget(&b, schema_arg); break;
     case EXACT_DROP_FUNCTION: pgvc_exact_drop_function(&b, schema_arg); break;
+    case HISTORY_FUNCTIONS: pgvc_history_functions(&b, schema_arg, quoted.data); break;
+    case HISTORY_DROP_FUNCTIONS: pgvc_history_drop_functions(&b, schema_arg); break;
     case HISTORY_LATEST: history_latest(&b); break;
     case LOCK_GUARD: lock_guard(&b, ms); break;
     }

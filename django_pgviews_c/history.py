@@ -225,8 +225,12 @@ def recording(
 # REFRESH's snapshot costs one extra refresh, never a missed one. Two savepoints tell, if the
 # script fails, which part failed: the record (rolled back alone, the refresh kept), the REFRESH
 # (the whole transaction rolled back; recorded as a failure), or the capture (rolled back; the
-# refresh is done again the ordinary way, which captures on its own).
+# refresh is done again the ordinary way, which captures on its own). The capture and the record
+# are calls of the functions of migration 0004 (historyfn.py), planned once per server backend;
+# where those are missing, the same script with their statements written out.
 _CAPTURE_SQL = {False: _core.query_sql("capture"), True: _core.query_sql("capture_exact")}
+_CAPTURE_CALL = _core.query_sql("history_capture_call")
+_RECORD_CALL = _core.query_sql("history_record_call")
 _REFRESH_SAVEPOINT = "SAVEPOINT pgvc_refresh"
 _RECORD_SAVEPOINT = "SAVEPOINT pgvc_record"
 _KEEP_REFRESH = "ROLLBACK TO SAVEPOINT pgvc_record; COMMIT"
@@ -236,25 +240,55 @@ _FAILED_REFRESH = "ROLLBACK TO SAVEPOINT pgvc_refresh"
 _ORDINARY_PATH = ("55P03", "0A000")
 
 
-def _one_trip_sql(model: type[pg.View], concurrent: bool, short_ms: int) -> str:
+def _one_trip_sql(model: type[pg.View], concurrent: bool, short_ms: int, functions: bool = True) -> str:
     from django_pgviews_c.freshness import is_exact
 
     db_table = model._meta.db_table
-    key = (db_table, concurrent, short_ms, is_exact(model))
+    key = (db_table, concurrent, short_ms, is_exact(model), functions)
     sql = _one_trip_cache.get(key)
     if sql is None:
         refresh = pg.refresh_statement(db_table, concurrent).replace("%", "%%")
         if not concurrent:
             refresh = _core.query_sql("lock_guard", ms=short_ms) + refresh + _core.query_sql("lock_restore")
+        capture, record = (
+            (_CAPTURE_CALL, _RECORD_CALL)
+            if functions
+            else (_CAPTURE_SQL[key[3]], _core.query_sql("history_insert_captured", table=db_table))
+        )
         sql = _one_trip_cache[key] = ";\n".join([
-            "BEGIN", _CAPTURE_SQL[key[3]], _REFRESH_SAVEPOINT, refresh, _RECORD_SAVEPOINT,
-            _core.query_sql("history_insert_captured", table=db_table),
+            "BEGIN", capture, _REFRESH_SAVEPOINT, refresh, _RECORD_SAVEPOINT, record,
             "RELEASE SAVEPOINT pgvc_record", "COMMIT",
         ])  # fmt: skip
     return sql
 
 
-_one_trip_cache: dict[tuple[str, bool, int, bool], str] = {}
+_one_trip_cache: dict[tuple[str, bool, int, bool, bool], str] = {}
+
+
+def _one_trip_params(model: type[pg.View], plain_reason: str, concurrent: bool, functions: bool) -> list[Any]:
+    from django_pgviews_c.freshness import is_exact
+    from django_pgviews_c.historyfn import PRUNE_SLACK
+
+    label, db_table = model._meta.label, model._meta.db_table
+    name = _core.qualified_name(*_core.split_table(db_table))
+    keep = max(1, int(setting("PGVIEWS_HISTORY_KEEP", DEFAULT_KEEP)))
+    limit = int(setting("PGVIEWS_HISTORY_COUNT_ROWS_UP_TO", DEFAULT_COUNT_LIMIT))
+    started_at = timezone.now()
+    if functions:
+        fn_params = [
+            name,
+            is_exact(model),
+            label,
+            db_table,
+            started_at,
+            name,
+            limit,
+            concurrent,
+            plain_reason,
+        ]
+        return [*fn_params, keep, PRUNE_SLACK]
+    return [[name], label, db_table, started_at, limit, name, concurrent, plain_reason, True, "", "",
+            label, label, keep - 1]  # fmt: skip
 
 
 def refresh_recorded(
@@ -270,22 +304,22 @@ def refresh_recorded(
     connection.ensure_connection()
     if not connection.get_autocommit():
         return False
+    from django_pgviews_c.historyfn import forget_functions, missing_function, uses_functions
     from django_pgviews_c.refresh import _lock_settings
 
-    label, db_table = model._meta.label, model._meta.db_table
-    name = _core.qualified_name(*_core.split_table(db_table))
+    label = model._meta.label
     plain_reason = "no concurrent_index" if asked_concurrent and not concurrent else ""
-    keep = max(1, int(setting("PGVIEWS_HISTORY_KEEP", DEFAULT_KEEP)))
-    limit = int(setting("PGVIEWS_HISTORY_COUNT_ROWS_UP_TO", DEFAULT_COUNT_LIMIT))
-    sql = _one_trip_sql(model, concurrent, _lock_settings()[1])
-    started_at = timezone.now()
+    functions = uses_functions(connection)
+    sql = _one_trip_sql(model, concurrent, _lock_settings()[1], functions)
+    params = _one_trip_params(model, plain_reason, concurrent, functions)
     t0 = time.perf_counter()
-    params = [[name], label, db_table, started_at, limit, name, concurrent, plain_reason, True, "", "",
-              label, label, keep - 1]  # fmt: skip
     try:
         _execute(connection, sql, params)
         return True
     except DjangoDBError as exc:
+        gone = functions and missing_function(exc)
+        if gone:
+            forget_functions(connection)
         if _run(connection, _KEEP_REFRESH):
             logger.warning(
                 "the refresh of %s was not recorded in its history (%s): %s%s",
@@ -294,9 +328,13 @@ def refresh_recorded(
             return True
         refresh_failed = _run(connection, _FAILED_REFRESH)
         _run(connection, "ROLLBACK")
+        if not refresh_failed and gone:  # nothing ran: the same trip without the functions
+            return refresh_recorded(
+                connection, model, concurrent=concurrent, asked_concurrent=asked_concurrent
+            )
         if not refresh_failed or diag(exc)["sqlstate"] in _ORDINARY_PATH:
             return False
-        record(connection, model, started_at=started_at, duration=time.perf_counter() - t0,
+        record(connection, model, started_at=params[4 if functions else 3], duration=time.perf_counter() - t0,
                concurrent=concurrent, plain_reason=plain_reason, error=_error(exc))  # fmt: skip
         raise
     except BaseException:

@@ -112,6 +112,13 @@ def test_history_table_is_on_every_database_that_holds_views():
         with connections[alias].cursor() as cur:
             cur.execute("SELECT to_regclass('django_pgviews_c_refresh') IS NOT NULL")
             assert cur.fetchone()[0], alias
+            # and the functions a recorded Model.refresh() calls (migration 0004), beside it
+            cur.execute(
+                "SELECT count(*) FROM pg_proc p JOIN pg_class c ON c.relnamespace = p.pronamespace"
+                " WHERE c.oid = 'django_pgviews_c_refresh'::regclass"
+                " AND p.proname IN ('django_pgviews_c_capture', 'django_pgviews_c_record')"
+            )
+            assert cur.fetchone()[0] == 2, alias
 
 
 def test_model_refresh_records_mode_rows_duration_and_sources(views):
@@ -182,7 +189,11 @@ def test_a_failed_refresh_is_recorded_with_its_sqlstate(transactional_db):
 
 @override_settings(PGVIEWS_HISTORY_KEEP=3)
 def test_only_the_last_records_of_each_view_are_kept(views):
-    for _ in range(5):
+    from django_pgviews_c.historyfn import PRUNE_SLACK
+
+    # The sync's record and 3 + PRUNE_SLACK refreshes: one more than keep + slack, so the last
+    # refresh pruned them back to keep.
+    for _ in range(3 + PRUNE_SLACK):
         views.models["FrMatA"].refresh()
     views.models["FrMatJoin"].refresh()
     assert history.records(views.models["FrMatA"]).count() == 3

@@ -240,6 +240,15 @@ def test_model_refresh(pooled):
         "print(TopProduct.objects.get().product)",
     )
     assert pooled.rows("SELECT product, total FROM shop_topproduct") == [("honey", 50)]
+    # Recorded through the history's functions (migration 0004), whose plans live on whichever
+    # server connection the pool lends: nothing of them is kept on the client's side.
+    assert pooled.rows(
+        "SELECT count(*) FROM pg_proc WHERE proname IN ('django_pgviews_c_capture', 'django_pgviews_c_record')"
+    ) == [(2,)]
+    assert pooled.rows(
+        "SELECT ok, rows, sources IS NOT NULL FROM django_pgviews_c_refresh WHERE view = 'shop.TopProduct'"
+        " ORDER BY id DESC LIMIT 1"
+    ) == [(True, 1, True)]
 
 
 def test_no_session_state_left_on_server_connections(pooled):

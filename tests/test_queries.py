@@ -107,6 +107,8 @@ def test_every_query_name_gives_text():
             "exact_trigger": {"table": "app_t", "schema": "public"},
             "exact_untrigger": {"table": "app_t"},
             "history_insert_many": {"tables": ["app_view", "app_other"]},
+            "history_functions": {"schema": "public", "table": "public.django_pgviews_c_exact"},
+            "history_drop_functions": {"schema": "public"},
         }.get(name, {})
         if name in ("history_insert_counted", "history_insert_captured") or name.startswith("drop_"):
             kwargs = {"table": "app_view"}
@@ -153,6 +155,27 @@ def test_query_arguments_are_checked():
     for bad in ("t", b"t", 5, ["t", 5], ["t", None]):
         with pytest.raises(TypeError, match="'history_insert_many'"):
             _core.query_sql("history_insert_many", tables=bad)
+    with pytest.raises(ValueError, match=r"'history_functions'.*needs table"):
+        _core.query_sql("history_functions", schema="public")
+    with pytest.raises(ValueError, match=r"'history_drop_functions'.*needs schema"):
+        _core.query_sql("history_drop_functions")
+
+
+def test_the_history_functions_quote_their_schemas_and_pick_a_free_dollar_tag():
+    text = _core.query_sql(
+        "history_functions", schema='s"$pgvc$', table='"c$pgvc1$"."django_pgviews_c_exact"'
+    )
+    assert 'FUNCTION "s""$pgvc$".django_pgviews_c_capture(' in text
+    assert 'INSERT INTO "s""$pgvc$".django_pgviews_c_refresh' in text
+    assert 'FROM "c$pgvc1$".django_pgviews_c_exact e' in text
+    # A body's tag is one it does not hold: the capture's body names "c$pgvc1$", the record's
+    # "s""$pgvc$".
+    capture, record = text.split(";\nCREATE OR REPLACE FUNCTION ")
+    assert " AS $pgvc$DECLARE" in capture and capture.endswith("END$pgvc$")
+    assert " AS $pgvc1$DECLARE" in record and record.endswith("END$pgvc1$")
+    assert _core.query_sql("history_drop_functions", schema="S").startswith(
+        'DROP FUNCTION IF EXISTS "S".django_pgviews_c_capture(pg_catalog.regclass, pg_catalog.name[], boolean), '
+    )
 
 
 def test_counted_table_is_quoted_by_the_core():

@@ -1,0 +1,130 @@
+/* historyfn.c: the refresh history's server-side functions (django_pgviews_c/historyfn.py).
+ *
+ * A recorded Model.refresh() outside a transaction sends one script: capture, REFRESH, record.
+ * Sent as text, the capture's catalog query is parsed and planned on every call, which costs
+ * more than the tiny REFRESH it accompanies. Written as static SQL of PL/pgSQL functions, its
+ * plan (and the record's) is made once per server backend and kept there: nothing depends on
+ * the client keeping a prepared statement, so it holds behind PgBouncer's transaction pooling.
+ *
+ * Both functions are SECURITY INVOKER (they do what the caller may do, nothing more), name
+ * every object with its schema and run with search_path pinned to pg_catalog, pg_temp. What
+ * the caller's search_path decides is resolved at the call, in the caller's session: the view's
+ * name (to_regclass in the call's arguments), and the path the recorded source names are
+ * written for. plan_cache_mode = force_generic_plan: a plan made once, never re-planned for a
+ * parameter's value. jit = off for the capture: its estimate crosses jit_above_cost, and
+ * compiling takes longer than the query. */
+#include "historyfn.h"
+
+#include "exact.h"
+#include "freshness.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define FN_SETTINGS                                                                                \
+    " LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = pg_catalog, pg_temp"            \
+    " SET plan_cache_mode = force_generic_plan"
+#define CAPTURE_ARGS "(p_view pg_catalog.regclass, p_path pg_catalog.name[], p_exact boolean)"
+#define RECORD_ARGS                                                                                \
+    "(p_view text, p_db_table text, p_started_at timestamp with time zone,"                        \
+    " p_rel pg_catalog.regclass, p_count_limit bigint, p_concurrent boolean, p_plain_reason text," \
+    " p_keep integer, p_slack integer)"
+#define RECORD_TYPES                                                                               \
+    "(text, text, timestamp with time zone, pg_catalog.regclass, bigint, boolean, text, integer,"  \
+    " integer)"
+
+const char pgvc_history_capture_call[] =
+    "SELECT " PGVC_CAPTURE_FUNCTION "(pg_catalog.to_regclass(%s), pg_catalog.current_schemas(true),"
+    " %s)";
+const char pgvc_history_record_call[] =
+    "SELECT " PGVC_RECORD_FUNCTION "(%s, %s, %s, pg_catalog.to_regclass(%s), %s, %s, %s, %s, %s)";
+
+/* The capture: pgviews_c.sources (the JSON a record keeps; empty when the view does not exist)
+ * and pgviews_c.started (the clock), for the rest of the transaction. */
+static void capture_body(pgvc_buf *b, const char *counter_table)
+{
+    pgvc_buf_puts(b, "DECLARE v_sources text; BEGIN IF p_exact THEN ");
+    pgvc_capture_function_query(b, 1, counter_table);
+    pgvc_buf_puts(b, " INTO v_sources; ELSE ");
+    pgvc_capture_function_query(b, 0, counter_table);
+    pgvc_buf_puts(b, " INTO v_sources; END IF;"
+                     " PERFORM pg_catalog.set_config('pgviews_c.sources', coalesce(v_sources, ''),"
+                     " true), pg_catalog.set_config('pgviews_c.started',"
+                     " pg_catalog.clock_timestamp()::text, true); END");
+}
+
+/* The record of a successful refresh, from what the capture set: rows counted when the view is
+ * populated and at most p_count_limit bytes. Then the view's records beyond the newest p_keep
+ * are deleted, but only once there are more than p_keep + p_slack of them: one delete every
+ * p_slack refreshes instead of one per refresh. */
+static void record_body(pgvc_buf *b, const char *schema)
+{
+    pgvc_buf_puts(b,
+                  "DECLARE v_rows bigint; BEGIN"
+                  " IF EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = p_rel"
+                  " AND c.relispopulated AND pg_catalog.pg_relation_size(c.oid) <= p_count_limit)"
+                  " THEN EXECUTE 'SELECT pg_catalog.count(*) FROM ' || p_rel::text INTO v_rows;"
+                  " END IF; INSERT INTO ");
+    pgvc_buf_qualified(b, schema, PGVC_HISTORY_TABLE);
+    pgvc_buf_puts(b,
+                  " (view, db_table, started_at, duration, rows, concurrent, plain_reason, ok,"
+                  " sqlstate, message, sources) VALUES (p_view, p_db_table, p_started_at,"
+                  " pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()"
+                  " - pg_catalog.current_setting('pgviews_c.started')::timestamp with time zone),"
+                  " v_rows, p_concurrent, p_plain_reason, true, '', '',"
+                  " NULLIF(pg_catalog.current_setting('pgviews_c.sources'), '')::jsonb);"
+                  " IF EXISTS (SELECT FROM ");
+    pgvc_buf_qualified(b, schema, PGVC_HISTORY_TABLE);
+    pgvc_buf_puts(b, " r WHERE r.view = p_view ORDER BY r.id DESC OFFSET p_keep + p_slack) THEN"
+                     " DELETE FROM ");
+    pgvc_buf_qualified(b, schema, PGVC_HISTORY_TABLE);
+    pgvc_buf_puts(b, " r WHERE r.view = p_view AND r.id < (SELECT k.id FROM ");
+    pgvc_buf_qualified(b, schema, PGVC_HISTORY_TABLE);
+    pgvc_buf_puts(b, " k WHERE k.view = p_view ORDER BY k.id DESC OFFSET p_keep - 1 LIMIT 1);"
+                     " END IF; END");
+}
+
+/* AS $tag$body$tag$ with a tag the body does not hold (the names in it are the user's). */
+static void dollar_quoted(pgvc_buf *b, const pgvc_buf *body)
+{
+    char tag[32] = "$pgvc$";
+    int n = 0;
+
+    while (body->data && strstr(body->data, tag) != NULL)
+        snprintf(tag, sizeof tag, "$pgvc%d$", ++n);
+    pgvc_buf_puts(b, " AS ");
+    pgvc_buf_puts(b, tag);
+    if (body->data)
+        pgvc_buf_put(b, body->data, body->len);
+    pgvc_buf_puts(b, tag);
+}
+
+void pgvc_history_functions(pgvc_buf *b, const char *schema, const char *counter_table)
+{
+    pgvc_buf body;
+
+    pgvc_buf_init(&body);
+    pgvc_buf_puts(b, "CREATE OR REPLACE FUNCTION ");
+    pgvc_buf_qualified(b, schema, PGVC_CAPTURE_FUNCTION);
+    pgvc_buf_puts(b, CAPTURE_ARGS " RETURNS void" FN_SETTINGS " SET jit = off");
+    capture_body(&body, counter_table);
+    dollar_quoted(b, &body);
+    pgvc_buf_puts(b, ";\nCREATE OR REPLACE FUNCTION ");
+    pgvc_buf_qualified(b, schema, PGVC_RECORD_FUNCTION);
+    pgvc_buf_puts(b, RECORD_ARGS " RETURNS void" FN_SETTINGS);
+    pgvc_buf_reset(&body);
+    record_body(&body, schema);
+    dollar_quoted(b, &body);
+    if (body.oom)
+        b->oom = 1;
+    pgvc_buf_free(&body);
+}
+
+void pgvc_history_drop_functions(pgvc_buf *b, const char *schema)
+{
+    pgvc_buf_puts(b, "DROP FUNCTION IF EXISTS ");
+    pgvc_buf_qualified(b, schema, PGVC_CAPTURE_FUNCTION);
+    pgvc_buf_puts(b, "(pg_catalog.regclass, pg_catalog.name[], boolean), ");
+    pgvc_buf_qualified(b, schema, PGVC_RECORD_FUNCTION);
+    pgvc_buf_puts(b, RECORD_TYPES);
+}

@@ -1,0 +1,23 @@
+/* historyfn.h: the refresh history's two server-side functions (the app's migration 0004), which
+ * a recorded Model.refresh() calls in its one round trip. */
+#ifndef PGVC_HISTORYFN_H
+#define PGVC_HISTORYFN_H
+
+#include "sqlgen.h"
+
+#define PGVC_HISTORY_TABLE "django_pgviews_c_refresh"
+#define PGVC_CAPTURE_FUNCTION "django_pgviews_c_capture"
+#define PGVC_RECORD_FUNCTION "django_pgviews_c_record"
+
+/* CREATE OR REPLACE FUNCTION of both, in `schema` (the history table's), reading the exact
+ * mode's counter table `counter_table` (quoted, qualified); two statements. Appends to b. */
+void pgvc_history_functions(pgvc_buf *b, const char *schema, const char *counter_table);
+/* DROP FUNCTION IF EXISTS of both, in `schema` (migration 0004 backwards). */
+void pgvc_history_drop_functions(pgvc_buf *b, const char *schema);
+/* The calls the one round trip makes: the capture (parameters: the view's name, exact) and the
+ * record (view, db_table, started_at, the view's name, the row count's size limit, concurrent,
+ * plain_reason, keep, slack). */
+extern const char pgvc_history_capture_call[];
+extern const char pgvc_history_record_call[];
+
+#endif
