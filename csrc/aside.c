@@ -408,3 +408,52 @@ exit:
     pgvc_buf_free(&b);
     return out;
 }
+
+/* ---- the check after migrate renamed something ------------------------------------------------ */
+
+/* A declaration's SQL as a plain view beside its object, whatever its kind: the server resolves
+ * every name and column as for the real one, and a plain view needs no storage (a materialized
+ * view WITH NO DATA creates and unlinks a file: about twice the cost, benchmarks/
+ * buildcheck_bench.py). */
+
+/* Characters (not bytes) of a buffer: servers report positions in characters. */
+static Py_ssize_t char_count(const pgvc_buf *b)
+{
+    Py_ssize_t n = 0;
+    for (size_t i = 0; i < b->len; i++)
+        if (((unsigned char)b->data[i] & 0xC0) != 0x80)
+            n++;
+    return n;
+}
+
+PyObject *pgvc_build_check_statement(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"schema", "name", "sql", NULL};
+    const char *schema, *name, *sql;
+    Py_ssize_t sql_len = 0, offset;
+    char tmp[PGVC_NAMEDATALEN];
+    pgvc_buf b;
+    PyObject *text = NULL, *out = NULL;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "zss#:build_check_statement", kwlist, &schema,
+                                     &name, &sql, &sql_len))
+        return NULL;
+    if ((Py_ssize_t)strlen(sql) != sql_len) {
+        PyErr_SetString(PyExc_ValueError, "build_check_statement: sql contains a NUL byte");
+        return NULL;
+    }
+    pgvc_buf_init(&b);
+    pgvc_derived_name(tmp, name, "_pgvc_check");
+    pgvc_buf_puts(&b, "CREATE VIEW ");
+    pgvc_buf_qualified(&b, schema, tmp);
+    pgvc_buf_puts(&b, " AS\n");
+    offset = b.oom ? 0 : char_count(&b);
+    pgvc_buf_puts(&b, sql);
+    if (!(text = pgvc_buf_to_str(&b)))
+        goto exit;
+    out = Py_BuildValue("(On)", text, offset);
+exit:
+    Py_XDECREF(text);
+    pgvc_buf_free(&b);
+    return out;
+}

@@ -23,5 +23,10 @@ PyObject *pgvc_grant_statements(PyObject *module, PyObject *args, PyObject *kwar
 /* comment_statement(schema, name, kind, old, new) -> str | None: the user's text of the old
  * comment put back above the new comment's stamp; None when there is nothing to put back. */
 PyObject *pgvc_comment_statement(PyObject *module, PyObject *args, PyObject *kwargs);
+/* build_check_statement(schema, name, sql) -> (str, int): CREATE VIEW of a declaration's SQL
+ * beside its object (under derived_name(name, "_pgvc_check"), a plain view whatever the
+ * declaration's kind), for a transaction that is rolled back; the int is the offset (in
+ * characters) of the SQL in it, to map the server's error position back. */
+PyObject *pgvc_build_check_statement(PyObject *module, PyObject *args, PyObject *kwargs);
 
 #endif

@@ -255,6 +255,10 @@ static PyMethodDef core_methods[] = {
     {"comment_statement", CF(pgvc_comment_statement), KW,
      "comment_statement(schema, name, kind, old, new)\n--\n\nThe old comment's own text put "
      "back above the new stamp, or None."},
+    {"build_check_statement", CF(pgvc_build_check_statement), KW,
+     "build_check_statement(schema, name, sql)\n--\n\n(CREATE VIEW of `sql` beside the view "
+     "under a derived name, offset of the SQL in it in characters): whether a declaration "
+     "still builds, in a transaction rolled back."},
     {"libpq_version", libpq_version, METH_NOARGS,
      "libpq_version()\n--\n\nPQlibVersion() of the libpq this module links."},
     {NULL, NULL, 0, NULL},

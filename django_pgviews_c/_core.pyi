@@ -184,6 +184,9 @@ def comment_statement(
     schema: str | None, name: str, kind: _Kind, old: str | None, new: str | None
 ) -> str | None: ...
 
+# (statement, offset in characters of the declaration's SQL in it)
+def build_check_statement(schema: str | None, name: str, sql: str) -> tuple[str, int]: ...
+
 # ---- pqpath.c ------------------------------------------------------------------------------
 
 _TaskState: TypeAlias = Literal["waiting", "running", "ok", "failed", "skipped", "cancelled"]

@@ -23,7 +23,8 @@ class ViewConfig(apps.AppConfig):
     def sync_pgviews(self, sender: Any, app_config: Any, using: str, plan: Any = None, **kwargs: Any) -> None:
         """post_migrate fires once per app, in app registry order; sync once, after the last
         one, on the database ``migrate`` ran on. An error leaves ``migrate`` with a non-zero
-        status and the views as they were."""
+        status and the views as they were. Then, when the migrations applied can rename what a
+        view reads, warn about the declarations that no longer build (buildcheck.py)."""
         with_models = [config for config in apps.apps.get_app_configs() if config.models_module is not None]
         if not with_models or app_config is not with_models[-1]:
             return
@@ -36,7 +37,7 @@ class ViewConfig(apps.AppConfig):
         logger.info("All applications have migrated, time to sync")
         verbosity = kwargs.get("verbosity", 1)
         stdout = kwargs.get("stdout")
-        sync_after_migrate(
+        results = sync_after_migrate(
             using,
             lambda: sync_pgviews(
                 using,
@@ -49,6 +50,11 @@ class ViewConfig(apps.AppConfig):
             verbosity=verbosity,
             stdout=stdout,
         )
+        # A rename PostgreSQL followed keeps the view working and its declaration unbuildable:
+        # said now, after migrations that can rename (none: no query).
+        from django_pgviews_c.buildcheck import warn_after_migrate
+
+        warn_after_migrate(using, plan, results, verbosity=verbosity, stdout=stdout)
 
     def set_views_aside(
         self, sender: Any, app_config: Any, using: str, plan: Any = None, **kwargs: Any

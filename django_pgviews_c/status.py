@@ -4,6 +4,7 @@ anything, plus row estimates and sizes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS
 
@@ -28,12 +29,21 @@ class ViewState:
     old_data_age: float | None = None
 
 
-def view_status(using: str = DEFAULT_DB_ALIAS) -> list[ViewState]:
+#: The state of a view that works in the database but whose declared SQL the server refuses now
+#: (a column or table renamed under it: PostgreSQL followed the rename, the declaration did not).
+UNBUILDABLE_STATE = "unbuildable"
+
+
+def view_status(using: str = DEFAULT_DB_ALIAS, *, check_builds: bool = False) -> list[ViewState]:
+    """Each declared view's state. ``check_builds`` (pgviews_status): also build the declaration
+    of each view a sync would keep as it is, beside it in a transaction rolled back
+    (buildcheck.py); one the server refuses is ``unbuildable``."""
     from django_pgviews_c.sync import view_models
 
     models = {m._meta.label: m for m in view_models()}
     out: list[ViewState] = []
     for result in sync_pgviews(using, dry_run=True, send_signals=False, check_sql_changed=True):
+        refused = _refused(result, models) if check_builds else {}
         for label in result.statuses:
             # The planner's own state code: nothing here reads its English.
             state = result.states.get(label, "in sync")
@@ -42,6 +52,8 @@ def view_status(using: str = DEFAULT_DB_ALIAS) -> list[ViewState]:
             problems = [p.detail for p in result.column_problems if p.label == label]
             if problems and state in ("columns", "in sync"):
                 reason = "; ".join(problems)
+            if label in refused:
+                state, reason = UNBUILDABLE_STATE, refused[label]
             model = models[label]
             schema, name = _core.split_table(model._meta.db_table)
             out.append(
@@ -78,6 +90,22 @@ def view_status(using: str = DEFAULT_DB_ALIAS) -> list[ViewState]:
             v.rows = rows if v.kind == "mat" else None
             v.size = size
     return out
+
+
+def _refused(result: Any, models: dict[str, Any]) -> dict[str, str]:
+    """label -> what the server says of its declaration, for the views ``result`` keeps whose
+    declaration no longer builds."""
+    from django.db import connections
+
+    from django_pgviews_c.buildcheck import kept_models, unbuildable
+
+    kept = kept_models(result, list(models.values()))
+    found = unbuildable(connections[result.using], kept, set(models))
+    return {
+        item.label: f"its declared SQL no longer builds: {item.error.message} (SQLSTATE "
+        f"{item.error.sqlstate}); the view works (PostgreSQL followed a rename): update its sql"
+        for item in found
+    }
 
 
 def _pending_ages(using: str, pending: list[ViewState]) -> None:

@@ -99,6 +99,16 @@ def test_comment_statement_keeps_the_users_text_above_the_new_stamp():
     assert _core.comment_statement("public", "v", "v", new, new) is None
 
 
+def test_build_check_statement_puts_the_sql_beside_the_view_and_says_where():
+    sql = "SELECT 'é' AS ü, id\nFROM t"
+    statement, offset = _core.build_check_statement("Schéma", "vüe", sql)
+    assert statement.startswith('CREATE VIEW "Schéma".')
+    assert _core.derived_name("vüe", "_pgvc_check") in statement
+    assert statement[offset:] == sql  # in characters, as the server counts positions
+    statement, offset = _core.build_check_statement(None, "v", sql)
+    assert statement == "CREATE VIEW v_pgvc_check AS\n" + sql and statement[offset:] == sql
+
+
 @pytest.mark.parametrize(
     "call",
     [
@@ -111,6 +121,8 @@ def test_comment_statement_keeps_the_users_text_above_the_new_stamp():
         lambda: _core.grant_statements(None, "v", "v", ["a\x00=r/b"], None),
         lambda: _core.restore_statements(None, "v", "m", "SELECT 1", True, None, [None], None, None, None),
         lambda: _core.comment_statement(None, "v", "q", "a", "b"),
+        lambda: _core.build_check_statement(None, "v", "SELECT 1\x00"),
+        lambda: _core.build_check_statement(None, "v\x00", "SELECT 1"),
     ],
 )
 def test_bad_arguments_raise_and_never_crash(call):

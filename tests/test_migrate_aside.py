@@ -36,6 +36,9 @@ def q(sql: str, params: Any = None) -> list[tuple]:
 
 
 class Project:
+    #: The database the project's settings name (TXPROJ_DB).
+    db = DB
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
@@ -43,7 +46,7 @@ class Project:
         environ = dict(
             os.environ,
             DJANGO_SETTINGS_MODULE="settings",
-            TXPROJ_DB=DB,
+            TXPROJ_DB=self.db,
             PYTHONPATH=os.pathsep.join([str(self.path), str(HERE.parent)]),
             **extra,
         )

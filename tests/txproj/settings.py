@@ -18,3 +18,11 @@ INSTALLED_APPS = (["overrider"] if os.environ.get("TXPROJ_OVERRIDE") else []) + 
 PGVIEWS_RESTORE_DEPENDANTS = bool(os.environ.get("TXPROJ_RESTORE"))
 SECRET_KEY = "txproj"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+# TXPROJ_LOG_QUERIES=1: every statement Django sends, on stderr (tests count what migrate sends).
+if os.environ.get("TXPROJ_LOG_QUERIES"):
+    DEBUG = True
+    LOGGING = {
+        "version": 1,
+        "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+        "loggers": {"django.db.backends": {"handlers": ["stderr"], "level": "DEBUG"}},
+    }

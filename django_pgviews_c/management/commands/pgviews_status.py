@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_pgviews_c.freshness import status_json, status_line, status_report
 from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
-from django_pgviews_c.status import ViewState, view_status
+from django_pgviews_c.status import UNBUILDABLE_STATE, ViewState, view_status
 
 
 class Command(BaseCommand):
@@ -17,7 +17,9 @@ class Command(BaseCommand):
         "or unstamped (not created by this app; unstamped ones equal their declaration and are "
         "adopted by the next sync), pending rebuild (its new version waits beside it: "
         "refresh_pgviews --pending), columns (a field reads a column the view lacks), orphaned "
-        "(ours, but declared by no model: sync_pgviews --prune), with sizes. Changes nothing."
+        "(ours, but declared by no model: sync_pgviews --prune), unbuildable (works, but its "
+        "declared SQL no longer builds: a column or table renamed under it), with sizes. "
+        "Changes nothing."
     )
     # Django's system checks cover every model of the project and cost as much as the start-up;
     # a view command needs none of them (the views' declarations are checked by the C graph
@@ -38,7 +40,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         check_database(options["database"])
         with pgviews_errors():
-            rows = view_status(options["database"])
+            rows = view_status(options["database"], check_builds=True)
             fresh = status_report(options["database"])
         if options["json"]:
             self.stdout.write(status_json(rows, fresh))
@@ -68,7 +70,9 @@ def _check_failure(out_of_sync: list[ViewState]) -> str:
     columns = [r.label for r in out_of_sync if r.state == "columns"]
     orphans = [r.label for r in out_of_sync if r.state == "orphaned"]
     pending = [r.label for r in out_of_sync if r.state == "pending rebuild"]
-    others = [r.label for r in out_of_sync if r.state not in ("columns", "orphaned", "pending rebuild")]
+    refused = [r.label for r in out_of_sync if r.state == UNBUILDABLE_STATE]
+    named = ("columns", "orphaned", "pending rebuild", UNBUILDABLE_STATE)
+    others = [r.label for r in out_of_sync if r.state not in named]
     parts = []
     if others:
         parts.append(f"{len(others)} views are not in sync: run sync_pgviews ({', '.join(others)})")
@@ -87,6 +91,12 @@ def _check_failure(out_of_sync: list[ViewState]) -> str:
             f"{len(columns)} views are not in sync with their fields (a field reads a column the "
             f"view's SQL does not produce): add the column to the SQL or fix the field; "
             f"sync_pgviews does not change this ({', '.join(columns)})"
+        )
+    if refused:
+        parts.append(
+            f"{len(refused)} views work in the database but their declared SQL no longer builds "
+            f"(a column or table renamed under them): update their sql, or a fresh database and "
+            f"their next rebuild fail; sync_pgviews does not change this ({', '.join(refused)})"
         )
     return "; ".join(parts)
 

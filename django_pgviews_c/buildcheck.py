@@ -1,0 +1,181 @@
+"""Declared SQL that no longer builds, said when ``migrate`` makes it so.
+
+A migration that renames a column or a table a view reads (RenameField, an AlterField that sets
+or changes db_column, RenameModel, AlterModelTable) leaves the view working: its rule names the
+column by number, so PostgreSQL follows the rename, and the sync after ``migrate`` rightly finds
+nothing to rebuild. But the view's declared ``sql`` still names the old column, and can no longer
+build: a fresh database (the test database), the next change to that view, or a deferred rebuild
+then fail, far from the cause. So when the migrations just applied hold an operation that can
+rename what a view reads, the declaration of every view the sync kept as it was is built beside
+it (under a derived name, as a plain view whatever its kind: the server resolves its names as
+for the real one, and a plain view needs no storage) in a transaction that is rolled back,
+and each that fails is a warning naming the view, the server's error with its SQLSTATE and its
+position in the SQL, and what it means. Nothing is changed, and ``migrate`` succeeds: the
+migrations are applied already.
+
+Which operations: RenameField, AlterField, RenameModel, AlterModelTable, and RunSQL (it can
+rename anything; it is checked whenever it runs), also inside SeparateDatabaseAndState. Not
+RemoveField or DeleteModel: the views that read what they drop are set aside and re-created from
+their declarations (aside.py), so a declaration that no longer builds already fails the
+migrate. Not RunPython: it changes data, not the schema, in all but rare cases, and checking
+after every data migration would cost every deploy that runs one. A migrate without those
+operations sends no query for this."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import Error as DjangoDBError
+from django.db import connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations import operations as ops
+
+from django_pgviews_c import _core
+from django_pgviews_c.dberrors import connection_is_lost, diag, lost_connection_error
+from django_pgviews_c.exceptions import ViewDefinitionError
+
+logger = logging.getLogger("django_pgviews_c.sync_pgviews")
+
+__all__ = ["Unbuildable", "kept_models", "renaming_migrations", "unbuildable", "warn_after_migrate"]
+
+#: Operations after which the declarations are checked (see the module's docstring).
+RENAMING = (ops.RenameField, ops.AlterField, ops.RenameModel, ops.AlterModelTable, ops.RunSQL)
+
+#: Statements sent in one round trip.
+_BATCH = 400
+
+#: Plan actions that build a view from its declaration: those views need no check.
+_BUILDS = {"create", "replace", "build"}
+
+
+@dataclass(frozen=True)
+class Unbuildable:
+    """A view whose declared SQL the server refuses now."""
+
+    label: str
+    db_table: str
+    error: ViewDefinitionError
+
+
+def _can_rename(op: Any) -> bool:
+    if isinstance(op, ops.SeparateDatabaseAndState):
+        return any(_can_rename(inner) for inner in op.database_operations)
+    return isinstance(op, RENAMING)
+
+
+def renaming_migrations(plan: Iterable[tuple[Any, bool]] | None) -> list[str]:
+    """The migrations of ``plan`` (post_migrate's: (migration, backwards) pairs) holding an
+    operation that can rename what a view reads, as ``app_label.name``."""
+    return [
+        f"{migration.app_label}.{migration.name}"
+        for migration, _backwards in plan or ()
+        if any(_can_rename(op) for op in migration.operations)
+    ]
+
+
+def unbuildable(connection: BaseDatabaseWrapper, models: list[Any], known: set[str]) -> list[Unbuildable]:
+    """Build each view of ``models`` (on ``connection``) from its declaration, beside its object,
+    in a transaction (or savepoint) that is rolled back; return those the server refuses. The
+    statements go up to _BATCH in one round trip; a refused batch is replayed one statement at a
+    time, each under a savepoint, to name every view at fault."""
+    from django_pgviews_c.declarations import Declarations
+
+    if not models:
+        return []
+    decls = Declarations(models, connection, known)
+    checks = []
+    for i, (schema, name) in enumerate(decls.split):
+        statement, offset = _core.build_check_statement(schema, name, decls.sql[i])
+        checks.append((i, statement, offset))
+    found: list[Unbuildable] = []
+    alias = connection.alias
+    try:
+        with transaction.atomic(using=alias), connection.cursor() as cursor:
+            for start in range(0, len(checks), _BATCH):
+                batch = checks[start : start + _BATCH]
+                try:
+                    with transaction.atomic(using=alias):
+                        cursor.execute(";\n".join(statement for _, statement, _ in batch))
+                    continue
+                except DjangoDBError as exc:
+                    if connection_is_lost(connection, exc):
+                        raise
+                for i, statement, offset in batch:
+                    try:
+                        with transaction.atomic(using=alias):
+                            cursor.execute(statement)
+                    except DjangoDBError as exc:
+                        if connection_is_lost(connection, exc):
+                            raise
+                        found.append(_unbuildable(decls, i, offset, exc))
+            transaction.set_rollback(True, using=alias)
+    except DjangoDBError as exc:
+        if connection_is_lost(connection, exc):
+            raise lost_connection_error(connection, "checking the views' declarations") from exc
+        raise
+    return found
+
+
+def _unbuildable(decls: Any, i: int, offset: int, exc: BaseException) -> Unbuildable:
+    """The server's error for declaration ``i``, formatted as the sync's build errors are."""
+    model = decls.models[i]
+    info = diag(exc)
+    position = info["position"]
+    info["position"] = position - offset if position is not None and position > offset else None
+    view = f"{model._meta.label} ({model._meta.db_table})"
+    error = ViewDefinitionError(info.pop("message"), sql=decls.sql[i], view=view, **info)
+    return Unbuildable(model._meta.label, model._meta.db_table, error)
+
+
+def kept_models(result: Any, models: list[Any]) -> list[Any]:
+    """The views of ``models`` that the sync (or the dry run) ``result`` keeps as they are: in it,
+    with no action building them from their declaration (those need no check)."""
+    labels = list(result.statuses)  # in the order of the sync's declarations
+    built = {labels[a.decl] for a in result.actions if a.decl >= 0 and a.op in _BUILDS}
+    return [m for m in models if m._meta.label in result.statuses and m._meta.label not in built]
+
+
+def warn_after_migrate(
+    using: str, plan: Any, results: Iterable[Any] | None, *, verbosity: int = 1, stdout: Any = None
+) -> list[Unbuildable]:
+    """post_migrate, after the sync: when ``plan`` holds an operation that can rename what a view
+    reads, check the declarations of the views the sync (``results``) kept as they were, and warn
+    about each that no longer builds. Sends nothing when no such operation ran."""
+    migrations = renaming_migrations(plan)
+    if not migrations or not results:
+        return []
+    from django_pgviews_c.declarations import view_models
+
+    models = view_models()
+    known = {m._meta.label for m in models}
+    found: list[Unbuildable] = []
+    for result in results:
+        found += unbuildable(connections[result.using], kept_models(result, models), known)
+    if found:
+        text = _warning(found, migrations)
+        logger.warning("%s", text)
+        if stdout is not None and verbosity >= 1:
+            stdout.write(text)
+    return found
+
+
+def _warning(found: list[Unbuildable], migrations: list[str]) -> str:
+    several = len(found) > 1
+    lines = [
+        f"  Warning: the declared SQL of {len(found)} view{'s' if several else ''} no longer "
+        f"builds after the migrations that rename or alter what views read "
+        f"({', '.join(migrations)}):"
+    ]
+    for item in found:
+        lines += ["    " + line for line in str(item.error).splitlines()]
+    lines.append(
+        f"  {'These views' if several else 'The view'} in the database still "
+        f"work{'' if several else 's'} (PostgreSQL followed the rename) and nothing was changed, "
+        f"but the declared sql must be updated to the new names: until then a fresh database "
+        f"(the test database too), the next change to {'these views' if several else 'it'} or a "
+        f"deferred rebuild fails to build {'them' if several else 'it'}."
+    )
+    return "\n".join(lines)
