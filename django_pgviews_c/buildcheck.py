@@ -58,6 +58,11 @@ class Unbuildable:
     label: str
     db_table: str
     error: ViewDefinitionError
+    #: Position of the view in the checked declarations.
+    index: int = -1
+    #: Not judged: its check was not granted a lock in time (``error`` names it), or a check
+    #: before it was not.
+    unchecked: bool = False
 
 
 def _can_rename(op: Any) -> bool:
@@ -80,8 +85,14 @@ def unbuildable(connection: BaseDatabaseWrapper, models: list[Any], known: set[s
     """Build each view of ``models`` (on ``connection``) from its declaration, beside its object,
     in a transaction (or savepoint) that is rolled back; return those the server refuses. The
     statements go up to _BATCH in one round trip; a refused batch is replayed one statement at a
-    time, each under a savepoint, to name every view at fault."""
+    time, each under a savepoint, to name every view at fault.
+
+    A check waits for its locks (ACCESS SHARE on what the view reads) no longer than a refresh's
+    short try (PGVIEWS_LOCK_TIMEOUT_MS, 200): behind a plain REFRESH or an ALTER it stops, and
+    that view and those not yet checked are returned as ``unchecked`` (their error names the
+    lock), never as refused."""
     from django_pgviews_c.declarations import Declarations
+    from django_pgviews_c.refresh import _guard_sql, _lock_settings
 
     if not models:
         return []
@@ -94,6 +105,7 @@ def unbuildable(connection: BaseDatabaseWrapper, models: list[Any], known: set[s
     alias = connection.alias
     try:
         with transaction.atomic(using=alias), connection.cursor() as cursor:
+            cursor.execute(_guard_sql(_lock_settings()[1]))
             for start in range(0, len(checks), _BATCH):
                 batch = checks[start : start + _BATCH]
                 try:
@@ -103,20 +115,41 @@ def unbuildable(connection: BaseDatabaseWrapper, models: list[Any], known: set[s
                 except DjangoDBError as exc:
                     if connection_is_lost(connection, exc):
                         raise
-                for i, statement, offset in batch:
-                    try:
-                        with transaction.atomic(using=alias):
-                            cursor.execute(statement)
-                    except DjangoDBError as exc:
-                        if connection_is_lost(connection, exc):
-                            raise
-                        found.append(_unbuildable(decls, i, offset, exc))
+                if _replay(connection, cursor, decls, batch, found):
+                    locked = found[-1]
+                    found += [
+                        _unchecked(decls, i, locked.error) for i, _, _ in checks[start:] if i > locked.index
+                    ]
+                    break
             transaction.set_rollback(True, using=alias)
     except DjangoDBError as exc:
         if connection_is_lost(connection, exc):
             raise lost_connection_error(connection, "checking the views' declarations") from exc
         raise
     return found
+
+
+def _replay(connection: BaseDatabaseWrapper, cursor: Any, decls: Any, batch: list[tuple[int, str, int]],
+            found: list[Unbuildable]) -> bool:  # fmt: skip
+    """Each statement of a refused batch under a savepoint of its own, the refused ones added to
+    ``found``. True when one met a lock it was not granted in time (the last of ``found``): the
+    caller stops there."""
+    for i, statement, offset in batch:
+        try:
+            with transaction.atomic(using=connection.alias):
+                cursor.execute(statement)
+        except DjangoDBError as exc:
+            if connection_is_lost(connection, exc):
+                raise
+            found.append(_unbuildable(decls, i, offset, exc))
+            if found[-1].unchecked:
+                return True
+    return False
+
+
+def _unchecked(decls: Any, i: int, error: ViewDefinitionError) -> Unbuildable:
+    model = decls.models[i]
+    return Unbuildable(model._meta.label, model._meta.db_table, error, index=i, unchecked=True)
 
 
 def _unbuildable(decls: Any, i: int, offset: int, exc: BaseException) -> Unbuildable:
@@ -126,8 +159,11 @@ def _unbuildable(decls: Any, i: int, offset: int, exc: BaseException) -> Unbuild
     position = info["position"]
     info["position"] = position - offset if position is not None and position > offset else None
     view = f"{model._meta.label} ({model._meta.db_table})"
+    locked = info["sqlstate"] == "55P03"  # lock_not_available: not judged, not refused
+    if locked:
+        info["position"] = None
     error = ViewDefinitionError(info.pop("message"), sql=decls.sql[i], view=view, **info)
-    return Unbuildable(model._meta.label, model._meta.db_table, error)
+    return Unbuildable(model._meta.label, model._meta.db_table, error, index=i, unchecked=locked)
 
 
 def kept_models(result: Any, models: list[Any]) -> list[Any]:
@@ -154,15 +190,30 @@ def warn_after_migrate(
     found: list[Unbuildable] = []
     for result in results:
         found += unbuildable(connections[result.using], kept_models(result, models), known)
-    if found:
-        text = _warning(found, migrations)
-        logger.warning("%s", text)
-        if stdout is not None and verbosity >= 1:
-            stdout.write(text)
+    for text in (_warning([f for f in found if not f.unchecked], migrations),
+                 _unchecked_warning([f for f in found if f.unchecked])):  # fmt: skip
+        if text:
+            logger.warning("%s", text)
+            if stdout is not None and verbosity >= 1:
+                stdout.write(text)
     return found
 
 
+def _unchecked_warning(unchecked: list[Unbuildable]) -> str:
+    if not unchecked:
+        return ""
+    error = unchecked[0].error
+    return (
+        f"  Warning: the declared SQL of {len(unchecked)} view(s) could not be checked: "
+        f"{error.view}: {error.message} (SQLSTATE {error.sqlstate}); another session holds a lock "
+        f"on what they read. Not checked: {', '.join(f.label for f in unchecked)}. Nothing was "
+        f"changed; run pgviews_status once the lock is released to check them."
+    )
+
+
 def _warning(found: list[Unbuildable], migrations: list[str]) -> str:
+    if not found:
+        return ""
     several = len(found) > 1
     lines = [
         f"  Warning: the declared SQL of {len(found)} view{'s' if several else ''} no longer "

@@ -105,6 +105,7 @@ def _refused(result: Any, models: dict[str, Any]) -> dict[str, str]:
         item.label: f"its declared SQL no longer builds: {item.error.message} (SQLSTATE "
         f"{item.error.sqlstate}); the view works (PostgreSQL followed a rename): update its sql"
         for item in found
+        if not item.unchecked  # its check was not granted a lock in time: not judged
     }
 
 

@@ -135,6 +135,33 @@ def test_after_the_sql_is_updated_migrate_says_nothing(project):
     assert objects() == before  # nothing rebuilt
 
 
+def test_a_lock_on_what_views_read_makes_the_check_stop_not_wait_nor_refuse(project):
+    """A session holding ACCESS EXCLUSIVE on the table the views read (an ALTER, a plain REFRESH
+    elsewhere): pgviews_status's check stops after the short lock_timeout instead of waiting,
+    and judges no view unbuildable for it (buildcheck.unbuildable)."""
+    rename_name_to_title(project)
+    project.ok("migrate", "-v", "0")
+    holder = psycopg_compat._connect(DB)
+    try:
+        cur = holder.cursor()
+        cur.execute("BEGIN")
+        cur.execute("LOCK TABLE shop_item IN ACCESS EXCLUSIVE MODE")
+        status = project.django("pgviews_status")
+        # Still held after the command returned: it did not wait for the lock's release.
+        cur.execute(
+            "SELECT count(*) FROM pg_locks WHERE relation = 'shop_item'::regclass AND granted "
+            "AND pid = pg_backend_pid()"
+        )
+        assert cur.fetchone()[0] >= 1
+        cur.execute("ROLLBACK")
+    finally:
+        holder.close()
+    assert status.returncode == 0, status.stderr
+    assert "unbuildable" not in status.stdout
+    # Once the lock is gone the check judges them again.
+    assert "unbuildable" in project.django("pgviews_status").stdout
+
+
 def test_renamed_table_warns_for_the_views_naming_it(project):
     before = objects()
     project.migration(
