@@ -219,6 +219,62 @@ def test_a_change_upstream_rebuilds_it_now(src):
     assert catalog_rows("SELECT id, v FROM t_m ORDER BY id") == [(1, 22), (2, 42)]
 
 
+PENDING_A = _core.derived_name("t_a", "_pgvc_pending")
+PENDING_B = _core.derived_name("t_b", "_pgvc_pending")
+
+
+def _chain(vs: ViewSet, factor: int, extra: int) -> None:
+    """A deferred matview A, and a deferred matview B reading it."""
+    vs.view("A", f"SELECT id, v * {factor} AS v FROM t_src", materialized=True,
+            concurrent_index="id", defer_rebuild=True)  # fmt: skip
+    vs.view("B", f"SELECT id, v + {extra} AS v FROM t_a", materialized=True, concurrent_index="id",
+            defer_rebuild=True, dependencies=("viewtest.A",))  # fmt: skip
+
+
+def _reads(qualified: str) -> list[str]:
+    """The relations the rewrite rule of a view reads (pg_depend), by name."""
+    return [
+        r[0]
+        for r in catalog_rows(
+            "SELECT DISTINCT d.refobjid::regclass::text FROM pg_depend d "
+            "JOIN pg_rewrite w ON w.oid = d.objid WHERE d.classid = 'pg_rewrite'::regclass "
+            "AND w.ev_class = to_regclass(%s) AND d.refobjid <> w.ev_class ORDER BY 1",
+            [qualified],
+        )
+    ]
+
+
+def test_a_chain_of_deferred_rebuilds_completes_in_one_swap(src):
+    """A and B both defer, B reads A, both change in one sync: B's waiting version reads A's
+    waiting version, --pending populates A's first and swaps both in together."""
+    vs = ViewSet()
+    _chain(vs, 1, 0)
+    vs.sync()
+    a_before, b_before = oid("t_a"), oid("t_b")
+    _chain(vs, 2, 1)
+    r = vs.sync()
+    assert r.states["viewtest.A"] == "pending rebuild", r.reasons
+    assert r.states["viewtest.B"] == "pending rebuild", r.reasons
+    assert (oid("t_a"), oid("t_b")) == (a_before, b_before)
+    assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 10), (2, 20)]
+    assert _reads(PENDING_B) == [PENDING_A]
+    assert _reads("t_b") == ["t_a"]
+    assert index_names(PENDING_B) == [_core.derived_name("t_b_id_index", "_pgvc_pending")]
+    assert "pending=1" in comment(PENDING_B) and "pending=1" in comment(PENDING_A)
+    assert leftovers() == []
+    assert vs.sync().actions == []  # the waiting versions hold the code: a warm sync
+    done = _complete(vs)
+    assert sorted(done.swapped) == ["viewtest.A", "viewtest.B"], done
+    assert oid(PENDING_A) is None and oid(PENDING_B) is None
+    assert catalog_rows("SELECT id, v FROM t_a ORDER BY id") == [(1, 20), (2, 40)]
+    assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 21), (2, 41)]
+    assert _reads("t_b") == ["t_a"]
+    assert index_names("t_b") == ["t_b_id_index"]
+    assert leftovers() == []
+    r = vs.sync()
+    assert r.actions == [] and r.states["viewtest.B"] == "in sync", r.reasons
+
+
 def test_prune_and_orphans_leave_the_pending_version_and_clear_drops_it(src):
     vs = ViewSet()
     _deferred(vs)
