@@ -222,6 +222,22 @@ int pgvc_defer_together(Plan *P)
     return 0;
 }
 
+/* Does pending version nj read the old version of a view whose waiting version this sync
+ * creates (in the current schema)? The swap drops that old version: it is made again, reading
+ * the new waiting one. Only then: a waiting version kept from an earlier sync that still reads
+ * an old version (SQL naming it by schema) would be made again by every sync; the swap copes
+ * with it instead (pgvc_defer_spread). */
+static int reads_old_of_new_waiting(Plan *P, Py_ssize_t nj)
+{
+    for (Py_ssize_t e = P->cg.dep_off[nj]; e < P->cg.dep_off[nj + 1]; e++) {
+        Py_ssize_t of = P->nodes[P->cg.dep[e]].decl;
+        if (of >= 0 && P->decls[of].pending_build &&
+            !strcmp(P->decls[of].schema, P->current_schema))
+            return 1;
+    }
+    return 0;
+}
+
 /* A new waiting version that reads the view of another waiting one (both in the current schema,
  * where an unqualified name finds it) is built to read that waiting version: both sit in the
  * build schema while it is created (ddl_defer.c). */
@@ -257,7 +273,8 @@ void pgvc_defer_settle(Plan *P)
         if (!d)
             continue;
         keep = d->pending >= 0 && d->deferred && pending_current(P, d) &&
-               !reads_discarded(P, d->pending);
+               !reads_discarded(P, d->pending) &&
+               !(reads_old_of_new_waiting(P, d->pending) && !strcmp(d->schema, P->current_schema));
         if (d->pending >= 0 && !keep)
             P->nodes[d->pending].pending_discard = 1;
         if (d->deferred && !keep)

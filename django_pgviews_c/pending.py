@@ -195,7 +195,11 @@ def _todo(
 def _blocked_text(conn_models: list[type[pg.View]], upstream: int) -> dict[str, Any]:
     """Why a waiting version was not populated: one it reads was not."""
     label = conn_models[upstream]._meta.label
-    return {"sqlstate": "", "message": f"not populated: it reads the new version of {label}, which was not populated"}
+    return {"sqlstate": "", "message": f"it reads the new version of {label}, which was not populated"}
+
+
+#: What result.failed says of a waiting version not populated because one it reads was not.
+BLOCKED = "its new version was not populated"
 
 
 def _populate_serial(
@@ -215,7 +219,7 @@ def _populate_serial(
         blocked = next((r for r in reads if r not in done), None)
         if blocked is not None:
             _populate_failed(conn, model, _blocked_text(conn_models, blocked), timezone.now(), 0.0,
-                             None, result)  # fmt: skip
+                             None, result, BLOCKED)  # fmt: skip
             continue
         populated = _populate(conn, model, qualified, result, progress)
         if populated is not None:
@@ -314,7 +318,9 @@ def _populate_parallel(
         else:
             blocked = next((r for r in todo[k][2] if outcome[position[r]][0] != "ok"), None)
             if error is None and blocked is not None:
-                error = _blocked_text(conn_models, blocked)
+                _populate_failed(conn, models[k], _blocked_text(conn_models, blocked), started_at,
+                                 seconds, sources[k], result, BLOCKED)  # fmt: skip
+                continue
             info = error or {"sqlstate": "", "message": f"not populated ({state})"}
             _populate_failed(conn, models[k], info, started_at, seconds, sources[k], result)
     return ready
@@ -328,13 +334,15 @@ def _populate_failed(
     seconds: float,
     sources: dict[str, Any] | None,
     result: PendingResult,
+    what: str = "populating its new version failed",
 ) -> None:
-    """A pending version whose REFRESH failed: named in result.failed with the server's reason,
-    recorded in the view's history; its old version keeps serving."""
+    """A pending version whose REFRESH failed (or was not run: ``what`` says which): named in
+    result.failed with the reason, recorded in the view's history; its old version keeps
+    serving."""
     from django_pgviews_c import history
     from django_pgviews_c.refresh import _failure_text
 
-    result.failed[model._meta.label] = f"populating its new version failed: {_failure_text(error)}"
+    result.failed[model._meta.label] = f"{what}: {_failure_text(error)}"
     if setting("PGVIEWS_HISTORY", True):
         history.record(conn, model, started_at=started_at, duration=seconds, concurrent=False,
                        plain_reason="pending rebuild", error=error, sources=sources)  # fmt: skip
