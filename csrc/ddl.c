@@ -17,7 +17,7 @@ static const char *L_COMMENT = "SHARE UPDATE EXCLUSIVE: reads and writes go on";
 /* Append one action with the buffer's SQL; it populates a materialized view when the statement
  * written before it said so (P->populates, reset here). RAISES_NEG. */
 int pgvc_ddl_emit(Plan *P, const char *op, Py_ssize_t decl, const char *lock, const char *target,
-                int phase, Py_ssize_t sql_offset)
+                  int phase, Py_ssize_t sql_offset)
 {
     PyObject *t = PyStructSequence_New(P->st->ActionType), *v;
     PyObject *fields[PGVC_ACTION_NFIELDS];
@@ -73,8 +73,8 @@ static int build_with_data(Plan *P, Decl *d)
 
 /* CREATE [OR REPLACE] [MATERIALIZED] VIEW schema.name AS <sql> into the buffer. Returns the
  * offset (in characters) of the view's own SQL in it, to map server error positions back. */
-Py_ssize_t pgvc_ddl_write_create(Plan *P, Decl *d, const char *schema, const char *name, int replace,
-                               int with_data)
+Py_ssize_t pgvc_ddl_write_create(Plan *P, Decl *d, const char *schema, const char *name,
+                                 int replace, int with_data)
 {
     Py_ssize_t off;
     pgvc_buf_puts(&P->buf, replace ? "CREATE OR REPLACE " : "CREATE ");
@@ -154,7 +154,7 @@ static int write_index(Plan *P, Decl *d, Py_ssize_t k, const char *schema, const
 
 /* Every declared index of a materialized view, on `table`; names get `suffix`. */
 int pgvc_ddl_indexes_in(Plan *P, Py_ssize_t i, const char *schema, const char *table,
-                           const char *suffix, int phase, const char *op, const char *lock)
+                        const char *suffix, int phase, const char *op, const char *lock)
 {
     Decl *d = &P->decls[i];
     const char *target = d->target;
@@ -207,7 +207,8 @@ static int emit_grants(Plan *P, Py_ssize_t decl, Node *n, char kind, const char 
         pgvc_buf_ident(&P->buf, n->owner);
     }
     if (P->buf.len)
-        rc = pgvc_ddl_emit(P, "grant", decl, "catalog update; no lock readers wait on", target, 1, -1);
+        rc = pgvc_ddl_emit(P, "grant", decl, "catalog update; no lock readers wait on", target, 1,
+                           -1);
 exit:
     pgvc_buf_free(&qual);
     return rc;
@@ -512,8 +513,9 @@ int pgvc_ddl_chain_build(Plan *P)
             P->decls[it].node >= 0 && P->nodes[P->decls[it].node].relkind == 'v' &&
             emit_compat_check(P, it) < 0)
             return -1;
-        if (P->decls[it].kind == 'm' && pgvc_ddl_indexes_in(P, it, PGVC_BUILD_SCHEMA, P->decls[it].name,
-                                                        "", 0, "build_index", L_NEW) < 0)
+        if (P->decls[it].kind == 'm' &&
+            pgvc_ddl_indexes_in(P, it, PGVC_BUILD_SCHEMA, P->decls[it].name, "", 0, "build_index",
+                                L_NEW) < 0)
             return -1;
     }
     pgvc_buf_puts(&P->buf, "DO $pgvc$ BEGIN\n"
@@ -569,7 +571,8 @@ int pgvc_ddl_chain_swap(Plan *P, Py_ssize_t i)
     pgvc_buf_qualified(&P->buf, PGVC_BUILD_SCHEMA, d->name);
     pgvc_buf_puts(&P->buf, " SET SCHEMA ");
     pgvc_buf_ident(&P->buf, d->schema);
-    if (pgvc_ddl_emit(P, "swap", i, L_AX, target, 1, -1) < 0 || emit_grants(P, i, old, d->kind, target) < 0)
+    if (pgvc_ddl_emit(P, "swap", i, L_AX, target, 1, -1) < 0 ||
+        emit_grants(P, i, old, d->kind, target) < 0)
         return -1;
     return 0;
 }
@@ -617,7 +620,8 @@ int pgvc_ddl_swap_from(Plan *P, Py_ssize_t i, const char *suffix)
         pgvc_buf_puts(&P->buf, " RENAME TO ");
         pgvc_buf_ident(&P->buf, final);
     }
-    if (pgvc_ddl_emit(P, "swap", i, L_AX, target, 1, -1) < 0 || emit_grants(P, i, old, d->kind, target) < 0)
+    if (pgvc_ddl_emit(P, "swap", i, L_AX, target, 1, -1) < 0 ||
+        emit_grants(P, i, old, d->kind, target) < 0)
         return -1;
     return 0;
 }

@@ -65,8 +65,9 @@ int pgvc_ddl_build_pending_linked(Plan *P)
     }
     for (Py_ssize_t k = 0; k < P->ni; k++) {
         Py_ssize_t it = P->order[k];
-        if (it < P->nd && P->decls[it].pending_build && P->decls[it].pending_in_build &&
-            build_pending_as(P, it, PGVC_BUILD_SCHEMA, P->decls[it].name) < 0)
+        Decl *d = it < P->nd ? &P->decls[it] : NULL;
+        if (d && d->pending_build && d->pending_in_build &&
+            build_pending_as(P, it, PGVC_BUILD_SCHEMA, d->name) < 0)
             return -1;
     }
     if (pgvc_ddl_build_path_off(P) < 0)

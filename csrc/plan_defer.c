@@ -294,8 +294,8 @@ int pgvc_defer_emit(Plan *P)
         return -1;
     for (Py_ssize_t k = 0; k < P->ni; k++) {
         Py_ssize_t it = P->order[k];
-        if (it < P->nd && P->decls[it].pending_build && !P->decls[it].pending_in_build &&
-            pgvc_ddl_build_pending(P, it) < 0)
+        Decl *d = it < P->nd ? &P->decls[it] : NULL;
+        if (d && d->pending_build && !d->pending_in_build && pgvc_ddl_build_pending(P, it) < 0)
             return -1;
     }
     return 0;

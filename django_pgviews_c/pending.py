@@ -393,7 +393,9 @@ def _swap(
             if synced.statuses.get(label) != "UPDATED":
                 why = synced.reasons.get(label, "")
                 result.waiting[label] = (
-                    why if why.startswith("its waiting version reads") else "its new version changed meanwhile: not swapped in"
+                    why
+                    if why.startswith("its waiting version reads")
+                    else "its new version changed meanwhile: not swapped in"
                 )
                 continue
             if setting("PGVIEWS_HISTORY", True):
