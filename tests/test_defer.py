@@ -275,6 +275,22 @@ def test_a_chain_of_deferred_rebuilds_completes_in_one_swap(src):
     assert r.actions == [] and r.states["viewtest.B"] == "in sync", r.reasons
 
 
+def test_only_a_changes_and_b_deferring_too_is_re_created_against_the_new_a_in_the_swap(src):
+    vs = ViewSet()
+    _chain(vs, 1, 0)
+    vs.sync()
+    b_before = oid("t_b")
+    _chain(vs, 2, 0)
+    r = vs.sync()
+    assert r.states["viewtest.A"] == "pending rebuild" and r.states["viewtest.B"] == "in sync"
+    assert oid(PENDING_B) is None and oid("t_b") == b_before
+    done = _complete(vs)
+    assert done.swapped == ["viewtest.A"], done
+    assert oid("t_b") != b_before and _reads("t_b") == ["t_a"]
+    assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 20), (2, 40)]
+    assert vs.sync().actions == []
+
+
 def test_a_failure_to_populate_a_leaves_b_waiting_unpopulated_and_both_old_ones_serving(src):
     vs = ViewSet()
     vs.view("A", "SELECT id, v FROM t_src", materialized=True, concurrent_index="id", defer_rebuild=True)
