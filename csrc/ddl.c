@@ -16,8 +16,8 @@ static const char *L_COMMENT = "SHARE UPDATE EXCLUSIVE: reads and writes go on";
 
 /* Append one action with the buffer's SQL; it populates a materialized view when the statement
  * written before it said so (P->populates, reset here). RAISES_NEG. */
-static int emit(Plan *P, const char *op, Py_ssize_t decl, const char *lock, const char *target,
-                int phase, Py_ssize_t sql_offset)
+int pgvc_ddl_emit(Plan *P, const char *op, Py_ssize_t decl, const char *lock, const char *target,
+                  int phase, Py_ssize_t sql_offset)
 {
     PyObject *t = PyStructSequence_New(P->st->ActionType), *v;
     PyObject *fields[PGVC_ACTION_NFIELDS];
@@ -73,8 +73,8 @@ static int build_with_data(Plan *P, Decl *d)
 
 /* CREATE [OR REPLACE] [MATERIALIZED] VIEW schema.name AS <sql> into the buffer. Returns the
  * offset (in characters) of the view's own SQL in it, to map server error positions back. */
-static Py_ssize_t write_create(Plan *P, Decl *d, const char *schema, const char *name, int replace,
-                               int with_data)
+Py_ssize_t pgvc_ddl_write_create(Plan *P, Decl *d, const char *schema, const char *name,
+                                 int replace, int with_data)
 {
     Py_ssize_t off;
     pgvc_buf_puts(&P->buf, replace ? "CREATE OR REPLACE " : "CREATE ");
@@ -98,9 +98,9 @@ static int emit_create_in(Plan *P, Py_ssize_t i, const char *schema, const char 
 {
     Decl *d = &P->decls[i];
     int with_data = build_with_data(P, d);
-    Py_ssize_t off = write_create(P, d, schema, name, !strcmp(op, "replace"), with_data);
+    Py_ssize_t off = pgvc_ddl_write_create(P, d, schema, name, !strcmp(op, "replace"), with_data);
     P->populates = d->kind == 'm' && with_data;
-    return emit(P, op, i, lock, d->target, phase, off);
+    return pgvc_ddl_emit(P, op, i, lock, d->target, phase, off);
 }
 
 static int emit_create(Plan *P, Py_ssize_t i, const char *name, int phase, const char *op,
@@ -153,14 +153,14 @@ static int write_index(Plan *P, Decl *d, Py_ssize_t k, const char *schema, const
 }
 
 /* Every declared index of a materialized view, on `table`; names get `suffix`. */
-static int emit_indexes_in(Plan *P, Py_ssize_t i, const char *schema, const char *table,
-                           const char *suffix, int phase, const char *op, const char *lock)
+int pgvc_ddl_indexes_in(Plan *P, Py_ssize_t i, const char *schema, const char *table,
+                        const char *suffix, int phase, const char *op, const char *lock)
 {
     Decl *d = &P->decls[i];
     const char *target = d->target;
     for (Py_ssize_t k = -1; k < d->nindexes; k++)
         if (write_index(P, d, k, schema, table, suffix) &&
-            emit(P, op, i, lock, target, phase, -1) < 0)
+            pgvc_ddl_emit(P, op, i, lock, target, phase, -1) < 0)
             return -1;
     return 0;
 }
@@ -168,7 +168,7 @@ static int emit_indexes_in(Plan *P, Py_ssize_t i, const char *schema, const char
 static int emit_indexes(Plan *P, Py_ssize_t i, const char *table, const char *suffix, int phase,
                         const char *op, const char *lock)
 {
-    return emit_indexes_in(P, i, P->decls[i].schema, table, suffix, phase, op, lock);
+    return pgvc_ddl_indexes_in(P, i, P->decls[i].schema, table, suffix, phase, op, lock);
 }
 
 /* GRANTs and owner of the object a rebuild replaces. */
@@ -207,7 +207,8 @@ static int emit_grants(Plan *P, Py_ssize_t decl, Node *n, char kind, const char 
         pgvc_buf_ident(&P->buf, n->owner);
     }
     if (P->buf.len)
-        rc = emit(P, "grant", decl, "catalog update; no lock readers wait on", target, 1, -1);
+        rc = pgvc_ddl_emit(P, "grant", decl, "catalog update; no lock readers wait on", target, 1,
+                           -1);
 exit:
     pgvc_buf_free(&qual);
     return rc;
@@ -221,7 +222,7 @@ int pgvc_ddl_drop(Plan *P, Py_ssize_t it)
     pgvc_buf_puts(&P->buf, rel_word(n->relkind));
     pgvc_buf_puts(&P->buf, " ");
     pgvc_buf_qualified(&P->buf, n->schema, n->name);
-    return emit(P, "drop", it < P->nd ? it : -1, L_AX, target, 1, -1);
+    return pgvc_ddl_emit(P, "drop", it < P->nd ? it : -1, L_AX, target, 1, -1);
 }
 
 int pgvc_ddl_restore(Plan *P, Py_ssize_t it)
@@ -249,11 +250,11 @@ int pgvc_ddl_restore(Plan *P, Py_ssize_t it)
     pgvc_buf_put(&P->buf, n->fulldef, len);
     if (n->relkind == 'm')
         pgvc_buf_puts(&P->buf, n->populated && !P->no_data ? "\nWITH DATA" : "\nWITH NO DATA");
-    if (emit(P, "restore", -1, L_READS, target, 1, -1) < 0)
+    if (pgvc_ddl_emit(P, "restore", -1, L_READS, target, 1, -1) < 0)
         return -1;
     for (Py_ssize_t k = 0; k < n->index_defs.n; k++) {
         pgvc_buf_puts(&P->buf, n->index_defs.items[k]);
-        if (emit(P, "restore", -1, L_READS, target, 1, -1) < 0)
+        if (pgvc_ddl_emit(P, "restore", -1, L_READS, target, 1, -1) < 0)
             return -1;
     }
     if (n->comment) {
@@ -263,7 +264,7 @@ int pgvc_ddl_restore(Plan *P, Py_ssize_t it)
         pgvc_buf_qualified(&P->buf, n->schema, n->name);
         pgvc_buf_puts(&P->buf, " IS ");
         pgvc_buf_literal(&P->buf, n->comment);
-        if (emit(P, "restore", -1, L_COMMENT, target, 1, -1) < 0)
+        if (pgvc_ddl_emit(P, "restore", -1, L_COMMENT, target, 1, -1) < 0)
             return -1;
     }
     return emit_grants(P, -1, n, n->relkind, target);
@@ -278,7 +279,7 @@ int pgvc_ddl_refresh(Plan *P, Py_ssize_t i)
                                         : "REFRESH MATERIALIZED VIEW ");
     pgvc_buf_qualified(&P->buf, d->schema, d->name);
     P->populates = 1;
-    return emit(P, "refresh", i, concurrently ? L_EXCL : L_AX, d->target, 1, -1);
+    return pgvc_ddl_emit(P, "refresh", i, concurrently ? L_EXCL : L_AX, d->target, 1, -1);
 }
 
 int pgvc_ddl_reindex(Plan *P, Py_ssize_t i)
@@ -290,7 +291,7 @@ int pgvc_ddl_reindex(Plan *P, Py_ssize_t i)
     for (Py_ssize_t k = 0; k < n->index_names.n; k++) {
         pgvc_buf_puts(&P->buf, "DROP INDEX ");
         pgvc_buf_qualified(&P->buf, d->schema, n->index_names.items[k]);
-        if (emit(P, "drop_index", i, L_AX, target, 1, -1) < 0)
+        if (pgvc_ddl_emit(P, "drop_index", i, L_AX, target, 1, -1) < 0)
             return -1;
     }
     return emit_indexes(P, i, d->name, "", 1, "index", L_SHARE);
@@ -392,7 +393,7 @@ int pgvc_ddl_stamp(Plan *P)
                   "        pg_catalog.md5(pg_catalog.pg_get_viewdef(r.rel::oid)));\n"
                   "  END LOOP;\nEND\n");
     pgvc_buf_puts(&P->buf, tag);
-    rc = emit(P, "stamp", -1, L_COMMENT, "fingerprints", 1, -1);
+    rc = pgvc_ddl_emit(P, "stamp", -1, L_COMMENT, "fingerprints", 1, -1);
 exit:
     pgvc_buf_free(&rels);
     pgvc_buf_free(&notes);
@@ -462,7 +463,7 @@ static int emit_compat_check(Plan *P, Py_ssize_t i)
         "    END IF;\n"
         "  END LOOP;\nEND\n");
     pgvc_buf_puts(&P->buf, tag);
-    rc = emit(P, "compat_check", i, L_NONE, target, 0, -1);
+    rc = pgvc_ddl_emit(P, "compat_check", i, L_NONE, target, 0, -1);
 exit:
     pgvc_buf_free(&name);
     return rc;
@@ -471,17 +472,35 @@ exit:
 /* Phase 0 of a chain: the build schema first on the search_path, the new versions created there
  * in order, a check that none of them reads an old object it should read anew (SQL that names
  * one by schema), then the search_path back as it was. */
-int pgvc_ddl_chain_build(Plan *P)
+/* The build schema, created (phase 0) and put first on the transaction's search_path. */
+int pgvc_ddl_build_schema_on(Plan *P)
 {
-    char num[32];
-    int first = 1;
     pgvc_buf_puts(&P->buf, "CREATE SCHEMA " PGVC_BUILD_SCHEMA);
-    if (emit(P, "chain_schema", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1) < 0)
+    if (pgvc_ddl_emit(P, "chain_schema", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1) < 0)
         return -1;
     pgvc_buf_puts(&P->buf,
                   "SELECT pg_catalog.set_config('search_path', '" PGVC_BUILD_SCHEMA ", ' || "
                   "pg_catalog.current_setting('search_path'), true)");
-    if (emit(P, "chain_path", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1) < 0)
+    return pgvc_ddl_emit(P, "chain_path", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1);
+}
+
+/* The build schema taken off the search_path again. */
+int pgvc_ddl_build_path_off(Plan *P)
+{
+    char num[32];
+    pgvc_buf_puts(&P->buf, "SELECT pg_catalog.set_config('search_path', pg_catalog.substr("
+                           "pg_catalog.current_setting('search_path'), ");
+    snprintf(num, sizeof num, "%d", (int)strlen(PGVC_BUILD_SCHEMA ", ") + 1);
+    pgvc_buf_puts(&P->buf, num);
+    pgvc_buf_puts(&P->buf, "), true)");
+    return pgvc_ddl_emit(P, "chain_path", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1);
+}
+
+int pgvc_ddl_chain_build(Plan *P)
+{
+    char num[32];
+    int first = 1;
+    if (pgvc_ddl_build_schema_on(P) < 0)
         return -1;
     for (Py_ssize_t k = 0; k < P->ni; k++) {
         Py_ssize_t it = P->order[k];
@@ -494,8 +513,9 @@ int pgvc_ddl_chain_build(Plan *P)
             P->decls[it].node >= 0 && P->nodes[P->decls[it].node].relkind == 'v' &&
             emit_compat_check(P, it) < 0)
             return -1;
-        if (P->decls[it].kind == 'm' && emit_indexes_in(P, it, PGVC_BUILD_SCHEMA, P->decls[it].name,
-                                                        "", 0, "build_index", L_NEW) < 0)
+        if (P->decls[it].kind == 'm' &&
+            pgvc_ddl_indexes_in(P, it, PGVC_BUILD_SCHEMA, P->decls[it].name, "", 0, "build_index",
+                                L_NEW) < 0)
             return -1;
     }
     pgvc_buf_puts(&P->buf, "DO $pgvc$ BEGIN\n"
@@ -516,21 +536,16 @@ int pgvc_ddl_chain_build(Plan *P)
                            "    RAISE EXCEPTION 'django-pgviews-c: chain reads an old object' "
                            "USING ERRCODE = 'P0001';\n"
                            "  END IF;\nEND $pgvc$");
-    if (emit(P, "chain_check", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1) < 0)
+    if (pgvc_ddl_emit(P, "chain_check", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1) < 0)
         return -1;
-    pgvc_buf_puts(&P->buf, "SELECT pg_catalog.set_config('search_path', pg_catalog.substr("
-                           "pg_catalog.current_setting('search_path'), ");
-    snprintf(num, sizeof num, "%d", (int)strlen(PGVC_BUILD_SCHEMA ", ") + 1);
-    pgvc_buf_puts(&P->buf, num);
-    pgvc_buf_puts(&P->buf, "), true)");
-    return emit(P, "chain_path", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1);
+    return pgvc_ddl_build_path_off(P);
 }
 
 int pgvc_ddl_create_schema(Plan *P, Py_ssize_t i)
 {
     pgvc_buf_puts(&P->buf, "CREATE SCHEMA IF NOT EXISTS ");
     pgvc_buf_ident(&P->buf, P->decls[i].schema);
-    return emit(P, "create_schema", i, L_NONE, P->decls[i].schema, 0, -1);
+    return pgvc_ddl_emit(P, "create_schema", i, L_NONE, P->decls[i].schema, 0, -1);
 }
 
 /* A changed materialized view built beside the old one, under a temporary name (phase 0). */
@@ -556,7 +571,8 @@ int pgvc_ddl_chain_swap(Plan *P, Py_ssize_t i)
     pgvc_buf_qualified(&P->buf, PGVC_BUILD_SCHEMA, d->name);
     pgvc_buf_puts(&P->buf, " SET SCHEMA ");
     pgvc_buf_ident(&P->buf, d->schema);
-    if (emit(P, "swap", i, L_AX, target, 1, -1) < 0 || emit_grants(P, i, old, d->kind, target) < 0)
+    if (pgvc_ddl_emit(P, "swap", i, L_AX, target, 1, -1) < 0 ||
+        emit_grants(P, i, old, d->kind, target) < 0)
         return -1;
     return 0;
 }
@@ -583,7 +599,7 @@ int pgvc_ddl_replace(Plan *P, Py_ssize_t i)
 
 /* The copy built beside under the name derived with `suffix` takes the old one's name, and its
  * indexes theirs (phase 1). */
-static int swap_from(Plan *P, Py_ssize_t i, const char *suffix)
+int pgvc_ddl_swap_from(Plan *P, Py_ssize_t i, const char *suffix)
 {
     Decl *d = &P->decls[i];
     Node *old = d->node >= 0 ? &P->nodes[d->node] : NULL;
@@ -604,50 +620,18 @@ static int swap_from(Plan *P, Py_ssize_t i, const char *suffix)
         pgvc_buf_puts(&P->buf, " RENAME TO ");
         pgvc_buf_ident(&P->buf, final);
     }
-    if (emit(P, "swap", i, L_AX, target, 1, -1) < 0 || emit_grants(P, i, old, d->kind, target) < 0)
+    if (pgvc_ddl_emit(P, "swap", i, L_AX, target, 1, -1) < 0 ||
+        emit_grants(P, i, old, d->kind, target) < 0)
         return -1;
     return 0;
 }
 
-int pgvc_ddl_swap(Plan *P, Py_ssize_t i) { return swap_from(P, i, "_pgvc_new"); }
-
-/* ---- deferred rebuilds (plan_defer.c) ----------------------------------------------------- */
-
-static const char *L_PENDING = "ACCESS SHARE on what it reads; the new version waits WITH NO DATA, "
-                               "invisible to readers";
-static const char *L_PENDING_DROP =
-    "ACCESS EXCLUSIVE on the waiting new version only: nobody reads it";
-
-/* The new version of a deferred rebuild, beside the old one under the pending name, WITH NO
- * DATA, with its indexes (phase 0). The stamp marks it pending (collect_stamps). */
-int pgvc_ddl_build_pending(Plan *P, Py_ssize_t i)
-{
-    Decl *d = &P->decls[i];
-    char name[PGVC_NAMEDATALEN];
-    Py_ssize_t off;
-    pgvc_derived_name(name, d->name, PGVC_PENDING_SUFFIX);
-    off = write_create(P, d, d->schema, name, 0, 0);
-    if (emit(P, "build", i, L_PENDING, d->target, 0, off) < 0)
-        return -1;
-    return emit_indexes(P, i, name, PGVC_PENDING_SUFFIX, 0, "build_index", L_PENDING);
-}
-
-/* A pending version that is stale, or whose declaration no longer defers (phase 0). */
-int pgvc_ddl_drop_pending(Plan *P, Py_ssize_t node)
-{
-    Node *n = &P->nodes[node];
-    pgvc_buf_puts(&P->buf, "DROP MATERIALIZED VIEW ");
-    pgvc_buf_qualified(&P->buf, n->schema, n->name);
-    return emit(P, "drop_pending", n->pending_of, L_PENDING_DROP, n->target, 0, -1);
-}
-
-/* The populated pending version takes the old one's place (phase 1). */
-int pgvc_ddl_pending_swap(Plan *P, Py_ssize_t i) { return swap_from(P, i, PGVC_PENDING_SUFFIX); }
+int pgvc_ddl_swap(Plan *P, Py_ssize_t i) { return pgvc_ddl_swap_from(P, i, "_pgvc_new"); }
 
 int pgvc_ddl_drop_build_schema(Plan *P)
 {
     pgvc_buf_puts(&P->buf, "DROP SCHEMA " PGVC_BUILD_SCHEMA);
-    return emit(P, "drop_schema", -1, L_NONE, PGVC_BUILD_SCHEMA, 1, -1);
+    return pgvc_ddl_emit(P, "drop_schema", -1, L_NONE, PGVC_BUILD_SCHEMA, 1, -1);
 }
 
 /* ---- adoption ---------------------------------------------------------------------------- */
@@ -715,7 +699,7 @@ PyObject *pgvc_ddl_probe(Plan *P, Py_ssize_t i)
     if (!statements)
         return NULL;
     pgvc_derived_name(tmp, d->name, "_pgvc_probe");
-    write_create(P, d, d->schema, tmp, 0, 0);
+    pgvc_ddl_write_create(P, d, d->schema, tmp, 0, 0);
     if (!(s = take_buf(P)) || PyList_Append(statements, s) < 0)
         goto exit;
     Py_CLEAR(s);

@@ -227,9 +227,9 @@ static int classify_all(Plan *P, PyObject *recreate)
  * refuse when something we do not manage would be dropped. RAISES_NEG. */
 static int spread(Plan *P)
 {
-    PyObject *refused = pgvc_plan_propagate(P);
+    PyObject *refused;
     int rc = -1;
-    if (!refused)
+    if (pgvc_defer_together(P) < 0 || !(refused = pgvc_plan_propagate(P)))
         return -1;
     if (P->chain && P->beside) {
         if ((P->nchain = (int)pgvc_plan_choose_chain(P)) < 0)

@@ -330,8 +330,13 @@ static void look_upstream(Plan *P, Py_ssize_t it, Py_ssize_t *tainted_by, Py_ssi
  * changes. RAISES_NEG. */
 static int spread_to_decl(Plan *P, Decl *d, Node *n, Py_ssize_t tainted_by, Py_ssize_t dropped_by)
 {
-    pgvc_defer_spread(P, d, tainted_by, dropped_by);
+    int swap_stands = pgvc_defer_spread(P, d, tainted_by, dropped_by);
     d->taint = tainted_by >= 0;
+    if (swap_stands) { /* a waiting version renamed in: the old one goes */
+        if (n)
+            n->dropped = 1;
+        return 0;
+    }
     if (d->chain) { /* built anew in the build schema; the old object goes at the swap */
         if (n)
             n->dropped = 1;
@@ -378,7 +383,7 @@ static int spread_to_node(Plan *P, Node *n, Py_ssize_t tainted_by, Py_ssize_t dr
     n->refused_by = NULL;
     if (n->pending_of >= 0) { /* a pending version: its declaration decides (plan_defer.c) */
         n->taint = 0;
-        n->pending_upstream_dropped = dropped_by >= 0;
+        pgvc_defer_spread_node(P, n, dropped_by);
         return 0;
     }
     if (P->prune && n->stamp.ours) { /* an orphan, pruned: dropped, never restored */

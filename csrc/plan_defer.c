@@ -97,6 +97,7 @@ static void leave(Decl *d)
 {
     d->action = A_SKIP;
     d->status = S_EXISTS;
+    d->pending_swap = 0;
     d->refresh = d->reindex = d->restamp = d->probe = 0;
 }
 
@@ -135,11 +136,26 @@ void pgvc_defer_classify(Plan *P, Decl *d)
               "NO DATA, refresh_pgviews --pending swaps it in";
 }
 
-void pgvc_defer_spread(Plan *P, Decl *d, Py_ssize_t tainted_by, Py_ssize_t dropped_by)
+int pgvc_defer_spread(Plan *P, Decl *d, Py_ssize_t tainted_by, Py_ssize_t dropped_by)
 {
     int upstream = d->pending >= 0 && P->nodes[d->pending].pending_upstream_dropped;
+    if (d->pending_swap) {
+        /* Its waiting version reads the waiting versions swapped in with it (created so by the
+         * sync, ddl_defer.c), or nothing this swap changes: it is renamed in whatever the old
+         * version reads. */
+        if (!upstream)
+            return 1;
+        /* It reads an old version this swap drops (made before waiting versions read each
+         * other, or SQL naming the old one by schema): it goes (phase 0), and the view is
+         * re-created against the new one in the swap, populated there. */
+        d->pending_swap = 0;
+        d->action = A_RECREATE;
+        d->reason = "re-created in the swap: its waiting version read an old version the swap "
+                    "drops";
+        return 0;
+    }
     if (!d->deferred || (tainted_by < 0 && dropped_by < 0 && !upstream))
-        return;
+        return 0;
     /* What it reads changes in this sync: the new version must read the new inputs, and the
      * old one may be dropped with them. Rebuilt now, as without the deferral. */
     d->deferred = 0;
@@ -147,43 +163,176 @@ void pgvc_defer_spread(Plan *P, Decl *d, Py_ssize_t tainted_by, Py_ssize_t dropp
     d->status = S_UPDATED;
     d->state = ST_CHANGED;
     d->reason = d->defer_reason;
+    return 0;
+}
+
+/* Does pending version nj read a pending version that is dropped? */
+static int reads_discarded(Plan *P, Py_ssize_t nj)
+{
+    for (Py_ssize_t e = P->cg.dep_off[nj]; e < P->cg.dep_off[nj + 1]; e++)
+        if (P->nodes[P->cg.dep[e]].pending_discard)
+            return 1;
+    return 0;
+}
+
+void pgvc_defer_spread_node(Plan *P, Node *n, Py_ssize_t dropped_by)
+{
+    n->pending_upstream_dropped = dropped_by >= 0;
+    /* In a swap, a waiting version that reads an old version the swap drops, or a waiting
+     * version dropped so, would stop that DROP (nothing is dropped with CASCADE): it goes
+     * first, in phase 0. */
+    if (P->swap_pending && (dropped_by >= 0 || reads_discarded(P, n - P->nodes))) {
+        n->pending_discard = 1;
+        n->pending_upstream_dropped = 1;
+    }
+}
+
+/* Does the waiting version of d read a waiting version (cg, pg_depend)? Returns the first
+ * declaration whose waiting version it reads and that is not swapped in (swap: 1), or that is
+ * (swap: 0); -1 for none. */
+static Py_ssize_t reads_pending(Plan *P, Decl *d, int not_swapped)
+{
+    Py_ssize_t nj = d->pending;
+    for (Py_ssize_t e = nj >= 0 ? P->cg.dep_off[nj] : 0; nj >= 0 && e < P->cg.dep_off[nj + 1];
+         e++) {
+        Py_ssize_t of = P->nodes[P->cg.dep[e]].pending_of;
+        if (of >= 0 && (!not_swapped || !P->decls[of].pending_swap))
+            return of;
+    }
+    return -1;
+}
+
+int pgvc_defer_together(Plan *P)
+{
+    /* Dependencies first: a view left out leaves out the views whose waiting versions read its
+     * waiting version (swapped alone, they would serve data the old version does not). */
+    for (Py_ssize_t k = 0; P->swap_pending && k < P->ni; k++) {
+        Py_ssize_t it = P->order[k], of;
+        Decl *d = it < P->nd ? &P->decls[it] : NULL;
+        if (!d || !d->pending_swap || (of = reads_pending(P, d, 1)) < 0)
+            continue;
+        leave(d);
+        if (!(d->reason = pgvc_plan_format(P,
+                                           "its waiting version reads the waiting version of %s, "
+                                           "which is not swapped in: not swapped in",
+                                           P->decls[of].label)))
+            return -1;
+        d->state = ST_PENDING;
+    }
+    return 0;
+}
+
+/* Does pending version nj read the old version of a view whose waiting version this sync
+ * creates (in the current schema)? The swap drops that old version: it is made again, reading
+ * the new waiting one. Only then: a waiting version kept from an earlier sync that still reads
+ * an old version (SQL naming it by schema) would be made again by every sync; the swap copes
+ * with it instead (pgvc_defer_spread). */
+static int reads_old_of_new_waiting(Plan *P, Py_ssize_t nj)
+{
+    for (Py_ssize_t e = P->cg.dep_off[nj]; e < P->cg.dep_off[nj + 1]; e++) {
+        Py_ssize_t of = P->nodes[P->cg.dep[e]].decl;
+        if (of >= 0 && P->decls[of].pending_build &&
+            !strcmp(P->decls[of].schema, P->current_schema))
+            return 1;
+    }
+    return 0;
+}
+
+/* A new waiting version that reads the view of another waiting one (both in the current schema,
+ * where an unqualified name finds it) is built to read that waiting version: both sit in the
+ * build schema while it is created (ddl_defer.c). */
+static void link_pending(Plan *P)
+{
+    for (Py_ssize_t k = 0; k < P->ni; k++) {
+        Py_ssize_t it = P->order[k];
+        Decl *d = it < P->nd ? &P->decls[it] : NULL;
+        if (!d || !d->pending_build || strcmp(d->schema, P->current_schema) != 0)
+            continue;
+        for (Py_ssize_t e = P->g.dep_off[it]; e < P->g.dep_off[it + 1]; e++) {
+            Py_ssize_t w = P->g.dep[e];
+            Decl *up = w < P->nd ? &P->decls[w] : NULL;
+            if (!up || !up->deferred || strcmp(up->schema, P->current_schema) != 0)
+                continue;
+            up->pending_in_build = 1;
+            d->pending_in_build = 1;
+            P->pending_linked = 1;
+        }
+    }
 }
 
 void pgvc_defer_settle(Plan *P)
 {
     if (P->swap_pending)
         return; /* a pending version not swapped stays as it is */
-    for (Py_ssize_t i = 0; i < P->nd; i++) {
-        Decl *d = &P->decls[i];
-        if (d->pending >= 0 && !(d->deferred && pending_current(P, d)))
+    /* Dependencies first: a waiting version that reads one dropped here goes too (it would
+     * stop the DROP), and is built again. */
+    for (Py_ssize_t k = 0; k < P->ni; k++) {
+        Py_ssize_t it = P->order[k];
+        Decl *d = it < P->nd ? &P->decls[it] : NULL;
+        int keep;
+        if (!d)
+            continue;
+        keep = d->pending >= 0 && d->deferred && pending_current(P, d) &&
+               !reads_discarded(P, d->pending) &&
+               !(reads_old_of_new_waiting(P, d->pending) && !strcmp(d->schema, P->current_schema));
+        if (d->pending >= 0 && !keep)
             P->nodes[d->pending].pending_discard = 1;
-        if (d->deferred && !pending_current(P, d))
+        if (d->deferred && !keep)
             d->pending_build = 1;
     }
+    link_pending(P);
 }
 
 int pgvc_defer_emit(Plan *P)
 {
-    for (Py_ssize_t j = 0; j < P->nn; j++)
-        if (P->nodes[j].pending_discard && pgvc_ddl_drop_pending(P, j) < 0)
+    for (Py_ssize_t k = P->ni - 1; k >= 0; k--) { /* a reader before what it reads */
+        Py_ssize_t nj = P->item_node[P->order[k]];
+        if (nj >= 0 && P->nodes[nj].pending_discard && pgvc_ddl_drop_pending(P, nj) < 0)
             return -1;
-    for (Py_ssize_t i = 0; i < P->nd; i++)
-        if (P->decls[i].pending_build && pgvc_ddl_build_pending(P, i) < 0)
+    }
+    if (P->pending_linked && pgvc_ddl_build_pending_linked(P) < 0)
+        return -1;
+    for (Py_ssize_t k = 0; k < P->ni; k++) {
+        Py_ssize_t it = P->order[k];
+        Decl *d = it < P->nd ? &P->decls[it] : NULL;
+        if (d && d->pending_build && !d->pending_in_build && pgvc_ddl_build_pending(P, it) < 0)
             return -1;
+    }
     return 0;
+}
+
+/* The declarations whose waiting versions d's waiting version reads, as a tuple. */
+static PyObject *pending_reads(Plan *P, Decl *d)
+{
+    PyObject *out = PyList_New(0), *v, *t;
+    Py_ssize_t nj = d->pending;
+    for (Py_ssize_t e = P->cg.dep_off[nj]; out && e < P->cg.dep_off[nj + 1]; e++) {
+        Py_ssize_t of = P->nodes[P->cg.dep[e]].pending_of;
+        if (of < 0)
+            continue;
+        if (!(v = PyLong_FromSsize_t(of)) || PyList_Append(out, v) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(v);
+    }
+    t = out ? PyList_AsTuple(out) : NULL;
+    Py_XDECREF(out);
+    return t;
 }
 
 PyObject *pgvc_defer_result(Plan *P)
 {
     PyObject *out = PyList_New(0);
-    for (Py_ssize_t i = 0; out && i < P->nd; i++) {
-        Decl *d = &P->decls[i];
-        Node *p = d->pending >= 0 ? &P->nodes[d->pending] : NULL;
+    /* In dependency order: a waiting version after those it reads. */
+    for (Py_ssize_t k = 0; out && k < P->ni; k++) {
+        Py_ssize_t i = P->order[k];
+        Decl *d = i < P->nd ? &P->decls[i] : NULL;
+        Node *p = d && d->pending >= 0 ? &P->nodes[d->pending] : NULL;
         PyObject *row;
         if (!p)
             continue;
-        row = Py_BuildValue("(nssNN)", i, p->schema, p->name, PyBool_FromLong(p->populated),
-                            PyBool_FromLong(pending_current(P, d) && d->node >= 0));
+        row = Py_BuildValue("(nssNNN)", i, p->schema, p->name, PyBool_FromLong(p->populated),
+                            PyBool_FromLong(pending_current(P, d) && d->node >= 0),
+                            pending_reads(P, d));
         if (!row || PyList_Append(out, row) < 0)
             Py_CLEAR(out);
         Py_XDECREF(row);

@@ -129,6 +129,8 @@ typedef struct {
     int pending_build; /* a new pending version is created (phase 0) */
     int swap_asked; /* plan(swap_pending=[...]) names it */
     int pending_swap; /* its populated pending version takes the old one's place (phase 1) */
+    int pending_in_build; /* its waiting version is in the build schema while new ones that
+                             read it are created (phase 0, ddl_defer.c) */
     char body_fp[33], idx_fp[33];
     char cidx_name[PGVC_NAMEDATALEN];
 } Decl;
@@ -175,6 +177,7 @@ typedef struct {
     int no_data; /* a dry run: every materialized view built WITH NO DATA, nothing populated */
     int nchain;
     int swap_pending; /* plan(swap_pending=...) was given: only those swaps, nothing else */
+    int pending_linked; /* some new pending version reads another (ddl_defer.c) */
     int populates; /* the next action emitted computes a declared materialized view's data */
     const char *current_schema;
     PyObject *schemas; /* set of existing schema names */
@@ -231,14 +234,21 @@ int pgvc_defer_read(Plan *P, PyObject *defer, PyObject *swap);
 int pgvc_defer_match(Plan *P);
 /* After classify(): defer a rebuild, or (swap_pending) choose the swaps and leave the rest. */
 void pgvc_defer_classify(Plan *P, Decl *d);
-/* In propagate(): a deferred rebuild whose inputs change is done now after all. */
-void pgvc_defer_spread(Plan *P, Decl *d, Py_ssize_t tainted_by, Py_ssize_t dropped_by);
+/* In propagate(): a deferred rebuild whose inputs change is done now after all. Returns 1 when
+ * d's pending swap stands whatever its inputs do (the caller only drops the old version). */
+int pgvc_defer_spread(Plan *P, Decl *d, Py_ssize_t tainted_by, Py_ssize_t dropped_by);
+/* In propagate(): a pending version n whose inputs are dropped (dropped_by >= 0), or not. */
+void pgvc_defer_spread_node(Plan *P, Node *n, Py_ssize_t dropped_by);
+/* Before propagate(), in a swap: a swap whose waiting version reads the waiting version of a
+ * view not swapped in is not made either. RAISES_NEG. */
+int pgvc_defer_together(Plan *P);
 /* After spread(): which pending versions stay, go, or are created. */
 void pgvc_defer_settle(Plan *P);
 /* Phase 0: drop stale pending versions, create new ones. */
 int pgvc_defer_emit(Plan *P);
-/* plan()'s "pending": (decl, schema, name of the pending version, populated, ready) per
- * declaration with a pending version. NULL on error. */
+/* plan()'s "pending": (decl, schema, name of the pending version, populated, ready, the decls
+ * whose pending versions it reads) per declaration with a pending version, in dependency
+ * order. NULL on error. */
 PyObject *pgvc_defer_result(Plan *P);
 
 /* ---- ddl.c: the statements, appended to P->actions. Each RAISES_NEG. */
@@ -254,7 +264,21 @@ int pgvc_ddl_swap(Plan *P, Py_ssize_t i);
 int pgvc_ddl_reindex(Plan *P, Py_ssize_t i);
 int pgvc_ddl_refresh(Plan *P, Py_ssize_t i);
 int pgvc_ddl_drop_build_schema(Plan *P);
+int pgvc_ddl_build_schema_on(Plan *P);
+int pgvc_ddl_build_path_off(Plan *P);
+int pgvc_ddl_swap_from(Plan *P, Py_ssize_t i, const char *suffix);
+/* The building blocks ddl_defer.c shares: one action from the buffer, a CREATE into the
+ * buffer (returns the offset of the view's SQL), a declaration's indexes on schema.table. */
+int pgvc_ddl_emit(Plan *P, const char *op, Py_ssize_t decl, const char *lock, const char *target,
+                  int phase, Py_ssize_t sql_offset);
+Py_ssize_t pgvc_ddl_write_create(Plan *P, Decl *d, const char *schema, const char *name,
+                                 int replace, int with_data);
+int pgvc_ddl_indexes_in(Plan *P, Py_ssize_t i, const char *schema, const char *table,
+                        const char *suffix, int phase, const char *op, const char *lock);
+
+/* ---- ddl_defer.c: the statements of deferred rebuilds. Each RAISES_NEG. */
 int pgvc_ddl_build_pending(Plan *P, Py_ssize_t i);
+int pgvc_ddl_build_pending_linked(Plan *P);
 int pgvc_ddl_drop_pending(Plan *P, Py_ssize_t node);
 int pgvc_ddl_pending_swap(Plan *P, Py_ssize_t i);
 int pgvc_ddl_stamp(Plan *P);

@@ -137,8 +137,9 @@ class PlanResult(TypedDict):
     probes: list[_Probe]
     orphans: list[tuple[str, str, str]]
     columns: list[_ColumnProblem]
-    # (declaration, schema, name, populated, current): a deferred rebuild's waiting version
-    pending: list[tuple[int, str, str, bool, bool]]
+    # (declaration, schema, name, populated, current, the declarations whose waiting versions it
+    # reads): a deferred rebuild's waiting version, in dependency order
+    pending: list[tuple[int, str, str, bool, bool, tuple[int, ...]]]
 
 def plan(
     decls: list[tuple[Any, ...]],

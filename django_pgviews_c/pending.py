@@ -132,25 +132,11 @@ def complete_pending(
         ensure_connected(conn)
         with conn.cursor() as cursor:
             plan = Syncer(conn, conn_models, known).plan(cursor)
-        todo: list[tuple[int, str]] = []
-        for i, schema, name, _populated, current in plan["pending"]:
-            model = conn_models[i]
-            if wanted is not None and model not in wanted:
-                continue
-            if not current:
-                result.waiting[model._meta.label] = (
-                    "its waiting version no longer matches the code: a sync replaces it"
-                )
-                continue
-            todo.append((i, _core.qualified_name(schema, name)))
+        todo = _todo(conn_models, plan["pending"], wanted, result)
         if jobs > 1 and len(todo) > 1:
             ready = _populate_parallel(conn, conn_models, todo, jobs, result, progress)
         else:
-            ready = []
-            for i, qualified in todo:
-                populated = _populate(conn, conn_models[i], qualified, result, progress)
-                if populated is not None:
-                    ready.append((i, conn_models[i]._meta.label, *populated))
+            ready = _populate_serial(conn, conn_models, todo, result, progress)
         if not ready:
             continue
         try:
@@ -166,6 +152,80 @@ def complete_pending(
         send_view_synced(conn_models, swapped, using, update=True, force=False, changed_only=True)
     result.wall = time.perf_counter() - started
     return result
+
+
+#: A waiting version to populate: (declaration index, quoted name, the declarations whose
+#: waiting versions it reads).
+_Todo = tuple[int, str, tuple[int, ...]]
+
+
+def _todo(
+    conn_models: list[type[pg.View]],
+    pending: Sequence[tuple[int, str, str, bool, bool, tuple[int, ...]]],
+    wanted: set[type[pg.View]] | None,
+    result: PendingResult,
+) -> list[_Todo]:
+    """The waiting versions to populate, in dependency order (the planner's): those of
+    ``wanted`` (all when None) with the waiting versions they read, since they are swapped in
+    together. One that reads a waiting version which no longer matches the code is left
+    waiting with it (named in the result): a sync replaces both."""
+    needed = {i for i, *_ in pending if wanted is None or conn_models[i] in wanted}
+    for i, *_, reads in reversed(pending):
+        if i in needed:
+            needed |= set(reads)
+    todo: list[_Todo] = []
+    for i, schema, name, _populated, current, reads in pending:
+        label = conn_models[i]._meta.label
+        if i not in needed:
+            continue
+        if not current:
+            result.waiting[label] = "its waiting version no longer matches the code: a sync replaces it"
+            continue
+        stale = [conn_models[r]._meta.label for r in reads if conn_models[r]._meta.label in result.waiting]
+        if stale:
+            result.waiting[label] = (
+                f"its waiting version reads the waiting version of {stale[0]}, which is not "
+                "populated here: a sync replaces it"
+            )
+            continue
+        todo.append((i, _core.qualified_name(schema, name), tuple(reads)))
+    return todo
+
+
+def _blocked_text(conn_models: list[type[pg.View]], upstream: int) -> dict[str, Any]:
+    """Why a waiting version was not populated: one it reads was not."""
+    label = conn_models[upstream]._meta.label
+    return {"sqlstate": "", "message": f"it reads the new version of {label}, which was not populated"}
+
+
+#: What result.failed says of a waiting version not populated because one it reads was not.
+BLOCKED = "its new version was not populated"
+
+
+def _populate_serial(
+    conn: BaseDatabaseWrapper,
+    conn_models: list[type[pg.View]],
+    todo: list[_Todo],
+    result: PendingResult,
+    progress: Callable[[str], None] | None,
+) -> list[_Ready]:
+    """Populate the waiting versions ``todo`` one after the other, in dependency order; one that
+    reads a waiting version whose population failed is not populated (named in result.failed,
+    recorded), and keeps waiting with it."""
+    ready: list[_Ready] = []
+    done: set[int] = set()
+    for i, qualified, reads in todo:
+        model = conn_models[i]
+        blocked = next((r for r in reads if r not in done), None)
+        if blocked is not None:
+            _populate_failed(conn, model, _blocked_text(conn_models, blocked), timezone.now(), 0.0,
+                             None, result, BLOCKED)  # fmt: skip
+            continue
+        populated = _populate(conn, model, qualified, result, progress)
+        if populated is not None:
+            done.add(i)
+            ready.append((i, model._meta.label, *populated))
+    return ready
 
 
 def _sources(
@@ -221,21 +281,23 @@ def _populate(
 def _populate_parallel(
     conn: BaseDatabaseWrapper,
     conn_models: list[type[pg.View]],
-    todo: list[tuple[int, str]],
+    todo: list[_Todo],
     jobs: int,
     result: PendingResult,
     progress: Callable[[str], None] | None,
 ) -> list[_Ready]:
-    """Populate the pending versions ``todo`` ((declaration index, quoted name)) over ``jobs``
-    connections of the C loop, as refresh_views(jobs=N) refreshes: plain REFRESHes, each
-    waiting for its lock as guarded_refresh does. A pending version reads only the objects
-    that serve now (it was created beside them, against them; never against another pending
-    version), so none waits for another, and a failure stops none of the others."""
+    """Populate the pending versions ``todo`` over ``jobs`` connections of the C loop, as
+    refresh_views(jobs=N) refreshes: plain REFRESHes, each waiting for its lock as
+    guarded_refresh does. A waiting version that reads another waiting version (the sync made
+    it so, csrc/ddl_defer.c) starts after that one is populated, and is not populated when that
+    one failed; the others wait for none, and a failure stops only what reads it."""
     from django_pgviews_c.refresh import loop_ready, run_loop
 
     loop_ready(conn)
-    models = [conn_models[i] for i, _ in todo]
-    names = [qualified for _, qualified in todo]
+    models = [conn_models[i] for i, *_ in todo]
+    names = [qualified for _, qualified, _ in todo]
+    position = {i: k for k, (i, *_) in enumerate(todo)}
+    deps = [[position[r] for r in reads] for *_, reads in todo]
     labels = [m._meta.label for m in models]
     sources = _sources(conn, models, names)
     began: dict[int, Any] = {}
@@ -247,13 +309,18 @@ def _populate_parallel(
             progress(f"  populated the new version of {labels[k]} ({names[k]})  {seconds:.2f}s")
 
     statements = [pg.refresh_statement(name, False) for name in names]
-    outcome = run_loop(conn, statements, [[] for _ in todo], names, labels, jobs, on_event)
+    outcome = run_loop(conn, statements, deps, names, labels, jobs, on_event)
     ready: list[_Ready] = []
     for k, (state, seconds, error) in enumerate(outcome):
         started_at = began.get(k) or timezone.now()
         if state == "ok":
             ready.append((todo[k][0], labels[k], sources[k], started_at, seconds))
         else:
+            blocked = next((r for r in todo[k][2] if outcome[position[r]][0] != "ok"), None)
+            if error is None and blocked is not None:
+                _populate_failed(conn, models[k], _blocked_text(conn_models, blocked), started_at,
+                                 seconds, sources[k], result, BLOCKED)  # fmt: skip
+                continue
             info = error or {"sqlstate": "", "message": f"not populated ({state})"}
             _populate_failed(conn, models[k], info, started_at, seconds, sources[k], result)
     return ready
@@ -267,13 +334,15 @@ def _populate_failed(
     seconds: float,
     sources: dict[str, Any] | None,
     result: PendingResult,
+    what: str = "populating its new version failed",
 ) -> None:
-    """A pending version whose REFRESH failed: named in result.failed with the server's reason,
-    recorded in the view's history; its old version keeps serving."""
+    """A pending version whose REFRESH failed (or was not run: ``what`` says which): named in
+    result.failed with the reason, recorded in the view's history; its old version keeps
+    serving."""
     from django_pgviews_c import history
     from django_pgviews_c.refresh import _failure_text
 
-    result.failed[model._meta.label] = f"populating its new version failed: {_failure_text(error)}"
+    result.failed[model._meta.label] = f"{what}: {_failure_text(error)}"
     if setting("PGVIEWS_HISTORY", True):
         history.record(conn, model, started_at=started_at, duration=seconds, concurrent=False,
                        plain_reason="pending rebuild", error=error, sources=sources)  # fmt: skip
@@ -322,7 +391,12 @@ def _swap(
         synced = syncer.run()
         for i, label, sources, started_at, seconds in ready:
             if synced.statuses.get(label) != "UPDATED":
-                result.waiting[label] = "its new version changed meanwhile: not swapped in"
+                why = synced.reasons.get(label, "")
+                result.waiting[label] = (
+                    why
+                    if why.startswith("its waiting version reads")
+                    else "its new version changed meanwhile: not swapped in"
+                )
                 continue
             if setting("PGVIEWS_HISTORY", True):
                 history.record(conn, conn_models[i], started_at=started_at, duration=seconds,

@@ -219,6 +219,189 @@ def test_a_change_upstream_rebuilds_it_now(src):
     assert catalog_rows("SELECT id, v FROM t_m ORDER BY id") == [(1, 22), (2, 42)]
 
 
+PENDING_A = _core.derived_name("t_a", "_pgvc_pending")
+PENDING_B = _core.derived_name("t_b", "_pgvc_pending")
+
+
+def _chain(vs: ViewSet, factor: int, extra: int) -> None:
+    """A deferred matview A, and a deferred matview B reading it."""
+    vs.view("A", f"SELECT id, v * {factor} AS v FROM t_src", materialized=True,
+            concurrent_index="id", defer_rebuild=True)  # fmt: skip
+    vs.view("B", f"SELECT id, v + {extra} AS v FROM t_a", materialized=True, concurrent_index="id",
+            defer_rebuild=True, dependencies=("viewtest.A",))  # fmt: skip
+
+
+def _reads(qualified: str) -> list[str]:
+    """The relations the rewrite rule of a view reads (pg_depend), by name."""
+    return [
+        r[0]
+        for r in catalog_rows(
+            "SELECT DISTINCT d.refobjid::regclass::text FROM pg_depend d "
+            "JOIN pg_rewrite w ON w.oid = d.objid WHERE d.classid = 'pg_rewrite'::regclass "
+            "AND w.ev_class = to_regclass(%s) AND d.refobjid <> w.ev_class ORDER BY 1",
+            [qualified],
+        )
+    ]
+
+
+def test_a_chain_of_deferred_rebuilds_completes_in_one_swap(src):
+    """A and B both defer, B reads A, both change in one sync: B's waiting version reads A's
+    waiting version, --pending populates A's first and swaps both in together."""
+    vs = ViewSet()
+    _chain(vs, 1, 0)
+    vs.sync()
+    a_before, b_before = oid("t_a"), oid("t_b")
+    _chain(vs, 2, 1)
+    r = vs.sync()
+    assert r.states["viewtest.A"] == "pending rebuild", r.reasons
+    assert r.states["viewtest.B"] == "pending rebuild", r.reasons
+    assert (oid("t_a"), oid("t_b")) == (a_before, b_before)
+    assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 10), (2, 20)]
+    assert _reads(PENDING_B) == [PENDING_A]
+    assert _reads("t_b") == ["t_a"]
+    assert index_names(PENDING_B) == [_core.derived_name("t_b_id_index", "_pgvc_pending")]
+    assert "pending=1" in comment(PENDING_B) and "pending=1" in comment(PENDING_A)
+    assert leftovers() == []
+    assert vs.sync().actions == []  # the waiting versions hold the code: a warm sync
+    done = _complete(vs)
+    assert sorted(done.swapped) == ["viewtest.A", "viewtest.B"], done
+    assert oid(PENDING_A) is None and oid(PENDING_B) is None
+    assert catalog_rows("SELECT id, v FROM t_a ORDER BY id") == [(1, 20), (2, 40)]
+    assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 21), (2, 41)]
+    assert _reads("t_b") == ["t_a"]
+    assert index_names("t_b") == ["t_b_id_index"]
+    assert leftovers() == []
+    r = vs.sync()
+    assert r.actions == [] and r.states["viewtest.B"] == "in sync", r.reasons
+
+
+def test_only_a_changes_and_b_deferring_too_is_re_created_against_the_new_a_in_the_swap(src):
+    vs = ViewSet()
+    _chain(vs, 1, 0)
+    vs.sync()
+    b_before = oid("t_b")
+    _chain(vs, 2, 0)
+    r = vs.sync()
+    assert r.states["viewtest.A"] == "pending rebuild" and r.states["viewtest.B"] == "in sync"
+    assert oid(PENDING_B) is None and oid("t_b") == b_before
+    done = _complete(vs)
+    assert done.swapped == ["viewtest.A"], done
+    assert oid("t_b") != b_before and _reads("t_b") == ["t_a"]
+    assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 20), (2, 40)]
+    assert vs.sync().actions == []
+
+
+def test_a_failure_to_populate_a_leaves_b_waiting_unpopulated_and_both_old_ones_serving(src):
+    vs = ViewSet()
+    vs.view("A", "SELECT id, v FROM t_src", materialized=True, concurrent_index="id", defer_rebuild=True)
+    vs.view("B", "SELECT id, v FROM t_a", materialized=True, concurrent_index="id", defer_rebuild=True,
+            dependencies=("viewtest.A",))  # fmt: skip
+    vs.sync()
+    a_before, b_before = oid("t_a"), oid("t_b")
+    vs.view("A", "SELECT id, 100 / v AS v FROM t_src", materialized=True, concurrent_index="id",
+            defer_rebuild=True)  # fmt: skip
+    vs.view("B", "SELECT id, v + 1 AS v FROM t_a", materialized=True, concurrent_index="id",
+            defer_rebuild=True, dependencies=("viewtest.A",))  # fmt: skip
+    vs.sync()
+    execute("INSERT INTO t_src VALUES (3, 0)")  # A's new version divides by it
+    done = _complete(vs)
+    assert done.swapped == [], done
+    assert "populating its new version failed: division by zero" in done.failed["viewtest.A"], done
+    assert done.failed["viewtest.B"] == (
+        "its new version was not populated: it reads the new version of viewtest.A, which was not populated"
+    ), done
+    assert (oid("t_a"), oid("t_b")) == (a_before, b_before)
+    assert not populated(PENDING_A) and not populated(PENDING_B)
+    assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 10), (2, 20)]
+    failed = RefreshRecord.objects.filter(view="viewtest.B", ok=False).first()
+    assert failed is not None and "viewtest.A" in failed.message
+    execute("DELETE FROM t_src WHERE id = 3")
+    done = _complete(vs)
+    assert done.swapped == ["viewtest.A", "viewtest.B"], done
+    assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 11), (2, 6)]
+
+
+def test_pending_for_b_alone_takes_the_waiting_version_b_reads():
+    """--pending naming B populates and swaps A's waiting version too: B's reads it."""
+    from django_pgviews_c.pending import PendingResult, _todo
+
+    vs = ViewSet()
+    _chain(vs, 1, 0)
+    models = [vs.models["A"], vs.models["B"]]
+    rows = [(0, "public", PENDING_A, False, True, ()), (1, "public", PENDING_B, False, True, (0,))]
+    result = PendingResult()
+    assert [i for i, *_ in _todo(models, rows, {vs.models["B"]}, result)] == [0, 1]
+    assert [i for i, *_ in _todo(models, rows, {vs.models["A"]}, result)] == [0]
+    # A's waiting version no longer matches the code: B's, which reads it, waits with it.
+    rows[0] = (0, "public", PENDING_A, False, False, ())
+    assert _todo(models, rows, None, result) == []
+    assert "viewtest.A" in result.waiting["viewtest.B"]
+
+
+def test_b_deferred_before_a_is_made_again_to_read_a_waiting_version(src):
+    """B's waiting version was made while A served as it is; then A's rebuild is deferred: B's
+    is made again, against A's waiting version. A later change of A alone makes B's again too."""
+    vs = ViewSet()
+    _chain(vs, 1, 0)
+    vs.sync()
+    _chain(vs, 1, 1)
+    assert vs.sync().states["viewtest.B"] == "pending rebuild"
+    assert _reads(PENDING_B) == ["t_a"]
+    first_b = oid(PENDING_B)
+    _chain(vs, 2, 1)
+    r = vs.sync()
+    assert r.states["viewtest.A"] == "pending rebuild", r.reasons
+    assert _reads(PENDING_B) == [PENDING_A] and oid(PENDING_B) != first_b
+    assert vs.sync().actions == []
+    _chain(vs, 3, 1)
+    r = vs.sync()
+    ops = [(a.op, a.target) for a in r.actions]
+    assert [op for op, _ in ops[:2]] == ["drop_pending", "drop_pending"], ops
+    assert ops[0][1] == f"public.{PENDING_B}", ops  # the reader first
+    assert _reads(PENDING_B) == [PENDING_A]
+    assert leftovers() == []
+    assert sorted(_complete(vs).swapped) == ["viewtest.A", "viewtest.B"]
+    assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 31), (2, 61)]
+
+
+def test_b_changed_while_a_waits_reads_a_kept_waiting_version(src):
+    vs = ViewSet()
+    _chain(vs, 1, 0)
+    vs.sync()
+    _chain(vs, 2, 0)
+    assert vs.sync().states["viewtest.A"] == "pending rebuild"
+    waiting_a = oid(PENDING_A)
+    _chain(vs, 2, 5)
+    r = vs.sync()
+    assert "pending_move" in {a.op for a in r.actions}, [a.op for a in r.actions]
+    assert oid(PENDING_A) == waiting_a and "pending=1" in comment(PENDING_A)
+    assert _reads(PENDING_B) == [PENDING_A]
+    assert vs.sync().actions == []
+    assert sorted(_complete(vs).swapped) == ["viewtest.A", "viewtest.B"]
+    assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 25), (2, 45)]
+
+
+def test_a_waiting_version_reading_an_old_version_by_schema_is_rebuilt_in_the_swap(src):
+    """SQL that names the old version by schema cannot be pointed at the waiting one: the swap
+    drops that waiting version first and re-creates the view against the new one."""
+    vs = ViewSet()
+    _chain(vs, 1, 0)
+    vs.view("B", "SELECT id, v FROM public.t_a", materialized=True, concurrent_index="id",
+            defer_rebuild=True, dependencies=("viewtest.A",))  # fmt: skip
+    vs.sync()
+    _chain(vs, 2, 0)
+    vs.view("B", "SELECT id, v + 7 AS v FROM public.t_a", materialized=True, concurrent_index="id",
+            defer_rebuild=True, dependencies=("viewtest.A",))  # fmt: skip
+    vs.sync()
+    assert _reads(PENDING_B) == ["t_a"]
+    assert vs.sync().actions == []  # no rebuild on every sync
+    done = _complete(vs)
+    assert sorted(done.swapped) == ["viewtest.A", "viewtest.B"], done
+    assert oid(PENDING_B) is None
+    assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 27), (2, 47)]
+    assert vs.sync().actions == []
+
+
 def test_prune_and_orphans_leave_the_pending_version_and_clear_drops_it(src):
     vs = ViewSet()
     _deferred(vs)

@@ -245,3 +245,35 @@ def test_the_due_pass_with_jobs_2_completes_them_too(src):
         table = f"t_{name.lower()}"
         assert oid(table) != before[name] and oid(_pending_name(table)) is None
         assert catalog_rows(f"SELECT id, v FROM {table} ORDER BY id") == catalog_rows(f"{sql} ORDER BY id")
+
+
+def test_jobs_populate_a_chain_in_order_and_a_failure_stops_what_reads_it(src):
+    """B's waiting version reads A's: with --jobs 2 it starts once A's is populated, and is not
+    populated when A's fails (named); both old versions serve on until one swap takes both."""
+    vs = ViewSet()
+    _declare(vs, "A", "SELECT id, v FROM t_src")
+    vs.view("B", "SELECT id, v FROM t_a", materialized=True, concurrent_index="id", defer_rebuild=True,
+            dependencies=("viewtest.A",))  # fmt: skip
+    vs.sync()
+    before = (oid("t_a"), oid("t_b"))
+    _declare(vs, "A", "SELECT id, 100 / v AS v FROM t_src")
+    vs.view("B", "SELECT id, v + 1 AS v FROM t_a", materialized=True, concurrent_index="id",
+            defer_rebuild=True, dependencies=("viewtest.A",))  # fmt: skip
+    vs.sync()
+    execute("INSERT INTO t_src VALUES (3, 0)")
+    try:
+        done = complete_pending(models=list(vs.models.values()), jobs=2)
+        assert done.swapped == [], done
+        assert "division by zero" in done.failed["viewtest.A"], done
+        assert done.failed["viewtest.B"] == (
+            "its new version was not populated: it reads the new version of viewtest.A, which was not populated"
+        ), done
+        assert (oid("t_a"), oid("t_b")) == before
+        assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 10), (2, 20)]
+    finally:
+        execute("DELETE FROM t_src WHERE id = 3")
+    done = complete_pending(models=list(vs.models.values()), jobs=2)
+    assert sorted(done.swapped) == ["viewtest.A", "viewtest.B"], done
+    assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 11), (2, 6)]
+    assert oid(_pending_name("t_a")) is None and oid(_pending_name("t_b")) is None
+    assert leftovers() == []
