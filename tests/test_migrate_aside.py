@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,23 +147,29 @@ def advisory_waiter() -> int | None:
     return rows[0][0] if rows else None
 
 
-@pytest.fixture
-def project(tmp_path):
+def migrated_project(tmp_path, cls: type[Project] = Project) -> Iterator[Project]:
+    """A copy of tests/txproj, migrated on ``cls.db`` (a database of its own), three items in,
+    its materialized views refreshed; the database dropped afterwards."""
     path = tmp_path / "txproj"
     shutil.copytree(HERE / "txproj", path, ignore=shutil.ignore_patterns("__pycache__"))
     (path / "shop" / "migrations").mkdir()
     (path / "shop" / "migrations" / "__init__.py").write_text("")
-    psycopg_compat.recreate_database(DB)
-    proj = Project(path)
+    psycopg_compat.recreate_database(cls.db)
+    proj = cls(path)
     proj.ok("makemigrations", "shop")
     proj.ok("migrate", "-v", "0")
-    q("INSERT INTO shop_item (price, name) VALUES (5, 'a'), (7, 'b'), (20, 'c')")
+    psycopg_compat.query(cls.db, "INSERT INTO shop_item (price, name) VALUES (5, 'a'), (7, 'b'), (20, 'c')")
     proj.ok("refresh_pgviews", "-v", "0")
-    assert q("SELECT n, total FROM shop_cheapcount") == [(2, 12)]
+    assert psycopg_compat.query(cls.db, "SELECT n, total FROM shop_cheapcount") == [(2, 12)]
     try:
         yield proj
     finally:
-        psycopg_compat.drop_database(DB)
+        psycopg_compat.drop_database(cls.db)
+
+
+@pytest.fixture
+def project(tmp_path):
+    yield from migrated_project(tmp_path)
 
 
 @pytest.fixture

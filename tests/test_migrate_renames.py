@@ -5,15 +5,13 @@ on a database of its own, each command a real `python -m django` process."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from django.db import migrations, models
 
 from django_pgviews_c.buildcheck import renaming_migrations
 from tests import psycopg_compat
 from tests.test_migrate_aside import DB as ASIDE_DB
-from tests.test_migrate_aside import HERE, Project
+from tests.test_migrate_aside import Project, migrated_project
 
 DB = ASIDE_DB.replace("pgvc_tx", "pgvc_rn", 1)
 
@@ -39,20 +37,7 @@ def objects() -> list[tuple]:
 
 @pytest.fixture
 def project(tmp_path):
-    path = tmp_path / "txproj"
-    shutil.copytree(HERE / "txproj", path, ignore=shutil.ignore_patterns("__pycache__"))
-    (path / "shop" / "migrations").mkdir()
-    (path / "shop" / "migrations" / "__init__.py").write_text("")
-    psycopg_compat.recreate_database(DB)
-    proj = RenameProject(path)
-    proj.ok("makemigrations", "shop")
-    proj.ok("migrate", "-v", "0")
-    q("INSERT INTO shop_item (price, name) VALUES (5, 'a'), (7, 'b'), (20, 'c')")
-    proj.ok("refresh_pgviews", "-v", "0")
-    try:
-        yield proj
-    finally:
-        psycopg_compat.drop_database(DB)
+    yield from migrated_project(tmp_path, RenameProject)
 
 
 def rename_name_to_title(project: RenameProject) -> None:
