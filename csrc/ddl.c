@@ -1,7 +1,9 @@
-/* ddl.c: every statement the planner emits, each appended to the plan's actions with the lock
- * it takes and its phase (0: work that blocks nobody, 1: the short part that takes the locks
- * readers wait on). Identifiers go through sqlgen.c's quoting, values through its literals. */
-#include "plan_int.h"
+/* ddl.c: the statements the planner emits for one object (CREATE, DROP, swap, indexes, grants,
+ * refresh, restore) and the fingerprints' stamp, each appended to the plan's actions with the
+ * lock it takes and its phase (0: work that blocks nobody, 1: the short part that takes the
+ * locks readers wait on); and the building blocks ddl_chain.c, ddl_defer.c and ddl_probe.c
+ * share (ddl.h). Identifiers go through sqlgen.c's quoting, values through its literals. */
+#include "ddl.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -58,7 +60,16 @@ static Py_ssize_t char_len(pgvc_buf *b)
     return n;
 }
 
-static const char *rel_word(char kind) { return kind == 'm' ? "MATERIALIZED VIEW" : "VIEW"; }
+/* A dollar-quote tag ($pgvcN$) that occurs in neither text (b may be NULL), so the text it
+ * encloses cannot end the quote. */
+void pgvc_ddl_dollar_tag(char *tag, size_t size, const char *a, const char *b)
+{
+    for (int k = 0;; k++) {
+        snprintf(tag, size, "$pgvc%d$", k);
+        if (!strstr(a, tag) && (!b || !strstr(b, tag)))
+            return;
+    }
+}
 
 /* Data stays available: a materialized view built for an object that holds data (a populated
  * materialized view, or a view) is built WITH DATA whatever with_data says; with_data = False
@@ -78,7 +89,7 @@ Py_ssize_t pgvc_ddl_write_create(Plan *P, Decl *d, const char *schema, const cha
 {
     Py_ssize_t off;
     pgvc_buf_puts(&P->buf, replace ? "CREATE OR REPLACE " : "CREATE ");
-    pgvc_buf_puts(&P->buf, rel_word(d->kind));
+    pgvc_buf_puts(&P->buf, pgvc_rel_word(d->kind));
     pgvc_buf_puts(&P->buf, " ");
     pgvc_buf_qualified(&P->buf, schema, name);
     if (d->kind == 'm' && d->tablespace) {
@@ -93,8 +104,8 @@ Py_ssize_t pgvc_ddl_write_create(Plan *P, Decl *d, const char *schema, const cha
     return off;
 }
 
-static int emit_create_in(Plan *P, Py_ssize_t i, const char *schema, const char *name, int phase,
-                          const char *op, const char *lock)
+int pgvc_ddl_create_in(Plan *P, Py_ssize_t i, const char *schema, const char *name, int phase,
+                       const char *op, const char *lock)
 {
     Decl *d = &P->decls[i];
     int with_data = build_with_data(P, d);
@@ -106,7 +117,7 @@ static int emit_create_in(Plan *P, Py_ssize_t i, const char *schema, const char 
 static int emit_create(Plan *P, Py_ssize_t i, const char *name, int phase, const char *op,
                        const char *lock)
 {
-    return emit_create_in(P, i, P->decls[i].schema, name, phase, op, lock);
+    return pgvc_ddl_create_in(P, i, P->decls[i].schema, name, phase, op, lock);
 }
 
 /* A Django index template: its text pieces, and the table and index name in their slots. */
@@ -126,8 +137,8 @@ static void put_template(pgvc_buf *b, const DeclIndex *ix, const char *schema, c
 
 /* Index k of a declaration (-1: the concurrent index, then Meta.indexes) on schema.table into
  * the buffer, its name given `suffix`. Returns 0 when there is no such index. */
-static int write_index(Plan *P, Decl *d, Py_ssize_t k, const char *schema, const char *table,
-                       const char *suffix)
+int pgvc_ddl_write_index(Plan *P, Decl *d, Py_ssize_t k, const char *schema, const char *table,
+                         const char *suffix)
 {
     char iname[PGVC_NAMEDATALEN];
     if (k < 0) {
@@ -159,7 +170,7 @@ int pgvc_ddl_indexes_in(Plan *P, Py_ssize_t i, const char *schema, const char *t
     Decl *d = &P->decls[i];
     const char *target = d->target;
     for (Py_ssize_t k = -1; k < d->nindexes; k++)
-        if (write_index(P, d, k, schema, table, suffix) &&
+        if (pgvc_ddl_write_index(P, d, k, schema, table, suffix) &&
             pgvc_ddl_emit(P, op, i, lock, target, phase, -1) < 0)
             return -1;
     return 0;
@@ -172,7 +183,7 @@ static int emit_indexes(Plan *P, Py_ssize_t i, const char *table, const char *su
 }
 
 /* GRANTs and owner of the object a rebuild replaces. */
-static int emit_grants(Plan *P, Py_ssize_t decl, Node *n, char kind, const char *target)
+int pgvc_ddl_grants(Plan *P, Py_ssize_t decl, Node *n, char kind, const char *target)
 {
     pgvc_buf qual;
     int rc = 0;
@@ -200,7 +211,7 @@ static int emit_grants(Plan *P, Py_ssize_t decl, Node *n, char kind, const char 
     }
     if (n->owner) {
         pgvc_buf_puts(&P->buf, "ALTER ");
-        pgvc_buf_puts(&P->buf, rel_word(kind));
+        pgvc_buf_puts(&P->buf, pgvc_rel_word(kind));
         pgvc_buf_puts(&P->buf, " ");
         pgvc_buf_puts(&P->buf, qual.data);
         pgvc_buf_puts(&P->buf, " OWNER TO ");
@@ -219,7 +230,7 @@ int pgvc_ddl_drop(Plan *P, Py_ssize_t it)
     Node *n = &P->nodes[P->item_node[it]];
     const char *target = it < P->nd ? P->decls[it].target : n->target;
     pgvc_buf_puts(&P->buf, "DROP ");
-    pgvc_buf_puts(&P->buf, rel_word(n->relkind));
+    pgvc_buf_puts(&P->buf, pgvc_rel_word(n->relkind));
     pgvc_buf_puts(&P->buf, " ");
     pgvc_buf_qualified(&P->buf, n->schema, n->name);
     return pgvc_ddl_emit(P, "drop", it < P->nd ? it : -1, L_AX, target, 1, -1);
@@ -235,7 +246,7 @@ int pgvc_ddl_restore(Plan *P, Py_ssize_t it)
         return -1;
     }
     pgvc_buf_puts(&P->buf, "CREATE ");
-    pgvc_buf_puts(&P->buf, rel_word(n->relkind));
+    pgvc_buf_puts(&P->buf, pgvc_rel_word(n->relkind));
     pgvc_buf_puts(&P->buf, " ");
     pgvc_buf_qualified(&P->buf, n->schema, n->name);
     if (n->relkind == 'm' && n->tablespace) {
@@ -259,7 +270,7 @@ int pgvc_ddl_restore(Plan *P, Py_ssize_t it)
     }
     if (n->comment) {
         pgvc_buf_puts(&P->buf, "COMMENT ON ");
-        pgvc_buf_puts(&P->buf, rel_word(n->relkind));
+        pgvc_buf_puts(&P->buf, pgvc_rel_word(n->relkind));
         pgvc_buf_puts(&P->buf, " ");
         pgvc_buf_qualified(&P->buf, n->schema, n->name);
         pgvc_buf_puts(&P->buf, " IS ");
@@ -267,7 +278,7 @@ int pgvc_ddl_restore(Plan *P, Py_ssize_t it)
         if (pgvc_ddl_emit(P, "restore", -1, L_COMMENT, target, 1, -1) < 0)
             return -1;
     }
-    return emit_grants(P, -1, n, n->relkind, target);
+    return pgvc_ddl_grants(P, -1, n, n->relkind, target);
 }
 
 int pgvc_ddl_refresh(Plan *P, Py_ssize_t i)
@@ -297,8 +308,6 @@ int pgvc_ddl_reindex(Plan *P, Py_ssize_t i)
     return emit_indexes(P, i, d->name, "", 1, "index", L_SHARE);
 }
 
-/* One DO block writes every fingerprint, with the rewrite rule's xmin and the md5 of
- * pg_get_viewdef() read after creation, so later syncs can tell hand-made changes. */
 /* The relations to stamp (literals, comma-separated, into rels) and the comment of each (the
  * user's own text kept, then our stamp: into notes). Returns how many. */
 static int collect_stamps(Plan *P, pgvc_buf *rels, pgvc_buf *notes)
@@ -351,6 +360,8 @@ static int collect_stamps(Plan *P, pgvc_buf *rels, pgvc_buf *notes)
     return n;
 }
 
+/* One DO block writes every fingerprint, with the rewrite rule's xmin and the md5 of
+ * pg_get_viewdef() read after creation, so later syncs can tell hand-made changes. */
 int pgvc_ddl_stamp(Plan *P)
 {
     pgvc_buf rels, notes;
@@ -367,12 +378,7 @@ int pgvc_ddl_stamp(Plan *P)
         PyErr_NoMemory();
         goto exit;
     }
-    /* A dollar-quote tag that occurs nowhere in the text it encloses. */
-    for (int k = 0;; k++) {
-        snprintf(tag, sizeof tag, "$pgvc%d$", k);
-        if (!strstr(rels.data, tag) && !strstr(notes.data, tag))
-            break;
-    }
+    pgvc_ddl_dollar_tag(tag, sizeof tag, rels.data, notes.data);
     pgvc_buf_puts(&P->buf, "DO ");
     pgvc_buf_puts(&P->buf, tag);
     pgvc_buf_puts(&P->buf, "\nDECLARE r record;\nBEGIN\n"
@@ -400,147 +406,6 @@ exit:
     return rc;
 }
 
-/* A view of a chain replaces the old one by a drop and a move, which never asks the server
- * whether the new columns extend the old ones, as CREATE OR REPLACE VIEW does: without this
- * check an incompatible change (a column dropped, renamed or retyped) went through without
- * --force whenever a materialized view read the view. The new version in the build schema is
- * compared with the old one, column by column, in the catalog only (no lock on the old view);
- * a difference raises 42P16, which the sync reports as ForceRequiredError. */
-static int emit_compat_check(Plan *P, Py_ssize_t i)
-{
-    Decl *d = &P->decls[i];
-    Node *n = &P->nodes[d->node];
-    char tag[32], num[32];
-    const char *target = d->target;
-    pgvc_buf name;
-    int rc = -1;
-    pgvc_buf_init(&name);
-    pgvc_buf_literal(&name, d->name);
-    if (name.oom) {
-        PyErr_NoMemory();
-        goto exit;
-    }
-    for (int k = 0;; k++) {
-        snprintf(tag, sizeof tag, "$pgvc%d$", k);
-        if (!strstr(name.data, tag))
-            break;
-    }
-    snprintf(num, sizeof num, "%lld", n->oid);
-    pgvc_buf_puts(&P->buf, "DO ");
-    pgvc_buf_puts(&P->buf, tag);
-    pgvc_buf_puts(&P->buf,
-                  "\nDECLARE o record; c record;\nBEGIN\n"
-                  "  FOR o IN SELECT a.attnum, a.attname, a.atttypid, a.atttypmod, a.attcollation\n"
-                  "    FROM pg_catalog.pg_attribute a WHERE a.attrelid = ");
-    pgvc_buf_puts(&P->buf, num);
-    pgvc_buf_puts(
-        &P->buf,
-        "::pg_catalog.oid\n"
-        "      AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum\n"
-        "  LOOP\n"
-        "    SELECT a.attname, a.atttypid, a.atttypmod, a.attcollation INTO c\n"
-        "      FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class r ON r.oid = a.attrelid\n"
-        "      WHERE r.relnamespace = '" PGVC_BUILD_SCHEMA "'::pg_catalog.regnamespace\n"
-        "        AND r.relname = ");
-    pgvc_buf_put(&P->buf, name.data, name.len);
-    pgvc_buf_puts(
-        &P->buf,
-        " AND a.attnum = o.attnum AND NOT a.attisdropped;\n"
-        "    IF NOT FOUND THEN\n"
-        "      RAISE EXCEPTION 'cannot drop columns from view' USING ERRCODE = '42P16';\n"
-        "    ELSIF c.attname <> o.attname THEN\n"
-        "      RAISE EXCEPTION 'cannot change name of view column \"%\" to \"%\"', o.attname, "
-        "c.attname\n"
-        "        USING ERRCODE = '42P16';\n"
-        "    ELSIF c.atttypid <> o.atttypid OR c.atttypmod <> o.atttypmod THEN\n"
-        "      RAISE EXCEPTION 'cannot change data type of view column \"%\" from % to %', "
-        "o.attname,\n"
-        "        pg_catalog.format_type(o.atttypid, o.atttypmod),\n"
-        "        pg_catalog.format_type(c.atttypid, c.atttypmod) USING ERRCODE = '42P16';\n"
-        "    ELSIF c.attcollation <> o.attcollation THEN\n"
-        "      RAISE EXCEPTION 'cannot change collation of view column \"%\"', o.attname\n"
-        "        USING ERRCODE = '42P16';\n"
-        "    END IF;\n"
-        "  END LOOP;\nEND\n");
-    pgvc_buf_puts(&P->buf, tag);
-    rc = pgvc_ddl_emit(P, "compat_check", i, L_NONE, target, 0, -1);
-exit:
-    pgvc_buf_free(&name);
-    return rc;
-}
-
-/* Phase 0 of a chain: the build schema first on the search_path, the new versions created there
- * in order, a check that none of them reads an old object it should read anew (SQL that names
- * one by schema), then the search_path back as it was. */
-/* The build schema, created (phase 0) and put first on the transaction's search_path. */
-int pgvc_ddl_build_schema_on(Plan *P)
-{
-    pgvc_buf_puts(&P->buf, "CREATE SCHEMA " PGVC_BUILD_SCHEMA);
-    if (pgvc_ddl_emit(P, "chain_schema", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1) < 0)
-        return -1;
-    pgvc_buf_puts(&P->buf,
-                  "SELECT pg_catalog.set_config('search_path', '" PGVC_BUILD_SCHEMA ", ' || "
-                  "pg_catalog.current_setting('search_path'), true)");
-    return pgvc_ddl_emit(P, "chain_path", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1);
-}
-
-/* The build schema taken off the search_path again. */
-int pgvc_ddl_build_path_off(Plan *P)
-{
-    char num[32];
-    pgvc_buf_puts(&P->buf, "SELECT pg_catalog.set_config('search_path', pg_catalog.substr("
-                           "pg_catalog.current_setting('search_path'), ");
-    snprintf(num, sizeof num, "%d", (int)strlen(PGVC_BUILD_SCHEMA ", ") + 1);
-    pgvc_buf_puts(&P->buf, num);
-    pgvc_buf_puts(&P->buf, "), true)");
-    return pgvc_ddl_emit(P, "chain_path", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1);
-}
-
-int pgvc_ddl_chain_build(Plan *P)
-{
-    char num[32];
-    int first = 1;
-    if (pgvc_ddl_build_schema_on(P) < 0)
-        return -1;
-    for (Py_ssize_t k = 0; k < P->ni; k++) {
-        Py_ssize_t it = P->order[k];
-        if (it >= P->nd || !P->decls[it].chain)
-            continue;
-        if (emit_create_in(P, it, PGVC_BUILD_SCHEMA, P->decls[it].name, 0, "build", L_NEW) < 0)
-            return -1;
-        /* A changed view that CREATE OR REPLACE would have updated: same columns, or more. */
-        if (P->decls[it].kind == 'v' && P->decls[it].action == A_REPLACE &&
-            P->decls[it].node >= 0 && P->nodes[P->decls[it].node].relkind == 'v' &&
-            emit_compat_check(P, it) < 0)
-            return -1;
-        if (P->decls[it].kind == 'm' &&
-            pgvc_ddl_indexes_in(P, it, PGVC_BUILD_SCHEMA, P->decls[it].name, "", 0, "build_index",
-                                L_NEW) < 0)
-            return -1;
-    }
-    pgvc_buf_puts(&P->buf, "DO $pgvc$ BEGIN\n"
-                           "  IF EXISTS (SELECT 1 FROM pg_catalog.pg_depend d\n"
-                           "    JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid\n"
-                           "    JOIN pg_catalog.pg_class c ON c.oid = w.ev_class\n"
-                           "    WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass\n"
-                           "      AND c.relnamespace = '" PGVC_BUILD_SCHEMA "'::regnamespace\n"
-                           "      AND d.refobjid = ANY('{");
-    for (Py_ssize_t i = 0; i < P->nd; i++) {
-        if (!P->decls[i].chain || P->decls[i].node < 0)
-            continue;
-        snprintf(num, sizeof num, "%s%lld", first ? "" : ",", P->nodes[P->decls[i].node].oid);
-        pgvc_buf_puts(&P->buf, num);
-        first = 0;
-    }
-    pgvc_buf_puts(&P->buf, "}'::oid[])) THEN\n"
-                           "    RAISE EXCEPTION 'django-pgviews-c: chain reads an old object' "
-                           "USING ERRCODE = 'P0001';\n"
-                           "  END IF;\nEND $pgvc$");
-    if (pgvc_ddl_emit(P, "chain_check", -1, L_NONE, PGVC_BUILD_SCHEMA, 0, -1) < 0)
-        return -1;
-    return pgvc_ddl_build_path_off(P);
-}
-
 int pgvc_ddl_create_schema(Plan *P, Py_ssize_t i)
 {
     pgvc_buf_puts(&P->buf, "CREATE SCHEMA IF NOT EXISTS ");
@@ -559,24 +424,6 @@ int pgvc_ddl_build_beside(Plan *P, Py_ssize_t i)
     return 0;
 }
 
-/* The new version of a chain member moves from the build schema into place. */
-int pgvc_ddl_chain_swap(Plan *P, Py_ssize_t i)
-{
-    Decl *d = &P->decls[i];
-    Node *old = d->node >= 0 ? &P->nodes[d->node] : NULL;
-    const char *target = d->target;
-    pgvc_buf_puts(&P->buf, "ALTER ");
-    pgvc_buf_puts(&P->buf, rel_word(d->kind));
-    pgvc_buf_puts(&P->buf, " ");
-    pgvc_buf_qualified(&P->buf, PGVC_BUILD_SCHEMA, d->name);
-    pgvc_buf_puts(&P->buf, " SET SCHEMA ");
-    pgvc_buf_ident(&P->buf, d->schema);
-    if (pgvc_ddl_emit(P, "swap", i, L_AX, target, 1, -1) < 0 ||
-        emit_grants(P, i, old, d->kind, target) < 0)
-        return -1;
-    return 0;
-}
-
 /* Create (or re-create, with the old object's grants) a declared view in place (phase 1). */
 int pgvc_ddl_create(Plan *P, Py_ssize_t i)
 {
@@ -587,7 +434,7 @@ int pgvc_ddl_create(Plan *P, Py_ssize_t i)
         return -1;
     if (d->kind == 'm' && emit_indexes(P, i, d->name, "", 1, "index", L_SHARE) < 0)
         return -1;
-    if (d->action == A_RECREATE && emit_grants(P, i, old, d->kind, target) < 0)
+    if (d->action == A_RECREATE && pgvc_ddl_grants(P, i, old, d->kind, target) < 0)
         return -1;
     return 0;
 }
@@ -621,102 +468,9 @@ int pgvc_ddl_swap_from(Plan *P, Py_ssize_t i, const char *suffix)
         pgvc_buf_ident(&P->buf, final);
     }
     if (pgvc_ddl_emit(P, "swap", i, L_AX, target, 1, -1) < 0 ||
-        emit_grants(P, i, old, d->kind, target) < 0)
+        pgvc_ddl_grants(P, i, old, d->kind, target) < 0)
         return -1;
     return 0;
 }
 
 int pgvc_ddl_swap(Plan *P, Py_ssize_t i) { return pgvc_ddl_swap_from(P, i, "_pgvc_new"); }
-
-int pgvc_ddl_drop_build_schema(Plan *P)
-{
-    pgvc_buf_puts(&P->buf, "DROP SCHEMA " PGVC_BUILD_SCHEMA);
-    return pgvc_ddl_emit(P, "drop_schema", -1, L_NONE, PGVC_BUILD_SCHEMA, 1, -1);
-}
-
-/* ---- adoption ---------------------------------------------------------------------------- */
-
-/* A scalar subquery: the sorted signatures of the indexes on relation `alias`.oid, everything
- * an index is but its name (method, uniqueness, columns or expressions, operator classes,
- * options, collations, predicate, tablespace). */
-static void write_index_signatures(pgvc_buf *b, const char *alias)
-{
-    pgvc_buf_puts(
-        b,
-        "(SELECT pg_catalog.array_agg(s.sig ORDER BY s.sig) FROM (\n"
-        "    SELECT pg_catalog.concat_ws(' | ', a.amname, x.indisunique::text,\n"
-        "      x.indnkeyatts::text, x.indclass::text, x.indoption::text,\n"
-        "      x.indcollation::text, ic.reltablespace::text,\n"
-        "      (SELECT pg_catalog.string_agg(pg_catalog.pg_get_indexdef(x.indexrelid, k, true),\n"
-        "              ', ' ORDER BY k) FROM pg_catalog.generate_series(1, x.indnatts) AS k),\n"
-        "      pg_catalog.pg_get_expr(x.indpred, x.indrelid, true)) AS sig\n"
-        "    FROM pg_catalog.pg_index x\n"
-        "    JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid\n"
-        "    JOIN pg_catalog.pg_am a ON a.oid = ic.relam\n"
-        "    WHERE x.indrelid = ");
-    pgvc_buf_puts(b, alias);
-    pgvc_buf_puts(b, ".oid) AS s)");
-}
-
-/* The comparison of an existing object (oid) with its probe (schema.name): one row of two
- * booleans, (same definition, same indexes), both as PostgreSQL renders them. */
-static void write_probe_check(Plan *P, long long oid, const char *schema, const char *name)
-{
-    char num[32];
-    pgvc_buf qual;
-    pgvc_buf_init(&qual);
-    pgvc_buf_qualified(&qual, schema, name);
-    snprintf(num, sizeof num, "%lld", oid);
-    pgvc_buf_puts(&P->buf,
-                  "SELECT pg_catalog.pg_get_viewdef(o.oid) = pg_catalog.pg_get_viewdef(t.oid)\n"
-                  "    AND o.reltablespace = t.reltablespace,\n  ");
-    write_index_signatures(&P->buf, "o");
-    pgvc_buf_puts(&P->buf, "\n  IS NOT DISTINCT FROM ");
-    write_index_signatures(&P->buf, "t");
-    pgvc_buf_puts(&P->buf, "\nFROM pg_catalog.pg_class o, pg_catalog.pg_class t\nWHERE o.oid = ");
-    pgvc_buf_puts(&P->buf, num);
-    pgvc_buf_puts(&P->buf, "::pg_catalog.oid AND t.oid = ");
-    pgvc_buf_literal(&P->buf, qual.oom ? "" : qual.data);
-    pgvc_buf_puts(&P->buf, "::pg_catalog.regclass");
-    if (qual.oom)
-        P->buf.oom = 1;
-    pgvc_buf_free(&qual);
-}
-
-/* The buffer as a new str, and the buffer emptied. */
-static PyObject *take_buf(Plan *P)
-{
-    PyObject *s = pgvc_buf_to_str(&P->buf);
-    pgvc_buf_reset(&P->buf);
-    return s;
-}
-
-PyObject *pgvc_ddl_probe(Plan *P, Py_ssize_t i)
-{
-    Decl *d = &P->decls[i];
-    char tmp[PGVC_NAMEDATALEN];
-    PyObject *statements = PyList_New(0), *s = NULL, *check = NULL, *result = NULL;
-    if (!statements)
-        return NULL;
-    pgvc_derived_name(tmp, d->name, "_pgvc_probe");
-    pgvc_ddl_write_create(P, d, d->schema, tmp, 0, 0);
-    if (!(s = take_buf(P)) || PyList_Append(statements, s) < 0)
-        goto exit;
-    Py_CLEAR(s);
-    for (Py_ssize_t k = -1; d->kind == 'm' && k < d->nindexes; k++) {
-        if (!write_index(P, d, k, d->schema, tmp, "_pgvc_probe"))
-            continue;
-        if (!(s = take_buf(P)) || PyList_Append(statements, s) < 0)
-            goto exit;
-        Py_CLEAR(s);
-    }
-    write_probe_check(P, P->nodes[d->node].oid, d->schema, tmp);
-    if (!(check = take_buf(P)))
-        goto exit;
-    result = Py_BuildValue("(nNO)", i, PyList_AsTuple(statements), check);
-exit:
-    Py_XDECREF(s);
-    Py_XDECREF(check);
-    Py_DECREF(statements);
-    return result;
-}

@@ -4,7 +4,7 @@
  * built (or moved) into the build schema under their own names, with the build schema first on
  * the search_path, so the unqualified names in their SQL find the waiting versions; then they
  * are renamed and moved back beside their old versions. The swap then renames them all in. */
-#include "plan_int.h"
+#include "ddl.h"
 
 #include <string.h>
 

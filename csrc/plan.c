@@ -7,8 +7,8 @@
  *
  * The steps, each in its own file: decode the input (plan_input.c), build the item graph
  * (plan_graph.c), decide what each item needs (plan_decide.c), write the statements in order
- * (emit_all here, the SQL text in ddl.c). */
-#include "plan_int.h"
+ * (emit_all here, the SQL text in the ddl*.c files, declared in ddl.h). */
+#include "ddl.h"
 
 #include <stdlib.h>
 #include <string.h>

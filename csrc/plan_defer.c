@@ -10,7 +10,7 @@
  * nothing; a further change replaces it; a revert (or a declaration that no longer defers, or
  * whose inputs change in the same sync) drops it. It is never an orphan while its declaration
  * exists. */
-#include "plan_int.h"
+#include "ddl.h"
 
 #include <string.h>
 

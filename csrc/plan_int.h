@@ -1,5 +1,6 @@
 /* plan_int.h: the planner's private shapes, shared by its files (plan.c, plan_input.c,
- * plan_graph.c, plan_decide.c, ddl.c). Nothing outside the planner includes it. */
+ * plan_graph.c, plan_decide.c, plan_defer.c, and the statements' ddl*.c through ddl.h). Nothing
+ * outside the planner includes it. */
 #ifndef PGVC_PLAN_INT_H
 #define PGVC_PLAN_INT_H
 
@@ -250,42 +251,5 @@ int pgvc_defer_emit(Plan *P);
  * whose pending versions it reads) per declaration with a pending version, in dependency
  * order. NULL on error. */
 PyObject *pgvc_defer_result(Plan *P);
-
-/* ---- ddl.c: the statements, appended to P->actions. Each RAISES_NEG. */
-int pgvc_ddl_create_schema(Plan *P, Py_ssize_t i);
-int pgvc_ddl_chain_build(Plan *P);
-int pgvc_ddl_build_beside(Plan *P, Py_ssize_t i);
-int pgvc_ddl_drop(Plan *P, Py_ssize_t it);
-int pgvc_ddl_restore(Plan *P, Py_ssize_t it);
-int pgvc_ddl_chain_swap(Plan *P, Py_ssize_t i);
-int pgvc_ddl_create(Plan *P, Py_ssize_t i);
-int pgvc_ddl_replace(Plan *P, Py_ssize_t i);
-int pgvc_ddl_swap(Plan *P, Py_ssize_t i);
-int pgvc_ddl_reindex(Plan *P, Py_ssize_t i);
-int pgvc_ddl_refresh(Plan *P, Py_ssize_t i);
-int pgvc_ddl_drop_build_schema(Plan *P);
-int pgvc_ddl_build_schema_on(Plan *P);
-int pgvc_ddl_build_path_off(Plan *P);
-int pgvc_ddl_swap_from(Plan *P, Py_ssize_t i, const char *suffix);
-/* The building blocks ddl_defer.c shares: one action from the buffer, a CREATE into the
- * buffer (returns the offset of the view's SQL), a declaration's indexes on schema.table. */
-int pgvc_ddl_emit(Plan *P, const char *op, Py_ssize_t decl, const char *lock, const char *target,
-                  int phase, Py_ssize_t sql_offset);
-Py_ssize_t pgvc_ddl_write_create(Plan *P, Decl *d, const char *schema, const char *name,
-                                 int replace, int with_data);
-int pgvc_ddl_indexes_in(Plan *P, Py_ssize_t i, const char *schema, const char *table,
-                        const char *suffix, int phase, const char *op, const char *lock);
-
-/* ---- ddl_defer.c: the statements of deferred rebuilds. Each RAISES_NEG. */
-int pgvc_ddl_build_pending(Plan *P, Py_ssize_t i);
-int pgvc_ddl_build_pending_linked(Plan *P);
-int pgvc_ddl_drop_pending(Plan *P, Py_ssize_t node);
-int pgvc_ddl_pending_swap(Plan *P, Py_ssize_t i);
-int pgvc_ddl_stamp(Plan *P);
-/* The adoption probe of declaration i (its object carries no stamp of ours): a new tuple
- * (i, statements, check). The statements create the declaration beside the object under a
- * temporary name (WITH NO DATA) with its indexes; check returns one row (same definition, same
- * indexes). The caller runs them in a savepoint it always rolls back. NULL on error. */
-PyObject *pgvc_ddl_probe(Plan *P, Py_ssize_t i);
 
 #endif

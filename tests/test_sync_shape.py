@@ -1,5 +1,6 @@
 """The sync's parts stay readable: one concern per module, no function over 60 lines, and no
-per-instance state kept in class attributes (where one Syncer would share it with the next)."""
+per-instance state kept in class attributes (where one Syncer would share it with the next).
+No file of the C core or of the package grows past 700 lines: it is split by concern first."""
 
 from __future__ import annotations
 
@@ -11,6 +12,19 @@ from django_pgviews_c import adopt, columns, executor, failures, order, rehearsa
 
 MODULES = [sync, syncresult, adopt, columns, order, executor, failures, report, rehearsal]
 MAX_LINES = 60
+MAX_FILE_LINES = 700
+ROOT = Path(__file__).resolve().parent.parent
+# Files already over MAX_FILE_LINES, each held to its size today until it is split by concern
+# (a file back under the rule must leave this list).
+OVERSIZE = {"csrc/pqpath.c": 1140, "csrc/graph.c": 706}
+
+
+def _source_files() -> dict[str, int]:
+    paths = [*ROOT.glob("csrc/*.c"), *ROOT.glob("csrc/*.h"), *(ROOT / "django_pgviews_c").rglob("*.py")]
+    return {
+        path.relative_to(ROOT).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+        for path in paths
+    }
 
 
 def test_no_function_of_the_sync_is_over_60_lines():
@@ -23,6 +37,15 @@ def test_no_function_of_the_sync_is_over_60_lines():
                 if lines > MAX_LINES:
                     long.append(f"{path.name}:{node.lineno} {node.name}: {lines} lines")
     assert long == []
+
+
+def test_no_file_of_the_core_or_the_package_is_over_700_lines():
+    sizes = _source_files()
+    assert "csrc/ddl.c" in sizes and "django_pgviews_c/sync.py" in sizes  # the files are found
+    over = {name: n for name, n in sizes.items() if n > OVERSIZE.get(name, MAX_FILE_LINES)}
+    assert over == {}
+    back_under = {name for name in OVERSIZE if sizes.get(name, 0) <= MAX_FILE_LINES}
+    assert back_under == set()
 
 
 def test_sync_classes_keep_state_on_the_instance():
