@@ -12,7 +12,11 @@
  * name (to_regclass in the call's arguments), and the path the recorded source names are
  * written for. plan_cache_mode = force_generic_plan: a plan made once, never re-planned for a
  * parameter's value. jit = off for the capture: its estimate crosses jit_above_cost, and
- * compiling takes longer than the query. */
+ * compiling takes longer than the query.
+ *
+ * A third function, the record of a refresh_views() run (migration 0005), writes the records of
+ * a run together once its refreshes are done: arrays of them in one call, rows counted, one
+ * INSERT, one DELETE of what is past keep + slack. */
 #include "historyfn.h"
 
 #include "exact.h"
@@ -33,11 +37,27 @@
     "(text, text, timestamp with time zone, pg_catalog.regclass, bigint, boolean, text, integer,"  \
     " integer)"
 
+#define RECORD_RUN_ARGS                                                                            \
+    "(p_views text[], p_db_tables text[], p_started_at timestamp with time zone[],"                \
+    " p_durations double precision[], p_rels pg_catalog.regclass[], p_concurrent boolean[],"       \
+    " p_plain_reasons text[], p_ok boolean[], p_sqlstates text[], p_messages text[],"              \
+    " p_sources text[], p_count_limit bigint, p_keep integer, p_slack integer)"
+#define RECORD_RUN_TYPES                                                                           \
+    "(text[], text[], timestamp with time zone[], double precision[], pg_catalog.regclass[],"      \
+    " boolean[], text[], boolean[], text[], text[], text[], bigint, integer, integer)"
+
 const char pgvc_history_capture_call[] =
     "SELECT " PGVC_CAPTURE_FUNCTION "(pg_catalog.to_regclass(%s), pg_catalog.current_schemas(true),"
     " %s)";
 const char pgvc_history_record_call[] =
     "SELECT " PGVC_RECORD_FUNCTION "(%s, %s, %s, pg_catalog.to_regclass(%s), %s, %s, %s, %s, %s)";
+/* The views' names are resolved in the caller's session, in the order given (a name that no
+ * longer resolves gives NULL: no row count). */
+const char pgvc_history_record_run_call[] =
+    "SELECT " PGVC_RECORD_RUN_FUNCTION "(%s::text[], %s::text[], %s::timestamp with time zone[],"
+    " %s::double precision[], (SELECT pg_catalog.array_agg(pg_catalog.to_regclass(u.n) ORDER BY"
+    " u.o) FROM pg_catalog.unnest(%s::text[]) WITH ORDINALITY u(n, o)), %s::boolean[],"
+    " %s::text[], %s::boolean[], %s::text[], %s::text[], %s::text[], %s, %s, %s)";
 
 /* The capture: pgviews_c.sources (the JSON a record keeps; empty when the view does not exist)
  * and pgviews_c.started (the clock), for the rest of the transaction. */
@@ -84,6 +104,43 @@ static void record_body(pgvc_buf *b, const char *schema)
                      " END IF; END");
 }
 
+/* The records of a refresh_views() run (runhistory.py), many in one call: one row each, in the
+ * order given, the rows counted (as record_body does) for the successful refreshes only. Then
+ * the records of each view of the call beyond the newest p_keep are deleted, for the views that
+ * have more than p_keep + p_slack: one statement for the whole call. */
+static void record_run_body(pgvc_buf *b, const char *schema)
+{
+    pgvc_buf_puts(
+        b, "DECLARE v_rows bigint[] := '{}'; v_n bigint; BEGIN"
+           " FOR i IN 1 .. coalesce(pg_catalog.array_length(p_views, 1), 0) LOOP v_n := NULL;"
+           " IF p_ok[i] AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = p_rels[i]"
+           " AND c.relispopulated AND pg_catalog.pg_relation_size(c.oid) <= p_count_limit)"
+           " THEN EXECUTE 'SELECT pg_catalog.count(*) FROM ' || p_rels[i]::text INTO v_n;"
+           " END IF; v_rows[i] := v_n; END LOOP; INSERT INTO ");
+    pgvc_buf_qualified(b, schema, PGVC_HISTORY_TABLE);
+    pgvc_buf_puts(b, " (view, db_table, started_at, duration, rows, concurrent, plain_reason, ok,"
+                     " sqlstate, message, sources) SELECT r.view, r.db_table, r.started_at,"
+                     " r.duration, r.rows, r.concurrent, r.plain_reason, r.ok, r.sqlstate,"
+                     " r.message, r.sources::jsonb FROM ROWS FROM (pg_catalog.unnest(p_views),"
+                     " pg_catalog.unnest(p_db_tables), pg_catalog.unnest(p_started_at),"
+                     " pg_catalog.unnest(p_durations), pg_catalog.unnest(v_rows),"
+                     " pg_catalog.unnest(p_concurrent), pg_catalog.unnest(p_plain_reasons),"
+                     " pg_catalog.unnest(p_ok), pg_catalog.unnest(p_sqlstates),"
+                     " pg_catalog.unnest(p_messages), pg_catalog.unnest(p_sources))"
+                     " WITH ORDINALITY AS r(view, db_table,"
+                     " started_at, duration, rows, concurrent, plain_reason, ok, sqlstate,"
+                     " message, sources, n) ORDER BY r.n; DELETE FROM ");
+    pgvc_buf_qualified(b, schema, PGVC_HISTORY_TABLE);
+    pgvc_buf_puts(b, " r USING (SELECT v.view, (SELECT k.id FROM ");
+    pgvc_buf_qualified(b, schema, PGVC_HISTORY_TABLE);
+    pgvc_buf_puts(b, " k WHERE k.view = v.view ORDER BY k.id DESC OFFSET p_keep - 1 LIMIT 1) AS"
+                     " oldest FROM (SELECT DISTINCT u.view FROM pg_catalog.unnest(p_views) AS"
+                     " u(view)) v WHERE EXISTS (SELECT FROM ");
+    pgvc_buf_qualified(b, schema, PGVC_HISTORY_TABLE);
+    pgvc_buf_puts(b, " x WHERE x.view = v.view ORDER BY x.id DESC OFFSET p_keep + p_slack)) p"
+                     " WHERE r.view = p.view AND r.id < p.oldest; END");
+}
+
 /* AS $tag$body$tag$ with a tag the body does not hold (the names in it are the user's). */
 static void dollar_quoted(pgvc_buf *b, const pgvc_buf *body)
 {
@@ -118,6 +175,28 @@ void pgvc_history_functions(pgvc_buf *b, const char *schema, const char *counter
     if (body.oom)
         b->oom = 1;
     pgvc_buf_free(&body);
+}
+
+void pgvc_history_run_function(pgvc_buf *b, const char *schema)
+{
+    pgvc_buf body;
+
+    pgvc_buf_init(&body);
+    pgvc_buf_puts(b, "CREATE OR REPLACE FUNCTION ");
+    pgvc_buf_qualified(b, schema, PGVC_RECORD_RUN_FUNCTION);
+    pgvc_buf_puts(b, RECORD_RUN_ARGS " RETURNS void" FN_SETTINGS);
+    record_run_body(&body, schema);
+    dollar_quoted(b, &body);
+    if (body.oom)
+        b->oom = 1;
+    pgvc_buf_free(&body);
+}
+
+void pgvc_history_drop_run_function(pgvc_buf *b, const char *schema)
+{
+    pgvc_buf_puts(b, "DROP FUNCTION IF EXISTS ");
+    pgvc_buf_qualified(b, schema, PGVC_RECORD_RUN_FUNCTION);
+    pgvc_buf_puts(b, RECORD_RUN_TYPES);
 }
 
 void pgvc_history_drop_functions(pgvc_buf *b, const char *schema)

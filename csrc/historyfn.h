@@ -8,6 +8,7 @@
 #define PGVC_HISTORY_TABLE "django_pgviews_c_refresh"
 #define PGVC_CAPTURE_FUNCTION "django_pgviews_c_capture"
 #define PGVC_RECORD_FUNCTION "django_pgviews_c_record"
+#define PGVC_RECORD_RUN_FUNCTION "django_pgviews_c_record_run"
 
 /* CREATE OR REPLACE FUNCTION of both, in `schema` (the history table's), reading the exact
  * mode's counter table `counter_table` (quoted, qualified); two statements. Appends to b. */
@@ -17,6 +18,14 @@ void pgvc_history_drop_functions(pgvc_buf *b, const char *schema);
 /* The calls the one round trip makes: the capture (parameters: the view's name, exact) and the
  * record (view, db_table, started_at, the view's name, the row count's size limit, concurrent,
  * plain_reason, keep, slack). */
+/* The records of a refresh_views() run in one function (migration 0005), created in `schema`;
+ * and its DROP FUNCTION IF EXISTS (0005 backwards). Append to b. */
+void pgvc_history_run_function(pgvc_buf *b, const char *schema);
+void pgvc_history_drop_run_function(pgvc_buf *b, const char *schema);
+/* Its call (parameters: arrays of the views' labels, db_tables, started_at, durations, qualified
+ * names, concurrent, plain_reasons, ok, sqlstates, messages, sources as JSON text; then the row
+ * count's size limit, keep, slack). */
+extern const char pgvc_history_record_run_call[];
 extern const char pgvc_history_capture_call[];
 extern const char pgvc_history_record_call[];
 

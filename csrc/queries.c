@@ -375,6 +375,8 @@ enum query_kind {
     EXACT_DROP_FUNCTION,
     HISTORY_FUNCTIONS,
     HISTORY_DROP_FUNCTIONS,
+    HISTORY_RUN_FUNCTION,
+    HISTORY_DROP_RUN_FUNCTION,
 };
 
 typedef struct {
@@ -403,6 +405,7 @@ static const query_entry queries[] = {
     {"history_after", FIXED, q_history_after, NULL},
     {"history_capture_call", FIXED, pgvc_history_capture_call, NULL},
     {"history_drop_functions", HISTORY_DROP_FUNCTIONS, NULL, NULL},
+    {"history_drop_run_function", HISTORY_DROP_RUN_FUNCTION, NULL, NULL},
     {"history_functions", HISTORY_FUNCTIONS, NULL, NULL},
     {"history_hold_stats", FIXED, q_history_hold_stats, NULL},
     {"history_insert", HISTORY_INSERT, NULL, NULL},
@@ -412,7 +415,9 @@ static const query_entry queries[] = {
     {"history_latest", HISTORY_LATEST, NULL, NULL},
     {"history_present", FIXED, q_history_present, NULL},
     {"history_record_call", FIXED, pgvc_history_record_call, NULL},
+    {"history_record_run_call", FIXED, pgvc_history_record_run_call, NULL},
     {"history_release_stats", FIXED, q_history_release_stats, NULL},
+    {"history_run_function", HISTORY_RUN_FUNCTION, NULL, NULL},
     {"history_schemas", FIXED, q_history_schemas, NULL},
     {"lock_guard", LOCK_GUARD, NULL, NULL},
     {"lock_holders", FIXED, q_lock_holders, NULL},
@@ -476,7 +481,8 @@ PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
                   q->kind == HISTORY_FUNCTIONS;
     takes_schema = q->kind == EXACT_FUNCTION || q->kind == EXACT_TRIGGER ||
                    q->kind == EXACT_FORGET || q->kind == EXACT_DROP_FUNCTION ||
-                   q->kind == HISTORY_FUNCTIONS || q->kind == HISTORY_DROP_FUNCTIONS;
+                   q->kind == HISTORY_FUNCTIONS || q->kind == HISTORY_DROP_FUNCTIONS ||
+                   q->kind == HISTORY_RUN_FUNCTION || q->kind == HISTORY_DROP_RUN_FUNCTION;
     if (takes_schema && !schema_arg) {
         PyErr_Format(PyExc_ValueError, "query_sql(%R): needs schema, the counter table's",
                      name_obj);
@@ -566,6 +572,8 @@ PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
     case EXACT_DROP_FUNCTION: pgvc_exact_drop_function(&b, schema_arg); break;
     case HISTORY_FUNCTIONS: pgvc_history_functions(&b, schema_arg, quoted.data); break;
     case HISTORY_DROP_FUNCTIONS: pgvc_history_drop_functions(&b, schema_arg); break;
+    case HISTORY_RUN_FUNCTION: pgvc_history_run_function(&b, schema_arg); break;
+    case HISTORY_DROP_RUN_FUNCTION: pgvc_history_drop_run_function(&b, schema_arg); break;
     case HISTORY_LATEST: history_latest(&b); break;
     case LOCK_GUARD: lock_guard(&b, ms); break;
     }

@@ -18,7 +18,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -125,6 +125,14 @@ def materialized_models(models: Iterable[type[pg.View]] | None, using: str) -> l
 def capture(connection: BaseDatabaseWrapper, models: Sequence[type[pg.View]]) -> list[dict[str, Any] | None]:
     """The sources snapshot of each model, read now (one query). Never raises: a failure to
     read gives None (the view then counts as stale until its next recorded refresh)."""
+    return [snapshot for _, snapshot in capture_with_oids(connection, models)]
+
+
+def capture_with_oids(
+    connection: BaseDatabaseWrapper, models: Sequence[type[pg.View]]
+) -> list[tuple[str | None, dict[str, Any] | None]]:
+    """capture(), with each model's own oid (as the snapshots name relations: a str), None
+    where it does not exist or could not be read."""
     from django_pgviews_c.freshness import closure
 
     try:
@@ -135,8 +143,8 @@ def capture(connection: BaseDatabaseWrapper, models: Sequence[type[pg.View]]) ->
             ", ".join(m._meta.label for m in models),
             diag(exc)["message"],
         )
-        return [None for _ in models]
-    return [s.snapshot() if s.oid is not None else None for s in states]
+        return [(None, None) for _ in models]
+    return [(str(s.oid), s.snapshot()) if s.oid is not None else (None, None) for s in states]
 
 
 def record(
@@ -377,130 +385,6 @@ def _execute(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> No
             return
     with connection.cursor() as cursor:
         execute_script(cursor, sql, params)
-
-
-class RunRecorder:
-    """Records a refresh_views() run. The sources of every view are captured before the run
-    starts, in one query per database (a write after that costs at most one extra refresh,
-    never a missed one), so each refresh costs one round trip more, the record. A materialized
-    view refreshed in the run is read again when it finishes (relfilenode and counter), so the
-    views that read it record it as they saw it.
-
-    Serial runs wrap each refresh in ``recording(k)`` (the connection of each view comes from
-    ``connection_for``); the C loop's runs pass ``on_event``, and their records are written on
-    ``connection`` (Django's) as the events arrive."""
-
-    def __init__(
-        self,
-        connection: BaseDatabaseWrapper | None,
-        models: Sequence[type[pg.View]],
-        concurrent: Sequence[bool],
-        *,
-        asked_concurrent: bool = False,
-        connection_for: Callable[[type[pg.View]], BaseDatabaseWrapper] | None = None,
-    ) -> None:
-        self.models = list(models)
-        self.concurrent = list(concurrent)
-        self.asked = asked_concurrent
-        if connection_for is None:
-            if connection is None:
-                raise TypeError("RunRecorder: give connection or connection_for")
-            fixed = connection
-
-            def connection_for(model: type[pg.View]) -> BaseDatabaseWrapper:
-                return fixed
-
-        self.connection_for = connection_for
-        self.enabled = bool(setting("PGVIEWS_HISTORY", True))
-        self.sources: dict[int, dict[str, Any] | None] = {}
-        self.captured: set[str] = set()
-        self.started: dict[int, dt.datetime] = {}
-        self.after: dict[str, list[Any]] = {}  # oid -> [relfilenode, counter] after its refresh
-        if self.enabled and connection is not None:
-            self._capture(connection)
-
-    def _capture(self, connection: BaseDatabaseWrapper) -> None:
-        ks = [k for k, m in enumerate(self.models) if self.connection_for(m).alias == connection.alias]
-        for k, snap in zip(ks, capture(connection, [self.models[k] for k in ks]), strict=True):
-            self.sources[k] = snap
-        self.captured.add(connection.alias)
-
-    def _mode(self, k: int) -> tuple[bool, str]:
-        concurrent, reason = self.concurrent[k], ""
-        snap = self.sources.get(k)
-        if concurrent and snap is not None and not snap.get("populated", True):
-            concurrent, reason = False, "not populated"
-        elif self.asked and not concurrent:
-            reason = "no concurrent_index" if self.models[k]._concurrent_index is None else "not populated"
-        return concurrent, reason
-
-    def _finish(self, connection: BaseDatabaseWrapper, k: int, started_at: dt.datetime, seconds: float,
-                error: dict[str, Any] | None) -> None:  # fmt: skip
-        model = self.models[k]
-        sources = self.sources.get(k)
-        if sources is not None and self.after:
-            rels = sources.get("rels", {})
-            for oid, values in self.after.items():
-                if oid in rels:
-                    rels[oid] = [values[0], values[1], *rels[oid][2:]]
-        concurrent, reason = self._mode(k)
-        record(connection, model, started_at=started_at, duration=seconds, concurrent=concurrent,
-               plain_reason=reason, error=error, sources=sources)  # fmt: skip
-        if error is None:
-            self._read_after(connection, model)
-
-    @contextlib.contextmanager
-    def recording(self, k: int) -> Iterator[None]:
-        """Record the refresh of view ``k`` run in the ``with`` block (serial runs)."""
-        if not self.enabled:
-            yield
-            return
-        connection = self.connection_for(self.models[k])
-        if connection.alias not in self.captured:
-            self._capture(connection)
-        started_at = timezone.now()
-        t0 = time.perf_counter()
-        try:
-            yield
-        except (DjangoDBError, PGViewsError) as exc:
-            self._finish(connection, k, started_at, time.perf_counter() - t0, _error(exc))
-            raise
-        self._finish(connection, k, started_at, time.perf_counter() - t0, None)
-
-    def on_event(self, k: int, state: str, seconds: float, error: dict[str, Any] | None) -> None:
-        """The C loop's on_event: record each view as it ends (parallel runs)."""
-        if not self.enabled:
-            return
-        if state == "running":
-            self.started[k] = timezone.now()
-            return
-        if state not in ("ok", "failed"):
-            return
-        connection = self.connection_for(self.models[k])
-        started_at = self.started.get(k) or timezone.now()
-        self._finish(connection, k, started_at, seconds, error if state == "failed" else None)
-
-    def _read_after(self, connection: BaseDatabaseWrapper, model: type[pg.View]) -> None:
-        name = _core.qualified_name(*_core.split_table(model._meta.db_table))
-        try:
-            if connection.in_atomic_block:
-                with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-                    cursor.execute(_AFTER_SQL, [name])
-                    row = cursor.fetchone()
-            else:
-                with connection.cursor() as cursor:
-                    cursor.execute(_AFTER_SQL, [name])
-                    row = cursor.fetchone()
-        except DjangoDBError:
-            return
-        if row and row[0] is not None:
-            self.after[str(row[0])] = [row[1], row[2]]
-
-
-ParallelRecorder = RunRecorder
-
-
-_AFTER_SQL = _core.query_sql("history_after")
 
 
 @dataclass

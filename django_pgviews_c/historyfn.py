@@ -1,6 +1,7 @@
 """The refresh history's server-side functions: ``django_pgviews_c_capture`` and
-``django_pgviews_c_record``, created by the app's migration 0004 beside the history table, on
-every database that holds it (history.history_allowed).
+``django_pgviews_c_record``, created by the app's migration 0004 beside the history table, and
+``django_pgviews_c_record_run``, created by 0005, on every database that holds it
+(history.history_allowed).
 
 A recorded ``Model.refresh()`` outside a transaction calls them in its one round trip instead of
 sending the capture's catalog query and the record's statement as text: static SQL in PL/pgSQL
@@ -11,11 +12,16 @@ behind PgBouncer's transaction pooling. Their text is the core's (``_core.query_
 Where they are missing (the migration not applied on that database, or migrated back), the
 first call on a connection fails with undefined_function (42883) before anything else ran: that
 connection then sends the script of before (``uses_functions`` says which), at no cost to the
-refreshes that follow."""
+refreshes that follow. The same holds for ``django_pgviews_c_record_run``, which writes the
+records of a refresh_views() run (runhistory.py), each group of functions on its own: a database
+migrated to 0004 but not to 0005 keeps the one round trip of Model.refresh() with its functions."""
 
 from __future__ import annotations
 
-__all__ = ["CreateHistoryFunctions", "PRUNE_SLACK", "uses_functions", "forget_functions", "missing_function"]
+__all__ = [
+    "CreateHistoryFunctions", "CreateHistoryRunFunction", "PRUNE_SLACK", "uses_functions", "forget_functions",
+    "missing_function",
+]  # fmt: skip
 
 import weakref
 from typing import Any
@@ -30,38 +36,44 @@ from django_pgviews_c.dberrors import diag
 #: it deletes them: it deletes once every PRUNE_SLACK refreshes, not on every one.
 PRUNE_SLACK = 10
 
-_NAMES = ("django_pgviews_c_capture", "django_pgviews_c_record")
+#: The functions of each use: "refresh", Model.refresh()'s one round trip (migration 0004);
+#: "run", the records of a refresh_views() run (0005).
+_NAMES = {
+    "refresh": ("django_pgviews_c_capture", "django_pgviews_c_record"),
+    "run": ("django_pgviews_c_record_run",),
+}
 _EXACT_TABLE = "django_pgviews_c_exact"
 
-# The driver connections (by identity, while they live) on which the functions are missing.
-_without: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
-_without_ids: set[int] = set()  # drivers whose connections take no weak references
+# The driver connections (by identity, while they live) on which a use's functions are missing.
+_without: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_without_ids: set[tuple[int, str]] = set()  # drivers whose connections take no weak references
 
 
-def uses_functions(connection: BaseDatabaseWrapper) -> bool:
-    """Whether the one round trip on ``connection`` calls the functions (until one is found
-    missing on its current driver connection)."""
+def uses_functions(connection: BaseDatabaseWrapper, use: str = "refresh") -> bool:
+    """Whether ``use`` ("refresh" or "run") on ``connection`` calls its functions (until one is
+    found missing on its current driver connection)."""
     raw = connection.connection
     try:
-        return raw not in _without
+        return use not in _without.get(raw, ())
     except TypeError:
-        return id(raw) not in _without_ids
+        return (id(raw), use) not in _without_ids
 
 
-def forget_functions(connection: BaseDatabaseWrapper) -> None:
-    """The functions are missing on ``connection``'s driver connection: send the script of
-    before there from now on. A new connection (after a reconnect) tries them again."""
+def forget_functions(connection: BaseDatabaseWrapper, use: str = "refresh") -> None:
+    """The functions of ``use`` are missing on ``connection``'s driver connection: send the
+    statements as text there from now on. A new connection (after a reconnect) tries them again."""
     raw = connection.connection
     try:
-        _without[raw] = True
+        _without.setdefault(raw, set()).add(use)
     except TypeError:
-        _without_ids.add(id(raw))
+        _without_ids.add((id(raw), use))
 
 
-def missing_function(exc: BaseException) -> bool:
-    """Whether ``exc`` says that one of the functions does not exist."""
+def missing_function(exc: BaseException, use: str = "refresh") -> bool:
+    """Whether ``exc`` says that one of the functions of ``use`` does not exist."""
     info = diag(exc)
-    return info["sqlstate"] == "42883" and any(name in (info["message"] or "") for name in _NAMES)
+    message = info["message"] or ""
+    return info["sqlstate"] == "42883" and any(f"{name}(" in message for name in _NAMES[use])
 
 
 def _schemas(schema_editor: Any) -> tuple[str | None, str | None]:
@@ -89,6 +101,22 @@ def drop_functions(apps: Any, schema_editor: Any) -> None:
             cursor.execute(_core.query_sql("history_drop_functions", schema=schema))
 
 
+def create_run_function(apps: Any, schema_editor: Any) -> None:
+    """Migration 0005 forwards: the run's record function, in the history table's schema."""
+    schema, _ = _schemas(schema_editor)
+    if schema is not None:
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(_core.query_sql("history_run_function", schema=schema))
+
+
+def drop_run_function(apps: Any, schema_editor: Any) -> None:
+    """Migration 0005 backwards."""
+    schema, _ = _schemas(schema_editor)
+    if schema is not None:
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(_core.query_sql("history_drop_run_function", schema=schema))
+
+
 class CreateHistoryFunctions(migrations.RunPython):
     """Creates the functions forwards and drops them backwards, on every database that holds the
     history table (history.history_allowed, as CreateHistoryModel), whatever the routers say of
@@ -101,13 +129,23 @@ class CreateHistoryFunctions(migrations.RunPython):
         from django_pgviews_c.history import history_allowed
 
         if history_allowed(schema_editor.connection.alias):
-            create_functions(from_state.apps, schema_editor)
+            self.code(from_state.apps, schema_editor)
 
     def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
         from django_pgviews_c.history import history_allowed
 
-        if history_allowed(schema_editor.connection.alias):
-            drop_functions(from_state.apps, schema_editor)
+        if history_allowed(schema_editor.connection.alias) and self.reverse_code is not None:
+            self.reverse_code(from_state.apps, schema_editor)
 
     def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
         return "django_pgviews_c.historyfn.CreateHistoryFunctions", [], {}
+
+
+class CreateHistoryRunFunction(CreateHistoryFunctions):
+    """As CreateHistoryFunctions, for the function that records a refresh_views() run (0005)."""
+
+    def __init__(self) -> None:
+        migrations.RunPython.__init__(self, create_run_function, drop_run_function, elidable=False)
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        return "django_pgviews_c.historyfn.CreateHistoryRunFunction", [], {}

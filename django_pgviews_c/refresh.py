@@ -32,7 +32,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 from django.db import Error as DjangoDBError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_pgviews_c import _core, history, locks
+from django_pgviews_c import _core, locks
 from django_pgviews_c import view as pg
 from django_pgviews_c.dberrors import (
     connection_is_lost,
@@ -45,6 +45,7 @@ from django_pgviews_c.declarations import setting
 from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies, view_graph
 from django_pgviews_c.exceptions import DatabaseError, PGViewsError, RefreshError
 from django_pgviews_c.privileges import INSUFFICIENT_PRIVILEGE, refresh_denied
+from django_pgviews_c.runhistory import RunRecorder
 
 logger = logging.getLogger("django_pgviews_c.refresh")
 
@@ -390,40 +391,40 @@ def _refresh_serial(
     refresh sees, in dependency order (declaration order among equals). The core's schedule
     says which view comes next and which views a failure stops."""
     schedule = _core.Schedule(sel.deps, [-float(k) for k in range(len(sel.models))])
-    recorder = history.RunRecorder(
+    with RunRecorder(
         None,
         sel.models,
         flags,
         asked_concurrent=asked,
         connection_for=lambda m: _refresh_connection(m, using),
-    )
-    while (k := schedule.next()) is not None:
-        model = sel.models[k]
-        label = model._meta.label
-        conn = _refresh_connection(model, using)
-        t0 = time.perf_counter()
-        try:
-            with recorder.recording(k):
-                pg.run_refresh(conn, model._meta.db_table, flags[k], label)
-        except DjangoDBError as exc:
-            if connection_is_lost(conn, exc):
-                raise lost_connection_error(conn, f"refreshing {label}") from exc
-            info = diag(exc)
-            if info["sqlstate"] == INSUFFICIENT_PRIVILEGE:
-                info["message"] = refresh_denied(conn, model._meta.db_table, info["message"])
-            result.failed[label] = _failure_text(info)
-            if conn.in_atomic_block and conn.needs_rollback:
-                # The caller's transaction is aborted: nothing more can run in it.
-                done = set(result.refreshed) | set(result.failed)
-                raise RefreshError(result.failed, [lb for lb in sel.labels if lb not in done]) from exc
-            result.skipped += [sel.labels[j] for j in schedule.done(k, False)]
-            continue
-        except DatabaseError as exc:  # ours: a lock that was not granted in time
-            result.failed[label] = str(exc).removeprefix(f"{label}: ")
-            result.skipped += [sel.labels[j] for j in schedule.done(k, False)]
-            continue
-        schedule.done(k, True)
-        _refreshed(result, label, time.perf_counter() - t0, progress)
+    ) as recorder:
+        while (k := schedule.next()) is not None:
+            model = sel.models[k]
+            label = model._meta.label
+            conn = _refresh_connection(model, using)
+            t0 = time.perf_counter()
+            try:
+                with recorder.recording(k):
+                    pg.run_refresh(conn, model._meta.db_table, flags[k], label)
+            except DjangoDBError as exc:
+                if connection_is_lost(conn, exc):
+                    raise lost_connection_error(conn, f"refreshing {label}") from exc
+                info = diag(exc)
+                if info["sqlstate"] == INSUFFICIENT_PRIVILEGE:
+                    info["message"] = refresh_denied(conn, model._meta.db_table, info["message"])
+                result.failed[label] = _failure_text(info)
+                if conn.in_atomic_block and conn.needs_rollback:
+                    # The caller's transaction is aborted: nothing more can run in it.
+                    done = set(result.refreshed) | set(result.failed)
+                    raise RefreshError(result.failed, [lb for lb in sel.labels if lb not in done]) from exc
+                result.skipped += [sel.labels[j] for j in schedule.done(k, False)]
+                continue
+            except DatabaseError as exc:  # ours: a lock that was not granted in time
+                result.failed[label] = str(exc).removeprefix(f"{label}: ")
+                result.skipped += [sel.labels[j] for j in schedule.done(k, False)]
+                continue
+            schedule.done(k, True)
+            _refreshed(result, label, time.perf_counter() - t0, progress)
 
 
 def _refresh_per_database(
@@ -519,8 +520,8 @@ def _refresh_parallel(
             populated = [row[0] for row in cursor.fetchall()]
         flags = [f and ok for f, ok in zip(flags, populated, strict=True)]
     statements = [pg.refresh_statement(m._meta.db_table, f) for m, f in zip(sel.models, flags, strict=True)]
-    recorder = history.RunRecorder(connection, sel.models, flags)
     labels = sel.labels
+    recorder = RunRecorder(connection, sel.models, flags)
 
     def on_event(k: int, state: str, seconds: float, error: dict[str, Any] | None) -> None:
         recorder.on_event(k, state, seconds, error)
@@ -533,7 +534,8 @@ def _refresh_parallel(
             progress(text)
 
     guards = [None if f else name for f, name in zip(flags, names, strict=True)]
-    outcome = run_loop(connection, statements, sel.deps, guards, labels, jobs, on_event, setup)
+    with recorder:  # the records written once the loop ends (or fails)
+        outcome = run_loop(connection, statements, sel.deps, guards, labels, jobs, on_event, setup)
     for label, (state, _seconds, error) in zip(labels, outcome, strict=True):
         if state == "failed":
             if error and error.get("sqlstate") == INSUFFICIENT_PRIVILEGE:

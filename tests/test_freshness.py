@@ -12,7 +12,7 @@ import pytest
 from django.db import connection, connections, transaction
 from django.test import override_settings
 
-from django_pgviews_c import freshness, history
+from django_pgviews_c import freshness, history, runhistory
 from django_pgviews_c.exceptions import RefreshError
 from django_pgviews_c.models import RefreshRecord
 from django_pgviews_c.refresh import refresh_views
@@ -96,12 +96,14 @@ def test_a_run_recorder_needs_a_connection_or_connection_for():
 
     chosen = [models.MaterializedRelatedView]
     with pytest.raises(TypeError, match=r"^RunRecorder: give connection or connection_for$"):
-        history.RunRecorder(None, chosen, [False])
+        runhistory.RunRecorder(None, chosen, [False])
     # Either one is enough: a fixed connection serves every view.
-    assert history.RunRecorder(connection, chosen, [False]).connection_for(chosen[0]) is connection
+    assert runhistory.RunRecorder(connection, chosen, [False]).connection_for(chosen[0]) is connection
     other = connections["weather_db"]
     assert (
-        history.RunRecorder(None, chosen, [False], connection_for=lambda m: other).connection_for(chosen[0])
+        runhistory.RunRecorder(None, chosen, [False], connection_for=lambda m: other).connection_for(
+            chosen[0]
+        )
         is other
     )
 
@@ -112,13 +114,14 @@ def test_history_table_is_on_every_database_that_holds_views():
         with connections[alias].cursor() as cur:
             cur.execute("SELECT to_regclass('django_pgviews_c_refresh') IS NOT NULL")
             assert cur.fetchone()[0], alias
-            # and the functions a recorded Model.refresh() calls (migration 0004), beside it
+            # and the functions a recorded Model.refresh() calls (migration 0004) and the one
+            # that records a run (0005), beside it
             cur.execute(
                 "SELECT count(*) FROM pg_proc p JOIN pg_class c ON c.relnamespace = p.pronamespace"
-                " WHERE c.oid = 'django_pgviews_c_refresh'::regclass"
-                " AND p.proname IN ('django_pgviews_c_capture', 'django_pgviews_c_record')"
+                " WHERE c.oid = 'django_pgviews_c_refresh'::regclass AND p.proname IN"
+                " ('django_pgviews_c_capture', 'django_pgviews_c_record', 'django_pgviews_c_record_run')"
             )
-            assert cur.fetchone()[0] == 2, alias
+            assert cur.fetchone()[0] == 3, alias
 
 
 def test_model_refresh_records_mode_rows_duration_and_sources(views):

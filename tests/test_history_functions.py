@@ -15,7 +15,7 @@ from django_pgviews_c import _core, history
 from django_pgviews_c.historyfn import PRUNE_SLACK
 from tests.helpers import ViewSet, catalog_rows, execute
 
-FUNCTIONS = ("django_pgviews_c_capture", "django_pgviews_c_record")
+FUNCTIONS = ("django_pgviews_c_capture", "django_pgviews_c_record", "django_pgviews_c_record_run")
 
 
 def functions() -> list[tuple]:
@@ -74,11 +74,14 @@ def test_migrate_creates_them_pinned_and_migrating_back_drops_them(transactional
     assert [(name, nsp, definer) for name, nsp, definer, _ in functions()] == [
         ("django_pgviews_c_capture", schema, False),
         ("django_pgviews_c_record", schema, False),
+        ("django_pgviews_c_record_run", schema, False),  # migration 0005
     ]  # SECURITY INVOKER, beside the table
     for *_, config in functions():
         assert "search_path=pg_catalog, pg_temp" in config
         assert "plan_cache_mode=force_generic_plan" in config
     try:
+        call_command("migrate", "django_pgviews_c", "0004", verbosity=0)
+        assert [f[0] for f in functions()] == list(FUNCTIONS[:2])
         call_command("migrate", "django_pgviews_c", "0003", verbosity=0)
         assert functions() == []
         assert catalog_rows("SELECT to_regclass('django_pgviews_c_refresh') IS NOT NULL") == [(True,)]

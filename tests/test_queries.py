@@ -109,6 +109,8 @@ def test_every_query_name_gives_text():
             "history_insert_many": {"tables": ["app_view", "app_other"]},
             "history_functions": {"schema": "public", "table": "public.django_pgviews_c_exact"},
             "history_drop_functions": {"schema": "public"},
+            "history_run_function": {"schema": "public"},
+            "history_drop_run_function": {"schema": "public"},
         }.get(name, {})
         if name in ("history_insert_counted", "history_insert_captured") or name.startswith("drop_"):
             kwargs = {"table": "app_view"}
@@ -176,6 +178,22 @@ def test_the_history_functions_quote_their_schemas_and_pick_a_free_dollar_tag():
     assert _core.query_sql("history_drop_functions", schema="S").startswith(
         'DROP FUNCTION IF EXISTS "S".django_pgviews_c_capture(pg_catalog.regclass, pg_catalog.name[], boolean), '
     )
+
+
+def test_the_run_function_quotes_its_schema_and_picks_a_free_dollar_tag():
+    text = _core.query_sql("history_run_function", schema='s"$pgvc$')
+    assert text.startswith(
+        'CREATE OR REPLACE FUNCTION "s""$pgvc$".django_pgviews_c_record_run(p_views text[], '
+    )
+    assert 'INSERT INTO "s""$pgvc$".django_pgviews_c_refresh' in text
+    assert " AS $pgvc1$DECLARE" in text and text.endswith("END$pgvc1$")
+    assert _core.query_sql("history_drop_run_function", schema="S") == (
+        'DROP FUNCTION IF EXISTS "S".django_pgviews_c_record_run(text[], text[], timestamp with time zone[],'
+        " double precision[], pg_catalog.regclass[], boolean[], text[], boolean[], text[], text[], text[],"
+        " bigint, integer, integer)"
+    )
+    with pytest.raises(ValueError, match=r"'history_run_function'.*needs schema"):
+        _core.query_sql("history_run_function")
 
 
 def test_counted_table_is_quoted_by_the_core():
