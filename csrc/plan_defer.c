@@ -96,6 +96,16 @@ static int pending_current(Plan *P, Decl *d)
     return p && !strcmp(p->stamp.body, d->body_fp) && !strcmp(p->stamp.idx, d->idx_fp);
 }
 
+/* A declaration that waited along no longer does: what it was to do, it does. */
+static void undo_along(Decl *d)
+{
+    d->deferred = d->along = 0;
+    d->action = d->defer_action;
+    d->status = d->action == A_SKIP ? S_EXISTS : S_UPDATED;
+    d->state = d->defer_state;
+    d->reason = d->defer_reason;
+}
+
 /* Leave a declaration as it is (a swap_pending plan touches nothing else). */
 static void leave(Decl *d)
 {
@@ -165,10 +175,7 @@ int pgvc_defer_spread(Plan *P, Decl *d, Py_ssize_t tainted_by, Py_ssize_t droppe
      * is left to the forward pass (re-populated, or re-created, as what reads a change is). */
     d->deferred = 0;
     if (d->along) {
-        d->along = 0;
-        d->action = A_SKIP;
-        d->state = d->defer_state;
-        d->reason = d->defer_reason;
+        undo_along(d);
         return 0;
     }
     d->action = d->defer_action;
@@ -214,15 +221,22 @@ static Py_ssize_t reads_pending(Plan *P, Decl *d, int not_swapped)
     return -1;
 }
 
-/* Can d wait along with a deferred rebuild it reads? Its object is ours, of its kind, in sync
- * (nothing to do for it), in the current schema where its waiting version can read the other
- * one's by name (link_pending); a materialized one holds data to serve meanwhile. */
+/* Can d wait along with a deferred rebuild it reads? Its object is ours (or adopted as it is),
+ * of its kind, in the current schema where its waiting version can read the other one's by name
+ * (link_pending), and kept as it is (what is done to it in place, re-indexing, populating,
+ * stamping, is still done) or, a materialized one, changed where its rebuild could be deferred:
+ * built now, it would read the old version and be re-created in the swap, and the next sync
+ * would find it in sync and make it wait then. */
 static int can_wait_along(Plan *P, Decl *d)
 {
     Node *n = d->node >= 0 ? &P->nodes[d->node] : NULL;
-    return n && !d->deferred && d->action == A_SKIP && d->state == ST_IN_SYNC && !d->refresh &&
-           !d->reindex && !d->restamp && !d->probe && n->stamp.ours && n->relkind == d->kind &&
-           (d->kind == 'v' || n->populated) && !strcmp(d->schema, P->current_schema);
+    int ours = n && (n->stamp.ours || d->adopt == ADOPT_SAME || d->adopt == ADOPT_REINDEX);
+    if (!ours || d->deferred || d->probe || n->relkind != d->kind ||
+        strcmp(d->schema, P->current_schema) != 0)
+        return 0;
+    return d->action == A_SKIP ||
+           (d->action == A_BESIDE && d->kind == 'm' && n->stamp.ours && n->populated) ||
+           (d->action == A_REPLACE && d->kind == 'v' && n->stamp.ours);
 }
 
 /* The first declaration d reads (declared or pg_depend) whose rebuild waits, in the current
@@ -248,13 +262,6 @@ static int read_by_waiting(Plan *P, Py_ssize_t it)
     return 0;
 }
 
-static void undo_along(Decl *d)
-{
-    d->deferred = d->along = 0;
-    d->state = d->defer_state;
-    d->reason = d->defer_reason;
-}
-
 int pgvc_defer_along(Plan *P)
 {
     if (P->swap_pending)
@@ -269,14 +276,17 @@ int pgvc_defer_along(Plan *P)
         if (!d || !can_wait_along(P, d) || (up = reads_deferred(P, it)) < 0)
             continue;
         d->deferred = d->along = 1;
-        d->defer_action = A_SKIP;
+        d->defer_action = d->action;
         d->defer_reason = d->reason;
         d->defer_state = d->state;
+        d->action = A_SKIP;
+        d->status = S_EXISTS;
         d->state = ST_PENDING;
         if (!(d->reason = pgvc_plan_format(P,
-                                           "reads %s, whose rebuild waits: its new version waits "
+                                           "%sreads %s, whose rebuild waits: its new version waits "
                                            "beside it too, reading that one's; refresh_pgviews "
                                            "--pending swaps both in",
+                                           d->defer_action != A_SKIP ? "definition changed; " : "",
                                            P->decls[up].label)))
             return -1;
     }

@@ -196,3 +196,26 @@ def test_b_query_runs_in_its_populate_never_under_the_swap_locks(src):
     assert catalog_rows("SELECT last_value FROM t_b_runs") == [(2,)]  # its populate only
     assert _read_once(dbname) == [(1, 21, 20), (2, 41, 40)]
     assert leftovers() == []
+
+
+def test_changed_readers_wait_along_with_their_new_definitions(src):
+    """A's new version adds a column; V (a plain view) and B change in the same deploy to use
+    it. Built at once they would read A's old version, which lacks it: they wait along instead,
+    their waiting versions reading A's, and a warm sync does nothing."""
+    vs = ViewSet()
+    _declare(vs, 1)
+    vs.sync()
+    vs.view("A", "SELECT id, v, v * 100 AS w FROM t_src", materialized=True, concurrent_index="id",
+            defer_rebuild=True)  # fmt: skip
+    vs.view("V", "SELECT id, w AS v FROM t_a", dependencies=("viewtest.A",))
+    vs.view("B", "SELECT id, v + 2 AS v FROM t_v", materialized=True, concurrent_index="id",
+            dependencies=("viewtest.V",))  # fmt: skip
+    r = vs.sync()
+    assert r.states["viewtest.V"] == "pending rebuild" and r.states["viewtest.B"] == "pending rebuild"
+    assert r.reasons["viewtest.V"].startswith("definition changed; reads viewtest.A"), r.reasons
+    assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 11), (2, 21)]
+    assert vs.sync().actions == []
+    done = _complete(vs)
+    assert sorted(done.swapped) == ["viewtest.A", "viewtest.B", "viewtest.V"], done
+    assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 1002), (2, 2002)]
+    assert vs.sync().actions == []
