@@ -453,7 +453,9 @@ int pgvc_ddl_swap_from(Plan *P, Py_ssize_t i, const char *suffix)
     char tmp[PGVC_NAMEDATALEN], iname[PGVC_NAMEDATALEN];
     const char *target = d->target;
     pgvc_derived_name(tmp, d->name, suffix);
-    pgvc_buf_puts(&P->buf, "ALTER MATERIALIZED VIEW ");
+    pgvc_buf_puts(&P->buf, "ALTER ");
+    pgvc_buf_puts(&P->buf, pgvc_rel_word(d->kind));
+    pgvc_buf_puts(&P->buf, " ");
     pgvc_buf_qualified(&P->buf, d->schema, tmp);
     pgvc_buf_puts(&P->buf, " RENAME TO ");
     pgvc_buf_ident(&P->buf, d->name);

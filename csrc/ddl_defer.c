@@ -1,5 +1,6 @@
 /* ddl_defer.c: the statements of deferred rebuilds (plan_defer.c): the waiting new version
- * created beside the old one, dropped, or swapped in. A waiting version whose view reads
+ * created beside the old one, dropped, or swapped in. A waiting version is a materialized view,
+ * or a plain view between a deferred rebuild and a materialized view waiting along with it. A waiting version whose view reads
  * another view whose rebuild waits too is created to read that one's waiting version: both are
  * built (or moved) into the build schema under their own names, with the build schema first on
  * the search_path, so the unqualified names in their SQL find the waiting versions; then they
@@ -33,11 +34,13 @@ int pgvc_ddl_build_pending(Plan *P, Py_ssize_t i)
     return build_pending_as(P, i, P->decls[i].schema, name);
 }
 
-/* ALTER MATERIALIZED VIEW schema.from <clause> <ident>: one move of a waiting version. */
+/* ALTER [MATERIALIZED] VIEW schema.from <clause> <ident>: one move of a waiting version. */
 static int move(Plan *P, Py_ssize_t i, const char *schema, const char *from, const char *clause,
                 const char *to)
 {
-    pgvc_buf_puts(&P->buf, "ALTER MATERIALIZED VIEW ");
+    pgvc_buf_puts(&P->buf, "ALTER ");
+    pgvc_buf_puts(&P->buf, pgvc_rel_word(P->decls[i].kind));
+    pgvc_buf_puts(&P->buf, " ");
     pgvc_buf_qualified(&P->buf, schema, from);
     pgvc_buf_puts(&P->buf, clause);
     pgvc_buf_ident(&P->buf, to);
@@ -91,7 +94,9 @@ int pgvc_ddl_build_pending_linked(Plan *P)
 int pgvc_ddl_drop_pending(Plan *P, Py_ssize_t node)
 {
     Node *n = &P->nodes[node];
-    pgvc_buf_puts(&P->buf, "DROP MATERIALIZED VIEW ");
+    pgvc_buf_puts(&P->buf, "DROP ");
+    pgvc_buf_puts(&P->buf, pgvc_rel_word(n->relkind));
+    pgvc_buf_puts(&P->buf, " ");
     pgvc_buf_qualified(&P->buf, n->schema, n->name);
     return pgvc_ddl_emit(P, "drop_pending", n->pending_of, L_PENDING_DROP, n->target, 0, -1);
 }

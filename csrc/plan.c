@@ -229,7 +229,8 @@ static int spread(Plan *P)
 {
     PyObject *refused;
     int rc = -1;
-    if (pgvc_defer_together(P) < 0 || !(refused = pgvc_plan_propagate(P)))
+    if (pgvc_defer_together(P) < 0 || pgvc_defer_along(P) < 0 ||
+        !(refused = pgvc_plan_propagate(P)))
         return -1;
     if (P->chain && P->beside) {
         if ((P->nchain = (int)pgvc_plan_choose_chain(P)) < 0)

@@ -9,7 +9,13 @@
  * A warm sync finds the pending version's fingerprints equal to the declaration's and does
  * nothing; a further change replaces it; a revert (or a declaration that no longer defers, or
  * whose inputs change in the same sync) drops it. It is never an orphan while its declaration
- * exists. */
+ * exists.
+ *
+ * The views that read a deferred rebuild and do not change wait along with it (pgvc_defer_along):
+ * each materialized one gets a waiting version of its own, WITH NO DATA, reading the deferred
+ * one's waiting version (linked as a chain of deferred rebuilds is, ddl_defer.c), so --pending
+ * populates it after that one and the swap is renames and drops only; a plain view between them
+ * gets a waiting version too (a plain view, nothing to populate). */
 #include "ddl.h"
 
 #include <string.h>
@@ -57,7 +63,7 @@ int pgvc_defer_match(Plan *P)
         P->decls[i].pending = -1;
     for (Py_ssize_t j = 0; j < P->nn; j++) {
         P->nodes[j].pending_of = -1;
-        nmarked += P->nodes[j].decl < 0 && P->nodes[j].pending_mark && P->nodes[j].relkind == 'm';
+        nmarked += P->nodes[j].decl < 0 && P->nodes[j].pending_mark;
     }
     if (!nmarked) /* the usual case: a warm sync pays one pass over the nodes */
         return 0;
@@ -65,16 +71,14 @@ int pgvc_defer_match(Plan *P)
         return -1;
     nmarked = 0;
     for (Py_ssize_t j = 0; j < P->nn; j++)
-        if (P->nodes[j].decl < 0 && P->nodes[j].pending_mark && P->nodes[j].relkind == 'm')
+        if (P->nodes[j].decl < 0 && P->nodes[j].pending_mark)
             marked[nmarked++] = j;
     for (Py_ssize_t i = 0; i < P->nd; i++) {
         Decl *d = &P->decls[i];
-        if (d->kind != 'm')
-            continue;
         pgvc_derived_name(name, d->name, PGVC_PENDING_SUFFIX);
         for (Py_ssize_t k = 0; k < nmarked; k++) {
             Node *n = &P->nodes[marked[k]];
-            if (n->pending_of >= 0 || strcmp(n->name, name) != 0 ||
+            if (n->pending_of >= 0 || n->relkind != d->kind || strcmp(n->name, name) != 0 ||
                 strcmp(n->schema, d->schema) != 0)
                 continue;
             n->pending_of = i;
@@ -92,6 +96,16 @@ static int pending_current(Plan *P, Decl *d)
     return p && !strcmp(p->stamp.body, d->body_fp) && !strcmp(p->stamp.idx, d->idx_fp);
 }
 
+/* A declaration that waited along no longer does: what it was to do, it does. */
+static void undo_along(Decl *d)
+{
+    d->deferred = d->along = 0;
+    d->action = d->defer_action;
+    d->status = d->action == A_SKIP ? S_EXISTS : S_UPDATED;
+    d->state = d->defer_state;
+    d->reason = d->defer_reason;
+}
+
 /* Leave a declaration as it is (a swap_pending plan touches nothing else). */
 static void leave(Decl *d)
 {
@@ -105,7 +119,7 @@ void pgvc_defer_classify(Plan *P, Decl *d)
 {
     Node *n = d->node >= 0 ? &P->nodes[d->node] : NULL;
     if (P->swap_pending) {
-        if (d->swap_asked && n && n->relkind == 'm' && d->kind == 'm' && d->pending >= 0 &&
+        if (d->swap_asked && n && n->relkind == d->kind && d->pending >= 0 &&
             P->nodes[d->pending].populated && pending_current(P, d)) {
             d->action = A_BESIDE;
             d->pending_swap = 1;
@@ -157,8 +171,13 @@ int pgvc_defer_spread(Plan *P, Decl *d, Py_ssize_t tainted_by, Py_ssize_t droppe
     if (!d->deferred || (tainted_by < 0 && dropped_by < 0 && !upstream))
         return 0;
     /* What it reads changes in this sync: the new version must read the new inputs, and the
-     * old one may be dropped with them. Rebuilt now, as without the deferral. */
+     * old one may be dropped with them. Rebuilt now, as without the deferral; one waiting along
+     * is left to the forward pass (re-populated, or re-created, as what reads a change is). */
     d->deferred = 0;
+    if (d->along) {
+        undo_along(d);
+        return 0;
+    }
     d->action = d->defer_action;
     d->status = S_UPDATED;
     d->state = ST_CHANGED;
@@ -200,6 +219,86 @@ static Py_ssize_t reads_pending(Plan *P, Decl *d, int not_swapped)
             return of;
     }
     return -1;
+}
+
+/* Can d wait along with a deferred rebuild it reads? Its object is ours (or adopted as it is),
+ * of its kind, in the current schema where its waiting version can read the other one's by name
+ * (link_pending), and kept as it is (what is done to it in place, re-indexing, populating,
+ * stamping, is still done) or, a materialized one, changed where its rebuild could be deferred:
+ * built now, it would read the old version and be re-created in the swap, and the next sync
+ * would find it in sync and make it wait then. */
+static int can_wait_along(Plan *P, Decl *d)
+{
+    Node *n = d->node >= 0 ? &P->nodes[d->node] : NULL;
+    int ours = n && (n->stamp.ours || d->adopt == ADOPT_SAME || d->adopt == ADOPT_REINDEX);
+    if (!ours || d->deferred || d->probe || n->relkind != d->kind ||
+        strcmp(d->schema, P->current_schema) != 0)
+        return 0;
+    return d->action == A_SKIP ||
+           (d->action == A_BESIDE && d->kind == 'm' && n->stamp.ours && n->populated) ||
+           (d->action == A_REPLACE && d->kind == 'v' && n->stamp.ours);
+}
+
+/* The first declaration d reads (declared or pg_depend) whose rebuild waits, in the current
+ * schema; -1 for none. */
+static Py_ssize_t reads_deferred(Plan *P, Py_ssize_t it)
+{
+    for (Py_ssize_t e = P->g.dep_off[it]; e < P->g.dep_off[it + 1]; e++) {
+        Py_ssize_t w = P->g.dep[e];
+        if (w < P->nd && P->decls[w].deferred && !strcmp(P->decls[w].schema, P->current_schema))
+            return w;
+    }
+    return -1;
+}
+
+/* Does a view that waits (deferred, along or not) read item it? */
+static int read_by_waiting(Plan *P, Py_ssize_t it)
+{
+    for (Py_ssize_t e = P->g.rdep_off[it]; e < P->g.rdep_off[it + 1]; e++) {
+        Py_ssize_t r = P->g.rdep[e];
+        if (r < P->nd && P->decls[r].deferred)
+            return 1;
+    }
+    return 0;
+}
+
+int pgvc_defer_along(Plan *P)
+{
+    if (P->swap_pending)
+        return 0;
+    /* Dependencies first: what waits along makes what reads it wait along too. Re-created and
+     * re-populated inside the swap, under its ACCESS EXCLUSIVE locks, a materialized view that
+     * reads a deferred rebuild would make its readers (and the deferred one's) wait for its
+     * whole query, which is what deferring exists to avoid. */
+    for (Py_ssize_t k = 0; k < P->ni; k++) {
+        Py_ssize_t it = P->order[k], up;
+        Decl *d = it < P->nd ? &P->decls[it] : NULL;
+        if (!d || !can_wait_along(P, d) || (up = reads_deferred(P, it)) < 0)
+            continue;
+        d->deferred = d->along = 1;
+        d->defer_action = d->action;
+        d->defer_reason = d->reason;
+        d->defer_state = d->state;
+        d->action = A_SKIP;
+        d->status = S_EXISTS;
+        d->state = ST_PENDING;
+        if (!(d->reason = pgvc_plan_format(P,
+                                           "%sreads %s, whose rebuild waits: its new version waits "
+                                           "beside it too, reading that one's; refresh_pgviews "
+                                           "--pending swaps both in",
+                                           d->defer_action != A_SKIP ? "definition changed; " : "",
+                                           P->decls[up].label)))
+            return -1;
+    }
+    /* Readers first: a plain view waits along only for a waiting view that reads it; alone, it
+     * is re-created against the new version in the swap, which costs nothing. */
+    for (Py_ssize_t k = P->ni - 1; k >= 0; k--) {
+        Py_ssize_t it = P->order[k];
+        Decl *d = it < P->nd ? &P->decls[it] : NULL;
+        if (d && d->along && d->kind == 'v' && !read_by_waiting(P, it))
+            undo_along(d);
+    }
+    return 0;
 }
 
 int pgvc_defer_together(Plan *P)

@@ -124,6 +124,9 @@ typedef struct {
     /* Deferred rebuilds (plan_defer.c). */
     int defer; /* plan(defer=[...]) names it: a rebuild may wait beside the old object */
     int deferred; /* its rebuild waits: the old object serves on, untouched */
+    int along; /* deferred although its own definition holds: it reads a view whose rebuild
+                  waits, and its waiting version reads that one's (plan_defer.c) */
+    int defer_state; /* the state deferring along replaced, put back when it is undone */
     int defer_action; /* the action deferring replaced, put back when the deferral is undone */
     const char *defer_reason;
     Py_ssize_t pending; /* node of its waiting new version, -1 */
@@ -243,6 +246,9 @@ void pgvc_defer_spread_node(Plan *P, Node *n, Py_ssize_t dropped_by);
 /* Before propagate(), in a swap: a swap whose waiting version reads the waiting version of a
  * view not swapped in is not made either. RAISES_NEG. */
 int pgvc_defer_together(Plan *P);
+/* Before propagate(), in a sync: the views that read a deferred rebuild and do not change wait
+ * along with it (a plain view only when a waiting materialized view reads it). RAISES_NEG. */
+int pgvc_defer_along(Plan *P);
 /* After spread(): which pending versions stay, go, or are created. */
 void pgvc_defer_settle(Plan *P);
 /* Phase 0: drop stale pending versions, create new ones. */

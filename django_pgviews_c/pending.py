@@ -8,6 +8,10 @@ sync planned with ``swap_pending`` swaps it in: the same transaction, advisory l
 lock_timeout-guarded phase 1 as any sync (drop the old one, re-create what reads it, rename
 the new one and its indexes into place, carry grants over, stamp). The refresh is recorded in
 the view's history, in the swap's transaction.
+
+The views that read a deferred rebuild and do not change wait along with it: each has a waiting
+version that reads the deferred one's (a plain view between them too, with nothing to
+populate), populated here after it, so the swap renames and drops only.
 """
 
 from __future__ import annotations
@@ -75,18 +79,20 @@ def _by_connection(
         if conn is not None:
             found.setdefault(conn.alias, (conn, []))[1].append(model)
     wanted = set(models) if models is not None else None
+    # A view that waits along with a deferred rebuild need not defer itself.
     return {
         alias: (conn, chosen)
         for alias, (conn, chosen) in found.items()
-        if any(defers(m) and (wanted is None or m in wanted) for m in chosen)
+        if any(defers(m) for m in chosen) and (wanted is None or any(m in wanted for m in chosen))
     }
 
 
 def pending_models(
     using: str = DEFAULT_DB_ALIAS, models: Iterable[type[pg.View]] | None = None
 ) -> list[type[pg.View]]:
-    """The materialized views of ``using`` whose new version waits beside them (one catalog
-    query per connection; none when no view defers its rebuilds)."""
+    """The views of ``using`` whose new version waits beside them, those waiting along with a
+    deferred rebuild included (one catalog query per connection; none when no view defers its
+    rebuilds)."""
     out = []
     for conn, conn_models in _by_connection(using, models).values():
         ensure_connected(conn)
@@ -132,11 +138,12 @@ def complete_pending(
         ensure_connected(conn)
         with conn.cursor() as cursor:
             plan = Syncer(conn, conn_models, known).plan(cursor)
-        todo = _todo(conn_models, plan["pending"], wanted, result)
+        todo, plain = _split_plain(conn_models, _todo(conn_models, plan["pending"], wanted, result))
         if jobs > 1 and len(todo) > 1:
             ready = _populate_parallel(conn, conn_models, todo, jobs, result, progress)
         else:
             ready = _populate_serial(conn, conn_models, todo, result, progress)
+        ready += _plain_ready(conn_models, plain, ready, result)
         if not ready:
             continue
         try:
@@ -166,13 +173,20 @@ def _todo(
     result: PendingResult,
 ) -> list[_Todo]:
     """The waiting versions to populate, in dependency order (the planner's): those of
-    ``wanted`` (all when None) with the waiting versions they read, since they are swapped in
-    together. One that reads a waiting version which no longer matches the code is left
-    waiting with it (named in the result): a sync replaces both."""
+    ``wanted`` (all when None) with the waiting versions they read and those that read theirs
+    (waiting along: swapped without them, they would be re-populated under the swap's locks),
+    since they are swapped in together. One that reads a waiting version which no longer
+    matches the code is left waiting with it (named in the result): a sync replaces both."""
     needed = {i for i, *_ in pending if wanted is None or conn_models[i] in wanted}
-    for i, *_, reads in reversed(pending):
-        if i in needed:
-            needed |= set(reads)
+    grown = -1
+    while grown != len(needed):
+        grown = len(needed)
+        for i, *_, reads in reversed(pending):
+            if i in needed:
+                needed |= set(reads)
+        for i, *_, reads in pending:
+            if needed & set(reads):
+                needed.add(i)
     todo: list[_Todo] = []
     for i, schema, name, _populated, current, reads in pending:
         label = conn_models[i]._meta.label
@@ -190,6 +204,41 @@ def _todo(
             continue
         todo.append((i, _core.qualified_name(schema, name), tuple(reads)))
     return todo
+
+
+def _split_plain(conn_models: list[type[pg.View]], todo: list[_Todo]) -> tuple[list[_Todo], list[_Todo]]:
+    """The materialized waiting versions to populate, each reading the materialized ones it reads
+    through plain waiting versions; and the plain waiting versions (nothing to populate), each
+    with the materialized ones it reads, in dependency order."""
+    through: dict[int, tuple[int, ...]] = {}
+    matviews: list[_Todo] = []
+    plain: list[_Todo] = []
+    for i, qualified, reads in todo:
+        expanded = tuple(dict.fromkeys(m for r in reads for m in through.get(r, (r,))))
+        if issubclass(conn_models[i], pg.MaterializedView):
+            matviews.append((i, qualified, expanded))
+        else:
+            through[i] = expanded
+            plain.append((i, qualified, expanded))
+    return matviews, plain
+
+
+def _plain_ready(
+    conn_models: list[type[pg.View]], plain: list[_Todo], ready: list[_Ready], result: PendingResult
+) -> list[_Ready]:
+    """The plain waiting versions to swap in: those whose materialized waiting versions were
+    populated; the others are named in result.failed (nothing of theirs is recorded: a plain
+    view has no refresh history)."""
+    done = {i for i, *_ in ready}
+    out: list[_Ready] = []
+    for i, _, reads in plain:
+        blocked = next((r for r in reads if r not in done), None)
+        if blocked is None:
+            out.append((i, conn_models[i]._meta.label, None, timezone.now(), 0.0))
+        else:
+            text = _blocked_text(conn_models, blocked)["message"]
+            result.failed[conn_models[i]._meta.label] = f"{BLOCKED}: {text}"
+    return out
 
 
 def _blocked_text(conn_models: list[type[pg.View]], upstream: int) -> dict[str, Any]:
@@ -360,6 +409,8 @@ def _record_failed_swap(
     if not setting("PGVIEWS_HISTORY", True):
         return
     for i, _, sources, started_at, seconds in ready:
+        if not issubclass(conn_models[i], pg.MaterializedView):
+            continue
         history.record(conn, conn_models[i], started_at=started_at, duration=seconds,
                        concurrent=False, plain_reason="pending rebuild", error=history._error(exc),
                        sources=sources)  # fmt: skip
@@ -398,7 +449,8 @@ def _swap(
                     else "its new version changed meanwhile: not swapped in"
                 )
                 continue
-            if setting("PGVIEWS_HISTORY", True):
+            materialized = issubclass(conn_models[i], pg.MaterializedView)
+            if materialized and setting("PGVIEWS_HISTORY", True):
                 history.record(conn, conn_models[i], started_at=started_at, duration=seconds,
                                concurrent=False, plain_reason="pending rebuild", sources=sources)  # fmt: skip
             result.swapped.append(label)

@@ -181,6 +181,8 @@ def test_a_missing_or_empty_matview_is_not_deferred(src):
 
 
 def test_a_plain_view_reading_it_reads_the_old_one_until_the_swap(src):
+    """A plain view over it is re-created against the new version in the swap (that costs
+    nothing); a materialized one waits along with it (tests/test_defer_along.py)."""
     vs = ViewSet()
     _declare(vs, "SELECT id, v FROM t_src")
     vs.view("R", "SELECT sum(v)::int AS total FROM t_m", dependencies=("viewtest.M",))
@@ -195,11 +197,12 @@ def test_a_plain_view_reading_it_reads_the_old_one_until_the_swap(src):
     _declare(vs, "SELECT id, v * 2 AS v FROM t_src")
     r = vs.sync()
     assert r.states["viewtest.M"] == "pending rebuild"
-    assert r.states["viewtest.R"] == "in sync" and r.states["viewtest.Top"] == "in sync"
+    assert r.states["viewtest.R"] == "in sync" and r.states["viewtest.Top"] == "pending rebuild"
     assert oid("t_r") == r_oid
     assert catalog_rows("SELECT total FROM t_r") == [(30,)]
-    assert _complete(vs).swapped == ["viewtest.M"]
-    # Re-created against the new version in the same swap, the materialized one populated.
+    assert catalog_rows("SELECT top FROM t_top") == [(20,)]
+    assert sorted(_complete(vs).swapped) == ["viewtest.M", "viewtest.Top"]
+    # R re-created against the new version in the swap; Top's waiting version renamed in.
     assert catalog_rows("SELECT total FROM t_r") == [(60,)]
     assert catalog_rows("SELECT top FROM t_top") == [(40,)]
     assert vs.sync().actions == []
@@ -275,17 +278,20 @@ def test_a_chain_of_deferred_rebuilds_completes_in_one_swap(src):
     assert r.actions == [] and r.states["viewtest.B"] == "in sync", r.reasons
 
 
-def test_only_a_changes_and_b_deferring_too_is_re_created_against_the_new_a_in_the_swap(src):
+def test_only_a_changes_and_b_waits_along_reading_a_waiting_version(src):
+    """B's definition holds, but it reads A, whose rebuild waits: B waits along (its waiting
+    version reads A's), so the swap renames and drops only."""
     vs = ViewSet()
     _chain(vs, 1, 0)
     vs.sync()
     b_before = oid("t_b")
     _chain(vs, 2, 0)
     r = vs.sync()
-    assert r.states["viewtest.A"] == "pending rebuild" and r.states["viewtest.B"] == "in sync"
-    assert oid(PENDING_B) is None and oid("t_b") == b_before
+    assert r.states["viewtest.A"] == "pending rebuild" and r.states["viewtest.B"] == "pending rebuild"
+    assert "reads viewtest.A, whose rebuild waits" in r.reasons["viewtest.B"], r.reasons
+    assert oid("t_b") == b_before and _reads(PENDING_B) == [PENDING_A]
     done = _complete(vs)
-    assert done.swapped == ["viewtest.A"], done
+    assert sorted(done.swapped) == ["viewtest.A", "viewtest.B"], done
     assert oid("t_b") != b_before and _reads("t_b") == ["t_a"]
     assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 20), (2, 40)]
     assert vs.sync().actions == []
@@ -322,7 +328,8 @@ def test_a_failure_to_populate_a_leaves_b_waiting_unpopulated_and_both_old_ones_
 
 
 def test_pending_for_b_alone_takes_the_waiting_version_b_reads():
-    """--pending naming B populates and swaps A's waiting version too: B's reads it."""
+    """--pending naming B populates and swaps A's waiting version too: B's reads it. Naming A
+    takes B's too: swapped without it, B would be re-populated under the swap's locks."""
     from django_pgviews_c.pending import PendingResult, _todo
 
     vs = ViewSet()
@@ -331,7 +338,7 @@ def test_pending_for_b_alone_takes_the_waiting_version_b_reads():
     rows = [(0, "public", PENDING_A, False, True, ()), (1, "public", PENDING_B, False, True, (0,))]
     result = PendingResult()
     assert [i for i, *_ in _todo(models, rows, {vs.models["B"]}, result)] == [0, 1]
-    assert [i for i, *_ in _todo(models, rows, {vs.models["A"]}, result)] == [0]
+    assert [i for i, *_ in _todo(models, rows, {vs.models["A"]}, result)] == [0, 1]
     # A's waiting version no longer matches the code: B's, which reads it, waits with it.
     rows[0] = (0, "public", PENDING_A, False, False, ())
     assert _todo(models, rows, None, result) == []

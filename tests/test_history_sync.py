@@ -43,7 +43,8 @@ def src(transactional_db):
     _flush_stats()
     yield
     pending = _core.derived_name("t_hsm", "_pgvc_pending")
-    for name in ("t_hstop", "t_hsr", "t_hsbad", pending, "t_hsm", "t_hsempty"):
+    reader_pending = _core.derived_name("t_hsr", "_pgvc_pending")
+    for name in ("t_hstop", reader_pending, "t_hsr", "t_hsbad", pending, "t_hsm", "t_hsempty"):
         execute(f"DROP MATERIALIZED VIEW IF EXISTS {name}")
     execute("DROP VIEW IF EXISTS t_hsv")
     execute("DROP TABLE IF EXISTS hs_src")
@@ -377,7 +378,7 @@ def test_the_sync_view_operation_records(transactional_db):
     assert rec.ok and rec.plain_reason == "built by sync" and rec.mode == "plain"
 
 
-def test_pending_swap_records_the_dependants_it_re_populates(src):
+def test_pending_swap_records_the_dependants_that_waited_along(src):
     vs = ViewSet()
     m = vs.view("HsM", "SELECT id, v FROM hs_src", materialized=True, concurrent_index="id",
                 defer_rebuild=True)  # fmt: skip
@@ -386,14 +387,66 @@ def test_pending_swap_records_the_dependants_it_re_populates(src):
     vs.sync()
     vs.view("HsM", "SELECT id, v * 2 AS v FROM hs_src", materialized=True, concurrent_index="id",
             defer_rebuild=True)  # fmt: skip
-    assert vs.sync().states["viewtest.HsM"] == "pending rebuild"
+    states = vs.sync().states
+    assert states["viewtest.HsM"] == "pending rebuild" and states["viewtest.HsR"] == "pending rebuild"
     assert reasons(reader) == ["built by sync"]
     done = complete_pending(models=list(vs.models.values()))
-    assert done.swapped == ["viewtest.HsM"], done
+    assert sorted(done.swapped) == ["viewtest.HsM", "viewtest.HsR"], done
     assert reasons(m) == ["pending rebuild", "built by sync"]
-    # Re-created against the new version, inside the swap: a refresh.
-    assert reasons(reader) == ["rebuilt by sync", "built by sync"]
+    # Its waiting version populated by --pending, renamed in by the swap.
+    assert reasons(reader) == ["pending rebuild", "built by sync"]
     assert catalog_rows("SELECT top FROM t_hsr") == [(40,)]
+
+
+def test_pending_swap_records_the_dependants_it_re_populates(src):
+    """A reader in another schema cannot wait along (its waiting version could not find the
+    deferred one's by name): the swap re-creates it against the new version, populated there,
+    and records that."""
+    execute("CREATE SCHEMA hs_other")
+    try:
+        vs = ViewSet()
+        m = vs.view("HsM", "SELECT id, v FROM hs_src", materialized=True, concurrent_index="id",
+                    defer_rebuild=True)  # fmt: skip
+        reader = vs.view("HsR", "SELECT max(v) AS top FROM public.t_hsm", materialized=True,
+                         db_table="hs_other.t_hsr", dependencies=("viewtest.HsM",))  # fmt: skip
+        vs.sync()
+        vs.view("HsM", "SELECT id, v * 2 AS v FROM hs_src", materialized=True, concurrent_index="id",
+                defer_rebuild=True)  # fmt: skip
+        states = vs.sync().states
+        assert states["viewtest.HsM"] == "pending rebuild" and states["viewtest.HsR"] == "in sync"
+        done = complete_pending(models=list(vs.models.values()))
+        assert done.swapped == ["viewtest.HsM"], done
+        assert reasons(m) == ["pending rebuild", "built by sync"]
+        # Re-created against the new version, inside the swap: a refresh.
+        assert reasons(reader) == ["rebuilt by sync", "built by sync"]
+        assert catalog_rows("SELECT top FROM hs_other.t_hsr") == [(40,)]
+    finally:
+        execute("DROP SCHEMA hs_other CASCADE")
+
+
+def test_a_changed_reader_that_does_not_defer_waits_along_with_its_new_definition(src):
+    """Rebuilt at once, it would read the old version and be re-created in the swap: it waits
+    along instead, its waiting version holding its new definition, and a warm sync does nothing."""
+    vs = ViewSet()
+    vs.view("HsM", "SELECT id, v FROM hs_src", materialized=True, concurrent_index="id",
+            defer_rebuild=True)  # fmt: skip
+    reader = vs.view("HsR", "SELECT max(v) AS top FROM t_hsm", materialized=True,
+                     dependencies=("viewtest.HsM",))  # fmt: skip
+    vs.sync()
+    vs.view("HsM", "SELECT id, v * 2 AS v FROM hs_src", materialized=True, concurrent_index="id",
+            defer_rebuild=True)  # fmt: skip
+    reader = vs.view("HsR", "SELECT max(v) + 1 AS top FROM t_hsm", materialized=True,
+                     dependencies=("viewtest.HsM",))  # fmt: skip
+    r = vs.sync()
+    assert r.states["viewtest.HsR"] == "pending rebuild", r.reasons
+    assert r.reasons["viewtest.HsR"].startswith("definition changed; reads viewtest.HsM"), r.reasons
+    assert catalog_rows("SELECT top FROM t_hsr") == [(20,)]
+    assert vs.sync().actions == []
+    done = complete_pending(models=list(vs.models.values()))
+    assert sorted(done.swapped) == ["viewtest.HsM", "viewtest.HsR"], done
+    assert reasons(reader) == ["pending rebuild", "built by sync"]
+    assert catalog_rows("SELECT top FROM t_hsr") == [(41,)]
+    assert vs.sync().actions == []
 
 
 def test_status_and_stale_after_a_sync_that_built_a_view(transactional_db):
