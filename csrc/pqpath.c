@@ -1,12 +1,14 @@
-/* pqpath.c: every libpq call: connecting from Django's settings and the non-blocking loop that
- * runs a dependency graph of statements over N connections (one connection's waits, connect and
- * cancel are in pqconn.c), and the same schedule stepped from Python (_core.Schedule).
+/* pqpath.c: the non-blocking loop that runs a dependency graph of statements over N libpq
+ * connections: sending each statement with its session and lock guard, reading its results,
+ * retrying a guarded one past a busy lock, cancelling on an error or a signal. One connection's
+ * waits, connect and cancel are in pqconn.c; the tasks read from Python in pqpath_input.c; the
+ * schedule (ready queue, task ends, notices) and _core.Schedule in pqpath_schedule.c.
  *
  * Everything the loop reads from Python is validated and copied into owned C memory before any
  * Python code (an on_event callback, a signal handler) can run. Connections are non-blocking:
  * the only call that waits is poll(), with the GIL released and signals checked every 100 ms;
  * connects and cancels have deadlines. No Python object is touched while the GIL is released. */
-#include "pqpath.h"
+#include "pqpath_int.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -14,8 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph.h"
-#include "pqconn.h"
 #include "sqlgen.h"
 
 #define SLICE_MS PGVC_SLICE_MS
@@ -43,116 +43,6 @@
 
 #define now pgvc_now
 
-/* ---- the loop's state --------------------------------------------------------------------- */
-
-enum { T_WAITING, T_RUNNING, T_OK, T_FAILED, T_SKIPPED, T_CANCELLED };
-static const char *const task_state_names[] = {"waiting", "running", "ok",
-                                               "failed",  "skipped", "cancelled"};
-
-typedef struct {
-    char *sql;
-    char *guard; /* relation the statement locks ACCESS EXCLUSIVE (retried), or NULL */
-    double priority, started, seconds, not_before;
-    int state, attempts;
-    long wait_ms; /* lock_timeout of the next guarded try when not the short one (autovacuum) */
-    Py_ssize_t waiting_on; /* dependencies not yet done */
-    PyObject *error; /* dict, or NULL */
-} Task;
-
-typedef struct {
-    PGconn *conn;
-    Py_ssize_t task; /* running task or -1 */
-    int dead, flushing, last_attempt;
-    int copy_out; /* the running statement sends COPY rows: read and discard them */
-    const char *refused; /* why the running statement fails though the server said nothing */
-    PGresult *bad; /* first failed result of the running statement */
-    long user_lock_timeout; /* ms; 0 = none */
-} Slot;
-
-typedef struct {
-    Py_ssize_t task; /* -1: not during a statement */
-    char *severity, *message;
-} Notice;
-
-typedef struct {
-    pgvc_state *st;
-    pgvc_connopts opts;
-    char *session_sql; /* SET LOCAL statements that open every statement (pgvc_session_sql) */
-    long short_ms, last_ms;
-    int retries;
-    Py_ssize_t n;
-    Task *tasks;
-    int jobs;
-    Slot *slots;
-    pgvc_graph g;
-    Py_ssize_t *heap, hlen; /* ready tasks, most urgent first */
-    PyObject *on_event, *on_notice;
-    Notice *notices;
-    Py_ssize_t nnotices, notices_cap;
-    int notices_oom;
-    Py_ssize_t current_task; /* task whose results are being read, for notices */
-} Loop;
-
-/* ---- notices: collected in C (libpq may call us without the GIL), reported with it --------- */
-
-static void notice_receiver(void *arg, const PGresult *res)
-{
-    Loop *L = arg;
-    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
-    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    Notice *nn;
-    if (!sev)
-        sev = PQresultErrorField(res, PG_DIAG_SEVERITY);
-    if (!msg)
-        msg = PQresultErrorMessage(res);
-    if (L->nnotices == L->notices_cap) {
-        Py_ssize_t cap = L->notices_cap ? 2 * L->notices_cap : 8;
-        Notice *grown = realloc(L->notices, sizeof(Notice) * (size_t)cap);
-        if (!grown) {
-            L->notices_oom = 1;
-            return;
-        }
-        L->notices = grown;
-        L->notices_cap = cap;
-    }
-    nn = &L->notices[L->nnotices];
-    nn->task = L->current_task;
-    nn->severity = strdup(sev ? sev : "NOTICE");
-    nn->message = strdup(msg ? msg : "");
-    if (!nn->severity || !nn->message) {
-        free(nn->severity);
-        free(nn->message);
-        L->notices_oom = 1;
-        return;
-    }
-    L->nnotices++;
-}
-
-/* RAISES_NEG. Hand the collected notices to on_notice(task, severity, message). */
-static int flush_notices(Loop *L)
-{
-    int rc = 0;
-    for (Py_ssize_t k = 0; k < L->nnotices; k++) {
-        Notice *nn = &L->notices[k];
-        if (rc == 0 && L->on_notice != Py_None) {
-            PyObject *r =
-                PyObject_CallFunction(L->on_notice, "nss", nn->task, nn->severity, nn->message);
-            if (!r)
-                rc = -1;
-            Py_XDECREF(r);
-        }
-        free(nn->severity);
-        free(nn->message);
-    }
-    L->nnotices = 0;
-    if (rc == 0 && L->notices_oom) {
-        L->notices_oom = 0;
-        PyErr_NoMemory();
-        rc = -1;
-    }
-    return rc;
-}
-
 /* Connect a slot (RAISES_NEG: ConnectionLostError, or a signal's error). */
 static int connect_slot(Loop *L, Slot *slot)
 {
@@ -160,50 +50,7 @@ static int connect_slot(Loop *L, Slot *slot)
     return slot->conn ? 0 : -1;
 }
 
-/* ---- the ready queue: a binary heap, highest priority first, then lowest index ------------- */
-
-static int more_urgent(const Task *t, Py_ssize_t a, Py_ssize_t b)
-{
-    return t[a].priority > t[b].priority || (t[a].priority == t[b].priority && a < b);
-}
-
-static void ready_push(Loop *L, Py_ssize_t v)
-{
-    Py_ssize_t i = L->hlen++;
-    while (i > 0) {
-        Py_ssize_t parent = (i - 1) / 2;
-        if (!more_urgent(L->tasks, v, L->heap[parent]))
-            break;
-        L->heap[i] = L->heap[parent];
-        i = parent;
-    }
-    L->heap[i] = v;
-}
-
-static Py_ssize_t ready_pop(Loop *L)
-{
-    Py_ssize_t top, last, i = 0;
-    if (!L->hlen)
-        return -1;
-    top = L->heap[0];
-    last = L->heap[--L->hlen];
-    for (;;) {
-        Py_ssize_t c = 2 * i + 1;
-        if (c >= L->hlen)
-            break;
-        if (c + 1 < L->hlen && more_urgent(L->tasks, L->heap[c + 1], L->heap[c]))
-            c++;
-        if (!more_urgent(L->tasks, L->heap[c], last))
-            break;
-        L->heap[i] = L->heap[c];
-        i = c;
-    }
-    if (L->hlen)
-        L->heap[i] = last;
-    return top;
-}
-
-/* ---- events ------------------------------------------------------------------------------ */
+/* ---- errors and lock waits ------------------------------------------------------------------ */
 
 static PyObject *error_dict(PGconn *conn, PGresult *res, const char *fallback)
 {
@@ -219,67 +66,6 @@ static PyObject *error_dict(PGconn *conn, PGresult *res, const char *fallback)
     return Py_BuildValue("{szszszszsOsO}", "message", msg, "sqlstate", state, "detail", detail,
                          "hint", hint, "connection_lost", lost ? Py_True : Py_False, "holders",
                          Py_None);
-}
-
-static int notify(Loop *L, Py_ssize_t i)
-{
-    Task *t = &L->tasks[i];
-    PyObject *r;
-    if (flush_notices(L) < 0)
-        return -1;
-    if (L->on_event == Py_None)
-        return 0;
-    r = PyObject_CallFunction(L->on_event, "nsdO", i, task_state_names[t->state], t->seconds,
-                              t->error ? t->error : Py_None);
-    Py_XDECREF(r);
-    return r ? 0 : -1;
-}
-
-/* Mark every task that depends on i, directly or not, as skipped. RAISES_NEG. */
-static int skip_dependants(Loop *L, Py_ssize_t i)
-{
-    char *mark = calloc((size_t)L->n + 1, 1);
-    int rc = -1;
-    if (!mark) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    mark[i] = 1;
-    if (pgvc_graph_close(&L->g, mark, 1) < 0)
-        goto exit;
-    for (Py_ssize_t k = 0; k < L->n; k++)
-        if (k != i && mark[k] && L->tasks[k].state == T_WAITING) {
-            L->tasks[k].state = T_SKIPPED;
-            if (notify(L, k) < 0)
-                goto exit;
-        }
-    rc = 0;
-exit:
-    free(mark);
-    return rc;
-}
-
-/* Task i failed with error (a new reference, or NULL with an exception set). RAISES_NEG. */
-static int task_failed(Loop *L, Py_ssize_t i, PyObject *error)
-{
-    Task *t = &L->tasks[i];
-    t->state = T_FAILED;
-    if (!(t->error = error))
-        return -1;
-    if (notify(L, i) < 0)
-        return -1;
-    return skip_dependants(L, i);
-}
-
-static int task_ok(Loop *L, Py_ssize_t i)
-{
-    L->tasks[i].state = T_OK;
-    for (Py_ssize_t e = L->g.rdep_off[i]; e < L->g.rdep_off[i + 1]; e++) {
-        Py_ssize_t d = L->g.rdep[e];
-        if (--L->tasks[d].waiting_on == 0 && L->tasks[d].state == T_WAITING)
-            ready_push(L, d);
-    }
-    return notify(L, i);
 }
 
 /* The sessions that hold a lock on the relation, as a list of dicts (pid, application_name,
@@ -389,7 +175,7 @@ static int start_task(Loop *L, Slot *slot, Py_ssize_t i)
     free(text);
     if (rc < 0) {
         slot->dead = PQstatus(slot->conn) == CONNECTION_BAD;
-        return task_failed(L, i, error_dict(slot->conn, NULL, NULL));
+        return pgvc_loop_task_failed(L, i, error_dict(slot->conn, NULL, NULL));
     }
     slot->flushing = rc == 1;
     slot->task = i;
@@ -398,7 +184,7 @@ static int start_task(Loop *L, Slot *slot, Py_ssize_t i)
         return 0;
     t->state = T_RUNNING;
     t->started = now();
-    return notify(L, i);
+    return pgvc_loop_notify(L, i);
 }
 
 /* A lost connection: try once for a new one; a server that is gone stays gone. RAISES_NEG only
@@ -436,7 +222,7 @@ static int finish_task(Loop *L, Slot *slot, int lost)
     t->seconds = now() - t->started;
     lost = lost || PQstatus(slot->conn) == CONNECTION_BAD;
     if (!lost && !bad && !refused) {
-        rc = task_ok(L, i);
+        rc = pgvc_loop_task_ok(L, i);
         goto exit;
     }
     if (!lost && t->guard && state && !strcmp(state, "55P03") && !slot->last_attempt) {
@@ -456,7 +242,7 @@ static int finish_task(Loop *L, Slot *slot, int lost)
                 Py_CLEAR(error);
             Py_XDECREF(holders);
         }
-        rc = task_failed(L, i, error);
+        rc = pgvc_loop_task_failed(L, i, error);
     }
     if (rc == 0 && lost)
         rc = reconnect(L, slot);
@@ -615,212 +401,6 @@ static void cancel_all(Loop *L)
     }
 }
 
-/* ---- input ------------------------------------------------------------------------------ */
-
-static PyObject *statement_name(void *ctx, Py_ssize_t i)
-{
-    (void)ctx;
-    return PyUnicode_FromFormat("statement %zd", i);
-}
-
-/* RAISES_NEG. Statements in a dependency cycle could never start: CycleError names them. */
-static int refuse_cycle(Loop *L)
-{
-    Py_ssize_t *order = NULL, *cycle = NULL, clen = 0;
-    int rc = -1;
-    order = malloc(sizeof(Py_ssize_t) * (size_t)(L->n + 1));
-    cycle = malloc(sizeof(Py_ssize_t) * (size_t)(L->n + 1));
-    if (!order || !cycle) {
-        PyErr_NoMemory();
-        goto exit;
-    }
-    switch (pgvc_graph_order(&L->g, order, cycle, &clen)) {
-    case 0: rc = 0; break;
-    case 1: pgvc_raise_cycle_path(L->st, cycle, clen, statement_name, NULL); break;
-    default: break;
-    }
-exit:
-    free(order);
-    free(cycle);
-    return rc;
-}
-
-/* A sequence of one entry per statement, or NULL in *out when `in` is None. RAISES_NEG. */
-static int per_task(PyObject *in, Py_ssize_t n, const char *not_seq, const char *wrong_len,
-                    PyObject **out)
-{
-    *out = NULL;
-    if (in == Py_None)
-        return 0;
-    if (!(*out = PySequence_Fast(in, not_seq)))
-        return -1;
-    if (PySequence_Fast_GET_SIZE(*out) != n) {
-        PyErr_SetString(PyExc_ValueError, wrong_len);
-        return -1;
-    }
-    return 0;
-}
-
-/* Task i's statement, priority and guard, from the i-th entry of each list given. RAISES_NEG. */
-static int read_task(Loop *L, Py_ssize_t i, PyObject *stmts, PyObject *prio, PyObject *guard)
-{
-    Task *t = &L->tasks[i];
-    if (stmts && !(t->sql = pgvc_owned_str(PySequence_Fast_GET_ITEM(stmts, i), "statements", i)))
-        return -1;
-    if (prio) {
-        PyObject *p = PySequence_Fast_GET_ITEM(prio, i);
-        if (!PyFloat_Check(p) && !PyLong_Check(p)) {
-            PyErr_Format(PyExc_TypeError,
-                         "run_parallel: priority[%zd] must be a number, not %.100s", i,
-                         Py_TYPE(p)->tp_name);
-            return -1;
-        }
-        t->priority = PyFloat_AsDouble(p);
-        if (t->priority == -1.0 && PyErr_Occurred())
-            return -1;
-    }
-    if (guard && PySequence_Fast_GET_ITEM(guard, i) != Py_None &&
-        !(t->guard = pgvc_owned_str(PySequence_Fast_GET_ITEM(guard, i), "guard", i)))
-        return -1;
-    return 0;
-}
-
-/* The statements task i waits for (a sequence of int, each a task's index), as edges.
- * RAISES_NEG. */
-static int read_task_deps(Loop *L, Py_ssize_t i, PyObject *deps, pgvc_edges *edges)
-{
-    PyObject *d = PySequence_Fast(PySequence_Fast_GET_ITEM(deps, i),
-                                  "run_parallel: dependencies must be sequences of int");
-    int rc = -1;
-    if (!d)
-        return -1;
-    for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(d); k++) {
-        PyObject *o = PySequence_Fast_GET_ITEM(d, k);
-        Py_ssize_t j;
-        if (!PyLong_Check(o)) {
-            PyErr_Format(PyExc_TypeError,
-                         "run_parallel: dependencies[%zd] must hold int, not %.100s", i,
-                         Py_TYPE(o)->tp_name);
-            goto exit;
-        }
-        j = PyLong_AsSsize_t(o);
-        if (j == -1 && PyErr_Occurred()) {
-            PyErr_Clear();
-            j = -1;
-        }
-        if (j < 0 || j >= L->n) {
-            PyErr_Format(PyExc_IndexError, "run_parallel: dependencies[%zd] names %R, out of range",
-                         i, o);
-            goto exit;
-        }
-        if (pgvc_edges_push(edges, i, j) < 0)
-            goto exit;
-        L->tasks[i].waiting_on++;
-    }
-    rc = 0;
-exit:
-    Py_DECREF(d);
-    return rc;
-}
-
-/* Longest remaining chain first: each task's priority is the number of statements on the longest
- * path from it through its dependants, itself included. RAISES_NEG. */
-static int chain_priorities(Loop *L)
-{
-    Py_ssize_t *order = malloc(sizeof(Py_ssize_t) * (size_t)(L->n + 1)), clen;
-    if (!order) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    if (pgvc_graph_order(&L->g, order, order, &clen) != 0) {
-        free(order);
-        return -1;
-    }
-    for (Py_ssize_t k = L->n - 1; k >= 0; k--) {
-        Py_ssize_t v = order[k];
-        double best = 0.0;
-        for (Py_ssize_t e = L->g.rdep_off[v]; e < L->g.rdep_off[v + 1]; e++)
-            if (L->tasks[L->g.rdep[e]].priority > best)
-                best = L->tasks[L->g.rdep[e]].priority;
-        L->tasks[v].priority = 1.0 + best;
-    }
-    free(order);
-    return 0;
-}
-
-/* RAISES_NEG. Statements, guards, priorities and dependencies, checked and copied. */
-static int load_tasks(Loop *L, PyObject *stmts_in, PyObject *deps_in, PyObject *prio_in,
-                      PyObject *guard_in)
-{
-    PyObject *stmts = NULL, *deps = NULL, *prio = NULL, *guard = NULL;
-    pgvc_edges edges = {0};
-    int rc = -1;
-    if ((stmts_in && !(stmts = PySequence_Fast(
-                           stmts_in, "run_parallel: statements must be a sequence of str"))) ||
-        !(deps = PySequence_Fast(deps_in, "run_parallel: dependencies must be a sequence")))
-        goto exit;
-    L->n = stmts ? PySequence_Fast_GET_SIZE(stmts) : PySequence_Fast_GET_SIZE(deps);
-    if (PySequence_Fast_GET_SIZE(deps) != L->n) {
-        PyErr_SetString(PyExc_ValueError, "run_parallel: one dependency list per statement");
-        goto exit;
-    }
-    if (per_task(prio_in, L->n, "run_parallel: priority must be a sequence of numbers",
-                 "run_parallel: one priority per statement", &prio) < 0 ||
-        per_task(guard_in, L->n, "run_parallel: guard must be a sequence",
-                 "run_parallel: one guard (str or None) per statement", &guard) < 0)
-        goto exit;
-    if (!(L->tasks = calloc((size_t)L->n + 1, sizeof(Task))) ||
-        !(L->heap = calloc((size_t)L->n + 1, sizeof(Py_ssize_t)))) {
-        PyErr_NoMemory();
-        goto exit;
-    }
-    for (Py_ssize_t i = 0; i < L->n; i++)
-        if (read_task(L, i, stmts, prio, guard) < 0 || read_task_deps(L, i, deps, &edges) < 0)
-            goto exit;
-    if (pgvc_graph_build(&L->g, L->n, edges.from, edges.to, edges.n) < 0 || refuse_cycle(L) < 0)
-        goto exit;
-    if (!prio && chain_priorities(L) < 0)
-        goto exit;
-    for (Py_ssize_t i = 0; i < L->n; i++)
-        if (L->tasks[i].waiting_on == 0)
-            ready_push(L, i);
-    rc = 0;
-exit:
-    Py_XDECREF(stmts);
-    Py_XDECREF(deps);
-    Py_XDECREF(prio);
-    Py_XDECREF(guard);
-    pgvc_edges_free(&edges);
-    return rc;
-}
-
-static void loop_free(Loop *L)
-{
-    if (L->slots) {
-        for (int s = 0; s < L->jobs; s++) {
-            PQclear(L->slots[s].bad);
-            pgvc_conn_close(L->slots[s].conn);
-        }
-    }
-    if (L->tasks)
-        for (Py_ssize_t i = 0; i < L->n; i++) {
-            free(L->tasks[i].sql);
-            free(L->tasks[i].guard);
-            Py_XDECREF(L->tasks[i].error);
-        }
-    for (Py_ssize_t k = 0; k < L->nnotices; k++) {
-        free(L->notices[k].severity);
-        free(L->notices[k].message);
-    }
-    free(L->notices);
-    free(L->tasks);
-    free(L->slots);
-    free(L->heap);
-    pgvc_connopts_free(&L->opts);
-    free(L->session_sql);
-    pgvc_graph_free(&L->g);
-}
-
 /* ---- the loop --------------------------------------------------------------------------- */
 
 static int count_done(const Loop *L)
@@ -861,7 +441,7 @@ static int run_loop(Loop *L)
                 continue;
             if (nretry)
                 i = retry[--nretry];
-            else if ((i = ready_pop(L)) < 0)
+            else if ((i = pgvc_loop_ready_pop(L)) < 0)
                 break;
             if (start_task(L, slot, i) < 0)
                 goto exit;
@@ -886,7 +466,7 @@ static int run_loop(Loop *L)
                 for (Py_ssize_t i = 0; i < L->n; i++)
                     if (L->tasks[i].state == T_WAITING || L->tasks[i].state == T_RUNNING) {
                         L->tasks[i].state = T_SKIPPED;
-                        if (notify(L, i) < 0)
+                        if (pgvc_loop_notify(L, i) < 0)
                             goto exit;
                     }
                 break;
@@ -905,7 +485,7 @@ static int run_loop(Loop *L)
             if (L->slots[s].task >= 0 && fds[s].revents &&
                 read_slot(L, &L->slots[s], fds[s].revents) < 0)
                 goto exit;
-        if (flush_notices(L) < 0)
+        if (pgvc_loop_flush_notices(L) < 0)
             goto exit;
     }
     rc = 0;
@@ -937,7 +517,7 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
     Loop L;
     memset(&L, 0, sizeof L);
     L.st = L.opts.st = st;
-    L.opts.notice = notice_receiver;
+    L.opts.notice = pgvc_loop_notice_receiver;
     L.opts.notice_arg = &L;
     L.on_event = L.on_notice = Py_None;
     L.current_task = -1;
@@ -966,7 +546,7 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
     L.short_ms = short_ms;
     L.last_ms = last_ms;
     if (pgvc_connopts_load(&L.opts, conninfo, session, setup) < 0 ||
-        load_tasks(&L, stmts, deps, prio, guard) < 0)
+        pgvc_loop_load_tasks(&L, stmts, deps, prio, guard) < 0)
         goto exit;
     L.jobs = jobs > L.n ? (L.n ? (int)L.n : 1) : jobs;
     if (!(L.slots = calloc((size_t)L.jobs, sizeof(Slot)))) {
@@ -987,7 +567,7 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
         goto exit;
     for (Py_ssize_t i = 0; i < L.n; i++) {
         Task *t = &L.tasks[i];
-        PyObject *item = Py_BuildValue("(sdO)", task_state_names[t->state], t->seconds,
+        PyObject *item = Py_BuildValue("(sdO)", pgvc_task_state_names[t->state], t->seconds,
                                        t->error ? t->error : Py_None);
         if (!item) {
             Py_CLEAR(result);
@@ -1005,127 +585,9 @@ exit:
     }
     Py_XDECREF(L.on_event);
     Py_XDECREF(L.on_notice);
-    loop_free(&L);
+    pgvc_loop_free(&L);
     return result;
 }
-
-/* ---- the same schedule, stepped from Python ------------------------------------------------
- * refresh_views(jobs=1) runs on Django's connection, one statement at a time; it asks this
- * object what comes next and what a failure stops, so that logic exists once. */
-
-typedef struct {
-    PyObject_HEAD
-    Loop L;
-} ScheduleObject;
-
-static PyObject *schedule_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
-{
-    static char *kwlist[] = {"dependencies", "priority", NULL};
-    PyObject *deps, *prio = Py_None;
-    ScheduleObject *self;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:Schedule", kwlist, &deps, &prio))
-        return NULL;
-    if (!(self = (ScheduleObject *)type->tp_alloc(type, 0)))
-        return NULL;
-    self->L.on_event = Py_NewRef(Py_None);
-    self->L.on_notice = Py_NewRef(Py_None);
-    self->L.current_task = -1;
-    {
-        PyObject *mod = PyType_GetModule(type);
-        self->L.st = mod ? PyModule_GetState(mod) : NULL;
-    }
-    if (!self->L.st || load_tasks(&self->L, NULL, deps, prio, Py_None) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    return (PyObject *)self;
-}
-
-static void schedule_dealloc(ScheduleObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    Py_CLEAR(self->L.on_event);
-    Py_CLEAR(self->L.on_notice);
-    loop_free(&self->L);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
-}
-
-static PyObject *schedule_next(ScheduleObject *self, PyObject *Py_UNUSED(ignored))
-{
-    Py_ssize_t i = ready_pop(&self->L);
-    if (i < 0)
-        Py_RETURN_NONE;
-    self->L.tasks[i].state = T_RUNNING;
-    return PyLong_FromSsize_t(i);
-}
-
-static PyObject *schedule_done(ScheduleObject *self, PyObject *args, PyObject *kwargs)
-{
-    static char *kwlist[] = {"index", "ok", NULL};
-    Py_ssize_t i, n;
-    int ok;
-    char *before = NULL;
-    PyObject *skipped = NULL;
-    Loop *L = &self->L;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "np:done", kwlist, &i, &ok))
-        return NULL;
-    if (i < 0 || i >= L->n || L->tasks[i].state != T_RUNNING) {
-        PyErr_Format(PyExc_ValueError, "Schedule.done: statement %zd is not running", i);
-        return NULL;
-    }
-    if (ok)
-        return task_ok(L, i) < 0 ? NULL : PyList_New(0);
-    /* A failure changes states, never the number of statements: n bounds `before` throughout. */
-    n = L->n;
-    if (!(before = malloc((size_t)n + 1)))
-        return PyErr_NoMemory();
-    for (Py_ssize_t k = 0; k < n; k++)
-        before[k] = (char)L->tasks[k].state;
-    if (task_failed(L, i, Py_NewRef(Py_None)) < 0 || !(skipped = PyList_New(0)))
-        goto exit;
-    for (Py_ssize_t k = 0; k < n; k++)
-        if (L->tasks[k].state == T_SKIPPED && before[k] != T_SKIPPED) {
-            PyObject *v = PyLong_FromSsize_t(k);
-            if (!v || PyList_Append(skipped, v) < 0) {
-                Py_XDECREF(v);
-                Py_CLEAR(skipped);
-                goto exit;
-            }
-            Py_DECREF(v);
-        }
-exit:
-    free(before);
-    return skipped;
-}
-
-static PyMethodDef schedule_methods[] = {
-    {"next", (PyCFunction)schedule_next, METH_NOARGS,
-     "next()\n--\n\nThe most urgent statement whose dependencies are done (now running), or "
-     "None."},
-    {"done", (PyCFunction)(void (*)(void))schedule_done, METH_VARARGS | METH_KEYWORDS,
-     "done(index, ok)\n--\n\nRecord the end of a running statement. Returns the statements "
-     "that can no longer run because they depend on a failed one (skipped)."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot schedule_slots[] = {
-    {Py_tp_new, schedule_new},
-    {Py_tp_dealloc, schedule_dealloc},
-    {Py_tp_methods, schedule_methods},
-    {Py_tp_doc, "Schedule(dependencies, priority=None)\n--\n\nThe parallel loop's schedule, "
-                "stepped one statement at a time: dependencies[i] lists the statements i "
-                "waits for; priority None means longest remaining chain first (ties: lowest "
-                "index)."},
-    {0, NULL},
-};
-
-PyType_Spec pgvc_schedule_spec = {
-    .name = "django_pgviews_c._core.Schedule",
-    .basicsize = sizeof(ScheduleObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
-    .slots = schedule_slots,
-};
 
 PyObject *pgvc_libpq_version(void) { return PyLong_FromLong(PQlibVersion()); }
 
