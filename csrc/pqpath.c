@@ -50,6 +50,31 @@ static int connect_slot(Loop *L, Slot *slot)
     return slot->conn ? 0 : -1;
 }
 
+/* Connect every slot at once (RAISES_NEG, as connect_slot), and make the session's text. */
+static int connect_slots(Loop *L)
+{
+    PGconn **conns = calloc((size_t)L->jobs, sizeof(PGconn *));
+    long *lock_timeouts = calloc((size_t)L->jobs, sizeof(long));
+    int rc = -1;
+    if (!conns || !lock_timeouts) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    if (pgvc_connect_many(&L->opts, conns, lock_timeouts, L->jobs) < 0)
+        goto exit;
+    for (int s = 0; s < L->jobs; s++) {
+        L->slots[s].conn = conns[s];
+        L->slots[s].user_lock_timeout = lock_timeouts[s];
+    }
+    if (!(L->session_sql = pgvc_session_sql(&L->opts, L->slots[0].conn)))
+        goto exit;
+    rc = 0;
+exit:
+    free(conns);
+    free(lock_timeouts);
+    return rc;
+}
+
 /* ---- errors and lock waits ------------------------------------------------------------------ */
 
 static PyObject *error_dict(PGconn *conn, PGresult *res, const char *fallback)
@@ -555,12 +580,8 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
     }
     for (int s = 0; s < L.jobs; s++)
         L.slots[s].task = -1;
-    for (int s = 0; s < L.jobs; s++) {
-        if (connect_slot(&L, &L.slots[s]) < 0)
-            goto exit;
-        if (!L.session_sql && !(L.session_sql = pgvc_session_sql(&L.opts, L.slots[s].conn)))
-            goto exit;
-    }
+    if (connect_slots(&L) < 0)
+        goto exit;
     if (run_loop(&L) < 0)
         goto exit;
     if (!(result = PyList_New(L.n)))
