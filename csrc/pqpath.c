@@ -53,16 +53,17 @@ static int connect_slot(Loop *L, Slot *slot)
 /* Connect every slot at once (RAISES_NEG, as connect_slot), and make the session's text. */
 static int connect_slots(Loop *L)
 {
-    PGconn **conns = calloc((size_t)L->jobs, sizeof(PGconn *));
-    long *lock_timeouts = calloc((size_t)L->jobs, sizeof(long));
+    const int n = L->jobs;
+    PGconn **conns = calloc((size_t)n, sizeof(PGconn *));
+    long *lock_timeouts = calloc((size_t)n, sizeof(long));
     int rc = -1;
     if (!conns || !lock_timeouts) {
         PyErr_NoMemory();
         goto exit;
     }
-    if (pgvc_connect_many(&L->opts, conns, lock_timeouts, L->jobs) < 0)
+    if (pgvc_connect_many(&L->opts, conns, lock_timeouts, n) < 0)
         goto exit;
-    for (int s = 0; s < L->jobs; s++) {
+    for (int s = 0; s < n; s++) {
         L->slots[s].conn = conns[s];
         L->slots[s].user_lock_timeout = lock_timeouts[s];
     }

@@ -38,24 +38,24 @@ def run_function_calls(queries: list[dict]) -> int:
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_a_stale_pass_reads_the_sources_once(registered, jobs):
-    views = registered
-    refresh_all(views)
+    vs = registered
+    refresh_all(vs)
     other_session("UPDATE fr_a SET v = v + 1 WHERE id = 1")
     wait_counted("fr_a", 3)
     with CaptureQueriesContext(connection) as ctx:
-        result = freshness.refresh_pass(models=list(views.models.values()), jobs=jobs)
+        result = freshness.refresh_pass(models=list(vs.models.values()), jobs=jobs)
     assert sorted(result.refreshed) == ["viewtest.FrMatA", "viewtest.FrMatJoin", "viewtest.FrMatOfMat"]
     assert sum(CLOSURE in q["sql"] for q in ctx.captured_queries) == 1
     # The records keep what the check read: fr_a with its three writes...
     fr_a = str(catalog_rows("SELECT 'fr_a'::regclass::oid::bigint")[0][0])
-    assert history.records(views.models["FrMatA"]).first().sources["rels"][fr_a][1] == 3
+    assert history.records(vs.models["FrMatA"]).first().sources["rels"][fr_a][1] == 3
     # ...and FrMatOfMat, refreshed after FrMatA in the same run, FrMatA as that refresh left it.
-    assert {label: f.why for label, f in states(views).items() if f.stale} == {}
+    assert {label: f.why for label, f in states(vs).items() if f.stale} == {}
 
 
 def test_a_write_committed_after_the_check_leaves_the_view_stale(registered, monkeypatch):
-    views = registered
-    refresh_all(views)
+    vs = registered
+    refresh_all(vs)
     other_session("UPDATE fr_b SET v = v + 1")  # only FrMatJoin reads fr_b (through FrPlain)
     wait_counted("fr_b", 2)
     plan_pass = freshness.plan_pass
@@ -66,11 +66,11 @@ def test_a_write_committed_after_the_check_leaves_the_view_stale(registered, mon
         return planned
 
     monkeypatch.setattr(freshness, "plan_pass", plan_then_write)
-    result = freshness.refresh_pass(models=list(views.models.values()))
+    result = freshness.refresh_pass(models=list(vs.models.values()))
     assert result.refreshed == ["viewtest.FrMatJoin"]
     wait_counted("fr_b", 3)
     # The refresh may have seen the write or not: the view counts as stale (one more refresh).
-    f = states(views)["FrMatJoin"]
+    f = states(vs)["FrMatJoin"]
     assert f.stale and f.why == "table fr_b had 1 writes"
 
 
