@@ -8,7 +8,9 @@ holds the views, inside its transaction when one is open (a run rolled back with
 transaction leaves none): at the end of the run (the exit of ``with RunRecorder(...)``, an
 exception's included), and during a long run whenever FLUSH_RECORDS are waiting or the oldest has
 waited FLUSH_SECONDS. So the C loop's callback no longer waits for a round trip per view, during
-which it started no new refresh.
+which it started no new refresh. Once every refresh of a C loop's run has started, the loop has
+nothing left to start: from then on each ended refresh's record is written at once, while the
+last refreshes run, rather than all of them after the last one.
 
 Each write is one call of ``django_pgviews_c_record_run`` (migration 0005; historyfn.py), whose
 plan is made once per server backend: it counts each successful view's rows, inserts the records
@@ -213,7 +215,9 @@ class RunRecorder:
         self._finish(connection, k, started_at, time.perf_counter() - t0, None)
 
     def on_event(self, k: int, state: str, seconds: float, error: dict[str, Any] | None) -> None:
-        """The C loop's on_event: keep each view's record as it ends (parallel runs)."""
+        """The C loop's on_event: keep each view's record as it ends (parallel runs). Once every
+        refresh of the run has started, the loop has nothing left to start: the records waiting
+        are written then, while the last refreshes run, rather than after them."""
         if not self.enabled:
             return
         if state == "running":
@@ -224,6 +228,8 @@ class RunRecorder:
         connection = self.connection_for(self.models[k])
         started_at = self.started.get(k) or timezone.now()
         self._finish(connection, k, started_at, seconds, error if state == "failed" else None)
+        if len(self.started) == len(self.models):
+            self.flush()
 
     def _read_after(self, connection: BaseDatabaseWrapper, model: type[pg.View]) -> None:
         name = _core.qualified_name(*_core.split_table(model._meta.db_table))

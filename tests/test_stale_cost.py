@@ -136,3 +136,67 @@ def test_the_loops_connects_start_side_by_side():
         assert reached == 3
     finally:
         silent.close()
+
+
+def test_once_every_refresh_has_started_the_ended_ones_are_recorded_while_the_last_runs(views):  # noqa: F811
+    """The records of a --jobs run are written as soon as the loop has nothing left to start:
+    FrMatA's is committed while FrMatSlow's refresh is still held inside its statement."""
+    import threading
+    import time
+
+    from django.db import connections
+
+    from django_pgviews_c.refresh import refresh_views
+    from tests import psycopg_compat
+    from tests.helpers import Gate
+
+    dbname = connection.settings_dict["NAME"]
+    fast = views.models["FrMatA"]
+    slow = views.view("FrMatSlow", "SELECT id FROM fr_b", materialized=True)
+    views.sync(["FrMatSlow"])
+    errors: list[BaseException] = []
+
+    def recorded(model) -> int:
+        return psycopg_compat.query(
+            dbname, "SELECT count(*) FROM django_pgviews_c_refresh WHERE view = %s", [model._meta.label]
+        )[0][0]
+
+    before = {fast: recorded(fast), slow: recorded(slow)}
+    # The gate is a lock: the slow refresh's first try waits for it as long as the test needs.
+    try:
+        with override_settings(PGVIEWS_LOCK_TIMEOUT_MS=120_000), Gate(dbname, 0x5C05) as gate:
+            # The slow view's query now waits for the gate (its definition read as the refresh runs).
+            execute(f"CREATE OR REPLACE VIEW t_frslow_gate AS SELECT 1 AS x FROM {gate.sql}")
+            execute("DROP MATERIALIZED VIEW t_frmatslow")
+            execute("CREATE MATERIALIZED VIEW t_frmatslow AS SELECT id FROM fr_b, t_frslow_gate WITH NO DATA")
+
+            def run() -> None:
+                try:
+                    refresh_views([fast, slow], using="default", jobs=2)
+                except Exception as exc:  # reported below
+                    errors.append(exc)
+                finally:
+                    connections.close_all()
+
+            worker = threading.Thread(target=run)
+            worker.start()
+            gate.waiter()  # the slow refresh is inside its statement, the fast one done or running
+            deadline = time.monotonic() + 30
+            while recorded(fast) == before[fast]:
+                assert time.monotonic() < deadline, "the fast view's record waited for the slow refresh"
+                time.sleep(0.02)
+            assert recorded(slow) == before[slow]  # still running
+            assert advisory_waiting(dbname, 0x5C05)
+            gate.open()
+            worker.join(60)
+        assert not worker.is_alive() and not errors, errors
+        assert recorded(slow) == before[slow] + 1 and recorded(fast) == before[fast] + 1
+    finally:
+        execute("DROP MATERIALIZED VIEW IF EXISTS t_frmatslow")
+        execute("DROP VIEW IF EXISTS t_frslow_gate")
+
+
+def advisory_waiting(dbname: str, key: int) -> bool:
+    from tests.helpers import advisory_waiters
+
+    return bool(advisory_waiters(dbname, key))
