@@ -124,7 +124,8 @@ def test_where_the_function_is_missing_the_statements_go_as_text(vs, without_run
     # sends the text from then on. Model.refresh() keeps its own functions (migration 0004).
     first_sql = [q["sql"] for q in first.captured_queries]
     assert len([q for q in first_sql if RUN_CALL in q]) == 1
-    assert len([q for q in first_sql if "INSERT INTO" in q and "django_pgviews_c_refresh" in q]) == 1
+    # As many writes as the run makes (--jobs 2: one or two).
+    assert 1 <= len([q for q in first_sql if "INSERT INTO" in q and "django_pgviews_c_refresh" in q]) <= 2
     assert [q["sql"] for q in second.captured_queries if RUN_CALL in q["sql"]] == []
     recs = list(history.records(vs.models["HrOne"])[:3])
     assert [(r.ok, r.rows, r.plain_reason) for r in recs] == [
