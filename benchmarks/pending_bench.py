@@ -18,12 +18,12 @@ from __future__ import annotations
 import io
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psycopg
+from benchproject import admin, fresh_database, setup_django, write_settings
 
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 REPS = int(os.environ.get("BENCH_REPS", "5"))
@@ -54,36 +54,17 @@ def write_project() -> None:
             "        managed = False",
         ]
     (app / "models.py").write_text("\n".join(lines) + "\n")
-    settings = {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": DB,
-        "USER": os.environ.get("PGUSER", "postgres"),
-        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
-        "PORT": os.environ.get("PGPORT", "5432"),
-    }
-    (TMP / "pb_settings.py").write_text(
-        f"DATABASES = {{'default': {settings!r}}}\n"
-        "INSTALLED_APPS = ['django.contrib.contenttypes', 'django_pgviews_c', 'pb']\n"
-        "SECRET_KEY = 'bench'\nUSE_TZ = True\nDEFAULT_AUTO_FIELD = 'django.db.models.AutoField'\n"
-    )
-
-
-def admin(sql: str, dbname: str = "postgres") -> None:
-    with psycopg.connect(dbname=dbname, autocommit=True) as c:
-        c.execute(sql)
+    write_settings(TMP, "pb", DB)
 
 
 def main() -> None:
     write_project()
-    admin(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-    admin(f'CREATE DATABASE "{DB}"')
-    admin(f"CREATE TABLE pb_t (k int, v int); INSERT INTO pb_t SELECT g, g % 7 FROM generate_series(1, {ROWS}) g; "
-          "ANALYZE pb_t", DB)  # fmt: skip
-    sys.path.insert(0, str(TMP))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "pb_settings"
-    import django
-
-    django.setup()
+    fresh_database(
+        DB,
+        f"CREATE TABLE pb_t (k int, v int); INSERT INTO pb_t SELECT g, g % 7 FROM generate_series(1, {ROWS}) g; "
+        "ANALYZE pb_t",
+    )
+    setup_django(TMP, "pb")
     from django.apps import apps
     from django.core.management import call_command
     from django.db import connection
