@@ -130,6 +130,19 @@ def populated(qualified: str) -> bool:
     return catalog_rows("SELECT relispopulated FROM pg_class WHERE oid = to_regclass(%s)", [qualified])[0][0]
 
 
+def rule_reads(qualified: str) -> list[str]:
+    """The relations the rewrite rule of a view reads (pg_depend), by name."""
+    return [
+        r[0]
+        for r in catalog_rows(
+            "SELECT DISTINCT d.refobjid::regclass::text FROM pg_depend d "
+            "JOIN pg_rewrite w ON w.oid = d.objid WHERE d.classid = 'pg_rewrite'::regclass "
+            "AND w.ev_class = to_regclass(%s) AND d.refobjid <> w.ev_class ORDER BY 1",
+            [qualified],
+        )
+    ]
+
+
 def index_names(qualified: str) -> list[str]:
     return [
         r[0]
