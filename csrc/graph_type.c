@@ -59,8 +59,8 @@ static int collect_edges(pgvc_state *st, PyObject *names, PyObject *deps, PyObje
                          pgvc_edges *edges)
 {
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(deps); i++) {
-        PyObject *seq =
-            PySequence_Fast(PyTuple_GET_ITEM(deps, i), "Graph: dependencies must be sequences");
+        PyObject *seq = pgvc_frozen_sequence(PyTuple_GET_ITEM(deps, i),
+                                             "Graph: dependencies must be sequences");
         if (!seq)
             return -1;
         for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(seq); k++) {
@@ -211,7 +211,7 @@ static PyObject *graph_order(GraphObject *self, PyObject *Py_UNUSED(ignored))
 /* Mark the given indices; RAISES_NEG. */
 static int mark_indices(GraphObject *self, PyObject *indices, char *mark)
 {
-    PyObject *seq = PySequence_Fast(indices, "expected a sequence of node indices");
+    PyObject *seq = pgvc_frozen_sequence(indices, "expected a sequence of node indices");
     if (!seq)
         return -1;
     for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(seq); k++) {
@@ -318,7 +318,7 @@ static PyObject *graph_critical_path(GraphObject *self, PyObject *args, PyObject
         for (Py_ssize_t i = 0; i < n; i++)
             w[i] = 1.0;
     } else {
-        if (!(seq = PySequence_Fast(weights, "critical_path: weights must be a sequence")))
+        if (!(seq = pgvc_frozen_sequence(weights, "critical_path: weights must be a sequence")))
             goto exit;
         if (PySequence_Fast_GET_SIZE(seq) != n) {
             PyErr_SetString(PyExc_ValueError, "critical_path: one weight per node");
