@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import psycopg
-from benchproject import admin, fresh_database, setup_django, write_settings
+from benchproject import admin, fresh_database, matview, setup_django, write_app, write_settings
 
 ROWS = int(os.environ.get("BENCH_ROWS", "100000"))
 SLEEP = float(os.environ.get("BENCH_SLEEP", "2"))
@@ -45,31 +45,14 @@ def a_sql(version: int) -> str:
 
 
 def write_project() -> None:
-    app = TMP / "ab"
-    app.mkdir()
-    (app / "__init__.py").write_text("")
     b_sql = f"SELECT a.g, a.n, a.s FROM ab_a a, (SELECT pg_catalog.pg_sleep({SLEEP}) AS z) AS slow"
-    lines = ["from django.db import models", "from django_pgviews_c import view as pg", ""]
-    lines += [
-        "class A(pg.MaterializedView):",
-        "    defer_rebuild = True",
-        f"    sql = {a_sql(0)!r}",
-        "    g = models.IntegerField(primary_key=True)",
-        "    class Meta:",
-        "        db_table = 'ab_a'",
-        "        managed = False",
-    ]
     table = "ab_b" if LAYOUT == "along" else "ab_other.ab_b"
-    lines += [
-        "class B(pg.MaterializedView):",
-        f"    sql = {b_sql!r}",
-        "    dependencies = ['ab.A']",
-        "    g = models.IntegerField(primary_key=True)",
-        "    class Meta:",
-        f"        db_table = {table!r}",
-        "        managed = False",
-    ]
-    (app / "models.py").write_text("\n".join(lines) + "\n")
+    write_app(
+        TMP,
+        "ab",
+        matview("A", a_sql(0), "ab_a", "defer_rebuild = True")
+        + matview("B", b_sql, table, "dependencies = ['ab.A']"),
+    )
     write_settings(TMP, "ab", DB)
 
 

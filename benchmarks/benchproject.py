@@ -16,6 +16,28 @@ def admin(sql: str, dbname: str = "postgres") -> None:
         c.execute(sql)
 
 
+def matview(name: str, sql: str, db_table: str, *attributes: str) -> list[str]:
+    """The lines of a materialized view model with one integer key g, attributes (lines such
+    as "defer_rebuild = True") first."""
+    return [
+        f"class {name}(pg.MaterializedView):",
+        *(f"    {line}" for line in attributes),
+        f"    sql = {sql!r}",
+        "    g = models.IntegerField(primary_key=True)",
+        "    class Meta:",
+        f"        db_table = {db_table!r}",
+        "        managed = False",
+    ]
+
+
+def write_app(tmp: Path, app: str, classes: list[str]) -> None:
+    """The app tmp/<app>: its models.py the lines of classes."""
+    (tmp / app).mkdir()
+    (tmp / app / "__init__.py").write_text("")
+    head = ["from django.db import models", "from django_pgviews_c import view as pg", ""]
+    (tmp / app / "models.py").write_text("\n".join(head + classes) + "\n")
+
+
 def write_settings(tmp: Path, app: str, db: str) -> None:
     """tmp/<app>_settings.py: INSTALLED_APPS the package and app, DATABASES db."""
     settings = {

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import psycopg
-from benchproject import admin, fresh_database, setup_django, write_settings
+from benchproject import admin, fresh_database, matview, setup_django, write_app, write_settings
 
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 REPS = int(os.environ.get("BENCH_REPS", "5"))
@@ -39,21 +39,10 @@ def sql_of(i: int, version: int) -> str:
 
 
 def write_project() -> None:
-    app = TMP / "pb"
-    app.mkdir()
-    (app / "__init__.py").write_text("")
-    lines = ["from django.db import models", "from django_pgviews_c import view as pg", ""]
+    classes = []
     for i in range(VIEWS):
-        lines += [
-            f"class Mv{i}(pg.MaterializedView):",
-            "    defer_rebuild = True",
-            f"    sql = {sql_of(i, 0)!r}",
-            "    g = models.IntegerField(primary_key=True)",
-            "    class Meta:",
-            f"        db_table = 'pb_mv{i}'",
-            "        managed = False",
-        ]
-    (app / "models.py").write_text("\n".join(lines) + "\n")
+        classes += matview(f"Mv{i}", sql_of(i, 0), f"pb_mv{i}", "defer_rebuild = True")
+    write_app(TMP, "pb", classes)
     write_settings(TMP, "pb", DB)
 
 
