@@ -527,6 +527,12 @@ def _named_models(labels: list[str], options: dict[str, Any]) -> list[Any]:
     return models
 
 
+def _write_reasons(stdout: Any, word: str, reasons: dict[str, str]) -> None:
+    """One line per view: the word in a column of 9, the label, why."""
+    for label, why in reasons.items():
+        stdout.write(f"{word:<9} {label}: {why}")
+
+
 def _complete_pending(stdout: Any, models: list[Any] | None, verbosity: int, common: dict[str, Any]) -> None:
     """--pending: the deferred rebuilds populated and swapped in; RefreshError for those that failed."""
     from django_pgviews_c.exceptions import RefreshError
@@ -538,10 +544,8 @@ def _complete_pending(stdout: Any, models: list[Any] | None, verbosity: int, com
     if verbosity >= 1:
         for label in done.swapped:
             stdout.write(f"swapped in the rebuilt {label}  ({done.timings[label][0]:.2f}s to populate)")
-        for label, why in done.waiting.items():
-            stdout.write(f"waiting   {label}: {why}")
-        for label, why in done.failed.items():
-            stdout.write(f"failed    {label}: {why}")
+        _write_reasons(stdout, "waiting", done.waiting)
+        _write_reasons(stdout, "failed", done.failed)
         stdout.write(f"completed {len(done.swapped)} pending rebuilds in {done.wall:.2f}s")
     if done.failed:
         raise RefreshError(done.failed, [])
@@ -557,10 +561,8 @@ def _refresh_pass(
     if verbosity >= 1:
         for label in passed.refreshed:
             stdout.write(f"refreshed {label}")
-        for label, why in passed.skipped.items():
-            stdout.write(f"skipped   {label}: {why}")
-        for label, why in passed.failed.items():
-            stdout.write(f"failed    {label}: {why}")
+        _write_reasons(stdout, "skipped", passed.skipped)
+        _write_reasons(stdout, "failed", passed.failed)
         stdout.write(
             f"refreshed {len(passed.refreshed)} materialized views in {passed.wall:.2f}s, "
             f"skipped {len(passed.skipped)}"
