@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from benchproject import admin, fresh_database, matview, setup_django, write_app, write_settings
 
 ROWS = int(os.environ.get("BENCH_ROWS", "100000"))
 SLEEP = float(os.environ.get("BENCH_SLEEP", "2"))
@@ -44,48 +45,15 @@ def a_sql(version: int) -> str:
 
 
 def write_project() -> None:
-    app = TMP / "ab"
-    app.mkdir()
-    (app / "__init__.py").write_text("")
     b_sql = f"SELECT a.g, a.n, a.s FROM ab_a a, (SELECT pg_catalog.pg_sleep({SLEEP}) AS z) AS slow"
-    lines = ["from django.db import models", "from django_pgviews_c import view as pg", ""]
-    lines += [
-        "class A(pg.MaterializedView):",
-        "    defer_rebuild = True",
-        f"    sql = {a_sql(0)!r}",
-        "    g = models.IntegerField(primary_key=True)",
-        "    class Meta:",
-        "        db_table = 'ab_a'",
-        "        managed = False",
-    ]
     table = "ab_b" if LAYOUT == "along" else "ab_other.ab_b"
-    lines += [
-        "class B(pg.MaterializedView):",
-        f"    sql = {b_sql!r}",
-        "    dependencies = ['ab.A']",
-        "    g = models.IntegerField(primary_key=True)",
-        "    class Meta:",
-        f"        db_table = {table!r}",
-        "        managed = False",
-    ]
-    (app / "models.py").write_text("\n".join(lines) + "\n")
-    settings = {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": DB,
-        "USER": os.environ.get("PGUSER", "postgres"),
-        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
-        "PORT": os.environ.get("PGPORT", "5432"),
-    }
-    (TMP / "ab_settings.py").write_text(
-        f"DATABASES = {{'default': {settings!r}}}\n"
-        "INSTALLED_APPS = ['django.contrib.contenttypes', 'django_pgviews_c', 'ab']\n"
-        "SECRET_KEY = 'bench'\nUSE_TZ = True\nDEFAULT_AUTO_FIELD = 'django.db.models.AutoField'\n"
+    write_app(
+        TMP,
+        "ab",
+        matview("A", a_sql(0), "ab_a", "defer_rebuild = True")
+        + matview("B", b_sql, table, "dependencies = ['ab.A']"),
     )
-
-
-def admin(sql: str, dbname: str = "postgres") -> None:
-    with psycopg.connect(dbname=dbname, autocommit=True) as c:
-        c.execute(sql)
+    write_settings(TMP, "ab", DB)
 
 
 class Reader(threading.Thread):
@@ -114,15 +82,12 @@ def main() -> None:
             subprocess.run([sys.executable, __file__], env=env, check=True)
         return
     write_project()
-    admin(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-    admin(f'CREATE DATABASE "{DB}"')
-    admin(f"CREATE SCHEMA ab_other; CREATE TABLE ab_t (k int, v int); INSERT INTO ab_t "
-          f"SELECT g, g % 7 FROM generate_series(1, {ROWS}) g; ANALYZE ab_t", DB)  # fmt: skip
-    sys.path.insert(0, str(TMP))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "ab_settings"
-    import django
-
-    django.setup()
+    fresh_database(
+        DB,
+        "CREATE SCHEMA ab_other; CREATE TABLE ab_t (k int, v int); INSERT INTO ab_t "
+        f"SELECT g, g % 7 FROM generate_series(1, {ROWS}) g; ANALYZE ab_t",
+    )
+    setup_django(TMP, "ab")
     from django.apps import apps
     from django.core.management import call_command
     from django.db import connection

@@ -18,12 +18,12 @@ from __future__ import annotations
 import io
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psycopg
+from benchproject import admin, fresh_database, matview, setup_django, write_app, write_settings
 
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 REPS = int(os.environ.get("BENCH_REPS", "5"))
@@ -39,51 +39,21 @@ def sql_of(i: int, version: int) -> str:
 
 
 def write_project() -> None:
-    app = TMP / "pb"
-    app.mkdir()
-    (app / "__init__.py").write_text("")
-    lines = ["from django.db import models", "from django_pgviews_c import view as pg", ""]
+    classes = []
     for i in range(VIEWS):
-        lines += [
-            f"class Mv{i}(pg.MaterializedView):",
-            "    defer_rebuild = True",
-            f"    sql = {sql_of(i, 0)!r}",
-            "    g = models.IntegerField(primary_key=True)",
-            "    class Meta:",
-            f"        db_table = 'pb_mv{i}'",
-            "        managed = False",
-        ]
-    (app / "models.py").write_text("\n".join(lines) + "\n")
-    settings = {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": DB,
-        "USER": os.environ.get("PGUSER", "postgres"),
-        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
-        "PORT": os.environ.get("PGPORT", "5432"),
-    }
-    (TMP / "pb_settings.py").write_text(
-        f"DATABASES = {{'default': {settings!r}}}\n"
-        "INSTALLED_APPS = ['django.contrib.contenttypes', 'django_pgviews_c', 'pb']\n"
-        "SECRET_KEY = 'bench'\nUSE_TZ = True\nDEFAULT_AUTO_FIELD = 'django.db.models.AutoField'\n"
-    )
-
-
-def admin(sql: str, dbname: str = "postgres") -> None:
-    with psycopg.connect(dbname=dbname, autocommit=True) as c:
-        c.execute(sql)
+        classes += matview(f"Mv{i}", sql_of(i, 0), f"pb_mv{i}", "defer_rebuild = True")
+    write_app(TMP, "pb", classes)
+    write_settings(TMP, "pb", DB)
 
 
 def main() -> None:
     write_project()
-    admin(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-    admin(f'CREATE DATABASE "{DB}"')
-    admin(f"CREATE TABLE pb_t (k int, v int); INSERT INTO pb_t SELECT g, g % 7 FROM generate_series(1, {ROWS}) g; "
-          "ANALYZE pb_t", DB)  # fmt: skip
-    sys.path.insert(0, str(TMP))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "pb_settings"
-    import django
-
-    django.setup()
+    fresh_database(
+        DB,
+        f"CREATE TABLE pb_t (k int, v int); INSERT INTO pb_t SELECT g, g % 7 FROM generate_series(1, {ROWS}) g; "
+        "ANALYZE pb_t",
+    )
+    setup_django(TMP, "pb")
     from django.apps import apps
     from django.core.management import call_command
     from django.db import connection

@@ -186,6 +186,69 @@ exit:
     return out;
 }
 
+/* The grantee of aclitem item (maybe quoted, "" doubling a quote) into role (cut to its size);
+ * returns where its '=' stands, or NULL with ValueError when the item is malformed. */
+static const char *acl_grantee(const char *item, char *role, size_t size)
+{
+    const char *p = item;
+    size_t n = 0;
+    /* grantee (maybe quoted, "" doubling a quote) '=' privileges '/' grantor */
+    if (*p == '"') {
+        for (p++; *p && !(*p == '"' && p[1] != '"'); p++) {
+            if (*p == '"')
+                p++;
+            if (n + 1 < size)
+                role[n++] = *p;
+        }
+        if (*p == '"')
+            p++;
+    } else
+        for (; *p && *p != '='; p++)
+            if (n + 1 < size)
+                role[n++] = *p;
+    role[n] = '\0';
+    if (*p != '=') {
+        PyErr_Format(PyExc_ValueError, "malformed aclitem %s", item);
+        return NULL;
+    }
+    return p;
+}
+
+/* RAISES_NEG: one GRANT statement into out per privilege of aclitem item, whose '=' is at eq.
+ * one and stmt are scratch buffers. */
+static int grant_privileges(PyObject *out, const char *item, const char *eq, const char *qual,
+                            pgvc_buf *one, pgvc_buf *stmt)
+{
+    size_t prefix = (size_t)(eq - item) + 1;
+    const char *privs = eq + 1, *grantor = strchr(privs, '/');
+    if (!grantor)
+        grantor = privs + strlen(privs);
+    for (const char *p = privs; p < grantor; p++) {
+        if (*p == '*')
+            continue;
+        pgvc_buf_reset(one);
+        pgvc_buf_put(one, item, prefix);
+        pgvc_buf_put(one, p, p[1] == '*' ? 2 : 1);
+        pgvc_buf_puts(one, grantor);
+        if (one->oom) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (pgvc_acl_to_grants(stmt, one->data, qual) < 0) {
+            PyErr_Format(PyExc_ValueError, "malformed aclitem %s", item);
+            return -1;
+        }
+        /* pgvc_acl_to_grants ends each statement with ";\n": one statement per execute. */
+        if (stmt->len >= 2)
+            stmt->len -= 2;
+        if (stmt->data)
+            stmt->data[stmt->len] = '\0';
+        if (flush_to(out, stmt) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* RAISES_NEG: one GRANT per privilege of each aclitem (the owner's own item skipped: its rights
  * come with ownership), then ALTER ... OWNER TO, each a statement of its own in out. */
 static int grants_into(PyObject *out, const char *schema, const char *name, int kind, PyObject *acl,
@@ -199,60 +262,13 @@ static int grants_into(PyObject *out, const char *schema, const char *name, int 
     pgvc_buf_init(&stmt);
     pgvc_buf_qualified(&qual, schema, name);
     for (Py_ssize_t k = 0; acl != Py_None && k < PyList_GET_SIZE(acl); k++) {
-        const char *item = PyUnicode_AsUTF8(PyList_GET_ITEM(acl, k)), *p, *privs, *grantor;
-        size_t n = 0, prefix;
-        if (!item)
+        const char *item = PyUnicode_AsUTF8(PyList_GET_ITEM(acl, k)), *eq;
+        if (!item || !(eq = acl_grantee(item, role, sizeof role)))
             goto exit;
-        /* grantee (maybe quoted, "" doubling a quote) '=' privileges '/' grantor */
-        p = item;
-        if (*p == '"') {
-            for (p++; *p && !(*p == '"' && p[1] != '"'); p++) {
-                if (*p == '"')
-                    p++;
-                if (n + 1 < sizeof role)
-                    role[n++] = *p;
-            }
-            if (*p == '"')
-                p++;
-        } else
-            for (; *p && *p != '='; p++)
-                if (n + 1 < sizeof role)
-                    role[n++] = *p;
-        role[n] = '\0';
-        if (*p != '=') {
-            PyErr_Format(PyExc_ValueError, "malformed aclitem %s", item);
-            goto exit;
-        }
         if (owner && !strcmp(role, owner))
             continue;
-        prefix = (size_t)(p - item) + 1;
-        privs = p + 1;
-        grantor = strchr(privs, '/');
-        if (!grantor)
-            grantor = privs + strlen(privs);
-        for (p = privs; p < grantor; p++) {
-            if (*p == '*')
-                continue;
-            pgvc_buf_reset(&one);
-            pgvc_buf_put(&one, item, prefix);
-            pgvc_buf_put(&one, p, p[1] == '*' ? 2 : 1);
-            pgvc_buf_puts(&one, grantor);
-            if (one.oom) {
-                PyErr_NoMemory();
-                goto exit;
-            }
-            if (pgvc_acl_to_grants(&stmt, one.data, qual.data) < 0) {
-                PyErr_Format(PyExc_ValueError, "malformed aclitem %s", item);
-                goto exit;
-            }
-            /* pgvc_acl_to_grants ends each statement with ";\n": one statement per execute. */
-            if (stmt.len >= 2)
-                stmt.len -= 2;
-            if (stmt.data)
-                stmt.data[stmt.len] = '\0';
-            if (flush_to(out, &stmt) < 0)
-                goto exit;
-        }
+        if (grant_privileges(out, item, eq, qual.data, &one, &stmt) < 0)
+            goto exit;
     }
     if (owner) {
         pgvc_buf_puts(&stmt, "ALTER ");
@@ -291,6 +307,27 @@ PyObject *pgvc_grant_statements(PyObject *module, PyObject *args, PyObject *kwar
     return out;
 }
 
+/* CREATE [MATERIALIZED] VIEW ... AS definition (its trailing ';' and blanks cut) into b. */
+static void create_statement(pgvc_buf *b, const char *schema, const char *name, int kind,
+                             const char *definition, int populated, const char *tablespace)
+{
+    size_t len = strlen(definition);
+    pgvc_buf_puts(b, "CREATE ");
+    pgvc_buf_puts(b, rel_word(kind));
+    pgvc_buf_puts(b, " ");
+    pgvc_buf_qualified(b, schema, name);
+    if (kind == 'm' && tablespace) {
+        pgvc_buf_puts(b, " TABLESPACE ");
+        pgvc_buf_ident(b, tablespace);
+    }
+    pgvc_buf_puts(b, " AS\n");
+    while (len && strchr("; \n", definition[len - 1]))
+        len--;
+    pgvc_buf_put(b, definition, len);
+    if (kind == 'm')
+        pgvc_buf_puts(b, populated ? "\nWITH DATA" : "\nWITH NO DATA");
+}
+
 PyObject *pgvc_restore_statements(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"schema",  "name",    "kind", "definition", "populated", "tablespace",
@@ -298,7 +335,6 @@ PyObject *pgvc_restore_statements(PyObject *module, PyObject *args, PyObject *kw
     const char *schema, *name, *kind_s, *definition, *tablespace, *comment, *owner;
     PyObject *indexes, *acl, *out = NULL;
     int kind, populated;
-    size_t len;
     pgvc_buf b;
     (void)module;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "zssspzOzOz:restore_statements", kwlist, &schema,
@@ -311,21 +347,7 @@ PyObject *pgvc_restore_statements(PyObject *module, PyObject *args, PyObject *kw
         goto error;
     if (!(out = PyList_New(0)))
         goto error;
-    pgvc_buf_puts(&b, "CREATE ");
-    pgvc_buf_puts(&b, rel_word(kind));
-    pgvc_buf_puts(&b, " ");
-    pgvc_buf_qualified(&b, schema, name);
-    if (kind == 'm' && tablespace) {
-        pgvc_buf_puts(&b, " TABLESPACE ");
-        pgvc_buf_ident(&b, tablespace);
-    }
-    pgvc_buf_puts(&b, " AS\n");
-    len = strlen(definition);
-    while (len && strchr("; \n", definition[len - 1]))
-        len--;
-    pgvc_buf_put(&b, definition, len);
-    if (kind == 'm')
-        pgvc_buf_puts(&b, populated ? "\nWITH DATA" : "\nWITH NO DATA");
+    create_statement(&b, schema, name, kind, definition, populated, tablespace);
     if (flush_to(out, &b) < 0)
         goto error;
     /* pg_get_indexdef() output names the relation by its quoted, qualified name already. */

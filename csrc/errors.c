@@ -174,3 +174,13 @@ int pgvc_parse_long(const char *s, long *out)
     *out = v;
     return 0;
 }
+
+PyObject *pgvc_frozen_sequence(PyObject *in, const char *not_seq)
+{
+    PyObject *seq = PySequence_Fast(in, not_seq), *frozen;
+    if (!seq)
+        return NULL;
+    frozen = PySequence_Tuple(seq);
+    Py_DECREF(seq);
+    return frozen;
+}

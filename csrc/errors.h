@@ -25,4 +25,9 @@ PyObject *pgvc_raise_pg(pgvc_state *st, PGconn *conn, PGresult *res, PyObject *v
  * range for a long. Callers say what a value they cannot read means. */
 int pgvc_parse_long(const char *s, long *out);
 
+/* The items of in as a tuple of their own (in itself when it is one), or NULL with
+ * TypeError(not_seq) when it is not a sequence. What a C loop reads from it cannot change under
+ * it while Python code runs (an item's __float__ or __iter__ clearing the caller's list). */
+PyObject *pgvc_frozen_sequence(PyObject *in, const char *not_seq);
+
 #endif

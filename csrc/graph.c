@@ -122,10 +122,40 @@ static Py_ssize_t heap_pop(Py_ssize_t *h, Py_ssize_t *len)
     return top;
 }
 
+/* RAISES_NEG. Every node left (indeg > 0) has a dependency that is left too: walk them until
+ * one repeats; the cycle into cycle[0 .. *cycle_len). */
+static int find_cycle(const pgvc_graph *g, const Py_ssize_t *indeg, Py_ssize_t *cycle,
+                      Py_ssize_t *cycle_len)
+{
+    Py_ssize_t n = g->n, v = 0, step = 0, *seen = malloc(sizeof(Py_ssize_t) * (size_t)n);
+    if (!seen) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        seen[i] = -1;
+    while (indeg[v] == 0)
+        v++;
+    while (seen[v] < 0) {
+        seen[v] = step;
+        cycle[step++] = v;
+        for (Py_ssize_t k = g->dep_off[v]; k < g->dep_off[v + 1]; k++)
+            if (indeg[g->dep[k]] > 0) {
+                v = g->dep[k];
+                break;
+            }
+    }
+    /* cycle[seen[v] .. step) is the cycle. */
+    *cycle_len = step - seen[v];
+    memmove(cycle, cycle + seen[v], sizeof(Py_ssize_t) * (size_t)*cycle_len);
+    free(seen);
+    return 0;
+}
+
 int pgvc_graph_order(const pgvc_graph *g, Py_ssize_t *order, Py_ssize_t *cycle,
                      Py_ssize_t *cycle_len)
 {
-    Py_ssize_t n = g->n, hlen = 0, count = 0, *indeg = NULL, *heap = NULL, *seen = NULL;
+    Py_ssize_t n = g->n, hlen = 0, count = 0, *indeg = NULL, *heap = NULL;
     int rc = -1;
     assert(n >= 0);
     indeg = malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1));
@@ -152,35 +182,10 @@ int pgvc_graph_order(const pgvc_graph *g, Py_ssize_t *order, Py_ssize_t *cycle,
         rc = 0;
         goto exit;
     }
-    /* Every node left has a dependency that is left too: walk them until one repeats. */
-    if (!(seen = malloc(sizeof(Py_ssize_t) * (size_t)n))) {
-        PyErr_NoMemory();
-        goto exit;
-    }
-    for (Py_ssize_t i = 0; i < n; i++)
-        seen[i] = -1;
-    {
-        Py_ssize_t v = 0, step = 0;
-        while (indeg[v] == 0)
-            v++;
-        while (seen[v] < 0) {
-            seen[v] = step;
-            cycle[step++] = v;
-            for (Py_ssize_t k = g->dep_off[v]; k < g->dep_off[v + 1]; k++)
-                if (indeg[g->dep[k]] > 0) {
-                    v = g->dep[k];
-                    break;
-                }
-        }
-        /* cycle[seen[v] .. step) is the cycle. */
-        *cycle_len = step - seen[v];
-        memmove(cycle, cycle + seen[v], sizeof(Py_ssize_t) * (size_t)*cycle_len);
-    }
-    rc = 1;
+    rc = find_cycle(g, indeg, cycle, cycle_len) < 0 ? -1 : 1;
 exit:
     free(indeg);
     free(heap);
-    free(seen);
     return rc;
 }
 

@@ -27,10 +27,61 @@ static pgvc_state *graph_state(PyObject *self)
     return mod ? PyModule_GetState(mod) : NULL;
 }
 
+/* {name: index} of names (a tuple), or NULL with TypeError (a name not a str) or ValueError
+ * (a name twice). */
+static PyObject *name_index(PyObject *names)
+{
+    PyObject *index = PyDict_New();
+    for (Py_ssize_t i = 0; index && i < PyTuple_GET_SIZE(names); i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i), *pos;
+        int has;
+        if (!PyUnicode_Check(name)) {
+            PyErr_Format(PyExc_TypeError, "Graph: name %zd is not a str", i);
+            Py_CLEAR(index);
+            break;
+        }
+        if ((has = PyDict_Contains(index, name)) != 0) {
+            if (has > 0)
+                PyErr_Format(PyExc_ValueError, "Graph: %R is named twice", name);
+            Py_CLEAR(index);
+            break;
+        }
+        if (!(pos = PyLong_FromSsize_t(i)) || PyDict_SetItem(index, name, pos) < 0)
+            Py_CLEAR(index);
+        Py_XDECREF(pos);
+    }
+    return index;
+}
+
+/* RAISES_NEG: an edge (i, j) into edges for each dependency of node i on the node named j;
+ * MissingDependencyError for a name index does not hold. */
+static int collect_edges(pgvc_state *st, PyObject *names, PyObject *deps, PyObject *index,
+                         pgvc_edges *edges)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(deps); i++) {
+        PyObject *seq = pgvc_frozen_sequence(PyTuple_GET_ITEM(deps, i),
+                                             "Graph: dependencies must be sequences");
+        if (!seq)
+            return -1;
+        for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(seq); k++) {
+            PyObject *dname = PySequence_Fast_GET_ITEM(seq, k);
+            PyObject *pos = PyDict_GetItemWithError(index, dname);
+            if (!pos && !PyErr_Occurred())
+                pgvc_raise_missing(st, PyTuple_GET_ITEM(names, i), dname);
+            if (!pos || pgvc_edges_push(edges, i, PyLong_AsSsize_t(pos)) < 0) {
+                Py_DECREF(seq);
+                return -1;
+            }
+        }
+        Py_DECREF(seq);
+    }
+    return 0;
+}
+
 static PyObject *graph_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"names", "dependencies", NULL};
-    PyObject *names_in, *deps_in, *names = NULL, *deps = NULL, *index = NULL, *seq = NULL;
+    PyObject *names_in, *deps_in, *names = NULL, *deps = NULL, *index = NULL;
     Py_ssize_t n;
     pgvc_edges edges = {0};
     GraphObject *self = NULL;
@@ -46,45 +97,8 @@ static PyObject *graph_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_ValueError, "Graph: names and dependencies differ in length");
         goto error;
     }
-    if (!(index = PyDict_New()))
+    if (!(index = name_index(names)) || collect_edges(st, names, deps, index, &edges) < 0)
         goto error;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *name = PyTuple_GET_ITEM(names, i), *pos;
-        int has;
-        if (!PyUnicode_Check(name)) {
-            PyErr_Format(PyExc_TypeError, "Graph: name %zd is not a str", i);
-            goto error;
-        }
-        if ((has = PyDict_Contains(index, name)) != 0) {
-            if (has > 0)
-                PyErr_Format(PyExc_ValueError, "Graph: %R is named twice", name);
-            goto error;
-        }
-        if (!(pos = PyLong_FromSsize_t(i)) || PyDict_SetItem(index, name, pos) < 0) {
-            Py_XDECREF(pos);
-            goto error;
-        }
-        Py_DECREF(pos);
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t m;
-        if (!(seq = PySequence_Fast(PyTuple_GET_ITEM(deps, i),
-                                    "Graph: dependencies must be sequences")))
-            goto error;
-        m = PySequence_Fast_GET_SIZE(seq);
-        for (Py_ssize_t k = 0; k < m; k++) {
-            PyObject *dname = PySequence_Fast_GET_ITEM(seq, k);
-            PyObject *pos = PyDict_GetItemWithError(index, dname);
-            if (!pos) {
-                if (!PyErr_Occurred())
-                    pgvc_raise_missing(st, PyTuple_GET_ITEM(names, i), dname);
-                goto error;
-            }
-            if (pgvc_edges_push(&edges, i, PyLong_AsSsize_t(pos)) < 0)
-                goto error;
-        }
-        Py_CLEAR(seq);
-    }
     if (!(self = (GraphObject *)type->tp_alloc(type, 0)))
         goto error;
     if (pgvc_graph_build(&self->g, n, edges.from, edges.to, edges.n) < 0)
@@ -97,7 +111,6 @@ static PyObject *graph_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return (PyObject *)self;
 error:
     pgvc_edges_free(&edges);
-    Py_XDECREF(seq);
     Py_XDECREF(names);
     Py_XDECREF(deps);
     Py_XDECREF(index);
@@ -135,6 +148,20 @@ static PyObject *index_list(const Py_ssize_t *items, Py_ssize_t n)
     PyObject *list = PyList_New(n);
     for (Py_ssize_t i = 0; list && i < n; i++) {
         PyObject *v = PyLong_FromSsize_t(items[i]);
+        if (!v) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, v);
+    }
+    return list;
+}
+
+static PyObject *float_list(const double *items, Py_ssize_t n)
+{
+    PyObject *list = PyList_New(n);
+    for (Py_ssize_t i = 0; list && i < n; i++) {
+        PyObject *v = PyFloat_FromDouble(items[i]);
         if (!v) {
             Py_CLEAR(list);
             break;
@@ -184,7 +211,7 @@ static PyObject *graph_order(GraphObject *self, PyObject *Py_UNUSED(ignored))
 /* Mark the given indices; RAISES_NEG. */
 static int mark_indices(GraphObject *self, PyObject *indices, char *mark)
 {
-    PyObject *seq = PySequence_Fast(indices, "expected a sequence of node indices");
+    PyObject *seq = pgvc_frozen_sequence(indices, "expected a sequence of node indices");
     if (!seq)
         return -1;
     for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(seq); k++) {
@@ -291,7 +318,7 @@ static PyObject *graph_critical_path(GraphObject *self, PyObject *args, PyObject
         for (Py_ssize_t i = 0; i < n; i++)
             w[i] = 1.0;
     } else {
-        if (!(seq = PySequence_Fast(weights, "critical_path: weights must be a sequence")))
+        if (!(seq = pgvc_frozen_sequence(weights, "critical_path: weights must be a sequence")))
             goto exit;
         if (PySequence_Fast_GET_SIZE(seq) != n) {
             PyErr_SetString(PyExc_ValueError, "critical_path: one weight per node");
@@ -312,16 +339,7 @@ static PyObject *graph_critical_path(GraphObject *self, PyObject *args, PyObject
                 best = chain[self->g.rdep[e]];
         chain[v] = w[v] + best;
     }
-    if (!(result = PyList_New(n)))
-        goto exit;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *f = PyFloat_FromDouble(chain[i]);
-        if (!f) {
-            Py_CLEAR(result);
-            goto exit;
-        }
-        PyList_SET_ITEM(result, i, f);
-    }
+    result = float_list(chain, n);
 exit:
     Py_XDECREF(seq);
     free(w);
@@ -333,6 +351,61 @@ static int cmp_ssize(const void *a, const void *b)
 {
     Py_ssize_t x = *(const Py_ssize_t *)a, y = *(const Py_ssize_t *)b;
     return (x > y) - (x < y);
+}
+
+/* RAISES_NEG: pos[v] = k and node[k] = v for each members[k] = v (seq, a sequence of m ints,
+ * each a node index once); pos[v] stays -1 for a non-member. */
+static int load_members(PyObject *seq, Py_ssize_t n, Py_ssize_t *pos, Py_ssize_t *node)
+{
+    for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(seq); k++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, k);
+        Py_ssize_t v;
+        if (!PyLong_Check(o)) {
+            PyErr_Format(PyExc_TypeError, "project: members[%zd] must be an int, not %.100s", k,
+                         Py_TYPE(o)->tp_name);
+            return -1;
+        }
+        v = PyLong_AsSsize_t(o);
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        if (v < 0 || v >= n) {
+            PyErr_Format(PyExc_IndexError, "project: node index %zd out of range", v);
+            return -1;
+        }
+        if (pos[v] >= 0) {
+            PyErr_Format(PyExc_ValueError, "project: node %zd is a member twice", v);
+            return -1;
+        }
+        pos[v] = k;
+        node[k] = v;
+    }
+    return 0;
+}
+
+/* The positions (in members, sorted) of the members member k reaches first through its
+ * dependencies; stamp marks the nodes this walk has seen with k, stack and found are scratch. */
+static PyObject *project_one(const pgvc_graph *g, Py_ssize_t k, const Py_ssize_t *pos,
+                             const Py_ssize_t *node, Py_ssize_t *stamp, Py_ssize_t *stack,
+                             Py_ssize_t *found)
+{
+    Py_ssize_t top = 0, nfound = 0;
+    stamp[node[k]] = k;
+    stack[top++] = node[k];
+    while (top) {
+        Py_ssize_t v = stack[--top];
+        for (Py_ssize_t e = g->dep_off[v]; e < g->dep_off[v + 1]; e++) {
+            Py_ssize_t w = g->dep[e];
+            if (stamp[w] == k)
+                continue;
+            stamp[w] = k;
+            if (pos[w] >= 0)
+                found[nfound++] = pos[w];
+            else
+                stack[top++] = w;
+        }
+    }
+    qsort(found, (size_t)nfound, sizeof(Py_ssize_t), cmp_ssize);
+    return index_list(found, nfound);
 }
 
 /* The graph restricted to `members` (node indices): for each member, the positions (in members)
@@ -360,50 +433,11 @@ static PyObject *graph_project(GraphObject *self, PyObject *args, PyObject *kwar
     }
     for (Py_ssize_t i = 0; i < n; i++)
         pos[i] = stamp[i] = -1;
-    for (Py_ssize_t k = 0; k < m; k++) {
-        PyObject *o = PySequence_Fast_GET_ITEM(seq, k);
-        Py_ssize_t v;
-        if (!PyLong_Check(o)) {
-            PyErr_Format(PyExc_TypeError, "project: members[%zd] must be an int, not %.100s", k,
-                         Py_TYPE(o)->tp_name);
-            goto exit;
-        }
-        v = PyLong_AsSsize_t(o);
-        if (v == -1 && PyErr_Occurred())
-            goto exit;
-        if (v < 0 || v >= n) {
-            PyErr_Format(PyExc_IndexError, "project: node index %zd out of range", v);
-            goto exit;
-        }
-        if (pos[v] >= 0) {
-            PyErr_Format(PyExc_ValueError, "project: node %zd is a member twice", v);
-            goto exit;
-        }
-        pos[v] = k;
-        node[k] = v;
-    }
-    if (!(result = PyList_New(m)))
+    if (load_members(seq, n, pos, node) < 0 || !(result = PyList_New(m)))
         goto exit;
     for (Py_ssize_t k = 0; k < m; k++) {
-        Py_ssize_t top = 0, nfound = 0;
-        PyObject *deps;
-        stamp[node[k]] = k;
-        stack[top++] = node[k];
-        while (top) {
-            Py_ssize_t v = stack[--top];
-            for (Py_ssize_t e = self->g.dep_off[v]; e < self->g.dep_off[v + 1]; e++) {
-                Py_ssize_t w = self->g.dep[e];
-                if (stamp[w] == k)
-                    continue;
-                stamp[w] = k;
-                if (pos[w] >= 0)
-                    found[nfound++] = pos[w];
-                else
-                    stack[top++] = w;
-            }
-        }
-        qsort(found, (size_t)nfound, sizeof(Py_ssize_t), cmp_ssize);
-        if (!(deps = index_list(found, nfound))) {
+        PyObject *deps = project_one(&self->g, k, pos, node, stamp, stack, found);
+        if (!deps) {
             Py_CLEAR(result);
             goto exit;
         }

@@ -305,6 +305,22 @@ static int drain_copy_out(PGconn *conn)
     return 0; /* -1: done; -2: failed, PQgetResult says why */
 }
 
+/* Nobody has rows to send: end the COPY with an error, the server rolls back. -1: the
+ * connection is broken. */
+static int refuse_copy_in(Slot *slot)
+{
+    int rc;
+    if (!slot->refused)
+        slot->refused = COPY_IN_REFUSED;
+    Py_BEGIN_ALLOW_THREADS
+    rc = PQputCopyEnd(slot->conn, COPY_IN_REFUSED);
+    Py_END_ALLOW_THREADS
+    if (rc != 1 || (rc = pgvc_flush(slot->conn)) < 0)
+        return -1;
+    slot->flushing = rc == 1;
+    return 0;
+}
+
 /* Read what slot's connection has for us. RAISES_NEG. */
 static int read_slot(Loop *L, Slot *slot, short revents)
 {
@@ -342,23 +358,11 @@ static int read_slot(Loop *L, Slot *slot, short revents)
             continue;
         }
         if (status == PGRES_COPY_IN || status == PGRES_COPY_BOTH) {
-            /* Nobody has rows to send: end the COPY with an error, the server rolls back. */
-            int rc;
             PQclear(r);
-            if (!slot->refused)
-                slot->refused = COPY_IN_REFUSED;
-            Py_BEGIN_ALLOW_THREADS
-            rc = PQputCopyEnd(slot->conn, COPY_IN_REFUSED);
-            Py_END_ALLOW_THREADS
-            if (rc != 1) {
+            if (refuse_copy_in(slot) < 0) {
                 ready = -1;
                 break;
             }
-            if ((rc = pgvc_flush(slot->conn)) < 0) {
-                ready = -1;
-                break;
-            }
-            slot->flushing = rc == 1;
             continue;
         }
         if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK && !slot->bad)
@@ -437,81 +441,110 @@ static int count_done(const Loop *L)
     return 1;
 }
 
+/* The retries whose back-off has passed into retry (their count returned), ready again;
+ * *timeout shortened to wake for the next one due. */
+static Py_ssize_t due_retries(Loop *L, double t, Py_ssize_t *retry, int *timeout)
+{
+    Py_ssize_t nretry = 0;
+    for (Py_ssize_t i = 0; i < L->n; i++)
+        if (L->tasks[i].state == T_RUNNING && L->tasks[i].not_before > 0) {
+            if (L->tasks[i].not_before <= t) {
+                L->tasks[i].not_before = 0;
+                retry[nretry++] = i;
+            } else if ((L->tasks[i].not_before - t) * 1000 < *timeout)
+                *timeout = (int)((L->tasks[i].not_before - t) * 1000) + 1;
+        }
+    return nretry;
+}
+
+/* RAISES_NEG. Each free connection starts a due retry, else the next ready task; back-offs not
+ * started for want of a free connection wait for the next turn (not_before = t). */
+static int start_tasks(Loop *L, double t, Py_ssize_t *retry, Py_ssize_t nretry)
+{
+    for (int s = 0; s < L->jobs; s++) {
+        Slot *slot = &L->slots[s];
+        Py_ssize_t i;
+        if (slot->task >= 0 || slot->dead)
+            continue;
+        if (nretry)
+            i = retry[--nretry];
+        else if ((i = pgvc_loop_ready_pop(L)) < 0)
+            break;
+        if (start_task(L, slot, i) < 0)
+            return -1;
+    }
+    while (nretry)
+        L->tasks[retry[--nretry]].not_before = t;
+    return 0;
+}
+
+/* RAISES_NEG; 1 when nothing runs and nothing can start (every connection is gone): the tasks
+ * left are skipped. fds are set for the next poll. */
+static int set_fds(Loop *L, struct pollfd *fds)
+{
+    int busy = 0, alive = 0, waiting_retry = 0;
+    for (int s = 0; s < L->jobs; s++) {
+        Slot *slot = &L->slots[s];
+        fds[s].fd = slot->task >= 0 && slot->conn ? PQsocket(slot->conn) : -1;
+        fds[s].events = POLLIN | (slot->flushing ? POLLOUT : 0);
+        fds[s].revents = 0;
+        busy += slot->task >= 0;
+        alive += !slot->dead;
+    }
+    if (busy)
+        return 0;
+    for (Py_ssize_t i = 0; i < L->n; i++)
+        waiting_retry |= L->tasks[i].state == T_RUNNING && L->tasks[i].not_before > 0;
+    if (alive && (L->hlen || waiting_retry))
+        return 0;
+    for (Py_ssize_t i = 0; i < L->n; i++)
+        if (L->tasks[i].state == T_WAITING || L->tasks[i].state == T_RUNNING) {
+            L->tasks[i].state = T_SKIPPED;
+            if (pgvc_loop_notify(L, i) < 0)
+                return -1;
+        }
+    return 1;
+}
+
+/* RAISES_NEG. Waits (up to timeout ms) for the connections, and reads those that are ready. */
+static int poll_and_read(Loop *L, struct pollfd *fds, int timeout)
+{
+    int prc;
+    Py_BEGIN_ALLOW_THREADS
+    prc = poll(fds, (nfds_t)L->jobs, timeout);
+    Py_END_ALLOW_THREADS
+    if (prc < 0 && errno != EINTR) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (PyErr_CheckSignals() < 0)
+        return -1;
+    for (int s = 0; s < L->jobs; s++)
+        if (L->slots[s].task >= 0 && fds[s].revents &&
+            read_slot(L, &L->slots[s], fds[s].revents) < 0)
+            return -1;
+    return pgvc_loop_flush_notices(L);
+}
+
 /* RAISES_NEG. Every task ends ok, failed or skipped. */
 static int run_loop(Loop *L)
 {
     struct pollfd *fds = calloc((size_t)L->jobs, sizeof(struct pollfd));
-    Py_ssize_t *retry = malloc(sizeof(Py_ssize_t) * (size_t)(L->n + 1)), nretry = 0;
+    Py_ssize_t *retry = malloc(sizeof(Py_ssize_t) * (size_t)(L->n + 1));
     int rc = -1;
     if (!fds || !retry) {
         PyErr_NoMemory();
         goto exit;
     }
     while (!count_done(L)) {
-        int busy = 0, alive = 0, prc, timeout = SLICE_MS;
+        int timeout = SLICE_MS, stalled;
         double t = now();
-        /* Retries whose back-off has passed are ready again. */
-        nretry = 0;
-        for (Py_ssize_t i = 0; i < L->n; i++)
-            if (L->tasks[i].state == T_RUNNING && L->tasks[i].not_before > 0) {
-                if (L->tasks[i].not_before <= t) {
-                    L->tasks[i].not_before = 0;
-                    retry[nretry++] = i;
-                } else if ((L->tasks[i].not_before - t) * 1000 < timeout)
-                    timeout = (int)((L->tasks[i].not_before - t) * 1000) + 1;
-            }
-        for (int s = 0; s < L->jobs; s++) {
-            Slot *slot = &L->slots[s];
-            Py_ssize_t i;
-            if (slot->task >= 0 || slot->dead)
-                continue;
-            if (nretry)
-                i = retry[--nretry];
-            else if ((i = pgvc_loop_ready_pop(L)) < 0)
-                break;
-            if (start_task(L, slot, i) < 0)
-                goto exit;
-        }
-        /* Back-offs not started for want of a free connection wait for the next turn. */
-        while (nretry)
-            L->tasks[retry[--nretry]].not_before = t;
-        for (int s = 0; s < L->jobs; s++) {
-            Slot *slot = &L->slots[s];
-            fds[s].fd = slot->task >= 0 && slot->conn ? PQsocket(slot->conn) : -1;
-            fds[s].events = POLLIN | (slot->flushing ? POLLOUT : 0);
-            fds[s].revents = 0;
-            busy += slot->task >= 0;
-            alive += !slot->dead;
-        }
-        if (!busy) {
-            int waiting_retry = 0;
-            for (Py_ssize_t i = 0; i < L->n; i++)
-                waiting_retry |= L->tasks[i].state == T_RUNNING && L->tasks[i].not_before > 0;
-            if (!alive || (!L->hlen && !waiting_retry)) {
-                /* Nothing runs and nothing can start: every connection is gone. */
-                for (Py_ssize_t i = 0; i < L->n; i++)
-                    if (L->tasks[i].state == T_WAITING || L->tasks[i].state == T_RUNNING) {
-                        L->tasks[i].state = T_SKIPPED;
-                        if (pgvc_loop_notify(L, i) < 0)
-                            goto exit;
-                    }
-                break;
-            }
-        }
-        Py_BEGIN_ALLOW_THREADS
-        prc = poll(fds, (nfds_t)L->jobs, timeout);
-        Py_END_ALLOW_THREADS
-        if (prc < 0 && errno != EINTR) {
-            PyErr_SetFromErrno(PyExc_OSError);
+        Py_ssize_t nretry = due_retries(L, t, retry, &timeout);
+        if (start_tasks(L, t, retry, nretry) < 0 || (stalled = set_fds(L, fds)) < 0)
             goto exit;
-        }
-        if (PyErr_CheckSignals() < 0)
-            goto exit;
-        for (int s = 0; s < L->jobs; s++)
-            if (L->slots[s].task >= 0 && fds[s].revents &&
-                read_slot(L, &L->slots[s], fds[s].revents) < 0)
-                goto exit;
-        if (pgvc_loop_flush_notices(L) < 0)
+        if (stalled)
+            break;
+        if (poll_and_read(L, fds, timeout) < 0)
             goto exit;
     }
     rc = 0;
@@ -519,6 +552,58 @@ exit:
     free(fds);
     free(retry);
     return rc;
+}
+
+/* RAISES_NEG: the options of run_parallel in range, its callbacks callable or None. */
+static int check_run_options(const Loop *L, int jobs, int retries, int short_ms, int last_ms)
+{
+    if (jobs < 1) {
+        PyErr_SetString(PyExc_ValueError, "run_parallel: jobs must be at least 1");
+        return -1;
+    }
+    if (retries < 0 || short_ms < 1 || last_ms < 1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "run_parallel: lock_retries must be >= 0, lock timeouts >= 1 ms");
+        return -1;
+    }
+    if ((L->on_event != Py_None && !PyCallable_Check(L->on_event)) ||
+        (L->on_notice != Py_None && !PyCallable_Check(L->on_notice))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "run_parallel: on_event and on_notice must be callable or None");
+        return -1;
+    }
+    return 0;
+}
+
+/* RAISES_NEG. One connection per job (no more than there are tasks, one at least), each set
+ * up, all connecting at once; the first tells the session's SQL. */
+static int open_slots(Loop *L, int jobs)
+{
+    L->jobs = jobs > L->n ? (L->n ? (int)L->n : 1) : jobs;
+    if (!(L->slots = calloc((size_t)L->jobs, sizeof(Slot)))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int s = 0; s < L->jobs; s++)
+        L->slots[s].task = -1;
+    return connect_slots(L);
+}
+
+/* [(state, seconds, error or None)] of every task, in the order given. */
+static PyObject *task_results(const Loop *L)
+{
+    PyObject *result = PyList_New(L->n);
+    for (Py_ssize_t i = 0; result && i < L->n; i++) {
+        const Task *t = &L->tasks[i];
+        PyObject *item = Py_BuildValue("(sdO)", pgvc_task_state_names[t->state], t->seconds,
+                                       t->error ? t->error : Py_None);
+        if (!item) {
+            Py_CLEAR(result);
+            break;
+        }
+        PyList_SET_ITEM(result, i, item);
+    }
+    return result;
 }
 
 PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
@@ -551,21 +636,8 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
                                      &stmts, &deps, &prio, &jobs, &setup, &L.on_event, &session,
                                      &guard, &L.on_notice, &retries, &short_ms, &last_ms))
         return NULL;
-    if (jobs < 1) {
-        PyErr_SetString(PyExc_ValueError, "run_parallel: jobs must be at least 1");
+    if (check_run_options(&L, jobs, retries, short_ms, last_ms) < 0)
         return NULL;
-    }
-    if (retries < 0 || short_ms < 1 || last_ms < 1) {
-        PyErr_SetString(PyExc_ValueError,
-                        "run_parallel: lock_retries must be >= 0, lock timeouts >= 1 ms");
-        return NULL;
-    }
-    if ((L.on_event != Py_None && !PyCallable_Check(L.on_event)) ||
-        (L.on_notice != Py_None && !PyCallable_Check(L.on_notice))) {
-        PyErr_SetString(PyExc_TypeError,
-                        "run_parallel: on_event and on_notice must be callable or None");
-        return NULL;
-    }
     Py_INCREF(L.on_event);
     Py_INCREF(L.on_notice);
     L.retries = retries;
@@ -574,29 +646,9 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
     if (pgvc_connopts_load(&L.opts, conninfo, session, setup) < 0 ||
         pgvc_loop_load_tasks(&L, stmts, deps, prio, guard) < 0)
         goto exit;
-    L.jobs = jobs > L.n ? (L.n ? (int)L.n : 1) : jobs;
-    if (!(L.slots = calloc((size_t)L.jobs, sizeof(Slot)))) {
-        PyErr_NoMemory();
+    if (open_slots(&L, jobs) < 0 || run_loop(&L) < 0)
         goto exit;
-    }
-    for (int s = 0; s < L.jobs; s++)
-        L.slots[s].task = -1;
-    if (connect_slots(&L) < 0)
-        goto exit;
-    if (run_loop(&L) < 0)
-        goto exit;
-    if (!(result = PyList_New(L.n)))
-        goto exit;
-    for (Py_ssize_t i = 0; i < L.n; i++) {
-        Task *t = &L.tasks[i];
-        PyObject *item = Py_BuildValue("(sdO)", pgvc_task_state_names[t->state], t->seconds,
-                                       t->error ? t->error : Py_None);
-        if (!item) {
-            Py_CLEAR(result);
-            goto exit;
-        }
-        PyList_SET_ITEM(result, i, item);
-    }
+    result = task_results(&L);
 exit:
     if (!result && L.slots) {
         /* Ctrl-C, SIGTERM or an error of ours (a callback raised): stop what still runs. */

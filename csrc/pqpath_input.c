@@ -41,7 +41,7 @@ static int per_task(PyObject *in, Py_ssize_t n, const char *not_seq, const char 
     *out = NULL;
     if (in == Py_None)
         return 0;
-    if (!(*out = PySequence_Fast(in, not_seq)))
+    if (!(*out = pgvc_frozen_sequence(in, not_seq)))
         return -1;
     if (PySequence_Fast_GET_SIZE(*out) != n) {
         PyErr_SetString(PyExc_ValueError, wrong_len);
@@ -78,8 +78,8 @@ static int read_task(Loop *L, Py_ssize_t i, PyObject *stmts, PyObject *prio, PyO
  * RAISES_NEG. */
 static int read_task_deps(Loop *L, Py_ssize_t i, PyObject *deps, pgvc_edges *edges)
 {
-    PyObject *d = PySequence_Fast(PySequence_Fast_GET_ITEM(deps, i),
-                                  "run_parallel: dependencies must be sequences of int");
+    PyObject *d = pgvc_frozen_sequence(PySequence_Fast_GET_ITEM(deps, i),
+                                       "run_parallel: dependencies must be sequences of int");
     int rc = -1;
     if (!d)
         return -1;
@@ -144,9 +144,9 @@ int pgvc_loop_load_tasks(Loop *L, PyObject *stmts_in, PyObject *deps_in, PyObjec
     PyObject *stmts = NULL, *deps = NULL, *prio = NULL, *guard = NULL;
     pgvc_edges edges = {0};
     int rc = -1;
-    if ((stmts_in && !(stmts = PySequence_Fast(
+    if ((stmts_in && !(stmts = pgvc_frozen_sequence(
                            stmts_in, "run_parallel: statements must be a sequence of str"))) ||
-        !(deps = PySequence_Fast(deps_in, "run_parallel: dependencies must be a sequence")))
+        !(deps = pgvc_frozen_sequence(deps_in, "run_parallel: dependencies must be a sequence")))
         goto exit;
     L->n = stmts ? PySequence_Fast_GET_SIZE(stmts) : PySequence_Fast_GET_SIZE(deps);
     if (PySequence_Fast_GET_SIZE(deps) != L->n) {

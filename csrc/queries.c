@@ -447,140 +447,184 @@ PyObject *pgvc_query_names(void)
     return out;
 }
 
+/* The arguments of one query_sql() call, checked against what its query takes. */
+typedef struct {
+    PyObject *name_obj, *ms_obj, *tables;
+    const char *table, *schema_arg;
+    Py_ssize_t table_len, schema_len;
+    long long ms;
+    char schema[PGVC_NAMEDATALEN], rel[PGVC_NAMEDATALEN];
+    pgvc_buf quoted; /* the table, quoted and qualified */
+} query_args;
+
+/* The entry named name_obj (a str), or NULL with ValueError. */
+static const query_entry *find_query(PyObject *name_obj)
+{
+    Py_ssize_t name_len = 0;
+    const char *name = PyUnicode_AsUTF8AndSize(name_obj, &name_len);
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < N_QUERIES; i++)
+        if ((Py_ssize_t)strlen(queries[i].name) == name_len && strcmp(queries[i].name, name) == 0)
+            return &queries[i];
+    PyErr_Format(PyExc_ValueError, "query_sql: no query named %R (known: see query_names())",
+                 name_obj);
+    return NULL;
+}
+
+static int takes_table(enum query_kind kind)
+{
+    return kind == HISTORY_INSERT_COUNTED || kind == HISTORY_INSERT_CAPTURED || kind == DROP ||
+           kind == EXACT_TRIGGER || kind == EXACT_UNTRIGGER || kind == HISTORY_FUNCTIONS;
+}
+
+static int takes_schema(enum query_kind kind)
+{
+    return kind == EXACT_FUNCTION || kind == EXACT_TRIGGER || kind == EXACT_FORGET ||
+           kind == EXACT_DROP_FUNCTION || kind == HISTORY_FUNCTIONS ||
+           kind == HISTORY_DROP_FUNCTIONS || kind == HISTORY_RUN_FUNCTION ||
+           kind == HISTORY_DROP_RUN_FUNCTION;
+}
+
+/* RAISES_NEG: schema, tables and table given exactly when the query takes them. */
+static int check_names_given(pgvc_state *st, const query_entry *q, const query_args *a)
+{
+    int schema = takes_schema(q->kind), table = takes_table(q->kind);
+    if (schema && !a->schema_arg) {
+        PyErr_Format(PyExc_ValueError, "query_sql(%R): needs schema, the counter table's",
+                     a->name_obj);
+        return -1;
+    }
+    if (!schema && a->schema_arg) {
+        PyErr_Format(PyExc_ValueError, "query_sql(%R): takes no schema", a->name_obj);
+        return -1;
+    }
+    if (a->schema_arg && (Py_ssize_t)strlen(a->schema_arg) != a->schema_len) {
+        pgvc_raise_invalid_name(st, a->schema_arg, "contains a NUL byte");
+        return -1;
+    }
+    if ((q->kind == HISTORY_INSERT_MANY) != (a->tables != Py_None)) {
+        PyErr_Format(PyExc_ValueError,
+                     a->tables == Py_None ? "query_sql(%R): needs tables, the relations it counts"
+                                          : "query_sql(%R): takes no tables",
+                     a->name_obj);
+        return -1;
+    }
+    if (table && !a->table) {
+        PyErr_Format(PyExc_ValueError, "query_sql(%R): needs table, the relation it names",
+                     a->name_obj);
+        return -1;
+    }
+    if (!table && a->table) {
+        PyErr_Format(PyExc_ValueError, "query_sql(%R): takes no table", a->name_obj);
+        return -1;
+    }
+    return 0;
+}
+
+/* RAISES_NEG: a->ms from ms, an int in [0, INT_MAX], given exactly when the query is lock_guard. */
+static int check_ms(const query_entry *q, query_args *a)
+{
+    int overflow = 0;
+    if (q->kind != LOCK_GUARD) {
+        if (a->ms_obj == Py_None)
+            return 0;
+        PyErr_Format(PyExc_ValueError, "query_sql(%R): takes no ms", a->name_obj);
+        return -1;
+    }
+    if (a->ms_obj == Py_None || !PyLong_Check(a->ms_obj) || PyBool_Check(a->ms_obj)) {
+        PyErr_Format(PyExc_ValueError, "query_sql(%R): needs ms, an int (milliseconds)",
+                     a->name_obj);
+        return -1;
+    }
+    a->ms = PyLong_AsLongLongAndOverflow(a->ms_obj, &overflow);
+    if (a->ms == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow || a->ms < 0 || a->ms > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "query_sql(%R): ms must be between 0 and %d, not %R",
+                     a->name_obj, INT_MAX, a->ms_obj);
+        return -1;
+    }
+    return 0;
+}
+
+/* RAISES_NEG: a->schema, a->rel and a->quoted from a->table. */
+static int quote_table(pgvc_state *st, query_args *a)
+{
+    const char *why = NULL;
+    if ((Py_ssize_t)strlen(a->table) != a->table_len) {
+        pgvc_raise_invalid_name(st, a->table, "contains a NUL byte");
+        return -1;
+    }
+    if (pgvc_split_table(a->table, a->schema, sizeof a->schema, a->rel, sizeof a->rel, &why) < 0) {
+        pgvc_raise_invalid_name(st, a->table, why);
+        return -1;
+    }
+    pgvc_buf_qualified(&a->quoted, a->schema[0] ? a->schema : NULL, a->rel);
+    if (a->quoted.oom) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* RAISES_NEG: the text of query q into b. */
+static int write_query(pgvc_state *st, const query_entry *q, const query_args *a, pgvc_buf *b)
+{
+    const char *schema = a->schema[0] ? a->schema : NULL, *quoted = a->quoted.data;
+    switch (q->kind) {
+    case FIXED: pgvc_buf_puts(b, q->text); break;
+    case DROP:
+        pgvc_buf_puts(b, q->text);
+        pgvc_buf_puts(b, quoted);
+        pgvc_buf_puts(b, q->after);
+        break;
+    case HISTORY_INSERT: history_insert(b, NULL, NULL, 0); break;
+    case HISTORY_INSERT_COUNTED: history_insert(b, schema, a->rel, 0); break;
+    case HISTORY_INSERT_CAPTURED: history_insert(b, schema, a->rel, 1); break;
+    case HISTORY_INSERT_MANY: return history_insert_many(st, b, a->tables);
+    case CAPTURE: pgvc_capture_query(b, 0); break;
+    case CAPTURE_EXACT: pgvc_capture_query(b, 1); break;
+    case EXACT_STATE: pgvc_exact_state(b); break;
+    case EXACT_FUNCTION: return pgvc_exact_function(b, a->schema_arg);
+    case EXACT_TRIGGER: pgvc_exact_trigger(b, quoted, a->schema_arg); break;
+    case EXACT_UNTRIGGER: pgvc_exact_untrigger(b, quoted); break;
+    case EXACT_FORGET: pgvc_exact_forget(b, a->schema_arg); break;
+    case EXACT_DROP_FUNCTION: pgvc_exact_drop_function(b, a->schema_arg); break;
+    case HISTORY_FUNCTIONS: pgvc_history_functions(b, a->schema_arg, quoted); break;
+    case HISTORY_DROP_FUNCTIONS: pgvc_history_drop_functions(b, a->schema_arg); break;
+    case HISTORY_RUN_FUNCTION: pgvc_history_run_function(b, a->schema_arg); break;
+    case HISTORY_DROP_RUN_FUNCTION: pgvc_history_drop_run_function(b, a->schema_arg); break;
+    case HISTORY_LATEST: history_latest(b); break;
+    case LOCK_GUARD: lock_guard(b, a->ms); break;
+    }
+    return 0;
+}
+
 PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"name", "table", "ms", "schema", "tables", NULL};
-    PyObject *name_obj = NULL, *ms_obj = Py_None, *tables = Py_None, *out = NULL;
-    const char *name = NULL, *table = NULL, *why = NULL, *schema_arg = NULL;
-    Py_ssize_t name_len = 0, table_len = 0, schema_len = 0;
+    PyObject *out = NULL;
     const query_entry *q = NULL;
-    char schema[PGVC_NAMEDATALEN], rel[PGVC_NAMEDATALEN];
-    long long ms = 0;
-    int overflow = 0, takes_table = 0, takes_schema = 0;
-    size_t i;
-    pgvc_buf b, quoted;
+    query_args a;
+    pgvc_buf b;
 
+    memset(&a, 0, sizeof a);
+    a.ms_obj = a.tables = Py_None;
     pgvc_buf_init(&b);
-    pgvc_buf_init(&quoted);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|z#Oz#O:query_sql", kwlist, &name_obj, &table,
-                                     &table_len, &ms_obj, &schema_arg, &schema_len, &tables))
+    pgvc_buf_init(&a.quoted);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|z#Oz#O:query_sql", kwlist, &a.name_obj,
+                                     &a.table, &a.table_len, &a.ms_obj, &a.schema_arg,
+                                     &a.schema_len, &a.tables))
         goto exit;
-    name = PyUnicode_AsUTF8AndSize(name_obj, &name_len);
-    if (!name)
+    if (!(q = find_query(a.name_obj)) || check_names_given(st, q, &a) < 0 || check_ms(q, &a) < 0)
         goto exit;
-    for (i = 0; i < N_QUERIES && !q; i++)
-        if ((Py_ssize_t)strlen(queries[i].name) == name_len && strcmp(queries[i].name, name) == 0)
-            q = &queries[i];
-    if (!q) {
-        PyErr_Format(PyExc_ValueError, "query_sql: no query named %R (known: see query_names())",
-                     name_obj);
+    if (takes_table(q->kind) && quote_table(st, &a) < 0)
         goto exit;
-    }
-    takes_table = q->kind == HISTORY_INSERT_COUNTED || q->kind == HISTORY_INSERT_CAPTURED ||
-                  q->kind == DROP || q->kind == EXACT_TRIGGER || q->kind == EXACT_UNTRIGGER ||
-                  q->kind == HISTORY_FUNCTIONS;
-    takes_schema = q->kind == EXACT_FUNCTION || q->kind == EXACT_TRIGGER ||
-                   q->kind == EXACT_FORGET || q->kind == EXACT_DROP_FUNCTION ||
-                   q->kind == HISTORY_FUNCTIONS || q->kind == HISTORY_DROP_FUNCTIONS ||
-                   q->kind == HISTORY_RUN_FUNCTION || q->kind == HISTORY_DROP_RUN_FUNCTION;
-    if (takes_schema && !schema_arg) {
-        PyErr_Format(PyExc_ValueError, "query_sql(%R): needs schema, the counter table's",
-                     name_obj);
-        goto exit;
-    }
-    if (!takes_schema && schema_arg) {
-        PyErr_Format(PyExc_ValueError, "query_sql(%R): takes no schema", name_obj);
-        goto exit;
-    }
-    if (schema_arg && (Py_ssize_t)strlen(schema_arg) != schema_len) {
-        pgvc_raise_invalid_name(st, schema_arg, "contains a NUL byte");
-        goto exit;
-    }
-    if ((q->kind == HISTORY_INSERT_MANY) != (tables != Py_None)) {
-        PyErr_Format(PyExc_ValueError,
-                     tables == Py_None ? "query_sql(%R): needs tables, the relations it counts"
-                                       : "query_sql(%R): takes no tables",
-                     name_obj);
-        goto exit;
-    }
-    if (takes_table && !table) {
-        PyErr_Format(PyExc_ValueError, "query_sql(%R): needs table, the relation it names",
-                     name_obj);
-        goto exit;
-    }
-    if (!takes_table && table) {
-        PyErr_Format(PyExc_ValueError, "query_sql(%R): takes no table", name_obj);
-        goto exit;
-    }
-    if (q->kind == LOCK_GUARD) {
-        if (ms_obj == Py_None || !PyLong_Check(ms_obj) || PyBool_Check(ms_obj)) {
-            PyErr_Format(PyExc_ValueError, "query_sql(%R): needs ms, an int (milliseconds)",
-                         name_obj);
-            goto exit;
-        }
-        ms = PyLong_AsLongLongAndOverflow(ms_obj, &overflow);
-        if (ms == -1 && PyErr_Occurred())
-            goto exit;
-        if (overflow || ms < 0 || ms > INT_MAX) {
-            PyErr_Format(PyExc_ValueError, "query_sql(%R): ms must be between 0 and %d, not %R",
-                         name_obj, INT_MAX, ms_obj);
-            goto exit;
-        }
-    } else if (ms_obj != Py_None) {
-        PyErr_Format(PyExc_ValueError, "query_sql(%R): takes no ms", name_obj);
-        goto exit;
-    }
-    if (takes_table) {
-        if ((Py_ssize_t)strlen(table) != table_len) {
-            pgvc_raise_invalid_name(st, table, "contains a NUL byte");
-            goto exit;
-        }
-        if (pgvc_split_table(table, schema, sizeof schema, rel, sizeof rel, &why) < 0) {
-            pgvc_raise_invalid_name(st, table, why);
-            goto exit;
-        }
-        pgvc_buf_qualified(&quoted, schema[0] ? schema : NULL, rel);
-        if (quoted.oom) {
-            PyErr_NoMemory();
-            goto exit;
-        }
-    }
-    switch (q->kind) {
-    case FIXED: pgvc_buf_puts(&b, q->text); break;
-    case DROP:
-        pgvc_buf_puts(&b, q->text);
-        pgvc_buf_puts(&b, quoted.data);
-        pgvc_buf_puts(&b, q->after);
-        break;
-    case HISTORY_INSERT: history_insert(&b, NULL, NULL, 0); break;
-    case HISTORY_INSERT_COUNTED: history_insert(&b, schema[0] ? schema : NULL, rel, 0); break;
-    case HISTORY_INSERT_CAPTURED: history_insert(&b, schema[0] ? schema : NULL, rel, 1); break;
-    case HISTORY_INSERT_MANY:
-        if (history_insert_many(st, &b, tables) < 0)
-            goto exit;
-        break;
-    case CAPTURE: pgvc_capture_query(&b, 0); break;
-    case CAPTURE_EXACT: pgvc_capture_query(&b, 1); break;
-    case EXACT_STATE: pgvc_exact_state(&b); break;
-    case EXACT_FUNCTION:
-        if (pgvc_exact_function(&b, schema_arg) < 0)
-            goto exit;
-        break;
-    case EXACT_TRIGGER: pgvc_exact_trigger(&b, quoted.data, schema_arg); break;
-    case EXACT_UNTRIGGER: pgvc_exact_untrigger(&b, quoted.data); break;
-    case EXACT_FORGET: pgvc_exact_forget(&b, schema_arg); break;
-    case EXACT_DROP_FUNCTION: pgvc_exact_drop_function(&b, schema_arg); break;
-    case HISTORY_FUNCTIONS: pgvc_history_functions(&b, schema_arg, quoted.data); break;
-    case HISTORY_DROP_FUNCTIONS: pgvc_history_drop_functions(&b, schema_arg); break;
-    case HISTORY_RUN_FUNCTION: pgvc_history_run_function(&b, schema_arg); break;
-    case HISTORY_DROP_RUN_FUNCTION: pgvc_history_drop_run_function(&b, schema_arg); break;
-    case HISTORY_LATEST: history_latest(&b); break;
-    case LOCK_GUARD: lock_guard(&b, ms); break;
-    }
-    out = pgvc_buf_to_str(&b);
-
+    if (write_query(st, q, &a, &b) >= 0)
+        out = pgvc_buf_to_str(&b);
 exit:
-    pgvc_buf_free(&quoted);
+    pgvc_buf_free(&a.quoted);
     pgvc_buf_free(&b);
     return out;
 }

@@ -404,6 +404,28 @@ def _non_atomic(plan: list[tuple[Any, bool]]) -> tuple[Any, str] | None:
     return None
 
 
+def _way_out(migration: Any, plan: list[tuple[Any, bool]]) -> str:
+    """How to get past a non-atomic migration of plan: run (or un-apply) it on its own."""
+    before = [m for m, _ in plan[: [m for m, _ in plan].index(migration)]]
+    backwards = plan[0][1]
+    if before and backwards:  # un-apply down to it, leaving it applied
+        return (
+            f"Un-apply the migrations before it first (manage.py migrate {migration.app_label} "
+            f"{migration.name}), then migrate again"
+        )
+    if before:
+        return (
+            f"Run the migrations before it first (manage.py migrate {before[-1].app_label} "
+            f"{before[-1].name}), then migrate again"
+        )
+    if backwards:
+        return "Un-apply it on its own first, then migrate again"
+    return (
+        f"Run it on its own first (manage.py migrate {migration.app_label} {migration.name}), "
+        f"then migrate again"
+    )
+
+
 def _check(found: list[Recorded], touches: list[Touch], plan: list[tuple[Any, bool]], restore: bool) -> None:
     """Refuse, before anything runs, what cannot be done in one transaction."""
     views = ", ".join(r.what for r in found)
@@ -411,25 +433,7 @@ def _check(found: list[Recorded], touches: list[Touch], plan: list[tuple[Any, bo
     non_atomic = _non_atomic(plan)
     if non_atomic:
         migration, why = non_atomic
-        before = [m for m, _ in plan[: [m for m, _ in plan].index(migration)]]
-        backwards = plan[0][1]
-        if before and backwards:  # un-apply down to it, leaving it applied
-            way_out = (
-                f"Un-apply the migrations before it first (manage.py migrate {migration.app_label} "
-                f"{migration.name}), then migrate again"
-            )
-        elif before:
-            way_out = (
-                f"Run the migrations before it first (manage.py migrate {before[-1].app_label} "
-                f"{before[-1].name}), then migrate again"
-            )
-        elif backwards:
-            way_out = "Un-apply it on its own first, then migrate again"
-        else:
-            way_out = (
-                f"Run it on its own first (manage.py migrate {migration.app_label} {migration.name}), "
-                f"then migrate again"
-            )
+        way_out = _way_out(migration, plan)
         own = f"{migration.app_label}.{migration.name}" in by
         raise PlanError(
             f"migration {migration.app_label}.{migration.name} cannot run in a transaction ({why}), "

@@ -50,7 +50,7 @@ def validate_view_declarations(app_configs: Any = None, **kwargs: Any) -> list[C
     from django_pgviews_c import _core
     from django_pgviews_c.exceptions import DependencyError
     from django_pgviews_c.sync import view_models
-    from django_pgviews_c.view import MaterializedView, declared_dependencies
+    from django_pgviews_c.view import declared_dependencies
 
     models = view_models()
     messages: list[CheckMessage] = []
@@ -65,45 +65,54 @@ def validate_view_declarations(app_configs: Any = None, **kwargs: Any) -> list[C
             )
         )
     for model in models:
-        if model._meta.managed:
-            messages.append(
-                CheckWarning(
-                    f"{model._meta.label} is a view but Meta.managed is True: migrations will try to "
-                    f"create a table for it.",
-                    hint="Set managed = False in the view's Meta.",
-                    obj=model,
-                    id="django_pgviews_c.W002",
-                )
+        messages += _declaration_messages(model)
+    return messages
+
+
+def _declaration_messages(model: Any) -> list[CheckMessage]:
+    """W002, E002, W009 and E006 of one view model."""
+    from django_pgviews_c.view import MaterializedView
+
+    messages: list[CheckMessage] = []
+    if model._meta.managed:
+        messages.append(
+            CheckWarning(
+                f"{model._meta.label} is a view but Meta.managed is True: migrations will try to "
+                f"create a table for it.",
+                hint="Set managed = False in the view's Meta.",
+                obj=model,
+                id="django_pgviews_c.W002",
             )
-        if getattr(model, "_concurrent_index", None) and not issubclass(model, MaterializedView):
-            messages.append(
-                CheckError(
-                    f"{model._meta.label} sets concurrent_index but is not a materialized view.",
-                    hint="Subclass pg.MaterializedView, or remove concurrent_index.",
-                    obj=model,
-                    id="django_pgviews_c.E002",
-                )
+        )
+    if getattr(model, "_concurrent_index", None) and not issubclass(model, MaterializedView):
+        messages.append(
+            CheckError(
+                f"{model._meta.label} sets concurrent_index but is not a materialized view.",
+                hint="Subclass pg.MaterializedView, or remove concurrent_index.",
+                obj=model,
+                id="django_pgviews_c.E002",
             )
-        if getattr(model, "defer_rebuild", None) is not None and not issubclass(model, MaterializedView):
-            messages.append(
-                CheckWarning(
-                    f"{model._meta.label} sets defer_rebuild but is not a materialized view: a plain "
-                    f"view holds no data and is always replaced at once, so it has no effect.",
-                    hint="Remove defer_rebuild, or subclass pg.MaterializedView.",
-                    obj=model,
-                    id="django_pgviews_c.W009",
-                )
+        )
+    if getattr(model, "defer_rebuild", None) is not None and not issubclass(model, MaterializedView):
+        messages.append(
+            CheckWarning(
+                f"{model._meta.label} sets defer_rebuild but is not a materialized view: a plain "
+                f"view holds no data and is always replaced at once, so it has no effect.",
+                hint="Remove defer_rebuild, or subclass pg.MaterializedView.",
+                obj=model,
+                id="django_pgviews_c.W009",
             )
-        staleness = getattr(model, "staleness", "statistics")
-        if staleness not in ("statistics", "exact"):
-            messages.append(
-                CheckError(
-                    f'{model._meta.label}.staleness is {staleness!r}: it must be "statistics" or "exact".',
-                    hint='Set staleness = "exact" (triggers count committed writes), or remove it.',
-                    obj=model,
-                    id="django_pgviews_c.E006",
-                )
+        )
+    staleness = getattr(model, "staleness", "statistics")
+    if staleness not in ("statistics", "exact"):
+        messages.append(
+            CheckError(
+                f'{model._meta.label}.staleness is {staleness!r}: it must be "statistics" or "exact".',
+                hint='Set staleness = "exact" (triggers count committed writes), or remove it.',
+                obj=model,
+                id="django_pgviews_c.E006",
             )
+        )
     return messages
 
 
@@ -149,80 +158,89 @@ def check_view_names(models: list[Any]) -> list[CheckMessage]:
 
     messages: list[CheckMessage] = []
     for model in models:
-        label = model._meta.label
         try:
             _core.split_table(model._meta.db_table)
         except InvalidNameError as exc:
-            too_long = "63 bytes" in str(exc)
-            messages.append(
-                CheckError(
-                    f"{label}: {exc}."
-                    + (
-                        " PostgreSQL would cut the name, and the view would never be found again "
-                        "under the one declared."
-                        if too_long
-                        else ""
-                    ),
-                    hint=(
-                        "Set Meta.db_table to a name of at most 63 bytes (and 63 for its schema)."
-                        if too_long
-                        else "Write Meta.db_table as name, schema.name, or their double-quoted forms."
-                    ),
-                    obj=model,
-                    id="django_pgviews_c.E004",
-                )
-            )
+            messages.append(_db_table_error(model, exc))
             continue
         spec = getattr(model, "_concurrent_index", None)
-        if not spec or not issubclass(model, MaterializedView):
-            continue
-        if _concurrent_index_columns(spec) is None:
-            where = re.search(r"\bwhere\b", spec, re.IGNORECASE) is not None
-            messages.append(
-                CheckError(
-                    f"{label}: concurrent_index = {spec!r} "
-                    + ("has a WHERE clause" if where else "is not a list of plain columns")
-                    + ": REFRESH MATERIALIZED VIEW CONCURRENTLY needs a unique index on plain "
-                    "columns, with no expression and no WHERE clause, and refuses this one.",
-                    hint=(
-                        "Name columns only (concurrent_index = 'a, b'); compute an expression as a "
-                        "column of the view's SQL and index that column."
-                    ),
-                    obj=model,
-                    id="django_pgviews_c.E003",
-                )
+        if spec and issubclass(model, MaterializedView):
+            messages += _concurrent_index_messages(model, spec)
+    return messages
+
+
+def _db_table_error(model: Any, exc: Exception) -> CheckMessage:
+    """E004: a db_table the core cannot split into a schema and a name."""
+    too_long = "63 bytes" in str(exc)
+    return CheckError(
+        f"{model._meta.label}: {exc}."
+        + (
+            " PostgreSQL would cut the name, and the view would never be found again under the one declared."
+            if too_long
+            else ""
+        ),
+        hint=(
+            "Set Meta.db_table to a name of at most 63 bytes (and 63 for its schema)."
+            if too_long
+            else "Write Meta.db_table as name, schema.name, or their double-quoted forms."
+        ),
+        obj=model,
+        id="django_pgviews_c.E004",
+    )
+
+
+def _concurrent_index_messages(model: Any, spec: str) -> list[CheckMessage]:
+    """E003 (not plain columns), W006 (a column no field has), W003 (a name over 63 bytes)."""
+    from django_pgviews_c import _core
+
+    label = model._meta.label
+    if _concurrent_index_columns(spec) is None:
+        where = re.search(r"\bwhere\b", spec, re.IGNORECASE) is not None
+        return [
+            CheckError(
+                f"{label}: concurrent_index = {spec!r} "
+                + ("has a WHERE clause" if where else "is not a list of plain columns")
+                + ": REFRESH MATERIALIZED VIEW CONCURRENTLY needs a unique index on plain "
+                "columns, with no expression and no WHERE clause, and refuses this one.",
+                hint=(
+                    "Name columns only (concurrent_index = 'a, b'); compute an expression as a "
+                    "column of the view's SQL and index that column."
+                ),
+                obj=model,
+                id="django_pgviews_c.E003",
             )
-            continue
-        fields = {f.column for f in model._meta.concrete_fields}
-        for column in _concurrent_index_columns(spec) or ():
-            if column not in fields:
-                messages.append(
-                    CheckWarning(
-                        f"{label}: concurrent_index names column {column!r}, which no field of the "
-                        f"model has (columns of its fields: {', '.join(sorted(fields))}).",
-                        hint=(
-                            "Name the column of a field (a ForeignKey 'player' has column "
-                            "'player_id'); a column only the SQL has works, but is easy to mistype."
-                        ),
-                        obj=model,
-                        id="django_pgviews_c.W006",
-                    )
-                )
-        name = _redux_index_name(model)
-        if len(name.encode()) > _NAMEDATALEN:
+        ]
+    messages: list[CheckMessage] = []
+    fields = {f.column for f in model._meta.concrete_fields}
+    for column in _concurrent_index_columns(spec) or ():
+        if column not in fields:
             messages.append(
                 CheckWarning(
-                    f"{label}: the concurrent index's name {name!r} is {len(name.encode())} bytes, "
-                    f"over PostgreSQL's 63; it is created as "
-                    f"{_core.derived_name(name[: -len('_index')], '_index')!r}.",
+                    f"{label}: concurrent_index names column {column!r}, which no field of the "
+                    f"model has (columns of its fields: {', '.join(sorted(fields))}).",
                     hint=(
-                        "Nothing breaks; for a readable name use a shorter db_table or "
-                        "concurrent_index_tablespace."
+                        "Name the column of a field (a ForeignKey 'player' has column "
+                        "'player_id'); a column only the SQL has works, but is easy to mistype."
                     ),
                     obj=model,
-                    id="django_pgviews_c.W003",
+                    id="django_pgviews_c.W006",
                 )
             )
+    name = _redux_index_name(model)
+    if len(name.encode()) > _NAMEDATALEN:
+        messages.append(
+            CheckWarning(
+                f"{label}: the concurrent index's name {name!r} is {len(name.encode())} bytes, "
+                f"over PostgreSQL's 63; it is created as "
+                f"{_core.derived_name(name[: -len('_index')], '_index')!r}.",
+                hint=(
+                    "Nothing breaks; for a readable name use a shorter db_table or "
+                    "concurrent_index_tablespace."
+                ),
+                obj=model,
+                id="django_pgviews_c.W003",
+            )
+        )
     return messages
 
 
@@ -348,10 +366,6 @@ def _read_database(connection: Any, models: list[Any]) -> list[tuple[Any, ...]]:
 def _database_messages(
     alias: str, models: list[Any], rows: list[tuple[Any, ...]], reported: set[Any]
 ) -> list[CheckMessage]:
-    from django_pgviews_c import _core
-    from django_pgviews_c.exceptions import DependencyError
-    from django_pgviews_c.view import declared_dependencies
-
     columns: dict[int, set[str]] = {}
     reads: dict[int, set[int]] = {}
     calls: dict[int, list[tuple[str, str | None]]] = {}
@@ -363,6 +377,27 @@ def _database_messages(
             reads.setdefault(i, set()).add(int(text) - 1)
         else:
             calls.setdefault(i, []).append((text, via))
+    graph = _declared_graph(models)
+    messages: list[CheckMessage] = []
+    for i, model in enumerate(models):
+        if model not in reported or i not in columns:
+            continue  # not this app's, or not created yet: nothing to compare with
+        messages += _missing_columns(alias, model, columns[i])
+        messages += _unpinned_functions(model, calls.get(i, []))
+        if graph is not None:
+            upstream = set(graph.dependencies([i]))
+            messages += _undeclared_reads(
+                model, [models[j] for j in sorted(reads.get(i, ())) if j not in upstream]
+            )
+    return messages
+
+
+def _declared_graph(models: list[Any]) -> Any:
+    """The graph of models' declared dependencies among themselves; None when it has a cycle."""
+    from django_pgviews_c import _core
+    from django_pgviews_c.exceptions import DependencyError
+    from django_pgviews_c.view import declared_dependencies
+
     labels = {m._meta.label for m in models}
     try:
         graph = _core.Graph(
@@ -371,58 +406,61 @@ def _database_messages(
         )
         graph.order()
     except DependencyError:  # E001 reports it
-        graph = None
+        return None
+    return graph
 
+
+def _missing_columns(alias: str, model: Any, have: set[str]) -> list[CheckMessage]:
+    """W007: a field whose column the view on the database does not have."""
+    # The implicit id is not the user's: a view read with values() may well lack it.
+    return [
+        CheckWarning(
+            f"{model._meta.label}.{field.name}: the view {model._meta.db_table} on database "
+            f"{alias!r} has no column {field.column!r}; a query that selects the field fails.",
+            hint=(
+                f"Add a column {field.column!r} to the view's SQL, or set "
+                f"db_column on the field to the column it has."
+            ),
+            obj=model,
+            id="django_pgviews_c.W007",
+        )
+        for field in model._meta.concrete_fields
+        if field.column not in have and not field.auto_created
+    ]
+
+
+def _unpinned_functions(model: Any, calls: list[tuple[str, str | None]]) -> list[CheckMessage]:
+    """W004: a function the materialized view calls (maybe through a view) with no search_path."""
     messages: list[CheckMessage] = []
-    for i, model in enumerate(models):
-        if model not in reported or i not in columns:
-            continue  # not this app's, or not created yet: nothing to compare with
-        label = model._meta.label
-        have = columns[i]
-        for field in model._meta.concrete_fields:
-            # The implicit id is not the user's: a view read with values() may well lack it.
-            if field.column not in have and not field.auto_created:
-                messages.append(
-                    CheckWarning(
-                        f"{label}.{field.name}: the view {model._meta.db_table} on database "
-                        f"{alias!r} has no column {field.column!r}; a query that selects the field fails.",
-                        hint=(
-                            f"Add a column {field.column!r} to the view's SQL, or set "
-                            f"db_column on the field to the column it has."
-                        ),
-                        obj=model,
-                        id="django_pgviews_c.W007",
-                    )
-                )
-        for function, via in calls.get(i, []):
-            through = f" (through the view {via})" if via else ""
-            messages.append(
-                CheckWarning(
-                    f"{label}: the materialized view calls {function}{through}, which has no "
-                    f"search_path of its own. PostgreSQL 17+ runs CREATE and REFRESH MATERIALIZED "
-                    f"VIEW with search_path = pg_catalog, pg_temp, so unqualified names in its body "
-                    f"will not be found.",
-                    hint=(
-                        f"ALTER FUNCTION {function} SET search_path = <the schemas its body uses>, "
-                        f"or qualify every name in its body and pin search_path = ''."
-                    ),
-                    obj=model,
-                    id="django_pgviews_c.W004",
-                )
+    for function, via in calls:
+        through = f" (through the view {via})" if via else ""
+        messages.append(
+            CheckWarning(
+                f"{model._meta.label}: the materialized view calls {function}{through}, which has no "
+                f"search_path of its own. PostgreSQL 17+ runs CREATE and REFRESH MATERIALIZED "
+                f"VIEW with search_path = pg_catalog, pg_temp, so unqualified names in its body "
+                f"will not be found.",
+                hint=(
+                    f"ALTER FUNCTION {function} SET search_path = <the schemas its body uses>, "
+                    f"or qualify every name in its body and pin search_path = ''."
+                ),
+                obj=model,
+                id="django_pgviews_c.W004",
             )
-        if graph is not None:
-            upstream = set(graph.dependencies([i]))
-            for j in sorted(reads.get(i, ())):
-                other = models[j]
-                if j not in upstream:
-                    messages.append(
-                        CheckWarning(
-                            f"{label} reads {other._meta.label} ({other._meta.db_table}) without "
-                            f"declaring it: creating and refreshing them in the right order works "
-                            f"only while the declaration order happens to be right.",
-                            hint=f"Add {other._meta.label!r} to {model.__name__}.dependencies.",
-                            obj=model,
-                            id="django_pgviews_c.W005",
-                        )
-                    )
+        )
     return messages
+
+
+def _undeclared_reads(model: Any, others: list[Any]) -> list[CheckMessage]:
+    """W005: views model reads without declaring them (directly or through its dependencies)."""
+    return [
+        CheckWarning(
+            f"{model._meta.label} reads {other._meta.label} ({other._meta.db_table}) without "
+            f"declaring it: creating and refreshing them in the right order works "
+            f"only while the declaration order happens to be right.",
+            hint=f"Add {other._meta.label!r} to {model.__name__}.dependencies.",
+            obj=model,
+            id="django_pgviews_c.W005",
+        )
+        for other in others
+    ]

@@ -505,8 +505,7 @@ def add_refresh_arguments(parser: Any) -> None:
 def run_refresh_command(stdout: Any, options: dict[str, Any]) -> bool:
     """Run refresh_pgviews for the options add_refresh_arguments adds; False when none was
     given (the command then refreshes everything as before)."""
-    from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies
-    from django_pgviews_c.exceptions import PGViewsError, RefreshError
+    from django_pgviews_c.exceptions import PGViewsError
     from django_pgviews_c.refresh import refresh_views
 
     labels = options.get("views") or []
@@ -515,61 +514,82 @@ def run_refresh_command(stdout: Any, options: dict[str, Any]) -> bool:
         if options.get("with_dependants") or options.get("with_dependencies"):
             raise PGViewsError("--with-dependants and --with-dependencies need view names")
         return False
-    using = options["database"]
     verbosity = options.get("verbosity", 1)
-    models = None
-    if labels:
-        models = resolve_labels(labels)
-        if options.get("with_dependants"):
-            models += [m for m in get_views_dependants(models) if m not in models]
-        if options.get("with_dependencies"):
-            models += [m for m in get_views_dependencies(models) if m not in models]
+    models = _named_models(labels, options) if labels else None
     common = {
-        "using": using,
+        "using": options["database"],
         "jobs": options.get("jobs", 1),
         "concurrently": options.get("concurrently", False),
         "strict": options.get("strict", False),
         "progress": stdout.write if verbosity >= 2 else None,
     }
     if pending:
-        from django_pgviews_c.pending import complete_pending
-
-        done = complete_pending(
-            using, models=models, verbosity=verbosity, progress=common["progress"], jobs=common["jobs"]
-        )
-        if verbosity >= 1:
-            for label in done.swapped:
-                stdout.write(f"swapped in the rebuilt {label}  ({done.timings[label][0]:.2f}s to populate)")
-            for label, why in done.waiting.items():
-                stdout.write(f"waiting   {label}: {why}")
-            for label, why in done.failed.items():
-                stdout.write(f"failed    {label}: {why}")
-            stdout.write(f"completed {len(done.swapped)} pending rebuilds in {done.wall:.2f}s")
-        if done.failed:
-            raise RefreshError(done.failed, [])
-        return True
-    if not (stale or due):
+        _complete_pending(stdout, models, verbosity, common)
+    elif not (stale or due):
         result = refresh_views(models, **common)
         if verbosity >= 1:
             for label in result.refreshed:
                 stdout.write(f"refreshed {label}")
             stdout.write(f"refreshed {result.count} materialized views in {result.wall:.2f}s")
-        return True
-    passed = refresh_pass(models=models, due=bool(due), **common)
+    else:
+        _refresh_pass(stdout, models, bool(due), verbosity, common)
+    return True
+
+
+def _named_models(labels: list[str], options: dict[str, Any]) -> list[Any]:
+    """The views named, then (as asked) their dependants and their dependencies."""
+    from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies
+
+    models = resolve_labels(labels)
+    if options.get("with_dependants"):
+        models += [m for m in get_views_dependants(models) if m not in models]
+    if options.get("with_dependencies"):
+        models += [m for m in get_views_dependencies(models) if m not in models]
+    return models
+
+
+def _write_reasons(stdout: Any, word: str, reasons: dict[str, str]) -> None:
+    """One line per view: the word in a column of 9, the label, why."""
+    for label, why in reasons.items():
+        stdout.write(f"{word:<9} {label}: {why}")
+
+
+def _complete_pending(stdout: Any, models: list[Any] | None, verbosity: int, common: dict[str, Any]) -> None:
+    """--pending: the deferred rebuilds populated and swapped in; RefreshError for those that failed."""
+    from django_pgviews_c.exceptions import RefreshError
+    from django_pgviews_c.pending import complete_pending
+
+    done = complete_pending(
+        common["using"], models=models, verbosity=verbosity, progress=common["progress"], jobs=common["jobs"]
+    )
+    if verbosity >= 1:
+        for label in done.swapped:
+            stdout.write(f"swapped in the rebuilt {label}  ({done.timings[label][0]:.2f}s to populate)")
+        _write_reasons(stdout, "waiting", done.waiting)
+        _write_reasons(stdout, "failed", done.failed)
+        stdout.write(f"completed {len(done.swapped)} pending rebuilds in {done.wall:.2f}s")
+    if done.failed:
+        raise RefreshError(done.failed, [])
+
+
+def _refresh_pass(
+    stdout: Any, models: list[Any] | None, due: bool, verbosity: int, common: dict[str, Any]
+) -> None:
+    """--stale / --due: the views that need it refreshed; RefreshError for those that failed."""
+    from django_pgviews_c.exceptions import RefreshError
+
+    passed = refresh_pass(models=models, due=due, **common)
     if verbosity >= 1:
         for label in passed.refreshed:
             stdout.write(f"refreshed {label}")
-        for label, why in passed.skipped.items():
-            stdout.write(f"skipped   {label}: {why}")
-        for label, why in passed.failed.items():
-            stdout.write(f"failed    {label}: {why}")
+        _write_reasons(stdout, "skipped", passed.skipped)
+        _write_reasons(stdout, "failed", passed.failed)
         stdout.write(
             f"refreshed {len(passed.refreshed)} materialized views in {passed.wall:.2f}s, "
             f"skipped {len(passed.skipped)}"
         )
     if passed.failed:
         raise RefreshError(passed.failed, [k for k, v in passed.skipped.items() if "failed" in v])
-    return True
 
 
 # -- pgviews_status ----------------------------------------------------------------------------

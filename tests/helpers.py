@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.apps.registry import Apps
@@ -129,6 +130,19 @@ def populated(qualified: str) -> bool:
     return catalog_rows("SELECT relispopulated FROM pg_class WHERE oid = to_regclass(%s)", [qualified])[0][0]
 
 
+def rule_reads(qualified: str) -> list[str]:
+    """The relations the rewrite rule of a view reads (pg_depend), by name."""
+    return [
+        r[0]
+        for r in catalog_rows(
+            "SELECT DISTINCT d.refobjid::regclass::text FROM pg_depend d "
+            "JOIN pg_rewrite w ON w.oid = d.objid WHERE d.classid = 'pg_rewrite'::regclass "
+            "AND w.ev_class = to_regclass(%s) AND d.refobjid <> w.ev_class ORDER BY 1",
+            [qualified],
+        )
+    ]
+
+
 def index_names(qualified: str) -> list[str]:
     return [
         r[0]
@@ -230,3 +244,27 @@ def wait_for_advisory_waiter(dbname: str, key: int, timeout: float = 60, count: 
         assert time.monotonic() < deadline, f"no session ever waited for advisory lock {key}"
         time.sleep(0.02)
     return pids[0]
+
+
+def assert_pruned_to_keep(model: Any, keep: int, refresh: Callable[[], Any]) -> None:
+    """Refreshes (refresh()) with PGVIEWS_HISTORY_KEEP=keep until model's history has been pruned
+    twice: after each refresh the records kept are the newest, at least keep (or all there are)
+    and at most keep + the prune slack; pruned back to keep when there were more than keep +
+    slack, not on every refresh."""
+    from django.test.utils import override_settings
+
+    from django_pgviews_c import history
+    from django_pgviews_c.historyfn import PRUNE_SLACK
+
+    ids = [r.id for r in history.records(model)]  # the sync's record
+    counts = []
+    with override_settings(PGVIEWS_HISTORY_KEEP=keep):
+        for _ in range(2 * (keep + PRUNE_SLACK) + 3):
+            refresh()
+            ids.append(history.records(model).first().id)
+            kept = [r.id for r in history.records(model)]
+            counts.append(len(kept))
+            assert kept == sorted(ids, reverse=True)[: len(kept)]  # always the newest
+            assert min(len(ids), keep) <= len(kept) <= keep + PRUNE_SLACK
+    assert keep in counts[keep:] and keep + PRUNE_SLACK in counts
+    assert counts.count(keep) <= 3

@@ -112,6 +112,32 @@ class ShortSeq:
         raise IndexError(i)
 
 
+class Clearing:
+    """Empties the lists the call was given when converted or iterated, then answers: a C loop
+    that still reads those lists by index reads freed memory."""
+
+    def __init__(self, root: list[Any]) -> None:
+        self.root = root
+
+    def _clear(self) -> None:
+        for arg in self.root:
+            if isinstance(arg, list) and not isinstance(arg, EvilList):
+                arg.clear()
+        _ = ["SELECT 'stale'" + "-" * 600 for _ in range(64)]  # reuse what was freed
+
+    def __iter__(self) -> Any:
+        self._clear()
+        return iter(())
+
+    def __float__(self) -> float:
+        self._clear()
+        return 1.0
+
+    def __index__(self) -> int:
+        self._clear()
+        return 0
+
+
 @dataclass(frozen=True)
 class Ev:
     """A hostile value in an input; the worker builds the object it names."""
@@ -123,7 +149,7 @@ class Ev:
 _KEY_KINDS = ("eq",)
 _VALUE_KINDS = (
     "evil", "eq", "str", "int", "float", "list", "tuple", "dict", "short", "int_subclass_big",
-    "cb_ok", "cb_raise", "cb_clear", "cb_mutate", "cb_interrupt",
+    "cb_ok", "cb_raise", "cb_clear", "cb_mutate", "cb_interrupt", "clearing",
 )  # fmt: skip
 
 
@@ -153,6 +179,8 @@ def _materialize(value: Any, root: list[Any]) -> Any:
         k = value.kind
         if k.startswith("cb_"):
             return _callback(k, root)
+        if k == "clearing":
+            return Clearing(root)
         if k == "conninfo":  # the test database's libpq keywords, given to the worker
             return json.loads(os.environ["PGVC_BOUNDARY_CONNINFO"])
         return {
@@ -782,6 +810,21 @@ ONCE_CRASHED: list[tuple[str, tuple[str, tuple, dict], str]] = [
         "run_parallel",
         ("run_parallel", (Ev("conninfo"), [_COPY_IN], [[]], [0.0], 1), {}),
         "never returned: COPY FROM STDIN waited for data that never came (refresh loop, pqpath.c)",
+    ),
+    (
+        "run_parallel",
+        (
+            "run_parallel",
+            (Ev("conninfo"), ["SELECT 1", "SELECT 2", "SELECT 3"], [[], Ev("clearing"), []], None, 1),
+            {},
+        ),
+        "SIGSEGV: a dependency list whose __iter__ empties the statements, read by index after it "
+        "(pqpath_input.c pgvc_loop_load_tasks())",
+    ),
+    (
+        "Graph.critical_path",
+        ("Graph.critical_path", ((["a", "b", "c"], [[], ["a"], ["b"]]), [1.0, Ev("clearing"), 3.0]), {}),
+        "SIGSEGV: a weight whose __float__ empties the weights, read by index after it (graph_type.c critical_path)",
     ),
 ]
 KNOWN_CRASHES: list[tuple[str, tuple[str, tuple, dict], str]] = []

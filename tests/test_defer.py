@@ -34,6 +34,7 @@ from tests.helpers import (
     leftovers,
     oid,
     populated,
+    rule_reads,
     viewdef,
 )
 
@@ -234,19 +235,6 @@ def _chain(vs: ViewSet, factor: int, extra: int) -> None:
             defer_rebuild=True, dependencies=("viewtest.A",))  # fmt: skip
 
 
-def _reads(qualified: str) -> list[str]:
-    """The relations the rewrite rule of a view reads (pg_depend), by name."""
-    return [
-        r[0]
-        for r in catalog_rows(
-            "SELECT DISTINCT d.refobjid::regclass::text FROM pg_depend d "
-            "JOIN pg_rewrite w ON w.oid = d.objid WHERE d.classid = 'pg_rewrite'::regclass "
-            "AND w.ev_class = to_regclass(%s) AND d.refobjid <> w.ev_class ORDER BY 1",
-            [qualified],
-        )
-    ]
-
-
 def test_a_chain_of_deferred_rebuilds_completes_in_one_swap(src):
     """A and B both defer, B reads A, both change in one sync: B's waiting version reads A's
     waiting version, --pending populates A's first and swaps both in together."""
@@ -260,8 +248,8 @@ def test_a_chain_of_deferred_rebuilds_completes_in_one_swap(src):
     assert r.states["viewtest.B"] == "pending rebuild", r.reasons
     assert (oid("t_a"), oid("t_b")) == (a_before, b_before)
     assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 10), (2, 20)]
-    assert _reads(PENDING_B) == [PENDING_A]
-    assert _reads("t_b") == ["t_a"]
+    assert rule_reads(PENDING_B) == [PENDING_A]
+    assert rule_reads("t_b") == ["t_a"]
     assert index_names(PENDING_B) == [_core.derived_name("t_b_id_index", "_pgvc_pending")]
     assert "pending=1" in comment(PENDING_B) and "pending=1" in comment(PENDING_A)
     assert leftovers() == []
@@ -271,7 +259,7 @@ def test_a_chain_of_deferred_rebuilds_completes_in_one_swap(src):
     assert oid(PENDING_A) is None and oid(PENDING_B) is None
     assert catalog_rows("SELECT id, v FROM t_a ORDER BY id") == [(1, 20), (2, 40)]
     assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 21), (2, 41)]
-    assert _reads("t_b") == ["t_a"]
+    assert rule_reads("t_b") == ["t_a"]
     assert index_names("t_b") == ["t_b_id_index"]
     assert leftovers() == []
     r = vs.sync()
@@ -289,10 +277,10 @@ def test_only_a_changes_and_b_waits_along_reading_a_waiting_version(src):
     r = vs.sync()
     assert r.states["viewtest.A"] == "pending rebuild" and r.states["viewtest.B"] == "pending rebuild"
     assert "reads viewtest.A, whose rebuild waits" in r.reasons["viewtest.B"], r.reasons
-    assert oid("t_b") == b_before and _reads(PENDING_B) == [PENDING_A]
+    assert oid("t_b") == b_before and rule_reads(PENDING_B) == [PENDING_A]
     done = _complete(vs)
     assert sorted(done.swapped) == ["viewtest.A", "viewtest.B"], done
-    assert oid("t_b") != b_before and _reads("t_b") == ["t_a"]
+    assert oid("t_b") != b_before and rule_reads("t_b") == ["t_a"]
     assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 20), (2, 40)]
     assert vs.sync().actions == []
 
@@ -327,7 +315,7 @@ def test_a_failure_to_populate_a_leaves_b_waiting_unpopulated_and_both_old_ones_
     assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 11), (2, 6)]
 
 
-def test_pending_for_b_alone_takes_the_waiting_version_b_reads():
+def test_pending_for_b_alone_takes_the_waiting_version_brule_reads():
     """--pending naming B populates and swaps A's waiting version too: B's reads it. Naming A
     takes B's too: swapped without it, B would be re-populated under the swap's locks."""
     from django_pgviews_c.pending import PendingResult, _todo
@@ -353,19 +341,19 @@ def test_b_deferred_before_a_is_made_again_to_read_a_waiting_version(src):
     vs.sync()
     _chain(vs, 1, 1)
     assert vs.sync().states["viewtest.B"] == "pending rebuild"
-    assert _reads(PENDING_B) == ["t_a"]
+    assert rule_reads(PENDING_B) == ["t_a"]
     first_b = oid(PENDING_B)
     _chain(vs, 2, 1)
     r = vs.sync()
     assert r.states["viewtest.A"] == "pending rebuild", r.reasons
-    assert _reads(PENDING_B) == [PENDING_A] and oid(PENDING_B) != first_b
+    assert rule_reads(PENDING_B) == [PENDING_A] and oid(PENDING_B) != first_b
     assert vs.sync().actions == []
     _chain(vs, 3, 1)
     r = vs.sync()
     ops = [(a.op, a.target) for a in r.actions]
     assert [op for op, _ in ops[:2]] == ["drop_pending", "drop_pending"], ops
     assert ops[0][1] == f"public.{PENDING_B}", ops  # the reader first
-    assert _reads(PENDING_B) == [PENDING_A]
+    assert rule_reads(PENDING_B) == [PENDING_A]
     assert leftovers() == []
     assert sorted(_complete(vs).swapped) == ["viewtest.A", "viewtest.B"]
     assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 31), (2, 61)]
@@ -382,7 +370,7 @@ def test_b_changed_while_a_waits_reads_a_kept_waiting_version(src):
     r = vs.sync()
     assert "pending_move" in {a.op for a in r.actions}, [a.op for a in r.actions]
     assert oid(PENDING_A) == waiting_a and "pending=1" in comment(PENDING_A)
-    assert _reads(PENDING_B) == [PENDING_A]
+    assert rule_reads(PENDING_B) == [PENDING_A]
     assert vs.sync().actions == []
     assert sorted(_complete(vs).swapped) == ["viewtest.A", "viewtest.B"]
     assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 25), (2, 45)]
@@ -400,7 +388,7 @@ def test_a_waiting_version_reading_an_old_version_by_schema_is_rebuilt_in_the_sw
     vs.view("B", "SELECT id, v + 7 AS v FROM public.t_a", materialized=True, concurrent_index="id",
             defer_rebuild=True, dependencies=("viewtest.A",))  # fmt: skip
     vs.sync()
-    assert _reads(PENDING_B) == ["t_a"]
+    assert rule_reads(PENDING_B) == ["t_a"]
     assert vs.sync().actions == []  # no rebuild on every sync
     done = _complete(vs)
     assert sorted(done.swapped) == ["viewtest.A", "viewtest.B"], done

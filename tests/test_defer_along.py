@@ -15,7 +15,7 @@ from django_pgviews_c import _core
 from django_pgviews_c.models import RefreshRecord
 from django_pgviews_c.pending import complete_pending, pending_models
 from tests import psycopg_compat
-from tests.helpers import Gate, ViewSet, catalog_rows, comment, execute, leftovers, oid, populated
+from tests.helpers import Gate, ViewSet, catalog_rows, comment, execute, leftovers, oid, populated, rule_reads
 
 PENDING_A = _core.derived_name("t_a", "_pgvc_pending")
 PENDING_V = _core.derived_name("t_v", "_pgvc_pending")
@@ -44,19 +44,6 @@ def _declare(vs: ViewSet, factor: int, b_sql: str = "SELECT id, v + 1 AS v FROM 
     vs.view("R", "SELECT sum(v)::int AS total FROM t_a", dependencies=("viewtest.A",))
 
 
-def _reads(qualified: str) -> list[str]:
-    """The relations the rewrite rule of a view reads (pg_depend), by name."""
-    return [
-        r[0]
-        for r in catalog_rows(
-            "SELECT DISTINCT d.refobjid::regclass::text FROM pg_depend d "
-            "JOIN pg_rewrite w ON w.oid = d.objid WHERE d.classid = 'pg_rewrite'::regclass "
-            "AND w.ev_class = to_regclass(%s) AND d.refobjid <> w.ev_class ORDER BY 1",
-            [qualified],
-        )
-    ]
-
-
 def _complete(vs: ViewSet, **kw):
     return complete_pending(models=list(vs.models.values()), **kw)
 
@@ -76,8 +63,8 @@ def test_a_matview_over_a_plain_view_over_a_deferred_one_waits_along(src):
     }, r.reasons
     assert "reads viewtest.V, whose rebuild waits" in r.reasons["viewtest.B"], r.reasons
     assert {t: oid(t) for t in before} == before
-    assert _reads(PENDING_B) == [PENDING_V] and _reads(PENDING_V) == [PENDING_A]
-    assert _reads("t_b") == ["t_v"] and _reads("t_v") == ["t_a"]
+    assert rule_reads(PENDING_B) == [PENDING_V] and rule_reads(PENDING_V) == [PENDING_A]
+    assert rule_reads("t_b") == ["t_v"] and rule_reads("t_v") == ["t_a"]
     assert not populated(PENDING_B) and "pending=1" in comment(PENDING_V)
     assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 11), (2, 21)]
     assert leftovers() == []
@@ -93,7 +80,7 @@ def test_a_matview_over_a_plain_view_over_a_deferred_one_waits_along(src):
     assert not done.failed, done
     assert catalog_rows("SELECT id, v FROM t_b ORDER BY id") == [(1, 21), (2, 41)]
     assert catalog_rows("SELECT total FROM t_r") == [(60,)]
-    assert _reads("t_b") == ["t_v"] and _reads("t_v") == ["t_a"]
+    assert rule_reads("t_b") == ["t_v"] and rule_reads("t_v") == ["t_a"]
     assert all(oid(p) is None for p in (PENDING_A, PENDING_V, PENDING_B))
     assert leftovers() == []
     assert RefreshRecord.objects.filter(view="viewtest.B", ok=True, plain_reason="pending rebuild").exists()

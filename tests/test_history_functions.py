@@ -9,11 +9,10 @@ import logging
 import pytest
 from django.core.management import call_command
 from django.db import connection
-from django.test.utils import CaptureQueriesContext, override_settings
+from django.test.utils import CaptureQueriesContext
 
 from django_pgviews_c import _core, history
-from django_pgviews_c.historyfn import PRUNE_SLACK
-from tests.helpers import ViewSet, catalog_rows, execute
+from tests.helpers import ViewSet, assert_pruned_to_keep, catalog_rows, execute
 
 FUNCTIONS = ("django_pgviews_c_capture", "django_pgviews_c_record", "django_pgviews_c_record_run")
 
@@ -159,16 +158,4 @@ def test_a_new_connection_tries_them_again(vs, without_functions):
 @pytest.mark.parametrize("keep", [1, 3])
 def test_pruning_keeps_at_least_keep_and_at_most_keep_plus_slack(vs, keep):
     mat = vs.models["HfMat"]
-    ids = [r.id for r in history.records(mat)]  # the sync's record
-    counts = []
-    with override_settings(PGVIEWS_HISTORY_KEEP=keep):
-        for _ in range(2 * (keep + PRUNE_SLACK) + 3):
-            mat.refresh()
-            ids.append(history.records(mat).first().id)
-            kept = [r.id for r in history.records(mat)]
-            counts.append(len(kept))
-            assert kept == sorted(ids, reverse=True)[: len(kept)]  # always the newest
-            assert min(len(ids), keep) <= len(kept) <= keep + PRUNE_SLACK
-    # Pruned when there were more than keep + slack, back to keep: not on every refresh.
-    assert keep in counts[keep:] and keep + PRUNE_SLACK in counts
-    assert counts.count(keep) <= 3
+    assert_pruned_to_keep(mat, keep, mat.refresh)

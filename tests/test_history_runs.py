@@ -12,13 +12,12 @@ import logging
 
 import pytest
 from django.db import connection, transaction
-from django.test.utils import CaptureQueriesContext, override_settings
+from django.test.utils import CaptureQueriesContext
 
 from django_pgviews_c import _core, history, runhistory
 from django_pgviews_c.exceptions import RefreshError
-from django_pgviews_c.historyfn import PRUNE_SLACK
 from django_pgviews_c.refresh import refresh_views
-from tests.helpers import ViewSet, catalog_rows, execute, oid
+from tests.helpers import ViewSet, assert_pruned_to_keep, catalog_rows, execute, oid
 
 RUN_CALL = "django_pgviews_c_record_run("
 AFTER = _core.query_sql("history_after").split(" FROM ")[0]  # the re-read of one view
@@ -145,18 +144,9 @@ def test_where_the_function_is_missing_the_statements_go_as_text(vs, without_run
 @pytest.mark.parametrize("keep", [1, 3])
 def test_runs_prune_at_least_keep_and_at_most_keep_plus_slack(vs, keep):
     one = vs.models["HrOne"]
-    ids = [r.id for r in history.records(one)]  # the sync's record
-    counts = []
-    with override_settings(PGVIEWS_HISTORY_KEEP=keep):
-        for _ in range(2 * (keep + PRUNE_SLACK) + 3):
-            refresh_views([one, vs.models["HrOfOne"]], using="default", jobs=2)
-            ids.append(history.records(one).first().id)
-            kept = [r.id for r in history.records(one)]
-            counts.append(len(kept))
-            assert kept == sorted(ids, reverse=True)[: len(kept)]  # always the newest
-            assert min(len(ids), keep) <= len(kept) <= keep + PRUNE_SLACK
-    assert keep in counts[keep:] and keep + PRUNE_SLACK in counts
-    assert counts.count(keep) <= 3
+    assert_pruned_to_keep(
+        one, keep, lambda: refresh_views([one, vs.models["HrOfOne"]], using="default", jobs=2)
+    )
 
 
 def test_a_long_run_is_written_in_batches(vs, monkeypatch):

@@ -378,15 +378,19 @@ def test_the_sync_view_operation_records(transactional_db):
     assert rec.ok and rec.plain_reason == "built by sync" and rec.mode == "plain"
 
 
+def _hsm(vs: ViewSet, changed: bool = False):
+    """HsM, a deferred materialized view over hs_src; changed: its second definition (v doubled)."""
+    sql = "SELECT id, v * 2 AS v FROM hs_src" if changed else "SELECT id, v FROM hs_src"
+    return vs.view("HsM", sql, materialized=True, concurrent_index="id", defer_rebuild=True)
+
+
 def test_pending_swap_records_the_dependants_that_waited_along(src):
     vs = ViewSet()
-    m = vs.view("HsM", "SELECT id, v FROM hs_src", materialized=True, concurrent_index="id",
-                defer_rebuild=True)  # fmt: skip
+    m = _hsm(vs)
     reader = vs.view("HsR", "SELECT max(v) AS top FROM t_hsm", materialized=True,
                      dependencies=("viewtest.HsM",))  # fmt: skip
     vs.sync()
-    vs.view("HsM", "SELECT id, v * 2 AS v FROM hs_src", materialized=True, concurrent_index="id",
-            defer_rebuild=True)  # fmt: skip
+    _hsm(vs, changed=True)
     states = vs.sync().states
     assert states["viewtest.HsM"] == "pending rebuild" and states["viewtest.HsR"] == "pending rebuild"
     assert reasons(reader) == ["built by sync"]
@@ -405,13 +409,11 @@ def test_pending_swap_records_the_dependants_it_re_populates(src):
     execute("CREATE SCHEMA hs_other")
     try:
         vs = ViewSet()
-        m = vs.view("HsM", "SELECT id, v FROM hs_src", materialized=True, concurrent_index="id",
-                    defer_rebuild=True)  # fmt: skip
+        m = _hsm(vs)
         reader = vs.view("HsR", "SELECT max(v) AS top FROM public.t_hsm", materialized=True,
                          db_table="hs_other.t_hsr", dependencies=("viewtest.HsM",))  # fmt: skip
         vs.sync()
-        vs.view("HsM", "SELECT id, v * 2 AS v FROM hs_src", materialized=True, concurrent_index="id",
-                defer_rebuild=True)  # fmt: skip
+        _hsm(vs, changed=True)
         states = vs.sync().states
         assert states["viewtest.HsM"] == "pending rebuild" and states["viewtest.HsR"] == "in sync"
         done = complete_pending(models=list(vs.models.values()))
@@ -428,13 +430,11 @@ def test_a_changed_reader_that_does_not_defer_waits_along_with_its_new_definitio
     """Rebuilt at once, it would read the old version and be re-created in the swap: it waits
     along instead, its waiting version holding its new definition, and a warm sync does nothing."""
     vs = ViewSet()
-    vs.view("HsM", "SELECT id, v FROM hs_src", materialized=True, concurrent_index="id",
-            defer_rebuild=True)  # fmt: skip
+    _hsm(vs)
     reader = vs.view("HsR", "SELECT max(v) AS top FROM t_hsm", materialized=True,
                      dependencies=("viewtest.HsM",))  # fmt: skip
     vs.sync()
-    vs.view("HsM", "SELECT id, v * 2 AS v FROM hs_src", materialized=True, concurrent_index="id",
-            defer_rebuild=True)  # fmt: skip
+    _hsm(vs, changed=True)
     reader = vs.view("HsR", "SELECT max(v) + 1 AS top FROM t_hsm", materialized=True,
                      dependencies=("viewtest.HsM",))  # fmt: skip
     r = vs.sync()

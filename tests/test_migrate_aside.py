@@ -96,6 +96,17 @@ class Project:
         )
         self._forget_bytecode()
 
+    def rename_item_to_article(self) -> None:
+        """Migration 0002_rename: the model Item renamed Article, its table shop_goods; the class
+        renamed in models.py (its Meta left to the caller)."""
+        self.migration(
+            "0002_rename",
+            "0001_initial",
+            "        migrations.RenameModel('Item', 'Article'),\n"
+            "        migrations.AlterModelTable('article', 'shop_goods'),\n",
+        )
+        self.edit_models("class Item(models.Model):", "class Article(models.Model):")
+
     def _forget_bytecode(self) -> None:
         for cached in (self.path / "shop").rglob("__pycache__"):
             shutil.rmtree(cached)
@@ -216,13 +227,7 @@ def test_rename_field_under_a_view_and_a_materialized_view(project):
 
 def test_rename_model_and_table_set_nothing_aside(project):
     before = snapshot()
-    project.migration(
-        "0002_rename",
-        "0001_initial",
-        "        migrations.RenameModel('Item', 'Article'),\n"
-        "        migrations.AlterModelTable('article', 'shop_goods'),\n",
-    )
-    project.edit_models("class Item(models.Model):", "class Article(models.Model):")
+    project.rename_item_to_article()
     project.edit_models(
         "    name = models.CharField(max_length=20)\n\n\nclass Cheap",
         "    name = models.CharField(max_length=20)\n\n    class Meta:\n        db_table = 'shop_goods'\n\n\nclass Cheap",

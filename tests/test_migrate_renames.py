@@ -91,6 +91,19 @@ def test_the_warning_honours_verbosity(project):
     assert done.stdout == ""
 
 
+def _migrate_help_text(project: RenameProject, name: str, dependency: str, help_text: str):
+    """A migration that may rename (an AlterField of item.price's help_text), migrated: no view
+    is said to no longer build."""
+    project.migration(
+        name,
+        dependency,
+        f"        migrations.AlterField('item', 'price', models.IntegerField(help_text={help_text!r})),\n",
+    )
+    done = project.ok("migrate")
+    assert "no longer builds" not in done.stdout
+    return done
+
+
 def test_after_the_sql_is_updated_migrate_says_nothing(project):
     rename_name_to_title(project)
     assert "no longer builds" in project.ok("migrate").stdout
@@ -99,24 +112,12 @@ def test_after_the_sql_is_updated_migrate_says_nothing(project):
     before = objects()
     # The next migration that can rename: the fixed views were rebuilt by the sync, and the one
     # kept (CheapCount) still builds.
-    project.migration(
-        "0003_help",
-        "0002_rename",
-        "        migrations.AlterField('item', 'price', models.IntegerField(help_text='cents')),\n",
-    )
-    done = project.ok("migrate")
-    assert "no longer builds" not in done.stdout
+    done = _migrate_help_text(project, "0003_help", "0002_rename", "cents")
     assert "Warning" not in done.stdout + done.stderr
     assert [r[0] for r in objects()] == [r[0] for r in before]
     before = objects()
     # And once more, with nothing rebuilt: every view kept, every declaration checked.
-    project.migration(
-        "0004_help",
-        "0003_help",
-        "        migrations.AlterField('item', 'price', models.IntegerField(help_text='in cents')),\n",
-    )
-    done = project.ok("migrate")
-    assert "no longer builds" not in done.stdout
+    _migrate_help_text(project, "0004_help", "0003_help", "in cents")
     assert objects() == before  # nothing rebuilt
 
 
@@ -149,13 +150,7 @@ def test_a_lock_on_what_views_read_makes_the_check_stop_not_wait_nor_refuse(proj
 
 def test_renamed_table_warns_for_the_views_naming_it(project):
     before = objects()
-    project.migration(
-        "0002_rename",
-        "0001_initial",
-        "        migrations.RenameModel('Item', 'Article'),\n"
-        "        migrations.AlterModelTable('article', 'shop_goods'),\n",
-    )
-    project.edit_models("class Item(models.Model):", "class Article(models.Model):")
+    project.rename_item_to_article()
     done = project.ok("migrate")
     assert 'shop.Cheap (shop_cheap): relation "shop_item" does not exist (SQLSTATE 42P01)' in done.stdout
     assert 'shop.Names (shop_names): relation "shop_item" does not exist (SQLSTATE 42P01)' in done.stdout

@@ -91,21 +91,27 @@ def test_readers_do_not_queue_behind_a_waiting_refresh(views, jobs):
     assert catalog_rows("SELECT count(*) FROM t_locka") == [(2,)]
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_the_last_try_is_bounded_and_names_the_holder(views, jobs):
-    reader = Reader("pgvc-lock-holder")
+def _refresh_behind_reader(views, jobs: int, app: str, retries: int) -> tuple[RefreshError, int]:
+    """refresh_views (300 ms lock timeouts) while a Reader named app holds t_locka: the
+    RefreshError it raises, and the Reader's pid."""
+    reader = Reader(app)
     try:
         with (
-            override_settings(PGVIEWS_REFRESH_RETRIES=2, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300),
+            override_settings(PGVIEWS_REFRESH_RETRIES=retries, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300),
             pytest.raises(RefreshError) as info,
         ):
             refresh_views(list(views), jobs=jobs)
     finally:
         reader.release()
-    err = info.value
+    return info.value, reader.pid
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_last_try_is_bounded_and_names_the_holder(views, jobs):
+    err, pid = _refresh_behind_reader(views, jobs, "pgvc-lock-holder", retries=2)
     assert list(err.failures) == ["viewtest.LockA"]
     text = err.failures["viewtest.LockA"]
-    assert f"pid {reader.pid}" in text and "pgvc-lock-holder" in text and "55P03" in text
+    assert f"pid {pid}" in text and "pgvc-lock-holder" in text and "55P03" in text
     # The other view was refreshed; the blocked one was not.
     assert catalog_rows("SELECT n FROM t_lockb") == [(2,)]
     assert catalog_rows("SELECT count(*) FROM t_locka") == [(1,)]
@@ -115,17 +121,9 @@ def test_the_last_try_is_bounded_and_names_the_holder(views, jobs):
 def test_a_holder_without_application_name_is_named_by_its_backend_type(views, jobs):
     """As an autovacuum worker (``autovacuum worker``) would be: on Django's connection and in
     the C loop alike, as the sync's lock waits name it."""
-    reader = Reader("")
-    try:
-        with (
-            override_settings(PGVIEWS_REFRESH_RETRIES=0, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300),
-            pytest.raises(RefreshError) as info,
-        ):
-            refresh_views(list(views), jobs=jobs)
-    finally:
-        reader.release()
-    text = info.value.failures["viewtest.LockA"]
-    assert f"held by pid {reader.pid} (client backend), idle in transaction: SELECT count(*)" in text, text
+    err, pid = _refresh_behind_reader(views, jobs, "", retries=0)
+    text = err.failures["viewtest.LockA"]
+    assert f"held by pid {pid} (client backend), idle in transaction: SELECT count(*)" in text, text
     assert "55P03" in text
 
 

@@ -141,39 +141,10 @@ class Command(BaseCommand):
                 )
             return
         changed = result.changed
-        labels = {label: i for i, label in enumerate(result.statuses)}
-        rebuilt_bytes = 0
-        for label in changed:
-            mine = [a for a in result.actions if a.decl == labels[label]]
-            # The lock readers meet is the one held until commit: phase 1's, else phase 0's.
-            held = [a for a in mine if a.phase == 1] or mine
-            lock = held[0].lock if held else "none"
-            size = result.sizes.get(label)
-            line = f"  {result.statuses[label]:<8} {label} ({result.names[label]})"
-            line += f"  {result.reasons.get(label) or 'new'};  lock: {lock}"
-            if size and size[1] == "m" and any(a.op in _DATA_OPS for a in mine):
-                rebuilt_bytes += size[3]
-                line += f";  rebuilds {_size(size[3])} ({size[2]} rows)"
-            self.stdout.write(line)
-        restored = {a.target for a in result.actions if a.op == "restore"}
-        for action in result.actions:
-            if action.op == "drop" and action.decl < 0 and action.target in restored:
-                # A view of the user's that reads a re-created one: saved and restored.
-                self.stdout.write(
-                    f"  RESTORED {action.target}  (not managed by django-pgviews-c: dropped and "
-                    f"re-created with its grants, owner and comment);  lock: {action.lock}"
-                )
-            elif action.op == "drop" and action.decl < 0:
-                self.stdout.write(f"  PRUNED   {action.target}  (no model declares it);  lock: {action.lock}")
+        rebuilt_bytes = self._print_changed(result)
+        self._print_others(result)
         if verbosity >= 2:
-            for phase, title in ((0, "built beside, blocking nobody"), (1, "short transaction end")):
-                actions = [a for a in result.actions if a.phase == phase]
-                if not actions:
-                    continue
-                self.stdout.write(f" phase {phase} ({title}; as rehearsed, materialized views WITH NO DATA):")
-                for action in actions:
-                    self.stdout.write(f"  {action.op:<13} {action.target}\n{'':16}lock: {action.lock}")
-                    self.stdout.write("\n".join(f"{'':16}{line}" for line in action.sql.splitlines()))
+            self._print_steps(result)
         self._print_triggers(result)
         outcome = (
             "rehearsed in a transaction that was rolled back: the sync would succeed"
@@ -186,6 +157,49 @@ class Command(BaseCommand):
             + (f", {triggers} triggers of the exact mode change" if triggers else "")
             + f"; {outcome}"
         )
+
+    def _print_changed(self, result: SyncResult) -> int:
+        """One line per view that changes; returns the bytes of materialized views rebuilt."""
+        labels = {label: i for i, label in enumerate(result.statuses)}
+        rebuilt_bytes = 0
+        for label in result.changed:
+            mine = [a for a in result.actions if a.decl == labels[label]]
+            # The lock readers meet is the one held until commit: phase 1's, else phase 0's.
+            held = [a for a in mine if a.phase == 1] or mine
+            lock = held[0].lock if held else "none"
+            size = result.sizes.get(label)
+            line = f"  {result.statuses[label]:<8} {label} ({result.names[label]})"
+            line += f"  {result.reasons.get(label) or 'new'};  lock: {lock}"
+            if size and size[1] == "m" and any(a.op in _DATA_OPS for a in mine):
+                rebuilt_bytes += size[3]
+                line += f";  rebuilds {_size(size[3])} ({size[2]} rows)"
+            self.stdout.write(line)
+        return rebuilt_bytes
+
+    def _print_others(self, result: SyncResult) -> None:
+        """The views no model declares that the sync drops: restored (the user's, reading a
+        re-created one) or pruned."""
+        restored = {a.target for a in result.actions if a.op == "restore"}
+        for action in result.actions:
+            if action.op == "drop" and action.decl < 0 and action.target in restored:
+                # A view of the user's that reads a re-created one: saved and restored.
+                self.stdout.write(
+                    f"  RESTORED {action.target}  (not managed by django-pgviews-c: dropped and "
+                    f"re-created with its grants, owner and comment);  lock: {action.lock}"
+                )
+            elif action.op == "drop" and action.decl < 0:
+                self.stdout.write(f"  PRUNED   {action.target}  (no model declares it);  lock: {action.lock}")
+
+    def _print_steps(self, result: SyncResult) -> None:
+        """-v 2: the internal steps of each phase, with their lock and SQL."""
+        for phase, title in ((0, "built beside, blocking nobody"), (1, "short transaction end")):
+            actions = [a for a in result.actions if a.phase == phase]
+            if not actions:
+                continue
+            self.stdout.write(f" phase {phase} ({title}; as rehearsed, materialized views WITH NO DATA):")
+            for action in actions:
+                self.stdout.write(f"  {action.op:<13} {action.target}\n{'':16}lock: {action.lock}")
+                self.stdout.write("\n".join(f"{'':16}{line}" for line in action.sql.splitlines()))
 
     def _print_triggers(self, result: SyncResult) -> None:
         """The exact mode's triggers the sync would create and drop (exact.py), with the lock
