@@ -51,6 +51,11 @@ void pgvc_connopts_free(pgvc_connopts *o);
  * notice receiver, run the setup statement, and read lock_timeout (ms, 0: none). NULL with
  * ConnectionLostError naming libpq's reason, or the signal handler's exception. */
 PGconn *pgvc_connect(const pgvc_connopts *o, long *lock_timeout);
+/* RAISES_NEG. n connections at once, as pgvc_connect makes one: every connect started, then
+ * driven together in one poll(), so that their server backends start side by side rather than
+ * one after the other. conns[i] and lock_timeouts[i] are set; on an error every one is closed
+ * (and NULL). */
+int pgvc_connect_many(const pgvc_connopts *o, PGconn **conns, long *lock_timeouts, int n);
 void pgvc_conn_close(PGconn *conn);
 
 /* The session settings as statements that bind only the transaction they run in ("SET LOCAL

@@ -50,6 +50,32 @@ static int connect_slot(Loop *L, Slot *slot)
     return slot->conn ? 0 : -1;
 }
 
+/* Connect every slot at once (RAISES_NEG, as connect_slot), and make the session's text. */
+static int connect_slots(Loop *L)
+{
+    const int n = L->jobs;
+    PGconn **conns = calloc((size_t)n, sizeof(PGconn *));
+    long *lock_timeouts = calloc((size_t)n, sizeof(long));
+    int rc = -1;
+    if (!conns || !lock_timeouts) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    if (pgvc_connect_many(&L->opts, conns, lock_timeouts, n) < 0)
+        goto exit;
+    for (int s = 0; s < n; s++) {
+        L->slots[s].conn = conns[s];
+        L->slots[s].user_lock_timeout = lock_timeouts[s];
+    }
+    if (!(L->session_sql = pgvc_session_sql(&L->opts, L->slots[0].conn)))
+        goto exit;
+    rc = 0;
+exit:
+    free(conns);
+    free(lock_timeouts);
+    return rc;
+}
+
 /* ---- errors and lock waits ------------------------------------------------------------------ */
 
 static PyObject *error_dict(PGconn *conn, PGresult *res, const char *fallback)
@@ -550,7 +576,7 @@ static int check_run_options(const Loop *L, int jobs, int retries, int short_ms,
 }
 
 /* RAISES_NEG. One connection per job (no more than there are tasks, one at least), each set
- * up; the first tells the session's SQL. */
+ * up, all connecting at once; the first tells the session's SQL. */
 static int open_slots(Loop *L, int jobs)
 {
     L->jobs = jobs > L->n ? (L->n ? (int)L->n : 1) : jobs;
@@ -560,13 +586,7 @@ static int open_slots(Loop *L, int jobs)
     }
     for (int s = 0; s < L->jobs; s++)
         L->slots[s].task = -1;
-    for (int s = 0; s < L->jobs; s++) {
-        if (connect_slot(L, &L->slots[s]) < 0)
-            return -1;
-        if (!L->session_sql && !(L->session_sql = pgvc_session_sql(&L->opts, L->slots[s].conn)))
-            return -1;
-    }
-    return 0;
+    return connect_slots(L);
 }
 
 /* [(state, seconds, error or None)] of every task, in the order given. */

@@ -161,6 +161,7 @@ class ViewFreshness:
     mode: str = "statistics"  # staleness: "statistics" or "exact"
     due: bool = False
     due_at: dt.datetime | None = None  # when a stale view falls due (now or later)
+    state: ViewState | None = field(default=None, repr=False, compare=False)  # what the check read
 
     @property
     def why(self) -> str:
@@ -277,6 +278,7 @@ def freshness(
             last_failure=failure,
             interval=refresh_interval(model),
             mode=staleness_mode(model),
+            state=state,
         )
         if item.stale and item.exists and item.interval is not None:
             item.due_at = now if ok is None else ok.started_at + item.interval
@@ -384,6 +386,11 @@ def refresh_pass(
     # With a stop event and one job: view by view, so a stop request ends the pass between
     # two views. Otherwise one call, which orders the views and skips those a failure blocks.
     batches = [order] if stop is None or jobs > 1 else [[m] for m in order]
+    # One run: its records keep the sources the check just read, captured before any of its
+    # refreshes began (a write since then costs one more refresh, never a missed one), rather
+    # than a second read of the same catalog. View by view, each run captures its own: a view
+    # refreshed by an earlier run of the pass would otherwise be recorded as it was before it.
+    captured = _captured(items, set(order), using) if len(batches) == 1 else None
     blocked: set[type[pg.View]] = set()
     for batch in batches:
         batch = [m for m in batch if m not in blocked]
@@ -395,7 +402,7 @@ def refresh_pass(
             continue
         try:
             done = refresh_views(batch, using=using, jobs=jobs, concurrently=concurrently,
-                                 strict=strict, progress=progress)  # fmt: skip
+                                 strict=strict, progress=progress, captured=captured)  # fmt: skip
             result.refreshed += done.refreshed
         except RefreshError as exc:
             result.failed.update(exc.failures)
@@ -408,6 +415,20 @@ def refresh_pass(
     result.next_due = next_due(freshness(models, using=using)) if due else None
     result.wall = _time.perf_counter() - started
     return result
+
+
+def _captured(
+    items: Sequence[ViewFreshness], chosen: set[type[pg.View]], using: str
+) -> dict[str, dict[type[pg.View], tuple[str | None, dict[str, Any] | None]]]:
+    """The sources the check read of the ``chosen`` views, as a run's records keep them
+    (refresh_views' ``captured``)."""
+    return {
+        using: {
+            f.model: (str(f.state.oid), f.state.snapshot())
+            for f in items
+            if f.model in chosen and f.state is not None and f.state.oid is not None
+        }
+    }
 
 
 def resolve_labels(labels: Iterable[str]) -> list[type[pg.View]]:

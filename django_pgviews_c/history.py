@@ -159,36 +159,19 @@ def record(
     sources: dict[str, Any] | None = None,
 ) -> bool:
     """Write one record on ``connection``, inside its transaction if one is open. Returns
-    whether it was written; a failure is logged, never raised."""
-    keep = max(1, int(setting("PGVIEWS_HISTORY_KEEP", DEFAULT_KEEP)))
-    label = model._meta.label
-    db_table = model._meta.db_table
-    if error is None:
-        sql = _core.query_sql("history_insert_counted", table=db_table)
-        rows_params: list[int | str] = [
-            int(setting("PGVIEWS_HISTORY_COUNT_ROWS_UP_TO", DEFAULT_COUNT_LIMIT)),
-            _core.qualified_name(*_core.split_table(db_table)),
-        ]
-    else:
-        sql, rows_params = _INSERT_SQL, []
-    params = [
-        label, db_table, started_at, duration, *rows_params, concurrent, plain_reason[:255],
-        error is None, (error or {}).get("sqlstate") or "", (error or {}).get("message") or "",
-        json.dumps(sources) if sources is not None else None, label, label, keep - 1,
-    ]  # fmt: skip
+    whether it was written; a failure is logged, never raised. One call of the function a run's
+    records go through (migration 0005; runhistory.send_records): planned once per server
+    backend, and pruning the view's records once every PRUNE_SLACK, as Model.refresh()'s one
+    round trip does; where it is missing, the statements as text."""
+    from django_pgviews_c.runhistory import Done, send_records
+
+    done = Done(model, started_at, duration, concurrent, plain_reason, error, sources)
     try:
-        if connection.in_atomic_block or not connection.get_autocommit():
-            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-                cursor.execute(sql, params)
-        else:
-            # Its own transaction: no need to wait for the WAL flush. A crash that loses the
-            # record also resets the statistics, which makes every view stale anyway.
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit = off;\n" + sql, params)
+        send_records(connection, [done])
     except DjangoDBError as exc:
         logger.warning(
             "the refresh of %s was not recorded in its history (%s): %s%s",
-            label, TABLE, diag(exc)["message"], _hint(exc, connection),
+            model._meta.label, TABLE, diag(exc)["message"], _hint(exc, connection),
         )  # fmt: skip
         return False
     return True

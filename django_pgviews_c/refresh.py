@@ -45,7 +45,7 @@ from django_pgviews_c.declarations import setting
 from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies, view_graph
 from django_pgviews_c.exceptions import DatabaseError, PGViewsError, RefreshError
 from django_pgviews_c.privileges import INSUFFICIENT_PRIVILEGE, refresh_denied
-from django_pgviews_c.runhistory import RunRecorder
+from django_pgviews_c.runhistory import Captured, RunRecorder
 
 logger = logging.getLogger("django_pgviews_c.refresh")
 
@@ -280,6 +280,7 @@ class _Selection:
 
     models: list[type[pg.MaterializedView]]
     deps: list[list[int]]  # positions in models of the ones each reads (directly or via views)
+    captured: Captured | None = None  # sources the caller read before the run (RunRecorder)
 
     @property
     def labels(self) -> list[str]:
@@ -312,7 +313,9 @@ def _select(models: Iterable[type[pg.View]] | None, using: str | None) -> _Selec
 def _subset(sel: _Selection, keep: Sequence[int]) -> _Selection:
     position = {k: p for p, k in enumerate(keep)}
     return _Selection(
-        [sel.models[k] for k in keep], [[position[d] for d in sel.deps[k] if d in position] for k in keep]
+        [sel.models[k] for k in keep],
+        [[position[d] for d in sel.deps[k] if d in position] for k in keep],
+        sel.captured,
     )
 
 
@@ -325,15 +328,20 @@ def refresh_views(
     jobs: int = 1,
     progress: Callable[[str], None] | None = None,
     setup: str | None = None,
+    captured: Captured | None = None,
 ) -> RefreshResult:
     """Refresh the materialized views among ``models`` (default: all that belong to ``using``),
     each after the views it depends on. ``jobs`` > 1 refreshes independent views at once over
-    that many new connections; a failure stops only the views that depend on it.
+    that many new connections; a failure stops only the views that depend on it. ``captured``
+    (by database alias, by model: the view's oid and sources snapshot) holds sources the caller
+    read before the run, as the staleness check of a --stale pass does: their records keep
+    those, and the run reads only the others.
 
     Raises RefreshError naming each failed view (with the server's DETAIL and HINT) and those
     not refreshed because they depend on one; RefreshInterrupted (a KeyboardInterrupt) on
     Ctrl-C, saying which views were refreshed before it."""
     sel = _select(models, using)
+    sel.captured = captured
     flags = [m.can_refresh_concurrently(concurrently, strict) for m in sel.models]
     result = RefreshResult()
     started = time.perf_counter()
@@ -397,6 +405,7 @@ def _refresh_serial(
         flags,
         asked_concurrent=asked,
         connection_for=lambda m: _refresh_connection(m, using),
+        captured=sel.captured,
     ) as recorder:
         while (k := schedule.next()) is not None:
             model = sel.models[k]
@@ -521,7 +530,7 @@ def _refresh_parallel(
         flags = [f and ok for f, ok in zip(flags, populated, strict=True)]
     statements = [pg.refresh_statement(m._meta.db_table, f) for m, f in zip(sel.models, flags, strict=True)]
     labels = sel.labels
-    recorder = RunRecorder(connection, sel.models, flags)
+    recorder = RunRecorder(connection, sel.models, flags, captured=sel.captured)
 
     def on_event(k: int, state: str, seconds: float, error: dict[str, Any] | None) -> None:
         recorder.on_event(k, state, seconds, error)

@@ -8,7 +8,9 @@ holds the views, inside its transaction when one is open (a run rolled back with
 transaction leaves none): at the end of the run (the exit of ``with RunRecorder(...)``, an
 exception's included), and during a long run whenever FLUSH_RECORDS are waiting or the oldest has
 waited FLUSH_SECONDS. So the C loop's callback no longer waits for a round trip per view, during
-which it started no new refresh.
+which it started no new refresh. Once every refresh of a C loop's run has started, the loop has
+nothing left to start: from then on each ended refresh's record is written at once, while the
+last refreshes run, rather than all of them after the last one.
 
 Each write is one call of ``django_pgviews_c_record_run`` (migration 0005; historyfn.py), whose
 plan is made once per server backend: it counts each successful view's rows, inserts the records
@@ -32,13 +34,13 @@ then count as stale until their next recorded refresh)."""
 
 from __future__ import annotations
 
-__all__ = ["RunRecorder", "FLUSH_RECORDS", "FLUSH_SECONDS", "write_records"]
+__all__ = ["RunRecorder", "Captured", "FLUSH_RECORDS", "FLUSH_SECONDS", "write_records", "send_records"]
 
 import contextlib
 import datetime as dt
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -72,6 +74,10 @@ FLUSH_RECORDS = 50
 FLUSH_SECONDS = 5.0
 
 _RUN_CALL = _core.query_sql("history_record_run_call")
+
+#: Sources read before a run by its caller, by database alias, then by model: the view's own oid
+#: (None: it does not exist) and its sources snapshot (None: they could not be read).
+Captured = Mapping[str, Mapping[type[pg.View], tuple[str | None, dict[str, Any] | None]]]
 _AFTER_SQL = _core.query_sql("history_after")
 
 
@@ -102,8 +108,10 @@ class RunRecorder:
         *,
         asked_concurrent: bool = False,
         connection_for: Callable[[type[pg.View]], BaseDatabaseWrapper] | None = None,
+        captured: Captured | None = None,
     ) -> None:
         self.models = list(models)
+        self.given = captured or {}
         self.concurrent = list(concurrent)
         self.asked = asked_concurrent
         if connection_for is None:
@@ -136,10 +144,15 @@ class RunRecorder:
         self.flush()
 
     def _capture(self, connection: BaseDatabaseWrapper) -> None:
+        """The sources of the run's views on ``connection``'s database: those its caller read
+        before the run (``captured``: the staleness check's, which ran before any of these
+        refreshes took its snapshot), the others read now, in one query."""
         ks = [k for k, m in enumerate(self.models) if self.connection_for(m).alias == connection.alias]
-        for k, (oid, snap) in zip(
-            ks, capture_with_oids(connection, [self.models[k] for k in ks]), strict=True
-        ):
+        given = self.given.get(connection.alias, {})
+        read = [k for k in ks if self.models[k] not in given]
+        found = dict(zip(read, capture_with_oids(connection, [self.models[k] for k in read]), strict=True))
+        for k in ks:
+            oid, snap = found[k] if k in found else given[self.models[k]]
             self.sources[k] = snap
             if oid is not None:
                 self.oids[k] = oid
@@ -202,7 +215,9 @@ class RunRecorder:
         self._finish(connection, k, started_at, time.perf_counter() - t0, None)
 
     def on_event(self, k: int, state: str, seconds: float, error: dict[str, Any] | None) -> None:
-        """The C loop's on_event: keep each view's record as it ends (parallel runs)."""
+        """The C loop's on_event: keep each view's record as it ends (parallel runs). Once every
+        refresh of the run has started, the loop has nothing left to start: the records waiting
+        are written then, while the last refreshes run, rather than after them."""
         if not self.enabled:
             return
         if state == "running":
@@ -213,6 +228,8 @@ class RunRecorder:
         connection = self.connection_for(self.models[k])
         started_at = self.started.get(k) or timezone.now()
         self._finish(connection, k, started_at, seconds, error if state == "failed" else None)
+        if len(self.started) == len(self.models):
+            self.flush()
 
     def _read_after(self, connection: BaseDatabaseWrapper, model: type[pg.View]) -> None:
         name = _core.qualified_name(*_core.split_table(model._meta.db_table))
@@ -236,24 +253,11 @@ def write_records(connection: BaseDatabaseWrapper, records: Sequence[Done]) -> i
     open (in a savepoint). Returns how many were written: all or none; a failure is logged,
     never raised. Nothing is sent in a transaction already aborted (it rolls back with the
     refreshes, which leave no record then)."""
-    from django_pgviews_c.historyfn import forget_functions, missing_function, uses_functions
-
     if not records or (connection.in_atomic_block and connection.needs_rollback):
         return 0
-    functions = uses_functions(connection, "run")
-    sql, params = _statements(records, functions)
     try:
-        if connection.in_atomic_block or not connection.get_autocommit():
-            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-                execute_script(cursor, sql, params)
-        else:
-            # Its own transaction: no need to wait for the WAL flush. A crash that loses the
-            # records also resets the statistics, which makes every view stale anyway.
-            _execute(connection, "SET LOCAL synchronous_commit = off;\n" + sql, params)
+        send_records(connection, records)
     except DjangoDBError as exc:
-        if functions and missing_function(exc, "run"):  # nothing was written: as text from now on
-            forget_functions(connection, "run")
-            return write_records(connection, records)
         labels = ", ".join(r.model._meta.label for r in records)
         logger.warning(
             "the refreshes of %s were not recorded in their history (%s): %s%s",
@@ -261,6 +265,30 @@ def write_records(connection: BaseDatabaseWrapper, records: Sequence[Done]) -> i
         )  # fmt: skip
         return 0
     return len(records)
+
+
+def send_records(connection: BaseDatabaseWrapper, records: Sequence[Done]) -> None:
+    """Write ``records`` on ``connection`` in one round trip (history.record's way too), inside
+    its transaction if one is open (in a savepoint), else in a transaction of their own that does
+    not wait for the WAL flush. Raises the database's error; where the function is missing,
+    nothing was written and the same records go as text, on that connection from then on."""
+    from django_pgviews_c.historyfn import forget_functions, missing_function, uses_functions
+
+    functions = uses_functions(connection, "run")
+    sql, params = _statements(records, functions)
+    try:
+        if connection.in_atomic_block or not connection.get_autocommit():
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                execute_script(cursor, sql, params)
+        else:
+            # A crash that loses the records also resets the statistics, which makes every view
+            # stale anyway.
+            _execute(connection, "SET LOCAL synchronous_commit = off;\n" + sql, params)
+    except DjangoDBError as exc:
+        if not (functions and missing_function(exc, "run")):
+            raise
+        forget_functions(connection, "run")
+        send_records(connection, records)
 
 
 def _statements(records: Sequence[Done], functions: bool) -> tuple[str, list[Any]]:

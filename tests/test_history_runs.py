@@ -1,5 +1,6 @@
 """The records of a refresh_views() run (django_pgviews_c.runhistory): written after the
-refreshes in one round trip that calls django_pgviews_c_record_run (migration 0005), with each
+refreshes in one round trip that calls django_pgviews_c_record_run (migration 0005; with --jobs,
+also those that ended once every refresh had started, while the last ones run), with each
 view's rows and the loop's own durations; only a view that another view of the run reads is read
 again between refreshes; where the function is missing the statements go as text, learned once
 per connection; the history is pruned with its slack; a long run is written in batches; a run
@@ -66,14 +67,17 @@ def newest(vs: ViewSet, name: str):
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_a_run_is_recorded_in_one_call_with_rows_durations_and_what_its_readers_saw(vs, jobs):
+def test_a_run_is_recorded_in_calls_with_rows_durations_and_what_its_readers_saw(vs, jobs):
     execute("INSERT INTO hr_a VALUES (6, 6)")
     with CaptureQueriesContext(connection) as ctx:
         result = refresh_views(counted(vs), using="default", jobs=jobs)
     assert sorted(result.refreshed) == sorted(f"viewtest.{name}" for name in COUNTS)
     queries = [q["sql"] for q in ctx.captured_queries]
-    [call] = [q for q in queries if RUN_CALL in q]
-    assert "INSERT INTO" not in call  # the statements are the function's
+    calls = [q for q in queries if RUN_CALL in q]
+    # One call after a serial run; with --jobs, at most one per refresh ending once every
+    # refresh had started (the loop has nothing left to start then).
+    assert 1 <= len(calls) <= jobs
+    assert not any("INSERT INTO" in call for call in calls)  # the statements are the function's
     # Between refreshes, only the view another view of the run reads was read again.
     [after] = [q for q in queries if q.startswith(AFTER)]
     assert "t_hrone" in after
@@ -101,7 +105,7 @@ def test_failed_and_successful_refreshes_of_a_run_are_recorded_together(vs):
     models = [*counted(vs), vs.models["HrDiv"]]
     with CaptureQueriesContext(connection) as ctx, pytest.raises(RefreshError, match="division by zero"):
         refresh_views(models, using="default", jobs=2)
-    assert len([q for q in ctx.captured_queries if RUN_CALL in q["sql"]]) == 1
+    assert 1 <= len([q for q in ctx.captured_queries if RUN_CALL in q["sql"]]) <= 2
     bad = newest(vs, "HrDiv")
     assert (bad.ok, bad.sqlstate, bad.rows) == (False, "22012", None) and "division by zero" in bad.message
     assert {name: newest(vs, name).rows for name in COUNTS} == COUNTS
@@ -119,7 +123,8 @@ def test_where_the_function_is_missing_the_statements_go_as_text(vs, without_run
     # sends the text from then on. Model.refresh() keeps its own functions (migration 0004).
     first_sql = [q["sql"] for q in first.captured_queries]
     assert len([q for q in first_sql if RUN_CALL in q]) == 1
-    assert len([q for q in first_sql if "INSERT INTO" in q and "django_pgviews_c_refresh" in q]) == 1
+    # As many writes as the run makes (--jobs 2: one or two).
+    assert 1 <= len([q for q in first_sql if "INSERT INTO" in q and "django_pgviews_c_refresh" in q]) <= 2
     assert [q["sql"] for q in second.captured_queries if RUN_CALL in q["sql"]] == []
     recs = list(history.records(vs.models["HrOne"])[:3])
     assert [(r.ok, r.rows, r.plain_reason) for r in recs] == [
@@ -178,7 +183,10 @@ def test_a_failure_to_record_a_run_fails_no_refresh(vs, caplog):
     finally:
         execute("ALTER TABLE hr_moved RENAME TO django_pgviews_c_refresh")
     assert result.count == 4 and catalog_rows("SELECT count(*) FROM t_hrone") == [(6,)]
-    [message] = [r.getMessage() for r in caplog.records if r.name == "django_pgviews_c.history"]
-    assert "were not recorded in their history" in message and "viewtest.HrOfOne" in message
-    assert "run: manage.py migrate django_pgviews_c --database default" in message
+    messages = [r.getMessage() for r in caplog.records if r.name == "django_pgviews_c.history"]
+    assert 1 <= len(messages) <= 2  # as many as the run's writes (--jobs 2: at most two)
+    for message in messages:
+        assert "were not recorded in their history" in message
+        assert "run: manage.py migrate django_pgviews_c --database default" in message
+    assert "viewtest.HrOfOne" in " ".join(messages)
     assert newest(vs, "HrOne").rows == 5  # the sync's record, nothing newer
