@@ -149,7 +149,8 @@ void pgvc_defer_classify(Plan *P, Decl *d)
     else if (P->nodes[d->pending].populated) /* populated by a --pending whose swap failed */
         d->reason = "its rebuild waits beside it, populated: refresh_pgviews --pending swaps it in";
     else
-        d->reason = "its rebuild waits beside it, WITH NO DATA: refresh_pgviews --pending swaps it in";
+        d->reason =
+            "its rebuild waits beside it, WITH NO DATA: refresh_pgviews --pending swaps it in";
 }
 
 int pgvc_defer_spread(Plan *P, Decl *d, Py_ssize_t tainted_by, Py_ssize_t dropped_by)

@@ -400,7 +400,9 @@ def refresh_pass(
         except RefreshInterrupted as exc:
             # What the pass did before (rebuilds swapped in, earlier batches) is committed: the
             # interrupt must not be reported as having changed nothing.
-            raise RefreshInterrupted(result.refreshed + exc.refreshed, exc.not_refreshed, exc.signum) from None
+            raise RefreshInterrupted(
+                result.refreshed + exc.refreshed, exc.not_refreshed, exc.signum
+            ) from None
         except RefreshError as exc:
             result.failed.update(exc.failures)
             for label in exc.skipped:

@@ -86,7 +86,8 @@ def test_a_refresher_killed_mid_refresh_frees_its_lock_and_the_standby_takes_ove
         second.wait_for("active: refreshing due views of database 'default'")
         second.wait_for("refreshed slowapp.SlowA")
         wait_for(
-            lambda: rows("SELECT count(*) FROM slowapp_slowb")[0][0] == 1, "SlowB to be refreshed by the standby"
+            lambda: rows("SELECT count(*) FROM slowapp_slowb")[0][0] == 1,
+            "SlowB to be refreshed by the standby",
         )
         second.proc.send_signal(signal.SIGTERM)
         second.wait_for("stopped")
@@ -132,5 +133,10 @@ def test_an_interrupted_stale_pass_names_the_rebuild_it_swapped_in_before(slow_d
     assert sleeping() == []  # the running REFRESH was cancelled
     # The rebuild swapped in stays (and is recorded); the interrupted refresh left no record.
     assert rows("SELECT v FROM slowapp_deferred") == [(1200.0,)]
-    assert rows("SELECT view, plain_reason FROM django_pgviews_c_refresh WHERE view <> 'slowapp.Deferred' "
-                "AND plain_reason NOT LIKE '%%sync'") == []
+    assert (
+        rows(
+            "SELECT view, plain_reason FROM django_pgviews_c_refresh WHERE view <> 'slowapp.Deferred' "
+            "AND plain_reason NOT LIKE '%%sync'"
+        )
+        == []
+    )
