@@ -88,7 +88,8 @@ def view_status(using: str = DEFAULT_DB_ALIAS, *, check_builds: bool = False) ->
             sizes = {row[0]: row[1:] for row in cursor.fetchall()}
         for v in existing:
             rows, size = sizes.get(v.qualified, (None, None))
-            v.rows = rows if v.kind == "mat" else None
+            # reltuples is -1 until the view is first analyzed: unknown, as the table prints it.
+            v.rows = rows if v.kind == "mat" and rows is not None and rows >= 0 else None
             v.size = size
     return out
 
