@@ -143,11 +143,14 @@ void pgvc_defer_classify(Plan *P, Decl *d)
     d->action = A_SKIP;
     d->status = S_EXISTS;
     d->state = ST_PENDING;
-    d->reason =
-        pending_current(P, d)
-            ? "its rebuild waits beside it, WITH NO DATA: refresh_pgviews --pending swaps it in"
-            : "definition changed; rebuild deferred: the new version is created beside it WITH "
-              "NO DATA, refresh_pgviews --pending swaps it in";
+    if (!pending_current(P, d))
+        d->reason = "definition changed; rebuild deferred: the new version is created beside it "
+                    "WITH NO DATA, refresh_pgviews --pending swaps it in";
+    else if (P->nodes[d->pending].populated) /* populated by a --pending whose swap failed */
+        d->reason = "its rebuild waits beside it, populated: refresh_pgviews --pending swaps it in";
+    else
+        d->reason =
+            "its rebuild waits beside it, WITH NO DATA: refresh_pgviews --pending swaps it in";
 }
 
 int pgvc_defer_spread(Plan *P, Decl *d, Py_ssize_t tainted_by, Py_ssize_t dropped_by)

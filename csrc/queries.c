@@ -155,6 +155,13 @@ static const char q_current_schemas[] = "SELECT pg_catalog.current_schemas(false
  * are current. */
 static const char q_clear_stats_snapshot[] = "SELECT pg_catalog.pg_stat_clear_snapshot()";
 
+/* clientcheck.py: the refresher's session checks, every %s ms while a statement runs, that its
+ * client is still there (PostgreSQL 14+; older servers have no such check and skip it), so a
+ * refresher killed mid-refresh loses its session, and its advisory lock, at once. */
+static const char q_client_check[] =
+    "SELECT pg_catalog.set_config('client_connection_check_interval', %s, false) "
+    "WHERE pg_catalog.current_setting('server_version_num')::int >= 140000";
+
 /* refresh.py: after the REFRESH, put back the lock_timeout lock_guard remembered. */
 static const char q_lock_restore[] = "; SELECT pg_catalog.set_config('lock_timeout', "
                                      "pg_catalog.current_setting('pgviews_c.lock_timeout'), true)";
@@ -390,6 +397,7 @@ static const query_entry queries[] = {
     {"capture", CAPTURE, NULL, NULL},
     {"capture_exact", CAPTURE_EXACT, NULL, NULL},
     {"clear_stats_snapshot", FIXED, q_clear_stats_snapshot, NULL},
+    {"client_check", FIXED, q_client_check, NULL},
     {"current_schemas", FIXED, q_current_schemas, NULL},
     {"database_checks", FIXED, q_database_checks, NULL},
     {"drop_materialized_view", DROP, "DROP MATERIALIZED VIEW IF EXISTS ", ""},

@@ -17,6 +17,7 @@ QueryName: TypeAlias = Literal[
     "capture",
     "capture_exact",
     "clear_stats_snapshot",
+    "client_check",
     "current_schemas",
     "database_checks",
     "drop_materialized_view",

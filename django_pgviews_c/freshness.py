@@ -374,7 +374,7 @@ def refresh_pass(
     from django_pgviews_c.dependencies import get_views_dependants
     from django_pgviews_c.exceptions import RefreshError
     from django_pgviews_c.pending import complete_pending
-    from django_pgviews_c.refresh import refresh_views
+    from django_pgviews_c.refresh import RefreshInterrupted, refresh_views
 
     started = _time.perf_counter()
     # A deferred rebuild waiting beside its old version is due: completed first, so the pass
@@ -404,6 +404,12 @@ def refresh_pass(
             done = refresh_views(batch, using=using, jobs=jobs, concurrently=concurrently,
                                  strict=strict, progress=progress, captured=captured)  # fmt: skip
             result.refreshed += done.refreshed
+        except RefreshInterrupted as exc:
+            # What the pass did before (rebuilds swapped in, earlier batches) is committed: the
+            # interrupt must not be reported as having changed nothing.
+            raise RefreshInterrupted(
+                result.refreshed + exc.refreshed, exc.not_refreshed, exc.signum
+            ) from None
         except RefreshError as exc:
             result.failed.update(exc.failures)
             for label in exc.skipped:

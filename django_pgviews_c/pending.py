@@ -104,6 +104,20 @@ def pending_models(
     return [m for m in out if wanted is None or m in wanted]
 
 
+def current_waiting(using: str = DEFAULT_DB_ALIAS) -> set[str]:
+    """The labels of the views of ``using`` whose waiting version is there and matches the code
+    (what --pending would populate and swap in). A view a sync would defer but whose waiting
+    version is missing, or is of an older definition, is not among them: a sync makes it."""
+    out: set[str] = set()
+    for conn, conn_models in _by_connection(using, None).values():
+        ensure_connected(conn)
+        known = {m._meta.label for m in conn_models}
+        with conn.cursor() as cursor:
+            plan = Syncer(conn, conn_models, known).plan(cursor)
+        out |= {conn_models[i]._meta.label for i, _s, _n, _p, current, _r in plan["pending"] if current}
+    return out
+
+
 #: A populated pending version, ready to swap: (declaration index, label, sources captured
 #: before its REFRESH, when that began, seconds it took).
 _Ready = tuple[int, str, "dict[str, Any] | None", Any, float]

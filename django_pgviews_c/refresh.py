@@ -86,6 +86,9 @@ def session_settings(connection: BaseDatabaseWrapper) -> dict[str, str]:
 
         level = IsolationLevel(options["isolation_level"]).name
         session["default_transaction_isolation"] = level.replace("_", " ").lower()
+    from django_pgviews_c.clientcheck import loop_session
+
+    session.update(loop_session())  # the refresher's client check, inside checking_client()
     return session
 
 

@@ -77,6 +77,7 @@ def view_status(using: str = DEFAULT_DB_ALIAS, *, check_builds: bool = False) ->
                     "(sync_pgviews --prune drops it)",
                 )
             )
+    _not_built_yet(using, [v for v in out if v.state == PENDING_STATE])
     _pending_ages(using, [v for v in out if v.state == PENDING_STATE])
     existing = [v for v in out if v.state != "missing"]
     if existing:
@@ -87,7 +88,8 @@ def view_status(using: str = DEFAULT_DB_ALIAS, *, check_builds: bool = False) ->
             sizes = {row[0]: row[1:] for row in cursor.fetchall()}
         for v in existing:
             rows, size = sizes.get(v.qualified, (None, None))
-            v.rows = rows if v.kind == "mat" else None
+            # reltuples is -1 until the view is first analyzed: unknown, as the table prints it.
+            v.rows = rows if v.kind == "mat" and rows is not None and rows >= 0 else None
             v.size = size
     return out
 
@@ -107,6 +109,28 @@ def _refused(result: Any, models: dict[str, Any]) -> dict[str, str]:
         for item in found
         if not item.unchecked  # its check was not granted a lock in time: not judged
     }
+
+
+#: What a view the next sync defers, whose waiting version is not there yet, is told to do.
+NOT_BUILT_YET = (
+    "its rebuild is deferred, but its waiting version is not there yet (or is of an older "
+    "definition): sync_pgviews (or migrate) creates it beside the old one WITH NO DATA, then "
+    "refresh_pgviews --pending swaps it in"
+)
+
+
+def _not_built_yet(using: str, pending: list[ViewState]) -> None:
+    """A view the dry run says a sync would defer is waiting only when its waiting version is
+    there and matches the code; otherwise it is changed, and sync_pgviews (not --pending, which
+    has nothing to populate) is what brings it on."""
+    if not pending:
+        return
+    from django_pgviews_c.pending import current_waiting
+
+    there = current_waiting(using)
+    for v in pending:
+        if v.label not in there:
+            v.state, v.detail = "changed", NOT_BUILT_YET
 
 
 def _pending_ages(using: str, pending: list[ViewState]) -> None:

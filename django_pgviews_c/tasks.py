@@ -30,16 +30,19 @@ def refresh_due(
     ``refresh_pgviews --due`` does. Returns what it refreshed, skipped and what failed."""
     from django.db import connections
 
+    from django_pgviews_c.clientcheck import checking_client, set_client_check
     from django_pgviews_c.freshness import refresh_pass
     from django_pgviews_c.management.commands.pgviews_refresher import REFRESHER_LOCK_KEY
 
     connection = connections[database]
+    set_client_check(connection)  # a worker killed mid-refresh frees the lock at once
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_catalog.pg_try_advisory_lock(%s)", [REFRESHER_LOCK_KEY])
         if not cursor.fetchone()[0]:
             return {"database": database, "standby": True, "refreshed": [], "skipped": {}, "failed": {}}
     try:
-        result = refresh_pass(database, due=not stale, jobs=jobs, concurrently=concurrently)
+        with checking_client(connection):
+            result = refresh_pass(database, due=not stale, jobs=jobs, concurrently=concurrently)
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_catalog.pg_advisory_unlock(%s)", [REFRESHER_LOCK_KEY])

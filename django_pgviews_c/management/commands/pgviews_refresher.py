@@ -14,6 +14,7 @@ from django.db import Error as DjangoDBError
 from django.db import connections
 from django.utils import timezone
 
+from django_pgviews_c.clientcheck import checking_client, set_client_check
 from django_pgviews_c.freshness import refresh_pass
 from django_pgviews_c.history import setting
 from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
@@ -68,7 +69,7 @@ class Command(BaseCommand):
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            with pgviews_errors(handle_signals=False):
+            with pgviews_errors(handle_signals=False), checking_client(connections[alias]):
                 self.loop(alias, poll, stop, options)
         finally:
             for s, handler in previous.items():
@@ -89,6 +90,9 @@ class Command(BaseCommand):
         while not stop.is_set():
             try:
                 if not holding:
+                    # Killed mid-refresh, this session must end (and free the lock) at once,
+                    # not when its statement ends: the server checks that we are still there.
+                    set_client_check(connection)
                     with connection.cursor() as cursor:
                         cursor.execute("SELECT pg_catalog.pg_try_advisory_lock(%s)", [REFRESHER_LOCK_KEY])
                         holding = bool(cursor.fetchone()[0])
