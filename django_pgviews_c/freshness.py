@@ -371,10 +371,7 @@ def refresh_pass(
     threading.Event) ends a one-job pass between two views. Failures are in the result."""
     import time as _time
 
-    from django_pgviews_c.dependencies import get_views_dependants
-    from django_pgviews_c.exceptions import RefreshError
     from django_pgviews_c.pending import complete_pending
-    from django_pgviews_c.refresh import RefreshInterrupted, refresh_views
 
     started = _time.perf_counter()
     # A deferred rebuild waiting beside its old version is due: completed first, so the pass
@@ -391,6 +388,31 @@ def refresh_pass(
     # than a second read of the same catalog. View by view, each run captures its own: a view
     # refreshed by an earlier run of the pass would otherwise be recorded as it was before it.
     captured = _captured(items, set(order), using) if len(batches) == 1 else None
+    _refresh_batches(
+        batches, result, using=using, jobs=jobs, stop=stop, captured=captured,
+        run={"concurrently": concurrently, "strict": strict, "progress": progress},
+    )  # fmt: skip
+    result.next_due = next_due(freshness(models, using=using)) if due else None
+    result.wall = _time.perf_counter() - started
+    return result
+
+
+def _refresh_batches(
+    batches: list[list[type[pg.View]]],
+    result: PassResult,
+    *,
+    using: str,
+    jobs: int,
+    stop: Any,
+    captured: Any,
+    run: dict[str, Any],
+) -> None:
+    """refresh_pass's refreshes, batch by batch, into ``result``: a failed view's dependants
+    are skipped in later batches, a ``stop`` request skips the batches not started."""
+    from django_pgviews_c.dependencies import get_views_dependants
+    from django_pgviews_c.exceptions import RefreshError
+    from django_pgviews_c.refresh import RefreshInterrupted, refresh_views
+
     blocked: set[type[pg.View]] = set()
     for batch in batches:
         batch = [m for m in batch if m not in blocked]
@@ -401,8 +423,7 @@ def refresh_pass(
                 result.skipped[m._meta.label] = "not started: stopping"
             continue
         try:
-            done = refresh_views(batch, using=using, jobs=jobs, concurrently=concurrently,
-                                 strict=strict, progress=progress, captured=captured)  # fmt: skip
+            done = refresh_views(batch, using=using, jobs=jobs, captured=captured, **run)
             result.refreshed += done.refreshed
         except RefreshInterrupted as exc:
             # What the pass did before (rebuilds swapped in, earlier batches) is committed: the
@@ -418,9 +439,6 @@ def refresh_pass(
     for m in blocked:
         if m._meta.label not in result.failed and m._meta.label not in result.refreshed:
             result.skipped[m._meta.label] = "reads a view that failed"
-    result.next_due = next_due(freshness(models, using=using)) if due else None
-    result.wall = _time.perf_counter() - started
-    return result
 
 
 def _captured(
