@@ -99,6 +99,14 @@ def _realise_projections(app_label: str, model_name: str) -> None:
         realize_deferred_projections(model_cls)
 
 
+def _inherited(bases: tuple[type, ...], name: str, default: Any) -> Any:
+    """What the first base that has ``name`` (a ViewMeta attribute) holds, else ``default``."""
+    for base in bases:
+        if hasattr(base, name):
+            return copy.copy(getattr(base, name))
+    return default
+
+
 class ViewMeta(models.base.ModelBase):
     # What __new__ takes out of a view class's body: attributes of every view class.
     _dependencies: list[Any]
@@ -106,10 +114,14 @@ class ViewMeta(models.base.ModelBase):
     _concurrent_index_tablespace: str | None
 
     def __new__(cls, name: str, bases: tuple[type, ...], attrs: dict[str, Any], **kwargs: Any) -> ViewMeta:
-        dependencies = attrs.pop("dependencies", [])
+        # A class that does not declare these takes its bases' (an abstract base shared by
+        # views that differ only in their SQL); redux gave such a class none.
+        dependencies = attrs.pop("dependencies", _inherited(bases, "_dependencies", []))
         projection = attrs.pop("projection", [])
-        concurrent_index = attrs.pop("concurrent_index", None)
-        concurrent_index_tablespace = attrs.pop("concurrent_index_tablespace", None)
+        concurrent_index = attrs.pop("concurrent_index", _inherited(bases, "_concurrent_index", None))
+        concurrent_index_tablespace = attrs.pop(
+            "concurrent_index_tablespace", _inherited(bases, "_concurrent_index_tablespace", None)
+        )
 
         deferred = []
         for spec in projection:

@@ -547,3 +547,38 @@ class TestReduxSyncBehaviour:
             pre_migrate.receivers[:] = saved_pre
             post_migrate.sender_receivers_cache.clear()
             pre_migrate.sender_receivers_cache.clear()
+
+
+def test_view_attributes_come_from_an_abstract_base():
+    """concurrent_index, its tablespace and dependencies declared on an abstract base hold for
+    the subclasses that do not declare their own (redux gave them none); None opts out."""
+
+    class Window(pg.MaterializedView):
+        concurrent_index = "id"
+        concurrent_index_tablespace = "fast"
+        dependencies = ["viewtest.Source"]
+
+        class Meta:
+            app_label = "viewtest"
+            managed = False
+            abstract = True
+
+    class Recent(Window):
+        class Meta:
+            app_label = "viewtest"
+            managed = False
+            abstract = True
+
+    class Plain(Window):
+        concurrent_index = None
+        dependencies = []
+
+        class Meta:
+            app_label = "viewtest"
+            managed = False
+            abstract = True
+
+    assert (Recent._concurrent_index, Recent._concurrent_index_tablespace) == ("id", "fast")
+    assert Recent._dependencies == ["viewtest.Source"]
+    assert Recent._dependencies is not Window._dependencies
+    assert (Plain._concurrent_index, Plain._dependencies) == (None, [])

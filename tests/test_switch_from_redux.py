@@ -129,3 +129,32 @@ def test_changed_definition_is_rebuilt_populated(redux_db):
         ("b", 30, 1),
         ("c", 1, 1),
     ]
+
+
+def unique_indexes(name: str) -> list[str]:
+    return [
+        row[0]
+        for row in q(
+            "SELECT i.indexrelid::regclass::text FROM pg_index i "
+            "WHERE i.indrelid = %s::regclass AND i.indisunique ORDER BY 1",
+            [name],
+        )
+    ]
+
+
+def test_concurrent_index_declared_on_abstract_base(redux_db):
+    """A concurrent_index declared on an abstract base holds for its subclasses. Redux dropped
+    it (the view got no unique index, and refresh(concurrently=True) fell back to a plain refresh,
+    locking readers out); the switch's first migrate adds the index to the view redux built,
+    keeping it and its rows, and concurrent refreshes then run concurrently."""
+    assert unique_indexes("shop_largetotal") == [], "redux built the view without the index"
+    oid = matview("shop_largetotal")[0]
+    rows = q("SELECT product, total FROM shop_largetotal ORDER BY product")
+    assert rows == [("a", 20), ("b", 30)]
+    django(redux_db, "django_pgviews_c", "migrate")
+    assert unique_indexes("shop_largetotal") == ["shop_largetotal_product_index"]
+    assert matview("shop_largetotal")[0] == oid, "the view was rebuilt to add an index"
+    assert q("SELECT product, total FROM shop_largetotal ORDER BY product") == rows
+    refreshed = django(redux_db, "django_pgviews_c", "refresh_pgviews", "--concurrently")
+    assert "shop.LargeTotal concurrently" not in refreshed.stdout + refreshed.stderr
+    assert q("SELECT concurrent FROM django_pgviews_c_refresh WHERE view = 'shop.LargeTotal'") == [(True,)]

@@ -51,3 +51,28 @@ class BigProduct(pg.MaterializedView):
         managed = False
         db_table = "shop_bigproduct"
         indexes = [models.Index(fields=["n"], name="shop_bigproduct_n")]
+
+
+class WindowTotal(pg.MaterializedView):
+    """katago-server's pattern: the concurrent index declared once, on an abstract base whose
+    subclasses differ only in their SQL."""
+
+    concurrent_index = "product"
+
+    product = models.CharField(max_length=50, primary_key=True)
+    total = models.IntegerField()
+
+    @staticmethod
+    def make_sql(min_amount: int) -> str:
+        return f"SELECT product, sum(amount)::int AS total FROM shop_sale WHERE amount >= {min_amount} GROUP BY product"
+
+    class Meta:
+        abstract = True
+
+
+class LargeTotal(WindowTotal):
+    sql = WindowTotal.make_sql(10)
+
+    class Meta:
+        managed = False
+        db_table = "shop_largetotal"
