@@ -341,6 +341,8 @@ class MigrateRun:
     stack: ExitStack = field(default_factory=ExitStack)
     recorded: list[Recorded] = field(default_factory=list)
     in_transaction: bool = False
+    # "migrations", then "sync" while post_migrate syncs the views, "synced" once it returned.
+    phase: str = "migrations"
 
 
 _runs: dict[str, MigrateRun] = {}
@@ -596,7 +598,18 @@ def sync_after_migrate(
     """post_migrate: run ``sync`` (the sync of the views); around it, put back what
     ``set_views_aside`` recorded, in the same transaction."""
     run = _runs.get(using)
-    found = run.recorded if run is not None else []
+    if run is None:
+        return _sync_with_views_aside(using, [], sync, verbosity=verbosity, stdout=stdout)
+    run.phase = "sync"
+    result = _sync_with_views_aside(using, run.recorded, sync, verbosity=verbosity, stdout=stdout)
+    run.phase = "synced"
+    return result
+
+
+def _sync_with_views_aside(
+    using: str, found: list[Recorded], sync: Callable[[], Any], *, verbosity: int, stdout: Any
+) -> Any:
+    """``sync``, with the views ``found`` set aside put back around it."""
     if not found:
         return sync()
     by_oid = {r.oid: r for r in found}

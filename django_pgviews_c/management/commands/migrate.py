@@ -28,7 +28,24 @@ class Command(MigrateCommand):
                         "interrupted: the migrations and the views set aside for them were rolled "
                         "back together, nothing was changed"
                     ) from None
-                raise CommandError(
-                    "interrupted: migrations that finished before stay applied (showmigrations "
-                    "lists them), the one running was rolled back"
-                ) from None
+                raise CommandError(_interrupted(run)) from None
+
+
+def _interrupted(run: aside.MigrateRun | None) -> str:
+    """What an interrupt outside the transaction of views set aside left: the migrations commit
+    one by one, the sync of the views after them is one transaction of its own."""
+    if run is not None and run.phase == "sync":
+        return (
+            "interrupted while syncing the views after the migrations: the migrations stay "
+            "applied (showmigrations lists them); the sync was rolled back, the views are as they "
+            "were before migrate; run migrate or sync_pgviews again to sync them"
+        )
+    if run is not None and run.phase == "synced":
+        return (
+            "interrupted after the sync of the views: the migrations and the sync are committed; "
+            "only the check of the views' SQL after renames did not finish"
+        )
+    return (
+        "interrupted: migrations that finished before stay applied (showmigrations lists them), "
+        "the one running was rolled back, and the views were not synced; run migrate again"
+    )
