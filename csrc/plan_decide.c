@@ -213,8 +213,16 @@ static const char *why_rebuild(Plan *P, Decl *d, Node *n)
                    ? "not created by django-pgviews-c, and differs from its declaration"
                    : "not created by django-pgviews-c (adopting it)";
     }
-    if (n->stamp.ours && strcmp(n->stamp.body, d->body_fp) != 0)
+    if (n->stamp.ours && strcmp(n->stamp.body, d->body_fp) != 0) {
+        /* A populated materialized view whose new SQL PostgreSQL renders as the object (the
+         * declaration updated after a rename PostgreSQL followed, a reformat) is kept with its
+         * data: the probe says so. An empty one costs no more to rebuild than to probe. */
+        if (d->kind == 'm' && (d->adopt == ADOPT_SAME || d->adopt == ADOPT_REINDEX))
+            return NULL;
+        d->probe =
+            d->kind == 'm' && n->populated && !P->probed && P->check_sql_changed && d->pending < 0;
         return "definition changed";
+    }
     if (n->stamp.ours && n->defmd5 && strcmp(n->defmd5, n->stamp.def) != 0) {
         d->state = ST_DRIFTED;
         return "changed in the database since the last sync";
@@ -246,10 +254,14 @@ static void decide_rebuild(Plan *P, Decl *d, Node *n, const char *why)
 static void check_kept(Decl *d, Node *n)
 {
     /* Same definition, but the rewrite rule row is new (dump and restore); or adopted. */
-    if (n->defmd5 || !n->stamp.ours)
+    int renders_same = n->stamp.ours && strcmp(n->stamp.body, d->body_fp) != 0;
+    if (n->defmd5 || !n->stamp.ours || renders_same)
         d->restamp = 1;
     if (!n->stamp.ours)
         d->reason = "adopted: it equals its declaration";
+    else if (renders_same)
+        d->reason = "kept: its new SQL renders as the view does (a rename PostgreSQL followed, "
+                    "or a change of text only)";
     d->state = n->stamp.ours ? ST_IN_SYNC : ST_UNSTAMPED;
     if (d->kind == 'm') {
         int idx_changed =

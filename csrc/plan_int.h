@@ -117,7 +117,7 @@ typedef struct {
     int action, status, refresh, reindex, restamp, dropped, taint;
     int chain; /* built in the build schema (phase 0), moved into place (phase 1) */
     int probe; /* its object has no stamp and may equal the declaration: probe it */
-    int adopt; /* its object has no stamp: ADOPT_UNKNOWN (not probed yet), _DIFFERS, _SAME, _REINDEX */
+    int adopt; /* its object unstamped, or stamped with other SQL: the probe's verdict, ADOPT_* */
     const char *reason;
     int state; /* enum state: the code that goes with the reason */
     const char *inplace_after; /* rebuilt in place (not beside) because this item changed */

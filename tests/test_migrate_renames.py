@@ -121,6 +121,29 @@ def test_after_the_sql_is_updated_migrate_says_nothing(project):
     assert objects() == before  # nothing rebuilt
 
 
+def test_updating_the_sql_after_a_rename_keeps_the_materialized_view(project):
+    """The SQL updated to the new name, as the warning asks, renders as the view PostgreSQL
+    kept: the materialized view is kept with its rows and restamped, not rebuilt (katago-server's
+    four count views were each rebuilt in migrate for a renamed column they all read)."""
+    rename_name_to_title(project)
+    project.ok("migrate")
+    before = {row[0]: row for row in objects()}
+    rows = q("SELECT id, name FROM shop_names ORDER BY id")
+    project.edit_models(NAMES_SQL, 'sql = "SELECT id, title AS name FROM shop_item"')
+    done = project.ok("migrate")
+    assert {row[0]: row for row in objects()}["shop_names"] == before["shop_names"], done.stdout
+    assert q("SELECT id, name FROM shop_names ORDER BY id") == rows
+    assert "UPDATED" not in done.stdout, done.stdout
+    # Restamped: the next sync finds it in sync, and a real change is still rebuilt.
+    assert "shop.Names" not in project.ok("sync_pgviews").stdout
+    project.edit_models(
+        'sql = "SELECT id, title AS name FROM shop_item"',
+        'sql = "SELECT id, upper(title) AS name FROM shop_item"',
+    )
+    project.ok("sync_pgviews")
+    assert {row[0]: row for row in objects()}["shop_names"][1] != before["shop_names"][1]
+
+
 def test_a_lock_on_what_views_read_makes_the_check_stop_not_wait_nor_refuse(project):
     """A session holding ACCESS EXCLUSIVE on the table the views read (an ALTER, a plain REFRESH
     elsewhere): pgviews_status's check stops after the short lock_timeout instead of waiting,
