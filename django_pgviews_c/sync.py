@@ -410,7 +410,15 @@ def send_view_synced(
             using=using,
         )
         use_logger = exists_logger if status == "EXISTS" else logger
-        use_logger.info("pgview %s %s", label, STATUS_MESSAGES.get(status, status))
+        use_logger.info("pgview %s %s", label, _status_message(result, label, status))
+
+
+def _status_message(result: SyncResult, label: str, status: str) -> str:
+    """The log line's text: redux's, except for a view kept that the sync still worked on
+    (adopted after a switch from redux, re-indexed, re-stamped), which was not skipped."""
+    if status == "EXISTS" and label in result.reasons:
+        return f"already exists, kept as it is ({result.reasons[label]})"
+    return STATUS_MESSAGES.get(status, status)
 
 
 __all__ = ["sync_pgviews", "SyncResult", "Syncer", "view_models", "PGViewsError", "Action", "ColumnProblem"]

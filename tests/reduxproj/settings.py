@@ -19,3 +19,10 @@ INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", PGVIEWS_
 SECRET_KEY = "reduxproj"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+# The sync's per-view log lines ("pgview shop.ProductTotal ...") on stderr, as a project that
+# logs them sees them.
+LOGGING = {
+    "version": 1,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_pgviews_c.sync_pgviews": {"handlers": ["console"], "level": "INFO"}},
+}
