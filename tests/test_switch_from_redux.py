@@ -105,7 +105,10 @@ def test_first_migrate_adopts_what_redux_built(redux_db):
     assert reader.errors == [], "queries failed while migrate switched the project"
     # The log says what happened to each: adopted, not "skipping".
     for label in ("shop.ProductTotal", "shop.BigSale", "shop.BigProduct"):
-        assert f"pgview {label} already exists, kept as it is (adopted: it equals its declaration)" in migrated.stderr, migrated.stderr
+        assert (
+            f"pgview {label} already exists, kept as it is (adopted: it equals its declaration)"
+            in migrated.stderr
+        ), migrated.stderr
         assert f"pgview {label} already exists, skipping" not in migrated.stderr
     for name, (oid, populated, _comment) in before.items():
         now_oid, now_populated, comment = matview(name)
