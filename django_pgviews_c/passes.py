@@ -1,7 +1,7 @@
 """Passes: refresh what is stale (``refresh_pgviews --stale``), or due (``--due``, the
 refresher, the Celery task), in dependency order, from one staleness check (freshness.py).
 
-With ``jobs`` > 1 the C loop's connections are opened while the check runs (a thread waits on
+With ``jobs`` > 1 a --stale pass opens the C loop's connections while the check runs (a thread waits on
 their connects, with the GIL released): their backends start while the check's queries and
 Python run, rather than after them. Whatever the pass does not hand to the loop (nothing stale,
 a failed or interrupted check) is closed before the pass returns or raises.
@@ -149,7 +149,9 @@ def refresh_pass(
     # A deferred rebuild waiting beside its old version is due: completed first, so the pass
     # judges the new version (its refresh is recorded) and what reads it.
     pending = complete_pending(using, models=models, progress=progress, raise_errors=False, jobs=jobs)
-    early = _early(using, jobs)  # connecting while the check runs; closed unless the loop took them
+    # Connecting while the check runs; closed unless the loop took them. Not for --due: a due pass
+    # mostly finds nothing due (the refresher runs one whenever a view may fall due).
+    early = None if due else _early(using, jobs)
     try:
         items = freshness(models, using=using)
         order, skipped = plan_pass(items, due=due)

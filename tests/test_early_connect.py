@@ -103,7 +103,7 @@ def test_the_connections_are_closed_when_nothing_or_one_view_is_stale(registered
     wait_backends(0)
 
 
-def test_inside_a_transaction_the_pass_opens_no_connection_early(registered, monkeypatch):  # noqa: F811
+def test_inside_a_transaction_or_for_a_due_pass_no_connection_is_opened_early(registered, monkeypatch):  # noqa: F811
     from django.db import transaction
 
     vs = registered
@@ -112,6 +112,8 @@ def test_inside_a_transaction_the_pass_opens_no_connection_early(registered, mon
     monkeypatch.setattr(passes, "EarlyConnections", lambda *a: opened.append(a))
     with transaction.atomic():
         freshness.refresh_pass(models=list(vs.models.values()), jobs=2)
+    # A --due pass mostly finds nothing due: it connects only when the loop has work.
+    freshness.refresh_pass(models=list(vs.models.values()), jobs=2, due=True)
     assert opened == []
 
 
