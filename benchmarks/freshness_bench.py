@@ -247,7 +247,7 @@ def section_1(change_five, quiet) -> None:
             call_command("refresh_pgviews", "--jobs", str(jobs), **quiet)
             full_times.append(time.perf_counter() - t)
         full, stale = statistics.median(full_times), statistics.median(stale_times)
-        ratios = sorted(s / f for s, f in zip(stale_times, full_times))
+        ratios = sorted(s / f for s, f in zip(stale_times, full_times, strict=True))
         print(
             f"   --jobs {jobs}: full refresh {full:7.3f}s   --stale {stale:7.3f}s   ratio {stale / full:5.3f}x"
             f"   (rounds: median {statistics.median(ratios):5.3f}x, max {ratios[-1]:5.3f}x)"
