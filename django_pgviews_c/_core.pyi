@@ -212,11 +212,11 @@ def run_parallel(
     lock_retries: int = 10,
     lock_timeout_ms: int = 200,
     last_lock_timeout_ms: int = 10000,
-    connections: LoopConnections | None = None,
+    connections: _LoopConnections | None = None,
 ) -> list[tuple[_TaskState, float, _Error | None]]: ...
 
 @final
-class LoopConnections:
+class _LoopConnections:
     """What connect_loop() returns (a capsule): connections for one run_parallel."""
 
 def connect_loop(
@@ -224,8 +224,8 @@ def connect_loop(
     jobs: int,
     session: dict[str, str] | None = None,
     setup: str | None = None,
-) -> LoopConnections: ...
-def close_loop_connections(connections: LoopConnections, /) -> None: ...
+) -> _LoopConnections: ...
+def close_loop_connections(connections: _LoopConnections, /) -> None: ...
 
 @final
 class Schedule:
