@@ -138,6 +138,17 @@ static PyObject *run_parallel(PyObject *module, PyObject *args, PyObject *kwargs
     return pgvc_run_parallel(get_state(module), args, kwargs);
 }
 
+static PyObject *connect_loop(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    return pgvc_connect_loop(get_state(module), args, kwargs);
+}
+
+static PyObject *close_loop_connections(PyObject *module, PyObject *capsule)
+{
+    (void)module;
+    return pgvc_close_loop_connections(capsule);
+}
+
 static PyObject *refresh_sql(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"db_table", "concurrently", NULL};
@@ -224,9 +235,17 @@ static PyMethodDef core_methods[] = {
     {"run_parallel", CF(run_parallel), KW,
      "run_parallel(conninfo, statements, dependencies, priority, jobs, setup=None, "
      "on_event=None, session=None, guard=None, on_notice=None, lock_retries=10, "
-     "lock_timeout_ms=200, last_lock_timeout_ms=10000)\n--\n\nRun statements over `jobs` "
+     "lock_timeout_ms=200, last_lock_timeout_ms=10000, connections=None)\n--\n\nRun statements "
+     "over `jobs` "
      "connections, each as soon as its dependencies succeeded, highest priority (None: longest "
      "remaining chain) first. Returns (state, seconds, error) each."},
+    {"connect_loop", CF(connect_loop), KW,
+     "connect_loop(conninfo, jobs, session=None, setup=None)\n--\n\n`jobs` connections made "
+     "as run_parallel makes its own, from any thread, for run_parallel(..., connections=): "
+     "their connects overlap other work. Closed when the result goes unless a run took them."},
+    {"close_loop_connections", close_loop_connections, METH_O,
+     "close_loop_connections(connections)\n--\n\nClose the connections connect_loop() made "
+     "that no run took."},
     {"refresh_sql", CF(refresh_sql), KW,
      "refresh_sql(db_table, concurrently=False)\n--\n\nREFRESH MATERIALIZED VIEW "
      "[CONCURRENTLY] of a Django db_table, its parts quoted as needed."},

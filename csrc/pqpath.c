@@ -576,8 +576,9 @@ static int check_run_options(const Loop *L, int jobs, int retries, int short_ms,
 }
 
 /* RAISES_NEG. One connection per job (no more than there are tasks, one at least), each set
- * up, all connecting at once; the first tells the session's SQL. */
-static int open_slots(Loop *L, int jobs)
+ * up, all connecting at once (or taken from `early`, connect_loop's); the first tells the
+ * session's SQL. */
+static int open_slots(Loop *L, int jobs, PyObject *early)
 {
     L->jobs = jobs > L->n ? (L->n ? (int)L->n : 1) : jobs;
     if (!(L->slots = calloc((size_t)L->jobs, sizeof(Slot)))) {
@@ -586,7 +587,7 @@ static int open_slots(Loop *L, int jobs)
     }
     for (int s = 0; s < L->jobs; s++)
         L->slots[s].task = -1;
-    return connect_slots(L);
+    return early != Py_None ? pgvc_early_take(early, L) : connect_slots(L);
 }
 
 /* [(state, seconds, error or None)] of every task, in the order given. */
@@ -621,9 +622,10 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
                              "lock_retries",
                              "lock_timeout_ms",
                              "last_lock_timeout_ms",
+                             "connections",
                              NULL};
     PyObject *conninfo, *stmts, *deps, *prio, *setup = Py_None, *session = Py_None,
-                                              *guard = Py_None, *result = NULL;
+                                              *guard = Py_None, *early = Py_None, *result = NULL;
     int jobs, retries = 10, short_ms = 200, last_ms = 10000;
     Loop L;
     memset(&L, 0, sizeof L);
@@ -632,9 +634,10 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
     L.opts.notice_arg = &L;
     L.on_event = L.on_notice = Py_None;
     L.current_task = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOi|OOOOOiii:run_parallel", kwlist, &conninfo,
-                                     &stmts, &deps, &prio, &jobs, &setup, &L.on_event, &session,
-                                     &guard, &L.on_notice, &retries, &short_ms, &last_ms))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOi|OOOOOiiiO:run_parallel", kwlist,
+                                     &conninfo, &stmts, &deps, &prio, &jobs, &setup, &L.on_event,
+                                     &session, &guard, &L.on_notice, &retries, &short_ms, &last_ms,
+                                     &early))
         return NULL;
     if (check_run_options(&L, jobs, retries, short_ms, last_ms) < 0)
         return NULL;
@@ -646,7 +649,7 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
     if (pgvc_connopts_load(&L.opts, conninfo, session, setup) < 0 ||
         pgvc_loop_load_tasks(&L, stmts, deps, prio, guard) < 0)
         goto exit;
-    if (open_slots(&L, jobs) < 0 || run_loop(&L) < 0)
+    if (open_slots(&L, jobs, early) < 0 || run_loop(&L) < 0)
         goto exit;
     result = task_results(&L);
 exit:

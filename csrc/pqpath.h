@@ -10,13 +10,23 @@
 /* _core.run_parallel(conninfo, statements, dependencies, priority, jobs, setup=None,
  *                    on_event=None, session=None, guard=None, on_notice=None, lock_retries=10,
  *                    lock_timeout_ms=200, last_lock_timeout_ms=10000)
+ *                    connections=None)
  *   -> list of (state, seconds, error). NULL on error.
  * Every argument is checked and copied before any Python code runs. conninfo: libpq keywords
  * (connect_timeout defaults to 10 s); session: settings applied with set_config after every
  * connect; priority None: longest remaining chain first; guard[i]: the relation statement i
  * locks ACCESS EXCLUSIVE, retried with a short lock_timeout and named with its lock holders when
- * the last, bounded attempt fails; on_notice(i, severity, message) receives server notices. */
+ * the last, bounded attempt fails; on_notice(i, severity, message) receives server notices;
+ * connections: what connect_loop() returned for the same conninfo, session and setup, taken
+ * over instead of connecting (at least as many as the run uses; the rest closed). */
 PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs);
+
+/* _core.connect_loop(conninfo, jobs, session=None, setup=None) -> capsule: `jobs` connections
+ * made as run_parallel makes its own (pqearly.c), from any thread (the waits release the GIL),
+ * for run_parallel(..., connections=). Closed when the capsule goes, or by
+ * _core.close_loop_connections(capsule) -> None unless run_parallel took them. */
+PyObject *pgvc_connect_loop(pgvc_state *st, PyObject *args, PyObject *kwargs);
+PyObject *pgvc_close_loop_connections(PyObject *capsule);
 
 /* _core.Schedule(dependencies, priority=None): the loop's schedule stepped from Python
  * (next() -> index or None; done(index, ok) -> indices skipped). */

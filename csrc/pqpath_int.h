@@ -69,6 +69,13 @@ int pgvc_loop_load_tasks(Loop *L, PyObject *stmts_in, PyObject *deps_in, PyObjec
 /* Release everything L owns: connections, results, tasks, notices, graph. */
 void pgvc_loop_free(Loop *L);
 
+/* ---- pqearly.c ------------------------------------------------------------------------------- */
+
+/* RAISES_NEG. The slots of L (L->jobs of them, allocated) take their connections from a capsule
+ * of _core.connect_loop() (TypeError for anything else; ValueError when it holds fewer), which
+ * closes the rest and holds none after; the session's SQL made from the first. */
+int pgvc_early_take(PyObject *capsule, Loop *L);
+
 /* ---- pqpath_schedule.c ----------------------------------------------------------------------- */
 
 /* libpq's notice receiver (arg: the Loop): copies the notice into C memory, GIL or not. */

@@ -212,7 +212,20 @@ def run_parallel(
     lock_retries: int = 10,
     lock_timeout_ms: int = 200,
     last_lock_timeout_ms: int = 10000,
+    connections: _LoopConnections | None = None,
 ) -> list[tuple[_TaskState, float, _Error | None]]: ...
+
+@final
+class _LoopConnections:
+    """What connect_loop() returns (a capsule): connections for one run_parallel."""
+
+def connect_loop(
+    conninfo: dict[str, str] | None,
+    jobs: int,
+    session: dict[str, str] | None = None,
+    setup: str | None = None,
+) -> _LoopConnections: ...
+def close_loop_connections(connections: _LoopConnections, /) -> None: ...
 
 @final
 class Schedule:

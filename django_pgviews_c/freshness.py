@@ -17,6 +17,7 @@ from __future__ import annotations
 
 __all__ = [
     "ViewFreshness", "freshness", "stale_models", "due_models", "closure", "next_due", "staleness_mode",
+    "PassResult", "plan_pass", "refresh_pass",
 ]  # fmt: skip
 
 import datetime as dt
@@ -305,156 +306,6 @@ def next_due(items: Iterable[ViewFreshness]) -> dt.datetime | None:
     return min(times) if times else None
 
 
-# -- passes: refresh what is stale, or due -----------------------------------------------------
-
-
-@dataclass
-class PassResult:
-    """What one --stale / --due pass did: views refreshed, and views skipped with why."""
-
-    refreshed: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)
-    wall: float = 0.0
-    next_due: dt.datetime | None = None
-
-
-def plan_pass(
-    items: Sequence[ViewFreshness], *, due: bool = False, now: dt.datetime | None = None
-) -> tuple[list[type[pg.View]], dict[str, str]]:
-    """The views a pass refreshes, in dependency order, and why each other one is skipped.
-    A view refreshed in the pass makes every view that reads it stale: with ``due`` those are
-    refreshed too when their own interval has passed."""
-    from django_pgviews_c.dependencies import get_views_dependants
-
-    now = now or timezone.now()
-    chosen = {f.model for f in items if f.exists and (f.due if due else f.stale)}
-    by_model = {f.model: f for f in items}
-    for dependant in get_views_dependants(chosen) if chosen else []:
-        f = by_model.get(dependant)
-        if f is None or not f.exists or dependant in chosen:
-            continue
-        interval_passed = f.interval is not None and (
-            f.last_ok is None or f.last_ok.started_at + f.interval <= now
-        )
-        if not due or interval_passed:
-            chosen.add(dependant)
-    order = [f.model for f in items if f.model in chosen]
-    skipped = {}
-    for f in items:
-        if f.model in chosen:
-            continue
-        if not f.exists:
-            skipped[f.label] = "does not exist"
-        elif not f.stale:
-            skipped[f.label] = "fresh"
-        elif f.interval is None:
-            skipped[f.label] = f"stale ({f.why}) but has no refresh_interval"
-        else:
-            skipped[f.label] = f"stale ({f.why}), due at {f.due_at:%Y-%m-%d %H:%M:%S %Z}"
-    return order, skipped
-
-
-def refresh_pass(
-    using: str = DEFAULT_DB_ALIAS,
-    *,
-    due: bool = False,
-    models: Iterable[type[pg.View]] | None = None,
-    jobs: int = 1,
-    concurrently: bool = False,
-    strict: bool = False,
-    progress: Any = None,
-    stop: Any = None,
-) -> PassResult:
-    """One pass: refresh the stale (``due``: the due) materialized views of ``using`` in
-    dependency order, through refresh_views (the C loop with ``jobs`` > 1). ``stop`` (a
-    threading.Event) ends a one-job pass between two views. Failures are in the result."""
-    import time as _time
-
-    from django_pgviews_c.pending import complete_pending
-
-    started = _time.perf_counter()
-    # A deferred rebuild waiting beside its old version is due: completed first, so the pass
-    # judges the new version (its refresh is recorded) and what reads it.
-    pending = complete_pending(using, models=models, progress=progress, raise_errors=False, jobs=jobs)
-    items = freshness(models, using=using)
-    order, skipped = plan_pass(items, due=due)
-    result = PassResult(skipped=skipped, refreshed=list(pending.swapped), failed=dict(pending.failed))
-    # With a stop event and one job: view by view, so a stop request ends the pass between
-    # two views. Otherwise one call, which orders the views and skips those a failure blocks.
-    batches = [order] if stop is None or jobs > 1 else [[m] for m in order]
-    # One run: its records keep the sources the check just read, captured before any of its
-    # refreshes began (a write since then costs one more refresh, never a missed one), rather
-    # than a second read of the same catalog. View by view, each run captures its own: a view
-    # refreshed by an earlier run of the pass would otherwise be recorded as it was before it.
-    captured = _captured(items, set(order), using) if len(batches) == 1 else None
-    _refresh_batches(
-        batches, result, using=using, jobs=jobs, stop=stop, captured=captured,
-        run={"concurrently": concurrently, "strict": strict, "progress": progress},
-    )  # fmt: skip
-    result.next_due = next_due(freshness(models, using=using)) if due else None
-    result.wall = _time.perf_counter() - started
-    return result
-
-
-def _refresh_batches(
-    batches: list[list[type[pg.View]]],
-    result: PassResult,
-    *,
-    using: str,
-    jobs: int,
-    stop: Any,
-    captured: Any,
-    run: dict[str, Any],
-) -> None:
-    """refresh_pass's refreshes, batch by batch, into ``result``: a failed view's dependants
-    are skipped in later batches, a ``stop`` request skips the batches not started."""
-    from django_pgviews_c.dependencies import get_views_dependants
-    from django_pgviews_c.exceptions import RefreshError
-    from django_pgviews_c.refresh import RefreshInterrupted, refresh_views
-
-    blocked: set[type[pg.View]] = set()
-    for batch in batches:
-        batch = [m for m in batch if m not in blocked]
-        if not batch:
-            continue
-        if stop is not None and stop.is_set():
-            for m in batch:
-                result.skipped[m._meta.label] = "not started: stopping"
-            continue
-        try:
-            done = refresh_views(batch, using=using, jobs=jobs, captured=captured, **run)
-            result.refreshed += done.refreshed
-        except RefreshInterrupted as exc:
-            # What the pass did before (rebuilds swapped in, earlier batches) is committed: the
-            # interrupt must not be reported as having changed nothing.
-            raise RefreshInterrupted(
-                result.refreshed + exc.refreshed, exc.not_refreshed, exc.signum
-            ) from None
-        except RefreshError as exc:
-            result.failed.update(exc.failures)
-            for label in exc.skipped:
-                result.skipped[label] = "reads a view that failed"
-            blocked.update(get_views_dependants([m for m in batch if m._meta.label in exc.failures]))
-    for m in blocked:
-        if m._meta.label not in result.failed and m._meta.label not in result.refreshed:
-            result.skipped[m._meta.label] = "reads a view that failed"
-
-
-def _captured(
-    items: Sequence[ViewFreshness], chosen: set[type[pg.View]], using: str
-) -> dict[str, dict[type[pg.View], tuple[str | None, dict[str, Any] | None]]]:
-    """The sources the check read of the ``chosen`` views, as a run's records keep them
-    (refresh_views' ``captured``)."""
-    return {
-        using: {
-            f.model: (str(f.state.oid), f.state.snapshot())
-            for f in items
-            if f.model in chosen and f.state is not None and f.state.oid is not None
-        }
-    }
-
-
 def resolve_labels(labels: Iterable[str]) -> list[type[pg.View]]:
     """Models named ``app_label.ModelName`` (or every view of ``app_label``); a clear error
     for a name that is not a materialized or plain view of the project."""
@@ -695,3 +546,8 @@ def status_json(rows: Sequence[Any], report: dict[str, dict[str, Any]]) -> str:
         item["freshness"] = report.get(r.label)
         out.append(item)
     return json.dumps(out, indent=2, default=str)
+
+
+# The passes (refresh what is stale, or due) are in passes.py, which reads this module; their
+# names stay importable from here.
+from django_pgviews_c.passes import PassResult, plan_pass, refresh_pass  # noqa: E402

@@ -74,7 +74,12 @@ def _by_connection(
     that the project's registry does not hold (declared elsewhere) are grouped with them."""
     found: dict[str, tuple[BaseDatabaseWrapper, list[type[pg.View]]]] = {}
     registry = view_models()
-    for model in registry + [m for m in models or () if m not in registry]:
+    candidates = registry + [m for m in models or () if m not in registry]
+    if not setting("PGVIEWS_DEFER_REBUILD", False) and not any(
+        getattr(m, "defer_rebuild", None) for m in candidates
+    ):
+        return found  # no view defers its rebuilds: nothing can wait (and nothing is routed)
+    for model in candidates:
         conn = model.get_view_connection(using=using, restricted_mode=True)
         if conn is not None:
             found.setdefault(conn.alias, (conn, []))[1].append(model)

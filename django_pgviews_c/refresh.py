@@ -284,6 +284,7 @@ class _Selection:
     models: list[type[pg.MaterializedView]]
     deps: list[list[int]]  # positions in models of the ones each reads (directly or via views)
     captured: Captured | None = None  # sources the caller read before the run (RunRecorder)
+    connections: Any = None  # the C loop's connections, opened before the run (_core.connect_loop)
 
     @property
     def labels(self) -> list[str]:
@@ -332,19 +333,24 @@ def refresh_views(
     progress: Callable[[str], None] | None = None,
     setup: str | None = None,
     captured: Captured | None = None,
+    connections: Any = None,
 ) -> RefreshResult:
     """Refresh the materialized views among ``models`` (default: all that belong to ``using``),
     each after the views it depends on. ``jobs`` > 1 refreshes independent views at once over
     that many new connections; a failure stops only the views that depend on it. ``captured``
     (by database alias, by model: the view's oid and sources snapshot) holds sources the caller
     read before the run, as the staleness check of a --stale pass does: their records keep
-    those, and the run reads only the others.
+    those, and the run reads only the others. ``connections`` (what _core.connect_loop()
+    returned for ``using``'s connection, with ``jobs`` connections) are the C loop's, opened
+    beforehand, as a --stale pass opens them while its check runs; a run that needs no loop
+    leaves them to the caller to close.
 
     Raises RefreshError naming each failed view (with the server's DETAIL and HINT) and those
     not refreshed because they depend on one; RefreshInterrupted (a KeyboardInterrupt) on
     Ctrl-C, saying which views were refreshed before it."""
     sel = _select(models, using)
     sel.captured = captured
+    sel.connections = connections
     flags = [m.can_refresh_concurrently(concurrently, strict) for m in sel.models]
     result = RefreshResult()
     started = time.perf_counter()
@@ -482,12 +488,14 @@ def run_loop(
     jobs: int,
     on_event: Callable[[int, str, float, dict[str, Any] | None], None],
     setup: str | None = None,
+    early: Any = None,
 ) -> list[tuple[str, float, dict[str, Any] | None]]:
     """Run ``statements`` through the C loop over ``jobs`` new connections to ``connection``'s
     database (its session settings on each), each after the ones ``deps`` names; a statement
     with a guard (the relation a plain REFRESH locks) waits for its lock as guarded_refresh
     does. Server notices go to the package's logger under ``labels``. Returns (state, seconds,
-    error) per statement. Call loop_ready() first."""
+    error) per statement. ``early``: the loop's connections opened beforehand
+    (_core.connect_loop), taken over instead of connecting. Call loop_ready() first."""
 
     def on_notice(k: int, severity: str, message: str) -> None:
         _log_notice(labels[k] if k >= 0 else f"database {connection.alias!r}", severity, message)
@@ -507,6 +515,7 @@ def run_loop(
         lock_retries=retries,
         lock_timeout_ms=short_ms,
         last_lock_timeout_ms=last_ms,
+        connections=early,
     )
     return list(outcome)
 
@@ -547,7 +556,9 @@ def _refresh_parallel(
 
     guards = [None if f else name for f, name in zip(flags, names, strict=True)]
     with recorder:  # the records written once the loop ends (or fails)
-        outcome = run_loop(connection, statements, sel.deps, guards, labels, jobs, on_event, setup)
+        outcome = run_loop(
+            connection, statements, sel.deps, guards, labels, jobs, on_event, setup, sel.connections
+        )
     for label, (state, _seconds, error) in zip(labels, outcome, strict=True):
         if state == "failed":
             if error and error.get("sqlstate") == INSUFFICIENT_PRIVILEGE:

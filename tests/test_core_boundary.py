@@ -625,6 +625,20 @@ def _run_parallel(conninfo: dict) -> st.SearchStrategy:
     return mostly(st.integers(0, 4).flatmap(shaped), _generic(conninfo))
 
 
+def _connect_loop(conninfo: dict) -> st.SearchStrategy:
+    # jobs stays small: each one is a real connection to the test server, which other tests share.
+    jobs = st.one_of(st.integers(-2, 3), st.sampled_from([0, 1001, 1 << 40]), st.none(), st.text(max_size=2))
+    args = st.tuples(st.one_of(_conninfos(conninfo), st.none(), st.lists(anything, max_size=2)), jobs)
+    kw = st.fixed_dictionaries(
+        {}, optional={"session": sometimes(st.just({"TimeZone": "UTC"}), 4), "setup": sometimes(st.none(), 4)}
+    )
+    return st.tuples(args, kw)
+
+
+def _close_loop_connections(conninfo: dict) -> st.SearchStrategy:
+    return st.tuples(st.tuples(anything), st.just({}))
+
+
 def _execute(conninfo: dict) -> st.SearchStrategy:
     shaped = st.tuples(st.tuples(_conninfos(conninfo), sometimes(_SQL, 6)), st.just({}))
     return mostly(shaped, _generic(conninfo))
@@ -694,6 +708,8 @@ SHAPES: dict[str, Any] = {
     "fingerprint": _fingerprint,
     "plan": _plan,
     "run_parallel": _run_parallel,
+    "connect_loop": _connect_loop,
+    "close_loop_connections": _close_loop_connections,
     "execute": _execute,
     "Graph": _graph_ctor,
 }

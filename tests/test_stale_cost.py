@@ -9,7 +9,7 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
 
-from django_pgviews_c import _core, freshness, history
+from django_pgviews_c import _core, freshness, history, passes
 from django_pgviews_c.historyfn import PRUNE_SLACK
 from tests.helpers import catalog_rows, execute
 from tests.test_freshness import other_session, refresh_all, states, views, wait_counted  # noqa: F401
@@ -65,7 +65,7 @@ def test_a_write_committed_after_the_check_leaves_the_view_stale(registered, mon
         other_session("UPDATE fr_b SET v = v + 1")  # after the check read the counters
         return planned
 
-    monkeypatch.setattr(freshness, "plan_pass", plan_then_write)
+    monkeypatch.setattr(passes, "plan_pass", plan_then_write)
     result = freshness.refresh_pass(models=list(vs.models.values()))
     assert result.refreshed == ["viewtest.FrMatJoin"]
     wait_counted("fr_b", 3)
