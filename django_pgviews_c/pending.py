@@ -64,6 +64,15 @@ class PendingSwap(Syncer):
                  swap: Sequence[int], **options: Any) -> None:  # fmt: skip
         super().__init__(connection, models, known, **options)
         self.options["swap_pending"] = list(swap)
+        labels = ", ".join(models[i]._meta.label for i in swap)
+        # No sync ran: the waiting versions were populated (committed) before the swap.
+        self.executor.lock_failure_outcome = (
+            f"Nothing was swapped in: the old versions of {labels} keep serving; their populated "
+            "new versions wait beside them, and the next refresh_pgviews --pending swaps them in."
+            if len(swap) > 1
+            else f"Nothing was swapped in: the old version of {labels} keeps serving; its populated "
+            "new version waits beside it, and the next refresh_pgviews --pending swaps it in."
+        )
 
 
 def _by_connection(

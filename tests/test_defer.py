@@ -440,7 +440,12 @@ def test_readers_keep_the_old_data_and_a_held_lock_stops_the_swap_naming_its_hol
             _complete(vs)
         text = str(caught.value)
         assert f"pid {reader.pid}" in text and HOLDER_APP in text and "t_m" in text, text
-        assert "nothing was changed" in text, text
+        # No sync ran, and the populated new version is kept: the sync's words would be false.
+        assert "sync was rolled back" not in text and "nothing was changed" not in text, text
+        assert (
+            "Nothing was swapped in: the old version of viewtest.M keeps serving; its populated new "
+            "version waits beside it, and the next refresh_pgviews --pending swaps it in." in text
+        ), text
         assert reader.rows() == [(1, 10), (2, 20)]
     finally:
         reader.release()
