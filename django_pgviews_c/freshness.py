@@ -371,30 +371,33 @@ def refresh_pass(
     threading.Event) ends a one-job pass between two views. Failures are in the result."""
     import time as _time
 
+    from django_pgviews_c import history
     from django_pgviews_c.pending import complete_pending
 
-    started = _time.perf_counter()
-    # A deferred rebuild waiting beside its old version is due: completed first, so the pass
-    # judges the new version (its refresh is recorded) and what reads it.
-    pending = complete_pending(using, models=models, progress=progress, raise_errors=False, jobs=jobs)
-    items = freshness(models, using=using)
-    order, skipped = plan_pass(items, due=due)
-    result = PassResult(skipped=skipped, refreshed=list(pending.swapped), failed=dict(pending.failed))
-    # With a stop event and one job: view by view, so a stop request ends the pass between
-    # two views. Otherwise one call, which orders the views and skips those a failure blocks.
-    batches = [order] if stop is None or jobs > 1 else [[m] for m in order]
-    # One run: its records keep the sources the check just read, captured before any of its
-    # refreshes began (a write since then costs one more refresh, never a missed one), rather
-    # than a second read of the same catalog. View by view, each run captures its own: a view
-    # refreshed by an earlier run of the pass would otherwise be recorded as it was before it.
-    captured = _captured(items, set(order), using) if len(batches) == 1 else None
-    _refresh_batches(
-        batches, result, using=using, jobs=jobs, stop=stop, captured=captured,
-        run={"concurrently": concurrently, "strict": strict, "progress": progress},
-    )  # fmt: skip
-    result.next_due = next_due(freshness(models, using=using)) if due else None
-    result.wall = _time.perf_counter() - started
-    return result
+    # The history is read two or three times: a warning about it (not migrated there) once.
+    with history.warn_once():
+        started = _time.perf_counter()
+        # A deferred rebuild waiting beside its old version is due: completed first, so the pass
+        # judges the new version (its refresh is recorded) and what reads it.
+        pending = complete_pending(using, models=models, progress=progress, raise_errors=False, jobs=jobs)
+        items = freshness(models, using=using)
+        order, skipped = plan_pass(items, due=due)
+        result = PassResult(skipped=skipped, refreshed=list(pending.swapped), failed=dict(pending.failed))
+        # With a stop event and one job: view by view, so a stop request ends the pass between
+        # two views. Otherwise one call, which orders the views and skips those a failure blocks.
+        batches = [order] if stop is None or jobs > 1 else [[m] for m in order]
+        # One run: its records keep the sources the check just read, captured before any of its
+        # refreshes began (a write since then costs one more refresh, never a missed one), rather
+        # than a second read of the same catalog. View by view, each run captures its own: a view
+        # refreshed by an earlier run of the pass would otherwise be recorded as it was before it.
+        captured = _captured(items, set(order), using) if len(batches) == 1 else None
+        _refresh_batches(
+            batches, result, using=using, jobs=jobs, stop=stop, captured=captured,
+            run={"concurrently": concurrently, "strict": strict, "progress": progress},
+        )  # fmt: skip
+        result.next_due = next_due(freshness(models, using=using)) if due else None
+        result.wall = _time.perf_counter() - started
+        return result
 
 
 def _refresh_batches(
@@ -614,84 +617,3 @@ def _refresh_pass(
         )
     if passed.failed:
         raise RefreshError(passed.failed, [k for k, v in passed.skipped.items() if "failed" in v])
-
-
-# -- pgviews_status ----------------------------------------------------------------------------
-
-
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds:.0f}s"
-
-
-def status_report(
-    using: str = DEFAULT_DB_ALIAS,
-    now: dt.datetime | None = None,
-    models: Iterable[type[pg.View]] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """What pgviews_status shows per materialized view, by label: the last successful refresh
-    (time, age, duration, rows), the last failure when newer, whether it is stale and why, and
-    how staleness is judged ("statistics" or "exact")."""
-    now = now or timezone.now()
-    out: dict[str, dict[str, Any]] = {}
-    for f in freshness(models, using=using, now=now):
-        ok, failure = f.last_ok, f.last_failure
-        out[f.label] = {
-            "last_refresh": ok.started_at.isoformat() if ok else None,
-            "age_seconds": round((now - ok.started_at).total_seconds(), 3) if ok else None,
-            "duration": round(ok.duration, 6) if ok else None,
-            "rows": ok.rows if ok else None,
-            "mode": ok.mode if ok else None,
-            "last_failure": (
-                {
-                    "at": failure.started_at.isoformat(),
-                    "sqlstate": failure.sqlstate,
-                    "message": failure.message,
-                }
-                if failure
-                else None
-            ),
-            "stale": f.stale,
-            "why": f.reasons,
-            "refresh_interval": f.interval.total_seconds() if f.interval is not None else None,
-            "due": f.due,
-            "staleness": f.mode,
-        }
-    return out
-
-
-def status_line(item: dict[str, Any]) -> str:
-    """One line of text for a materialized view's freshness in pgviews_status."""
-    if item["last_refresh"] is None:
-        text = "never refreshed"
-    else:
-        text = f"refreshed {_age(item['age_seconds'])} ago in {item['duration']:.3f}s" + (
-            f", {item['rows']} rows" if item["rows"] is not None else ""
-        )
-    if item["last_failure"]:
-        text += f"; FAILED since: {item['last_failure']['sqlstate']} {item['last_failure']['message']}"
-    text += "; stale: " + "; ".join(item["why"]) if item["stale"] else "; fresh"
-    if item["due"]:
-        text += " (due)"
-    if item.get("staleness") == "exact":
-        text += " [exact]"
-    return text
-
-
-def status_json(rows: Sequence[Any], report: dict[str, dict[str, Any]]) -> str:
-    """pgviews_status --json: each row of the status table with its freshness (None for views)."""
-    import dataclasses
-    import json
-
-    out = []
-    for r in rows:
-        item = (
-            dataclasses.asdict(r)
-            if dataclasses.is_dataclass(r) and not isinstance(r, type)
-            else dict(vars(r))
-        )
-        item["freshness"] = report.get(r.label)
-        out.append(item)
-    return json.dumps(out, indent=2, default=str)

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from django_pgviews_c.clientcheck import checking_client, set_client_check
 from django_pgviews_c.freshness import refresh_pass
-from django_pgviews_c.history import setting
+from django_pgviews_c.history import setting, warn_once
 from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
 
 #: Session-level advisory lock of the working refresher (advisory locks are per database).
@@ -69,7 +69,8 @@ class Command(BaseCommand):
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            with pgviews_errors(handle_signals=False), checking_client(connections[alias]):
+            # warn_once: a history not migrated on the database is said once, not every pass.
+            with pgviews_errors(handle_signals=False), checking_client(connections[alias]), warn_once():
                 self.loop(alias, poll, stop, options)
         finally:
             for s, handler in previous.items():
