@@ -230,6 +230,26 @@ def test_pgviews_status_check():
     assert relkind("viewtest_dependantview") is None
 
 
+@pytest.mark.django_db
+def test_pgviews_status_json_gives_null_rows_where_the_server_has_no_estimate():
+    import json
+
+    # Created WITH NO DATA, and created WITH DATA but without an index and never analyzed (a
+    # REFRESH of it keeps it so; a few rows are far below autovacuum's analyze threshold):
+    # reltuples is -1, the server's "no estimate". Made certain before the assertion.
+    names = ["viewtest_materializedviewwithnodata", "viewtest_materializedrelatedview"]
+    execute("REFRESH MATERIALIZED VIEW viewtest_materializedrelatedview")
+    reltuples = "SELECT relname::text, reltuples::int FROM pg_class WHERE relname = ANY(%s) ORDER BY 1"
+    assert catalog_rows(reltuples, [names]) == sorted((n, -1) for n in names)
+    _, out, _ = run("pgviews_status", "--json")
+    rows = {r["label"]: r for r in json.loads(out)}
+    for label in ("viewtest.MaterializedViewWithNoData", "viewtest.MaterializedRelatedView"):
+        assert rows[label]["kind"] == "mat" and rows[label]["rows"] is None, rows[label]
+    _, out, _ = run("pgviews_status")
+    line = next(line for line in out.splitlines() if line.startswith("viewtest.MaterializedRelatedView "))
+    assert " -1 " not in line, line
+
+
 # -- real processes ---------------------------------------------------------------------------------
 
 CMD_SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_cmd"
