@@ -382,6 +382,8 @@ def refresh_pass(
         pending = complete_pending(using, models=models, progress=progress, raise_errors=False, jobs=jobs)
         items = freshness(models, using=using)
         order, skipped = plan_pass(items, due=due)
+        # A rebuild just swapped in is fresh: it was refreshed, not skipped.
+        skipped = {label: why for label, why in skipped.items() if label not in pending.swapped}
         result = PassResult(skipped=skipped, refreshed=list(pending.swapped), failed=dict(pending.failed))
         # With a stop event and one job: view by view, so a stop request ends the pass between
         # two views. Otherwise one call, which orders the views and skips those a failure blocks.
