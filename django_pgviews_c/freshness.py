@@ -169,12 +169,16 @@ class ViewFreshness:
 
 
 def refresh_interval(model: type[pg.View]) -> dt.timedelta | None:
+    from django_pgviews_c.exceptions import RefreshIntervalError
+
     interval = getattr(model, "refresh_interval", None)
     if interval is None:
         return None
-    if not isinstance(interval, dt.timedelta):
-        raise TypeError(
-            f"{model._meta.label}.refresh_interval must be a datetime.timedelta, not {interval!r}"
+    if not isinstance(interval, dt.timedelta) or interval < dt.timedelta(0):
+        raise RefreshIntervalError(
+            f"{model._meta.label}.refresh_interval is {interval!r}: it must be a datetime.timedelta "
+            f"of 0 or more (datetime.timedelta(minutes=15), say), or None (refreshed by --stale or "
+            f"by hand)"
         )
     return interval
 
