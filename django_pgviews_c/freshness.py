@@ -563,6 +563,7 @@ def run_refresh_command(stdout: Any, options: dict[str, Any]) -> bool:
         if verbosity >= 1:
             for label in result.refreshed:
                 stdout.write(f"refreshed {label}")
+            _write_reasons(stdout, "skipped", _plain_named(labels))
             stdout.write(f"refreshed {result.count} materialized views in {result.wall:.2f}s")
     else:
         _refresh_pass(stdout, models, bool(due), verbosity, common)
@@ -579,6 +580,13 @@ def _named_models(labels: list[str], options: dict[str, Any]) -> list[Any]:
     if options.get("with_dependencies"):
         models += [m for m in get_views_dependencies(models) if m not in models]
     return models
+
+
+def _plain_named(labels: list[str]) -> dict[str, str]:
+    """The plain views named as app_label.ModelName, each with why it was not refreshed."""
+    named = resolve_labels([label for label in labels if "." in label])
+    why = "a plain view holds no data (it reads its tables when queried): nothing to refresh"
+    return {m._meta.label: why for m in named if not issubclass(m, pg.MaterializedView)}
 
 
 def _write_reasons(stdout: Any, word: str, reasons: dict[str, str]) -> None:

@@ -250,6 +250,19 @@ def test_pgviews_status_json_gives_null_rows_where_the_server_has_no_estimate():
     assert " -1 " not in line, line
 
 
+@pytest.mark.django_db
+def test_refresh_pgviews_naming_a_plain_view_says_why_nothing_was_refreshed():
+    _, out, _ = run("refresh_pgviews", "viewtest.RelatedView")
+    assert (
+        "skipped   viewtest.RelatedView: a plain view holds no data (it reads its tables when "
+        "queried): nothing to refresh" in out
+    ), out
+    assert "refreshed 0 materialized views" in out
+    # Named with a materialized view: that one is refreshed, the plain one said as skipped.
+    _, out, _ = run("refresh_pgviews", "viewtest.RelatedView", "viewtest.MaterializedRelatedView")
+    assert "refreshed viewtest.MaterializedRelatedView" in out and "skipped   viewtest.RelatedView" in out
+
+
 # -- real processes ---------------------------------------------------------------------------------
 
 CMD_SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_cmd"
