@@ -349,7 +349,7 @@ def plan_pass(
         if f.model in chosen:
             continue
         if not f.exists:
-            skipped[f.label] = "does not exist"
+            skipped[f.label] = "does not exist: migrate (or sync_pgviews) creates it"
         elif not f.stale:
             skipped[f.label] = "fresh"
         elif f.interval is None:

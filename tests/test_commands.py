@@ -263,6 +263,16 @@ def test_refresh_pgviews_naming_a_plain_view_says_why_nothing_was_refreshed():
     assert "refreshed viewtest.MaterializedRelatedView" in out and "skipped   viewtest.RelatedView" in out
 
 
+@pytest.mark.django_db
+def test_refresh_pgviews_stale_says_what_creates_a_view_that_does_not_exist():
+    execute("DROP MATERIALIZED VIEW viewtest_materializedviewwithnodata")
+    _, out, _ = run("refresh_pgviews", "--stale", "viewtest.MaterializedViewWithNoData")
+    assert (
+        "skipped   viewtest.MaterializedViewWithNoData: does not exist: migrate (or sync_pgviews) "
+        "creates it" in out
+    ), out
+
+
 # -- real processes ---------------------------------------------------------------------------------
 
 CMD_SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_cmd"
