@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from django_pgviews_c.clientcheck import checking_client, set_client_check
 from django_pgviews_c.freshness import refresh_pass
-from django_pgviews_c.history import setting, warn_once
+from django_pgviews_c.history import TABLE, history_missing, migrate_command, setting, warn_once
 from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
 
 #: Session-level advisory lock of the working refresher (advisory locks are per database).
@@ -83,11 +83,28 @@ class Command(BaseCommand):
             self.stdout.write(f"{timezone.now():%Y-%m-%d %H:%M:%S} {text}")
             self.stdout.flush()
 
+    def migrated(self, alias: str) -> bool:
+        """Whether the history table is on ``alias``. Without it no refresh is recorded, every
+        view counts as stale and each would be refreshed every pass: the refresher waits for
+        migrate instead, saying so once."""
+        if not history_missing(alias):
+            self.unmigrated_said = False
+            return True
+        if not self.unmigrated_said:
+            self.say(
+                f"waiting: the refresh history table ({TABLE}) is missing on database {alias!r} (the "
+                f"app's migrations are not applied); without it every view counts as stale and would "
+                f"be refreshed every pass. Run {migrate_command(alias)}: refreshing starts once it has."
+            )
+            self.unmigrated_said = True
+        return False
+
     def loop(self, alias: str, poll: float, stop: threading.Event, options: dict[str, Any]) -> None:
         self.verbosity = options["verbosity"]
         connection = connections[alias]
         holding = False
         standby_said = False
+        self.unmigrated_said = False
         while not stop.is_set():
             try:
                 if not holding:
@@ -105,6 +122,9 @@ class Command(BaseCommand):
                         continue
                     self.say(f"active: refreshing due views of database {alias!r}")
                     standby_said = False
+                if not self.migrated(alias):
+                    stop.wait(poll)
+                    continue
                 result = refresh_pass(
                     alias,
                     due=True,
