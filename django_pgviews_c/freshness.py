@@ -608,6 +608,11 @@ def _complete_pending(stdout: Any, models: list[Any] | None, verbosity: int, com
             stdout.write(f"swapped in the rebuilt {label}  ({done.timings[label][0]:.2f}s to populate)")
         _write_reasons(stdout, "waiting", done.waiting)
         _write_reasons(stdout, "failed", done.failed)
+        if not (done.swapped or done.waiting or done.failed):
+            stdout.write(
+                "nothing pending: no deferred rebuild waits (a sync that changes a view with "
+                "defer_rebuild, or PGVIEWS_DEFER_REBUILD, makes one; pgviews_status shows each view)"
+            )
         stdout.write(f"completed {len(done.swapped)} pending rebuilds in {done.wall:.2f}s")
     if done.failed:
         raise RefreshError(done.failed, [])

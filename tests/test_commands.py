@@ -273,6 +273,13 @@ def test_refresh_pgviews_stale_says_what_creates_a_view_that_does_not_exist():
     ), out
 
 
+@pytest.mark.django_db
+def test_refresh_pgviews_pending_with_nothing_pending_says_so_and_why():
+    _, out, _ = run("refresh_pgviews", "--pending")
+    assert "nothing pending: no deferred rebuild waits (a sync that changes a view with defer_rebuild" in out
+    assert "completed 0 pending rebuilds" in out
+
+
 # -- real processes ---------------------------------------------------------------------------------
 
 CMD_SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_cmd"
