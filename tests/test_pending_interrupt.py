@@ -89,3 +89,34 @@ def test_the_message_names_what_was_populated_and_swapped_before_the_interrupt()
         "still serve; refresh_pgviews --pending completes them); populated before the interrupt, "
         "kept for the next --pending: a.B; swapped in before the interrupt: a.A"
     ), text
+
+
+def test_a_refresher_stopped_by_a_second_signal_names_the_rebuild_left_pending(defer_db):  # noqa: F811
+    from tests.test_refresher import Reader
+
+    done = django("migrate", "-v", "0", factor=2)
+    assert done.returncode == 0, done.stderr
+    holder = psycopg_compat._connect(DB)
+    try:
+        holder.cursor().execute("BEGIN; LOCK TABLE deferapp_reading IN ACCESS EXCLUSIVE MODE")
+        proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "django", "pgviews_refresher", "--poll", "0.3"],
+            cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        reader = Reader(proc)
+        try:
+            _waiting_pid("deferapp_reading")
+            proc.send_signal(signal.SIGTERM)
+            reader.wait_for("SIGTERM: stopping after the running refresh")
+            proc.send_signal(signal.SIGTERM)  # the second: cancel the running REFRESH
+            assert proc.wait(timeout=60) == 128 + signal.SIGTERM, reader.seen
+            line = reader.wait_for("interrupted by SIGTERM")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        holder.cursor().execute("ROLLBACK")
+        holder.close()
+    assert PENDING_DETAIL in line and "nothing was swapped in" in line, line
+    assert q("SELECT sum(value)::int FROM deferapp_totals") == [(60,)]

@@ -17,7 +17,12 @@ from django.utils import timezone
 from django_pgviews_c.clientcheck import checking_client, set_client_check
 from django_pgviews_c.freshness import refresh_pass
 from django_pgviews_c.history import TABLE, history_missing, migrate_command, setting, warn_once
-from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
+from django_pgviews_c.management.base import (
+    Interrupted,
+    add_database_argument,
+    check_database,
+    pgviews_errors,
+)
 
 #: Session-level advisory lock of the working refresher (advisory locks are per database).
 REFRESHER_LOCK_KEY = 0x7067766372667368  # "pgvcrfsh"
@@ -65,7 +70,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"{signal.Signals(signum).name}: stopping after the running refresh")
                 self.stdout.flush()
                 return
-            raise KeyboardInterrupt  # a second signal cancels the running refresh
+            raise Interrupted(signum)  # a second signal cancels the running refresh
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
