@@ -70,7 +70,7 @@ def validate_view_declarations(app_configs: Any = None, **kwargs: Any) -> list[C
 
 
 def _declaration_messages(model: Any) -> list[CheckMessage]:
-    """W002, E002, W009 and E006 of one view model."""
+    """W002 and E002 of one view model, then the freshness attributes (_freshness_messages)."""
     from django_pgviews_c.view import MaterializedView
 
     messages: list[CheckMessage] = []
@@ -93,7 +93,18 @@ def _declaration_messages(model: Any) -> list[CheckMessage]:
                 id="django_pgviews_c.E002",
             )
         )
-    if getattr(model, "defer_rebuild", None) is not None and not issubclass(model, MaterializedView):
+    return messages + _freshness_messages(model)
+
+
+def _freshness_messages(model: Any) -> list[CheckMessage]:
+    """W009, W010, E006 and E007 of one view model: the freshness attributes."""
+    import datetime as dt
+
+    from django_pgviews_c.view import MaterializedView
+
+    messages: list[CheckMessage] = []
+    materialized = issubclass(model, MaterializedView)
+    if getattr(model, "defer_rebuild", None) is not None and not materialized:
         messages.append(
             CheckWarning(
                 f"{model._meta.label} sets defer_rebuild but is not a materialized view: a plain "
@@ -111,6 +122,28 @@ def _declaration_messages(model: Any) -> list[CheckMessage]:
                 hint='Set staleness = "exact" (triggers count committed writes), or remove it.',
                 obj=model,
                 id="django_pgviews_c.E006",
+            )
+        )
+    interval = getattr(model, "refresh_interval", None)
+    if interval is not None and not (isinstance(interval, dt.timedelta) and interval >= dt.timedelta(0)):
+        messages.append(
+            CheckError(
+                f"{model._meta.label}.refresh_interval is {interval!r}: it must be a "
+                f"datetime.timedelta of 0 or more.",
+                hint="Set refresh_interval = datetime.timedelta(minutes=15), say, or remove it.",
+                obj=model,
+                id="django_pgviews_c.E007",
+            )
+        )
+    elif interval is not None and not materialized:
+        messages.append(
+            CheckWarning(
+                f"{model._meta.label} sets refresh_interval but is not a materialized view: a plain "
+                f"view holds no data (it reads its tables live), so --due and the refresher never "
+                f"refresh it and it has no effect.",
+                hint="Remove refresh_interval, or subclass pg.MaterializedView.",
+                obj=model,
+                id="django_pgviews_c.W010",
             )
         )
     return messages

@@ -12,6 +12,7 @@ __all__ = [
     "PGViewsError",
     "SQLNotDefinedError",
     "ConcurrentIndexNotDefinedError",
+    "RefreshIntervalError",
     "DependencyError",
     "CycleError",
     "MissingDependencyError",
@@ -43,6 +44,12 @@ class QuerySetViewError(SQLNotDefinedError):
 
 class ConcurrentIndexNotDefinedError(PGViewsError):
     """``refresh(concurrently=True, strict=True)`` on a view without ``concurrent_index``."""
+
+
+class RefreshIntervalError(PGViewsError, TypeError):
+    """A materialized view's ``refresh_interval`` is not a ``datetime.timedelta`` of 0 or more
+    (the system check django_pgviews_c.E007 says so before any command runs). A TypeError too,
+    as it was before it was a PGViewsError."""
 
 
 class DependencyError(PGViewsError):

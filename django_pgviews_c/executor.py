@@ -69,6 +69,8 @@ class Executor:
         self.actions: list[Action] = []
         #: The populations of the plan, for the refresh history (the sync writes them at its end).
         self.recorder = SyncRecorder(connection, decls)
+        #: What a swap that cannot take its locks in time says of the state it leaves.
+        self.lock_failure_outcome = "The sync was rolled back; nothing was changed."
 
     def execute(self, cursor: Any, actions: list[Action]) -> None:
         self.actions = actions
@@ -114,8 +116,7 @@ class Executor:
                         f"could not take the locks to swap in the new views ({', '.join(relations)}): "
                         f"{attempt + 1} attempts over {waited:.1f}s, the last "
                         f"waiting {final_ms} ms (PGVIEWS_SWAP_LOCK_TIMEOUT_MS or the session's "
-                        f"lock_timeout), met {describe_holders(found)}. The sync was rolled back; "
-                        f"nothing was changed.",
+                        f"lock_timeout), met {describe_holders(found)}. {self.lock_failure_outcome}",
                         sqlstate=LOCK_NOT_AVAILABLE,
                     ) from exc.__cause__
                 wait_ms = autovacuum_ms if any(h.is_autovacuum for h in found) else short_ms

@@ -170,12 +170,16 @@ class ViewFreshness:
 
 
 def refresh_interval(model: type[pg.View]) -> dt.timedelta | None:
+    from django_pgviews_c.exceptions import RefreshIntervalError
+
     interval = getattr(model, "refresh_interval", None)
     if interval is None:
         return None
-    if not isinstance(interval, dt.timedelta):
-        raise TypeError(
-            f"{model._meta.label}.refresh_interval must be a datetime.timedelta, not {interval!r}"
+    if not isinstance(interval, dt.timedelta) or interval < dt.timedelta(0):
+        raise RefreshIntervalError(
+            f"{model._meta.label}.refresh_interval is {interval!r}: it must be a datetime.timedelta "
+            f"of 0 or more (datetime.timedelta(minutes=15), say), or None (refreshed by --stale or "
+            f"by hand)"
         )
     return interval
 
@@ -405,6 +409,7 @@ def run_refresh_command(stdout: Any, options: dict[str, Any]) -> bool:
         if verbosity >= 1:
             for label in result.refreshed:
                 stdout.write(f"refreshed {label}")
+            _write_reasons(stdout, "skipped", _plain_named(labels))
             stdout.write(f"refreshed {result.count} materialized views in {result.wall:.2f}s")
     else:
         _refresh_pass(stdout, models, bool(due), verbosity, common)
@@ -421,6 +426,13 @@ def _named_models(labels: list[str], options: dict[str, Any]) -> list[Any]:
     if options.get("with_dependencies"):
         models += [m for m in get_views_dependencies(models) if m not in models]
     return models
+
+
+def _plain_named(labels: list[str]) -> dict[str, str]:
+    """The plain views named as app_label.ModelName, each with why it was not refreshed."""
+    named = resolve_labels([label for label in labels if "." in label])
+    why = "a plain view holds no data (it reads its tables when queried): nothing to refresh"
+    return {m._meta.label: why for m in named if not issubclass(m, pg.MaterializedView)}
 
 
 def _write_reasons(stdout: Any, word: str, reasons: dict[str, str]) -> None:
@@ -442,6 +454,11 @@ def _complete_pending(stdout: Any, models: list[Any] | None, verbosity: int, com
             stdout.write(f"swapped in the rebuilt {label}  ({done.timings[label][0]:.2f}s to populate)")
         _write_reasons(stdout, "waiting", done.waiting)
         _write_reasons(stdout, "failed", done.failed)
+        if not (done.swapped or done.waiting or done.failed):
+            stdout.write(
+                "nothing pending: no deferred rebuild waits (a sync that changes a view with "
+                "defer_rebuild, or PGVIEWS_DEFER_REBUILD, makes one; pgviews_status shows each view)"
+            )
         stdout.write(f"completed {len(done.swapped)} pending rebuilds in {done.wall:.2f}s")
     if done.failed:
         raise RefreshError(done.failed, [])
@@ -465,87 +482,6 @@ def _refresh_pass(
         )
     if passed.failed:
         raise RefreshError(passed.failed, [k for k, v in passed.skipped.items() if "failed" in v])
-
-
-# -- pgviews_status ----------------------------------------------------------------------------
-
-
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds:.0f}s"
-
-
-def status_report(
-    using: str = DEFAULT_DB_ALIAS,
-    now: dt.datetime | None = None,
-    models: Iterable[type[pg.View]] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """What pgviews_status shows per materialized view, by label: the last successful refresh
-    (time, age, duration, rows), the last failure when newer, whether it is stale and why, and
-    how staleness is judged ("statistics" or "exact")."""
-    now = now or timezone.now()
-    out: dict[str, dict[str, Any]] = {}
-    for f in freshness(models, using=using, now=now):
-        ok, failure = f.last_ok, f.last_failure
-        out[f.label] = {
-            "last_refresh": ok.started_at.isoformat() if ok else None,
-            "age_seconds": round((now - ok.started_at).total_seconds(), 3) if ok else None,
-            "duration": round(ok.duration, 6) if ok else None,
-            "rows": ok.rows if ok else None,
-            "mode": ok.mode if ok else None,
-            "last_failure": (
-                {
-                    "at": failure.started_at.isoformat(),
-                    "sqlstate": failure.sqlstate,
-                    "message": failure.message,
-                }
-                if failure
-                else None
-            ),
-            "stale": f.stale,
-            "why": f.reasons,
-            "refresh_interval": f.interval.total_seconds() if f.interval is not None else None,
-            "due": f.due,
-            "staleness": f.mode,
-        }
-    return out
-
-
-def status_line(item: dict[str, Any]) -> str:
-    """One line of text for a materialized view's freshness in pgviews_status."""
-    if item["last_refresh"] is None:
-        text = "never refreshed"
-    else:
-        text = f"refreshed {_age(item['age_seconds'])} ago in {item['duration']:.3f}s" + (
-            f", {item['rows']} rows" if item["rows"] is not None else ""
-        )
-    if item["last_failure"]:
-        text += f"; FAILED since: {item['last_failure']['sqlstate']} {item['last_failure']['message']}"
-    text += "; stale: " + "; ".join(item["why"]) if item["stale"] else "; fresh"
-    if item["due"]:
-        text += " (due)"
-    if item.get("staleness") == "exact":
-        text += " [exact]"
-    return text
-
-
-def status_json(rows: Sequence[Any], report: dict[str, dict[str, Any]]) -> str:
-    """pgviews_status --json: each row of the status table with its freshness (None for views)."""
-    import dataclasses
-    import json
-
-    out = []
-    for r in rows:
-        item = (
-            dataclasses.asdict(r)
-            if dataclasses.is_dataclass(r) and not isinstance(r, type)
-            else dict(vars(r))
-        )
-        item["freshness"] = report.get(r.label)
-        out.append(item)
-    return json.dumps(out, indent=2, default=str)
 
 
 # The passes (refresh what is stale, or due) are in passes.py, which reads this module; their

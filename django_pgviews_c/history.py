@@ -14,6 +14,7 @@ __all__ = [
 ]  # fmt: skip
 
 import contextlib
+import contextvars
 import datetime as dt
 import json
 import logging
@@ -60,6 +61,62 @@ def _error(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, PGViewsError):
         return {"sqlstate": getattr(exc, "sqlstate", None) or "", "message": str(exc)}
     return diag(exc)
+
+
+#: The warnings already given in the warn_once() block running (None outside one).
+_said: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
+    "pgviews_c_history_said", default=None
+)
+
+
+@contextlib.contextmanager
+def warn_once() -> Iterator[None]:
+    """Within the block, each warning about reading the history is given once, not once per
+    read (a --due pass, pgviews_status and the refresher each read it more than once). A block
+    inside another shares the outer one's."""
+    if _said.get() is not None:
+        yield
+        return
+    token = _said.set(set())
+    try:
+        yield
+    finally:
+        _said.reset(token)
+
+
+def _warn(text: str) -> None:
+    said = _said.get()
+    if said is not None:
+        if text in said:
+            return
+        said.add(text)
+    logger.warning("%s", text)
+
+
+_PRESENT_SQL = _core.query_sql("history_present")
+
+
+def history_missing(alias: str) -> bool:
+    """Whether the history table belongs on database ``alias`` (PGVIEWS_HISTORY on, and
+    history_allowed) but is not there: the app's migrations are not applied on it. False when
+    the question cannot be asked (the connection fails: the caller says that on its own)."""
+    from django.db import connections
+
+    if not setting("PGVIEWS_HISTORY", True) or not history_allowed(alias):
+        return False
+    connection = connections[alias]
+    try:
+        with transaction.atomic(using=alias), connection.cursor() as cursor:
+            cursor.execute(_PRESENT_SQL)
+            row = cursor.fetchone()
+    except DjangoDBError:
+        return False
+    return not (row and row[0])
+
+
+def migrate_command(alias: str) -> str:
+    """What creates the history table on ``alias``: the app's migrations."""
+    return "manage.py migrate" + (f" --database {alias}" if alias != DEFAULT_DB_ALIAS else "")
 
 
 def _hint(exc: BaseException, connection: BaseDatabaseWrapper) -> str:
@@ -413,8 +470,8 @@ def latest(
                 cursor.execute(_LATEST_SQL, [list(labels)])
                 rows = cursor.fetchall()
     except DjangoDBError as exc:
-        logger.warning("could not read the refresh history (%s) on %r: %s%s", TABLE, connection.alias,
-                       diag(exc)["message"], _hint(exc, connection))  # fmt: skip
+        _warn(f"could not read the refresh history ({TABLE}) on {connection.alias!r}: "
+              f"{diag(exc)['message']}{_hint(exc, connection)}")  # fmt: skip
         return {}, {}
     ok: dict[str, Record] = {}
     newest: dict[str, Record] = {}

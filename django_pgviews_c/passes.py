@@ -116,7 +116,7 @@ def plan_pass(
         if f.model in chosen:
             continue
         if not f.exists:
-            skipped[f.label] = "does not exist"
+            skipped[f.label] = "does not exist: migrate (or sync_pgviews) creates it"
         elif not f.stale:
             skipped[f.label] = "fresh"
         elif f.interval is None:
@@ -140,6 +140,26 @@ def refresh_pass(
     """One pass: refresh the stale (``due``: the due) materialized views of ``using`` in
     dependency order, through refresh_views (the C loop with ``jobs`` > 1). ``stop`` (a
     threading.Event) ends a one-job pass between two views. Failures are in the result."""
+    from django_pgviews_c import history
+
+    # The history is read two or three times: a warning about it (not migrated there) once.
+    with history.warn_once():
+        return _pass(
+            using, due=due, models=models, jobs=jobs, stop=stop,
+            run={"concurrently": concurrently, "strict": strict, "progress": progress},
+        )  # fmt: skip
+
+
+def _pass(
+    using: str,
+    *,
+    due: bool,
+    models: Iterable[type[pg.View]] | None,
+    jobs: int,
+    stop: Any,
+    run: dict[str, Any],
+) -> PassResult:
+    """refresh_pass's work (``run``: refresh_views's concurrently, strict and progress)."""
     import time as _time
 
     from django_pgviews_c.freshness import freshness, next_due
@@ -148,13 +168,15 @@ def refresh_pass(
     started = _time.perf_counter()
     # A deferred rebuild waiting beside its old version is due: completed first, so the pass
     # judges the new version (its refresh is recorded) and what reads it.
-    pending = complete_pending(using, models=models, progress=progress, raise_errors=False, jobs=jobs)
+    pending = complete_pending(using, models=models, progress=run["progress"], raise_errors=False, jobs=jobs)
     # Connecting while the check runs; closed unless the loop took them. Not for --due: a due pass
     # mostly finds nothing due (the refresher runs one whenever a view may fall due).
     early = None if due else _early(using, jobs)
     try:
         items = freshness(models, using=using)
         order, skipped = plan_pass(items, due=due)
+        # A rebuild just swapped in is fresh: it was refreshed, not skipped.
+        skipped = {label: why for label, why in skipped.items() if label not in pending.swapped}
         result = PassResult(skipped=skipped, refreshed=list(pending.swapped), failed=dict(pending.failed))
         # With a stop event and one job: view by view, so a stop request ends the pass between
         # two views. Otherwise one call, which orders the views and skips those a failure blocks.
@@ -166,8 +188,7 @@ def refresh_pass(
         captured = _captured(items, set(order), using) if len(batches) == 1 else None
         # One view or none: no loop to run (refresh_views refreshes one on Django's connection).
         _refresh_batches(
-            batches, result, using=using, jobs=jobs, stop=stop, captured=captured,
-            run={"concurrently": concurrently, "strict": strict, "progress": progress},
+            batches, result, using=using, jobs=jobs, stop=stop, captured=captured, run=run,
             early=early if len(order) > 1 else None,
         )  # fmt: skip
     finally:

@@ -16,8 +16,16 @@ populate), populated here after it, so the swap renames and drops only.
 
 from __future__ import annotations
 
-__all__ = ["PENDING_STATE", "PendingResult", "PendingSwap", "complete_pending", "pending_models"]
+__all__ = [
+    "PENDING_STATE",
+    "PendingInterrupted",
+    "PendingResult",
+    "PendingSwap",
+    "complete_pending",
+    "pending_models",
+]
 
+import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +41,7 @@ from django_pgviews_c import view as pg
 from django_pgviews_c.dberrors import diag, ensure_connected
 from django_pgviews_c.declarations import defers, setting, view_models
 from django_pgviews_c.exceptions import PGViewsError
+from django_pgviews_c.refresh import RefreshInterrupted
 from django_pgviews_c.sync import Syncer, send_view_synced
 from django_pgviews_c.syncresult import SyncResult
 
@@ -51,6 +60,42 @@ class PendingResult:
     #: label -> (seconds, rows or None) of populating the new version
     timings: dict[str, tuple[float, int | None]] = field(default_factory=dict)
     wall: float = 0.0
+    #: The rebuilds the pass set out to complete, and those whose new version it populated.
+    selected: list[str] = field(default_factory=list)
+    populated: list[str] = field(default_factory=list)
+
+
+class PendingInterrupted(RefreshInterrupted):
+    """SIGINT or SIGTERM while --pending populated or swapped in new versions. ``refreshed``
+    were swapped in before it (committed); ``not_refreshed`` are still pending: their old
+    version serves on, and of those, ``populated`` had their new version populated (committed,
+    kept for the next --pending). The running statement was cancelled and rolled back."""
+
+    def __init__(self, result: PendingResult, signum: int = signal.SIGINT) -> None:
+        self.populated = [lb for lb in result.populated if lb not in result.swapped]
+        waiting = [lb for lb in result.selected if lb not in result.swapped]
+        super().__init__(result.swapped, waiting, signum)
+
+    def summary(self) -> str:
+        text = f"interrupted by {signal.Signals(self.signum).name}: "
+        if len(self.not_refreshed) == 1:
+            text += (
+                f"the rebuild of {self.not_refreshed[0]} is still pending (the old version still "
+                "serves; refresh_pgviews --pending completes it)"
+            )
+        elif self.not_refreshed:
+            text += (
+                f"the rebuilds of {', '.join(self.not_refreshed)} are still pending (their old "
+                "versions still serve; refresh_pgviews --pending completes them)"
+            )
+        else:
+            text += "no rebuild was left pending"
+        if self.populated:
+            kept = ", ".join(self.populated)
+            text += f"; populated before the interrupt, kept for the next --pending: {kept}"
+        if self.refreshed:
+            return text + f"; swapped in before the interrupt: {', '.join(self.refreshed)}"
+        return text + "; nothing was swapped in"
 
 
 class PendingSwap(Syncer):
@@ -64,6 +109,15 @@ class PendingSwap(Syncer):
                  swap: Sequence[int], **options: Any) -> None:  # fmt: skip
         super().__init__(connection, models, known, **options)
         self.options["swap_pending"] = list(swap)
+        labels = ", ".join(models[i]._meta.label for i in swap)
+        # No sync ran: the waiting versions were populated (committed) before the swap.
+        self.executor.lock_failure_outcome = (
+            f"Nothing was swapped in: the old versions of {labels} keep serving; their populated "
+            "new versions wait beside them, and the next refresh_pgviews --pending swaps them in."
+            if len(swap) > 1
+            else f"Nothing was swapped in: the old version of {labels} keeps serving; its populated "
+            "new version waits beside it, and the next refresh_pgviews --pending swaps it in."
+        )
 
 
 def _by_connection(
@@ -153,31 +207,53 @@ def complete_pending(
     known = {m._meta.label for _, chosen in groups.values() for m in chosen} | {
         m._meta.label for m in view_models()
     }
-    for conn, conn_models in groups.values():
-        ensure_connected(conn)
-        with conn.cursor() as cursor:
-            plan = Syncer(conn, conn_models, known).plan(cursor)
-        todo, plain = _split_plain(conn_models, _todo(conn_models, plan["pending"], wanted, result))
-        if jobs > 1 and len(todo) > 1:
-            ready = _populate_parallel(conn, conn_models, todo, jobs, result, progress)
-        else:
-            ready = _populate_serial(conn, conn_models, todo, result, progress)
-        ready += _plain_ready(conn_models, plain, ready, result)
-        if not ready:
-            continue
-        try:
-            swapped = _swap(conn, conn_models, known, ready, result, verbosity, progress)
-        except PGViewsError as exc:
-            _record_failed_swap(conn, conn_models, ready, exc)
-            if raise_errors:
-                raise
-            for _, label, *_ in ready:
-                result.failed[label] = f"its new version is populated but was not swapped in: {exc}"
-            continue
-        # As a sync does for the views it changes, once the swap has committed.
-        send_view_synced(conn_models, swapped, using, update=True, force=False, changed_only=True)
+    try:
+        for conn, conn_models in groups.values():
+            _complete_connection(conn, conn_models, known, wanted, result, using=using, verbosity=verbosity,
+                                 progress=progress, raise_errors=raise_errors, jobs=jobs)  # fmt: skip
+    except KeyboardInterrupt as exc:
+        raise PendingInterrupted(result, getattr(exc, "signum", signal.SIGINT)) from exc
     result.wall = time.perf_counter() - started
     return result
+
+
+def _complete_connection(
+    conn: BaseDatabaseWrapper,
+    conn_models: list[type[pg.View]],
+    known: set[str],
+    wanted: set[type[pg.View]] | None,
+    result: PendingResult,
+    *,
+    using: str,
+    verbosity: int,
+    progress: Callable[[str], None] | None,
+    raise_errors: bool,
+    jobs: int,
+) -> None:
+    """complete_pending on one connection: populate its waiting versions, then swap them in."""
+    ensure_connected(conn)
+    with conn.cursor() as cursor:
+        plan = Syncer(conn, conn_models, known).plan(cursor)
+    todo, plain = _split_plain(conn_models, _todo(conn_models, plan["pending"], wanted, result))
+    result.selected += [conn_models[i]._meta.label for i, *_ in todo + plain]
+    if jobs > 1 and len(todo) > 1:
+        ready = _populate_parallel(conn, conn_models, todo, jobs, result, progress)
+    else:
+        ready = _populate_serial(conn, conn_models, todo, result, progress)
+    ready += _plain_ready(conn_models, plain, ready, result)
+    if not ready:
+        return
+    try:
+        swapped = _swap(conn, conn_models, known, ready, result, verbosity, progress)
+    except PGViewsError as exc:
+        _record_failed_swap(conn, conn_models, ready, exc)
+        if raise_errors:
+            raise
+        for _, label, *_ in ready:
+            result.failed[label] = f"its new version is populated but was not swapped in: {exc}"
+        return
+    # As a sync does for the views it changes, once the swap has committed.
+    send_view_synced(conn_models, swapped, using, update=True, force=False, changed_only=True)
 
 
 #: A waiting version to populate: (declaration index, quoted name, the declarations whose
@@ -341,6 +417,7 @@ def _populate(
         )
         return None
     seconds = time.perf_counter() - t0
+    result.populated.append(model._meta.label)
     if progress is not None:
         progress(f"  populated the new version of {model._meta.label} ({qualified})  {seconds:.2f}s")
     return sources, started_at, seconds
@@ -373,8 +450,10 @@ def _populate_parallel(
     def on_event(k: int, state: str, seconds: float, error: dict[str, Any] | None) -> None:
         if state == "running":
             began[k] = timezone.now()
-        elif state == "ok" and progress is not None:
-            progress(f"  populated the new version of {labels[k]} ({names[k]})  {seconds:.2f}s")
+        elif state == "ok":
+            result.populated.append(labels[k])
+            if progress is not None:
+                progress(f"  populated the new version of {labels[k]} ({names[k]})  {seconds:.2f}s")
 
     statements = [pg.refresh_statement(name, False) for name in names]
     outcome = run_loop(conn, statements, deps, names, labels, jobs, on_event)
@@ -457,6 +536,7 @@ def _swap(
         verbosity=verbosity,
         progress=progress,
     )
+    landed: list[str] = []  # in result once committed: an interrupt may roll the swap back
     with transaction.atomic(using=conn.alias):
         synced = syncer.run()
         for i, label, sources, started_at, seconds in ready:
@@ -472,6 +552,7 @@ def _swap(
             if materialized and setting("PGVIEWS_HISTORY", True):
                 history.record(conn, conn_models[i], started_at=started_at, duration=seconds,
                                concurrent=False, plain_reason="pending rebuild", sources=sources)  # fmt: skip
-            result.swapped.append(label)
+            landed.append(label)
             result.timings[label] = (seconds, None)
+    result.swapped += landed
     return synced

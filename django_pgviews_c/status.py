@@ -141,7 +141,7 @@ def _pending_ages(using: str, pending: list[ViewState]) -> None:
     from django.utils import timezone
 
     from django_pgviews_c import history
-    from django_pgviews_c.freshness import _age
+    from django_pgviews_c.freshstatus import _age
 
     last_ok, _ = history.latest(connections[using], [v.label for v in pending])
     now = timezone.now()

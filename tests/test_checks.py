@@ -154,3 +154,27 @@ def test_a_view_whose_sql_cannot_be_built(functions):
     )
     assert "QuerySetViewError: viewtest.Empty: its QuerySet is empty" in by_obj[empty].msg
     assert by_obj[fine].id == "django_pgviews_c.W007"  # the others are still judged
+
+
+def test_refresh_interval_on_a_plain_view_is_w010_and_one_not_a_timedelta_is_e007():
+    import datetime as dt
+
+    from django_pgviews_c.checks import _declaration_messages
+    from django_pgviews_c.exceptions import PGViewsError
+    from django_pgviews_c.freshness import refresh_interval
+
+    vs = ViewSet()
+    plain = vs.view("Plain", "SELECT 1 AS id", refresh_interval=dt.timedelta(minutes=5))
+    minutes = vs.view("Minutes", "SELECT 1 AS id", materialized=True, refresh_interval=15)
+    negative = vs.view("Neg", "SELECT 1 AS id", materialized=True, refresh_interval=dt.timedelta(-1))
+    fine = vs.view("Fine", "SELECT 1 AS id", materialized=True, refresh_interval=dt.timedelta(0))
+    assert ids(_declaration_messages(plain)) == ["django_pgviews_c.W010"]
+    assert "has no effect" in _declaration_messages(plain)[0].msg
+    assert ids(_declaration_messages(minutes)) == ["django_pgviews_c.E007"]
+    assert "viewtest.Minutes.refresh_interval is 15" in _declaration_messages(minutes)[0].msg
+    assert ids(_declaration_messages(negative)) == ["django_pgviews_c.E007"]
+    assert _declaration_messages(fine) == []
+    # Met by a command before any check ran: an error the command says in one line, no traceback.
+    for model in (minutes, negative):
+        with pytest.raises(PGViewsError, match=r"refresh_interval is .*: it must be a datetime\.timedelta"):
+            refresh_interval(model)

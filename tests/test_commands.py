@@ -230,6 +230,56 @@ def test_pgviews_status_check():
     assert relkind("viewtest_dependantview") is None
 
 
+@pytest.mark.django_db
+def test_pgviews_status_json_gives_null_rows_where_the_server_has_no_estimate():
+    import json
+
+    # Created WITH NO DATA, and created WITH DATA but without an index and never analyzed (a
+    # REFRESH of it keeps it so; a few rows are far below autovacuum's analyze threshold):
+    # reltuples is -1, the server's "no estimate". Made certain before the assertion.
+    names = ["viewtest_materializedviewwithnodata", "viewtest_materializedrelatedview"]
+    execute("REFRESH MATERIALIZED VIEW viewtest_materializedrelatedview")
+    reltuples = "SELECT relname::text, reltuples::int FROM pg_class WHERE relname = ANY(%s) ORDER BY 1"
+    assert catalog_rows(reltuples, [names]) == sorted((n, -1) for n in names)
+    _, out, _ = run("pgviews_status", "--json")
+    rows = {r["label"]: r for r in json.loads(out)}
+    for label in ("viewtest.MaterializedViewWithNoData", "viewtest.MaterializedRelatedView"):
+        assert rows[label]["kind"] == "mat" and rows[label]["rows"] is None, rows[label]
+    _, out, _ = run("pgviews_status")
+    line = next(line for line in out.splitlines() if line.startswith("viewtest.MaterializedRelatedView "))
+    assert " -1 " not in line, line
+
+
+@pytest.mark.django_db
+def test_refresh_pgviews_naming_a_plain_view_says_why_nothing_was_refreshed():
+    _, out, _ = run("refresh_pgviews", "viewtest.RelatedView")
+    assert (
+        "skipped   viewtest.RelatedView: a plain view holds no data (it reads its tables when "
+        "queried): nothing to refresh" in out
+    ), out
+    assert "refreshed 0 materialized views" in out
+    # Named with a materialized view: that one is refreshed, the plain one said as skipped.
+    _, out, _ = run("refresh_pgviews", "viewtest.RelatedView", "viewtest.MaterializedRelatedView")
+    assert "refreshed viewtest.MaterializedRelatedView" in out and "skipped   viewtest.RelatedView" in out
+
+
+@pytest.mark.django_db
+def test_refresh_pgviews_stale_says_what_creates_a_view_that_does_not_exist():
+    execute("DROP MATERIALIZED VIEW viewtest_materializedviewwithnodata")
+    _, out, _ = run("refresh_pgviews", "--stale", "viewtest.MaterializedViewWithNoData")
+    assert (
+        "skipped   viewtest.MaterializedViewWithNoData: does not exist: migrate (or sync_pgviews) "
+        "creates it" in out
+    ), out
+
+
+@pytest.mark.django_db
+def test_refresh_pgviews_pending_with_nothing_pending_says_so_and_why():
+    _, out, _ = run("refresh_pgviews", "--pending")
+    assert "nothing pending: no deferred rebuild waits (a sync that changes a view with defer_rebuild" in out
+    assert "completed 0 pending rebuilds" in out
+
+
 # -- real processes ---------------------------------------------------------------------------------
 
 CMD_SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_cmd"

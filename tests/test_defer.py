@@ -419,6 +419,8 @@ def test_the_due_pass_completes_pending_rebuilds(src):
     _deferred(vs)
     passed = refresh_pass(models=list(vs.models.values()), due=True)
     assert "viewtest.M" in passed.refreshed and not passed.failed
+    # Swapped in, then judged fresh: said once, as refreshed, not also as skipped.
+    assert "viewtest.M" not in passed.skipped, passed.skipped
     assert oid(PENDING) is None
     assert catalog_rows("SELECT id, v FROM t_m ORDER BY id") == [(1, 20), (2, 40)]
 
@@ -440,7 +442,12 @@ def test_readers_keep_the_old_data_and_a_held_lock_stops_the_swap_naming_its_hol
             _complete(vs)
         text = str(caught.value)
         assert f"pid {reader.pid}" in text and HOLDER_APP in text and "t_m" in text, text
-        assert "nothing was changed" in text, text
+        # No sync ran, and the populated new version is kept: the sync's words would be false.
+        assert "sync was rolled back" not in text and "nothing was changed" not in text, text
+        assert (
+            "Nothing was swapped in: the old version of viewtest.M keeps serving; its populated new "
+            "version waits beside it, and the next refresh_pgviews --pending swaps it in." in text
+        ), text
         assert reader.rows() == [(1, 10), (2, 20)]
     finally:
         reader.release()

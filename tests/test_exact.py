@@ -12,7 +12,7 @@ import time
 import pytest
 from django.db import connection
 
-from django_pgviews_c import freshness
+from django_pgviews_c import freshness, freshstatus
 from django_pgviews_c.exceptions import PlanError
 from tests import psycopg_compat
 from tests.helpers import ViewSet, catalog_rows, execute
@@ -189,10 +189,10 @@ def test_status_shows_the_mode(tables):
     declare(tables)
     tables.sync()
     tables.models["ExSum"].refresh()
-    report = freshness.status_report("default", models=[tables.models["ExSum"]])
+    report = freshstatus.status_report("default", models=[tables.models["ExSum"]])
     item = report["viewtest.ExSum"]
     assert item["staleness"] == "exact" and not item["stale"]
-    assert freshness.status_line(item).endswith("; fresh [exact]")
+    assert freshstatus.status_line(item).endswith("; fresh [exact]")
 
 
 def test_an_unknown_mode_is_named(tables):

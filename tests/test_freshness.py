@@ -12,7 +12,7 @@ import pytest
 from django.db import connection, connections, transaction
 from django.test import override_settings
 
-from django_pgviews_c import freshness, history, runhistory
+from django_pgviews_c import freshness, freshstatus, history, runhistory
 from django_pgviews_c.exceptions import RefreshError
 from django_pgviews_c.models import RefreshRecord
 from django_pgviews_c.refresh import refresh_views
@@ -351,15 +351,15 @@ def test_status_report_says_when_how_long_and_why_stale(transactional_db):
     execute("INSERT INTO viewtest_testmodel (name) VALUES ('a')")
     execute("SELECT pg_stat_force_next_flush()")  # this session's write counted when it goes idle
     execute("SELECT 1")
-    report = freshness.status_report("default")
+    report = freshstatus.status_report("default")
     item = report["viewtest.MaterializedRelatedView"]
     assert item["last_refresh"] is not None and item["age_seconds"] >= 0 and item["rows"] == 0
     assert item["stale"] and item["why"] == ["table viewtest_testmodel had 1 writes"]
-    assert freshness.status_line(item).startswith("refreshed ")
-    assert "stale: table viewtest_testmodel had 1 writes" in freshness.status_line(item)
+    assert freshstatus.status_line(item).startswith("refreshed ")
+    assert "stale: table viewtest_testmodel had 1 writes" in freshstatus.status_line(item)
     never = report["viewtest.MaterializedViewWithIndex"]
     assert never["last_refresh"] is None and never["why"] == ["no successful refresh recorded"]
-    assert freshness.status_line(never) == "never refreshed; stale: no successful refresh recorded"
+    assert freshstatus.status_line(never) == "never refreshed; stale: no successful refresh recorded"
 
 
 def test_the_migration_operation_is_recorded_and_sqlmigrate_records_nothing(transactional_db):

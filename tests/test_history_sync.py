@@ -24,7 +24,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_pgviews_c import _core, freshness, history
+from django_pgviews_c import _core, freshness, freshstatus, history
 from django_pgviews_c.exceptions import PGViewsError
 from django_pgviews_c.models import RefreshRecord
 from django_pgviews_c.pending import complete_pending
@@ -461,7 +461,7 @@ def test_status_and_stale_after_a_sync_that_built_a_view(transactional_db):
     call_command("pgviews_status", stdout=out)
     line = next(x for x in out.getvalue().splitlines()[1:] if "refreshed " in x and "; fresh" in x)
     assert f"in {rec.duration:.3f}s, 0 rows; fresh" in line
-    item = freshness.status_report("default")["viewtest.MaterializedViewWithIndex"]
+    item = freshstatus.status_report("default")["viewtest.MaterializedViewWithIndex"]
     assert item["last_refresh"] is not None and not item["stale"] and item["rows"] == 0
     call_command("refresh_pgviews", "--stale", verbosity=0)
     # Fresh: left alone by --stale, while views never refreshed were refreshed.

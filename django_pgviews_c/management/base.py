@@ -113,6 +113,9 @@ def interrupts() -> Iterator[None]:
 
 def interrupted_error(exc: KeyboardInterrupt, nothing_changed: bool) -> CommandError:
     signum = getattr(exc, "signum", signal.SIGINT)
+    summary = getattr(exc, "summary", None)
+    if callable(summary):  # a refresh's interrupt (RefreshInterrupted) says what it did and did not
+        return CommandError(summary(), returncode=128 + signum)
     name = signal.Signals(signum).name
     text = (
         f"interrupted by {name}: the running statements were cancelled and the open transaction rolled back"

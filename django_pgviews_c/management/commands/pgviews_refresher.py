@@ -16,8 +16,13 @@ from django.utils import timezone
 
 from django_pgviews_c.clientcheck import checking_client, set_client_check
 from django_pgviews_c.freshness import refresh_pass
-from django_pgviews_c.history import setting
-from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
+from django_pgviews_c.history import TABLE, history_missing, migrate_command, setting, warn_once
+from django_pgviews_c.management.base import (
+    Interrupted,
+    add_database_argument,
+    check_database,
+    pgviews_errors,
+)
 
 #: Session-level advisory lock of the working refresher (advisory locks are per database).
 REFRESHER_LOCK_KEY = 0x7067766372667368  # "pgvcrfsh"
@@ -65,11 +70,12 @@ class Command(BaseCommand):
                 self.stdout.write(f"{signal.Signals(signum).name}: stopping after the running refresh")
                 self.stdout.flush()
                 return
-            raise KeyboardInterrupt  # a second signal cancels the running refresh
+            raise Interrupted(signum)  # a second signal cancels the running refresh
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            with pgviews_errors(handle_signals=False), checking_client(connections[alias]):
+            # warn_once: a history not migrated on the database is said once, not every pass.
+            with pgviews_errors(handle_signals=False), checking_client(connections[alias]), warn_once():
                 self.loop(alias, poll, stop, options)
         finally:
             for s, handler in previous.items():
@@ -82,11 +88,28 @@ class Command(BaseCommand):
             self.stdout.write(f"{timezone.now():%Y-%m-%d %H:%M:%S} {text}")
             self.stdout.flush()
 
+    def migrated(self, alias: str) -> bool:
+        """Whether the history table is on ``alias``. Without it no refresh is recorded, every
+        view counts as stale and each would be refreshed every pass: the refresher waits for
+        migrate instead, saying so once."""
+        if not history_missing(alias):
+            self.unmigrated_said = False
+            return True
+        if not self.unmigrated_said:
+            self.say(
+                f"waiting: the refresh history table ({TABLE}) is missing on database {alias!r} (the "
+                f"app's migrations are not applied); without it every view counts as stale and would "
+                f"be refreshed every pass. Run {migrate_command(alias)}: refreshing starts once it has."
+            )
+            self.unmigrated_said = True
+        return False
+
     def loop(self, alias: str, poll: float, stop: threading.Event, options: dict[str, Any]) -> None:
         self.verbosity = options["verbosity"]
         connection = connections[alias]
         holding = False
         standby_said = False
+        self.unmigrated_said = False
         while not stop.is_set():
             try:
                 if not holding:
@@ -104,6 +127,9 @@ class Command(BaseCommand):
                         continue
                     self.say(f"active: refreshing due views of database {alias!r}")
                     standby_said = False
+                if not self.migrated(alias):
+                    stop.wait(poll)
+                    continue
                 result = refresh_pass(
                     alias,
                     due=True,

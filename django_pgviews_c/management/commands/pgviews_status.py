@@ -5,7 +5,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_pgviews_c.freshness import status_json, status_line, status_report
+from django_pgviews_c import history
+from django_pgviews_c.freshstatus import status_json, status_line, status_report
 from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
 from django_pgviews_c.status import UNBUILDABLE_STATE, ViewState, view_status
 
@@ -39,13 +40,19 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         check_database(options["database"])
-        with pgviews_errors():
-            rows = view_status(options["database"], check_builds=True)
-            fresh = status_report(options["database"])
+        alias = options["database"]
+        # The history is read more than once: a warning about it (not migrated there) once.
+        with pgviews_errors(), history.warn_once():
+            rows = view_status(alias, check_builds=True)
+            fresh = status_report(alias)
+            # Not migrated there: migrate (not sync_pgviews) creates the table and syncs the views.
+            unmigrated = options["check"] and history.history_missing(alias)
         if options["json"]:
             self.stdout.write(status_json(rows, fresh))
             if options["check"] and any(r.state != "in sync" for r in rows):
-                raise CommandError(_check_failure([r for r in rows if r.state != "in sync"]))
+                raise CommandError(
+                    _check_failure([r for r in rows if r.state != "in sync"], alias, unmigrated)
+                )
             return
         width = max([len(r.label) for r in rows] + [4])
         self.stdout.write(f"{'view':<{width}}  {'kind':<4}  {'state':<15}  {'rows':>10}  {'size':>9}  detail")
@@ -60,13 +67,15 @@ class Command(BaseCommand):
         if options["verbosity"] >= 1:
             self.stdout.write(f"{len(rows)} views, {len(out_of_sync)} not in sync")
         if options["check"] and out_of_sync:
-            raise CommandError(_check_failure(out_of_sync))
+            raise CommandError(_check_failure(out_of_sync, alias, unmigrated))
 
 
-def _check_failure(out_of_sync: list[ViewState]) -> str:
+def _check_failure(out_of_sync: list[ViewState], alias: str, unmigrated: bool) -> str:
     """What --check says: each view not in sync by name, with what brings it in sync. A field
     that reads a column the view lacks is a mistake in the code, which sync_pgviews leaves as
-    it is (it has nothing to change in the database)."""
+    it is (it has nothing to change in the database). On a database where the app's own
+    migrations are not applied (``unmigrated``: its history table is missing), migrate is what
+    to run: sync_pgviews would not create the table, migrate does and syncs the views."""
     columns = [r.label for r in out_of_sync if r.state == "columns"]
     orphans = [r.label for r in out_of_sync if r.state == "orphaned"]
     pending = [r.label for r in out_of_sync if r.state == "pending rebuild"]
@@ -74,7 +83,14 @@ def _check_failure(out_of_sync: list[ViewState]) -> str:
     named = ("columns", "orphaned", "pending rebuild", UNBUILDABLE_STATE)
     others = [r.label for r in out_of_sync if r.state not in named]
     parts = []
-    if others:
+    if others and unmigrated:
+        parts.append(
+            f"{len(others)} views are not in sync and the app's migrations are not applied on "
+            f"database {alias!r} (its refresh history table {history.TABLE} is missing): run "
+            f"{history.migrate_command(alias)}, which creates the table and syncs the views "
+            f"({', '.join(others)})"
+        )
+    elif others:
         parts.append(f"{len(others)} views are not in sync: run sync_pgviews ({', '.join(others)})")
     if orphans:
         parts.append(
