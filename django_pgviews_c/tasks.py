@@ -10,14 +10,20 @@ A beat entry that refreshes the due views every minute::
     }
 
 Several workers may run it at once: the refresher's advisory lock lets one work and the others
-return at once with ``{"standby": True}``.
+return at once with ``{"standby": True}``. On a database where the app's migrations are not
+applied (no refresh history: nothing could be recorded, so every view would stay stale and be
+refreshed on every beat) it refreshes nothing and returns ``{"waiting": "<why>"}``, logging it,
+until ``migrate`` has run there.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import shared_task
+
+logger = logging.getLogger("django_pgviews_c.tasks")
 
 __all__ = ["refresh_due"]
 
@@ -32,14 +38,31 @@ def refresh_due(
 
     from django_pgviews_c.clientcheck import checking_client, set_client_check
     from django_pgviews_c.freshness import refresh_pass
+    from django_pgviews_c.history import TABLE, history_missing, migrate_command
     from django_pgviews_c.management.commands.pgviews_refresher import REFRESHER_LOCK_KEY
 
+    idle = {
+        "database": database,
+        "standby": False,
+        "waiting": None,
+        "refreshed": [],
+        "skipped": {},
+        "failed": {},
+    }
+    if history_missing(database):
+        idle["waiting"] = (
+            f"the refresh history table ({TABLE}) is missing on database {database!r} (the app's "
+            f"migrations are not applied); without it every view counts as stale and would be "
+            f"refreshed on every run. Nothing was refreshed: run {migrate_command(database)}."
+        )
+        logger.warning("refresh_due: %s", idle["waiting"])
+        return idle
     connection = connections[database]
     set_client_check(connection)  # a worker killed mid-refresh frees the lock at once
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_catalog.pg_try_advisory_lock(%s)", [REFRESHER_LOCK_KEY])
         if not cursor.fetchone()[0]:
-            return {"database": database, "standby": True, "refreshed": [], "skipped": {}, "failed": {}}
+            return {**idle, "standby": True}
     try:
         with checking_client(connection):
             result = refresh_pass(database, due=not stale, jobs=jobs, concurrently=concurrently)
@@ -49,6 +72,7 @@ def refresh_due(
     return {
         "database": database,
         "standby": False,
+        "waiting": None,
         "refreshed": result.refreshed,
         "skipped": result.skipped,
         "failed": result.failed,

@@ -254,7 +254,20 @@ def test_celery_task_refreshes_due_views_in_a_real_worker():
         assert records("DueEveryTime") == 1 and records("Unscheduled") == 0
         # Nothing is stale now: the next run refreshes nothing.
         outcome = client.send_task("django_pgviews_c.tasks.refresh_due", queue=queue_name).get(timeout=WAIT)
-        assert outcome["refreshed"] == []
+        assert outcome["refreshed"] == [] and outcome["waiting"] is None
+        # Without the app's migrations (no history table) nothing could be recorded: every view
+        # would stay stale and be refreshed on every beat. The task refreshes nothing, says why.
+        assert django("migrate", "django_pgviews_c", "zero", "-v", "0").returncode == 0
+        try:
+            outcome = client.send_task("django_pgviews_c.tasks.refresh_due", queue=queue_name).get(
+                timeout=WAIT
+            )
+            assert outcome["refreshed"] == [] and outcome["standby"] is False, outcome
+            assert "is missing on database 'default'" in outcome["waiting"], outcome
+            assert "run manage.py migrate." in outcome["waiting"], outcome
+        finally:
+            done = django("migrate", "django_pgviews_c", "-v", "0")
+            assert done.returncode == 0, done.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
