@@ -6,23 +6,25 @@ results, no connection left open (counted in pg_stat_activity by the run's appli
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from django.db import connection, transaction
 
 from django_pgviews_c import _core
-from django_pgviews_c.exceptions import ConnectionLostError, DatabaseError
+from django_pgviews_c.exceptions import ConnectionLostError, CycleError, DatabaseError
 from django_pgviews_c.refresh import connection_params
 from tests import psycopg_compat
-from tests.helpers import execute
+from tests.helpers import catalog_rows, execute
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -145,8 +147,25 @@ def small_server():
     if reason:
         pytest.skip(reason)
     settings = {"max_connections": str(MAX_CONNECTIONS), "superuser_reserved_connections": "0"}
-    with pgreplica.Cluster(settings=settings) as cluster:
+    with _server_env():
+        cluster = pgreplica.Cluster(settings=settings).start()
+    try:
         yield cluster
+    finally:
+        with _server_env():
+            cluster.stop()
+
+
+@contextlib.contextmanager
+def _server_env() -> Iterator[None]:
+    """Under `make test-asan` the sanitizer is preloaded into this process: not into the
+    server's programs (postgres -V never returns with it)."""
+    preload = os.environ.pop("LD_PRELOAD", None)
+    try:
+        yield
+    finally:
+        if preload is not None:
+            os.environ["LD_PRELOAD"] = preload
 
 
 def _fill(cluster, n: int) -> list:
@@ -310,8 +329,6 @@ def test_every_catalog_function_the_core_calls_is_schema_qualified(transactional
     # when pg_catalog comes first. Every name of a pg_catalog function called as name( ... ).
     import re
 
-    from tests.helpers import catalog_rows
-
     catalog = {
         r[0]
         for r in catalog_rows(
@@ -339,3 +356,87 @@ def test_a_users_unnest_of_text_arrays_does_not_change_what_the_core_reads(trans
         assert [r[:3] for r in cur.fetchall()] == [("public", "srv_read", "m")]
         cur.execute(_core.query_sql("database_checks"), [["public.srv_read"]])
         assert cur.fetchall() == [("column", 1, "a", None)]
+
+
+# ---- objects with hostile names, through the loop's guard and lock-holder queries -----------------
+
+HOSTILE_NAMES = [
+    'it\'s "quoted"',
+    "dots.in.the.name",
+    "back\\slash\\",
+    "select",
+    "ünïcödé ☃ view",
+    "x" * 63,
+    "é" * 31,  # 62 bytes
+    " leading and trailing ",
+    "semi; DROP TABLE canary; --",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=range(len(HOSTILE_NAMES)))
+def test_a_hostile_name_is_refreshed_and_its_lock_holders_named(loop, name, request):
+    _dbname, _app, conninfo = loop
+    qualified = _core.qualified_name("public", name)
+    execute("CREATE TABLE IF NOT EXISTS canary (id int)")
+    execute(f"CREATE MATERIALIZED VIEW {qualified} AS SELECT 1 AS a")
+    request.addfinalizer(lambda: execute(f"DROP MATERIALIZED VIEW {qualified}"))
+    statement = _core.refresh_sql(qualified)
+    guarded = {"guard": [qualified], "lock_retries": 0, "last_lock_timeout_ms": 100}
+    with transaction.atomic():
+        execute(f"SELECT * FROM {qualified}")  # ACCESS SHARE: the plain REFRESH waits, then fails
+        mine = catalog_rows("SELECT pg_backend_pid()")[0][0]
+        ((state, _, error),) = _core.run_parallel(conninfo, [statement], [[]], None, 1, **guarded)
+    assert state == "failed" and error["sqlstate"] == "55P03", error
+    assert [h["pid"] for h in error["holders"]] == [mine], error
+    assert _core.run_parallel(conninfo, [statement], [[]], None, 1, **guarded)[0][0] == "ok"
+    assert catalog_rows("SELECT count(*) FROM canary") == [(0,)]
+
+
+# ---- a big graph, and a cycle the server was made to accept -----------------------------------------
+
+GRAPH_NODES = 5000
+
+
+@pytest.fixture
+def graph_schema(transactional_db):
+    execute("CREATE SCHEMA srv_graph; CREATE TABLE srv_graph.t (a int)")
+    yield "srv_graph"
+    # The cycle broken, the chain dropped from its end: DROP ... CASCADE of a chain this deep
+    # exceeds the server's stack depth.
+    execute("CREATE OR REPLACE VIEW srv_graph.v0 AS SELECT a FROM srv_graph.t")
+    for end in range(GRAPH_NODES, 0, -500):  # a transaction's locks are bounded
+        execute("; ".join(f"DROP VIEW IF EXISTS srv_graph.v{i}" for i in reversed(range(end - 500, end))))
+    execute("DROP SCHEMA srv_graph CASCADE")
+
+
+def _catalog(schema: str) -> list[tuple]:
+    params = {"decl_schemas": [], "decl_names": [], "schemas": [schema], "restore": False}
+    with connection.cursor() as cur:
+        cur.execute(_core.catalog_sql(), params)
+        return [tuple(r) for r in cur.fetchall()]
+
+
+def test_a_chain_of_5000_views_and_a_cycle_made_by_create_or_replace(graph_schema):
+    # A chain 5,000 deep, each view reading the one before: read from the catalog and planned
+    # without recursion in C. Then the first is replaced to read the last: PostgreSQL accepts the
+    # cycle, the catalog query ends (UNION, no depth), and the plan refuses it naming the views.
+    execute(
+        "; ".join(
+            ["CREATE VIEW srv_graph.v0 AS SELECT a FROM srv_graph.t"]
+            + [
+                f"CREATE VIEW srv_graph.v{i} AS SELECT a FROM srv_graph.v{i - 1}"
+                for i in range(1, GRAPH_NODES)
+            ]
+        )
+    )
+    rows = _catalog(graph_schema)
+    assert sum(r[2] != "S" for r in rows) >= GRAPH_NODES
+    assert _core.plan([], rows)["actions"] == []
+    last = GRAPH_NODES - 1
+    execute(
+        f"CREATE OR REPLACE VIEW srv_graph.v0 AS SELECT a FROM srv_graph.t "
+        f"UNION ALL SELECT a FROM srv_graph.v{last} WHERE false"
+    )
+    with pytest.raises(CycleError) as raised:
+        _core.plan([], _catalog(graph_schema))
+    assert f"srv_graph.v{last}" in str(raised.value) and "srv_graph.v0" in str(raised.value)
