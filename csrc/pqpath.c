@@ -22,13 +22,18 @@
 #define CANCEL_TIMEOUT 5.0 /* seconds for a cancel request, and for its statement to end */
 #define HOLDER_TIMEOUT 5.0 /* seconds for the lock-holder query */
 
+/* A relation's oid is unique in its database only (a database made from a template shares them). */
+#define THIS_DATABASE                                                                              \
+    "AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d "                                \
+    "WHERE d.datname = pg_catalog.current_database()) "
+
 /* The sessions holding a granted lock on a relation (its name the one parameter): pid,
  * application_name, state, start of the query, backend_type (what names a holder without an
  * application_name, such as an autovacuum worker). */
 #define LOCK_HOLDERS_SQL(param)                                                                    \
     "SELECT a.pid, a.application_name, a.state, pg_catalog.left(a.query, 80), a.backend_type "     \
     "FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "              \
-    "WHERE l.granted AND l.relation = pg_catalog.to_regclass(" param ") "                          \
+    "WHERE l.granted AND l.relation = pg_catalog.to_regclass(" param ") " THIS_DATABASE            \
     "AND l.pid <> pg_catalog.pg_backend_pid() ORDER BY a.pid"
 
 /* deadlock_timeout (ms) when an autovacuum worker holds a granted lock on the relation (the one
@@ -37,7 +42,8 @@
     "SELECT s.setting::pg_catalog.int8 FROM pg_catalog.pg_settings s "                             \
     "WHERE s.name = 'deadlock_timeout' AND EXISTS (SELECT FROM pg_catalog.pg_locks l "             \
     "JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid WHERE l.granted "                         \
-    "AND l.relation = pg_catalog.to_regclass($1) AND a.backend_type = 'autovacuum worker')"
+    "AND l.relation = pg_catalog.to_regclass($1) " THIS_DATABASE                                   \
+    "AND a.backend_type = 'autovacuum worker')"
 /* How much longer than deadlock_timeout a try waits when an autovacuum worker holds the lock. */
 #define AUTOVACUUM_MARGIN_MS 200
 

@@ -440,3 +440,43 @@ def test_a_chain_of_5000_views_and_a_cycle_made_by_create_or_replace(graph_schem
     with pytest.raises(CycleError) as raised:
         _core.plan([], _catalog(graph_schema))
     assert f"srv_graph.v{last}" in str(raised.value) and "srv_graph.v0" in str(raised.value)
+
+
+def test_lock_holders_are_those_of_this_database(loop):
+    # A database made from this one as its template has the same relation oids: a session there
+    # holding a lock on its copy of the view is no holder of ours, and was named as one.
+    dbname, _app, conninfo = loop
+    execute("CREATE MATERIALIZED VIEW srv_twin AS SELECT 1 AS a")
+    twin = f"{dbname}_twin"[:63]
+    psycopg_compat.drop_database(twin)
+    connection.close()  # a template has no other session
+    psycopg_compat.query("postgres", f'CREATE DATABASE "{twin}" TEMPLATE "{dbname}"')
+    other = psycopg_compat._connect(twin)
+    try:
+        cur = other.cursor()
+        cur.execute("BEGIN")
+        cur.execute("SELECT * FROM srv_twin")  # its ACCESS SHARE lock, kept open
+        theirs = psycopg_compat.query(
+            twin,
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND state = 'idle in transaction'",
+            [twin],
+        )
+        assert len(theirs) == 1
+        with transaction.atomic():
+            execute("SELECT * FROM srv_twin")
+            mine = catalog_rows("SELECT pg_backend_pid()")[0][0]
+            ((state, _, error),) = _core.run_parallel(
+                conninfo,
+                ["REFRESH MATERIALIZED VIEW srv_twin"],
+                [[]],
+                None,
+                1,
+                guard=["srv_twin"],
+                lock_retries=0,
+                last_lock_timeout_ms=100,
+            )
+    finally:
+        other.close()
+        psycopg_compat.drop_database(twin)
+    assert state == "failed" and error["sqlstate"] == "55P03", error
+    assert [h["pid"] for h in error["holders"]] == [mine], (error, theirs)
