@@ -283,6 +283,22 @@ exit:
     return rc;
 }
 
+/* The connection closed: what the server sent before it (pg_terminate_backend's FATAL, read in
+ * the same recv() as the end of the stream) is still in libpq's buffer, and PQgetResult parses
+ * it without waiting (the socket is gone). Its error is the cause the statement failed with;
+ * without it, only libpq's "server closed the connection unexpectedly". */
+static void keep_last_words(Slot *slot)
+{
+    PGresult *r;
+    for (int k = 0; k < 8 && (r = PQgetResult(slot->conn)); k++) {
+        if (!slot->bad && PQresultStatus(r) == PGRES_FATAL_ERROR &&
+            PQresultErrorField(r, PG_DIAG_SQLSTATE))
+            slot->bad = r;
+        else
+            PQclear(r);
+    }
+}
+
 /* Read what slot's connection has for us. RAISES_NEG. */
 static int read_slot(Loop *L, Slot *slot, short revents)
 {
@@ -326,6 +342,8 @@ static int read_slot(Loop *L, Slot *slot, short revents)
             PQclear(r);
     }
     L->current_task = -1;
+    if (ready < 0)
+        keep_last_words(slot);
     return ready < 0 ? finish_task(L, slot, 1) : 0;
 }
 

@@ -480,3 +480,43 @@ def test_lock_holders_are_those_of_this_database(loop):
         psycopg_compat.drop_database(twin)
     assert state == "failed" and error["sqlstate"] == "55P03", error
     assert [h["pid"] for h in error["holders"]] == [mine], (error, theirs)
+
+
+# ---- refresh_views(jobs=N): what a terminated connection looks like to the project ------------------
+
+
+@pytest.fixture
+def slow_matview(transactional_db):
+    """viewtest.MaterializedRelatedView replaced by one whose refresh sleeps."""
+    execute(
+        "ALTER MATERIALIZED VIEW viewtest_materializedrelatedview RENAME TO pgvc_saved_mrv; "
+        "CREATE MATERIALIZED VIEW viewtest_materializedrelatedview AS "
+        "SELECT 1 AS model_id, 1 AS id FROM pg_sleep(30) WITH NO DATA"
+    )
+    yield
+    execute(
+        "DROP MATERIALIZED VIEW viewtest_materializedrelatedview; "
+        "ALTER MATERIALIZED VIEW pgvc_saved_mrv RENAME TO viewtest_materializedrelatedview"
+    )
+
+
+def test_refresh_views_names_the_view_whose_connection_was_terminated(slow_matview):
+    from django_pgviews_c.exceptions import RefreshError
+    from django_pgviews_c.refresh import refresh_views
+
+    dbname = connection.settings_dict["NAME"]
+    app = connection_params(connection)["application_name"]
+    killer = Killer(
+        dbname, app, "wait_event = 'PgSleep' AND strpos(query, 'viewtest_materializedrelatedview') > 0"
+    )
+    killer.start()
+    with pytest.raises(RefreshError) as raised:
+        refresh_views(using="default", jobs=2)
+    killer.join()
+    assert killer.error is None and killer.killed is not None
+    err = raised.value
+    assert list(err.failures) == ["viewtest.MaterializedRelatedView"], str(err)
+    assert "terminating connection" in err.failures["viewtest.MaterializedRelatedView"]
+    assert "57P01" in err.failures["viewtest.MaterializedRelatedView"]
+    assert err.skipped == ["viewtest.DependantMaterializedView"]
+    _none_left(dbname, app)
