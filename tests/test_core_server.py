@@ -520,3 +520,35 @@ def test_refresh_views_names_the_view_whose_connection_was_terminated(slow_matvi
     assert "57P01" in err.failures["viewtest.MaterializedRelatedView"]
     assert err.skipped == ["viewtest.DependantMaterializedView"]
     _none_left(dbname, app)
+
+
+def test_ctrl_c_while_the_server_never_answers_the_connect():
+    # A server that takes the TCP connection and says nothing: the connect waits in poll() with
+    # the GIL released and signals checked, so Ctrl-C ends it long before connect_timeout.
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        conninfo = {
+            "host": "127.0.0.1",
+            "port": str(silent.getsockname()[1]),
+            "dbname": "x",
+            "connect_timeout": "600",
+        }
+        child = subprocess.Popen(
+            [sys.executable, "-c", _INTERRUPTED_COPY, json.dumps(conninfo), "SELECT 1"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            silent.settimeout(WAIT)
+            accepted, _ = silent.accept()  # the child is connecting
+            child.send_signal(signal.SIGINT)
+            stdout, stderr = child.communicate(timeout=30)
+            accepted.close()
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert child.returncode == 0 and stdout.strip() == "interrupted", stderr
