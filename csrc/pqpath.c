@@ -289,8 +289,10 @@ exit:
  * without it, only libpq's "server closed the connection unexpectedly". */
 static void keep_last_words(Slot *slot)
 {
-    PGresult *r;
-    for (int k = 0; k < 8 && (r = PQgetResult(slot->conn)); k++) {
+    for (int k = 0; k < 8; k++) { /* a few: one error, libpq's own, then NULL */
+        PGresult *r = PQgetResult(slot->conn);
+        if (!r)
+            return;
         if (!slot->bad && PQresultStatus(r) == PGRES_FATAL_ERROR &&
             PQresultErrorField(r, PG_DIAG_SQLSTATE))
             slot->bad = r;
