@@ -100,7 +100,8 @@ ASAN_TESTS ?= -n 2 --dist loadfile --hypothesis-profile=quick tests/test_core.py
     tests/test_hostile.py tests/test_refresh_loop.py tests/test_refresh_parallel.py \
     tests/test_refresh_boundary.py tests/test_refresh_graph.py tests/test_refresh_waits.py \
     tests/test_refresh_session.py tests/test_aside_core.py tests/test_sync.py tests/test_queries.py \
-    tests/test_freshness.py tests/test_states.py tests/test_cold_order.py tests/test_names.py
+    tests/test_freshness.py tests/test_states.py tests/test_cold_order.py tests/test_names.py \
+    tests/test_core_server.py
 
 # The sanitized extension is built in a copy of the sources (build/asan-src), so that the
 # extension built in place for .venv is left alone; the suite runs from that copy.
@@ -136,7 +137,7 @@ test-valgrind: venv
 	@command -v valgrind >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq valgrind >/dev/null; }
 	$(call server_env,$(VENV)/bin/python) && $(VENV)/bin/python tools/valgrind_check.py -- \
 	    $(VENV)/bin/python -m pytest -p no:cacheprovider -q --hypothesis-profile=valgrind \
-	    tests/test_core.py $(PYTEST_ARGS)
+	    tests/test_core.py tests/test_core_server.py $(PYTEST_ARGS)
 
 # ---- packages ----------------------------------------------------------------------------
 

@@ -107,12 +107,16 @@ PyObject *pgvc_raise_plan(pgvc_state *st, PyObject *cls, PyObject *message, PyOb
     return NULL;
 }
 
+PyObject *pgvc_server_text(const char *s)
+{
+    if (!s)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "replace");
+}
+
 static PyObject *field(const PGresult *res, int code)
 {
-    const char *v = res ? PQresultErrorField(res, code) : NULL;
-    if (!v)
-        Py_RETURN_NONE;
-    return PyUnicode_DecodeUTF8(v, (Py_ssize_t)strlen(v), "replace");
+    return pgvc_server_text(res ? PQresultErrorField(res, code) : NULL);
 }
 
 PyObject *pgvc_raise_pg(pgvc_state *st, PGconn *conn, PGresult *res, PyObject *view)
@@ -152,7 +156,7 @@ PyObject *pgvc_raise_pg(pgvc_state *st, PGconn *conn, PGresult *res, PyObject *v
         pgvc_parse_long(pos, &position) == 0 ? PyLong_FromLong(position) : Py_NewRef(Py_None));
     SET("view", Py_NewRef(view ? view : Py_None));
 #undef SET
-    args = Py_BuildValue("(s)", msg);
+    args = Py_BuildValue("(N)", pgvc_server_text(msg));
     raise_instance(cls, args, kwargs);
 exit:
     Py_XDECREF(v);

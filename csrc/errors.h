@@ -24,6 +24,10 @@ PyObject *pgvc_raise_pg(pgvc_state *st, PGconn *conn, PGresult *res, PyObject *v
  * pid): 0 with *out set; -1, with no exception, when s is NULL, empty, anything else or out of
  * range for a long. Callers say what a value they cannot read means. */
 int pgvc_parse_long(const char *s, long *out);
+/* Text the server sent (a message, a notice, a query, a name), as str: bytes that are not UTF-8
+ * (a SQL_ASCII database, a client_encoding other than UTF8) replaced, never an error; NULL is
+ * None. New reference, NULL only on MemoryError. */
+PyObject *pgvc_server_text(const char *s);
 
 /* The items of in as a tuple of their own (in itself when it is one), or NULL with
  * TypeError(not_seq) when it is not a sequence. What a C loop reads from it cannot change under

@@ -175,15 +175,73 @@ int pgvc_consume(PGconn *conn)
     return ok ? !busy : -1;
 }
 
+int pgvc_copy_step(PGconn *conn, ExecStatusType status, const char *message)
+{
+    int rc;
+    if (status != PGRES_COPY_OUT) {
+        /* In (or both ways): the end, with an error; 0 means libpq's buffer is full. */
+        Py_BEGIN_ALLOW_THREADS
+        rc = PQputCopyEnd(conn, message);
+        rc = rc == 1 ? PQflush(conn) : rc == 0 ? 1 : -1;
+        Py_END_ALLOW_THREADS
+        return rc < 0 ? -1 : rc == 1 ? 2 : 0;
+    }
+    for (;;) {
+        char *row = NULL;
+        rc = PQgetCopyData(conn, &row, 1);
+        if (row)
+            PQfreemem(row);
+        if (rc <= 0)
+            return rc == 0 ? 1 : 0; /* -1: done; -2: failed, PQgetResult says why */
+    }
+}
+
+/* The results of the query sent on conn, until the deadline: the first failed one, else the
+ * last, into *keep; a COPY ended as pgvc_copy_step ends it (*copied set). Returns 0 at the end
+ * of the results, 'b' (broken), 't' (deadline) or 's' (signal, the exception set). */
+static char collect_results(PGconn *conn, double deadline, PGresult **keep, int *copied)
+{
+    for (;;) {
+        int ready = pgvc_consume(conn), wait_for = 0;
+        PGresult *r;
+        ExecStatusType status;
+        if (ready < 0)
+            return 'b';
+        if (ready) {
+            if (!(r = PQgetResult(conn)))
+                return *keep ? 0 : 'b';
+            status = PQresultStatus(r);
+            if (status == PGRES_COPY_OUT || status == PGRES_COPY_IN || status == PGRES_COPY_BOTH) {
+                PQclear(r);
+                *copied = 1;
+                if ((wait_for = pgvc_copy_step(conn, status, PGVC_COPY_IN_REFUSED)) < 0)
+                    return 'b';
+            } else if (*keep && PQresultStatus(*keep) == PGRES_FATAL_ERROR)
+                PQclear(r);
+            else {
+                PQclear(*keep);
+                *keep = r;
+            }
+            if (!wait_for)
+                continue;
+        }
+        switch (pgvc_wait_socket(conn, wait_for == 2, deadline)) {
+        case 0: continue;
+        case 1: return 't';
+        default: return 's';
+        }
+    }
+}
+
 /* Run one query (params: NULL or nparams strings) and wait for all of its results, until the
  * deadline (<= 0: none). Returns the first failed result, else the last one; NULL with an
  * exception set when the connection broke, the deadline passed or a signal arrived (*why says
- * which: 'b'roken, 't'imeout, 's'ignal). */
+ * which: 'b'roken, 't'imeout, 's'ignal), or a COPY was refused ('c'). */
 PGresult *pgvc_exec_wait(PGconn *conn, const char *sql, int nparams, const char *const *params,
                          double deadline, char *why)
 {
-    PGresult *keep = NULL, *r;
-    int sent, rc;
+    PGresult *keep = NULL;
+    int sent, rc, copied = 0;
     *why = 0;
     Py_BEGIN_ALLOW_THREADS
     if (nparams)
@@ -191,42 +249,25 @@ PGresult *pgvc_exec_wait(PGconn *conn, const char *sql, int nparams, const char 
     else
         sent = PQsendQuery(conn, sql);
     Py_END_ALLOW_THREADS
-    if (!sent)
-        goto broken;
-    while ((rc = pgvc_flush(conn)) == 1)
-        if ((rc = pgvc_wait_socket(conn, 1, deadline)) != 0)
-            goto waited;
-    if (rc < 0)
-        goto broken;
-    for (;;) {
-        int ready = pgvc_consume(conn);
-        if (ready < 0)
-            goto broken;
-        if (!ready) {
-            if ((rc = pgvc_wait_socket(conn, 0, deadline)) != 0)
-                goto waited;
-            continue;
-        }
-        if (!(r = PQgetResult(conn)))
-            break;
-        if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR)
-            PQclear(r);
-        else {
-            PQclear(keep);
-            keep = r;
-        }
+    if (!sent) {
+        *why = 'b';
+        return NULL;
     }
-    if (!keep)
-        goto broken;
+    while ((rc = pgvc_flush(conn)) == 1)
+        if ((rc = pgvc_wait_socket(conn, 1, deadline)) != 0) {
+            *why = rc > 0 ? 't' : 's';
+            return NULL;
+        }
+    if (rc < 0)
+        *why = 'b';
+    else if (!(*why = collect_results(conn, deadline, &keep, &copied)) && copied &&
+             PQresultStatus(keep) != PGRES_FATAL_ERROR)
+        *why = 'c'; /* a COPY TO STDOUT that ran: nobody read its rows */
+    if (*why) {
+        PQclear(keep);
+        return NULL;
+    }
     return keep;
-waited:
-    *why = rc > 0 ? 't' : 's';
-    PQclear(keep);
-    return NULL;
-broken:
-    *why = 'b';
-    PQclear(keep);
-    return NULL;
 }
 
 /* ---- cancelling, bounded ------------------------------------------------------------------- */
@@ -405,6 +446,9 @@ failed:
                      (int)L->connect_timeout);
     else if (why == 'b')
         PyErr_Format(L->st->ConnectionLostError, "could not connect: %s", PQerrorMessage(conn));
+    else if (why == 'c')
+        PyErr_Format(L->st->DatabaseError, "could not connect: the setup statement: %s",
+                     PGVC_COPY_OUT_REFUSED);
 exit:
     PQclear(r);
     return rc;

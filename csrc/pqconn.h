@@ -72,9 +72,19 @@ int pgvc_wait_socket(PGconn *conn, int for_write, double deadline);
 int pgvc_flush(PGconn *conn);
 /* PQconsumeInput then PQisBusy: 1 when PQgetResult will not block, 0 busy, -1 broken. */
 int pgvc_consume(PGconn *conn);
+#define PGVC_COPY_OUT_REFUSED                                                                      \
+    "COPY TO STDOUT is not supported here: nothing reads its rows (they were discarded)"
+#define PGVC_COPY_IN_REFUSED "COPY FROM STDIN is not supported here: nothing sends it rows"
+/* One step of ending a COPY that nobody feeds or reads (status: the COPY result PQgetResult
+ * gave): the rows that have arrived are read and discarded; a COPY asking rows of us is ended
+ * with an error (message), on which the server rolls back. Returns 0 when the COPY ended (its
+ * result comes from PQgetResult), 1 when more rows are to come (wait to read), 2 when the end is
+ * still to be sent (wait to write), -1 when the connection broke. */
+int pgvc_copy_step(PGconn *conn, ExecStatusType status, const char *message);
 /* Run one query (nparams parameters) to its end within the deadline: the first failed result,
  * else the last. NULL with *why 'b' (broken connection, no exception), 't' (deadline, no
- * exception) or 's' (signal: the exception is set). */
+ * exception), 'c' (a COPY TO STDOUT ran: its rows were discarded, no exception) or 's' (signal:
+ * the exception is set). A COPY FROM STDIN is ended with an error (its failed result). */
 PGresult *pgvc_exec_wait(PGconn *conn, const char *sql, int nparams, const char *const *params,
                          double deadline, char *why);
 /* Ask the server to cancel what conn runs, giving up after `seconds`. Call without the GIL.

@@ -22,13 +22,18 @@
 #define CANCEL_TIMEOUT 5.0 /* seconds for a cancel request, and for its statement to end */
 #define HOLDER_TIMEOUT 5.0 /* seconds for the lock-holder query */
 
+/* A relation's oid is unique in its database only (a database made from a template shares them). */
+#define THIS_DATABASE                                                                              \
+    "AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d "                                \
+    "WHERE d.datname = pg_catalog.current_database()) "
+
 /* The sessions holding a granted lock on a relation (its name the one parameter): pid,
  * application_name, state, start of the query, backend_type (what names a holder without an
  * application_name, such as an autovacuum worker). */
 #define LOCK_HOLDERS_SQL(param)                                                                    \
     "SELECT a.pid, a.application_name, a.state, pg_catalog.left(a.query, 80), a.backend_type "     \
     "FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "              \
-    "WHERE l.granted AND l.relation = pg_catalog.to_regclass(" param ") "                          \
+    "WHERE l.granted AND l.relation = pg_catalog.to_regclass(" param ") " THIS_DATABASE            \
     "AND l.pid <> pg_catalog.pg_backend_pid() ORDER BY a.pid"
 
 /* deadlock_timeout (ms) when an autovacuum worker holds a granted lock on the relation (the one
@@ -37,7 +42,8 @@
     "SELECT s.setting::pg_catalog.int8 FROM pg_catalog.pg_settings s "                             \
     "WHERE s.name = 'deadlock_timeout' AND EXISTS (SELECT FROM pg_catalog.pg_locks l "             \
     "JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid WHERE l.granted "                         \
-    "AND l.relation = pg_catalog.to_regclass($1) AND a.backend_type = 'autovacuum worker')"
+    "AND l.relation = pg_catalog.to_regclass($1) " THIS_DATABASE                                   \
+    "AND a.backend_type = 'autovacuum worker')"
 /* How much longer than deadlock_timeout a try waits when an autovacuum worker holds the lock. */
 #define AUTOVACUUM_MARGIN_MS 200
 
@@ -89,9 +95,10 @@ static PyObject *error_dict(PGconn *conn, PGresult *res, const char *fallback)
         msg = fallback ? fallback : conn ? PQerrorMessage(conn) : "failed";
     if (lost && !state)
         state = "08006";
-    return Py_BuildValue("{szszszszsOsO}", "message", msg, "sqlstate", state, "detail", detail,
-                         "hint", hint, "connection_lost", lost ? Py_True : Py_False, "holders",
-                         Py_None);
+    return Py_BuildValue("{sNsNsNsNsOsO}", "message", pgvc_server_text(msg), "sqlstate",
+                         pgvc_server_text(state), "detail", pgvc_server_text(detail), "hint",
+                         pgvc_server_text(hint), "connection_lost", lost ? Py_True : Py_False,
+                         "holders", Py_None);
 }
 
 /* The sessions that hold a lock on the relation, as a list of dicts (pid, application_name,
@@ -119,11 +126,11 @@ static PyObject *lock_holders(PGconn *conn, const char *relation)
         /* pg_stat_activity's pid is an int4; one that cannot be read is None. */
         PyObject *pid =
             pgvc_parse_long(PQgetvalue(r, k, 0), &v) == 0 ? PyLong_FromLong(v) : Py_NewRef(Py_None);
-        PyObject *row =
-            Py_BuildValue("{sNszszszsz}", "pid", pid, "application_name", PQgetvalue(r, k, 1),
-                          "state", PQgetisnull(r, k, 2) ? NULL : PQgetvalue(r, k, 2), "query",
-                          PQgetisnull(r, k, 3) ? NULL : PQgetvalue(r, k, 3), "backend_type",
-                          PQgetisnull(r, k, 4) ? NULL : PQgetvalue(r, k, 4));
+        PyObject *row = Py_BuildValue(
+            "{sNsNsNsNsN}", "pid", pid, "application_name", pgvc_server_text(PQgetvalue(r, k, 1)),
+            "state", pgvc_server_text(PQgetisnull(r, k, 2) ? NULL : PQgetvalue(r, k, 2)), "query",
+            pgvc_server_text(PQgetisnull(r, k, 3) ? NULL : PQgetvalue(r, k, 3)), "backend_type",
+            pgvc_server_text(PQgetisnull(r, k, 4) ? NULL : PQgetvalue(r, k, 4)));
         if (!row || PyList_Append(list, row) < 0)
             Py_CLEAR(list);
         Py_XDECREF(row);
@@ -242,7 +249,6 @@ static int finish_task(Loop *L, Slot *slot, int lost)
     const char *refused = slot->refused;
     slot->bad = NULL;
     slot->refused = NULL;
-    slot->copy_out = 0;
     slot->task = -1;
     slot->flushing = 0;
     t->seconds = now() - t->started;
@@ -277,48 +283,22 @@ exit:
     return rc;
 }
 
-#define COPY_OUT_REFUSED                                                                           \
-    "COPY TO STDOUT is not supported here: nothing reads its rows (they were discarded)"
-#define COPY_IN_REFUSED "COPY FROM STDIN is not supported here: nothing sends it rows"
-
-/* Read and discard the COPY rows that have arrived: 1 more are to come (wait for the socket),
- * 0 the COPY ended (its result follows), -1 the connection broke. */
-static int drain_copy_out(PGconn *conn)
+/* The connection closed: what the server sent before it (pg_terminate_backend's FATAL, read in
+ * the same recv() as the end of the stream) is still in libpq's buffer, and PQgetResult parses
+ * it without waiting (the socket is gone). Its error is the cause the statement failed with;
+ * without it, only libpq's "server closed the connection unexpectedly". */
+static void keep_last_words(Slot *slot)
 {
-    int ok, n;
-    Py_BEGIN_ALLOW_THREADS
-    ok = PQconsumeInput(conn);
-    Py_END_ALLOW_THREADS
-    if (!ok)
-        return -1;
-    for (;;) {
-        char *row = NULL;
-        n = PQgetCopyData(conn, &row, 1);
-        if (row)
-            PQfreemem(row);
-        if (n > 0)
-            continue;
-        break;
+    for (int k = 0; k < 8; k++) { /* a few: one error, libpq's own, then NULL */
+        PGresult *r = PQgetResult(slot->conn);
+        if (!r)
+            return;
+        if (!slot->bad && PQresultStatus(r) == PGRES_FATAL_ERROR &&
+            PQresultErrorField(r, PG_DIAG_SQLSTATE))
+            slot->bad = r;
+        else
+            PQclear(r);
     }
-    if (n == 0)
-        return 1;
-    return 0; /* -1: done; -2: failed, PQgetResult says why */
-}
-
-/* Nobody has rows to send: end the COPY with an error, the server rolls back. -1: the
- * connection is broken. */
-static int refuse_copy_in(Slot *slot)
-{
-    int rc;
-    if (!slot->refused)
-        slot->refused = COPY_IN_REFUSED;
-    Py_BEGIN_ALLOW_THREADS
-    rc = PQputCopyEnd(slot->conn, COPY_IN_REFUSED);
-    Py_END_ALLOW_THREADS
-    if (rc != 1 || (rc = pgvc_flush(slot->conn)) < 0)
-        return -1;
-    slot->flushing = rc == 1;
-    return 0;
 }
 
 /* Read what slot's connection has for us. RAISES_NEG. */
@@ -337,11 +317,6 @@ static int read_slot(Loop *L, Slot *slot, short revents)
     for (;;) {
         PGresult *r;
         ExecStatusType status;
-        if (slot->copy_out) {
-            if ((ready = drain_copy_out(slot->conn)) != 0)
-                break; /* 1: more rows to come, wait for them; -1: broken */
-            slot->copy_out = 0;
-        }
         if ((ready = pgvc_consume(slot->conn)) <= 0)
             break;
         if (!(r = PQgetResult(slot->conn))) {
@@ -349,18 +324,16 @@ static int read_slot(Loop *L, Slot *slot, short revents)
             return finish_task(L, slot, 0);
         }
         status = PQresultStatus(r);
-        if (status == PGRES_COPY_OUT) {
-            /* Nobody reads the rows: discard them, then the statement fails. */
+        if (status == PGRES_COPY_OUT || status == PGRES_COPY_IN || status == PGRES_COPY_BOTH) {
+            /* Nobody reads the rows, nobody sends any: discard, or end the COPY; it fails. */
+            int step = pgvc_copy_step(slot->conn, status, PGVC_COPY_IN_REFUSED);
             PQclear(r);
-            slot->copy_out = 1;
             if (!slot->refused)
-                slot->refused = COPY_OUT_REFUSED;
-            continue;
-        }
-        if (status == PGRES_COPY_IN || status == PGRES_COPY_BOTH) {
-            PQclear(r);
-            if (refuse_copy_in(slot) < 0) {
-                ready = -1;
+                slot->refused =
+                    status == PGRES_COPY_OUT ? PGVC_COPY_OUT_REFUSED : PGVC_COPY_IN_REFUSED;
+            if (step != 0) {
+                ready = step; /* -1: broken; else wait for the socket (2: to write) */
+                slot->flushing = step == 2;
                 break;
             }
             continue;
@@ -371,7 +344,45 @@ static int read_slot(Loop *L, Slot *slot, short revents)
             PQclear(r);
     }
     L->current_task = -1;
+    if (ready < 0)
+        keep_last_words(slot);
     return ready < 0 ? finish_task(L, slot, 1) : 0;
+}
+
+/* Read and discard what a cancelled statement still sends, until its end or the deadline; a
+ * COPY is ended as pgvc_copy_step ends it. Signals are not checked: the one that stopped the
+ * loop is being handled. */
+static void drain_slot(PGconn *conn, double deadline)
+{
+    for (;;) {
+        int ready = pgvc_consume(conn), step = 0, prc;
+        struct pollfd pfd;
+        if (ready < 0)
+            return;
+        if (ready) {
+            PGresult *r = PQgetResult(conn);
+            ExecStatusType status;
+            if (!r)
+                return;
+            status = PQresultStatus(r);
+            PQclear(r);
+            if (status == PGRES_COPY_OUT || status == PGRES_COPY_IN || status == PGRES_COPY_BOTH)
+                step = pgvc_copy_step(conn, status, PGVC_COPY_IN_REFUSED);
+            if (step < 0)
+                return;
+            if (!step)
+                continue;
+        }
+        if (now() >= deadline)
+            return;
+        pfd.fd = PQsocket(conn);
+        pfd.events = (short)(POLLIN | (step == 2 ? POLLOUT : 0));
+        Py_BEGIN_ALLOW_THREADS
+        prc = poll(&pfd, 1, SLICE_MS);
+        Py_END_ALLOW_THREADS
+        if (prc < 0 && errno != EINTR)
+            return;
+    }
 }
 
 /* Cancel what runs on every slot (bounded), and read the statements' ends (bounded). */
@@ -400,35 +411,11 @@ static void cancel_all(Loop *L)
         }
     }
     deadline = now() + CANCEL_TIMEOUT;
-    for (int s = 0; s < L->jobs; s++) {
-        Slot *slot = &L->slots[s];
-        if (slot->task < 0 || !slot->conn)
-            continue;
-        for (;;) {
-            PGresult *r;
-            int ready = pgvc_consume(slot->conn);
-            struct pollfd pfd;
-            int prc;
-            if (ready < 0)
-                break;
-            if (ready) {
-                if (!(r = PQgetResult(slot->conn)))
-                    break;
-                PQclear(r);
-                continue;
-            }
-            if (now() >= deadline)
-                break;
-            pfd.fd = PQsocket(slot->conn);
-            pfd.events = POLLIN;
-            Py_BEGIN_ALLOW_THREADS
-            prc = poll(&pfd, 1, SLICE_MS);
-            Py_END_ALLOW_THREADS
-            if (prc < 0 && errno != EINTR)
-                break;
+    for (int s = 0; s < L->jobs; s++)
+        if (L->slots[s].task >= 0 && L->slots[s].conn) {
+            drain_slot(L->slots[s].conn, deadline);
+            L->slots[s].task = -1;
         }
-        slot->task = -1;
-    }
 }
 
 /* ---- the loop --------------------------------------------------------------------------- */

@@ -29,7 +29,6 @@ typedef struct {
     PGconn *conn;
     Py_ssize_t task; /* running task or -1 */
     int dead, flushing, last_attempt;
-    int copy_out; /* the running statement sends COPY rows: read and discard them */
     const char *refused; /* why the running statement fails though the server said nothing */
     PGresult *bad; /* first failed result of the running statement */
     long user_lock_timeout; /* ms; 0 = none */

@@ -52,7 +52,8 @@ int pgvc_loop_flush_notices(Loop *L)
         Notice *nn = &L->notices[k];
         if (rc == 0 && L->on_notice != Py_None) {
             PyObject *r =
-                PyObject_CallFunction(L->on_notice, "nss", nn->task, nn->severity, nn->message);
+                PyObject_CallFunction(L->on_notice, "nNN", nn->task, pgvc_server_text(nn->severity),
+                                      pgvc_server_text(nn->message));
             if (!r)
                 rc = -1;
             Py_XDECREF(r);

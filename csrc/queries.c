@@ -70,7 +70,7 @@ static const char q_database_checks[] =
     "\n"
     "WITH RECURSIVE declared AS (\n"
     "    SELECT t.idx::int AS idx, pg_catalog.to_regclass(t.q) AS oid\n"
-    "    FROM unnest(%s::text[]) WITH ORDINALITY AS t(q, idx)\n"
+    "    FROM pg_catalog.unnest(%s::text[]) WITH ORDINALITY AS t(q, idx)\n"
     "), present AS (\n"
     "    SELECT idx, oid FROM declared WHERE oid IS NOT NULL\n"
     "), reach(root, rel) AS (\n"
@@ -110,7 +110,8 @@ static const char q_database_checks[] =
     "JOIN pg_catalog.pg_language l ON l.oid = f.prolang\n"
     "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')\n"
     "    AND l.lanname NOT IN ('c', 'internal')\n"
-    "    AND NOT EXISTS (SELECT 1 FROM unnest(f.proconfig) s WHERE s LIKE 'search\\_path=%%')\n"
+    "    AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(f.proconfig) s WHERE s LIKE "
+    "'search\\_path=%%')\n"
     "    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = "
     "'pg_catalog.pg_proc'::regclass\n"
     "                    AND e.objid = f.oid AND e.deptype = 'e')\n";
@@ -187,7 +188,7 @@ static void history_row(pgvc_buf *b, const char *schema, const char *rel, int ca
     if (rel) {
         pgvc_buf_puts(
             b, "(SELECT CASE WHEN pg_catalog.pg_relation_size(c.oid) <= %s AND c.relispopulated"
-               " THEN (SELECT count(*) FROM ");
+               " THEN (SELECT pg_catalog.count(*) FROM ");
         pgvc_buf_qualified(b, schema, rel);
         pgvc_buf_puts(b,
                       ") END FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(%s))");

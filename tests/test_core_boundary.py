@@ -838,6 +838,17 @@ ONCE_CRASHED: list[tuple[str, tuple[str, tuple, dict], str]] = [
         "(pqpath_input.c pgvc_loop_load_tasks())",
     ),
     (
+        "run_parallel",
+        ("run_parallel", (Ev("conninfo"), ["SELECT 1"], [[]], None, 1), {"setup": _COPY_OUT}),
+        "never returned: a setup statement's COPY TO STDOUT (PQgetResult never NULL in COPY OUT "
+        "state; pqconn.c pgvc_exec_wait())",
+    ),
+    (
+        "run_parallel",
+        ("run_parallel", (Ev("conninfo"), ["SELECT 1"], [[]], None, 1), {"setup": _COPY_IN}),
+        "never returned: a setup statement's COPY FROM STDIN waited for rows (pqconn.c pgvc_exec_wait())",
+    ),
+    (
         "Graph.critical_path",
         ("Graph.critical_path", ((["a", "b", "c"], [[], ["a"], ["b"]]), [1.0, Ev("clearing"), 3.0]), {}),
         "SIGSEGV: a weight whose __float__ empties the weights, read by index after it (graph_type.c critical_path)",
