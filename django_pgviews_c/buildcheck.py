@@ -193,10 +193,20 @@ def warn_after_migrate(
     for text in (_warning([f for f in found if not f.unchecked], migrations),
                  _unchecked_warning([f for f in found if f.unchecked])):  # fmt: skip
         if text:
-            logger.warning("%s", text)
-            if stdout is not None and verbosity >= 1:
+            said = stdout is not None and verbosity >= 1
+            if said:
                 stdout.write(text)
+            _log(text, said=said)
     return found
+
+
+def _log(text: str, *, said: bool) -> None:
+    """``text`` logged at WARNING, unless it was just written on the command's output and no
+    handler is configured for the logger (Django's default logging configures none for it):
+    logging's last-resort handler would then print it on stderr a second time."""
+    if said and not logger.hasHandlers():
+        return
+    logger.warning("%s", text)
 
 
 def _unchecked_warning(unchecked: list[Unbuildable]) -> str:

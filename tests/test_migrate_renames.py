@@ -65,6 +65,10 @@ def test_renamed_column_warns_naming_each_view_and_changes_nothing(project):
     assert "shop.CheapCount" not in out
     assert "still work (PostgreSQL followed the rename)" in out
     assert "a fresh database" in out
+    # Said once: on the command's output, not again on stderr by logging's last-resort handler
+    # (the project configures no handler for the package's loggers, as Django's default has none).
+    assert out.count("no longer builds") == 1
+    assert "no longer builds" not in done.stderr, done.stderr
     # Nothing changed: the same objects, populated, with the same rows; nothing left beside.
     assert objects() == before
     assert q("SELECT id, name FROM shop_names ORDER BY id") == rows
@@ -89,6 +93,8 @@ def test_the_warning_honours_verbosity(project):
     rename_name_to_title(project)
     done = project.ok("migrate", "-v", "0")
     assert done.stdout == ""
+    # Not said on the output: logged, so the warning still reaches the terminal, once.
+    assert done.stderr.count("the declared SQL of 2 views no longer builds") == 1, done.stderr
 
 
 def _migrate_help_text(project: RenameProject, name: str, dependency: str, help_text: str):
