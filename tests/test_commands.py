@@ -261,6 +261,16 @@ def test_refresh_pgviews_naming_a_plain_view_says_why_nothing_was_refreshed():
     # Named with a materialized view: that one is refreshed, the plain one said as skipped.
     _, out, _ = run("refresh_pgviews", "viewtest.RelatedView", "viewtest.MaterializedRelatedView")
     assert "refreshed viewtest.MaterializedRelatedView" in out and "skipped   viewtest.RelatedView" in out
+    assert "refreshed 1 materialized view in " in out, out
+
+
+@pytest.mark.django_db
+def test_refresh_pgviews_stale_pass_of_one_view_says_view_not_views():
+    # Never refreshed since the sync created it: stale, so the pass refreshes it.
+    execute("REFRESH MATERIALIZED VIEW viewtest_materializedrelatedview")
+    _, out, _ = run("refresh_pgviews", "--stale", "viewtest.MaterializedRelatedView")
+    assert "refreshed viewtest.MaterializedRelatedView" in out, out
+    assert "refreshed 1 materialized view in " in out, out
 
 
 @pytest.mark.django_db
@@ -389,7 +399,7 @@ class TestProcesses:
         assert proc_rows("pgviews_c_weather", "SELECT count(*) FROM multidbtest_monthlyobservation") == [(0,)]
         done = django("refresh_pgviews", "--database", "weather_db", "--concurrently", "--strict")
         assert done.returncode == 0, done.stderr
-        assert "refreshed 1 materialized views" in done.stdout
+        assert "refreshed 1 materialized view in " in done.stdout
         assert proc_rows("pgviews_c_weather", "SELECT count(*) FROM multidbtest_monthlyobservation") == [(1,)]
 
     def test_clear_pgviews_then_sync(self):
