@@ -410,7 +410,8 @@ def run_refresh_command(stdout: Any, options: dict[str, Any]) -> bool:
             for label in result.refreshed:
                 stdout.write(f"refreshed {label}")
             _write_reasons(stdout, "skipped", _plain_named(labels))
-            stdout.write(f"refreshed {result.count} materialized view{_s(result.count)} in {result.wall:.2f}s")
+            n = result.count
+            stdout.write(f"refreshed {n} materialized view{_s(n)} in {result.wall:.2f}s")
     else:
         _refresh_pass(stdout, models, bool(due), verbosity, common)
     return True
@@ -482,7 +483,8 @@ def _refresh_pass(
         _write_reasons(stdout, "skipped", passed.skipped)
         _write_reasons(stdout, "failed", passed.failed)
         stdout.write(
-            f"refreshed {len(passed.refreshed)} materialized view{_s(len(passed.refreshed))} in {passed.wall:.2f}s, "
+            f"refreshed {len(passed.refreshed)} materialized view{_s(len(passed.refreshed))} "
+            f"in {passed.wall:.2f}s, "
             f"skipped {len(passed.skipped)}"
         )
     if passed.failed:
