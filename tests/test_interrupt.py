@@ -89,8 +89,11 @@ def test_an_interrupt_cancels_the_statement_and_rolls_back(process_db, command, 
         assert "running statements were cancelled and the open transaction rolled back" in err
         assert "nothing was changed" in err
     if command[0] == "migrate":
-        # No migration was pending: the interrupt met the sync of the views, and says so.
-        assert "interrupted while syncing the views after the migrations" in err, err
+        # No migration was pending: the interrupt met the sync of the views, and says so, with
+        # the signal's name and status 128 + its number, as every command (README).
+        assert proc.returncode == 128 + signum, (out, err)
+        name = signal.Signals(signum).name
+        assert f"interrupted by {name} while syncing the views after the migrations" in err, err
         assert "the sync was rolled back, the views are as they were before migrate" in err, err
     assert rows("SELECT to_regclass(%s) IS NULL", [MATVIEW]) == [(True,)]
     done = django("sync_pgviews", "-v", "0")
