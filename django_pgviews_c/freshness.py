@@ -410,7 +410,8 @@ def run_refresh_command(stdout: Any, options: dict[str, Any]) -> bool:
             for label in result.refreshed:
                 stdout.write(f"refreshed {label}")
             _write_reasons(stdout, "skipped", _plain_named(labels))
-            stdout.write(f"refreshed {result.count} materialized views in {result.wall:.2f}s")
+            n = result.count
+            stdout.write(f"refreshed {n} materialized view{_s(n)} in {result.wall:.2f}s")
     else:
         _refresh_pass(stdout, models, bool(due), verbosity, common)
     return True
@@ -439,6 +440,11 @@ def _write_reasons(stdout: Any, word: str, reasons: dict[str, str]) -> None:
     """One line per view: the word in a column of 9, the label, why."""
     for label, why in reasons.items():
         stdout.write(f"{word:<9} {label}: {why}")
+
+
+def _s(count: int) -> str:
+    """The plural's ending for ``count`` views ("1 materialized view", "2 materialized views")."""
+    return "" if count == 1 else "s"
 
 
 def _complete_pending(stdout: Any, models: list[Any] | None, verbosity: int, common: dict[str, Any]) -> None:
@@ -477,7 +483,8 @@ def _refresh_pass(
         _write_reasons(stdout, "skipped", passed.skipped)
         _write_reasons(stdout, "failed", passed.failed)
         stdout.write(
-            f"refreshed {len(passed.refreshed)} materialized views in {passed.wall:.2f}s, "
+            f"refreshed {len(passed.refreshed)} materialized view{_s(len(passed.refreshed))} "
+            f"in {passed.wall:.2f}s, "
             f"skipped {len(passed.skipped)}"
         )
     if passed.failed:

@@ -4,7 +4,7 @@ text or as JSON."""
 
 from __future__ import annotations
 
-__all__ = ["status_json", "status_line", "status_report"]
+__all__ = ["rows_from_history", "status_json", "status_line", "status_report"]
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
@@ -58,6 +58,18 @@ def status_report(
             "staleness": f.mode,
         }
     return out
+
+
+def rows_from_history(rows: Sequence[Any], report: dict[str, dict[str, Any]]) -> None:
+    """A populated materialized view the server has no row estimate of (reltuples is -1 until
+    it is analyzed, and a REFRESH keeps it so for a view without an index): its rows are those
+    its last successful refresh recorded, with ``rows_source`` "history"."""
+    for r in rows:
+        item = report.get(r.label)
+        if r.kind != "mat" or r.rows is not None or r.state in ("missing", "unpopulated") or not item:
+            continue
+        if item["rows"] is not None:
+            r.rows, r.rows_source = item["rows"], "history"
 
 
 def status_line(item: dict[str, Any]) -> str:

@@ -23,6 +23,9 @@ class ViewState:
     state: str
     detail: str
     rows: int | None = None
+    #: Where ``rows`` comes from: "estimate" (the server's, pg_class.reltuples), "history" (the
+    #: row count the last successful refresh recorded, where the server has no estimate), or None.
+    rows_source: str | None = None
     size: int | None = None
     #: A pending rebuild: seconds since the data the old version serves was refreshed (its last
     #: successful refresh in the history); None otherwise, or when none is recorded.
@@ -90,6 +93,7 @@ def view_status(using: str = DEFAULT_DB_ALIAS, *, check_builds: bool = False) ->
             rows, size = sizes.get(v.qualified, (None, None))
             # reltuples is -1 until the view is first analyzed: unknown, as the table prints it.
             v.rows = rows if v.kind == "mat" and rows is not None and rows >= 0 else None
+            v.rows_source = "estimate" if v.rows is not None else None
             v.size = size
     return out
 

@@ -57,3 +57,48 @@ def migrated_database(name: str, run: Callable[..., subprocess.CompletedProcess]
         yield
     finally:
         psycopg_compat.drop_database(name)
+
+
+def waiting_pid(dbname: str, table: str, deadline: float = 60.0) -> int:
+    """The backend of database ``dbname`` whose lock request on ``table`` waits (seen in
+    pg_locks)."""
+    import time
+
+    sql = "SELECT pid FROM pg_locks WHERE NOT granted AND relation = to_regclass(%s)"
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        found = psycopg_compat.query(dbname, sql, [table])
+        if found:
+            return int(found[0][0])
+        time.sleep(0.02)
+    raise AssertionError(f"no backend ever waited for a lock on {table}")
+
+
+@contextlib.contextmanager
+def table_locked(dbname: str, table: str) -> Iterator[None]:
+    """``table`` of database ``dbname`` held in ACCESS EXCLUSIVE mode by a transaction of this
+    process for the block, rolled back after it."""
+    holder = psycopg_compat._connect(dbname)
+    try:
+        holder.cursor().execute(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        yield
+    finally:
+        holder.cursor().execute("ROLLBACK")
+        holder.close()
+
+
+def interrupt(
+    proc: subprocess.Popen, signum: int, ready: Callable[[], object], timeout: float = 60
+) -> tuple[str, str]:
+    """Once ``ready()`` returns (it waits for the event the signal must meet: a lock wait, a line
+    of output), send ``signum`` to ``proc`` and read its output to its end (``timeout``: the hang
+    guard). Whatever fails on the way, the child is not left running."""
+    try:
+        ready()
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return out, err

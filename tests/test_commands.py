@@ -251,6 +251,34 @@ def test_pgviews_status_json_gives_null_rows_where_the_server_has_no_estimate():
 
 
 @pytest.mark.django_db
+def test_pgviews_status_rows_fall_back_to_the_history_where_the_server_has_no_estimate():
+    import json
+
+    # Refreshed by the command: its record keeps the row count, while the server still has no
+    # estimate (no index, never analyzed: reltuples stays -1 after the REFRESH). Made certain first.
+    run("refresh_pgviews", "viewtest.MaterializedRelatedView")
+    reltuples = "SELECT reltuples::int FROM pg_class WHERE relname = 'viewtest_materializedrelatedview'"
+    assert catalog_rows(reltuples) == [(-1,)]
+    count = catalog_rows("SELECT count(*)::int FROM viewtest_materializedrelatedview")[0][0]
+    _, out, _ = run("pgviews_status", "--json")
+    rows = {r["label"]: r for r in json.loads(out)}
+    got = rows["viewtest.MaterializedRelatedView"]
+    assert got["freshness"]["rows"] == count, got
+    assert (got["rows"], got["rows_source"]) == (count, "history"), got
+    # Never refreshed: no record, no estimate.
+    nodata = rows["viewtest.MaterializedViewWithNoData"]
+    assert (nodata["rows"], nodata["rows_source"]) == (None, None), nodata
+    _, out, _ = run("pgviews_status")
+    line = next(line for line in out.splitlines() if line.startswith("viewtest.MaterializedRelatedView "))
+    assert f" {count} " in line, line
+    # Once analyzed, the server's estimate is shown, and said to be one.
+    execute("ANALYZE viewtest_materializedrelatedview")
+    _, out, _ = run("pgviews_status", "--json")
+    got = next(r for r in json.loads(out) if r["label"] == "viewtest.MaterializedRelatedView")
+    assert got["rows_source"] == "estimate" and got["rows"] == count, got
+
+
+@pytest.mark.django_db
 def test_refresh_pgviews_naming_a_plain_view_says_why_nothing_was_refreshed():
     _, out, _ = run("refresh_pgviews", "viewtest.RelatedView")
     assert (
@@ -261,6 +289,16 @@ def test_refresh_pgviews_naming_a_plain_view_says_why_nothing_was_refreshed():
     # Named with a materialized view: that one is refreshed, the plain one said as skipped.
     _, out, _ = run("refresh_pgviews", "viewtest.RelatedView", "viewtest.MaterializedRelatedView")
     assert "refreshed viewtest.MaterializedRelatedView" in out and "skipped   viewtest.RelatedView" in out
+    assert "refreshed 1 materialized view in " in out, out
+
+
+@pytest.mark.django_db
+def test_refresh_pgviews_stale_pass_of_one_view_says_view_not_views():
+    # Never refreshed since the sync created it: stale, so the pass refreshes it.
+    execute("REFRESH MATERIALIZED VIEW viewtest_materializedrelatedview")
+    _, out, _ = run("refresh_pgviews", "--stale", "viewtest.MaterializedRelatedView")
+    assert "refreshed viewtest.MaterializedRelatedView" in out, out
+    assert "refreshed 1 materialized view in " in out, out
 
 
 @pytest.mark.django_db
@@ -389,7 +427,7 @@ class TestProcesses:
         assert proc_rows("pgviews_c_weather", "SELECT count(*) FROM multidbtest_monthlyobservation") == [(0,)]
         done = django("refresh_pgviews", "--database", "weather_db", "--concurrently", "--strict")
         assert done.returncode == 0, done.stderr
-        assert "refreshed 1 materialized views" in done.stdout
+        assert "refreshed 1 materialized view in " in done.stdout
         assert proc_rows("pgviews_c_weather", "SELECT count(*) FROM multidbtest_monthlyobservation") == [(1,)]
 
     def test_clear_pgviews_then_sync(self):

@@ -23,7 +23,7 @@ from django.db import connection, transaction
 from django_pgviews_c import _core
 from django_pgviews_c.exceptions import ConnectionLostError, CycleError, DatabaseError
 from django_pgviews_c.refresh import connection_params
-from tests import psycopg_compat
+from tests import processes, psycopg_compat
 from tests.helpers import catalog_rows, execute
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,15 +256,12 @@ def test_ctrl_c_while_a_copy_streams_ends_the_run(loop):
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
+
+    def sleeping() -> None:
         # The first row has gone out (it fills the server's send buffer) and the COPY sleeps.
         _wait_for("the COPY to sleep", lambda: _backends(dbname, app, "wait_event = 'PgSleep'"))
-        child.send_signal(signal.SIGINT)
-        stdout, stderr = child.communicate(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+
+    stdout, stderr = processes.interrupt(child, signal.SIGINT, sleeping, timeout=30)
     assert child.returncode == 0 and stdout.strip() == "interrupted", stderr
 
 

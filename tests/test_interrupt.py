@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -40,17 +39,6 @@ def process_db():
         yield
 
 
-def _waiting_pid(table: str, deadline: float = 60.0) -> int:
-    """The backend whose lock request on ``table`` waits (seen in pg_locks)."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        found = rows("SELECT pid FROM pg_locks WHERE NOT granted AND relation = to_regclass(%s)", [table])
-        if found:
-            return found[0][0]
-        time.sleep(0.05)
-    raise AssertionError(f"no backend ever waited for a lock on {table}")
-
-
 @pytest.mark.parametrize(
     ("command", "signum"),
     [
@@ -65,24 +53,21 @@ def test_an_interrupt_cancels_the_statement_and_rolls_back(process_db, command, 
     refresh = command[0] == "refresh_pgviews"
     if not refresh:
         rows(f"DROP MATERIALIZED VIEW IF EXISTS {MATVIEW} CASCADE")
-    holder = psycopg_compat._connect(DBNAME)
-    try:
-        holder.cursor().execute("BEGIN; LOCK TABLE viewtest_testmodel IN ACCESS EXCLUSIVE MODE")
+    with processes.table_locked(DBNAME, "viewtest_testmodel"):
         proc = subprocess.Popen(
             [sys.executable, "-m", "django", *command],
             cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        try:
-            pid = _waiting_pid("viewtest_testmodel")
+        pid = 0
+
+        def waiting() -> None:
+            nonlocal pid
+            pid = processes.waiting_pid(DBNAME, "viewtest_testmodel")
             if not refresh:
                 advisory = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s"
                 assert rows(advisory, [pid]) == [(1,)]
-            proc.send_signal(signum)
-            out, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+
+        out, err = processes.interrupt(proc, signum, waiting)
         # Still holding the table lock: without a cancel, the server would still be waiting.
         assert rows("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'active'", [pid]) == [
             (0,)
@@ -92,9 +77,6 @@ def test_an_interrupt_cancels_the_statement_and_rolls_back(process_db, command, 
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         ) == [(0,)]
-    finally:
-        holder.cursor().execute("ROLLBACK")
-        holder.close()
     assert "Traceback" not in err, err
     assert proc.returncode != 0, (out, err)
     assert "interrupted" in err, err
@@ -107,8 +89,11 @@ def test_an_interrupt_cancels_the_statement_and_rolls_back(process_db, command, 
         assert "running statements were cancelled and the open transaction rolled back" in err
         assert "nothing was changed" in err
     if command[0] == "migrate":
-        # No migration was pending: the interrupt met the sync of the views, and says so.
-        assert "interrupted while syncing the views after the migrations" in err, err
+        # No migration was pending: the interrupt met the sync of the views, and says so, with
+        # the signal's name and status 128 + its number, as every command (README).
+        assert proc.returncode == 128 + signum, (out, err)
+        name = signal.Signals(signum).name
+        assert f"interrupted by {name} while syncing the views after the migrations" in err, err
         assert "the sync was rolled back, the views are as they were before migrate" in err, err
     assert rows("SELECT to_regclass(%s) IS NULL", [MATVIEW]) == [(True,)]
     done = django("sync_pgviews", "-v", "0")

@@ -5,37 +5,20 @@ pg_locks for a table lock this test holds."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests import psycopg_compat
+from tests import processes
 from tests.test_defer import DB, ROOT, defer_db, django, q  # noqa: F401 (defer_db is a fixture)
 
 PENDING_DETAIL = "the rebuild of deferapp.Totals is still pending (the old version still serves"
 
 
-def _waiting_pid(table: str, deadline: float = 60.0) -> int:
-    """The backend whose lock request on ``table`` waits (seen in pg_locks)."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        found = q(f"SELECT pid FROM pg_locks WHERE NOT granted AND relation = to_regclass('{table}')")
-        if found:
-            return found[0][0]
-        time.sleep(0.02)
-    raise AssertionError(f"no backend ever waited for a lock on {table}")
-
-
 def _env(factor: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env["DJANGO_SETTINGS_MODULE"] = "tests.deferproject.settings"
-    env["DEFER_FACTOR"] = str(factor)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return processes.django_env("tests.deferproject.settings", DEFER_FACTOR=str(factor))
 
 
 @pytest.mark.parametrize(
@@ -47,25 +30,13 @@ def test_an_interrupted_population_names_the_rebuild_left_pending(defer_db, opti
     done = django("migrate", "-v", "0", factor=2)  # the deploy: the waiting version, WITH NO DATA
     assert done.returncode == 0, done.stderr
     before = q("SELECT 'deferapp_totals'::regclass::oid::bigint")
-    holder = psycopg_compat._connect(DB)
-    try:
-        # The REFRESH of the waiting version reads deferapp_reading: it waits for this lock.
-        holder.cursor().execute("BEGIN; LOCK TABLE deferapp_reading IN ACCESS EXCLUSIVE MODE")
+    # The REFRESH of the waiting version reads deferapp_reading: it waits for this lock.
+    with processes.table_locked(DB, "deferapp_reading"):
         proc = subprocess.Popen(
             [sys.executable, "-m", "django", "refresh_pgviews", option],
             cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        try:
-            _waiting_pid("deferapp_reading")
-            proc.send_signal(signum)
-            out, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    finally:
-        holder.cursor().execute("ROLLBACK")
-        holder.close()
+        out, err = processes.interrupt(proc, signum, lambda: processes.waiting_pid(DB, "deferapp_reading"))
     assert "Traceback" not in err, err
     assert proc.returncode == 128 + signum, (out, err)
     assert f"interrupted by {signal.Signals(signum).name}" in err, err
@@ -96,16 +67,14 @@ def test_a_refresher_stopped_by_a_second_signal_names_the_rebuild_left_pending(d
 
     done = django("migrate", "-v", "0", factor=2)
     assert done.returncode == 0, done.stderr
-    holder = psycopg_compat._connect(DB)
-    try:
-        holder.cursor().execute("BEGIN; LOCK TABLE deferapp_reading IN ACCESS EXCLUSIVE MODE")
+    with processes.table_locked(DB, "deferapp_reading"):
         proc = subprocess.Popen(
             [sys.executable, "-u", "-m", "django", "pgviews_refresher", "--poll", "0.3"],
             cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         reader = Reader(proc)
         try:
-            _waiting_pid("deferapp_reading")
+            processes.waiting_pid(DB, "deferapp_reading")
             proc.send_signal(signal.SIGTERM)
             reader.wait_for("SIGTERM: stopping after the running refresh")
             proc.send_signal(signal.SIGTERM)  # the second: cancel the running REFRESH
@@ -115,8 +84,5 @@ def test_a_refresher_stopped_by_a_second_signal_names_the_rebuild_left_pending(d
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    finally:
-        holder.cursor().execute("ROLLBACK")
-        holder.close()
     assert PENDING_DETAIL in line and "nothing was swapped in" in line, line
     assert q("SELECT sum(value)::int FROM deferapp_totals") == [(60,)]

@@ -18,7 +18,7 @@ from django.db import connection, connections
 from django_pgviews_c.exceptions import ConcurrentIndexNotDefinedError, PGViewsError, RefreshError
 from django_pgviews_c.models import RefreshRecord
 from django_pgviews_c.refresh import refresh_views
-from tests import psycopg_compat
+from tests import processes, psycopg_compat
 from tests.helpers import ViewSet, catalog_rows, execute
 from tests.viewtest import models as vm
 
@@ -168,19 +168,16 @@ def test_ctrl_c_says_what_was_refreshed_and_what_was_not(lock_on_dependant, tmp_
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
+    seen: list[str] = []
+
+    def refreshed_but_the_locked_one() -> None:
         # Every view but the locked one is refreshed, then the child waits for the lock.
-        seen = []
         deadline = time.monotonic() + 60
         while "viewtest.MaterializedRelatedView" not in " ".join(seen):
             assert time.monotonic() < deadline and child.poll() is None, seen
             seen.append(child.stdout.readline())
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
+
+    out, err = processes.interrupt(child, signal.SIGINT, refreshed_but_the_locked_one, timeout=30)
     assert child.returncode == 128 + signal.SIGINT
     assert "Traceback" not in err
     assert "interrupted by SIGINT: refreshed before the interrupt: " in err

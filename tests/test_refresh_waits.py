@@ -18,7 +18,7 @@ import pytest
 from django.db import connection
 
 from django_pgviews_c.refresh import connection_params
-from tests import psycopg_compat
+from tests import processes, psycopg_compat
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,14 +125,8 @@ def test_ctrl_c_stops_jobs_while_connecting_to_a_server_that_never_answers(tmp_p
     silent = Silent()
     try:
         child = _command(tmp_path, _settings_module(tmp_path, "silent_settings", silent.port), "--jobs", "2")
-        try:
-            silent.wait_for(1)
-            child.send_signal(signal.SIGINT)
-            out, err = child.communicate(timeout=8)  # hang guard: the connect must not be awaited
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.communicate()
+        # The hang guard (8 s): the connect must not be awaited.
+        out, err = processes.interrupt(child, signal.SIGINT, lambda: silent.wait_for(1), timeout=8)
     finally:
         silent.close()
     assert child.returncode != 0

@@ -1,3 +1,4 @@
+import signal
 from typing import Any
 
 from django.core.management.base import CommandError
@@ -22,30 +23,35 @@ class Command(MigrateCommand):
             try:
                 with aside.around_migrate(database, fake=bool(options.get("fake"))) as run:
                     super().handle(*args, **options)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
+                # Status 128 + the signal's number, as every command of the app exits on one.
+                signum = getattr(exc, "signum", signal.SIGINT)
+                name = signal.Signals(signum).name
                 if run is not None and run.in_transaction:
                     raise CommandError(
-                        "interrupted: the migrations and the views set aside for them were rolled "
-                        "back together, nothing was changed"
+                        f"interrupted by {name}: the migrations and the views set aside for them "
+                        "were rolled back together, nothing was changed",
+                        returncode=128 + signum,
                     ) from None
-                raise CommandError(_interrupted(run)) from None
+                raise CommandError(_interrupted(run, name), returncode=128 + signum) from None
 
 
-def _interrupted(run: aside.MigrateRun | None) -> str:
-    """What an interrupt outside the transaction of views set aside left: the migrations commit
-    one by one, the sync of the views after them is one transaction of its own."""
+def _interrupted(run: aside.MigrateRun | None, name: str) -> str:
+    """What an interrupt by signal ``name`` outside the transaction of views set aside left: the
+    migrations commit one by one, the sync of the views after them is one transaction of its own."""
     if run is not None and run.phase == "sync":
         return (
-            "interrupted while syncing the views after the migrations: the migrations stay "
-            "applied (showmigrations lists them); the sync was rolled back, the views are as they "
-            "were before migrate; run migrate or sync_pgviews again to sync them"
+            f"interrupted by {name} while syncing the views after the migrations: the migrations "
+            "stay applied (showmigrations lists them); the sync was rolled back, the views are as "
+            "they were before migrate; run migrate or sync_pgviews again to sync them"
         )
     if run is not None and run.phase == "synced":
         return (
-            "interrupted after the sync of the views: the migrations and the sync are committed; "
-            "only the check of the views' SQL after renames did not finish"
+            f"interrupted by {name} after the sync of the views: the migrations and the sync are "
+            "committed; only the check of the views' SQL after renames did not finish"
         )
     return (
-        "interrupted: migrations that finished before stay applied (showmigrations lists them), "
-        "the one running was rolled back, and the views were not synced; run migrate again"
+        f"interrupted by {name}: migrations that finished before stay applied (showmigrations "
+        "lists them), the one running was rolled back, and the views were not synced; run migrate "
+        "again"
     )

@@ -6,7 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from django_pgviews_c import history
-from django_pgviews_c.freshstatus import status_json, status_line, status_report
+from django_pgviews_c.freshstatus import rows_from_history, status_json, status_line, status_report
 from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
 from django_pgviews_c.status import UNBUILDABLE_STATE, ViewState, view_status
 
@@ -45,6 +45,7 @@ class Command(BaseCommand):
         with pgviews_errors(), history.warn_once():
             rows = view_status(alias, check_builds=True)
             fresh = status_report(alias)
+            rows_from_history(rows, fresh)
             # Not migrated there: migrate (not sync_pgviews) creates the table and syncs the views.
             unmigrated = options["check"] and history.history_missing(alias)
         if options["json"]:

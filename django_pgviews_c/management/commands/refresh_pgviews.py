@@ -72,4 +72,5 @@ class Command(BaseCommand):
                 raise exc.__cause__ from None
             raise
         if verbosity >= 1:
-            self.stdout.write(f"refreshed {result.count} materialized views in {result.wall:.2f}s")
+            n = result.count
+            self.stdout.write(f"refreshed {n} materialized view{'' if n == 1 else 's'} in {result.wall:.2f}s")
