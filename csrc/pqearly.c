@@ -25,15 +25,20 @@ static void early_close(Early *e)
     e->n = 0;
 }
 
-static void early_destroy(PyObject *capsule)
+/* Closes what it holds and frees it: the capsule's end, or connect_loop's own failure. */
+static void early_free(Early *e)
 {
-    Early *e = PyCapsule_GetPointer(capsule, CAPSULE_NAME);
-    if (!e)
-        return;
     early_close(e);
     free(e->conns);
     free(e->lock_timeouts);
     free(e);
+}
+
+static void early_destroy(PyObject *capsule)
+{
+    Early *e = PyCapsule_GetPointer(capsule, CAPSULE_NAME);
+    if (e)
+        early_free(e);
 }
 
 static Early *early_get(PyObject *capsule)
@@ -75,12 +80,8 @@ PyObject *pgvc_connect_loop(pgvc_state *st, PyObject *args, PyObject *kwargs)
     if ((capsule = PyCapsule_New(e, CAPSULE_NAME, early_destroy)))
         e = NULL;
 exit:
-    if (e) {
-        early_close(e);
-        free(e->conns);
-        free(e->lock_timeouts);
-        free(e);
-    }
+    if (e)
+        early_free(e);
     pgvc_connopts_free(&opts);
     return capsule;
 }
