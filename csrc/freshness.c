@@ -18,7 +18,10 @@
 #include "exact.h"
 
 /* views(n, oid) and reads(n, rel): the closure of the views named by %s (text[]). Shared with
- * exact.c, whose sync reads the same closure. */
+ * exact.c, whose sync reads the same closure. Each catalog row is looked up by its index, in a
+ * LATERAL subquery that OFFSET 0 keeps from being flattened: joined, the planner (the capture
+ * function's generic plan above all) hashed all of pg_class and pg_rewrite at each level of the
+ * closure, a cost that grew with every relation of the database (tests/test_catalog_plans.py). */
 #define CLOSURE_VIEWS                                                                              \
     "WITH RECURSIVE views(n, oid) AS ("                                                            \
     " SELECT u.n::int, pg_catalog.to_regclass(u.t)"                                                \
@@ -28,13 +31,15 @@
 #define CLOSURE_READS                                                                              \
     "), reads(n, rel) AS ("                                                                        \
     " SELECT v.n, d.refobjid FROM views v"                                                         \
-    " JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid"                                          \
+    " CROSS JOIN LATERAL (SELECT r.oid FROM pg_catalog.pg_rewrite r WHERE r.ev_class = v.oid"      \
+    "  OFFSET 0) AS r"                                                                             \
     " JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass"     \
     "  AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass"          \
     "  AND d.refobjid <> v.oid"                                                                    \
     " UNION"                                                                                       \
     " SELECT reads.n, x.rel FROM reads"                                                            \
-    " JOIN pg_catalog.pg_class c ON c.oid = reads.rel"                                             \
+    " CROSS JOIN LATERAL (SELECT c.oid, c.relkind FROM pg_catalog.pg_class c"                      \
+    "  WHERE c.oid = reads.rel OFFSET 0) AS c"                                                     \
     " CROSS JOIN LATERAL ("                                                                        \
     "  SELECT d.refobjid FROM pg_catalog.pg_rewrite r"                                             \
     "  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass"    \
@@ -49,6 +54,9 @@
 const char pgvc_closure_cte[] = CLOSURE_VIEWS CLOSURE_READS;
 
 /* rows(n, oid, name, relkind, relfilenode, counter, populated, stats_reset, trig, writes).
+ * The view's own row ('self') carries the transaction's isolation level as its name: a capture
+ * taken inside a REPEATABLE READ or SERIALIZABLE transaction may come after the snapshot the
+ * transaction's REFRESH reads (freshness.ViewState.isolation).
  * `fn`: the text of the capture function (historyfn.c) instead of the client's: its view is the
  * argument p_view, the names are written as the caller's search_path (the argument p_path,
  * current_schemas(true) at the call) would show them, since the function runs with its own,
@@ -62,11 +70,13 @@ static void rows_cte(pgvc_buf *b, int exact, int fn, const char *counter_table)
         " SELECT pg_catalog.current_setting('track_counts')::bool AS on_"
         "), rows(n, oid, name, relkind, relfilenode, counter, populated, stats_reset, trig, writes)"
         " AS ("
-        " SELECT v.n, v.oid::bigint, NULL::text, 'self', NULL::bigint, NULL::bigint,"
+        " SELECT v.n, v.oid::bigint, pg_catalog.current_setting('transaction_isolation'), 'self',"
+        "  NULL::bigint, NULL::bigint,"
         "  c.relispopulated,"
         "  pg_catalog.date_part('epoch', pg_catalog.pg_stat_get_db_stat_reset_time(d.oid))::text,"
         "  NULL::bigint, NULL::bigint"
-        " FROM views v JOIN pg_catalog.pg_class c ON c.oid = v.oid AND c.relkind = 'm'"
+        " FROM views v CROSS JOIN LATERAL (SELECT c.relispopulated FROM pg_catalog.pg_class c"
+        "  WHERE c.oid = v.oid AND c.relkind = 'm' OFFSET 0) AS c"
         " JOIN pg_catalog.pg_database d ON d.datname = pg_catalog.current_database()"
         " UNION ALL"
         " SELECT r.n, c.oid::bigint, ");
@@ -99,25 +109,29 @@ static void rows_cte(pgvc_buf *b, int exact, int fn, const char *counter_table)
     } else {
         pgvc_buf_puts(b, " NULL::bigint, NULL::bigint");
     }
-    pgvc_buf_puts(b,
-                  " FROM reads r JOIN pg_catalog.pg_class c ON c.oid = r.rel CROSS JOIN counts k");
+    pgvc_buf_puts(b, " FROM reads r CROSS JOIN LATERAL (SELECT c.oid, c.relname, c.relnamespace,"
+                     " c.relkind, c.relfilenode FROM pg_catalog.pg_class c WHERE c.oid = r.rel"
+                     " OFFSET 0) AS c CROSS JOIN counts k");
     if (exact)
         pgvc_exact_trigger_join(b, "c");
     pgvc_buf_puts(b, " WHERE c.relkind IN ('r', 'p', 'f', 'm'))");
 }
 
-/* The JSON form a record keeps of the rows above, as text (NULL when the view does not exist). */
+/* The JSON form a record keeps of the rows above, as text (NULL when the view does not exist),
+ * with the isolation level when the transaction's is not READ COMMITTED (a one-trip refresh
+ * begins its own as READ COMMITTED: history.py). */
 static void sources_json(pgvc_buf *b)
 {
     pgvc_buf_puts(
-        b,
-        "(SELECT pg_catalog.jsonb_build_object('populated', s.populated, 'stats_reset',"
-        " s.stats_reset, 'rels', coalesce((SELECT pg_catalog.jsonb_object_agg(x.oid::text,"
-        " CASE WHEN x.trig IS NULL"
-        " THEN pg_catalog.jsonb_build_array(x.relfilenode, x.counter, x.relkind, x.name) ELSE"
-        " pg_catalog.jsonb_build_array(x.relfilenode, x.counter, x.relkind, x.name,"
-        " pg_catalog.jsonb_build_array(x.trig, x.writes)) END) FROM rows x"
-        " WHERE x.relkind <> 'self'), '{}'::jsonb))::text FROM rows s WHERE s.relkind = 'self')");
+        b, "(SELECT (pg_catalog.jsonb_build_object('populated', s.populated, 'stats_reset',"
+           " s.stats_reset, 'rels', coalesce((SELECT pg_catalog.jsonb_object_agg(x.oid::text,"
+           " CASE WHEN x.trig IS NULL"
+           " THEN pg_catalog.jsonb_build_array(x.relfilenode, x.counter, x.relkind, x.name) ELSE"
+           " pg_catalog.jsonb_build_array(x.relfilenode, x.counter, x.relkind, x.name,"
+           " pg_catalog.jsonb_build_array(x.trig, x.writes)) END) FROM rows x"
+           " WHERE x.relkind <> 'self'), '{}'::jsonb)) || CASE WHEN s.name IN ('read committed',"
+           " 'read uncommitted') THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('isolation',"
+           " s.name) END)::text FROM rows s WHERE s.relkind = 'self')");
 }
 
 void pgvc_capture_function_query(pgvc_buf *b, int exact, const char *counter_table)

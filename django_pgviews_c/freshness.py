@@ -76,10 +76,14 @@ class ViewState:
     populated: bool
     stats_reset: str | None
     sources: dict[int, Source] = field(default_factory=dict)
+    # The isolation level of the caller's transaction, when read inside one that is not READ
+    # COMMITTED: a REFRESH later in that transaction reads its snapshot, which may be older than
+    # these counters (a write committed in between would be counted, not in the data).
+    isolation: str | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """The JSON form a refresh record keeps (history.RefreshRecord.sources)."""
-        return {
+        snap = {
             "populated": self.populated,
             "stats_reset": self.stats_reset,
             "rels": {
@@ -88,6 +92,9 @@ class ViewState:
                 for s in self.sources.values()
             },
         }
+        if self.isolation:
+            snap["isolation"] = self.isolation
+        return snap
 
 
 def closure(
@@ -107,6 +114,7 @@ def closure(
         return states
     params = [list(names) if names is not None else [qualified(m) for m in models]]
     sql = _CLOSURE_EXACT_SQL if any(is_exact(m) for m in models) else _CLOSURE_SQL
+    in_transaction = connection.in_atomic_block or not connection.get_autocommit()
     if connection.in_atomic_block:
         # Inside the caller's transaction: in a savepoint rolled back after the read, so that
         # SET LOCAL ends with it; the statistics snapshot the transaction holds is dropped.
@@ -123,6 +131,8 @@ def closure(
         if relkind == "self":
             state.oid, state.populated = oid, bool(populated)
             state.stats_reset = stats_reset
+            if in_transaction and name not in (None, "read committed", "read uncommitted"):
+                state.isolation = name
         else:
             exact = is_exact(models[n - 1])
             state.sources[oid] = Source(
@@ -205,6 +215,11 @@ def judge(
         return ["no successful refresh recorded"]
     snap = last_ok.sources
     reasons = []
+    if snap.get("isolation"):
+        reasons.append(
+            f"its last refresh ran in a {snap['isolation']} transaction, whose snapshot may be older "
+            "than the counters it recorded"
+        )
     rels = snap.get("rels", {})
     by_statistics = False
     for source in state.sources.values():

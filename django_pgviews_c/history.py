@@ -279,6 +279,10 @@ def recording(
 _CAPTURE_SQL = {False: _core.query_sql("capture"), True: _core.query_sql("capture_exact")}
 _CAPTURE_CALL = _core.query_sql("history_capture_call")
 _RECORD_CALL = _core.query_sql("history_record_call")
+# READ COMMITTED whatever default_transaction_isolation says: the REFRESH then takes its snapshot
+# after the capture. Under REPEATABLE READ the capture's own statement would take the snapshot
+# the REFRESH reads, before the capture had read the counters.
+_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 _REFRESH_SAVEPOINT = "SAVEPOINT pgvc_refresh"
 _RECORD_SAVEPOINT = "SAVEPOINT pgvc_record"
 _KEEP_REFRESH = "ROLLBACK TO SAVEPOINT pgvc_record; COMMIT"
@@ -304,7 +308,7 @@ def _one_trip_sql(model: type[pg.View], concurrent: bool, short_ms: int, functio
             else (_CAPTURE_SQL[key[3]], _core.query_sql("history_insert_captured", table=db_table))
         )
         sql = _one_trip_cache[key] = ";\n".join([
-            "BEGIN", capture, _REFRESH_SAVEPOINT, refresh, _RECORD_SAVEPOINT, record,
+            _BEGIN, capture, _REFRESH_SAVEPOINT, refresh, _RECORD_SAVEPOINT, record,
             "RELEASE SAVEPOINT pgvc_record", "COMMIT",
         ])  # fmt: skip
     return sql

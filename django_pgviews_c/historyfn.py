@@ -19,7 +19,8 @@ migrated to 0004 but not to 0005 keeps the one round trip of Model.refresh() wit
 from __future__ import annotations
 
 __all__ = [
-    "CreateHistoryFunctions", "CreateHistoryRunFunction", "PRUNE_SLACK", "uses_functions", "forget_functions",
+    "CreateHistoryFunctions", "CreateHistoryRunFunction", "ReplaceHistoryFunctions", "PRUNE_SLACK",
+    "uses_functions", "forget_functions",
     "missing_function",
 ]  # fmt: skip
 
@@ -149,3 +150,20 @@ class CreateHistoryRunFunction(CreateHistoryFunctions):
 
     def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
         return "django_pgviews_c.historyfn.CreateHistoryRunFunction", [], {}
+
+
+def _keep_functions(apps: Any, schema_editor: Any) -> None:
+    """Backwards of a replacement: the functions stay as they are (the earlier migration that
+    created them expects them there, and the newer text does the same)."""
+
+
+class ReplaceHistoryFunctions(CreateHistoryFunctions):
+    """Re-creates the capture and record functions with the text of this version, on databases
+    that ran migration 0004 with an earlier one (0006: the capture's catalog lookups by index,
+    csrc/freshness.c). Backwards it leaves them."""
+
+    def __init__(self) -> None:
+        migrations.RunPython.__init__(self, create_functions, _keep_functions, elidable=False)
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        return "django_pgviews_c.historyfn.ReplaceHistoryFunctions", [], {}

@@ -159,3 +159,27 @@ def test_a_new_connection_tries_them_again(vs, without_functions):
 def test_pruning_keeps_at_least_keep_and_at_most_keep_plus_slack(vs, keep):
     mat = vs.models["HfMat"]
     assert_pruned_to_keep(mat, keep, mat.refresh)
+
+
+def test_migration_0006_replaces_an_earlier_text_and_leaves_it_backwards(transactional_db):
+    """A database migrated with an earlier version keeps that version's function text until
+    0006 re-creates it; migrating back leaves the functions in place (0004 created them)."""
+    schema = schema_of_history()
+
+    def capture_text() -> str:
+        return catalog_rows("SELECT prosrc FROM pg_proc WHERE proname = 'django_pgviews_c_capture'")[0][0]
+
+    current = capture_text()
+    assert "OFFSET 0" in current  # its catalog lookups by index (tests/test_catalog_plans.py)
+    try:
+        call_command("migrate", "django_pgviews_c", "0005", verbosity=0)
+        assert capture_text() == current
+        execute(
+            f"CREATE OR REPLACE FUNCTION {schema}.django_pgviews_c_capture(p_view regclass, p_path name[],"
+            " p_exact boolean) RETURNS void LANGUAGE plpgsql AS $$BEGIN END$$"
+        )  # as an earlier version left it
+        call_command("migrate", "django_pgviews_c", verbosity=0)
+        assert capture_text() == current
+    finally:
+        call_command("migrate", "django_pgviews_c", verbosity=0)
+        connection.close()
