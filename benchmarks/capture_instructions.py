@@ -59,7 +59,9 @@ CASES = {
 
 
 def capture_call(view: str) -> str:
-    return f"SELECT public.django_pgviews_c_capture('{view}'::regclass, pg_catalog.current_schemas(true), false)"
+    return (
+        f"SELECT public.django_pgviews_c_capture('{view}'::regclass, pg_catalog.current_schemas(true), false)"
+    )
 
 
 def instructions(server: AuxServer, statement: str, times: int) -> int:
@@ -95,8 +97,19 @@ def pause(server: AuxServer) -> None:
 def resume(server: AuxServer) -> None:
     opts = f"-c port={server.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={server.dir}"
     subprocess.run(
-        _as_postgres([str(server.bindir / "pg_ctl"), "-D", str(server.data), "-w", "-l",
-                      str(server.dir / "log"), "-o", opts, "start"]),  # fmt: skip
+        _as_postgres(
+            [
+                str(server.bindir / "pg_ctl"),
+                "-D",
+                str(server.data),
+                "-w",
+                "-l",
+                str(server.dir / "log"),
+                "-o",
+                opts,
+                "start",
+            ]
+        ),  # fmt: skip
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -107,7 +120,9 @@ def measure(server: AuxServer) -> tuple[int, dict[str, float]]:
         relations = conn.execute("SELECT count(*) FROM pg_class").fetchone()[0]
     pause(server)
     found = {name: per_statement(server, capture_call(view)) for name, view in CASES.items()}
-    found["REFRESH MATERIALIZED VIEW of SELECT 1"] = per_statement(server, "REFRESH MATERIALIZED VIEW cb_tiny")
+    found["REFRESH MATERIALIZED VIEW of SELECT 1"] = per_statement(
+        server, "REFRESH MATERIALIZED VIEW cb_tiny"
+    )
     resume(server)
     return relations, found
 
@@ -119,12 +134,18 @@ def main() -> None:
     try:
         with psycopg.connect(host="127.0.0.1", port=server.port, user="postgres", autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {DB}")
-        with psycopg.connect(host="127.0.0.1", port=server.port, user="postgres", dbname=DB, autocommit=True) as conn:
+        with psycopg.connect(
+            host="127.0.0.1", port=server.port, user="postgres", dbname=DB, autocommit=True
+        ) as conn:
             conn.execute(SCHEMA)
             conn.execute("CREATE TABLE django_pgviews_c_exact (rel bigint PRIMARY KEY, writes bigint)")
-            conn.execute(_core.query_sql("history_functions", schema="public", table="public.django_pgviews_c_exact"))
+            conn.execute(
+                _core.query_sql("history_functions", schema="public", table="public.django_pgviews_c_exact")
+            )
         small = measure(server)
-        with psycopg.connect(host="127.0.0.1", port=server.port, user="postgres", dbname=DB, autocommit=True) as conn:
+        with psycopg.connect(
+            host="127.0.0.1", port=server.port, user="postgres", dbname=DB, autocommit=True
+        ) as conn:
             conn.execute(
                 f"DO $$ BEGIN FOR i IN 1..{FILLER} LOOP "
                 "EXECUTE format('CREATE TABLE cb_filler_%s (id int PRIMARY KEY, t text)', i); END LOOP; END $$"
