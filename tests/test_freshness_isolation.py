@@ -67,3 +67,22 @@ def test_a_session_defaulting_to_repeatable_read_refreshes_in_one_trip_as_read_c
         execute("RESET default_transaction_isolation")
     last = states(views)["FrMatA"]
     assert not last.stale, last.reasons
+
+
+def test_refresh_views_in_a_repeatable_read_transaction_leaves_its_views_stale(views):
+    """refresh_views() inside the caller's transaction refreshes on its connection (the C loop,
+    jobs > 1, refuses an open transaction): the older snapshot again, marked."""
+    from django_pgviews_c.refresh import refresh_views
+
+    mat = views.models["FrMatA"]
+    mat.refresh()
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("SELECT count(*) FROM fr_a")
+        other_session("INSERT INTO fr_a VALUES (3, 3)")
+        wait_counted("fr_a", 3)
+        refresh_views([mat])
+    assert _rows("t_frmata") == 2
+    state = states(views)["FrMatA"]
+    assert state.stale, state.reasons
