@@ -80,9 +80,10 @@ class Pooled:
         return psycopg_compat.query(self.db, sql)
 
 
-def _connect(host: str, port: int, dbname: str):
+def _connect(host: str, port: int, dbname: str, **extra: object):
     """An autocommit connection (psycopg 3 or psycopg2, whichever the suite runs with)."""
     settings = {"host": host, "port": port, "dbname": dbname, "user": os.environ.get("PGUSER", "postgres")}
+    settings.update(extra)
     try:
         import psycopg
     except ImportError:
@@ -213,6 +214,23 @@ def test_sync_waits_for_the_advisory_lock(pooled):
             sync.wait()
         holder.close()
     assert relations(pooled) == EXPECTED
+
+
+def test_pgbouncer_answers_once_its_log_outgrows_a_pipe(pooled):
+    """PgBouncer writes each log line to stderr too: tools/pgbouncer.py piped that to no reader,
+    so PgBouncer blocked, and stopped answering, once 64 KiB of log filled the pipe (three lines
+    per connection: a few hundred connections, a longer suite or a day of a local set-up)."""
+    bouncer = pooled.bouncer
+    while bouncer.logfile.stat().st_size < 128 * 1024:
+        # connect_timeout: a PgBouncer that hangs makes a connection fail, not the test hang.
+        _connect(bouncer.host, bouncer.port, pooled.db, connect_timeout=10).close()
+    conn = _connect(bouncer.host, bouncer.port, pooled.db, connect_timeout=10)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("concurrently", [False, True], ids=["plain", "concurrently"])
