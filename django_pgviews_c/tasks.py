@@ -39,7 +39,7 @@ def refresh_due(
     from django_pgviews_c.clientcheck import checking_client, set_client_check
     from django_pgviews_c.freshness import refresh_pass
     from django_pgviews_c.history import TABLE, history_missing, migrate_command
-    from django_pgviews_c.management.commands.pgviews_refresher import REFRESHER_LOCK_KEY
+    from django_pgviews_c.refresherlock import RefresherLock
 
     idle = {
         "database": database,
@@ -58,17 +58,15 @@ def refresh_due(
         logger.warning("refresh_due: %s", idle["waiting"])
         return idle
     connection = connections[database]
-    set_client_check(connection)  # a worker killed mid-refresh frees the lock at once
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_catalog.pg_try_advisory_lock(%s)", [REFRESHER_LOCK_KEY])
-        if not cursor.fetchone()[0]:
-            return {**idle, "standby": True}
+    set_client_check(connection)  # a worker killed mid-refresh ends its statement at once
+    lock = RefresherLock(database)  # held in a transaction of its own: see refresherlock.py
+    if not lock.take():
+        return {**idle, "standby": True}
     try:
         with checking_client(connection):
             result = refresh_pass(database, due=not stale, jobs=jobs, concurrently=concurrently)
     finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_catalog.pg_advisory_unlock(%s)", [REFRESHER_LOCK_KEY])
+        lock.release()
     return {
         "database": database,
         "standby": False,

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -77,9 +80,10 @@ class Pooled:
         return psycopg_compat.query(self.db, sql)
 
 
-def _connect(host: str, port: int, dbname: str):
+def _connect(host: str, port: int, dbname: str, **extra: object):
     """An autocommit connection (psycopg 3 or psycopg2, whichever the suite runs with)."""
     settings = {"host": host, "port": port, "dbname": dbname, "user": os.environ.get("PGUSER", "postgres")}
+    settings.update(extra)
     try:
         import psycopg
     except ImportError:
@@ -212,6 +216,23 @@ def test_sync_waits_for_the_advisory_lock(pooled):
     assert relations(pooled) == EXPECTED
 
 
+def test_pgbouncer_answers_once_its_log_outgrows_a_pipe(pooled):
+    """PgBouncer writes each log line to stderr too: tools/pgbouncer.py piped that to no reader,
+    so PgBouncer blocked, and stopped answering, once 64 KiB of log filled the pipe (three lines
+    per connection: a few hundred connections, a longer suite or a day of a local set-up)."""
+    bouncer = pooled.bouncer
+    while bouncer.logfile.stat().st_size < 128 * 1024:
+        # connect_timeout: a PgBouncer that hangs makes a connection fail, not the test hang.
+        _connect(bouncer.host, bouncer.port, pooled.db, connect_timeout=10).close()
+    conn = _connect(bouncer.host, bouncer.port, pooled.db, connect_timeout=10)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("concurrently", [False, True], ids=["plain", "concurrently"])
 def test_refresh_pgviews_jobs(pooled, concurrently):
     """The parallel refresh's own libpq connections, through PgBouncer too."""
@@ -295,3 +316,60 @@ def test_server_side_binding(pooled):
     assert relations(pooled) == EXPECTED
     pooled.ok("refresh_pgviews", "--jobs", "2", options=options)
     pooled.ok("pgviews_status", options=options)
+
+
+def _refresher(pooled: Pooled) -> tuple[subprocess.Popen, queue.Queue]:
+    """A pgviews_refresher through PgBouncer, and the queue of the lines it prints."""
+    proc = subprocess.Popen(
+        [sys.executable, "-u", str(ROOT / "tools" / "smokeproject" / "manage.py"), "pgviews_refresher"]
+        + ["--poll", "0.3"],
+        env=pooled.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line.strip()) for line in proc.stdout], daemon=True).start()
+    return proc, lines
+
+
+def _next_state(lines: queue.Queue, timeout: float = 60) -> str:
+    """The next "active"/"standby"/"stopped" line a refresher prints, without its timestamp."""
+    deadline = time.monotonic() + timeout
+    while True:
+        line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+        for state in ("active:", "standby:", "stopped"):
+            if state in line:
+                return line[line.index(state) :]
+
+
+def test_refresher_one_works_the_other_stands_by(pooled):
+    """Two refreshers through PgBouncer: one works, the other stands by, and takes over when the
+    first is killed outright; none leaves its lock on a pooled server connection. In transaction
+    pooling a session-level lock stayed on the server connection that took it: the pool lent
+    that connection to the second refresher, which took the lock again (re-entrant) and worked
+    too, and a killed refresher's lock stayed held there."""
+    locks = (
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+        f"WHERE l.locktype = 'advisory' AND d.datname = '{pooled.db}'"
+    )
+    first, first_lines = _refresher(pooled)
+    second = None
+    try:
+        assert _next_state(first_lines) == "active: refreshing due views of database 'default'"
+        second, second_lines = _refresher(pooled)
+        assert _next_state(second_lines) == "standby: another refresher works on database 'default'"
+        first.kill()  # SIGKILL: no unlock of its own
+        first.wait()
+        assert _next_state(second_lines) == "active: refreshing due views of database 'default'"
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=60) == 0
+        deadline = time.monotonic() + 60
+        while pooled.rows(locks) != [(0,)]:  # the lock's transaction ended with its connection
+            assert time.monotonic() < deadline, "the refresher's lock outlived the refresher"
+            time.sleep(0.05)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()

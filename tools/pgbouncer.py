@@ -157,13 +157,17 @@ class PgBouncer:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
             args += ["-u", run_as]
         args.append(str(self.folder / "pgbouncer.ini"))
-        self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
+        # PgBouncer in the foreground writes every log line to stderr as well as to its logfile:
+        # to a pipe nobody drains it would block, and stop answering, once the pipe's 64 KiB are
+        # full (a few hundred connections). A file takes them.
+        with open(self.folder / "stderr.log", "wb") as stderr:
+            self.process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+            )
         deadline = time.monotonic() + START_TIMEOUT
         while True:  # wait for the log's "process up" (or the process to die)
             if self.process.poll() is not None:
-                err = self.process.stderr.read() if self.process.stderr else ""
+                err = (self.folder / "stderr.log").read_text(errors="replace")
                 raise RuntimeError(
                     f"pgbouncer exited with {self.process.returncode}: {err.strip()}{self._log_tail()}"
                 )
@@ -191,8 +195,6 @@ class PgBouncer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process is not None and self.process.stderr:
-            self.process.stderr.close()
         self.process = None
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)

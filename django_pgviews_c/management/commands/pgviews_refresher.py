@@ -23,9 +23,8 @@ from django_pgviews_c.management.base import (
     check_database,
     pgviews_errors,
 )
+from django_pgviews_c.refresherlock import RefresherLock
 
-#: Session-level advisory lock of the working refresher (advisory locks are per database).
-REFRESHER_LOCK_KEY = 0x7067766372667368  # "pgvcrfsh"
 DEFAULT_POLL = 60.0
 
 
@@ -73,6 +72,7 @@ class Command(BaseCommand):
             raise Interrupted(signum)  # a second signal cancels the running refresh
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        self.lock = RefresherLock(alias)
         try:
             # warn_once: a history not migrated on the database is said once, not every pass.
             with pgviews_errors(handle_signals=False), checking_client(connections[alias]), warn_once():
@@ -80,6 +80,7 @@ class Command(BaseCommand):
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+            self.lock.release()
             connections[alias].close()
         self.stdout.write("stopped")
 
@@ -107,18 +108,20 @@ class Command(BaseCommand):
     def loop(self, alias: str, poll: float, stop: threading.Event, options: dict[str, Any]) -> None:
         self.verbosity = options["verbosity"]
         connection = connections[alias]
+        lock = self.lock
         holding = False
         standby_said = False
         self.unmigrated_said = False
         while not stop.is_set():
             try:
+                if holding and not lock.held():
+                    self.say(f"lost the refresher lock of database {alias!r} (its connection closed)")
+                    holding = False
                 if not holding:
-                    # Killed mid-refresh, this session must end (and free the lock) at once,
-                    # not when its statement ends: the server checks that we are still there.
+                    # Killed mid-refresh, this session must end at once, not when its statement
+                    # ends: the server checks that we are still there.
                     set_client_check(connection)
-                    with connection.cursor() as cursor:
-                        cursor.execute("SELECT pg_catalog.pg_try_advisory_lock(%s)", [REFRESHER_LOCK_KEY])
-                        holding = bool(cursor.fetchone()[0])
+                    holding = lock.take()
                     if not holding:
                         if not standby_said:
                             self.say(f"standby: another refresher works on database {alias!r}")
@@ -142,6 +145,7 @@ class Command(BaseCommand):
                 # A lost connection loses the lock too: reconnect and try again after a poll.
                 self.say(f"database error, retrying in {poll:g}s: {str(exc).strip().splitlines()[0]}")
                 connection.close()
+                lock.release()
                 holding = False
                 stop.wait(poll)
                 continue
@@ -155,9 +159,3 @@ class Command(BaseCommand):
             if result.refreshed or result.failed:
                 self.say(f"pass done; next check in {wait:.1f}s", 2)
             stop.wait(max(wait, 0.05))
-        if holding:
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_catalog.pg_advisory_unlock(%s)", [REFRESHER_LOCK_KEY])
-            except DjangoDBError:
-                pass  # closing the connection releases it
