@@ -6,6 +6,7 @@ from django.core.management.commands.migrate import Command as MigrateCommand
 
 from django_pgviews_c import aside
 from django_pgviews_c.db.migrations.autodetector import PGViewsAutodetector
+from django_pgviews_c.exceptions import PGViewsError
 from django_pgviews_c.management.base import pgviews_errors
 
 
@@ -23,6 +24,12 @@ class Command(MigrateCommand):
             try:
                 with aside.around_migrate(database, fake=bool(options.get("fake"))) as run:
                     super().handle(*args, **options)
+            except PGViewsError as exc:
+                # The migrations printed "OK" above the error: say whether they stay applied.
+                outcome = _sync_failed(run)
+                if outcome is None:
+                    raise
+                raise CommandError(f"{exc}\n{outcome}") from exc
             except KeyboardInterrupt as exc:
                 # Status 128 + the signal's number, as every command of the app exits on one.
                 signum = getattr(exc, "signum", signal.SIGINT)
@@ -34,6 +41,23 @@ class Command(MigrateCommand):
                         returncode=128 + signum,
                     ) from None
                 raise CommandError(_interrupted(run, name), returncode=128 + signum) from None
+
+
+def _sync_failed(run: aside.MigrateRun | None) -> str | None:
+    """What a sync of the views that failed after the migrations left, or None when it did not
+    fail in the sync after them (the error then says what it left)."""
+    if run is None or run.phase != "sync":
+        return None
+    if run.in_transaction:
+        return (
+            "The migrations and the views set aside for them were rolled back together with the "
+            "sync: nothing was changed (showmigrations lists them as unapplied)."
+        )
+    return (
+        "The migrations above stay applied (showmigrations lists them); the sync of the views "
+        "was rolled back, so the views are as they were before migrate. Fix the cause and run "
+        "migrate or sync_pgviews again."
+    )
 
 
 def _interrupted(run: aside.MigrateRun | None, name: str) -> str:
