@@ -26,3 +26,8 @@ if os.environ.get("TXPROJ_LOG_QUERIES"):
         "handlers": {"stderr": {"class": "logging.StreamHandler"}},
         "loggers": {"django.db.backends": {"handlers": ["stderr"], "level": "DEBUG"}},
     }
+# TXPROJ_VIEWS_DB=name: the shop app (its tables and views) routed to the alias "views", that
+# database, as a project whose router gives its views a database of their own.
+if os.environ.get("TXPROJ_VIEWS_DB"):
+    DATABASES["views"] = dict(DATABASES["default"], NAME=os.environ["TXPROJ_VIEWS_DB"])
+    DATABASE_ROUTERS = ["shoprouter.ShopRouter"]
