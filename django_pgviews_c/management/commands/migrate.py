@@ -7,7 +7,7 @@ from django.core.management.commands.migrate import Command as MigrateCommand
 from django_pgviews_c import aside
 from django_pgviews_c.db.migrations.autodetector import PGViewsAutodetector
 from django_pgviews_c.exceptions import PGViewsError
-from django_pgviews_c.management.base import pgviews_errors
+from django_pgviews_c.management.base import interrupts, pgviews_errors
 
 
 class Command(MigrateCommand):
@@ -15,6 +15,21 @@ class Command(MigrateCommand):
     and re-created in one transaction with them (django_pgviews_c.aside)."""
 
     autodetector = PGViewsAutodetector
+
+    def check(self, *args: Any, **kwargs: Any) -> None:
+        """Django's system checks, which migrate runs before its first migration (those of the
+        views read the database): SIGINT or SIGTERM there ends migrate with the one-line message
+        and status 128 + the signal's number, as later, not a traceback (or, for SIGTERM, no word)."""
+        try:
+            with interrupts():
+                super().check(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            raise CommandError(
+                f"interrupted by {signal.Signals(signum).name} during the system checks, before any "
+                "migration: nothing was changed",
+                returncode=128 + signum,
+            ) from None
 
     def handle(self, *args: Any, **options: Any) -> None:
         database = options.get("database", "default")
