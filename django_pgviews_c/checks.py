@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.checks import CheckMessage, Tags, register
@@ -321,28 +323,56 @@ def check_views_on(alias: str, models: list[Any], report: list[Any]) -> list[Che
     from django.db import DatabaseError as DjangoDatabaseError
     from django.db import connections
 
+    from django_pgviews_c.dberrors import diag
     from django_pgviews_c.exceptions import PGViewsError
+    from django_pgviews_c.failures import LOCK_NOT_AVAILABLE
 
     connection = connections[alias]
     messages: list[CheckMessage] = []
     if models:
         try:
             buildable = _buildable(connection, models, report, messages)
-            in_sync = _in_sync(connection, buildable, {m._meta.label for m in models})
-            rows = _read_database(connection, models)
+            with _lock_guard(connection):
+                in_sync = _in_sync(connection, buildable, {m._meta.label for m in models})
+                rows = _read_database(connection, models)
         except PGViewsError:  # a declaration error: the models checks (E001 ...) report it
             return messages
         except DjangoDatabaseError as exc:
+            locked = diag(exc)["sqlstate"] == LOCK_NOT_AVAILABLE
+            hint = (
+                "A session holds a lock on a table or view the views read (an ALTER, a plain "
+                "REFRESH, a LOCK): the database checks of views were skipped rather than wait."
+                if locked
+                else "Check that the database is reachable; the database checks of views were skipped."
+            )
             messages.append(
                 CheckWarning(
                     f"Could not read the views of database {alias!r}: {str(exc).strip()}",
-                    hint="Check that the database is reachable; the database checks of views were skipped.",
+                    hint=hint,
                     id="django_pgviews_c.W008",
                 )
             )
             return messages
         messages += _database_messages(alias, models, rows, set(report) & in_sync)
     return messages
+
+
+@contextlib.contextmanager
+def _lock_guard(connection: Any) -> Iterator[None]:
+    """A check never waits behind a lock (``manage.py check --database``, and migrate before its
+    migrations): what it reads runs in a transaction rolled back at its end, under a refresh's
+    short lock_timeout (PGVIEWS_LOCK_TIMEOUT_MS, 200). Comparing a changed declaration with its
+    view builds it beside the view, and deparsing a view locks what it reads: behind an ALTER or
+    a LOCK on a source table, the check waited as long as the lock was held."""
+    from django.db import transaction
+
+    from django_pgviews_c.refresh import _guard_sql, _lock_settings
+
+    with transaction.atomic(using=connection.alias):
+        with connection.cursor() as cursor:
+            cursor.execute(_guard_sql(_lock_settings()[1]))
+        yield
+        transaction.set_rollback(True, using=connection.alias)
 
 
 def _buildable(

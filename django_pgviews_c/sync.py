@@ -125,7 +125,9 @@ class Syncer:
         plan = _core.plan(self.decls.tuples, rows, recreate=list(recreate), chain=self.chain, **options)
         if plan["probes"]:
             # Objects without our stamp: adopted as they are when they equal their declaration.
-            adopt = probe(self.connection, cursor, plan["probes"])
+            adopt = probe(
+                self.connection, cursor, plan["probes"], self._say_probe if self.progress.progress else None
+            )
             plan = _core.plan(
                 self.decls.tuples, rows, recreate=list(recreate), chain=self.chain, adopt=adopt, **options
             )
@@ -134,6 +136,10 @@ class Syncer:
         self.result.column_problems = column_problems(self.decls.labels, plan["columns"])
         # The callers take the plan apart (pop "actions") and merge plans: a plain dict to them.
         return cast("dict[str, Any]", plan)
+
+    def _say_probe(self, decl: int, text: str, level: int) -> None:
+        model = self.decls.models[decl]
+        self.progress.say(f"  {model._meta.label} ({model._meta.db_table}): {text}", level)
 
     # -- running --------------------------------------------------------------------------------
 

@@ -183,3 +183,31 @@ def add_database_argument(parser: argparse.ArgumentParser) -> None:
         default="default",
         help='Nominates a database to synchronize. Defaults to the "default" database.',
     )
+
+
+def views_elsewhere(alias: str, *, materialized: bool = False) -> str | None:
+    """When no view (``materialized``: no materialized view) belongs to database ``alias`` but
+    the routers send some to other databases: a sentence naming them and the --database to
+    give, else None. A command run on the wrong database then says so instead of reporting an
+    empty success (a project whose router sends its views to a database of their own)."""
+    from django.db import connections
+
+    from django_pgviews_c.declarations import view_models
+    from django_pgviews_c.view import MaterializedView
+
+    models = [m for m in view_models() if not materialized or issubclass(m, MaterializedView)]
+    if not models or any(m.get_view_connection(alias, restricted_mode=True) is not None for m in models):
+        return None
+    where: dict[str, list[str]] = {}
+    for other in connections:
+        for model in models:
+            if other != alias and model.get_view_connection(other, restricted_mode=True) is not None:
+                where.setdefault(other, []).append(model._meta.label)
+    if not where:
+        return None
+    kind = "materialized views" if materialized else "views"
+    places = "; ".join(f"{', '.join(labels)} on {other!r}" for other, labels in where.items())
+    return (
+        f"no {kind} belong to database {alias!r}: the routers allow {places}. "
+        f"Run with --database {next(iter(where))}."
+    )

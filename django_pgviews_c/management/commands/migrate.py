@@ -6,7 +6,8 @@ from django.core.management.commands.migrate import Command as MigrateCommand
 
 from django_pgviews_c import aside
 from django_pgviews_c.db.migrations.autodetector import PGViewsAutodetector
-from django_pgviews_c.management.base import pgviews_errors
+from django_pgviews_c.exceptions import PGViewsError
+from django_pgviews_c.management.base import interrupts, pgviews_errors
 
 
 class Command(MigrateCommand):
@@ -14,6 +15,21 @@ class Command(MigrateCommand):
     and re-created in one transaction with them (django_pgviews_c.aside)."""
 
     autodetector = PGViewsAutodetector
+
+    def check(self, *args: Any, **kwargs: Any) -> None:
+        """Django's system checks, which migrate runs before its first migration (those of the
+        views read the database): SIGINT or SIGTERM there ends migrate with the one-line message
+        and status 128 + the signal's number, as later, not a traceback (or, for SIGTERM, no word)."""
+        try:
+            with interrupts():
+                super().check(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            raise CommandError(
+                f"interrupted by {signal.Signals(signum).name} during the system checks, before any "
+                "migration: nothing was changed",
+                returncode=128 + signum,
+            ) from None
 
     def handle(self, *args: Any, **options: Any) -> None:
         database = options.get("database", "default")
@@ -23,6 +39,12 @@ class Command(MigrateCommand):
             try:
                 with aside.around_migrate(database, fake=bool(options.get("fake"))) as run:
                     super().handle(*args, **options)
+            except PGViewsError as exc:
+                # The migrations printed "OK" above the error: say whether they stay applied.
+                outcome = _sync_failed(run)
+                if outcome is None:
+                    raise
+                raise CommandError(f"{exc}\n{outcome}") from exc
             except KeyboardInterrupt as exc:
                 # Status 128 + the signal's number, as every command of the app exits on one.
                 signum = getattr(exc, "signum", signal.SIGINT)
@@ -34,6 +56,23 @@ class Command(MigrateCommand):
                         returncode=128 + signum,
                     ) from None
                 raise CommandError(_interrupted(run, name), returncode=128 + signum) from None
+
+
+def _sync_failed(run: aside.MigrateRun | None) -> str | None:
+    """What a sync of the views that failed after the migrations left, or None when it did not
+    fail in the sync after them (the error then says what it left)."""
+    if run is None or run.phase != "sync":
+        return None
+    if run.in_transaction:
+        return (
+            "The migrations and the views set aside for them were rolled back together with the "
+            "sync: nothing was changed (showmigrations lists them as unapplied)."
+        )
+    return (
+        "The migrations above stay applied (showmigrations lists them); the sync of the views "
+        "was rolled back, so the views are as they were before migrate. Fix the cause and run "
+        "migrate or sync_pgviews again."
+    )
 
 
 def _interrupted(run: aside.MigrateRun | None, name: str) -> str:

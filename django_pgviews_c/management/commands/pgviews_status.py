@@ -7,7 +7,12 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_pgviews_c import history
 from django_pgviews_c.freshstatus import rows_from_history, status_json, status_line, status_report
-from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
+from django_pgviews_c.management.base import (
+    add_database_argument,
+    check_database,
+    pgviews_errors,
+    views_elsewhere,
+)
 from django_pgviews_c.status import UNBUILDABLE_STATE, ViewState, view_status
 
 
@@ -67,6 +72,9 @@ class Command(BaseCommand):
         out_of_sync = [r for r in rows if r.state != "in sync"]
         if options["verbosity"] >= 1:
             self.stdout.write(f"{len(rows)} views, {len(out_of_sync)} not in sync")
+        elsewhere = None if rows else views_elsewhere(alias)
+        if elsewhere:
+            self.stderr.write(f"warning: {elsewhere}")
         if options["check"] and out_of_sync:
             raise CommandError(_check_failure(out_of_sync, alias, unmigrated))
 

@@ -7,7 +7,12 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_pgviews_c.exceptions import ConcurrentIndexNotDefinedError
 from django_pgviews_c.freshness import add_refresh_arguments, run_refresh_command
-from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
+from django_pgviews_c.management.base import (
+    add_database_argument,
+    check_database,
+    pgviews_errors,
+    views_elsewhere,
+)
 from django_pgviews_c.refresh import RefreshInterrupted, refresh_views
 
 
@@ -74,3 +79,6 @@ class Command(BaseCommand):
         if verbosity >= 1:
             n = result.count
             self.stdout.write(f"refreshed {n} materialized view{'' if n == 1 else 's'} in {result.wall:.2f}s")
+        elsewhere = views_elsewhere(options["database"], materialized=True) if result.count == 0 else None
+        if elsewhere:
+            self.stderr.write(f"warning: {elsewhere}")

@@ -7,7 +7,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from django_pgviews_c.exact import TRIGGER
-from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
+from django_pgviews_c.management.base import (
+    add_database_argument,
+    check_database,
+    pgviews_errors,
+    views_elsewhere,
+)
 from django_pgviews_c.sync import SyncResult, sync_pgviews
 
 
@@ -117,8 +122,12 @@ class Command(BaseCommand):
                     f"{len(result.statuses)} views on {result.using!r}: {len(changed)} changed, "
                     f"{len(result.statuses) - len(changed)} unchanged ({result.seconds:.2f}s)"
                 )
-        if not results and verbosity >= 1:
-            self.stdout.write(f"no views belong to database {options['database']!r}")
+        if not results:
+            if verbosity >= 1:
+                self.stdout.write(f"no views belong to database {options['database']!r}")
+            elsewhere = views_elsewhere(options["database"])
+            if elsewhere:
+                self.stderr.write(f"warning: {elsewhere}")
         if failed:
             # The rehearsal failed as the sync would: same error, same exit status.
             raise CommandError("\n".join(str(e) for e in failed))
