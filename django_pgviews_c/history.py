@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = [
     "recording", "refresh_recorded", "record", "capture", "latest", "history_allowed", "CreateHistoryModel",
+    "history_missing", "missing_history", "migrate_command",
 ]  # fmt: skip
 
 import contextlib
@@ -117,6 +118,19 @@ def history_missing(alias: str) -> bool:
 def migrate_command(alias: str) -> str:
     """What creates the history table on ``alias``: the app's migrations."""
     return "manage.py migrate" + (f" --database {alias}" if alias != DEFAULT_DB_ALIAS else "")
+
+
+def missing_history(alias: str, *, stale: bool = True) -> str:
+    """What every command and task says where history_missing(alias): the table is missing on
+    ``alias`` because the app's migrations are not applied there, and (``stale``) what that does
+    to a refresh pass. The caller adds what it does about it, and migrate_command(alias)."""
+    text = (
+        f"the refresh history table ({TABLE}) is missing on database {alias!r} (the app's "
+        "migrations are not applied)"
+    )
+    if stale:
+        text += "; without it every view counts as stale and would be refreshed on every pass"
+    return text
 
 
 def _hint(exc: BaseException, connection: BaseDatabaseWrapper) -> str:

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from django_pgviews_c.clientcheck import checking_client, set_client_check
 from django_pgviews_c.freshness import refresh_pass
-from django_pgviews_c.history import TABLE, history_missing, migrate_command, setting, warn_once
+from django_pgviews_c.history import history_missing, migrate_command, missing_history, setting, warn_once
 from django_pgviews_c.management.base import (
     Interrupted,
     add_database_argument,
@@ -97,9 +97,8 @@ class Command(BaseCommand):
             return True
         if not self.unmigrated_said:
             self.say(
-                f"waiting: the refresh history table ({TABLE}) is missing on database {alias!r} (the "
-                f"app's migrations are not applied); without it every view counts as stale and would "
-                f"be refreshed every pass. Run {migrate_command(alias)}: refreshing starts once it has."
+                f"waiting: {missing_history(alias)}. Run {migrate_command(alias)}: refreshing starts "
+                "once it has."
             )
             self.unmigrated_said = True
         return False

@@ -86,9 +86,8 @@ def _check_failure(out_of_sync: list[ViewState], alias: str, unmigrated: bool) -
     parts = []
     if others and unmigrated:
         parts.append(
-            f"{len(others)} views are not in sync and the app's migrations are not applied on "
-            f"database {alias!r} (its refresh history table {history.TABLE} is missing): run "
-            f"{history.migrate_command(alias)}, which creates the table and syncs the views "
+            f"{len(others)} views are not in sync and {history.missing_history(alias, stale=False)}: "
+            f"run {history.migrate_command(alias)}, which creates the table and syncs the views "
             f"({', '.join(others)})"
         )
     elif others:
