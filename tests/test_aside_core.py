@@ -56,6 +56,33 @@ def test_a_whole_table_or_an_unknown_column_reaches_every_view(tables):
     assert aside(tables, ("no_such_table", None)) == []
 
 
+CHAIN = 1200  # views, each reading the one before: deeper than any fixed cap of 1000
+
+
+def test_a_chain_of_views_is_reached_to_its_end(tables):
+    tables.execute(
+        "CREATE VIEW aside_chain_1 AS SELECT a FROM aside_t;"
+        f"DO $$ BEGIN FOR i IN 2..{CHAIN} LOOP "
+        "EXECUTE format('CREATE VIEW aside_chain_%s AS SELECT a FROM aside_chain_%s', i, i - 1); "
+        "END LOOP; END $$"
+    )
+    chain = [(name, depth) for name, depth in names(aside(tables, ("aside_t", "a"))) if "chain" in name]
+    assert chain == [(f"aside_chain_{i}", i) for i in range(CHAIN, 0, -1)]
+
+
+def test_a_cycle_of_views_ends_the_walk(tables):
+    # CREATE OR REPLACE lets two views read each other (the server refuses only to query them).
+    tables.execute(
+        "CREATE VIEW aside_ping AS SELECT a FROM aside_t;"
+        "CREATE VIEW aside_pong AS SELECT a FROM aside_ping;"
+        "CREATE OR REPLACE VIEW aside_ping AS SELECT a FROM aside_t UNION ALL SELECT a FROM aside_pong"
+    )
+    found = {r[2]: r for r in aside(tables, ("aside_t", "a"))}
+    assert {"aside_ping", "aside_pong", "aside_reads_a", "aside_over_a", "aside_top"} == set(found)
+    ping, pong = found["aside_ping"][0], found["aside_pong"][0]
+    assert found["aside_ping"][6] == [pong] and found["aside_pong"][6] == [ping]
+
+
 def test_restore_statements_re_create_a_view_as_it_was(tables):
     cursor = tables
     cursor.execute(f'CREATE ROLE "{ODD_ROLE.replace(chr(34), chr(34) * 2)}" NOLOGIN')

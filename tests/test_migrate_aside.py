@@ -535,6 +535,32 @@ def test_unmanaged_dependants_are_restored_in_the_same_transaction(reader_role, 
     ) == [("bigint",)]
 
 
+def test_a_chain_of_1200_unmanaged_views_is_set_aside_and_restored(project):
+    chain = 1200
+    q(
+        "CREATE VIEW chain_1 AS SELECT id, price FROM shop_item;"
+        f"DO $$ BEGIN FOR i IN 2..{chain} LOOP "
+        "EXECUTE format('CREATE VIEW chain_%s AS SELECT id, price FROM chain_%s', i, i - 1); "
+        "END LOOP; END $$"
+    )
+    chain_oids = "SELECT relname::text, oid::bigint FROM pg_class WHERE relname LIKE 'chain_%'"
+    before = dict(q(chain_oids))
+    project.edit_models(
+        "price = models.IntegerField()\n    name", "price = models.BigIntegerField()\n    name"
+    )
+    project.ok("makemigrations", "shop", "-n", "bigger_price")
+    done = project.ok("migrate", TXPROJ_RESTORE="1")
+    assert f"Restored {chain} views django-pgviews-c does not manage: public.chain_1, " in done.stdout
+    after = dict(q(chain_oids))
+    assert len(before) == chain and set(after) == set(before)  # every one re-created
+    assert all(after[name] != before[name] for name in before)
+    assert q(f"SELECT sum(price)::int FROM chain_{chain}") == [(32,)]
+    assert q(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        f"WHERE attrelid = 'chain_{chain}'::regclass AND attname = 'price'"
+    ) == [("bigint",)]
+
+
 def test_grants_and_comments_of_managed_views_survive(reader_role, project):
     q(f"GRANT SELECT ON shop_cheap TO {reader_role}")
     q("COMMENT ON VIEW shop_cheap IS 'cheap things'")

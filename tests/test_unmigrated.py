@@ -65,7 +65,10 @@ def test_the_missing_history_is_explained_in_one_place():
     saying = sorted(
         str(path.relative_to(package))
         for path in package.rglob("*.py")
-        if any(words in path.read_text() for words in ("is missing on database", "history table ({", "table {history."))
+        if any(
+            words in path.read_text()
+            for words in ("is missing on database", "history table ({", "table {history.")
+        )
     )
     assert saying == ["history.py"], saying
 
