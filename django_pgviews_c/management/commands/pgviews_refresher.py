@@ -42,6 +42,8 @@ class Command(BaseCommand):
         "SIGTERM/SIGINT. Several may run on any machines: one works, the others stand by."
     )
     requires_system_checks = []
+    #: The server connection the history table was last seen on, and missing_failures then.
+    history_seen: tuple[Any, int] | None = None
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         add_database_argument(parser)
@@ -127,8 +129,7 @@ class Command(BaseCommand):
         holding = False
         standby_said = False
         self.unmigrated_said = False
-        # (the server connection the history table was seen on, missing_failures then)
-        self.history_seen: tuple[Any, int] | None = None
+        self.history_seen = None
         while not stop.is_set():
             try:
                 if not holding:
