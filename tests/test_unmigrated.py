@@ -37,6 +37,9 @@ def test_check_advises_migrate_where_the_apps_migrations_are_not_applied(defer_d
         assert "run manage.py migrate, which creates the table and syncs the views (deferapp.Totals)" in (
             done.stderr
         ), done.stderr
+        assert "1 view is not in sync and the refresh history table (django_pgviews_c_refresh) is " in (
+            done.stderr
+        ), done.stderr
         assert "sync_pgviews (deferapp.Totals)" not in done.stderr, done.stderr
         if extra:
             assert {r["label"]: r["state"] for r in json.loads(done.stdout)}["deferapp.Totals"] == "changed"
@@ -44,7 +47,8 @@ def test_check_advises_migrate_where_the_apps_migrations_are_not_applied(defer_d
     done = django("migrate", "django_pgviews_c", "-v", "0")
     assert done.returncode == 0, done.stderr
     done = django("pgviews_status", "--check", factor=2)
-    assert done.returncode == 1 and "run sync_pgviews (deferapp.Totals)" in done.stderr, done.stderr
+    assert done.returncode == 1, done.stderr
+    assert "1 view is not in sync: run sync_pgviews (deferapp.Totals)" in done.stderr, done.stderr
 
 
 def test_the_missing_history_is_explained_in_one_place():
