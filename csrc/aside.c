@@ -12,7 +12,10 @@
  * the same table, or NULL for the whole table). One row per view or materialized view that
  * reads one of those columns (through pg_depend, or through a constraint on it, as a GROUP BY
  * on a primary key does), or reads such a view, recursively; deepest first. A column that does
- * not exist (yet) counts as the whole table. The last column is the current schema. */
+ * not exist (yet) counts as the whole table. The last column is the current schema.
+ * depth is a view's longest chain of reads from a touched column; UNION drops a row seen at the
+ * same depth, and no chain of distinct views is longer than the number of views in the database
+ * (views(n)): only a cycle of views (CREATE OR REPLACE can make one) would walk on past it. */
 static const char aside_sql[] =
     "WITH RECURSIVE\n"
     "touched AS (\n"
@@ -42,6 +45,9 @@ static const char aside_sql[] =
     "    AND d.refobjid = k.oid AND d.classid = 'pg_catalog.pg_rewrite'::regclass\n"
     "  JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid\n"
     "),\n"
+    "views(n) AS (\n"
+    "  SELECT pg_catalog.count(*) FROM pg_catalog.pg_class WHERE relkind IN ('v', 'm')\n"
+    "),\n"
     "dep(oid, referenced, depth) AS (\n"
     "  SELECT oid, referenced, 1 FROM root\n"
     "  UNION\n"
@@ -51,7 +57,7 @@ static const char aside_sql[] =
     "    AND d.refclassid = 'pg_catalog.pg_class'::regclass\n"
     "    AND d.classid = 'pg_catalog.pg_rewrite'::regclass\n"
     "  JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid AND w.ev_class <> d.refobjid\n"
-    "  WHERE dep.depth < 1000\n"
+    "  WHERE dep.depth < (SELECT n FROM views)\n"
     "),\n"
     "agg AS (\n"
     "  SELECT oid, pg_catalog.max(depth) AS depth,\n"

@@ -381,8 +381,9 @@ class ViewsPageAdmin(_DatabaseViewAdmin):
             blocked.update(get_views_dependants([model]))
         fresh = sorted(label for label, why in skipped.items() if why == "fresh")
         if refreshed:
+            views = "view" if len(refreshed) == 1 else "views"
             messages.success(
-                request, f"Refreshed {len(refreshed)} stale materialized views: {', '.join(refreshed)}."
+                request, f"Refreshed {len(refreshed)} stale materialized {views}: {', '.join(refreshed)}."
             )
         elif not failed:
             messages.info(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = [
     "recording", "refresh_recorded", "record", "capture", "latest", "history_allowed", "CreateHistoryModel",
+    "history_missing", "missing_history", "missing_failures", "migrate_command",
 ]  # fmt: skip
 
 import contextlib
@@ -119,8 +120,35 @@ def migrate_command(alias: str) -> str:
     return "manage.py migrate" + (f" --database {alias}" if alias != DEFAULT_DB_ALIAS else "")
 
 
+def missing_history(alias: str, *, stale: bool = True) -> str:
+    """What every command and task says where history_missing(alias): the table is missing on
+    ``alias`` because the app's migrations are not applied there, and (``stale``) what that does
+    to a refresh pass. The caller adds what it does about it, and migrate_command(alias)."""
+    text = (
+        f"the refresh history table ({TABLE}) is missing on database {alias!r} (the app's "
+        "migrations are not applied)"
+    )
+    if stale:
+        text += "; without it every view counts as stale and would be refreshed on every pass"
+    return text
+
+
+#: Per alias: how many reads or writes of the history have failed in this process because the
+#: table is missing (SQLSTATE 42P01). Whoever remembers having seen the table (the refresher)
+#: asks history_missing() again once this moves.
+_missing_failures: dict[str, int] = {}
+
+
+def missing_failures(alias: str) -> int:
+    """How many reads or writes of the history on ``alias`` failed on the missing table so far."""
+    return _missing_failures.get(alias, 0)
+
+
 def _hint(exc: BaseException, connection: BaseDatabaseWrapper) -> str:
+    """The advice a failed read or write of the history adds to its warning; a failure on the
+    missing table is counted (missing_failures)."""
     if diag(exc)["sqlstate"] == "42P01":  # undefined_table
+        _missing_failures[connection.alias] = missing_failures(connection.alias) + 1
         return f" (run: manage.py migrate django_pgviews_c --database {connection.alias})"
     return ""
 

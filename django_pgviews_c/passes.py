@@ -9,9 +9,10 @@ a failed or interrupted check) is closed before the pass returns or raises.
 
 from __future__ import annotations
 
-__all__ = ["PassResult", "plan_pass", "refresh_pass"]
+__all__ = ["PassInterrupted", "PassResult", "plan_pass", "refresh_pass"]
 
 import datetime as dt
+import signal
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from django.utils import timezone
 
 from django_pgviews_c import _core
 from django_pgviews_c import view as pg
+from django_pgviews_c.refresh import RefreshInterrupted
 
 if TYPE_CHECKING:
     from django_pgviews_c.freshness import ViewFreshness
@@ -88,6 +90,37 @@ class PassResult:
     failed: dict[str, str] = field(default_factory=dict)
     wall: float = 0.0
     next_due: dt.datetime | None = None
+
+
+class PassInterrupted(RefreshInterrupted):
+    """SIGINT or SIGTERM during a --stale / --due pass that had changed something: in a refresh,
+    or in a staleness check (the one after the deferred rebuilds, or --due's last). ``swapped``
+    are the deferred rebuilds it swapped in first, ``refreshed`` (them too, as RefreshInterrupted
+    has it) what it committed before the interrupt, ``not_refreshed`` the refreshes cancelled."""
+
+    def __init__(
+        self,
+        swapped: Sequence[str],
+        refreshed: Sequence[str],
+        not_refreshed: Sequence[str] = (),
+        signum: int = signal.SIGINT,
+    ) -> None:
+        self.swapped = list(swapped)
+        super().__init__(refreshed, not_refreshed, signum)
+
+    def summary(self) -> str:
+        if not self.swapped:
+            return super().summary()
+        text = f"interrupted by {signal.Signals(self.signum).name}: "
+        text += f"swapped in before the interrupt: {', '.join(self.swapped)}"
+        refreshed = [label for label in self.refreshed if label not in self.swapped]
+        if refreshed:
+            text += f"; refreshed before the interrupt: {', '.join(refreshed)}"
+        if self.not_refreshed:
+            text += f"; not refreshed (their refreshes were cancelled): {', '.join(self.not_refreshed)}"
+        elif not refreshed:
+            text += "; the staleness check that followed was cancelled, no view was refreshed"
+        return text
 
 
 def plan_pass(
@@ -169,6 +202,38 @@ def _pass(
     # A deferred rebuild waiting beside its old version is due: completed first, so the pass
     # judges the new version (its refresh is recorded) and what reads it.
     pending = complete_pending(using, models=models, progress=run["progress"], raise_errors=False, jobs=jobs)
+    result = PassResult(refreshed=list(pending.swapped), failed=dict(pending.failed))
+    try:
+        _check_and_refresh(result, using, due=due, models=models, jobs=jobs, stop=stop, run=run)
+        result.next_due = next_due(freshness(models, using=using)) if due else None
+    except RefreshInterrupted as exc:
+        # What the pass did before (rebuilds swapped in, earlier batches) is committed: the
+        # interrupt must not be reported as having changed nothing.
+        raise PassInterrupted(pending.swapped, exc.refreshed, exc.not_refreshed, exc.signum) from None
+    except KeyboardInterrupt as exc:  # in a staleness check, after the swaps or the refreshes
+        if not result.refreshed:
+            raise
+        raise PassInterrupted(
+            pending.swapped, result.refreshed, [], getattr(exc, "signum", signal.SIGINT)
+        ) from None
+    result.wall = _time.perf_counter() - started
+    return result
+
+
+def _check_and_refresh(
+    result: PassResult,
+    using: str,
+    *,
+    due: bool,
+    models: Iterable[type[pg.View]] | None,
+    jobs: int,
+    stop: Any,
+    run: dict[str, Any],
+) -> None:
+    """_pass's staleness check and refreshes, into ``result`` (which holds the rebuilds swapped
+    in already)."""
+    from django_pgviews_c.freshness import freshness
+
     # Connecting while the check runs; closed unless the loop took them. Not for --due: a due pass
     # mostly finds nothing due (the refresher runs one whenever a view may fall due).
     early = None if due else _early(using, jobs)
@@ -176,8 +241,7 @@ def _pass(
         items = freshness(models, using=using)
         order, skipped = plan_pass(items, due=due)
         # A rebuild just swapped in is fresh: it was refreshed, not skipped.
-        skipped = {label: why for label, why in skipped.items() if label not in pending.swapped}
-        result = PassResult(skipped=skipped, refreshed=list(pending.swapped), failed=dict(pending.failed))
+        result.skipped = {label: why for label, why in skipped.items() if label not in result.refreshed}
         # With a stop event and one job: view by view, so a stop request ends the pass between
         # two views. Otherwise one call, which orders the views and skips those a failure blocks.
         batches = [order] if stop is None or jobs > 1 else [[m] for m in order]
@@ -194,9 +258,6 @@ def _pass(
     finally:
         if early is not None:
             early.close()
-    result.next_due = next_due(freshness(models, using=using)) if due else None
-    result.wall = _time.perf_counter() - started
-    return result
 
 
 def _refresh_batches(
@@ -214,7 +275,7 @@ def _refresh_batches(
     are skipped in later batches, a ``stop`` request skips the batches not started."""
     from django_pgviews_c.dependencies import get_views_dependants
     from django_pgviews_c.exceptions import RefreshError
-    from django_pgviews_c.refresh import RefreshInterrupted, refresh_views
+    from django_pgviews_c.refresh import refresh_views
 
     blocked: set[type[pg.View]] = set()
     for batch in batches:
@@ -231,9 +292,7 @@ def _refresh_batches(
             early = None
             done = refresh_views(batch, using=using, jobs=jobs, captured=captured, connections=conns, **run)
             result.refreshed += done.refreshed
-        except RefreshInterrupted as exc:
-            # What the pass did before (rebuilds swapped in, earlier batches) is committed: the
-            # interrupt must not be reported as having changed nothing.
+        except RefreshInterrupted as exc:  # with what the pass committed before this batch
             raise RefreshInterrupted(
                 result.refreshed + exc.refreshed, exc.not_refreshed, exc.signum
             ) from None

@@ -38,7 +38,7 @@ def refresh_due(
 
     from django_pgviews_c.clientcheck import checking_client, set_client_check
     from django_pgviews_c.freshness import refresh_pass
-    from django_pgviews_c.history import TABLE, history_missing, migrate_command
+    from django_pgviews_c.history import history_missing, migrate_command, missing_history
     from django_pgviews_c.refresherlock import RefresherLock
 
     idle = {
@@ -51,9 +51,7 @@ def refresh_due(
     }
     if history_missing(database):
         idle["waiting"] = (
-            f"the refresh history table ({TABLE}) is missing on database {database!r} (the app's "
-            f"migrations are not applied); without it every view counts as stale and would be "
-            f"refreshed on every run. Nothing was refreshed: run {migrate_command(database)}."
+            f"{missing_history(database)}. Nothing was refreshed: run {migrate_command(database)}."
         )
         logger.warning("refresh_due: %s", idle["waiting"])
         return idle

@@ -48,7 +48,7 @@ def test_views_page_with_the_test_client(adminproject):
     project, db = adminproject
     done = run_inner(project, db, "inner_views_page.py", "--create-db")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "13 passed" in done.stdout, done.stdout
+    assert "14 passed" in done.stdout, done.stdout
 
 
 def test_views_page_refreshes_outside_atomic_requests(adminproject):
@@ -65,7 +65,7 @@ def test_views_page_refreshes_outside_atomic_requests(adminproject):
         ADMINPROJ_ATOMIC_REQUESTS="1",
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 passed" in done.stdout, done.stdout
+    assert "4 passed" in done.stdout, done.stdout
 
 
 @pytest.fixture(scope="session")

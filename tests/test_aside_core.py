@@ -56,6 +56,19 @@ def test_a_whole_table_or_an_unknown_column_reaches_every_view(tables):
     assert aside(tables, ("no_such_table", None)) == []
 
 
+def test_a_cycle_of_views_ends_the_walk(tables):
+    # CREATE OR REPLACE lets two views read each other (the server refuses only to query them).
+    tables.execute(
+        "CREATE VIEW aside_ping AS SELECT a FROM aside_t;"
+        "CREATE VIEW aside_pong AS SELECT a FROM aside_ping;"
+        "CREATE OR REPLACE VIEW aside_ping AS SELECT a FROM aside_t UNION ALL SELECT a FROM aside_pong"
+    )
+    found = {r[2]: r for r in aside(tables, ("aside_t", "a"))}
+    assert {"aside_ping", "aside_pong", "aside_reads_a", "aside_over_a", "aside_top"} == set(found)
+    ping, pong = found["aside_ping"][0], found["aside_pong"][0]
+    assert found["aside_ping"][6] == [pong] and found["aside_pong"][6] == [ping]
+
+
 def test_restore_statements_re_create_a_view_as_it_was(tables):
     cursor = tables
     cursor.execute(f'CREATE ROLE "{ODD_ROLE.replace(chr(34), chr(34) * 2)}" NOLOGIN')

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from django_pgviews_c import _core
 from tests import psycopg_compat
 
 HERE = Path(__file__).resolve().parent
@@ -532,6 +533,41 @@ def test_unmanaged_dependants_are_restored_in_the_same_transaction(reader_role, 
     assert q(
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
         "WHERE attrelid = 'report'::regclass AND attname = 'doubled'"
+    ) == [("bigint",)]
+
+
+def test_a_chain_of_1200_unmanaged_views_is_set_aside_and_restored(project):
+    """Deeper than any fixed cap of 1000 (aside_sql's walk had one). Setting 1,200 views aside
+    and back takes about 8,400 locks in the one transaction (4 per dropped view, 3 per created
+    one), more than the default lock table's 64 per connection promise: the chain is created in
+    transactions of 100 views, so that the migrate's transaction is the only large one."""
+    chain = 1200
+    q("CREATE VIEW chain_1 AS SELECT id, price FROM shop_item")
+    for first in range(2, chain + 1, 100):
+        q(
+            f"DO $$ BEGIN FOR i IN {first}..{min(first + 99, chain)} LOOP "
+            "EXECUTE format('CREATE VIEW chain_%s AS SELECT id, price FROM chain_%s', i, i - 1); "
+            "END LOOP; END $$"
+        )
+    # The core's walk reaches the end of the chain, deepest first.
+    found = q(_core.aside_sql(), {"tables": ["shop_item"], "columns": ["price"]})
+    depths = [(name, depth) for _, _, name, _, depth, *_ in found if name.startswith("chain_")]
+    assert depths == [(f"chain_{i}", i) for i in range(chain, 0, -1)]
+    chain_oids = "SELECT relname::text, oid::bigint FROM pg_class WHERE relname LIKE 'chain_%'"
+    before = dict(q(chain_oids))
+    project.edit_models(
+        "price = models.IntegerField()\n    name", "price = models.BigIntegerField()\n    name"
+    )
+    project.ok("makemigrations", "shop", "-n", "bigger_price")
+    done = project.ok("migrate", TXPROJ_RESTORE="1")
+    assert f"Restored {chain} views django-pgviews-c does not manage: public.chain_1, " in done.stdout
+    after = dict(q(chain_oids))
+    assert len(before) == chain and set(after) == set(before)  # every one re-created
+    assert all(after[name] != before[name] for name in before)
+    assert q(f"SELECT sum(price)::int FROM chain_{chain}") == [(32,)]
+    assert q(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        f"WHERE attrelid = 'chain_{chain}'::regclass AND attname = 'price'"
     ) == [("bigint",)]
 
 

@@ -224,6 +224,8 @@ def test_one_refresher_works_the_other_stands_by_and_takes_over():
 
 @pytest.mark.usefixtures("clean")
 def test_celery_task_refreshes_due_views_in_a_real_worker():
+    from django_pgviews_c.history import missing_history
+
     celery = pytest.importorskip(
         "celery", reason="celery is not installed in this venv (the `test` extra has it)"
     )
@@ -263,7 +265,7 @@ def test_celery_task_refreshes_due_views_in_a_real_worker():
                 timeout=WAIT
             )
             assert outcome["refreshed"] == [] and outcome["standby"] is False, outcome
-            assert "is missing on database 'default'" in outcome["waiting"], outcome
+            assert outcome["waiting"].startswith(missing_history("default") + ". "), outcome
             assert "run manage.py migrate." in outcome["waiting"], outcome
         finally:
             done = django("migrate", "django_pgviews_c", "-v", "0")

@@ -128,7 +128,7 @@ def test_an_interrupted_stale_pass_names_the_rebuild_it_swapped_in_before(slow_d
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, (out, err)
-    assert "refreshed before the interrupt: slowapp.Deferred" in err, err
+    assert "swapped in before the interrupt: slowapp.Deferred" in err, err
     assert "nothing was changed" not in err, err
     assert sleeping() == []  # the running REFRESH was cancelled
     # The rebuild swapped in stays (and is recorded); the interrupted refresh left no record.

@@ -37,6 +37,9 @@ def test_check_advises_migrate_where_the_apps_migrations_are_not_applied(defer_d
         assert "run manage.py migrate, which creates the table and syncs the views (deferapp.Totals)" in (
             done.stderr
         ), done.stderr
+        assert "1 view is not in sync and the refresh history table (django_pgviews_c_refresh) is " in (
+            done.stderr
+        ), done.stderr
         assert "sync_pgviews (deferapp.Totals)" not in done.stderr, done.stderr
         if extra:
             assert {r["label"]: r["state"] for r in json.loads(done.stdout)}["deferapp.Totals"] == "changed"
@@ -44,7 +47,34 @@ def test_check_advises_migrate_where_the_apps_migrations_are_not_applied(defer_d
     done = django("migrate", "django_pgviews_c", "-v", "0")
     assert done.returncode == 0, done.stderr
     done = django("pgviews_status", "--check", factor=2)
-    assert done.returncode == 1 and "run sync_pgviews (deferapp.Totals)" in done.stderr, done.stderr
+    assert done.returncode == 1, done.stderr
+    assert "1 view is not in sync: run sync_pgviews (deferapp.Totals)" in done.stderr, done.stderr
+
+
+def test_the_missing_history_is_explained_in_one_place():
+    """pgviews_refresher, the Celery task and pgviews_status --check explain the missing history
+    with history.missing_history's words: no other module writes them."""
+    from pathlib import Path
+
+    import django_pgviews_c
+    from django_pgviews_c.history import missing_history
+
+    assert missing_history("other") == (
+        "the refresh history table (django_pgviews_c_refresh) is missing on database 'other' (the "
+        "app's migrations are not applied); without it every view counts as stale and would be "
+        "refreshed on every pass"
+    )
+    assert missing_history("other", stale=False).endswith("(the app's migrations are not applied)")
+    package = Path(django_pgviews_c.__file__).parent
+    saying = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if any(
+            words in path.read_text()
+            for words in ("is missing on database", "history table ({", "table {history.")
+        )
+    )
+    assert saying == ["history.py"], saying
 
 
 def test_the_migrate_advice_names_a_database_other_than_default():
@@ -62,6 +92,7 @@ def test_the_refresher_waits_for_migrate_instead_of_refreshing_every_pass():
     import subprocess
     import sys
 
+    from django_pgviews_c.history import missing_history
     from tests import processes, psycopg_compat
     from tests.test_refresher import ROOT, SETTINGS, Reader
 
@@ -84,6 +115,7 @@ def test_the_refresher_waits_for_migrate_instead_of_refreshing_every_pass():
             line = reader.wait_for(
                 "waiting: the refresh history table (django_pgviews_c_refresh)", timeout=30
             )
+            assert f"waiting: {missing_history('default')}. Run manage.py migrate: refreshing starts" in line
             assert "Run manage.py migrate: refreshing starts once it has." in line, line
             assert not any("refreshed" in seen for seen in reader.seen), reader.seen
             # Never refreshed by it: freshapp.DueEveryTime (refresh_interval 0) is due.

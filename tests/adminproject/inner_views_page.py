@@ -137,6 +137,16 @@ def test_refresh_all_stale_skips_the_fresh_ones(refresher, sales):
     assert 'value="Refresh all stale (0)" disabled' in content
 
 
+def test_refresh_all_stale_with_one_stale_view_says_view(refresher, sales):
+    refresh_views()
+    with connection.cursor() as cursor:  # read by stock.ShopNames alone
+        cursor.execute("TRUNCATE stock_shop")
+    response = refresher.post(PAGE, {"action": "refresh_stale", "database": "default"}, follow=True)
+    got = messages_of(response)
+    assert got[0] == "Refreshed 1 stale materialized view: stock.ShopNames.", got
+    assert "Skipped as fresh: stock.Counts, stock.Ratios, stock.Totals." in got, got
+
+
 def test_a_reader_sees_the_page_read_only_and_cannot_post(reader):
     Sale.objects.create(item="read-only", amount=1)
     response = reader.get(PAGE)

@@ -16,7 +16,14 @@ from django.utils import timezone
 
 from django_pgviews_c.clientcheck import checking_client, set_client_check
 from django_pgviews_c.freshness import refresh_pass
-from django_pgviews_c.history import TABLE, history_missing, migrate_command, setting, warn_once
+from django_pgviews_c.history import (
+    history_missing,
+    migrate_command,
+    missing_failures,
+    missing_history,
+    setting,
+    warn_once,
+)
 from django_pgviews_c.management.base import (
     Interrupted,
     add_database_argument,
@@ -34,6 +41,8 @@ class Command(BaseCommand):
         "SIGTERM/SIGINT. Several may run on any machines: one works, the others stand by."
     )
     requires_system_checks = []
+    #: The server connection the history table was last seen on, and missing_failures then.
+    history_seen: tuple[Any, int] | None = None
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         add_database_argument(parser)
@@ -92,15 +101,25 @@ class Command(BaseCommand):
     def migrated(self, alias: str) -> bool:
         """Whether the history table is on ``alias``. Without it no refresh is recorded, every
         view counts as stale and each would be refreshed every pass: the refresher waits for
-        migrate instead, saying so once."""
+        migrate instead, saying so once. Once seen, the table is not asked for again on the
+        same server connection until a read or write of the history fails on its absence."""
+        connection = connections[alias]
+        if (
+            self.history_seen is not None
+            and self.history_seen[0] is connection.connection
+            and self.history_seen[1] == missing_failures(alias)
+        ):
+            return True
+        self.history_seen = None
         if not history_missing(alias):
             self.unmigrated_said = False
+            if connection.connection is not None:  # asked on it (else the question failed)
+                self.history_seen = (connection.connection, missing_failures(alias))
             return True
         if not self.unmigrated_said:
             self.say(
-                f"waiting: the refresh history table ({TABLE}) is missing on database {alias!r} (the "
-                f"app's migrations are not applied); without it every view counts as stale and would "
-                f"be refreshed every pass. Run {migrate_command(alias)}: refreshing starts once it has."
+                f"waiting: {missing_history(alias)}. Run {migrate_command(alias)}: refreshing starts "
+                "once it has."
             )
             self.unmigrated_said = True
         return False
@@ -112,6 +131,7 @@ class Command(BaseCommand):
         holding = False
         standby_said = False
         self.unmigrated_said = False
+        self.history_seen = None
         while not stop.is_set():
             try:
                 if holding and not lock.held():
@@ -147,6 +167,7 @@ class Command(BaseCommand):
                 connection.close()
                 lock.release()
                 holding = False
+                self.history_seen = None  # asked again on the new connection
                 stop.wait(poll)
                 continue
             for label in result.refreshed:
