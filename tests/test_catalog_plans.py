@@ -28,7 +28,9 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-def _catalog_scans(sql: str, catalogs: tuple[str, ...] = ("pg_class", "pg_rewrite", "pg_depend")) -> list[str]:
+def _catalog_scans(
+    sql: str, catalogs: tuple[str, ...] = ("pg_class", "pg_rewrite", "pg_depend")
+) -> list[str]:
     with connection.cursor() as cur:
         cur.execute(sql)
         while cur.description is None or cur.description[0].name != "QUERY PLAN":
@@ -68,7 +70,9 @@ def test_the_closure_query_reads_the_catalog_by_index_only(chain, exact):
     assert _generic_scans(sql, "text[]", names) == []
 
 
-def _generic_scans(sql: str, types: str, args: str, catalogs: tuple[str, ...] = ("pg_class", "pg_rewrite", "pg_depend")) -> list[str]:
+def _generic_scans(
+    sql: str, types: str, args: str, catalogs: tuple[str, ...] = ("pg_class", "pg_rewrite", "pg_depend")
+) -> list[str]:
     """The scans of `catalogs` in the generic plan of `sql` (one parameter %s), as a PL/pgSQL
     function with plan_cache_mode = force_generic_plan plans its static SQL."""
     execute("SET plan_cache_mode = force_generic_plan")
@@ -99,14 +103,18 @@ def crowd(django_db_setup, django_db_blocker):
             execute(f"CREATE TABLE cpx_{i} (id int PRIMARY KEY, ref int REFERENCES cpx_ref (id))")
         for i in (0, 1):
             execute(_core.query_sql("exact_trigger", table=f"cpx_{i}", schema="public"))
-        execute("ANALYZE pg_catalog.pg_class, pg_catalog.pg_index, pg_catalog.pg_trigger, pg_catalog.pg_depend")
+        execute(
+            "ANALYZE pg_catalog.pg_class, pg_catalog.pg_index, pg_catalog.pg_trigger, pg_catalog.pg_depend"
+        )
         yield
         execute("DROP TABLE cpx_ref CASCADE")
         for i in range(_CROWD):
             execute(f"DROP TABLE cpx_{i}")
         if made:
             execute(_core.query_sql("exact_drop_function", schema="public"))
-        execute("ANALYZE pg_catalog.pg_class, pg_catalog.pg_index, pg_catalog.pg_trigger, pg_catalog.pg_depend")
+        execute(
+            "ANALYZE pg_catalog.pg_class, pg_catalog.pg_index, pg_catalog.pg_trigger, pg_catalog.pg_depend"
+        )
 
 
 @pytest.mark.parametrize("exact", [False, True])
