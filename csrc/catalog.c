@@ -8,7 +8,12 @@
  * schemas that matter, per relation named by a declaration, and per object that depends on any
  * of them (recursively, through pg_depend); then one row per existing schema. Nothing in it
  * scales with more than the objects it returns: pg_get_viewdef() runs only for rows whose rewrite
- * rule changed since our stamp, and for dependants we may have to restore. Last, one row of
+ * rule changed since our stamp, and for dependants we may have to restore. Each returned
+ * relation's indexes are looked up by its oid (pg_index's index on indrelid; grouped over the
+ * whole of pg_index, the query read every index of the database), and the exact mode's triggers
+ * from its function (exact.h). What reads a whole catalog is the view list itself: every view
+ * and materialized view of the schemas that matter, for which pg_class offers no index (by kind
+ * or by schema alone), and pg_rewrite, which holds a row per view and rule, none per table. Last, one row of
  * relkind 'T' per table carrying the exact mode's trigger (exact.c), for the sync to see without
  * another query that it has triggers to remove; read_catalog() takes those rows out before the
  * planner reads the rest. */
@@ -48,15 +53,6 @@ static const char catalog_sql[] =
     "refs AS (\n"
     "  SELECT dependant, pg_catalog.array_agg(DISTINCT referenced) AS r FROM edge GROUP BY "
     "dependant\n"
-    "),\n"
-    "idx AS (\n"
-    "  SELECT x.indrelid, pg_catalog.array_agg(i.relname::text ORDER BY i.relname) AS names,\n"
-    "    pg_catalog.array_agg(CASE WHEN %(restore)s THEN pg_catalog.pg_get_indexdef(x.indexrelid) "
-    "END\n"
-    "              ORDER BY i.relname) AS defs\n"
-    "  FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid\n"
-    "  WHERE x.indrelid IN (SELECT oid FROM node)\n"
-    "  GROUP BY x.indrelid\n"
     ")\n"
     "SELECT c.oid::bigint, n.nspname::text, c.relname::text, c.relkind::text, ds.description,\n"
     "  c.relispopulated, ts.spcname::text, w.xmin::text,\n"
@@ -78,7 +74,16 @@ static const char catalog_sql[] =
     "LEFT JOIN pg_catalog.pg_tablespace ts ON ts.oid = c.reltablespace\n"
     "LEFT JOIN pg_catalog.pg_rewrite w ON w.ev_class = c.oid AND w.rulename = '_RETURN'\n"
     "LEFT JOIN refs ON refs.dependant = c.oid\n"
-    "LEFT JOIN idx ON idx.indrelid = c.oid\n"
+    "LEFT JOIN LATERAL (\n"
+    "  SELECT pg_catalog.array_agg(i.relname::text ORDER BY i.relname) AS names,\n"
+    "    pg_catalog.array_agg(CASE WHEN %(restore)s THEN pg_catalog.pg_get_indexdef(x.indexrelid) "
+    "END\n"
+    "              ORDER BY i.relname) AS defs\n"
+    "  FROM pg_catalog.pg_index x\n"
+    "  CROSS JOIN LATERAL (SELECT i.relname FROM pg_catalog.pg_class i WHERE i.oid = x.indexrelid"
+    " OFFSET 0) i\n"
+    "  WHERE x.indrelid = c.oid\n"
+    ") idx ON true\n"
     "LEFT JOIN LATERAL (\n"
     "  SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) AS names,\n"
     "    pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) "
@@ -92,8 +97,8 @@ static const char catalog_sql[] =
     "FROM pg_catalog.pg_namespace n\n"
     "WHERE n.nspname = pg_catalog.current_schema() OR n.nspname = ANY(%(schemas)s::text[])\n"
     "UNION ALL\n"
-    "SELECT t.tgrelid::bigint, NULL, NULL, 'T', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,\n"
+    "SELECT t.rel::bigint, NULL, NULL, 'T', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,\n"
     "  NULL, NULL, NULL, NULL, NULL, NULL\n"
-    "FROM pg_catalog.pg_trigger t WHERE t.tgname = '" PGVC_EXACT_TRIGGER "'\n";
+    "FROM (" PGVC_EXACT_TRIGGERED ") t\n";
 
 PyObject *pgvc_catalog_sql(void) { return PyUnicode_FromString(catalog_sql); }

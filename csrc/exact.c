@@ -15,6 +15,8 @@
 #include <Python.h>
 #include <string.h>
 
+/* OFFSET 0 keeps the LATERAL lookup from being flattened: joined, the planner hashed the whole of
+ * pg_trigger (four rows per foreign key of the database) for each check and capture. */
 void pgvc_exact_trigger_join(pgvc_buf *b, const char *alias)
 {
     pgvc_buf_puts(b, " LEFT JOIN LATERAL (SELECT tg.oid FROM pg_catalog.pg_trigger tg"
@@ -24,7 +26,7 @@ void pgvc_exact_trigger_join(pgvc_buf *b, const char *alias)
     pgvc_buf_literal(b, PGVC_EXACT_TRIGGER);
     pgvc_buf_puts(b, " AND p.proname = ");
     pgvc_buf_literal(b, PGVC_EXACT_FUNCTION);
-    pgvc_buf_puts(b, " AND tg.tgenabled IN ('O', 'A')) t ON true");
+    pgvc_buf_puts(b, " AND tg.tgenabled IN ('O', 'A') OFFSET 0) t ON true");
 }
 
 /* For the exact views %s (text[]): one row per table that one of them reads or that carries our
@@ -35,11 +37,10 @@ void pgvc_exact_trigger_join(pgvc_buf *b, const char *alias)
 void pgvc_exact_state(pgvc_buf *b)
 {
     pgvc_buf_puts(b, pgvc_closure_cte);
-    pgvc_buf_puts(b, ", need AS (SELECT DISTINCT r.rel FROM reads r JOIN pg_catalog.pg_class c"
-                     " ON c.oid = r.rel WHERE c.relkind IN ('r', 'p')),"
-                     " have AS (SELECT tg.tgrelid AS rel FROM pg_catalog.pg_trigger tg"
-                     " WHERE tg.tgname = ");
-    pgvc_buf_literal(b, PGVC_EXACT_TRIGGER);
+    pgvc_buf_puts(b, ", need AS (SELECT DISTINCT r.rel FROM reads r CROSS JOIN LATERAL (SELECT"
+                     " c.relkind FROM pg_catalog.pg_class c WHERE c.oid = r.rel OFFSET 0) c"
+                     " WHERE c.relkind IN ('r', 'p')), have AS (");
+    pgvc_buf_puts(b, PGVC_EXACT_TRIGGERED);
     pgvc_buf_puts(b, "), counter AS (SELECT c.relnamespace FROM pg_catalog.pg_class c"
                      " WHERE c.oid = pg_catalog.to_regclass(");
     pgvc_buf_literal(b, PGVC_EXACT_TABLE);
@@ -50,8 +51,9 @@ void pgvc_exact_state(pgvc_buf *b)
            "  pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE'),"
            "  pg_catalog.has_table_privilege(c.oid, 'TRIGGER'),"
            "  pg_catalog.pg_get_userbyid(c.relowner)::text"
-           " FROM pg_catalog.pg_class c"
-           " WHERE c.oid IN (SELECT rel FROM need UNION SELECT rel FROM have)"
+           " FROM (SELECT rel FROM need UNION SELECT rel FROM have) u"
+           " CROSS JOIN LATERAL (SELECT c.oid, c.relkind, c.relowner FROM pg_catalog.pg_class c"
+           "  WHERE c.oid = u.rel OFFSET 0) c"
            " UNION ALL"
            " SELECT NULL, (SELECT n.nspname::text FROM counter k JOIN pg_catalog.pg_namespace n"
            "  ON n.oid = k.relnamespace), '*',"

@@ -11,6 +11,22 @@
 
 /* " LEFT JOIN LATERAL (...) t ON true": t.oid is the oid of our enabled trigger on the relation
  * `alias`.oid, NULL when there is none. */
+/* The tables carrying our trigger, as rows of (rel): found from our function (by name, in any
+ * schema: pg_proc's index) through the triggers that depend on it (pg_depend's index on the
+ * referenced object) to each trigger by its oid. pg_trigger has no index on a trigger's name
+ * alone: asked by name, it was read whole, four rows per foreign key of the database. A trigger
+ * of our name always calls our function (the sync creates it so, and the function is dropped
+ * only with its triggers). Shared by exact.c and the sync's catalog query (catalog.c). */
+#define PGVC_EXACT_TRIGGERED                                                                       \
+    "SELECT tg.tgrelid AS rel FROM pg_catalog.pg_proc p"                                           \
+    " CROSS JOIN LATERAL (SELECT d.objid FROM pg_catalog.pg_depend d"                              \
+    "  WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = p.oid"      \
+    "  AND d.refobjsubid = 0 AND d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass"         \
+    "  OFFSET 0) d"                                                                                \
+    " CROSS JOIN LATERAL (SELECT tg.tgrelid FROM pg_catalog.pg_trigger tg WHERE tg.oid = d.objid"  \
+    "  AND tg.tgname = '" PGVC_EXACT_TRIGGER "' OFFSET 0) tg"                                      \
+    " WHERE p.proname = '" PGVC_EXACT_FUNCTION "' AND p.pronargs = 0"
+
 void pgvc_exact_trigger_join(pgvc_buf *b, const char *alias);
 
 /* What the sync compares (query exact_state). */
