@@ -586,9 +586,10 @@ static int open_slots(Loop *L, int jobs, PyObject *early)
     if ((early != Py_None ? pgvc_early_take(early, L) : connect_slots(L)) < 0)
         return -1;
     if (L->jobs < L->wanted && L->on_refused != Py_None) {
-        /* The server refused some for its connection limit: on_refused(opened, wanted, why). */
-        PyObject *r =
-            PyObject_CallFunction(L->on_refused, "iis", L->jobs, L->wanted, L->refused.reason);
+        /* The server refused some for its connection limit: on_refused(opened, wanted, why),
+         * why in the server's text, which need not be UTF-8. */
+        PyObject *r = PyObject_CallFunction(L->on_refused, "iiN", L->jobs, L->wanted,
+                                            pgvc_server_text(L->refused.reason));
         if (!r)
             return -1;
         Py_DECREF(r);
