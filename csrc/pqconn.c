@@ -1,7 +1,7 @@
 /* pqconn.c: one libpq connection, as the refresh loop uses it: Python input copied into owned
- * C memory, connecting under a deadline with the session Django's connection has, waiting in
- * poll() with the GIL released and signals checked, running one query to its end, and a
- * cancel that gives up after a bound. */
+ * C memory, the session Django's connection has, waiting in poll() with the GIL released and
+ * signals checked, running one query to its end, and a cancel that gives up after a bound. The
+ * connects themselves are in pqconnect.c. */
 #include "pqconn.h"
 
 #include <errno.h>
@@ -390,7 +390,7 @@ int pgvc_cancel_bounded(PGconn *conn, double seconds, char *reason, size_t reaso
 }
 #endif
 
-/* ---- connecting -------------------------------------------------------------------------- */
+/* ---- connections' lifetime and session (the connects are in pqconnect.c) ------------------- */
 
 void pgvc_conn_close(PGconn *conn)
 {
@@ -399,59 +399,6 @@ void pgvc_conn_close(PGconn *conn)
     Py_BEGIN_ALLOW_THREADS
     PQfinish(conn);
     Py_END_ALLOW_THREADS
-}
-
-/* The caller's setup statement; then read lock_timeout (ms, 0: none) into *lock_timeout. The
- * session Django's connection has is not set here: pgvc_session_sql gives each statement its own
- * copy, so nothing of it outlives the statement's transaction. RAISES_NEG. */
-static int apply_session(const pgvc_connopts *L, PGconn *conn, long *lock_timeout)
-{
-    PGresult *r = NULL;
-    char why;
-    int rc = -1;
-    double deadline = L->connect_timeout > 0 ? pgvc_now() + L->connect_timeout : 0;
-    if (L->setup) {
-        r = pgvc_exec_wait(conn, L->setup, 0, NULL, deadline, &why);
-        if (!r)
-            goto failed;
-        if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
-            pgvc_raise_pg(L->st, conn, r, NULL);
-            goto exit;
-        }
-        PQclear(r);
-    }
-    r = pgvc_exec_wait(conn,
-                       "SELECT setting FROM pg_catalog.pg_settings WHERE name = 'lock_timeout'", 0,
-                       NULL, deadline, &why);
-    if (!r)
-        goto failed;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        pgvc_raise_pg(L->st, conn, r, NULL);
-        goto exit;
-    }
-    *lock_timeout = 0;
-    if (PQntuples(r) && pgvc_parse_long(PQgetvalue(r, 0, 0), lock_timeout) < 0) {
-        PyErr_Format(L->st->DatabaseError,
-                     "could not connect: the server's lock_timeout is not a "
-                     "number of milliseconds: %.100s",
-                     PQgetvalue(r, 0, 0));
-        goto exit;
-    }
-    rc = 0;
-    goto exit;
-failed:
-    if (why == 't')
-        PyErr_Format(L->st->ConnectionLostError,
-                     "could not connect: the server did not answer within %d s",
-                     (int)L->connect_timeout);
-    else if (why == 'b')
-        PyErr_Format(L->st->ConnectionLostError, "could not connect: %s", PQerrorMessage(conn));
-    else if (why == 'c')
-        PyErr_Format(L->st->DatabaseError, "could not connect: the setup statement: %s",
-                     PGVC_COPY_OUT_REFUSED);
-exit:
-    PQclear(r);
-    return rc;
 }
 
 char *pgvc_session_sql(const pgvc_connopts *L, PGconn *conn)
@@ -486,133 +433,6 @@ char *pgvc_session_sql(const pgvc_connopts *L, PGconn *conn)
 exit:
     pgvc_buf_free(&sql);
     return text;
-}
-
-/* One step of the connect of conns[i], whose socket is ready (or gone: libpq then says why). */
-static PostgresPollingStatusType connect_step(PGconn *conn)
-{
-    PostgresPollingStatusType s;
-    Py_BEGIN_ALLOW_THREADS
-    s = PQconnectPoll(conn);
-    Py_END_ALLOW_THREADS
-    return s;
-}
-
-/* Drive the connects under way in conns[0..n) (their states in s) together, in one poll(), until
- * each is done or failed, under the deadline (<= 0: none), checking signals every slice.
- * RAISES_NEG: ConnectionLostError when the deadline passes, or the signal handler's exception. */
-static int poll_connects(const pgvc_connopts *L, PGconn **conns, PostgresPollingStatusType *s,
-                         struct pollfd *fds, int n, double deadline)
-{
-    for (;;) {
-        int waiting = 0, slice = PGVC_SLICE_MS, rc;
-        for (int i = 0; i < n; i++) {
-            fds[i].fd = -1;
-            fds[i].events = fds[i].revents = 0;
-            if (s[i] == PGRES_POLLING_OK || s[i] == PGRES_POLLING_FAILED)
-                continue;
-            if ((fds[i].fd = PQsocket(conns[i])) < 0) {
-                /* No socket: libpq reports the failure. */
-                if ((s[i] = connect_step(conns[i])) != PGRES_POLLING_OK)
-                    s[i] = PGRES_POLLING_FAILED;
-                continue;
-            }
-            fds[i].events = (short)(POLLIN | (s[i] == PGRES_POLLING_WRITING ? POLLOUT : 0));
-            waiting++;
-        }
-        if (!waiting)
-            return 0;
-        if (deadline > 0) {
-            double left = deadline - pgvc_now();
-            if (left <= 0) {
-                PyErr_Format(L->st->ConnectionLostError,
-                             "could not connect: the server did not answer within %d s "
-                             "(connect_timeout)",
-                             (int)L->connect_timeout);
-                return -1;
-            }
-            if (left * 1000 < slice)
-                slice = (int)(left * 1000) + 1;
-        }
-        Py_BEGIN_ALLOW_THREADS
-        rc = poll(fds, (nfds_t)n, slice);
-        Py_END_ALLOW_THREADS
-        if (rc < 0 && errno != EINTR) {
-            PyErr_SetFromErrno(PyExc_OSError);
-            return -1;
-        }
-        if (PyErr_CheckSignals() < 0)
-            return -1;
-        for (int i = 0; rc > 0 && i < n; i++)
-            if (fds[i].fd >= 0 && fds[i].revents)
-                s[i] = connect_step(conns[i]);
-    }
-}
-
-/* A connect that is done: non-blocking mode, the notice receiver, the setup statement and the
- * user's lock_timeout. RAISES_NEG. */
-static int connect_finish(const pgvc_connopts *L, PGconn *conn, PostgresPollingStatusType s,
-                          long *lock_timeout)
-{
-    if (s == PGRES_POLLING_FAILED) {
-        /* The message names host and port, never the password. */
-        PyErr_Format(L->st->ConnectionLostError, "could not connect: %s", PQerrorMessage(conn));
-        return -1;
-    }
-    if (PQsetnonblocking(conn, 1) != 0) {
-        PyErr_Format(L->st->ConnectionLostError, "could not connect: %s", PQerrorMessage(conn));
-        return -1;
-    }
-    if (L->notice)
-        PQsetNoticeReceiver(conn, L->notice, L->notice_arg);
-    return apply_session(L, conn, lock_timeout);
-}
-
-int pgvc_connect_many(const pgvc_connopts *L, PGconn **conns, long *lock_timeouts, int n)
-{
-    PostgresPollingStatusType *s = calloc((size_t)n, sizeof *s);
-    struct pollfd *fds = calloc((size_t)n, sizeof *fds);
-    double deadline = L->connect_timeout > 0 ? pgvc_now() + L->connect_timeout : 0;
-    int rc = -1;
-    for (int i = 0; i < n; i++)
-        conns[i] = NULL;
-    if (!s || !fds) {
-        PyErr_NoMemory();
-        goto exit;
-    }
-    /* Every connect started at once: the server starts their backends side by side. */
-    for (int i = 0; i < n; i++) {
-        Py_BEGIN_ALLOW_THREADS
-        conns[i] = PQconnectStartParams((const char *const *)L->conninfo.keys,
-                                        (const char *const *)L->conninfo.values, 0);
-        Py_END_ALLOW_THREADS
-        if (!conns[i]) {
-            PyErr_NoMemory();
-            goto exit;
-        }
-        s[i] = PQstatus(conns[i]) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING;
-    }
-    if (poll_connects(L, conns, s, fds, n, deadline) < 0)
-        goto exit;
-    for (int i = 0; i < n; i++)
-        if (connect_finish(L, conns[i], s[i], &lock_timeouts[i]) < 0)
-            goto exit;
-    rc = 0;
-exit:
-    if (rc < 0)
-        for (int i = 0; i < n; i++) {
-            pgvc_conn_close(conns[i]);
-            conns[i] = NULL;
-        }
-    free(s);
-    free(fds);
-    return rc;
-}
-
-PGconn *pgvc_connect(const pgvc_connopts *L, long *lock_timeout)
-{
-    PGconn *conn = NULL;
-    return pgvc_connect_many(L, &conn, lock_timeout, 1) < 0 ? NULL : conn;
 }
 
 /* RAISES_NEG. conninfo (with a default connect_timeout), session and setup, copied. */

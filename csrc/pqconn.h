@@ -47,15 +47,28 @@ typedef struct {
 int pgvc_connopts_load(pgvc_connopts *o, PyObject *conninfo, PyObject *session, PyObject *setup);
 void pgvc_connopts_free(pgvc_connopts *o);
 
-/* Connect (PQconnectStartParams/PQconnectPoll under the deadline), set non-blocking mode, the
- * notice receiver, run the setup statement, and read lock_timeout (ms, 0: none). NULL with
- * ConnectionLostError naming libpq's reason, or the signal handler's exception. */
+/* pqconnect.c. Connect (PQconnectStartParams/PQconnectPoll under the deadline), set
+ * non-blocking mode, the notice receiver, run the setup statement, and read lock_timeout (ms, 0:
+ * none). NULL with ConnectionLostError naming libpq's reason, or the signal handler's
+ * exception. */
 PGconn *pgvc_connect(const pgvc_connopts *o, long *lock_timeout);
+
+/* The connects of pgvc_connect_many the server refused for its connection limit (SQLSTATE
+ * 53300: "sorry, too many clients already", "remaining connection slots are reserved ...", a
+ * role's or database's CONNECTION LIMIT), left out. */
+typedef struct {
+    int opened; /* connections made: conns[0..opened) */
+    char reason[256]; /* the server's message for the first refusal; "" when none */
+} pgvc_refused;
+
 /* RAISES_NEG. n connections at once, as pgvc_connect makes one: every connect started, then
  * driven together in one poll(), so that their server backends start side by side rather than
  * one after the other. conns[i] and lock_timeouts[i] are set; on an error every one is closed
- * (and NULL). */
-int pgvc_connect_many(const pgvc_connopts *o, PGconn **conns, long *lock_timeouts, int n);
+ * (and NULL). With `some`, the connects the server refused for its connection limit are left
+ * out as long as one other was made: those made are conns[0..some->opened), the rest NULL. Any
+ * other failed connect is an error, and so is a refusal of every one. */
+int pgvc_connect_many(const pgvc_connopts *o, PGconn **conns, long *lock_timeouts, int n,
+                      pgvc_refused *some);
 void pgvc_conn_close(PGconn *conn);
 
 /* The session settings as statements that bind only the transaction they run in ("SET LOCAL

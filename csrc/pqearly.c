@@ -2,7 +2,8 @@
  * overlap other work (a --stale pass's staleness check): _core.connect_loop() connects them as
  * run_parallel would, from any thread, and returns them in a capsule that run_parallel(...,
  * connections=) takes over; _core.close_loop_connections() (or the capsule's end) closes those
- * not taken. */
+ * not taken. Connects the server refuses for its connection limit are left out as run_parallel
+ * leaves them out, and the run that takes the capsule says so. */
 #include "pqpath_int.h"
 
 #include <stdlib.h>
@@ -12,6 +13,8 @@
 
 typedef struct {
     int n; /* connections still held (those from n on were taken or closed) */
+    int wanted; /* connections asked for: more than were made when the server refused some */
+    pgvc_refused refused;
     PGconn **conns;
     long *lock_timeouts;
 } Early;
@@ -74,9 +77,11 @@ PyObject *pgvc_connect_loop(pgvc_state *st, PyObject *args, PyObject *kwargs)
         goto exit;
     }
     /* No notice receiver yet (the loop sets its own): libpq's default meanwhile. */
-    if (pgvc_connect_many(&opts, e->conns, e->lock_timeouts, jobs) < 0)
+    /* Those the server refuses for its connection limit are left out, as run_parallel does. */
+    if (pgvc_connect_many(&opts, e->conns, e->lock_timeouts, jobs, &e->refused) < 0)
         goto exit;
-    e->n = jobs;
+    e->n = e->refused.opened;
+    e->wanted = jobs;
     if ((capsule = PyCapsule_New(e, CAPSULE_NAME, early_destroy)))
         e = NULL;
 exit:
@@ -100,7 +105,12 @@ int pgvc_early_take(PyObject *capsule, Loop *L)
     Early *e = early_get(capsule);
     if (!e)
         return -1;
-    if (e->n < L->jobs) {
+    L->wanted = L->jobs;
+    if (e->n < L->jobs && e->n > 0 && e->refused.reason[0] && e->wanted >= L->jobs) {
+        /* The server refused the others: the run goes on with these, and says so. */
+        L->refused = e->refused;
+        L->refused.opened = L->jobs = e->n;
+    } else if (e->n < L->jobs) {
         PyErr_Format(PyExc_ValueError,
                      "run_parallel: connections holds %d connections, the run needs %d", e->n,
                      L->jobs);

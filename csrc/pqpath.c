@@ -56,20 +56,26 @@ static int connect_slot(Loop *L, Slot *slot)
     return slot->conn ? 0 : -1;
 }
 
-/* Connect every slot at once (RAISES_NEG, as connect_slot), and make the session's text. */
+/* Connect every slot at once (RAISES_NEG, as connect_slot), and make the session's text. The
+ * connects the server refuses for its connection limit are left out while one is made: the
+ * run goes on with fewer slots (L->jobs), L->wanted and L->refused saying what it asked. */
 static int connect_slots(Loop *L)
 {
     const int n = L->jobs;
     PGconn **conns = calloc((size_t)n, sizeof(PGconn *));
     long *lock_timeouts = calloc((size_t)n, sizeof(long));
-    int rc = -1;
+    int rc = -1, opened;
     if (!conns || !lock_timeouts) {
         PyErr_NoMemory();
         goto exit;
     }
-    if (pgvc_connect_many(&L->opts, conns, lock_timeouts, n) < 0)
+    L->wanted = n;
+    if (pgvc_connect_many(&L->opts, conns, lock_timeouts, n, &L->refused) < 0)
         goto exit;
-    for (int s = 0; s < n; s++) {
+    /* Fewer when the server refused the others for its limit. */
+    opened = L->refused.opened < n ? L->refused.opened : n;
+    L->jobs = opened;
+    for (int s = 0; s < opened; s++) {
         L->slots[s].conn = conns[s];
         L->slots[s].user_lock_timeout = lock_timeouts[s];
     }
@@ -554,9 +560,11 @@ static int check_run_options(const Loop *L, int jobs, int retries, int short_ms,
         return -1;
     }
     if ((L->on_event != Py_None && !PyCallable_Check(L->on_event)) ||
-        (L->on_notice != Py_None && !PyCallable_Check(L->on_notice))) {
-        PyErr_SetString(PyExc_TypeError,
-                        "run_parallel: on_event and on_notice must be callable or None");
+        (L->on_notice != Py_None && !PyCallable_Check(L->on_notice)) ||
+        (L->on_refused != Py_None && !PyCallable_Check(L->on_refused))) {
+        PyErr_SetString(
+            PyExc_TypeError,
+            "run_parallel: on_event, on_notice and on_refused must be callable or None");
         return -1;
     }
     return 0;
@@ -564,7 +572,8 @@ static int check_run_options(const Loop *L, int jobs, int retries, int short_ms,
 
 /* RAISES_NEG. One connection per job (no more than there are tasks, one at least), each set
  * up, all connecting at once (or taken from `early`, connect_loop's); the first tells the
- * session's SQL. */
+ * session's SQL. Fewer when the server refused some for its connection limit, told to
+ * on_refused. */
 static int open_slots(Loop *L, int jobs, PyObject *early)
 {
     L->jobs = jobs > L->n ? (L->n ? (int)L->n : 1) : jobs;
@@ -574,7 +583,18 @@ static int open_slots(Loop *L, int jobs, PyObject *early)
     }
     for (int s = 0; s < L->jobs; s++)
         L->slots[s].task = -1;
-    return early != Py_None ? pgvc_early_take(early, L) : connect_slots(L);
+    if ((early != Py_None ? pgvc_early_take(early, L) : connect_slots(L)) < 0)
+        return -1;
+    if (L->jobs < L->wanted && L->on_refused != Py_None) {
+        /* The server refused some for its connection limit: on_refused(opened, wanted, why),
+         * why in the server's text, which need not be UTF-8. */
+        PyObject *r = PyObject_CallFunction(L->on_refused, "iiN", L->jobs, L->wanted,
+                                            pgvc_server_text(L->refused.reason));
+        if (!r)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
 }
 
 /* [(state, seconds, error or None)] of every task, in the order given. */
@@ -594,9 +614,8 @@ static PyObject *task_results(const Loop *L)
     return result;
 }
 
-PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
-{
-    static char *kwlist[] = {"conninfo",
+/* run_parallel's keywords, in the order of its arguments. */
+static char *run_kwlist[] = {"conninfo",
                              "statements",
                              "dependencies",
                              "priority",
@@ -610,7 +629,11 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
                              "lock_timeout_ms",
                              "last_lock_timeout_ms",
                              "connections",
+                             "on_refused",
                              NULL};
+
+PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
+{
     PyObject *conninfo, *stmts, *deps, *prio, *setup = Py_None, *session = Py_None,
                                               *guard = Py_None, *early = Py_None, *result = NULL;
     int jobs, retries = 10, short_ms = 200, last_ms = 10000;
@@ -619,17 +642,18 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
     L.st = L.opts.st = st;
     L.opts.notice = pgvc_loop_notice_receiver;
     L.opts.notice_arg = &L;
-    L.on_event = L.on_notice = Py_None;
+    L.on_event = L.on_notice = L.on_refused = Py_None;
     L.current_task = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOi|OOOOOiiiO:run_parallel", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOi|OOOOOiiiOO:run_parallel", run_kwlist,
                                      &conninfo, &stmts, &deps, &prio, &jobs, &setup, &L.on_event,
                                      &session, &guard, &L.on_notice, &retries, &short_ms, &last_ms,
-                                     &early))
+                                     &early, &L.on_refused))
         return NULL;
     if (check_run_options(&L, jobs, retries, short_ms, last_ms) < 0)
         return NULL;
     Py_INCREF(L.on_event);
     Py_INCREF(L.on_notice);
+    Py_INCREF(L.on_refused);
     L.retries = retries;
     L.short_ms = short_ms;
     L.last_ms = last_ms;
@@ -649,6 +673,7 @@ exit:
     }
     Py_XDECREF(L.on_event);
     Py_XDECREF(L.on_notice);
+    Py_XDECREF(L.on_refused);
     pgvc_loop_free(&L);
     return result;
 }

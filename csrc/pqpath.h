@@ -9,8 +9,8 @@
 
 /* _core.run_parallel(conninfo, statements, dependencies, priority, jobs, setup=None,
  *                    on_event=None, session=None, guard=None, on_notice=None, lock_retries=10,
- *                    lock_timeout_ms=200, last_lock_timeout_ms=10000)
- *                    connections=None)
+ *                    lock_timeout_ms=200, last_lock_timeout_ms=10000,
+ *                    connections=None, on_refused=None)
  *   -> list of (state, seconds, error). NULL on error.
  * Every argument is checked and copied before any Python code runs. conninfo: libpq keywords
  * (connect_timeout defaults to 10 s); session: settings applied with set_config after every
@@ -18,11 +18,16 @@
  * locks ACCESS EXCLUSIVE, retried with a short lock_timeout and named with its lock holders when
  * the last, bounded attempt fails; on_notice(i, severity, message) receives server notices;
  * connections: what connect_loop() returned for the same conninfo, session and setup, taken
- * over instead of connecting (at least as many as the run uses; the rest closed). */
+ * over instead of connecting (at least as many as the run uses; the rest closed). Connects the
+ * server refuses for its connection limit (SQLSTATE 53300) are left out while one is made: the
+ * run goes on with those, and on_refused(opened, wanted, server's message) is called once before
+ * any statement starts; any other failed connect, or a refusal of all, raises as before. */
 PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs);
 
 /* _core.connect_loop(conninfo, jobs, session=None, setup=None) -> capsule: `jobs` connections
- * made as run_parallel makes its own (pqearly.c), from any thread (the waits release the GIL),
+ * made as run_parallel makes its own (pqearly.c; fewer when the server refuses some for its
+ * connection limit, told by the run_parallel that takes them), from any thread (the waits
+ * release the GIL),
  * for run_parallel(..., connections=). Closed when the capsule goes, or by
  * _core.close_loop_connections(capsule) -> None unless run_parallel took them. */
 PyObject *pgvc_connect_loop(pgvc_state *st, PyObject *args, PyObject *kwargs);

@@ -47,11 +47,13 @@ typedef struct {
     int retries;
     Py_ssize_t n;
     Task *tasks;
-    int jobs;
+    int jobs; /* connections opened (slots in use) */
+    int wanted; /* connections the run asked for: more than jobs when the server refused some */
+    pgvc_refused refused; /* why, when it did */
     Slot *slots;
     pgvc_graph g;
     Py_ssize_t *heap, hlen; /* ready tasks, most urgent first */
-    PyObject *on_event, *on_notice;
+    PyObject *on_event, *on_notice, *on_refused;
     Notice *notices;
     Py_ssize_t nnotices, notices_cap;
     int notices_oom;
@@ -71,8 +73,10 @@ void pgvc_loop_free(Loop *L);
 /* ---- pqearly.c ------------------------------------------------------------------------------- */
 
 /* RAISES_NEG. The slots of L (L->jobs of them, allocated) take their connections from a capsule
- * of _core.connect_loop() (TypeError for anything else; ValueError when it holds fewer), which
- * closes the rest and holds none after; the session's SQL made from the first. */
+ * of _core.connect_loop() (TypeError for anything else; ValueError when it holds fewer, unless
+ * the server refused the others for its connection limit: then L->jobs becomes what it holds,
+ * and L->wanted and L->refused say so), which closes the rest and holds none after; the
+ * session's SQL made from the first. */
 int pgvc_early_take(PyObject *capsule, Loop *L);
 
 /* ---- pqpath_schedule.c ----------------------------------------------------------------------- */

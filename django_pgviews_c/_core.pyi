@@ -213,6 +213,7 @@ def run_parallel(
     lock_timeout_ms: int = 200,
     last_lock_timeout_ms: int = 10000,
     connections: _LoopConnections | None = None,
+    on_refused: Callable[[int, int, str], object] | None = None,
 ) -> list[tuple[_TaskState, float, _Error | None]]: ...
 
 @final

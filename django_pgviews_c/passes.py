@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from django_pgviews_c import _core
 from django_pgviews_c import view as pg
+from django_pgviews_c.dberrors import ensure_connected
 from django_pgviews_c.refresh import RefreshInterrupted
 
 if TYPE_CHECKING:
@@ -75,9 +76,12 @@ class EarlyConnections:
 
 def _early(using: str, jobs: int) -> EarlyConnections | None:
     """The loop's connections opened now, when the pass will run the loop on ``using`` (jobs
-    > 1, no transaction open: refresh_views refuses the loop inside one and says so)."""
+    > 1, no transaction open: refresh_views refuses the loop inside one and says so). Django's
+    own connection, which the check needs, is opened first: on a server short of connections the
+    loop's connects would otherwise take its place, and the loop runs with fewer instead."""
     if jobs <= 1 or connections[using].in_atomic_block:
         return None
+    ensure_connected(connections[using])
     return EarlyConnections(using, jobs)
 
 

@@ -63,36 +63,53 @@ class PendingResult:
     #: The rebuilds the pass set out to complete, and those whose new version it populated.
     selected: list[str] = field(default_factory=list)
     populated: list[str] = field(default_factory=list)
+    #: The databases (aliases) whose views may wait, in the order the pass goes through them, and
+    #: those whose waiting versions it read (and so selected).
+    databases: list[str] = field(default_factory=list)
+    reached: list[str] = field(default_factory=list)
 
 
 class PendingInterrupted(RefreshInterrupted):
     """SIGINT or SIGTERM while --pending populated or swapped in new versions. ``refreshed``
     were swapped in before it (committed); ``not_refreshed`` are still pending: their old
     version serves on, and of those, ``populated`` had their new version populated (committed,
-    kept for the next --pending). The running statement was cancelled and rolled back."""
+    kept for the next --pending). ``not_reached`` are the databases (aliases) whose waiting
+    versions the pass had not read yet: it did nothing there, and what waits there waits on.
+    The running statement was cancelled and rolled back."""
 
     def __init__(self, result: PendingResult, signum: int = signal.SIGINT) -> None:
         self.populated = [lb for lb in result.populated if lb not in result.swapped]
+        self.not_reached = [db for db in result.databases if db not in result.reached]
         waiting = [lb for lb in result.selected if lb not in result.swapped]
         super().__init__(result.swapped, waiting, signum)
 
     def summary(self) -> str:
-        text = f"interrupted by {signal.Signals(self.signum).name}: "
+        parts = []
         if len(self.not_refreshed) == 1:
-            text += (
+            parts.append(
                 f"the rebuild of {self.not_refreshed[0]} is still pending (the old version still "
                 "serves; refresh_pgviews --pending completes it)"
             )
         elif self.not_refreshed:
-            text += (
+            parts.append(
                 f"the rebuilds of {', '.join(self.not_refreshed)} are still pending (their old "
                 "versions still serve; refresh_pgviews --pending completes them)"
             )
-        else:
-            text += "no rebuild was left pending"
+        if self.not_reached:
+            # Their waiting versions were never read: none can be named, nor can it be said that
+            # none waits.
+            one = len(self.not_reached) == 1
+            parts.append(
+                f"database{'' if one else 's'} {', '.join(repr(db) for db in self.not_reached)} "
+                f"not reached: the deferred rebuilds waiting there, if any, are still pending "
+                f"(refresh_pgviews --pending completes them)"
+            )
         if self.populated:
             kept = ", ".join(self.populated)
-            text += f"; populated before the interrupt, kept for the next --pending: {kept}"
+            parts.append(f"populated before the interrupt, kept for the next --pending: {kept}")
+        text = f"interrupted by {signal.Signals(self.signum).name}: " + "; ".join(
+            parts or ["no rebuild was left pending"]
+        )
         if self.refreshed:
             return text + f"; swapped in before the interrupt: {', '.join(self.refreshed)}"
         return text + "; nothing was swapped in"
@@ -207,6 +224,7 @@ def complete_pending(
     known = {m._meta.label for _, chosen in groups.values() for m in chosen} | {
         m._meta.label for m in view_models()
     }
+    result.databases = list(groups)
     try:
         for conn, conn_models in groups.values():
             _complete_connection(conn, conn_models, known, wanted, result, using=using, verbosity=verbosity,
@@ -236,6 +254,7 @@ def _complete_connection(
         plan = Syncer(conn, conn_models, known).plan(cursor)
     todo, plain = _split_plain(conn_models, _todo(conn_models, plan["pending"], wanted, result))
     result.selected += [conn_models[i]._meta.label for i, *_ in todo + plain]
+    result.reached.append(conn.alias)
     if jobs > 1 and len(todo) > 1:
         ready = _populate_parallel(conn, conn_models, todo, jobs, result, progress)
     else:

@@ -495,10 +495,15 @@ def run_loop(
     with a guard (the relation a plain REFRESH locks) waits for its lock as guarded_refresh
     does. Server notices go to the package's logger under ``labels``. Returns (state, seconds,
     error) per statement. ``early``: the loop's connections opened beforehand
-    (_core.connect_loop), taken over instead of connecting. Call loop_ready() first."""
+    (_core.connect_loop), taken over instead of connecting. When the server refuses some
+    connections for its connection limit, the run goes on with those it made and says so (a
+    warning); any other connect error raises. Call loop_ready() first."""
 
     def on_notice(k: int, severity: str, message: str) -> None:
         _log_notice(labels[k] if k >= 0 else f"database {connection.alias!r}", severity, message)
+
+    def on_refused(opened: int, wanted: int, reason: str) -> None:
+        _warn_refused(connection.alias, jobs, opened, wanted, reason)
 
     retries, short_ms, last_ms = _lock_settings()
     outcome = _core.run_parallel(
@@ -516,8 +521,23 @@ def run_loop(
         lock_timeout_ms=short_ms,
         last_lock_timeout_ms=last_ms,
         connections=early,
+        on_refused=on_refused,
     )
     return list(outcome)
+
+
+def _warn_refused(alias: str, jobs: int, opened: int, wanted: int, reason: str) -> None:
+    """The server refused some of the loop's connections for its connection limit (max_connections,
+    the slots reserved, a role's or database's CONNECTION LIMIT): the run goes on with the others."""
+    logger.warning(
+        "--jobs %d: the server accepted %d of %d connections to database %r (%s); refreshing with %d",
+        jobs,
+        opened,
+        wanted,
+        alias,
+        reason.strip(),
+        opened,
+    )
 
 
 def _refresh_parallel(

@@ -5,6 +5,7 @@ pg_locks for a table lock this test holds."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 
 import pytest
 
+from django_pgviews_c import _core
 from tests import processes, psycopg_compat
 from tests.test_defer import DB, ROOT, defer_db, django, q  # noqa: F401 (defer_db is a fixture)
 
@@ -139,6 +141,19 @@ def test_the_message_names_what_was_populated_and_swapped_before_the_interrupt()
     ), text
 
 
+def test_a_pass_interrupted_before_it_read_a_database_does_not_say_nothing_waits():
+    from django_pgviews_c.pending import PendingInterrupted, PendingResult
+
+    # Interrupted while reading the first database's waiting versions: none was read anywhere.
+    result = PendingResult(databases=["default", "archive"])
+    text = PendingInterrupted(result, signal.SIGINT).summary()
+    assert text == (
+        "interrupted by SIGINT: databases 'default', 'archive' not reached: the deferred rebuilds "
+        "waiting there, if any, are still pending (refresh_pgviews --pending completes them); "
+        "nothing was swapped in"
+    ), text
+
+
 def test_a_refresher_stopped_by_a_second_signal_names_the_rebuild_left_pending(defer_db):  # noqa: F811
     from tests.test_refresher import Reader
 
@@ -163,3 +178,83 @@ def test_a_refresher_stopped_by_a_second_signal_names_the_rebuild_left_pending(d
                 proc.wait()
     assert PENDING_DETAIL in line and "nothing was swapped in" in line, line
     assert q("SELECT sum(value)::int FROM deferapp_totals") == [(60,)]
+
+
+# ---- a --pending pass that spans two databases ---------------------------------------------------
+
+ARCHIVE = "pgviews_c_defer_archive" + os.environ.get("PGVIEWS_DB_SUFFIX", "")
+ARCHIVE_WAITING = _core.derived_name("deferapp_archive_totals", "_pgvc_pending")
+
+
+def _archive_env(factor: int) -> dict[str, str]:
+    return processes.django_env("tests.deferproject.archive", DEFER_FACTOR=str(factor))
+
+
+def _archive_run(*args: str, factor: int) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [sys.executable, "-m", "django", *args], cwd=ROOT, env=_archive_env(factor),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+@pytest.fixture
+def two_databases():
+    """deferapp.Totals on the default database and deferapp.ArchiveTotals on "archive", each with
+    its rebuild deferred by a deploy (DEFER_FACTOR 2): a new version waits beside each."""
+    for name in (DB, ARCHIVE):
+        psycopg_compat.recreate_database(name)
+    try:
+        _archive_run("migrate", "--database", "archive", "--run-syncdb", "-v", "0", factor=1)
+        _archive_run("migrate", "--run-syncdb", "-v", "0", factor=1)
+        for name in (DB, ARCHIVE):
+            psycopg_compat.query(name, "INSERT INTO deferapp_reading (value) VALUES (10), (20), (30)")
+        _archive_run("refresh_pgviews", factor=1)
+        _archive_run("migrate", "-v", "0", factor=2)  # the deploy: both rebuilds wait
+        assert psycopg_compat.query(ARCHIVE, f"SELECT to_regclass('{ARCHIVE_WAITING}') IS NOT NULL") == [
+            (True,)
+        ]
+        yield
+    finally:
+        for name in (DB, ARCHIVE):
+            psycopg_compat.drop_database(name)
+
+
+def _interrupted_pending(dbname: str) -> tuple[str, str, int]:
+    """refresh_pgviews --pending, sent SIGINT while its REFRESH on ``dbname`` waits for a lock."""
+    with processes.table_locked(dbname, "deferapp_reading"):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "django", "refresh_pgviews", "--pending"],
+            cwd=ROOT, env=_archive_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        out, err = processes.interrupt(
+            proc, signal.SIGINT, lambda: processes.waiting_pid(dbname, "deferapp_reading")
+        )
+    return out, err, proc.returncode
+
+
+def test_an_interrupt_names_the_databases_the_pass_did_not_reach(two_databases):
+    # Interrupted on the default database: the archive's rebuild was never looked at. The message
+    # names that database rather than leaving it out, as if the default's rebuild were all.
+    out, err, returncode = _interrupted_pending(DB)
+    assert "Traceback" not in err and returncode == 128 + signal.SIGINT, (out, err)
+    assert PENDING_DETAIL in err, err
+    assert (
+        "database 'archive' not reached: the deferred rebuilds waiting there, if any, are still "
+        "pending (refresh_pgviews --pending completes them); nothing was swapped in"
+    ) in err, err
+    assert psycopg_compat.query(ARCHIVE, f"SELECT to_regclass('{ARCHIVE_WAITING}') IS NOT NULL") == [(True,)]
+    done = _archive_run("refresh_pgviews", "--pending", factor=2)
+    assert "deferapp.Totals" in done.stdout and "deferapp.ArchiveTotals" in done.stdout, done.stdout
+    assert psycopg_compat.query(ARCHIVE, "SELECT sum(value)::int FROM deferapp_archive_totals") == [(120,)]
+
+
+def test_an_interrupt_on_the_last_database_names_what_the_first_swapped_in(two_databases):
+    out, err, returncode = _interrupted_pending(ARCHIVE)
+    assert "Traceback" not in err and returncode == 128 + signal.SIGINT, (out, err)
+    assert (
+        "the rebuild of deferapp.ArchiveTotals is still pending (the old version still serves; "
+        "refresh_pgviews --pending completes it); swapped in before the interrupt: deferapp.Totals"
+    ) in err, err
+    assert "not reached" not in err, err
