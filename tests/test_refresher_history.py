@@ -64,11 +64,13 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def _refresher_backend() -> int:
-    """The refresher's server session: the one holding its advisory lock."""
+    """The refresher's Django connection: its one client session besides the one holding the
+    refresher's advisory lock (a connection of its own, refresherlock.py) and this query's."""
     found = psycopg_compat.query(
         DB,
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND pid NOT IN "
+        "(SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)",
     )
     assert len(found) == 1, found
     return int(found[0][0])
