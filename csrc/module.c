@@ -235,10 +235,11 @@ static PyMethodDef core_methods[] = {
     {"run_parallel", CF(run_parallel), KW,
      "run_parallel(conninfo, statements, dependencies, priority, jobs, setup=None, "
      "on_event=None, session=None, guard=None, on_notice=None, lock_retries=10, "
-     "lock_timeout_ms=200, last_lock_timeout_ms=10000, connections=None)\n--\n\nRun statements "
-     "over `jobs` "
-     "connections, each as soon as its dependencies succeeded, highest priority (None: longest "
-     "remaining chain) first. Returns (state, seconds, error) each."},
+     "lock_timeout_ms=200, last_lock_timeout_ms=10000, connections=None, on_refused=None)\n--\n\n"
+     "Run statements over `jobs` connections, each as soon as its dependencies succeeded, "
+     "highest priority (None: longest remaining chain) first; on_refused(opened, wanted, message) "
+     "when the server refused some for its connection limit. Returns (state, seconds, error) "
+     "each."},
     {"connect_loop", CF(connect_loop), KW,
      "connect_loop(conninfo, jobs, session=None, setup=None)\n--\n\n`jobs` connections made "
      "as run_parallel makes its own, from any thread, for run_parallel(..., connections=): "

@@ -50,6 +50,24 @@ static const char q_lock_holders[] =
     "           AND l.objsubid = 1))\n"
     "ORDER BY a.query_start NULLS LAST, a.pid\n";
 
+/* adopt.py: the relations of this database another session holds ACCESS EXCLUSIVE on (the only
+ * lock that blocks ACCESS SHARE), quoted. */
+static const char q_access_exclusive_relations[] =
+    "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) "
+    "FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_class c ON c.oid = l.relation "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'AccessExclusiveLock' "
+    "AND l.pid <> pg_catalog.pg_backend_pid() "
+    "AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d "
+    "WHERE d.datname = pg_catalog.current_database())";
+
+/* refresherlock.py: try the refresher's transaction-level advisory lock %s (bigint); the open
+ * transaction that holds it must outlive idle_in_transaction_session_timeout, lifted for this
+ * transaction only. */
+static const char q_refresher_lock_take[] =
+    "SELECT pg_catalog.set_config('idle_in_transaction_session_timeout', '0', true), "
+    "pg_catalog.pg_try_advisory_xact_lock(%s)";
+
 /* locks.py: the session's lock_timeout, deadlock_timeout and statement_timeout (ms). */
 static const char q_session_timeouts[] =
     "SELECT name::text, setting::bigint FROM pg_catalog.pg_settings WHERE name IN ('lock_timeout', "
@@ -395,6 +413,7 @@ typedef struct {
 } query_entry;
 
 static const query_entry queries[] = {
+    {"access_exclusive_relations", FIXED, q_access_exclusive_relations, NULL},
     {"capture", CAPTURE, NULL, NULL},
     {"capture_exact", CAPTURE_EXACT, NULL, NULL},
     {"clear_stats_snapshot", FIXED, q_clear_stats_snapshot, NULL},
@@ -433,6 +452,7 @@ static const query_entry queries[] = {
     {"lock_restore", FIXED, q_lock_restore, NULL},
     {"owner_privileges", FIXED, q_owner_privileges, NULL},
     {"owner_privileges_pg17", FIXED, q_owner_privileges_pg17, NULL},
+    {"refresher_lock_take", FIXED, q_refresher_lock_take, NULL},
     {"session_timeouts", FIXED, q_session_timeouts, NULL},
     {"status_sizes", FIXED, q_status_sizes, NULL},
     {"sync_sizes", FIXED, q_sync_sizes, NULL},

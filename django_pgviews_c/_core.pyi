@@ -14,6 +14,7 @@ DECL_FIELDS: Final[tuple[str, ...]]
 # hands it over.
 _Kind: TypeAlias = str
 QueryName: TypeAlias = Literal[
+    "access_exclusive_relations",
     "capture",
     "capture_exact",
     "clear_stats_snapshot",
@@ -52,6 +53,7 @@ QueryName: TypeAlias = Literal[
     "lock_restore",
     "owner_privileges",
     "owner_privileges_pg17",
+    "refresher_lock_take",
     "session_timeouts",
     "status_sizes",
     "sync_sizes",

@@ -13,11 +13,14 @@ from django.db import Error as DjangoDBError
 from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from django_pgviews_c import _core
 from django_pgviews_c.dberrors import connection_is_lost, diag, lost_connection_error
 from django_pgviews_c.failures import LOCK_NOT_AVAILABLE
-from django_pgviews_c.locks import QUIET_SECONDS, describe_holders, holders
+from django_pgviews_c.locks import QUIET_SECONDS, describe_holders, holders, session_timeouts
 
 __all__ = ["probe"]
+
+_ACCESS_EXCLUSIVE_SQL = _core.query_sql("access_exclusive_relations")
 
 
 def probe(
@@ -39,11 +42,7 @@ def probe(
     adopt: dict[int, bool] = {}
     with transaction.atomic(using=alias):
         # The session's own lock_timeout in ms (0: none), as the lock guard of a refresh reads it.
-        cursor.execute(
-            "SELECT (pg_catalog.date_part('epoch', pg_catalog.current_setting('lock_timeout')::interval)"
-            " * 1000)::bigint"
-        )
-        session = int(cursor.fetchone()[0])
+        session = session_timeouts(cursor)["lock_timeout"]
         for decl, statements, check in probes:
             found = _probe_one(connection, cursor, statements, check, session, say and partial(say, decl))
             if found is not None and found[0]:
@@ -101,14 +100,6 @@ WAIT_SLICE_MS = 1000
 def _holders(cursor: Any) -> str:
     """The sessions holding ACCESS EXCLUSIVE on a relation of this database (the only lock that
     blocks ACCESS SHARE), named as a swap's lock waits name them."""
-    cursor.execute(
-        "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) "
-        "FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_class c ON c.oid = l.relation "
-        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'AccessExclusiveLock' "
-        "AND l.pid <> pg_catalog.pg_backend_pid() "
-        "AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d "
-        "WHERE d.datname = pg_catalog.current_database())"
-    )
+    cursor.execute(_ACCESS_EXCLUSIVE_SQL)
     relations = [row[0] for row in cursor.fetchall()]
     return describe_holders(holders(cursor, relations)) if relations else "a session that has since let go"

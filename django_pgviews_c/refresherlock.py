@@ -21,17 +21,16 @@ from django.db import Error as DjangoDBError
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from django_pgviews_c import _core
+
 __all__ = ["REFRESHER_LOCK_KEY", "RefresherLock"]
 
 #: Key of the working refresher's advisory lock (advisory locks are per database).
 REFRESHER_LOCK_KEY = 0x7067766372667368  # "pgvcrfsh"
 
 # The open transaction must outlive idle_in_transaction_session_timeout, should the server or
-# the role set one: SET LOCAL lifts it for this transaction only.
-_TAKE_SQL = (
-    "SELECT pg_catalog.set_config('idle_in_transaction_session_timeout', '0', true), "
-    "pg_catalog.pg_try_advisory_xact_lock(%s)"
-)
+# the role set one: the query lifts it for this transaction only.
+_TAKE_SQL = _core.query_sql("refresher_lock_take")
 
 
 class RefresherLock:
@@ -67,13 +66,10 @@ class RefresherLock:
         connection was lost (the lock went with it)."""
         if self.connection is None:
             return False
-        try:
-            with self.connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
+        if self.connection.is_usable():  # a statement in the open transaction
             return True
-        except DjangoDBError:
-            self.release()
-            return False
+        self.release()
+        return False
 
     def release(self) -> None:
         """Let the lock go: the transaction ends with its connection."""
