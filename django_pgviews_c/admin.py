@@ -33,6 +33,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from django_pgviews_c.models import DatabaseView, RefreshRecord
+from django_pgviews_c.wording import plural
 
 if TYPE_CHECKING:
     # ModelAdmin is generic in django-stubs only: Django's own class takes no subscript.
@@ -381,9 +382,9 @@ class ViewsPageAdmin(_DatabaseViewAdmin):
             blocked.update(get_views_dependants([model]))
         fresh = sorted(label for label, why in skipped.items() if why == "fresh")
         if refreshed:
-            views = "view" if len(refreshed) == 1 else "views"
             messages.success(
-                request, f"Refreshed {len(refreshed)} stale materialized {views}: {', '.join(refreshed)}."
+                request,
+                f"Refreshed {plural(len(refreshed), 'stale materialized view')}: {', '.join(refreshed)}.",
             )
         elif not failed:
             messages.info(

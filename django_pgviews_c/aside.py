@@ -39,6 +39,7 @@ from django_pgviews_c.exceptions import (
     PlanError,
     ViewDefinitionError,
 )
+from django_pgviews_c.wording import plural
 
 logger = logging.getLogger("django_pgviews_c.sync_pgviews")
 
@@ -392,10 +393,6 @@ def _read(cursor: Any, touches: list[Touch], using: str) -> list[Recorded]:
     return found
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def _non_atomic(plan: list[tuple[Any, bool]]) -> tuple[Any, str] | None:
     """The first migration that runs outside a transaction. An operation's own ``atomic=False``
     (RunPython) matters only there: in an atomic migration Django runs every operation inside
@@ -545,7 +542,7 @@ def set_views_aside(
     _say(
         stdout,
         verbosity,
-        f"  Set aside {_plural(len(found), 'view')} that read what the migrations change "
+        f"  Set aside {plural(len(found), 'view')} that read what the migrations change "
         f"({time.perf_counter() - started:.2f}s): {', '.join(labels)}",
     )
     return labels
@@ -627,7 +624,7 @@ def _sync_with_views_aside(
     _say(
         stdout,
         verbosity if managed else 0,
-        f"  Re-created {_plural(len(managed), 'view')} set aside for the migrations "
+        f"  Re-created {plural(len(managed), 'view')} set aside for the migrations "
         f"({time.perf_counter() - started:.2f}s): {', '.join(r.what for r in managed)}",
     )
     with connection.cursor() as cursor:
@@ -637,7 +634,7 @@ def _sync_with_views_aside(
             _say(
                 stdout,
                 verbosity,
-                f"  Restored {_plural(len(early) + len(late), 'view')} django-pgviews-c does not "
+                f"  Restored {plural(len(early) + len(late), 'view')} django-pgviews-c does not "
                 f"manage: {', '.join(r.what for r in early + late)}",
             )
         now = {(s, n): (k, p, c) for s, n, k, p, c in _relations(cursor, managed)}
@@ -691,6 +688,6 @@ def _repopulate(
         _say(
             stdout,
             verbosity,
-            f"  Re-populated {_plural(len(empty), 'materialized view')} that held data before "
+            f"  Re-populated {plural(len(empty), 'materialized view')} that held data before "
             f"({time.perf_counter() - started:.2f}s): {', '.join(r.what for r in empty)}",
         )

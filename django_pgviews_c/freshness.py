@@ -32,6 +32,7 @@ from django.utils import timezone
 from django_pgviews_c import _core
 from django_pgviews_c import view as pg
 from django_pgviews_c.dberrors import execute_script
+from django_pgviews_c.wording import plural
 
 _CLOSURE_SQL = _core.freshness_sql()
 _CLOSURE_EXACT_SQL = _core.freshness_sql(exact=True)
@@ -426,7 +427,7 @@ def run_refresh_command(stdout: Any, options: dict[str, Any]) -> bool:
                 stdout.write(f"refreshed {label}")
             _write_reasons(stdout, "skipped", _plain_named(labels))
             n = result.count
-            stdout.write(f"refreshed {n} materialized view{_s(n)} in {result.wall:.2f}s")
+            stdout.write(f"refreshed {plural(n, 'materialized view')} in {result.wall:.2f}s")
     else:
         _refresh_pass(stdout, models, bool(due), verbosity, common)
     return True
@@ -455,11 +456,6 @@ def _write_reasons(stdout: Any, word: str, reasons: dict[str, str]) -> None:
     """One line per view: the word in a column of 9, the label, why."""
     for label, why in reasons.items():
         stdout.write(f"{word:<9} {label}: {why}")
-
-
-def _s(count: int) -> str:
-    """The plural's ending for ``count`` views ("1 materialized view", "2 materialized views")."""
-    return "" if count == 1 else "s"
 
 
 def _complete_pending(stdout: Any, models: list[Any] | None, verbosity: int, common: dict[str, Any]) -> None:
@@ -498,7 +494,7 @@ def _refresh_pass(
         _write_reasons(stdout, "skipped", passed.skipped)
         _write_reasons(stdout, "failed", passed.failed)
         stdout.write(
-            f"refreshed {len(passed.refreshed)} materialized view{_s(len(passed.refreshed))} "
+            f"refreshed {plural(len(passed.refreshed), 'materialized view')} "
             f"in {passed.wall:.2f}s, "
             f"skipped {len(passed.skipped)}"
         )

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand
 from django_pgviews_c.clear import Doomed, clear_views
 from django_pgviews_c.exact import TRIGGER
 from django_pgviews_c.management.base import add_database_argument, check_database, pgviews_errors
+from django_pgviews_c.wording import plural
 
 logger = logging.getLogger("django_pgviews_c.sync_pgviews")
 
@@ -65,12 +66,12 @@ class Command(BaseCommand):
         if dropped is None:
             self.stdout.write("Clear cancelled.")
         elif verbosity >= 1:
-            self.stdout.write(f"dropped {len(dropped)} views of database {database!r}")
+            self.stdout.write(f"dropped {plural(len(dropped), 'view')} of database {database!r}")
 
     def _confirm(self, alias: str, drop: list[Doomed]) -> bool:
         listing = "\n".join(f"  {d.describe()}" for d in drop)
         answer = input(
-            f"You have requested to drop {len(drop)} views of database {alias!r}:\n{listing}\n"
+            f"You have requested to drop {plural(len(drop), 'view')} of database {alias!r}:\n{listing}\n"
             "Are you sure you want to do this?\n\n    Type 'yes' to continue, or 'no' to cancel: "
         )
         return answer.strip() == "yes"

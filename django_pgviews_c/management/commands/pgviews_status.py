@@ -14,6 +14,7 @@ from django_pgviews_c.management.base import (
     views_elsewhere,
 )
 from django_pgviews_c.status import UNBUILDABLE_STATE, ViewState, view_status
+from django_pgviews_c.wording import plural
 
 
 class Command(BaseCommand):
@@ -71,7 +72,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"{'':<{width}}  {status_line(fresh[r.label])}")
         out_of_sync = [r for r in rows if r.state != "in sync"]
         if options["verbosity"] >= 1:
-            self.stdout.write(f"{_n(len(rows), 'view', 'views')}, {len(out_of_sync)} not in sync")
+            self.stdout.write(f"{plural(len(rows), 'view', 'views')}, {len(out_of_sync)} not in sync")
         elsewhere = None if rows else views_elsewhere(alias)
         if elsewhere:
             self.stderr.write(f"warning: {elsewhere}")
@@ -94,29 +95,30 @@ def _check_failure(out_of_sync: list[ViewState], alias: str, unmigrated: bool) -
     parts = []
     if others and unmigrated:
         parts.append(
-            f"{_n(len(others), 'view is', 'views are')} not in sync and "
+            f"{plural(len(others), 'view is', 'views are')} not in sync and "
             f"{history.missing_history(alias, stale=False)}: "
             f"run {history.migrate_command(alias)}, which creates the table and syncs the views "
             f"({', '.join(others)})"
         )
     elif others:
         parts.append(
-            f"{_n(len(others), 'view is', 'views are')} not in sync: run sync_pgviews ({', '.join(others)})"
+            f"{plural(len(others), 'view is', 'views are')} not in sync: "
+            f"run sync_pgviews ({', '.join(others)})"
         )
     if orphans:
         parts.append(
-            f"{_n(len(orphans), 'orphaned object is', 'orphaned objects are')} not in sync (no view "
+            f"{plural(len(orphans), 'orphaned object is', 'orphaned objects are')} not in sync (no view "
             f"declares {'it' if len(orphans) == 1 else 'them'}): run "
             f"sync_pgviews --prune ({', '.join(orphans)})"
         )
     if pending:
         parts.append(
-            f"{_n(len(pending), 'view waits for its', 'views wait for their')} deferred rebuild: "
+            f"{plural(len(pending), 'view waits for its', 'views wait for their')} deferred rebuild: "
             f"run refresh_pgviews --pending ({', '.join(pending)})"
         )
     if columns:
         parts.append(
-            f"{_n(len(columns), 'view is not in sync with its', 'views are not in sync with their')} "
+            f"{plural(len(columns), 'view is not in sync with its', 'views are not in sync with their')} "
             "fields (a field reads a column the view's SQL does not produce): add the column to the "
             "SQL or fix the field; "
             f"sync_pgviews does not change this ({', '.join(columns)})"
@@ -124,17 +126,12 @@ def _check_failure(out_of_sync: list[ViewState], alias: str, unmigrated: bool) -
     if refused:
         its, it = ("its", "it") if len(refused) == 1 else ("their", "them")
         parts.append(
-            f"{_n(len(refused), 'view works', 'views work')} in the database but {its} declared SQL "
+            f"{plural(len(refused), 'view works', 'views work')} in the database but {its} declared SQL "
             f"no longer builds (a column or table renamed under {it}): update {its} sql, or a fresh "
             f"database and {its} next rebuild fail; sync_pgviews does not change this "
             f"({', '.join(refused)})"
         )
     return "; ".join(parts)
-
-
-def _n(count: int, one: str, many: str) -> str:
-    """``count`` and the words that go with it: ``one`` for 1 ("1 view is"), else ``many``."""
-    return f"{count} {one if count == 1 else many}"
 
 
 def _num(value: int | None) -> str:

@@ -14,6 +14,7 @@ from django_pgviews_c.management.base import (
     views_elsewhere,
 )
 from django_pgviews_c.refresh import RefreshInterrupted, refresh_views
+from django_pgviews_c.wording import plural
 
 
 class Command(BaseCommand):
@@ -78,7 +79,7 @@ class Command(BaseCommand):
             raise
         if verbosity >= 1:
             n = result.count
-            self.stdout.write(f"refreshed {n} materialized view{'' if n == 1 else 's'} in {result.wall:.2f}s")
+            self.stdout.write(f"refreshed {plural(n, 'materialized view')} in {result.wall:.2f}s")
         elsewhere = views_elsewhere(options["database"], materialized=True) if result.count == 0 else None
         if elsewhere:
             self.stderr.write(f"warning: {elsewhere}")

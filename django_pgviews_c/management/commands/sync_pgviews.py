@@ -14,6 +14,7 @@ from django_pgviews_c.management.base import (
     views_elsewhere,
 )
 from django_pgviews_c.sync import SyncResult, sync_pgviews
+from django_pgviews_c.wording import plural
 
 
 class Command(BaseCommand):
@@ -119,7 +120,7 @@ class Command(BaseCommand):
             if verbosity >= 1:
                 changed = result.changed
                 self.stdout.write(
-                    f"{len(result.statuses)} views on {result.using!r}: {len(changed)} changed, "
+                    f"{plural(len(result.statuses), 'view')} on {result.using!r}: {len(changed)} changed, "
                     f"{len(result.statuses) - len(changed)} unchanged ({result.seconds:.2f}s)"
                 )
         if not results:
@@ -145,8 +146,7 @@ class Command(BaseCommand):
             else:
                 self._print_triggers(result)
                 self.stdout.write(
-                    f"{result.using}: no view changes, {triggers} triggers of the exact mode change "
-                    f"(read only: nothing was run)"
+                    f"{result.using}: no view changes, {_triggers(triggers)} (read only: nothing was run)"
                 )
             return
         changed = result.changed
@@ -161,9 +161,10 @@ class Command(BaseCommand):
             else "rehearsed in a transaction that was rolled back: the sync would FAIL, as follows"
         )
         self.stdout.write(
-            f"{result.using}: {len(changed)} of {len(result.statuses)} views change, "
-            f"{len(result.actions)} actions, {_size(rebuilt_bytes)} of materialized views to rebuild"
-            + (f", {triggers} triggers of the exact mode change" if triggers else "")
+            f"{result.using}: {len(changed)} of {plural(len(result.statuses), 'view')} "
+            f"{'changes' if len(changed) == 1 else 'change'}, {plural(len(result.actions), 'action')}, "
+            f"{_size(rebuilt_bytes)} of materialized views to rebuild"
+            + (f", {_triggers(triggers)}" if triggers else "")
             + f"; {outcome}"
         )
 
@@ -237,3 +238,8 @@ def _size(value: int) -> str:
             return f"{amount:.0f} {unit}"
         amount /= 1024
     return f"{amount:.0f} TB"
+
+
+def _triggers(count: int) -> str:
+    """How many triggers of the exact mode the sync changes."""
+    return plural(count, "trigger of the exact mode changes", "triggers of the exact mode change")
