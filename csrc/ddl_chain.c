@@ -132,6 +132,7 @@ int pgvc_ddl_chain_build(Plan *P)
                            "    JOIN pg_catalog.pg_class c ON c.oid = w.ev_class\n"
                            "    WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass\n"
                            "      AND c.relnamespace = '" PGVC_BUILD_SCHEMA "'::regnamespace\n"
+                           "      AND d.refclassid = 'pg_catalog.pg_class'::regclass\n"
                            "      AND d.refobjid = ANY('{");
     for (Py_ssize_t i = 0; i < P->nd; i++) {
         if (!P->decls[i].chain || P->decls[i].node < 0)

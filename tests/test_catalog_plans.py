@@ -12,6 +12,7 @@ planner that reads a whole catalog does so because the query asks it to."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -160,3 +161,31 @@ def test_the_sync_catalog_query_reads_indexes_and_triggers_by_index_among_many_t
         sql = sql.replace(f"%({name})s", value)
     sizeable = tuple(c for c in _TABLE_SIZED if c != "pg_class")
     assert _catalog_scans("EXPLAIN (FORMAT JSON) " + sql.replace("%%", "%"), sizeable) == []
+
+
+def test_the_chain_check_reads_pg_depend_by_referenced_object_among_many_tables(crowd, transactional_db):
+    """The check that no new version of a chain reads an old object (ddl_chain.c) looks the old
+    objects' dependants up in pg_depend by (refclassid, refobjid): oids are unique per catalog
+    only, so a reference to a row of another catalog with an old view's oid is not one to it, and
+    without its class the lookup cannot use pg_depend's index on referenced objects."""
+    vs = ViewSet()
+    execute("CREATE TABLE cq_src (id int PRIMARY KEY, v int)")
+    try:
+        vs.view("CqA", "SELECT id, v FROM cq_src")
+        vs.view("CqM", "SELECT id, v FROM t_cqa", materialized=True, dependencies=("viewtest.CqA",))
+        vs.sync()
+        vs.view("CqA", "SELECT id, v * 10 AS v FROM cq_src")
+        check = [a.sql for a in vs.sync().actions if a.op == "chain_check"]
+        assert len(check) == 1
+        query = re.search(r"IF EXISTS \((SELECT .*\))\) THEN", check[0], re.S)
+        assert query is not None, check[0]
+        assert "d.refclassid = 'pg_catalog.pg_class'::regclass" in query[1]
+        execute("CREATE SCHEMA _pgviews_c_build")
+        try:
+            assert _catalog_scans("EXPLAIN (FORMAT JSON) " + query[1], _TABLE_SIZED) == []
+        finally:
+            execute("DROP SCHEMA _pgviews_c_build")
+    finally:
+        execute("DROP MATERIALIZED VIEW IF EXISTS t_cqm")
+        execute("DROP VIEW IF EXISTS t_cqa")
+        execute("DROP TABLE cq_src")
