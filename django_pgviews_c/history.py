@@ -145,11 +145,11 @@ def missing_failures(alias: str) -> int:
 
 
 def _hint(exc: BaseException, connection: BaseDatabaseWrapper) -> str:
-    """The advice a failed read or write of the history adds to its warning; a failure on the
-    missing table is counted (missing_failures)."""
+    """The advice a failed read or write of the history adds to its warning, in the words of
+    migrate_command(); a failure on the missing table is counted (missing_failures)."""
     if diag(exc)["sqlstate"] == "42P01":  # undefined_table
         _missing_failures[connection.alias] = missing_failures(connection.alias) + 1
-        return f" (run: manage.py migrate django_pgviews_c --database {connection.alias})"
+        return f" (run {migrate_command(connection.alias)})"
     return ""
 
 

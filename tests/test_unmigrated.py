@@ -25,7 +25,7 @@ def test_the_missing_history_is_said_once_per_command(defer_db):  # noqa: F811
         done = django(*args)
         assert done.returncode == 0, done.stderr
         assert done.stderr.count(WARNING) == 1, (args, done.stderr)
-        assert "manage.py migrate django_pgviews_c" in done.stderr, done.stderr
+        assert "(run manage.py migrate)" in done.stderr, done.stderr
 
 
 def test_check_advises_migrate_where_the_apps_migrations_are_not_applied(defer_db):  # noqa: F811
@@ -130,3 +130,40 @@ def test_the_refresher_waits_for_migrate_instead_of_refreshing_every_pass():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_refreshes_on_another_database_advise_the_same_migrate():
+    """refresh_pgviews --database and Model.refresh(using=...) on a database where the app's
+    migrations are not applied warn that the history was not read or written, with the one
+    advice every command gives (history.migrate_command): the database named, no app label."""
+    from tests import processes, psycopg_compat
+
+    suffix = os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_hint"
+    db = "pgviews_c_weather" + suffix
+
+    def run(*args: str):
+        return processes.django(*args, suffix=suffix)
+
+    psycopg_compat.recreate_database(db)
+    try:
+        done = run("migrate", "--run-syncdb", "--database", "weather_db", "-v", "0")
+        assert done.returncode == 0, done.stderr
+        done = run("migrate", "django_pgviews_c", "zero", "--database", "weather_db", "-v", "0")
+        assert done.returncode == 0, done.stderr
+        advice = "(run manage.py migrate --database weather_db)"
+        done = run("refresh_pgviews", "--database", "weather_db")
+        assert done.returncode == 0, done.stderr
+        assert "refreshed 1 materialized view" in done.stdout, done.stdout
+        assert "not recorded in their history (django_pgviews_c_refresh)" in done.stderr, done.stderr
+        assert advice in done.stderr, done.stderr
+        code = (
+            "from tests.multidbtest.models import MonthlyObservation as M; "
+            "M.refresh(using='weather_db'); print('refreshed')"
+        )
+        done = run("shell", "-c", code)
+        assert done.returncode == 0 and "refreshed" in done.stdout, done.stderr
+        assert "not recorded in its history (django_pgviews_c_refresh)" in done.stderr, done.stderr
+        assert advice in done.stderr, done.stderr
+        assert "migrate django_pgviews_c" not in done.stderr, done.stderr
+    finally:
+        psycopg_compat.drop_database(db)
