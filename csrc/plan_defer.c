@@ -131,6 +131,13 @@ void pgvc_defer_classify(Plan *P, Decl *d)
             leave(d);
         return;
     }
+    /* A rebuild that waits for a view that no longer defers (the setting or defer_rebuild
+     * turned off since): the sync does it now, and its waiting version goes (pgvc_defer_settle).
+     * Until then it waits; refresh_pgviews --pending completes it, whatever the setting says. */
+    if (!d->defer && d->pending >= 0 && d->action == A_BESIDE && pending_current(P, d))
+        d->reason = "definition changed; its rebuild waited beside it, but the view no longer "
+                    "defers (defer_rebuild, PGVIEWS_DEFER_REBUILD): rebuilt now, and its waiting "
+                    "version dropped";
     /* Only a rebuild beside the old object (the same kind, ours, populated, its definition
      * changed) is deferred: a missing view is created, an empty one has nothing to serve, a
      * plain view is replaced in place. */

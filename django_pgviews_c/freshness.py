@@ -476,7 +476,7 @@ def _complete_pending(stdout: Any, models: list[Any] | None, verbosity: int, com
                 "nothing pending: no deferred rebuild waits (a sync that changes a view with "
                 "defer_rebuild, or PGVIEWS_DEFER_REBUILD, makes one; pgviews_status shows each view)"
             )
-        stdout.write(f"completed {len(done.swapped)} pending rebuilds in {done.wall:.2f}s")
+        stdout.write(f"completed {plural(len(done.swapped), 'pending rebuild')} in {done.wall:.2f}s")
     if done.failed:
         raise RefreshError(done.failed, [])
 

@@ -204,8 +204,11 @@ def _pass(
 
     started = _time.perf_counter()
     # A deferred rebuild waiting beside its old version is due: completed first, so the pass
-    # judges the new version (its refresh is recorded) and what reads it.
-    pending = complete_pending(using, models=models, progress=run["progress"], raise_errors=False, jobs=jobs)
+    # judges the new version (its refresh is recorded) and what reads it. Where no view defers
+    # now, no catalog query: one left waiting by a deferral turned off since is for --pending.
+    pending = complete_pending(
+        using, models=models, progress=run["progress"], raise_errors=False, jobs=jobs, deferring_only=True
+    )
     result = PassResult(refreshed=list(pending.swapped), failed=dict(pending.failed))
     try:
         _check_and_refresh(result, using, due=due, models=models, jobs=jobs, stop=stop, run=run)

@@ -138,18 +138,21 @@ class PendingSwap(Syncer):
 
 
 def _by_connection(
-    using: str, models: Iterable[type[pg.View]] | None
+    using: str, models: Iterable[type[pg.View]] | None, *, deferring_only: bool = False
 ) -> dict[str, tuple[BaseDatabaseWrapper, list[type[pg.View]]]]:
     """The views of each connection ``using`` routes to, as sync_pgviews groups them (every
     declared view of that connection: the swap re-creates dependants it reads). Models given
-    that the project's registry does not hold (declared elsewhere) are grouped with them."""
+    that the project's registry does not hold (declared elsewhere) are grouped with them.
+    Whether a view defers now does not matter: a rebuild deferred before the setting (or the
+    view's defer_rebuild) was turned off still waits. ``deferring_only`` (the passes of --due,
+    --stale, the refresher: no catalog query where nothing defers) keeps only the connections
+    where a view defers its rebuilds now."""
     found: dict[str, tuple[BaseDatabaseWrapper, list[type[pg.View]]]] = {}
     registry = view_models()
     candidates = registry + [m for m in models or () if m not in registry]
-    if not setting("PGVIEWS_DEFER_REBUILD", False) and not any(
-        getattr(m, "defer_rebuild", None) for m in candidates
-    ):
-        return found  # no view defers its rebuilds: nothing can wait (and nothing is routed)
+    can_wait = defers if deferring_only else (lambda m: issubclass(m, pg.MaterializedView))
+    if not any(can_wait(m) for m in candidates):
+        return found  # nothing can wait (and nothing is routed)
     for model in candidates:
         conn = model.get_view_connection(using=using, restricted_mode=True)
         if conn is not None:
@@ -159,7 +162,7 @@ def _by_connection(
     return {
         alias: (conn, chosen)
         for alias, (conn, chosen) in found.items()
-        if any(defers(m) for m in chosen) and (wanted is None or any(m in wanted for m in chosen))
+        if any(can_wait(m) for m in chosen) and (wanted is None or any(m in wanted for m in chosen))
     }
 
 
@@ -167,8 +170,8 @@ def pending_models(
     using: str = DEFAULT_DB_ALIAS, models: Iterable[type[pg.View]] | None = None
 ) -> list[type[pg.View]]:
     """The views of ``using`` whose new version waits beside them, those waiting along with a
-    deferred rebuild included (one catalog query per connection; none when no view defers its
-    rebuilds)."""
+    deferred rebuild included (one catalog query per connection; none when no view is
+    materialized)."""
     out = []
     for conn, conn_models in _by_connection(using, models).values():
         ensure_connected(conn)
@@ -207,6 +210,7 @@ def complete_pending(
     progress: Callable[[str], None] | None = None,
     raise_errors: bool = True,
     jobs: int = 1,
+    deferring_only: bool = False,
 ) -> PendingResult:
     """Populate every pending version of ``using`` (among ``models``, default all) and swap it
     in. With ``jobs`` > 1 the versions are populated at once over that many connections of the
@@ -216,11 +220,13 @@ def complete_pending(
     LockNotAvailableError naming the holder (the REFRESHed new version stays beside the old
     one, for the next try), recorded as a failure in the view's history; with
     ``raise_errors=False`` (the --due pass, the refresher) it is reported in ``result.failed``
-    instead. After the swap, ``view_synced`` is sent for each view it changed."""
+    instead. After the swap, ``view_synced`` is sent for each view it changed. A rebuild that
+    waits is completed whether or not its view defers now; ``deferring_only`` looks only on the
+    connections where a view defers (a pass's shortcut: none there, no catalog query)."""
     started = time.perf_counter()
     result = PendingResult()
     wanted = set(models) if models is not None else None
-    groups = _by_connection(using, models)
+    groups = _by_connection(using, models, deferring_only=deferring_only)
     known = {m._meta.label for _, chosen in groups.values() for m in chosen} | {
         m._meta.label for m in view_models()
     }

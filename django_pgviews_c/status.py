@@ -81,6 +81,7 @@ def view_status(using: str = DEFAULT_DB_ALIAS, *, check_builds: bool = False) ->
                 )
             )
     _not_built_yet(using, [v for v in out if v.state == PENDING_STATE])
+    _no_longer_deferred(using, [v for v in out if v.state == "changed" and v.kind == "mat"])
     _pending_ages(using, [v for v in out if v.state == PENDING_STATE])
     existing = [v for v in out if v.state != "missing"]
     if existing:
@@ -135,6 +136,27 @@ def _not_built_yet(using: str, pending: list[ViewState]) -> None:
     for v in pending:
         if v.label not in there:
             v.state, v.detail = "changed", NOT_BUILT_YET
+
+
+#: What a view whose rebuild still waits, though it no longer defers, is told.
+NO_LONGER_DEFERRED = (
+    "its rebuild waits beside it, but the view no longer defers (defer_rebuild, "
+    "PGVIEWS_DEFER_REBUILD): refresh_pgviews --pending swaps it in, or the next sync_pgviews "
+    "(or migrate) rebuilds it in place and drops the waiting version"
+)
+
+
+def _no_longer_deferred(using: str, changed: list[ViewState]) -> None:
+    """A changed view whose waiting version is there and matches the code still waits, whatever
+    the setting says now: --pending completes it."""
+    if not changed:
+        return
+    from django_pgviews_c.pending import current_waiting
+
+    there = current_waiting(using)
+    for v in changed:
+        if v.label in there:
+            v.state, v.detail = PENDING_STATE, NO_LONGER_DEFERRED
 
 
 def _pending_ages(using: str, pending: list[ViewState]) -> None:

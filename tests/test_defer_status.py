@@ -52,3 +52,53 @@ def test_status_says_what_brings_a_deferred_rebuild_on_at_each_step(defer_db):  
     assert done.returncode == 0 and "swapped in the rebuilt deferapp.Totals" in done.stdout, done
     assert _totals(2)["state"] == "in sync"
     assert q("SELECT sum(value)::int FROM deferapp_totals") == [(120,)]
+
+
+#: tests/deferproject with PGVIEWS_DEFER_REBUILD turned off again.
+NODEFER = ("--settings", "tests.deferproject.nodefer")
+WAITING = "SELECT count(*)::int FROM pg_class WHERE relname LIKE '%%pgvc_pending%%' AND relkind = 'm'"
+
+
+def _wait_then_turn_deferral_off() -> None:
+    """The deploy defers Totals' rebuild; then the setting is turned off while it waits."""
+    assert django("sync_pgviews", "-v", "0", factor=2).returncode == 0
+    assert q(WAITING) == [(1,)]
+    assert q("SELECT sum(value)::int FROM deferapp_totals") == [(60,)]
+
+
+def test_a_rebuild_that_waits_is_pending_after_deferral_is_turned_off(defer_db):  # noqa: F811
+    _wait_then_turn_deferral_off()
+    done = django("pgviews_status", "--json", *NODEFER, factor=2)
+    assert done.returncode == 0, done.stderr
+    row = {r["label"]: r for r in json.loads(done.stdout)}["deferapp.Totals"]
+    assert row["state"] == "pending rebuild", row
+    assert "no longer defers" in row["detail"] and "refresh_pgviews --pending swaps it in" in row["detail"], (
+        row
+    )
+    done = django("pgviews_status", "--check", *NODEFER, factor=2)
+    assert done.returncode == 1 and "run refresh_pgviews --pending (deferapp.Totals)" in done.stderr, done
+    # --pending completes it, whatever the setting says now.
+    done = django("refresh_pgviews", "--pending", *NODEFER, factor=2)
+    assert done.returncode == 0, done.stderr
+    assert "swapped in the rebuilt deferapp.Totals" in done.stdout, done.stdout
+    assert "completed 1 pending rebuild in" in done.stdout, done.stdout
+    assert q("SELECT sum(value)::int FROM deferapp_totals") == [(120,)]
+    assert q("SELECT total FROM deferapp_report") == [(120,)]
+    assert q(WAITING) == [(0,)]
+    done = django("pgviews_status", "--check", *NODEFER, factor=2)
+    assert done.returncode == 0, done
+
+
+def test_a_sync_without_deferral_rebuilds_in_place_and_drops_the_waiting_version(defer_db):  # noqa: F811
+    _wait_then_turn_deferral_off()
+    done = django("sync_pgviews", "-v", "2", *NODEFER, factor=2)
+    assert done.returncode == 0, done.stderr
+    assert "rebuilt now, and its waiting version dropped" in done.stdout, done.stdout
+    assert q("SELECT sum(value)::int FROM deferapp_totals") == [(120,)]
+    assert q("SELECT total FROM deferapp_report") == [(120,)]
+    assert q("SELECT relispopulated FROM pg_class WHERE relname = 'deferapp_totals'") == [(True,)]
+    assert q(WAITING) == [(0,)]  # no orphan left beside it
+    done = django("pgviews_status", "--check", *NODEFER, factor=2)
+    assert done.returncode == 0, done
+    done = django("refresh_pgviews", "--pending", *NODEFER, factor=2)
+    assert done.returncode == 0 and "completed 0 pending rebuilds" in done.stdout, done
