@@ -27,6 +27,7 @@ from django.db import migrations
 from django_pgviews_c import _core
 from django_pgviews_c import view as pg
 from django_pgviews_c.exceptions import PlanError
+from django_pgviews_c.history import migrate_command
 
 TRIGGER = "pgviews_c_exact"
 _STATE_SQL = _core.query_sql("exact_state")
@@ -91,14 +92,14 @@ def sync_exact(cursor: Any, models: Sequence[type[pg.View]]) -> ExactChanges:
 
 def _checked(cursor: Any, models: Sequence[type[pg.View]]) -> tuple[ExactChanges, Any, bool]:
     """(what to create and drop, the counter table's schema, whether the function exists), after
-    the checks that the current role may do it."""
+    the checks that the current role may do it. ``cursor``: Django's, of the database synced."""
     head, create, drop = _state(cursor, models)
     counter_schema, has_function, role = head[1], head[3], head[7]
     changes = ExactChanges([r[1] for r in create], [r[1] for r in drop], [r[0] for r in drop])
     if create and counter_schema is None:
         raise PlanError(
             f"{', '.join(_labels(models))}: exact staleness needs the table django_pgviews_c_exact: "
-            f"run manage.py migrate django_pgviews_c. Nothing was changed."
+            f"run {migrate_command(cursor.db.alias)}. Nothing was changed."
         )
     refused = [r for r in create if not r[6]]
     if refused:

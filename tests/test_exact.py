@@ -343,3 +343,24 @@ def test_the_plan_lists_the_triggers_it_would_create_and_drop_without_doing_it(t
     assert len(triggers("ex_a")) == len(triggers("ex_b")) == 1  # shown, not done
     assert sorted(tables.sync().exact.dropped) == ["ex_a", "ex_b"]
     assert "nothing to do" in _plan_command(tables, monkeypatch)
+
+
+def test_a_database_without_the_counter_table_gets_the_migrate_advice_and_keeps_everything(tables):
+    """Where the app's migrations that create the counter table are not applied, the sync of an
+    exact view says to run migrate (as every other message about the app's tables does) and
+    changes nothing."""
+    declare(tables)
+    execute("ALTER TABLE django_pgviews_c_exact RENAME TO pgvc_exact_aside")
+    try:
+        with pytest.raises(PlanError) as raised:
+            tables.sync()
+    finally:
+        execute("ALTER TABLE pgvc_exact_aside RENAME TO django_pgviews_c_exact")
+    assert (
+        "exact staleness needs the table django_pgviews_c_exact: run manage.py migrate. Nothing was changed."
+        in (str(raised.value))
+    ), raised.value
+    assert catalog_rows("SELECT to_regclass('t_exsum') IS NULL, to_regclass('t_explain') IS NULL") == [
+        (True, True)
+    ]
+    assert triggers("ex_a") == []
