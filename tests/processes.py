@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from tests import psycopg_compat
 
@@ -75,15 +76,24 @@ def waiting_pid(dbname: str, table: str, deadline: float = 60.0) -> int:
 
 
 @contextlib.contextmanager
-def table_locked(dbname: str, table: str) -> Iterator[None]:
-    """``table`` of database ``dbname`` held in ACCESS EXCLUSIVE mode by a transaction of this
-    process for the block, rolled back after it."""
+def holding_lock(dbname: str, table: str, mode: str = "ACCESS EXCLUSIVE") -> Iterator[Any]:
+    """A second session of database ``dbname`` holding ``table`` in ``mode`` (a LOCK TABLE mode)
+    in a transaction of its own: yields that session's cursor once pg_locks shows the lock
+    granted, and rolls back and closes the session after the block (or when the test lets go of
+    it first: ``cursor.execute("ROLLBACK")``)."""
     holder = psycopg_compat._connect(dbname)
     try:
-        holder.cursor().execute(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-        yield
+        cur = holder.cursor()
+        cur.execute("BEGIN")
+        cur.execute(f"LOCK TABLE {table} IN {mode} MODE")
+        cur.execute(
+            "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND granted "
+            "AND relation = to_regclass(%s)",
+            [table],
+        )
+        assert cur.fetchone()[0] >= 1, f"the lock on {table} was not granted"
+        yield cur
     finally:
-        holder.cursor().execute("ROLLBACK")
         holder.close()
 
 
