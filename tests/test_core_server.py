@@ -6,15 +6,13 @@ results, no connection left open (counted in pg_stat_activity by the run's appli
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,8 +25,6 @@ from tests import processes, psycopg_compat
 from tests.helpers import catalog_rows, execute
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-import pgreplica  # noqa: E402
 
 WAIT = 60.0  # seconds: the bound of every wait for an event below
 
@@ -139,36 +135,6 @@ def test_a_slot_terminated_while_it_connects(loop):
 # ---- a server of our own: one that refuses connections, a role with a statement_timeout ----------
 
 MAX_CONNECTIONS = 4
-
-
-@pytest.fixture(scope="module")
-def small_server():
-    # The private server is driven through psycopg 3 (tools/pgreplica.py); what is tested, the C
-    # core's own libpq connections, does not depend on the driver: the psycopg2 session skips.
-    pytest.importorskip("psycopg", reason="tools/pgreplica.py drives its private server with psycopg 3")
-    reason = pgreplica.cannot_run()
-    if reason:
-        pytest.skip(reason)
-    settings = {"max_connections": str(MAX_CONNECTIONS), "superuser_reserved_connections": "0"}
-    with _server_env():
-        cluster = pgreplica.Cluster(settings=settings).start()
-    try:
-        yield cluster
-    finally:
-        with _server_env():
-            cluster.stop()
-
-
-@contextlib.contextmanager
-def _server_env() -> Iterator[None]:
-    """Under `make test-asan` the sanitizer is preloaded into this process: not into the
-    server's programs (postgres -V never returns with it)."""
-    preload = os.environ.pop("LD_PRELOAD", None)
-    try:
-        yield
-    finally:
-        if preload is not None:
-            os.environ["LD_PRELOAD"] = preload
 
 
 def _fill(cluster, n: int) -> list:
