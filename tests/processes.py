@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -63,7 +67,6 @@ def migrated_database(name: str, run: Callable[..., subprocess.CompletedProcess]
 def waiting_pid(dbname: str, table: str, deadline: float = 60.0) -> int:
     """The backend of database ``dbname`` whose lock request on ``table`` waits (seen in
     pg_locks)."""
-    import time
 
     sql = "SELECT pid FROM pg_locks WHERE NOT granted AND relation = to_regclass(%s)"
     end = time.monotonic() + deadline
@@ -112,3 +115,52 @@ def interrupt(
             proc.kill()
             proc.communicate()
     return out, err
+
+
+def celery_worker(app: str, queue: str, env: dict[str, str], name: str | None = None) -> subprocess.Popen:
+    """A real Celery worker of ``app`` (one task at a time: the solo pool) that takes the tasks
+    sent to ``queue``, with ``env`` (its broker among them) and ``name`` as its node name when
+    given; its output, stderr too, on its stdout as text."""
+    cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "solo", "-Q", queue,
+           "--loglevel", "INFO", "--without-heartbeat", "--without-mingle", "--without-gossip"]  # fmt: skip
+    if name:
+        cmd += ["-n", name]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def stop(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGTERM to ``proc`` and wait for its end; killed when it does not end in ``timeout``."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Reader:
+    """The lines a process prints, read as they come."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.seen:
+                if text in line:
+                    self.seen.remove(line)
+                    return line
+            try:
+                self.seen.append(self.lines.get(timeout=max(deadline - time.monotonic(), 0.01)))
+            except queue.Empty:
+                raise AssertionError(f"no line with {text!r}; got {self.seen}") from None
