@@ -7,7 +7,9 @@ for (their processes gone) rather than slept on."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -200,3 +202,41 @@ def test_refresh_pgviews_jobs_runs_with_fewer_connections_and_says_so(project, h
     records = _history(project)[before:]
     assert sorted(t for t, _o in records) == ["shop_loop_copy", "shop_plain_copy", "shop_swap_copy"], records
     assert all(ok for _t, ok in records), records
+
+
+#: A --stale pass's early connects against its own connection, in the worst order of their race:
+#: the loop's connects have all ended before the staleness check's first query. Prints the states
+#: of a run on the connections the loop got and what it was refused.
+_EARLY_THEN_CHECK = """
+import json
+import django
+django.setup()
+from django.db import connection
+from django_pgviews_c import _core
+from django_pgviews_c.passes import _early
+from django_pgviews_c.refresh import connection_params
+early = _early("default", 3)
+made = early.take()
+with connection.cursor() as cur:
+    cur.execute("SELECT 1")
+refused = []
+out = _core.run_parallel(
+    connection_params(connection), ["SELECT 1", "SELECT 2", "SELECT 3"], [[], [], []], None, 3,
+    connections=made, on_refused=lambda *a: refused.append(a),
+)
+print(json.dumps({"states": [state for state, _s, _e in out], "refused": refused}))
+"""
+
+
+def test_the_early_connects_never_take_the_place_of_the_passs_own_connection(project, held):
+    # Three slots free: the pass's own connection takes one before the loop's three connects
+    # begin, so the loop gets two and the staleness check runs, whatever the order in which the
+    # connects end.
+    held(free=3, dbname=DBNAME)
+    done = subprocess.run(
+        [sys.executable, "-c", _EARLY_THEN_CHECK],
+        env=processes.django_env("tests.autovacproj.settings", PGVIEWS_AUTOVAC_PORT=str(project.primary["port"])),
+        capture_output=True, text=True, timeout=WAIT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"states": ["ok"] * 3, "refused": [[2, 3, TOO_MANY]]}
