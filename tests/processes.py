@@ -64,6 +64,18 @@ def migrated_database(name: str, run: Callable[..., subprocess.CompletedProcess]
         psycopg_compat.drop_database(name)
 
 
+def wait_for(what: str, probe: Callable[[], object], timeout: float = 60.0) -> Any:
+    """probe() until it returns something true (the event), which is returned; an
+    AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
 def waiting_pid(dbname: str, table: str, deadline: float = 60.0) -> int:
     """The backend of database ``dbname`` whose lock request on ``table`` waits (seen in
     pg_locks)."""

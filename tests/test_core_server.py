@@ -11,8 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,17 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 WAIT = 60.0  # seconds: the bound of every wait for an event below
 
 
-def _wait_for(what: str, probe: Callable[[], object]) -> object:
-    """probe() until it returns something true (the event), within WAIT seconds."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"gave up waiting for {what}")
-
-
 def _backends(dbname: str, app: str, where: str = "true") -> list[tuple]:
     return psycopg_compat.query(
         dbname,
@@ -51,7 +38,7 @@ def _backends(dbname: str, app: str, where: str = "true") -> list[tuple]:
 
 def _none_left(dbname: str, app: str) -> None:
     # PQfinish ends a backend at once, but its row leaves pg_stat_activity as it exits.
-    _wait_for(f"the connections of {app} to end", lambda: not _backends(dbname, app))
+    processes.wait_for(f"the connections of {app} to end", lambda: not _backends(dbname, app))
 
 
 class Killer(threading.Thread):
@@ -65,7 +52,7 @@ class Killer(threading.Thread):
 
     def run(self) -> None:
         try:
-            rows = _wait_for(self.where, lambda: _backends(self.dbname, self.app, self.where))
+            rows = processes.wait_for(self.where, lambda: _backends(self.dbname, self.app, self.where))
             self.killed = rows[0]  # type: ignore[index]
             psycopg_compat.query(self.dbname, "SELECT pg_terminate_backend(%s)", [self.killed[0]])
         except BaseException as exc:  # reported by the test
@@ -171,7 +158,7 @@ def test_a_reconnect_the_server_refuses_leaves_the_work_to_the_other_slots(small
 
     def on_event(k, state, seconds, error):
         if k == 0 and state == "failed":
-            held.append(_wait_for("a free connection", take_the_freed_place))
+            held.append(processes.wait_for("a free connection", take_the_freed_place))
 
     try:
         out = _core.run_parallel(
@@ -228,7 +215,7 @@ def test_ctrl_c_while_a_copy_streams_ends_the_run(loop):
 
     def sleeping() -> None:
         # The first row has gone out (it fills the server's send buffer) and the COPY sleeps.
-        _wait_for("the COPY to sleep", lambda: _backends(dbname, app, "wait_event = 'PgSleep'"))
+        processes.wait_for("the COPY to sleep", lambda: _backends(dbname, app, "wait_event = 'PgSleep'"))
 
     stdout, stderr = processes.interrupt(child, signal.SIGINT, sleeping, timeout=30)
     assert child.returncode == 0 and stdout.strip() == "interrupted", stderr

@@ -11,8 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,16 +32,6 @@ DBNAME = "pgviews_autovac" + os.environ.get("PGVIEWS_DB_SUFFIX", "")
 TOO_MANY = "sorry, too many clients already"
 
 
-def _wait_for(what: str, probe: Callable[[], object]) -> object:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"gave up waiting for {what}")
-
-
 def _gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -62,11 +50,11 @@ class Held:
     def __init__(self, cluster: pgreplica.Cluster, free: int, dbname: str = "postgres") -> None:
         self.conns: list = []
         while len(self.conns) < MAX_CONNECTIONS:
-            self.conns.append(_wait_for("a free slot", lambda: self._connect(cluster, dbname)))
+            self.conns.append(processes.wait_for("a free slot", lambda: self._connect(cluster, dbname)))
         for conn in self.conns[:free]:
             pid = conn.info.backend_pid
             conn.close()
-            _wait_for(f"backend {pid} to exit", lambda pid=pid: _gone(pid))
+            processes.wait_for(f"backend {pid} to exit", lambda pid=pid: _gone(pid))
         self.conns = self.conns[free:]
 
     @staticmethod
