@@ -85,45 +85,15 @@ def per_statement(server: AuxServer, statement: str) -> float:
     return (instructions(server, statement, K) - instructions(server, statement, 0)) / K
 
 
-def pause(server: AuxServer) -> None:
-    """Stop the server, keeping its data directory for the single-user runs."""
-    subprocess.run(
-        _as_postgres([str(server.bindir / "pg_ctl"), "-D", str(server.data), "-m", "fast", "-w", "stop"]),
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-
-
-def resume(server: AuxServer) -> None:
-    opts = f"-c port={server.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={server.dir}"
-    subprocess.run(
-        _as_postgres(
-            [
-                str(server.bindir / "pg_ctl"),
-                "-D",
-                str(server.data),
-                "-w",
-                "-l",
-                str(server.dir / "log"),
-                "-o",
-                opts,
-                "start",
-            ]
-        ),  # fmt: skip
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-
-
 def measure(server: AuxServer) -> tuple[int, dict[str, float]]:
     with psycopg.connect(host="127.0.0.1", port=server.port, user="postgres", dbname=DB) as conn:
         relations = conn.execute("SELECT count(*) FROM pg_class").fetchone()[0]
-    pause(server)
+    server.pause()
     found = {name: per_statement(server, capture_call(view)) for name, view in CASES.items()}
     found["REFRESH MATERIALIZED VIEW of SELECT 1"] = per_statement(
         server, "REFRESH MATERIALIZED VIEW cb_tiny"
     )
-    resume(server)
+    server.resume()
     return relations, found
 
 

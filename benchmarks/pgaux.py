@@ -37,6 +37,7 @@ class AuxServer:
         self.data = self.dir / "data"
 
     def start(self) -> None:
+        """A new cluster in the temp directory (initdb), then the server started on it."""
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         subprocess.run(
@@ -56,6 +57,10 @@ class AuxServer:
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server on the cluster start() made (again after pause())."""
         opts = f"-c port={self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir}"
         for k, v in self.settings.items():
             opts += f" -c {k}={v}"
@@ -73,6 +78,14 @@ class AuxServer:
                     "start",
                 ]
             ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data directory (for single-user runs, or resume())."""
+        subprocess.run(
+            _as_postgres([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
             check=True,
             stdout=subprocess.DEVNULL,
         )

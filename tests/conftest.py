@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +59,39 @@ def cursor(db):
 
     with connection.cursor() as cur:
         yield cur
+
+
+@contextlib.contextmanager
+def _server_env() -> Iterator[None]:
+    """Under `make test-asan` the sanitizer is preloaded into this process: not into the
+    server's programs (postgres -V never returns with it)."""
+    preload = os.environ.pop("LD_PRELOAD", None)
+    try:
+        yield
+    finally:
+        if preload is not None:
+            os.environ["LD_PRELOAD"] = preload
+
+
+@pytest.fixture(scope="module")
+def small_server(request):
+    """A private server (tools/pgreplica.py) of the requesting module's own, that refuses
+    connections for its limit: max_connections is the module's MAX_CONNECTIONS, none reserved for
+    superusers. Stopped after the module."""
+    # The private server is driven through psycopg 3 (tools/pgreplica.py); what its tests check,
+    # the C core's own libpq connections, does not depend on the driver: the psycopg2 session skips.
+    pytest.importorskip("psycopg", reason="tools/pgreplica.py drives its private server with psycopg 3")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import pgreplica
+
+    reason = pgreplica.cannot_run()
+    if reason:
+        pytest.skip(reason)
+    settings = {"max_connections": str(request.module.MAX_CONNECTIONS), "superuser_reserved_connections": "0"}
+    with _server_env():
+        cluster = pgreplica.Cluster(settings=settings).start()
+    try:
+        yield cluster
+    finally:
+        with _server_env():
+            cluster.stop()

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from tests import psycopg_compat
 
@@ -59,10 +64,21 @@ def migrated_database(name: str, run: Callable[..., subprocess.CompletedProcess]
         psycopg_compat.drop_database(name)
 
 
+def wait_for(what: str, probe: Callable[[], object], timeout: float = 60.0) -> Any:
+    """probe() until it returns something true (the event), which is returned; an
+    AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
 def waiting_pid(dbname: str, table: str, deadline: float = 60.0) -> int:
     """The backend of database ``dbname`` whose lock request on ``table`` waits (seen in
     pg_locks)."""
-    import time
 
     sql = "SELECT pid FROM pg_locks WHERE NOT granted AND relation = to_regclass(%s)"
     end = time.monotonic() + deadline
@@ -75,15 +91,24 @@ def waiting_pid(dbname: str, table: str, deadline: float = 60.0) -> int:
 
 
 @contextlib.contextmanager
-def table_locked(dbname: str, table: str) -> Iterator[None]:
-    """``table`` of database ``dbname`` held in ACCESS EXCLUSIVE mode by a transaction of this
-    process for the block, rolled back after it."""
+def holding_lock(dbname: str, table: str, mode: str = "ACCESS EXCLUSIVE") -> Iterator[Any]:
+    """A second session of database ``dbname`` holding ``table`` in ``mode`` (a LOCK TABLE mode)
+    in a transaction of its own: yields that session's cursor once pg_locks shows the lock
+    granted, and rolls back and closes the session after the block (or when the test lets go of
+    it first: ``cursor.execute("ROLLBACK")``)."""
     holder = psycopg_compat._connect(dbname)
     try:
-        holder.cursor().execute(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-        yield
+        cur = holder.cursor()
+        cur.execute("BEGIN")
+        cur.execute(f"LOCK TABLE {table} IN {mode} MODE")
+        cur.execute(
+            "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND granted "
+            "AND relation = to_regclass(%s)",
+            [table],
+        )
+        assert cur.fetchone()[0] >= 1, f"the lock on {table} was not granted"
+        yield cur
     finally:
-        holder.cursor().execute("ROLLBACK")
         holder.close()
 
 
@@ -102,3 +127,52 @@ def interrupt(
             proc.kill()
             proc.communicate()
     return out, err
+
+
+def celery_worker(app: str, queue: str, env: dict[str, str], name: str | None = None) -> subprocess.Popen:
+    """A real Celery worker of ``app`` (one task at a time: the solo pool) that takes the tasks
+    sent to ``queue``, with ``env`` (its broker among them) and ``name`` as its node name when
+    given; its output, stderr too, on its stdout as text."""
+    cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "solo", "-Q", queue,
+           "--loglevel", "INFO", "--without-heartbeat", "--without-mingle", "--without-gossip"]  # fmt: skip
+    if name:
+        cmd += ["-n", name]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def stop(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGTERM to ``proc`` and wait for its end; killed when it does not end in ``timeout``."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Reader:
+    """The lines a process prints, read as they come."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.seen:
+                if text in line:
+                    self.seen.remove(line)
+                    return line
+            try:
+                self.seen.append(self.lines.get(timeout=max(deadline - time.monotonic(), 0.01)))
+            except queue.Empty:
+                raise AssertionError(f"no line with {text!r}; got {self.seen}") from None

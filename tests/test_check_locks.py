@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests import psycopg_compat
+from tests import processes, psycopg_compat
 from tests.test_migrate_aside import DB as ASIDE_DB
 from tests.test_migrate_aside import Project, migrated_project, wait_for
 
@@ -32,14 +32,8 @@ def project(tmp_path):
 @pytest.fixture
 def locked_item():
     """A second session holding ACCESS EXCLUSIVE on shop_item, which every view reads."""
-    conn = psycopg_compat._connect(DB)
-    cur = conn.cursor()
-    cur.execute("BEGIN")
-    cur.execute("LOCK TABLE shop_item IN ACCESS EXCLUSIVE MODE")
-    try:
+    with processes.holding_lock(DB, "shop_item") as cur:
         yield cur
-    finally:
-        conn.close()
 
 
 def check_returns(project: CheckProject, holder) -> subprocess.CompletedProcess:
@@ -74,14 +68,8 @@ def test_check_that_must_deparse_a_view_says_it_skipped_for_a_lock(tmp_path, pro
     psycopg_compat.query(
         DB, "CREATE OR REPLACE VIEW shop_cheap AS SELECT id, price, name FROM shop_item WHERE price < 10"
     )
-    conn = psycopg_compat._connect(DB)
-    try:
-        cur = conn.cursor()
-        cur.execute("BEGIN")
-        cur.execute("LOCK TABLE shop_item IN ACCESS EXCLUSIVE MODE")
+    with processes.holding_lock(DB, "shop_item") as cur:
         done = check_returns(project, cur)
-    finally:
-        conn.close()
     assert done.returncode == 0, done.stderr
     out = done.stdout + done.stderr
     assert "django_pgviews_c.W008" in out and "lock timeout" in out, out
@@ -104,11 +92,7 @@ def test_signal_during_migrates_checks_says_nothing_was_changed(project, signum)
     psycopg_compat.query(
         DB, "CREATE OR REPLACE VIEW shop_cheap AS SELECT id, price, name FROM shop_item WHERE price < 10"
     )
-    conn = psycopg_compat._connect(DB)
-    try:
-        cur = conn.cursor()
-        cur.execute("BEGIN")
-        cur.execute("LOCK TABLE shop_item IN ACCESS EXCLUSIVE MODE")
+    with processes.holding_lock(DB, "shop_item") as cur:
         proc = subprocess.Popen(
             [sys.executable, "-c", _DEFAULT_SIGINT, "migrate"],
             cwd=project.path,
@@ -117,11 +101,11 @@ def test_signal_during_migrates_checks_says_nothing_was_changed(project, signum)
             stderr=subprocess.PIPE,
             text=True,
         )
-        wait_for("migrate's checks to wait on shop_item", lambda: _waiting_on_item(cur))
-        proc.send_signal(signum)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        conn.close()
+        out, err = processes.interrupt(
+            proc,
+            signum,
+            lambda: wait_for("migrate's checks to wait on shop_item", lambda: _waiting_on_item(cur)),
+        )
     assert proc.returncode == 128 + signum, err
     assert "Traceback" not in err, err
     assert (

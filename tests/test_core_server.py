@@ -6,15 +6,11 @@ results, no connection left open (counted in pg_stat_activity by the run's appli
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,21 +23,8 @@ from tests import processes, psycopg_compat
 from tests.helpers import catalog_rows, execute
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-import pgreplica  # noqa: E402
 
 WAIT = 60.0  # seconds: the bound of every wait for an event below
-
-
-def _wait_for(what: str, probe: Callable[[], object]) -> object:
-    """probe() until it returns something true (the event), within WAIT seconds."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def _backends(dbname: str, app: str, where: str = "true") -> list[tuple]:
@@ -55,7 +38,7 @@ def _backends(dbname: str, app: str, where: str = "true") -> list[tuple]:
 
 def _none_left(dbname: str, app: str) -> None:
     # PQfinish ends a backend at once, but its row leaves pg_stat_activity as it exits.
-    _wait_for(f"the connections of {app} to end", lambda: not _backends(dbname, app))
+    processes.wait_for(f"the connections of {app} to end", lambda: not _backends(dbname, app))
 
 
 class Killer(threading.Thread):
@@ -69,7 +52,7 @@ class Killer(threading.Thread):
 
     def run(self) -> None:
         try:
-            rows = _wait_for(self.where, lambda: _backends(self.dbname, self.app, self.where))
+            rows = processes.wait_for(self.where, lambda: _backends(self.dbname, self.app, self.where))
             self.killed = rows[0]  # type: ignore[index]
             psycopg_compat.query(self.dbname, "SELECT pg_terminate_backend(%s)", [self.killed[0]])
         except BaseException as exc:  # reported by the test
@@ -141,36 +124,6 @@ def test_a_slot_terminated_while_it_connects(loop):
 MAX_CONNECTIONS = 4
 
 
-@pytest.fixture(scope="module")
-def small_server():
-    # The private server is driven through psycopg 3 (tools/pgreplica.py); what is tested, the C
-    # core's own libpq connections, does not depend on the driver: the psycopg2 session skips.
-    pytest.importorskip("psycopg", reason="tools/pgreplica.py drives its private server with psycopg 3")
-    reason = pgreplica.cannot_run()
-    if reason:
-        pytest.skip(reason)
-    settings = {"max_connections": str(MAX_CONNECTIONS), "superuser_reserved_connections": "0"}
-    with _server_env():
-        cluster = pgreplica.Cluster(settings=settings).start()
-    try:
-        yield cluster
-    finally:
-        with _server_env():
-            cluster.stop()
-
-
-@contextlib.contextmanager
-def _server_env() -> Iterator[None]:
-    """Under `make test-asan` the sanitizer is preloaded into this process: not into the
-    server's programs (postgres -V never returns with it)."""
-    preload = os.environ.pop("LD_PRELOAD", None)
-    try:
-        yield
-    finally:
-        if preload is not None:
-            os.environ["LD_PRELOAD"] = preload
-
-
 def _fill(cluster, n: int) -> list:
     return [cluster.connect(cluster.primary) for _ in range(n)]
 
@@ -205,7 +158,7 @@ def test_a_reconnect_the_server_refuses_leaves_the_work_to_the_other_slots(small
 
     def on_event(k, state, seconds, error):
         if k == 0 and state == "failed":
-            held.append(_wait_for("a free connection", take_the_freed_place))
+            held.append(processes.wait_for("a free connection", take_the_freed_place))
 
     try:
         out = _core.run_parallel(
@@ -262,7 +215,7 @@ def test_ctrl_c_while_a_copy_streams_ends_the_run(loop):
 
     def sleeping() -> None:
         # The first row has gone out (it fills the server's send buffer) and the COPY sleeps.
-        _wait_for("the COPY to sleep", lambda: _backends(dbname, app, "wait_event = 'PgSleep'"))
+        processes.wait_for("the COPY to sleep", lambda: _backends(dbname, app, "wait_event = 'PgSleep'"))
 
     stdout, stderr = processes.interrupt(child, signal.SIGINT, sleeping, timeout=30)
     assert child.returncode == 0 and stdout.strip() == "interrupted", stderr

@@ -53,7 +53,7 @@ def test_an_interrupt_cancels_the_statement_and_rolls_back(process_db, command, 
     refresh = command[0] == "refresh_pgviews"
     if not refresh:
         rows(f"DROP MATERIALIZED VIEW IF EXISTS {MATVIEW} CASCADE")
-    with processes.table_locked(DBNAME, "viewtest_testmodel"):
+    with processes.holding_lock(DBNAME, "viewtest_testmodel"):
         proc = subprocess.Popen(
             [sys.executable, "-m", "django", *command],
             cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from tests import psycopg_compat
+from tests import processes, psycopg_compat
 from tests.test_migrate_aside import DB as ASIDE_DB
 from tests.test_migrate_aside import Project, migrated_project
 
@@ -38,29 +38,24 @@ def test_the_wait_for_a_lock_on_a_source_table_is_said_naming_the_holder(project
     project.edit_models(
         'sql = "SELECT id, name FROM shop_item"', 'sql = "SELECT id, upper(name) AS name FROM shop_item"'
     )
-    holder = psycopg_compat._connect(DB)
-    cur = holder.cursor()
-    cur.execute("BEGIN")
-    cur.execute("LOCK TABLE shop_item IN ACCESS EXCLUSIVE MODE")
-    cur.execute("SELECT pg_backend_pid()")
-    holder_pid = cur.fetchone()[0]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "django", "sync_pgviews"],
-        cwd=project.path,
-        env=project.env(PYTHONUNBUFFERED="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    try:
-        first = lines.get(timeout=60)
-    except queue.Empty:
-        first = ""
-    finally:
-        holder.rollback()  # the sync goes on once the lock is gone
-        holder.close()
+    with processes.holding_lock(DB, "shop_item") as holder:
+        holder.execute("SELECT pg_backend_pid()")
+        holder_pid = holder.fetchone()[0]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "django", "sync_pgviews"],
+            cwd=project.path,
+            env=project.env(PYTHONUNBUFFERED="1"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+        try:
+            first = lines.get(timeout=60)
+        except queue.Empty:
+            first = ""
+    # The sync goes on once the lock is gone.
     _, err = proc.communicate(timeout=120)
     assert "waiting" in first, f"no word of the wait: {first!r} {err}"
     assert first.startswith("  shop.Names (shop_names): waiting "), first

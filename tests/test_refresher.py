@@ -4,11 +4,9 @@ each in real processes against a database of their own (tests/freshproject)."""
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -139,33 +137,7 @@ class TestRefreshCommand:
         assert rows("SELECT count(*) FROM django_pgviews_c_refresh") == [(0,)]
 
 
-class Reader:
-    """The lines a process prints, read as they come."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc = proc
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def wait_for(self, text: str, timeout: float = WAIT) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.seen:
-                if text in line:
-                    self.seen.remove(line)
-                    return line
-            try:
-                self.seen.append(self.lines.get(timeout=max(deadline - time.monotonic(), 0.01)))
-            except queue.Empty:
-                raise AssertionError(f"no line with {text!r}; got {self.seen}") from None
-
-
-def refresher() -> Reader:
+def refresher() -> processes.Reader:
     proc = subprocess.Popen(
         [sys.executable, "-u", "-m", "django", "pgviews_refresher", "--poll", "0.3"],
         cwd=ROOT,
@@ -174,7 +146,7 @@ def refresher() -> Reader:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    return Reader(proc)
+    return processes.Reader(proc)
 
 
 def wait_until(check, timeout: float = WAIT) -> None:
@@ -233,12 +205,9 @@ def test_celery_task_refreshes_due_views_in_a_real_worker():
     queue_name = "pgviews_c" + SUFFIX  # apart from anyone else's workers on the same Redis
     worker_env = env()
     worker_env["PGVIEWS_CELERY_BROKER"] = broker
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tests.freshproject.celery_app", "worker", "--pool", "solo",
-         "-Q", queue_name, "--loglevel", "INFO", "--without-heartbeat", "--without-mingle", "--without-gossip"],
-        cwd=ROOT, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    worker = Reader(proc)
+    worker = processes.Reader(
+        processes.celery_worker("tests.freshproject.celery_app", queue_name, worker_env)
+    )
     client = celery.Celery(broker=broker, backend=broker)
     try:
         worker.wait_for("ready.")
@@ -271,12 +240,7 @@ def test_celery_task_refreshes_due_views_in_a_real_worker():
             done = django("migrate", "django_pgviews_c", "-v", "0")
             assert done.returncode == 0, done.stderr
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        processes.stop(worker.proc)
         client.close()
 
 

@@ -18,3 +18,6 @@ PGVIEWS_REFRESHER_POLL = 0.5
 CELERY_BROKER_URL = os.environ.get("PGVIEWS_CELERY_BROKER", "redis://127.0.0.1:6379/0")
 CELERY_RESULT_BACKEND = CELERY_BROKER_URL
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+# A test that holds a view's source table for as long as it needs a refresh kept waiting.
+if os.environ.get("FRESH_REFRESH_LOCK_TIMEOUT_MS"):
+    PGVIEWS_REFRESH_LOCK_TIMEOUT_MS = int(os.environ["FRESH_REFRESH_LOCK_TIMEOUT_MS"])
