@@ -75,16 +75,53 @@ def waiting_pid(dbname: str, table: str, deadline: float = 60.0) -> int:
 
 
 @contextlib.contextmanager
-def table_locked(dbname: str, table: str) -> Iterator[None]:
+def table_locked(dbname: str, table: str) -> Iterator[int]:
     """``table`` of database ``dbname`` held in ACCESS EXCLUSIVE mode by a transaction of this
-    process for the block, rolled back after it."""
+    process for the block, rolled back after it. Yields the holder's backend pid."""
     holder = psycopg_compat._connect(dbname)
     try:
-        holder.cursor().execute(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-        yield
+        cur = holder.cursor()
+        cur.execute(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        cur.execute("SELECT pg_backend_pid()")
+        yield int(cur.fetchone()[0])
     finally:
         holder.cursor().execute("ROLLBACK")
         holder.close()
+
+
+def line_with(proc: subprocess.Popen, word: str, timeout: float = 60) -> tuple[str, list[str]]:
+    """The first line of ``proc``'s stdout (a text pipe) that holds ``word``, and the lines
+    before it; ("", all lines) when the output ends or ``timeout`` passes without one. A thread
+    reads the pipe, so a child that says nothing never blocks the test."""
+    import queue
+    import threading
+    import time
+
+    lines: queue.Queue[str | None] = queue.Queue()
+    assert proc.stdout is not None
+    out = proc.stdout
+
+    def read() -> None:
+        for line in iter(out.readline, ""):
+            lines.put(line)
+            if word in line:
+                return  # the rest is read by the caller's communicate()
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    seen: list[str] = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            line = lines.get(timeout=max(0.0, end - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        if word in line:
+            return line, seen
+        seen.append(line)
+    return "", seen
 
 
 def interrupt(

@@ -79,12 +79,16 @@ def test_check_that_must_deparse_a_view_says_it_skipped_for_a_lock(tmp_path, pro
         cur = conn.cursor()
         cur.execute("BEGIN")
         cur.execute("LOCK TABLE shop_item IN ACCESS EXCLUSIVE MODE")
+        cur.execute("SELECT pg_backend_pid()")
+        holder_pid = cur.fetchone()[0]
         done = check_returns(project, cur)
     finally:
         conn.close()
     assert done.returncode == 0, done.stderr
-    out = done.stdout + done.stderr
+    out = " ".join((done.stdout + done.stderr).split())  # the hint is wrapped
     assert "django_pgviews_c.W008" in out and "lock timeout" in out, out
+    # Whom to ask: the holder, as a sync's lock waits name it.
+    assert f"pid {holder_pid} (" in out and "holding AccessExclusiveLock on shop_item" in out, out
     assert "the database checks of views were skipped rather than wait" in out
     # Once the lock is gone the checks run again, and find nothing to say.
     again = project.ok("check", "--database", "default")
