@@ -601,8 +601,14 @@ def _refresh_parallel(
     labels = sel.labels
     recorder = RunRecorder(connection, sel.models, flags, captured=sel.captured)
 
+    # Who held up a view whose last try met no holder of the view itself (a lock on a table it
+    # reads), read while the holder still holds it.
+    elsewhere: dict[int, str] = {}
+
     def on_event(k: int, state: str, seconds: float, error: dict[str, Any] | None) -> None:
         recorder.on_event(k, state, seconds, error)
+        if error and error.get("sqlstate") == "55P03" and error.get("holders") == []:
+            elsewhere[k] = _waited_for(connection, sel.models[k]._meta.db_table)
         if state == "ok":
             _refreshed(result, labels[k], seconds, progress)
         elif progress and state != "running":
@@ -621,6 +627,9 @@ def _refresh_parallel(
             if error and error.get("sqlstate") == INSUFFICIENT_PRIVILEGE:
                 table = sel.models[labels.index(label)]._meta.db_table
                 error = {**error, "message": refresh_denied(connection, table, error["message"])}
+            k = labels.index(label)
+            if k in elsewhere and error:
+                error = {**error, "holders": None, "message": f"{error['message'].strip()}; {elsewhere[k]}"}
             result.failed[label] = _failure_text(error or {})
         elif state != "ok":
             result.skipped.append(label)

@@ -155,3 +155,16 @@ def test_a_refresh_behind_a_lock_on_a_table_it_reads_says_whom_it_waits_for(proj
     assert f"held by pid {holder_pid} (" in line and "holding AccessExclusiveLock on shop_item" in line, line
     assert proc.returncode == 0, err
     assert psycopg_compat.query(DB, "SELECT n, total FROM shop_cheapcount") == [(3, 15)]
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_refresh_that_gives_up_behind_a_lock_on_a_table_it_reads_names_the_holder(project, jobs):
+    with processes.table_locked(DB, "shop_item") as holder_pid:
+        proc = project.start("refresh_pgviews", "--jobs", jobs)
+        out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 1, (out, err)
+    assert "Traceback" not in err, err
+    assert "refresh failed for shop.CheapCount" in err, err
+    # Whom to ask, not "no session holds a lock on it any more".
+    assert f"held by pid {holder_pid} (" in err and "holding AccessExclusiveLock on shop_item" in err, err
+    assert "no session holds a lock" not in err, err
