@@ -184,8 +184,11 @@ def guarded_refresh(
     PGVIEWS_REFRESH_LOCK_TIMEOUT_MS (10000). Then DatabaseError names the sessions holding a lock.
     When the holder is an autovacuum worker, the next try waits past deadlock_timeout, where the
     server cancels the worker. statement_timeout is left as the user set it. With ``say`` (a
-    command's progress), a wait of more than QUIET_SECONDS is said, then every 5 s, naming the
-    holder."""
+    command's progress; else the ``django_pgviews_c.refresh`` logger at INFO, as
+    ``Model.refresh()`` says it), a wait of more than QUIET_SECONDS is said, then every 5 s,
+    naming the holder."""
+    if say is None:
+        say = _log_wait
     retries, short_ms, last_ms = _lock_settings()
     refresh = pg.refresh_statement(db_table, False)
     wait_ms = short_ms
@@ -208,13 +211,17 @@ def guarded_refresh(
                 raise _lock_error(conn, label, db_table, exc) from exc
             wait_ms = _next_wait(conn, db_table, label, short_ms, last_ms)
             waited = time.monotonic() - started
-            if say is not None and waited >= locks.QUIET_SECONDS and waited - said_at >= 5:
+            if waited >= locks.QUIET_SECONDS and waited - said_at >= 5:
                 said_at = waited
                 say(
                     f"  {label}: waiting {waited:.1f}s for a lock to refresh it, "
                     f"{_waited_for(conn, db_table)}; retrying ({attempt + 1}/{retries})"
                 )
         time.sleep(min(0.05 * (attempt + 1), 0.5))
+
+
+def _log_wait(text: str) -> None:
+    logger.info("%s", text.strip())
 
 
 def _waited_for(conn: BaseDatabaseWrapper, db_table: str) -> str:
