@@ -13,14 +13,11 @@ from django.db import Error as DjangoDBError
 from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_pgviews_c import _core
 from django_pgviews_c.dberrors import connection_is_lost, diag, lost_connection_error
 from django_pgviews_c.failures import LOCK_NOT_AVAILABLE
-from django_pgviews_c.locks import QUIET_SECONDS, describe_holders, holders, session_timeouts
+from django_pgviews_c.locks import QUIET_SECONDS, blocking_holders, describe_holders, session_timeouts
 
 __all__ = ["probe"]
-
-_ACCESS_EXCLUSIVE_SQL = _core.query_sql("access_exclusive_relations")
 
 
 def probe(
@@ -86,7 +83,7 @@ def _probe_one(
             loud = waited >= QUIET_SECONDS and (said_at is None or waited - said_at >= 5)
             if loud:
                 said_at = waited
-            held = _holders(cursor)
+            held = describe_holders(blocking_holders(cursor))
             say(
                 f"waiting {waited:.1f}s for a lock to compare it with its declaration, held by {held}",
                 1 if loud else 2,
@@ -95,11 +92,3 @@ def _probe_one(
 
 #: The lock_timeout of each try of a probe whose wait is said.
 WAIT_SLICE_MS = 1000
-
-
-def _holders(cursor: Any) -> str:
-    """The sessions holding ACCESS EXCLUSIVE on a relation of this database (the only lock that
-    blocks ACCESS SHARE), named as a swap's lock waits name them."""
-    cursor.execute(_ACCESS_EXCLUSIVE_SQL)
-    relations = [row[0] for row in cursor.fetchall()]
-    return describe_holders(holders(cursor, relations)) if relations else "a session that has since let go"

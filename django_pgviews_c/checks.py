@@ -340,8 +340,9 @@ def check_views_on(alias: str, models: list[Any], report: list[Any]) -> list[Che
         except DjangoDatabaseError as exc:
             locked = diag(exc)["sqlstate"] == LOCK_NOT_AVAILABLE
             hint = (
-                "A session holds a lock on a table or view the views read (an ALTER, a plain "
-                "REFRESH, a LOCK): the database checks of views were skipped rather than wait."
+                f"A session holds a lock on a table or view the views read (an ALTER, a plain "
+                f"REFRESH, a LOCK): {_lock_holders(connection)}; the database checks of views were "
+                f"skipped rather than wait."
                 if locked
                 else "Check that the database is reachable; the database checks of views were skipped."
             )
@@ -355,6 +356,21 @@ def check_views_on(alias: str, models: list[Any], report: list[Any]) -> list[Che
             return messages
         messages += _database_messages(alias, models, rows, set(report) & in_sync)
     return messages
+
+
+def _lock_holders(connection: Any) -> str:
+    """Who holds the lock the checks gave up on: the sessions holding ACCESS EXCLUSIVE on a
+    relation of the database (the only mode that blocks the checks' reads), as a sync's lock
+    waits name them, so the user knows whom to ask."""
+    from django.db import DatabaseError as DjangoDatabaseError
+
+    from django_pgviews_c.locks import blocking_holders, describe_holders
+
+    try:
+        with connection.cursor() as cursor:
+            return describe_holders(blocking_holders(cursor))
+    except DjangoDatabaseError as exc:
+        return f"its holder could not be read ({str(exc).strip()})"
 
 
 @contextlib.contextmanager

@@ -34,7 +34,12 @@ class Incompatible(Exception):
 
 
 class LockTimeout(Exception):
-    """A statement waited past lock_timeout: the swap phase retries."""
+    """A statement waited past lock_timeout: the swap phase retries, a build's wait is said and
+    tried again. ``actions``: the statements sent together, one of which waited."""
+
+    def __init__(self, actions: list[Action] | None = None) -> None:
+        super().__init__()
+        self.actions = actions or []
 
 
 class Misordered(Exception):

@@ -421,7 +421,7 @@ def run_refresh_command(stdout: Any, options: dict[str, Any]) -> bool:
     if pending:
         _complete_pending(stdout, models, verbosity, common)
     elif not (stale or due):
-        result = refresh_views(models, **common)
+        result = refresh_views(models, **common, waits=stdout.write if verbosity >= 1 else None)
         if verbosity >= 1:
             for label in result.refreshed:
                 stdout.write(f"refreshed {label}")

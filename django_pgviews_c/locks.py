@@ -16,6 +16,8 @@ from django_pgviews_c.exceptions import LockNotAvailableError
 __all__ = [
     "Holder",
     "holders",
+    "describe_holders",
+    "blocking_holders",
     "session_timeouts",
     "autovacuum_wait_ms",
     "take_advisory_lock",
@@ -32,6 +34,8 @@ AUTOVACUUM_MARGIN_MS = 200
 _HOLDERS_SQL = _core.query_sql("lock_holders")
 
 _TIMEOUTS_SQL = _core.query_sql("session_timeouts")
+
+_ACCESS_EXCLUSIVE_SQL = _core.query_sql("access_exclusive_relations")
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,16 @@ def describe_holders(found: Sequence[Holder]) -> str:
     for h in found:
         seen.setdefault(h.pid, h)
     return "; ".join(h.describe() for h in seen.values())
+
+
+def blocking_holders(cursor: Any, relations: Sequence[str] = ()) -> list[Holder]:
+    """The sessions that can hold up a statement building a view: those holding a lock on one of
+    ``relations`` (what it replaces or locks by name), and those holding ACCESS EXCLUSIVE on any
+    relation of this database (the only mode that blocks ACCESS SHARE, which reading a table
+    takes: which tables a view not yet built reads, the catalog cannot say)."""
+    cursor.execute(_ACCESS_EXCLUSIVE_SQL)
+    found = sorted({row[0] for row in cursor.fetchall()} | set(relations))
+    return holders(cursor, found) if found else []
 
 
 def session_timeouts(cursor: Any) -> dict[str, int]:

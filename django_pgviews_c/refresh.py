@@ -152,11 +152,12 @@ def _lock_error(conn: BaseDatabaseWrapper, label: str, db_table: str, exc: BaseE
         with conn.cursor() as cursor:
             cursor.execute(_core.lock_holders_sql(), [_core.qualified_name(*_core.split_table(db_table))])
             holders = cursor.fetchall()
+            held = _describe_holders(holders) if holders else _held_elsewhere(cursor)
     except DjangoDBError:
-        holders = None
+        held = _describe_holders(None)
     info = diag(exc)
     return DatabaseError(
-        f"could not refresh: another session holds a lock on it ({_describe_holders(holders)}); "
+        f"could not refresh: another session holds a lock it needs ({held}); "
         f"gave up after {retries + 1} tries, the last waiting {last_ms} ms. It was not refreshed.",
         sqlstate="55P03",
         detail=info.get("detail"),
@@ -165,17 +166,33 @@ def _lock_error(conn: BaseDatabaseWrapper, label: str, db_table: str, exc: BaseE
     )
 
 
-def guarded_refresh(conn: BaseDatabaseWrapper, db_table: str, label: str) -> None:
+def _held_elsewhere(cursor: Any) -> str:
+    """When nobody holds a lock on the view itself, what held up its REFRESH is a lock on a table
+    it reads: the sessions holding ACCESS EXCLUSIVE on a relation of the database (the only mode
+    that blocks reading), named as the sync's lock waits name them."""
+    found = locks.blocking_holders(cursor)
+    return f"held by {locks.describe_holders(found)}" if found else _describe_holders(None)
+
+
+def guarded_refresh(
+    conn: BaseDatabaseWrapper, db_table: str, label: str, say: Callable[[str], None] | None = None
+) -> None:
     """Plain REFRESH of one view on Django's connection. It needs ACCESS EXCLUSIVE, and a waiting
     request queues every later reader behind it: each try waits at most PGVIEWS_LOCK_TIMEOUT_MS
     (200, or the session's lock_timeout when shorter), then steps out and retries after a short
     back-off, PGVIEWS_REFRESH_RETRIES (10) times; the last try waits at most
     PGVIEWS_REFRESH_LOCK_TIMEOUT_MS (10000). Then DatabaseError names the sessions holding a lock.
     When the holder is an autovacuum worker, the next try waits past deadlock_timeout, where the
-    server cancels the worker. statement_timeout is left as the user set it."""
+    server cancels the worker. statement_timeout is left as the user set it. With ``say`` (a
+    command's progress; else the ``django_pgviews_c.refresh`` logger at INFO, as
+    ``Model.refresh()`` says it), a wait of more than QUIET_SECONDS is said, then every 5 s,
+    naming the holder."""
+    if say is None:
+        say = _log_wait
     retries, short_ms, last_ms = _lock_settings()
     refresh = pg.refresh_statement(db_table, False)
     wait_ms = short_ms
+    started, said_at = time.monotonic(), -5.0
     for attempt in range(retries + 1):
         final = attempt == retries
         sql = _guard_sql(last_ms if final else wait_ms) + refresh + _RESTORE_SQL
@@ -193,7 +210,31 @@ def guarded_refresh(conn: BaseDatabaseWrapper, db_table: str, label: str) -> Non
             if final:
                 raise _lock_error(conn, label, db_table, exc) from exc
             wait_ms = _next_wait(conn, db_table, label, short_ms, last_ms)
+            waited = time.monotonic() - started
+            if waited >= locks.QUIET_SECONDS and waited - said_at >= 5:
+                said_at = waited
+                say(
+                    f"  {label}: waiting {waited:.1f}s for a lock to refresh it, "
+                    f"{_waited_for(conn, db_table)}; retrying ({attempt + 1}/{retries})"
+                )
         time.sleep(min(0.05 * (attempt + 1), 0.5))
+
+
+def _log_wait(text: str) -> None:
+    logger.info("%s", text.strip())
+
+
+def _waited_for(conn: BaseDatabaseWrapper, db_table: str) -> str:
+    """Who holds up a REFRESH of ``db_table``: the holders of a lock on it, else of ACCESS
+    EXCLUSIVE on a table it reads."""
+    try:
+        savepoint = transaction.atomic(using=conn.alias) if conn.in_atomic_block else nullcontext()
+        with savepoint, conn.cursor() as cursor:
+            cursor.execute(_core.lock_holders_sql(), [_core.qualified_name(*_core.split_table(db_table))])
+            holders = cursor.fetchall()
+            return _describe_holders(holders) if holders else _held_elsewhere(cursor)
+    except DjangoDBError:  # the holders are advice
+        return _describe_holders(None)
 
 
 def _next_wait(conn: BaseDatabaseWrapper, db_table: str, label: str, short_ms: int, last_ms: int) -> int:
@@ -334,6 +375,7 @@ def refresh_views(
     setup: str | None = None,
     captured: Captured | None = None,
     connections: Any = None,
+    waits: Callable[[str], None] | None = None,
 ) -> RefreshResult:
     """Refresh the materialized views among ``models`` (default: all that belong to ``using``),
     each after the views it depends on. ``jobs`` > 1 refreshes independent views at once over
@@ -343,7 +385,8 @@ def refresh_views(
     those, and the run reads only the others. ``connections`` (what _core.connect_loop()
     returned for ``using``'s connection, with ``jobs`` connections) are the C loop's, opened
     beforehand, as a --stale pass opens them while its check runs; a run that needs no loop
-    leaves them to the caller to close.
+    leaves them to the caller to close. ``waits`` (a command's output at -v 1): where a plain
+    refresh one view at a time says a lock wait of more than a second, naming the holder.
 
     Raises RefreshError naming each failed view (with the server's DETAIL and HINT) and those
     not refreshed because they depend on one; RefreshInterrupted (a KeyboardInterrupt) on
@@ -356,7 +399,7 @@ def refresh_views(
     started = time.perf_counter()
     try:
         if jobs <= 1 or len(sel.models) <= 1:
-            _refresh_serial(sel, flags, using, result, progress, asked=concurrently)
+            _refresh_serial(sel, flags, using, result, progress, asked=concurrently, waits=waits)
         elif using is None and _databases(sel) != [DEFAULT_DB_ALIAS]:
             _refresh_per_database(sel, flags, jobs, result, progress, setup)
         else:
@@ -403,6 +446,7 @@ def _refresh_serial(
     result: RefreshResult,
     progress: Callable[[str], None] | None,
     asked: bool = False,
+    waits: Callable[[str], None] | None = None,
 ) -> None:
     """One view at a time on Django's connection, so the caller's transaction is what each
     refresh sees, in dependency order (declaration order among equals). The core's schedule
@@ -423,7 +467,7 @@ def _refresh_serial(
             t0 = time.perf_counter()
             try:
                 with recorder.recording(k):
-                    pg.run_refresh(conn, model._meta.db_table, flags[k], label)
+                    pg.run_refresh(conn, model._meta.db_table, flags[k], label, say=waits)
             except DjangoDBError as exc:
                 if connection_is_lost(conn, exc):
                     raise lost_connection_error(conn, f"refreshing {label}") from exc
@@ -564,8 +608,14 @@ def _refresh_parallel(
     labels = sel.labels
     recorder = RunRecorder(connection, sel.models, flags, captured=sel.captured)
 
+    # Who held up a view whose last try met no holder of the view itself (a lock on a table it
+    # reads), read while the holder still holds it.
+    elsewhere: dict[int, str] = {}
+
     def on_event(k: int, state: str, seconds: float, error: dict[str, Any] | None) -> None:
         recorder.on_event(k, state, seconds, error)
+        if error and error.get("sqlstate") == "55P03" and error.get("holders") == []:
+            elsewhere[k] = _waited_for(connection, sel.models[k]._meta.db_table)
         if state == "ok":
             _refreshed(result, labels[k], seconds, progress)
         elif progress and state != "running":
@@ -584,6 +634,9 @@ def _refresh_parallel(
             if error and error.get("sqlstate") == INSUFFICIENT_PRIVILEGE:
                 table = sel.models[labels.index(label)]._meta.db_table
                 error = {**error, "message": refresh_denied(connection, table, error["message"])}
+            k = labels.index(label)
+            if k in elsewhere and error:
+                error = {**error, "holders": None, "message": f"{error['message'].strip()}; {elsewhere[k]}"}
             result.failed[label] = _failure_text(error or {})
         elif state != "ok":
             result.skipped.append(label)

@@ -310,16 +310,21 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 
 def run_refresh(
-    conn: BaseDatabaseWrapper, db_table: str, concurrently: bool, label: str | None = None
+    conn: BaseDatabaseWrapper,
+    db_table: str,
+    concurrently: bool,
+    label: str | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> None:
     """REFRESH one materialized view on ``conn``. A plain refresh takes ACCESS EXCLUSIVE: it
     waits for the lock with a short lock_timeout and retries, so readers never queue behind it
     for long (refresh.guarded_refresh). A concurrent refresh of a view that was never populated
-    becomes a plain one (inside a savepoint when a transaction is open)."""
+    becomes a plain one (inside a savepoint when a transaction is open). ``say``: where a
+    plain refresh's lock wait is said (a command's progress)."""
     from django_pgviews_c.refresh import guarded_refresh
 
     if not concurrently:
-        guarded_refresh(conn, db_table, label or db_table)
+        guarded_refresh(conn, db_table, label or db_table, say)
         return
     with conn.cursor() as cursor:
         try:
@@ -332,7 +337,7 @@ def run_refresh(
         except DjangoDatabaseError as exc:
             if _sqlstate(exc) not in _NOT_POPULATED:
                 raise
-    guarded_refresh(conn, db_table, label or db_table)
+    guarded_refresh(conn, db_table, label or db_table, say)
 
 
 class MaterializedView(View):

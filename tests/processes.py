@@ -112,6 +112,47 @@ def holding_lock(dbname: str, table: str, mode: str = "ACCESS EXCLUSIVE") -> Ite
         holder.close()
 
 
+def backend_pid(cursor: Any) -> int:
+    """The backend pid of ``cursor``'s session (the lock holder of holding_lock(), say)."""
+    cursor.execute("SELECT pg_backend_pid()")
+    return int(cursor.fetchone()[0])
+
+
+def line_with(proc: subprocess.Popen, word: str, timeout: float = 60) -> tuple[str, list[str]]:
+    """The first line of ``proc``'s stdout (a text pipe) that holds ``word``, and the lines
+    before it; ("", all lines) when the output ends or ``timeout`` passes without one. A thread
+    reads the pipe, so a child that says nothing never blocks the test."""
+    import queue
+    import threading
+    import time
+
+    lines: queue.Queue[str | None] = queue.Queue()
+    assert proc.stdout is not None
+    out = proc.stdout
+
+    def read() -> None:
+        for line in iter(out.readline, ""):
+            lines.put(line)
+            if word in line:
+                return  # the rest is read by the caller's communicate()
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    seen: list[str] = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            line = lines.get(timeout=max(0.0, end - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        if word in line:
+            return line, seen
+        seen.append(line)
+    return "", seen
+
+
 def interrupt(
     proc: subprocess.Popen, signum: int, ready: Callable[[], object], timeout: float = 60
 ) -> tuple[str, str]:

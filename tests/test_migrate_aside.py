@@ -70,11 +70,11 @@ class Project:
         assert done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
         return done
 
-    def start(self, *args: str) -> subprocess.Popen:
+    def start(self, *args: str, **env: str) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "django", *args],
             cwd=self.path,
-            env=self.env(),
+            env=self.env(**env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

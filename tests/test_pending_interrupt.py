@@ -35,7 +35,7 @@ def test_an_interrupted_population_names_the_rebuild_left_pending(defer_db, opti
     assert done.returncode == 0, done.stderr
     before = q("SELECT 'deferapp_totals'::regclass::oid::bigint")
     # The REFRESH of the waiting version reads deferapp_reading: it waits for this lock.
-    with processes.table_locked(DB, "deferapp_reading"):
+    with processes.holding_lock(DB, "deferapp_reading"):
         proc = subprocess.Popen(
             [sys.executable, "-m", "django", "refresh_pgviews", option],
             cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -96,7 +96,7 @@ def test_an_interrupted_check_after_the_swap_names_the_rebuild_swapped_in(defer_
         target=lambda: locker.cursor().execute(f"BEGIN; LOCK TABLE {HISTORY} IN ACCESS EXCLUSIVE MODE")
     )
     try:
-        with processes.table_locked(DB, "pgvc_gate"):
+        with processes.holding_lock(DB, "pgvc_gate"):
             proc = subprocess.Popen(
                 [sys.executable, "-m", "django", "refresh_pgviews", option],
                 cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -159,7 +159,7 @@ def test_a_refresher_stopped_by_a_second_signal_names_the_rebuild_left_pending(d
 
     done = django("migrate", "-v", "0", factor=2)
     assert done.returncode == 0, done.stderr
-    with processes.table_locked(DB, "deferapp_reading"):
+    with processes.holding_lock(DB, "deferapp_reading"):
         proc = subprocess.Popen(
             [sys.executable, "-u", "-m", "django", "pgviews_refresher", "--poll", "0.3"],
             cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -223,7 +223,7 @@ def two_databases():
 
 def _interrupted_pending(dbname: str) -> tuple[str, str, int]:
     """refresh_pgviews --pending, sent SIGINT while its REFRESH on ``dbname`` waits for a lock."""
-    with processes.table_locked(dbname, "deferapp_reading"):
+    with processes.holding_lock(dbname, "deferapp_reading"):
         proc = subprocess.Popen(
             [sys.executable, "-m", "django", "refresh_pgviews", "--pending"],
             cwd=ROOT, env=_archive_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -161,3 +161,46 @@ def test_the_users_shorter_lock_timeout_wins(views):
         reader.release()
         with connection.cursor() as cur:
             cur.execute("RESET lock_timeout")
+
+
+def test_model_refresh_says_its_wait_in_the_log_naming_the_holder(views):
+    """Model.refresh() has no output: its wait goes to the django_pgviews_c.refresh logger at
+    INFO, after a second, naming the holder; once the holder lets go it refreshes."""
+    import logging
+    import queue
+
+    a, _ = views
+    said: queue.Queue[str] = queue.Queue()
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.put(record.getMessage())
+
+    log = logging.getLogger("django_pgviews_c.refresh")
+    handler, level = Catch(), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    reader = Reader("pgvc-lock-log")
+    outcome: dict[str, BaseException] = {}
+
+    def refresh() -> None:
+        try:
+            a.refresh()
+        except BaseException as exc:  # reported by the test
+            outcome["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=refresh)
+    thread.start()
+    try:
+        line = said.get(timeout=60)
+    finally:
+        reader.release()
+        thread.join(60)
+        log.removeHandler(handler)
+        log.setLevel(level)
+    assert line.startswith("viewtest.LockA: waiting ") and "for a lock to refresh it" in line, line
+    assert f"held by pid {reader.pid} (pgvc-lock-log)" in line, line
+    assert "error" not in outcome, outcome
+    assert catalog_rows("SELECT count(*) FROM t_locka") == [(2,)]

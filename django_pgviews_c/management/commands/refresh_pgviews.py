@@ -65,6 +65,7 @@ class Command(BaseCommand):
                         strict=options["strict"],
                         jobs=options["jobs"],
                         progress=self.stdout.write if verbosity >= 2 else None,
+                        waits=self.stdout.write if verbosity >= 1 else None,
                     )
                 except RefreshInterrupted as exc:
                     # Says which views were refreshed before the signal and which were not.
