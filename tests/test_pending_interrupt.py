@@ -155,7 +155,7 @@ def test_a_pass_interrupted_before_it_read_a_database_does_not_say_nothing_waits
 
 
 def test_a_refresher_stopped_by_a_second_signal_names_the_rebuild_left_pending(defer_db):  # noqa: F811
-    from tests.test_refresher import Reader
+    from tests.processes import Reader
 
     done = django("migrate", "-v", "0", factor=2)
     assert done.returncode == 0, done.stderr

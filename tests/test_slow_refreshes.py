@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests import processes, psycopg_compat
-from tests.test_refresher import Reader
+from tests.processes import Reader
 
 SUFFIX = os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_slow"
 DB = "pgviews_c_slow" + SUFFIX

@@ -94,7 +94,8 @@ def test_the_refresher_waits_for_migrate_instead_of_refreshing_every_pass():
 
     from django_pgviews_c.history import missing_history
     from tests import processes, psycopg_compat
-    from tests.test_refresher import ROOT, SETTINGS, Reader
+    from tests.processes import Reader
+    from tests.test_refresher import ROOT, SETTINGS
 
     suffix = os.environ.get("PGVIEWS_DB_SUFFIX", "") + "_unmigrated"
     db = "pgviews_c_fresh" + suffix
