@@ -202,7 +202,7 @@ def test_one_refresher_works_the_other_stands_by_and_takes_over():
         wait_until(lambda: rows("SELECT n FROM freshapp_dueeverytime") == [(count + 1,)])
         assert records("DueHourly") == 1  # stale, not due for an hour
         first.proc.send_signal(signal.SIGTERM)
-        first.wait_for("SIGTERM: stopping after the running refresh")
+        first.wait_for("SIGTERM: stopping")
         first.wait_for("stopped")
         assert first.proc.wait(timeout=WAIT) == 0
         second.wait_for("active: refreshing due views of database 'default'")
@@ -217,6 +217,27 @@ def test_one_refresher_works_the_other_stands_by_and_takes_over():
             if r is not None and r.proc.poll() is None:
                 r.proc.kill()
                 r.proc.wait()
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_signal_between_passes_does_not_speak_of_a_running_refresh():
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "django", "pgviews_refresher", "--poll", "60"],
+        cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    out = Reader(proc)
+    try:
+        # The first pass refreshes the due views (never refreshed); the next check is a poll away.
+        out.wait_for("refreshed freshapp.ReadsDue")
+        proc.send_signal(signal.SIGTERM)
+        line = out.wait_for("SIGTERM: stopping")
+        assert line.endswith("SIGTERM: stopping (no refresh was running)"), line
+        out.wait_for("stopped")
+        assert proc.wait(timeout=WAIT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 # -- Celery ------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ class Command(BaseCommand):
     requires_system_checks = []
     #: The server connection the history table was last seen on, and missing_failures then.
     history_seen: tuple[Any, int] | None = None
+    #: Whether a pass runs (a signal then lets its running refresh end), else the loop waits.
+    passing = False
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         add_database_argument(parser)
@@ -75,7 +77,8 @@ class Command(BaseCommand):
             signals["count"] += 1
             if signals["count"] == 1:
                 stop.set()
-                self.stdout.write(f"{signal.Signals(signum).name}: stopping after the running refresh")
+                what = "after the running refresh" if self.passing else "(no refresh was running)"
+                self.stdout.write(f"{signal.Signals(signum).name}: stopping {what}")
                 self.stdout.flush()
                 return
             raise Interrupted(signum)  # a second signal cancels the running refresh
@@ -112,6 +115,8 @@ class Command(BaseCommand):
             return True
         self.history_seen = None
         if not history_missing(alias):
+            if self.unmigrated_said:
+                self.say(f"the refresh history table is there now on database {alias!r}: refreshing")
             self.unmigrated_said = False
             if connection.connection is not None:  # asked on it (else the question failed)
                 self.history_seen = (connection.connection, missing_failures(alias))
@@ -153,14 +158,18 @@ class Command(BaseCommand):
                 if not self.migrated(alias):
                     stop.wait(poll)
                     continue
-                result = refresh_pass(
-                    alias,
-                    due=True,
-                    jobs=options["jobs"],
-                    concurrently=options["concurrently"],
-                    progress=self.stdout.write if self.verbosity >= 2 else None,
-                    stop=stop,
-                )
+                self.passing = True
+                try:
+                    result = refresh_pass(
+                        alias,
+                        due=True,
+                        jobs=options["jobs"],
+                        concurrently=options["concurrently"],
+                        progress=self.stdout.write if self.verbosity >= 2 else None,
+                        stop=stop,
+                    )
+                finally:
+                    self.passing = False
             except DjangoDBError as exc:
                 # A lost connection loses the lock too: reconnect and try again after a poll.
                 self.say(f"database error, retrying in {poll:g}s: {str(exc).strip().splitlines()[0]}")
