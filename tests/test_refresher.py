@@ -240,6 +240,31 @@ def test_a_signal_between_passes_does_not_speak_of_a_running_refresh():
             proc.wait()
 
 
+@pytest.mark.usefixtures("clean")
+def test_the_refresher_names_a_view_that_does_not_exist_once():
+    rows("DROP MATERIALIZED VIEW freshapp_unscheduled")  # as a DROP ... CASCADE of its table would
+    out = refresher()
+    try:
+        line = out.wait_for("skipped   freshapp.Unscheduled")
+        assert line.endswith("freshapp.Unscheduled: does not exist: migrate (or sync_pgviews) creates it"), (
+            line
+        )
+        out.wait_for("refreshed freshapp.ReadsDue")  # the first pass
+        write("INSERT INTO freshapp_reading (value) VALUES (5)")
+        out.wait_for("refreshed freshapp.DueEveryTime")  # a later pass: said once, not every pass
+        out.proc.send_signal(signal.SIGTERM)
+        out.wait_for("stopped")
+        assert out.proc.wait(timeout=WAIT) == 0
+        while not out.lines.empty():
+            out.seen.append(out.lines.get())
+        assert not any("freshapp.Unscheduled" in seen for seen in out.seen), out.seen
+    finally:
+        if out.proc.poll() is None:
+            out.proc.kill()
+            out.proc.wait()
+        assert django("sync_pgviews", "-v", "0").returncode == 0
+
+
 # -- Celery ------------------------------------------------------------------------------------
 
 

@@ -45,6 +45,8 @@ class Command(BaseCommand):
     history_seen: tuple[Any, int] | None = None
     #: Whether a pass runs (a signal then lets its running refresh end), else the loop waits.
     passing = False
+    #: The views the last pass skipped because they do not exist, said when first seen so.
+    missing_said: set[str] = set()
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         add_database_argument(parser)
@@ -101,6 +103,15 @@ class Command(BaseCommand):
             self.stdout.write(f"{timezone.now():%Y-%m-%d %H:%M:%S} {text}")
             self.stdout.flush()
 
+    def say_missing(self, skipped: dict[str, str]) -> None:
+        """Name, once until it exists again, each view a pass skipped because it does not exist
+        (dropped, say, with a table it read): it would otherwise never be refreshed unsaid."""
+        missing = {label: why for label, why in skipped.items() if why.startswith("does not exist")}
+        for label, why in missing.items():
+            if label not in self.missing_said:
+                self.say(f"skipped   {label}: {why}")
+        self.missing_said = set(missing)
+
     def migrated(self, alias: str) -> bool:
         """Whether the history table is on ``alias``. Without it no refresh is recorded, every
         view counts as stale and each would be refreshed every pass: the refresher waits for
@@ -129,6 +140,21 @@ class Command(BaseCommand):
             self.unmigrated_said = True
         return False
 
+    def one_pass(self, alias: str, stop: threading.Event, options: dict[str, Any]) -> Any:
+        """One --due pass; ``passing`` says while it runs."""
+        self.passing = True
+        try:
+            return refresh_pass(
+                alias,
+                due=True,
+                jobs=options["jobs"],
+                concurrently=options["concurrently"],
+                progress=self.stdout.write if self.verbosity >= 2 else None,
+                stop=stop,
+            )
+        finally:
+            self.passing = False
+
     def loop(self, alias: str, poll: float, stop: threading.Event, options: dict[str, Any]) -> None:
         self.verbosity = options["verbosity"]
         connection = connections[alias]
@@ -137,6 +163,7 @@ class Command(BaseCommand):
         standby_said = False
         self.unmigrated_said = False
         self.history_seen = None
+        self.missing_said = set()
         while not stop.is_set():
             try:
                 if holding and not lock.held():
@@ -158,18 +185,7 @@ class Command(BaseCommand):
                 if not self.migrated(alias):
                     stop.wait(poll)
                     continue
-                self.passing = True
-                try:
-                    result = refresh_pass(
-                        alias,
-                        due=True,
-                        jobs=options["jobs"],
-                        concurrently=options["concurrently"],
-                        progress=self.stdout.write if self.verbosity >= 2 else None,
-                        stop=stop,
-                    )
-                finally:
-                    self.passing = False
+                result = self.one_pass(alias, stop, options)
             except DjangoDBError as exc:
                 # A lost connection loses the lock too: reconnect and try again after a poll.
                 self.say(f"database error, retrying in {poll:g}s: {str(exc).strip().splitlines()[0]}")
@@ -183,6 +199,7 @@ class Command(BaseCommand):
                 self.say(f"refreshed {label}")
             for label, why in result.failed.items():
                 self.say(f"failed    {label}: {why}")
+            self.say_missing(result.skipped)
             wait = poll
             if result.next_due is not None:
                 wait = min(poll, max((result.next_due - timezone.now()).total_seconds(), 0.0))
