@@ -43,6 +43,8 @@ class Command(BaseCommand):
     requires_system_checks = []
     #: The server connection the history table was last seen on, and missing_failures then.
     history_seen: tuple[Any, int] | None = None
+    #: Whether the missing history table was said (the refresher then waits for migrate).
+    unmigrated_said = False
     #: Whether a pass runs (a signal then lets its running refresh end), else the loop waits.
     passing = False
     #: The views the last pass skipped because they do not exist, said when first seen so.
