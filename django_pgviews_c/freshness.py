@@ -222,6 +222,10 @@ def judge(
             "than the counters it recorded"
         )
     rels = snap.get("rels", {})
+    # Names read at the last refresh under an oid no relation of the view has now: a source
+    # read under such a name again was re-created since (new oid, new statistics).
+    gone = {before[3] for oid, before in rels.items() if int(oid) not in state.sources and len(before) > 3}
+    recreated = []
     by_statistics = False
     for source in state.sources.values():
         name = f"{_kind(source.relkind)} {source.name}"
@@ -238,26 +242,59 @@ def judge(
             reasons.append(f"{name} has no statistics")
             continue
         if before is None:
-            reasons.append(f"{name} was not read at the last refresh")
+            if source.name in gone:
+                recreated.append(name)
+            else:
+                reasons.append(f"{name} was not read at the last refresh")
             continue
-        old_node, old_counter = before[0], before[1]
-        if source.relkind == "m" and source.oid in refreshed_since:
-            # A materialized view this app refreshes is judged by its history and relfilenode:
-            # the write counters of its own refresh may reach the statistics after a reader's
-            # refresh began, and would make every reader stale twice.
-            if refreshed_since[source.oid] > last_ok.started_at or old_node != source.relfilenode:
-                reasons.append(f"{name} was refreshed since")
-            continue
-        if old_node != source.relfilenode:
-            verb = "was refreshed since" if source.relkind == "m" else "was rewritten (TRUNCATE or similar)"
-            reasons.append(f"{name} {verb}")
-        elif old_counter is None or source.counter < old_counter:
-            reasons.append(f"{name}'s statistics were reset")
-        elif source.counter > old_counter:
-            reasons.append(f"{name} had {source.counter - old_counter} writes")
+        why = _by_counters(source, name, before, last_ok, refreshed_since)
+        if why:
+            reasons.append(why)
+    reasons[:0] = _recreated(recreated, len(state.sources))
     if by_statistics and snap.get("stats_reset") != state.stats_reset:
         reasons.insert(0, "the database's statistics were reset")
     return reasons
+
+
+def _by_counters(
+    source: Source, name: str, before: list[Any], last_ok: Any, refreshed_since: dict[int, dt.datetime]
+) -> str | None:
+    """Why a source read at the last refresh under the same oid makes the view stale, judged
+    by its relfilenode and write counter (None: it does not)."""
+    old_node, old_counter = before[0], before[1]
+    if source.relkind == "m" and source.oid in refreshed_since:
+        # A materialized view this app refreshes is judged by its history and relfilenode:
+        # the write counters of its own refresh may reach the statistics after a reader's
+        # refresh began, and would make every reader stale twice.
+        if refreshed_since[source.oid] > last_ok.started_at or old_node != source.relfilenode:
+            return f"{name} was refreshed since"
+        return None
+    if old_node != source.relfilenode:
+        verb = "was refreshed since" if source.relkind == "m" else "was rewritten (TRUNCATE or similar)"
+        return f"{name} {verb}"
+    if old_counter is None or source.counter is None or source.counter < old_counter:
+        return f"{name}'s statistics were reset"
+    if source.counter > old_counter:
+        return f"{name} had {source.counter - old_counter} writes"
+    return None
+
+
+def _recreated(names: list[str], sources: int) -> list[str]:
+    """Why a view whose sources have new oids under the names they had is stale: they were
+    created anew since its last refresh, their write counters started over, and what they held
+    then cannot be told from what they hold now."""
+    if not names:
+        return []
+    if len(names) == sources:
+        return [
+            "every relation it reads was created anew since its last refresh (the database was "
+            "restored from a dump, or they were dropped and created again): their statistics "
+            "started over"
+        ]
+    return [
+        f"{name} was created anew since the last refresh (dropped and created again, or restored)"
+        for name in names
+    ]
 
 
 def freshness(

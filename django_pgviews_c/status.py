@@ -170,11 +170,35 @@ def _pending_ages(using: str, pending: list[ViewState]) -> None:
     from django_pgviews_c.freshstatus import _age
 
     last_ok, _ = history.latest(connections[using], [v.label for v in pending])
+    failed = _failed_completions(using, [v.label for v in pending])
     now = timezone.now()
     for v in pending:
         ok = last_ok.get(v.label)
         if ok is None:
             v.detail += "; the old version serves data of unknown age (no refresh recorded)"
-            continue
-        v.old_data_age = round((now - ok.started_at).total_seconds(), 3)
-        v.detail += f"; the old version serves data refreshed {_age(v.old_data_age)} ago"
+        else:
+            v.old_data_age = round((now - ok.started_at).total_seconds(), 3)
+            v.detail += f"; the old version serves data refreshed {_age(v.old_data_age)} ago"
+        rec = failed.get(v.label)
+        if rec is not None:
+            age = _age((now - rec.started_at).total_seconds())
+            v.detail += (
+                f"; the last attempt to complete it failed {age} ago: {rec.sqlstate} {rec.message.strip()}"
+            )
+
+
+def _failed_completions(using: str, labels: list[str]) -> dict[str, Any]:
+    """The record of each view whose last attempt at completing its pending rebuild (populating
+    the new version, or swapping it in) failed. Refreshes of the old version that succeeded
+    since do not hide it: the rebuild still waits."""
+    from django.db import DatabaseError, transaction
+
+    from django_pgviews_c.models import RefreshRecord
+
+    records = RefreshRecord.objects.using(using).filter(view__in=labels, plain_reason="pending rebuild")
+    try:
+        with transaction.atomic(using=using):  # the history missing: said by the freshness
+            newest = list(records.order_by("view", "-id").distinct("view"))
+    except DatabaseError:
+        return {}
+    return {rec.view: rec for rec in newest if not rec.ok}

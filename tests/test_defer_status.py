@@ -102,3 +102,20 @@ def test_a_sync_without_deferral_rebuilds_in_place_and_drops_the_waiting_version
     assert done.returncode == 0, done
     done = django("refresh_pgviews", "--pending", *NODEFER, factor=2)
     assert done.returncode == 0 and "completed 0 pending rebuilds" in done.stdout, done
+
+
+def test_status_keeps_saying_a_pending_rebuild_failed_after_the_old_version_is_refreshed(defer_db):  # noqa: F811
+    # value * 2 is out of the integer range: the new version cannot be populated, the old one can.
+    q("INSERT INTO deferapp_reading (value) VALUES (2000000000)")
+    assert django("sync_pgviews", "-v", "0", factor=2).returncode == 0
+    done = django("refresh_pgviews", "--pending", factor=2)
+    assert done.returncode == 1 and "integer out of range" in done.stdout + done.stderr, done
+    assert "integer out of range" in _totals(2)["detail"], _totals(2)
+    # The old version refreshed on its own (by name, or by --stale once its table's write shows):
+    # the rebuild still waits, and still cannot be completed.
+    done = django("refresh_pgviews", "deferapp.Totals", factor=2)
+    assert "refreshed deferapp.Totals" in done.stdout, done
+    row = _totals(2)
+    assert row["state"] == "pending rebuild", row
+    assert "the last attempt to complete it failed" in row["detail"], row
+    assert "integer out of range" in row["detail"], row

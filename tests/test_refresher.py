@@ -174,7 +174,7 @@ def test_one_refresher_works_the_other_stands_by_and_takes_over():
         wait_until(lambda: rows("SELECT n FROM freshapp_dueeverytime") == [(count + 1,)])
         assert records("DueHourly") == 1  # stale, not due for an hour
         first.proc.send_signal(signal.SIGTERM)
-        first.wait_for("SIGTERM: stopping after the running refresh")
+        first.wait_for("SIGTERM: stopping")
         first.wait_for("stopped")
         assert first.proc.wait(timeout=WAIT) == 0
         second.wait_for("active: refreshing due views of database 'default'")
@@ -189,6 +189,52 @@ def test_one_refresher_works_the_other_stands_by_and_takes_over():
             if r is not None and r.proc.poll() is None:
                 r.proc.kill()
                 r.proc.wait()
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_signal_between_passes_does_not_speak_of_a_running_refresh():
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "django", "pgviews_refresher", "--poll", "60"],
+        cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    out = processes.Reader(proc)
+    try:
+        # The first pass refreshes the due views (never refreshed); the next check is a poll away.
+        out.wait_for("refreshed freshapp.ReadsDue")
+        proc.send_signal(signal.SIGTERM)
+        line = out.wait_for("SIGTERM: stopping")
+        assert line.endswith("SIGTERM: stopping (no refresh was running)"), line
+        out.wait_for("stopped")
+        assert proc.wait(timeout=WAIT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.usefixtures("clean")
+def test_the_refresher_names_a_view_that_does_not_exist_once():
+    rows("DROP MATERIALIZED VIEW freshapp_unscheduled")  # as a DROP ... CASCADE of its table would
+    out = refresher()
+    try:
+        line = out.wait_for("skipped   freshapp.Unscheduled")
+        assert line.endswith("freshapp.Unscheduled: does not exist: migrate (or sync_pgviews) creates it"), (
+            line
+        )
+        out.wait_for("refreshed freshapp.ReadsDue")  # the first pass
+        write("INSERT INTO freshapp_reading (value) VALUES (5)")
+        out.wait_for("refreshed freshapp.DueEveryTime")  # a later pass: said once, not every pass
+        out.proc.send_signal(signal.SIGTERM)
+        out.wait_for("stopped")
+        assert out.proc.wait(timeout=WAIT) == 0
+        while not out.lines.empty():
+            out.seen.append(out.lines.get())
+        assert not any("freshapp.Unscheduled" in seen for seen in out.seen), out.seen
+    finally:
+        if out.proc.poll() is None:
+            out.proc.kill()
+            out.proc.wait()
+        assert django("sync_pgviews", "-v", "0").returncode == 0
 
 
 # -- Celery ------------------------------------------------------------------------------------

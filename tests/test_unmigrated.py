@@ -121,6 +121,7 @@ def test_the_refresher_waits_for_migrate_instead_of_refreshing_every_pass():
             assert not any("refreshed" in seen for seen in reader.seen), reader.seen
             # Never refreshed by it: freshapp.DueEveryTime (refresh_interval 0) is due.
             assert run("migrate", "django_pgviews_c", "-v", "0").returncode == 0
+            reader.wait_for("the refresh history table is there now on database 'default': refreshing")
             reader.wait_for("refreshed freshapp.DueEveryTime")
             counted = "SELECT count(*) FROM django_pgviews_c_refresh WHERE view = 'freshapp.DueEveryTime'"
             assert psycopg_compat.query(db, counted)[0][0] >= 1

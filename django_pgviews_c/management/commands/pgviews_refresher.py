@@ -43,6 +43,12 @@ class Command(BaseCommand):
     requires_system_checks = []
     #: The server connection the history table was last seen on, and missing_failures then.
     history_seen: tuple[Any, int] | None = None
+    #: Whether the missing history table was said (the refresher then waits for migrate).
+    unmigrated_said = False
+    #: Whether a pass runs (a signal then lets its running refresh end), else the loop waits.
+    passing = False
+    #: The views the last pass skipped because they do not exist, said when first seen so.
+    missing_said: set[str] = set()
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         add_database_argument(parser)
@@ -75,7 +81,8 @@ class Command(BaseCommand):
             signals["count"] += 1
             if signals["count"] == 1:
                 stop.set()
-                self.stdout.write(f"{signal.Signals(signum).name}: stopping after the running refresh")
+                what = "after the running refresh" if self.passing else "(no refresh was running)"
+                self.stdout.write(f"{signal.Signals(signum).name}: stopping {what}")
                 self.stdout.flush()
                 return
             raise Interrupted(signum)  # a second signal cancels the running refresh
@@ -98,6 +105,15 @@ class Command(BaseCommand):
             self.stdout.write(f"{timezone.now():%Y-%m-%d %H:%M:%S} {text}")
             self.stdout.flush()
 
+    def say_missing(self, skipped: dict[str, str]) -> None:
+        """Name, once until it exists again, each view a pass skipped because it does not exist
+        (dropped, say, with a table it read): it would otherwise never be refreshed unsaid."""
+        missing = {label: why for label, why in skipped.items() if why.startswith("does not exist")}
+        for label, why in missing.items():
+            if label not in self.missing_said:
+                self.say(f"skipped   {label}: {why}")
+        self.missing_said = set(missing)
+
     def migrated(self, alias: str) -> bool:
         """Whether the history table is on ``alias``. Without it no refresh is recorded, every
         view counts as stale and each would be refreshed every pass: the refresher waits for
@@ -112,6 +128,8 @@ class Command(BaseCommand):
             return True
         self.history_seen = None
         if not history_missing(alias):
+            if self.unmigrated_said:
+                self.say(f"the refresh history table is there now on database {alias!r}: refreshing")
             self.unmigrated_said = False
             if connection.connection is not None:  # asked on it (else the question failed)
                 self.history_seen = (connection.connection, missing_failures(alias))
@@ -124,6 +142,21 @@ class Command(BaseCommand):
             self.unmigrated_said = True
         return False
 
+    def one_pass(self, alias: str, stop: threading.Event, options: dict[str, Any]) -> Any:
+        """One --due pass; ``passing`` says while it runs."""
+        self.passing = True
+        try:
+            return refresh_pass(
+                alias,
+                due=True,
+                jobs=options["jobs"],
+                concurrently=options["concurrently"],
+                progress=self.stdout.write if self.verbosity >= 2 else None,
+                stop=stop,
+            )
+        finally:
+            self.passing = False
+
     def loop(self, alias: str, poll: float, stop: threading.Event, options: dict[str, Any]) -> None:
         self.verbosity = options["verbosity"]
         connection = connections[alias]
@@ -132,6 +165,7 @@ class Command(BaseCommand):
         standby_said = False
         self.unmigrated_said = False
         self.history_seen = None
+        self.missing_said = set()
         while not stop.is_set():
             try:
                 if holding and not lock.held():
@@ -153,14 +187,7 @@ class Command(BaseCommand):
                 if not self.migrated(alias):
                     stop.wait(poll)
                     continue
-                result = refresh_pass(
-                    alias,
-                    due=True,
-                    jobs=options["jobs"],
-                    concurrently=options["concurrently"],
-                    progress=self.stdout.write if self.verbosity >= 2 else None,
-                    stop=stop,
-                )
+                result = self.one_pass(alias, stop, options)
             except DjangoDBError as exc:
                 # A lost connection loses the lock too: reconnect and try again after a poll.
                 self.say(f"database error, retrying in {poll:g}s: {str(exc).strip().splitlines()[0]}")
@@ -174,6 +201,7 @@ class Command(BaseCommand):
                 self.say(f"refreshed {label}")
             for label, why in result.failed.items():
                 self.say(f"failed    {label}: {why}")
+            self.say_missing(result.skipped)
             wait = poll
             if result.next_due is not None:
                 wait = min(poll, max((result.next_due - timezone.now()).total_seconds(), 0.0))
