@@ -27,14 +27,27 @@
     "AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d "                                \
     "WHERE d.datname = pg_catalog.current_database()) "
 
-/* The sessions holding a granted lock on a relation (its name the one parameter): pid,
- * application_name, state, start of the query, backend_type (what names a holder without an
- * application_name, such as an autovacuum worker). */
+/* The sessions holding a lock that a statement on a view waits for (the view's name the one
+ * parameter): any granted lock on the view itself, and ACCESS EXCLUSIVE (the one mode that blocks
+ * ACCESS SHARE) on a relation its query reads, directly or through plain views (a materialized
+ * view it reads is read as it is, not its sources). Each row: pid, application_name, state, start
+ * of the query, backend_type (what names a holder without an application_name, such as an
+ * autovacuum worker), the lock's mode and the relation it is on. */
 #define LOCK_HOLDERS_SQL(param)                                                                    \
-    "SELECT a.pid, a.application_name, a.state, pg_catalog.left(a.query, 80), a.backend_type "     \
+    "WITH RECURSIVE reads(oid, top) AS ("                                                          \
+    "SELECT pg_catalog.to_regclass(" param ")::pg_catalog.oid, true UNION "                        \
+    "SELECT d.refobjid, false FROM reads r "                                                       \
+    "JOIN pg_catalog.pg_class c ON c.oid = r.oid AND (r.top OR c.relkind = 'v') "                  \
+    "JOIN pg_catalog.pg_rewrite w ON w.ev_class = r.oid "                                          \
+    "JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass "     \
+    "AND d.objid = w.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass "           \
+    "AND d.refobjid <> r.oid) "                                                                    \
+    "SELECT a.pid, a.application_name, a.state, pg_catalog.left(a.query, 80), a.backend_type, "    \
+    "l.mode, l.relation::pg_catalog.regclass::pg_catalog.text "                                    \
     "FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "              \
-    "WHERE l.granted AND l.relation = pg_catalog.to_regclass(" param ") " THIS_DATABASE            \
-    "AND l.pid <> pg_catalog.pg_backend_pid() ORDER BY a.pid"
+    "WHERE l.granted AND EXISTS (SELECT FROM reads r WHERE r.oid = l.relation "                    \
+    "AND (r.top OR l.mode = 'AccessExclusiveLock')) " THIS_DATABASE                                \
+    "AND l.pid <> pg_catalog.pg_backend_pid() ORDER BY a.pid, l.relation"
 
 /* deadlock_timeout (ms) when an autovacuum worker holds a granted lock on the relation (the one
  * parameter); no row otherwise. */
@@ -107,8 +120,8 @@ static PyObject *error_dict(PGconn *conn, PGresult *res, const char *fallback)
                          "holders", Py_None);
 }
 
-/* The sessions that hold a lock on the relation, as a list of dicts (pid, application_name,
- * state, query, backend_type), read on conn; None when they cannot be read within
+/* The sessions that hold a lock a statement on the view waits for, as a list of dicts (pid,
+ * application_name, state, query, backend_type, mode, relation), read on conn; None when they cannot be read within
  * HOLDER_TIMEOUT. */
 static PyObject *lock_holders(PGconn *conn, const char *relation)
 {
@@ -133,10 +146,13 @@ static PyObject *lock_holders(PGconn *conn, const char *relation)
         PyObject *pid =
             pgvc_parse_long(PQgetvalue(r, k, 0), &v) == 0 ? PyLong_FromLong(v) : Py_NewRef(Py_None);
         PyObject *row = Py_BuildValue(
-            "{sNsNsNsNsN}", "pid", pid, "application_name", pgvc_server_text(PQgetvalue(r, k, 1)),
-            "state", pgvc_server_text(PQgetisnull(r, k, 2) ? NULL : PQgetvalue(r, k, 2)), "query",
+            "{sNsNsNsNsNsNsN}", "pid", pid, "application_name",
+            pgvc_server_text(PQgetvalue(r, k, 1)), "state",
+            pgvc_server_text(PQgetisnull(r, k, 2) ? NULL : PQgetvalue(r, k, 2)), "query",
             pgvc_server_text(PQgetisnull(r, k, 3) ? NULL : PQgetvalue(r, k, 3)), "backend_type",
-            pgvc_server_text(PQgetisnull(r, k, 4) ? NULL : PQgetvalue(r, k, 4)));
+            pgvc_server_text(PQgetisnull(r, k, 4) ? NULL : PQgetvalue(r, k, 4)), "mode",
+            pgvc_server_text(PQgetisnull(r, k, 5) ? NULL : PQgetvalue(r, k, 5)), "relation",
+            pgvc_server_text(PQgetisnull(r, k, 6) ? NULL : PQgetvalue(r, k, 6)));
         if (!row || PyList_Append(list, row) < 0)
             Py_CLEAR(list);
         Py_XDECREF(row);
