@@ -254,8 +254,9 @@ static PyMethodDef core_methods[] = {
      "populated_sql()\n--\n\nThe query saying, for the relation names in its one %s parameter "
      "(a text array), whether each materialized view is populated, in order."},
     {"lock_holders_sql", lock_holders_sql, METH_NOARGS,
-     "lock_holders_sql()\n--\n\nThe query naming the sessions that hold a lock on the relation "
-     "given as its one %s parameter: (pid, application_name, state, query)."},
+     "lock_holders_sql()\n--\n\nThe query naming the sessions that hold a lock a statement on "
+     "the view given as its one %s parameter waits for (on the view, or ACCESS EXCLUSIVE on a "
+     "relation it reads): (pid, application_name, state, query, backend_type, mode, relation)."},
     {"aside_sql", pgvc_aside_sql, METH_NOARGS,
      "aside_sql()\n--\n\nThe views reading given columns of given tables, recursively, deepest "
      "first, with what restoring them needs."},

@@ -16,34 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pqlocks.h"
 #include "sqlgen.h"
 
 #define SLICE_MS PGVC_SLICE_MS
 #define CANCEL_TIMEOUT 5.0 /* seconds for a cancel request, and for its statement to end */
 #define HOLDER_TIMEOUT 5.0 /* seconds for the lock-holder query */
 
-/* A relation's oid is unique in its database only (a database made from a template shares them). */
-#define THIS_DATABASE                                                                              \
-    "AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d "                                \
-    "WHERE d.datname = pg_catalog.current_database()) "
-
-/* The sessions holding a granted lock on a relation (its name the one parameter): pid,
- * application_name, state, start of the query, backend_type (what names a holder without an
- * application_name, such as an autovacuum worker). */
-#define LOCK_HOLDERS_SQL(param)                                                                    \
-    "SELECT a.pid, a.application_name, a.state, pg_catalog.left(a.query, 80), a.backend_type "     \
-    "FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "              \
-    "WHERE l.granted AND l.relation = pg_catalog.to_regclass(" param ") " THIS_DATABASE            \
-    "AND l.pid <> pg_catalog.pg_backend_pid() ORDER BY a.pid"
-
-/* deadlock_timeout (ms) when an autovacuum worker holds a granted lock on the relation (the one
- * parameter); no row otherwise. */
-#define AUTOVACUUM_HOLDER_SQL                                                                      \
-    "SELECT s.setting::pg_catalog.int8 FROM pg_catalog.pg_settings s "                             \
-    "WHERE s.name = 'deadlock_timeout' AND EXISTS (SELECT FROM pg_catalog.pg_locks l "             \
-    "JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid WHERE l.granted "                         \
-    "AND l.relation = pg_catalog.to_regclass($1) " THIS_DATABASE                                   \
-    "AND a.backend_type = 'autovacuum worker')"
 /* How much longer than deadlock_timeout a try waits when an autovacuum worker holds the lock. */
 #define AUTOVACUUM_MARGIN_MS 200
 
@@ -107,8 +86,8 @@ static PyObject *error_dict(PGconn *conn, PGresult *res, const char *fallback)
                          "holders", Py_None);
 }
 
-/* The sessions that hold a lock on the relation, as a list of dicts (pid, application_name,
- * state, query, backend_type), read on conn; None when they cannot be read within
+/* The sessions that hold a lock a statement on the view waits for, as a list of dicts (pid,
+ * application_name, state, query, backend_type, mode, relation), read on conn; None when they cannot be read within
  * HOLDER_TIMEOUT. */
 static PyObject *lock_holders(PGconn *conn, const char *relation)
 {
@@ -133,10 +112,13 @@ static PyObject *lock_holders(PGconn *conn, const char *relation)
         PyObject *pid =
             pgvc_parse_long(PQgetvalue(r, k, 0), &v) == 0 ? PyLong_FromLong(v) : Py_NewRef(Py_None);
         PyObject *row = Py_BuildValue(
-            "{sNsNsNsNsN}", "pid", pid, "application_name", pgvc_server_text(PQgetvalue(r, k, 1)),
-            "state", pgvc_server_text(PQgetisnull(r, k, 2) ? NULL : PQgetvalue(r, k, 2)), "query",
+            "{sNsNsNsNsNsNsN}", "pid", pid, "application_name",
+            pgvc_server_text(PQgetvalue(r, k, 1)), "state",
+            pgvc_server_text(PQgetisnull(r, k, 2) ? NULL : PQgetvalue(r, k, 2)), "query",
             pgvc_server_text(PQgetisnull(r, k, 3) ? NULL : PQgetvalue(r, k, 3)), "backend_type",
-            pgvc_server_text(PQgetisnull(r, k, 4) ? NULL : PQgetvalue(r, k, 4)));
+            pgvc_server_text(PQgetisnull(r, k, 4) ? NULL : PQgetvalue(r, k, 4)), "mode",
+            pgvc_server_text(PQgetisnull(r, k, 5) ? NULL : PQgetvalue(r, k, 5)), "relation",
+            pgvc_server_text(PQgetisnull(r, k, 6) ? NULL : PQgetvalue(r, k, 6)));
         if (!row || PyList_Append(list, row) < 0)
             Py_CLEAR(list);
         Py_XDECREF(row);

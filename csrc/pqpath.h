@@ -40,8 +40,9 @@ extern PyType_Spec pgvc_schedule_spec;
 /* _core.libpq_version() -> int */
 PyObject *pgvc_libpq_version(void);
 
-/* _core.lock_holders_sql() -> str: the sessions holding a lock on the relation named by its one
- * %s parameter: (pid, application_name, state, start of query, backend_type). */
+/* _core.lock_holders_sql() -> str: the sessions holding a lock that a statement on the view named
+ * by its one %s parameter waits for (on the view, or ACCESS EXCLUSIVE on what it reads): (pid,
+ * application_name, state, start of query, backend_type, mode, relation). */
 PyObject *pgvc_lock_holders_sql(void);
 
 /* _core.populated_sql() -> str: for the relation names in its one %s parameter (a text array),

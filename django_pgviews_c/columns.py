@@ -1,7 +1,7 @@
 """Model fields against the columns of their views. The planner compares each field with the
 view's columns (name, and type family) and returns what differs; after a sync creates or adopts
 views, those problems are a warning, or with PGVIEWS_STRICT_COLUMNS = True an error that rolls
-the whole sync back."""
+the whole sync back. A missing column is said at every sync, also of a view left as it was."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 from django_pgviews_c.declarations import setting
 from django_pgviews_c.exceptions import PlanError
 
-__all__ = ["ColumnProblem", "column_problems", "report_column_problems"]
+__all__ = ["ColumnProblem", "column_problems", "report_column_problems", "to_report"]
 
 logger = logging.getLogger("django_pgviews_c.sync_pgviews")
 
@@ -53,12 +53,18 @@ def column_problems(labels: Sequence[str], found: Sequence[Any]) -> list[ColumnP
     return [ColumnProblem(labels[row[0]], *row[1:]) for row in found]
 
 
-def report_column_problems(
-    problems: Sequence[ColumnProblem], labels: Collection[str], say: Callable[[str, int], None]
-) -> None:
-    """The problems of the views named in ``labels``: logged and said as warnings, or with
-    PGVIEWS_STRICT_COLUMNS = True a PlanError naming all of them."""
-    problems = [p for p in problems if p.label in labels]
+def to_report(problems: Sequence[ColumnProblem], labels: Collection[str]) -> list[ColumnProblem]:
+    """What a sync says: every problem of the views named in ``labels`` (those it created,
+    changed or adopted), and every missing column of the others. A missing column makes every
+    query of the model fail, so it is said at each sync until it is fixed, also when the view is
+    unchanged (a field added to the model, its SQL left as it was); another type family is said
+    once, when the view is built."""
+    return [p for p in problems if p.label in labels or p.column_type is None]
+
+
+def report_column_problems(problems: Sequence[ColumnProblem], say: Callable[[str, int], None]) -> None:
+    """``problems`` logged and said as warnings, or with PGVIEWS_STRICT_COLUMNS = True a
+    PlanError naming all of them."""
     if not problems:
         return
     if setting("PGVIEWS_STRICT_COLUMNS", False):

@@ -121,19 +121,22 @@ def _guard_sql(ms: int) -> str:
 _RESTORE_SQL = _core.query_sql("lock_restore")
 
 
+#: The columns of _core.lock_holders_sql(), the keys of the C loop's holder dicts.
+_HOLDER_KEYS = ("pid", "application_name", "state", "query", "backend_type", "mode", "relation")
+
+
 def _describe_holders(holders: Sequence[Any] | None) -> str:
-    """The sessions holding a lock on a view, as the last try of a refresh met them: rows of
-    _core.lock_holders_sql() (Model.refresh) or the C loop's dicts of the same columns. A holder
-    is named by its application_name, else by its backend_type (``autovacuum worker``), as the
-    sync's lock waits name it (locks.Holder.describe)."""
+    """The sessions holding a lock a refresh waited for, as its last try met them: rows of
+    _core.lock_holders_sql() (Model.refresh) or the C loop's dicts of the same columns; a lock on
+    the view itself, or ACCESS EXCLUSIVE on a table it reads (a data load truncating it). A
+    holder is named by its application_name, else by its backend_type (``autovacuum worker``), as
+    the sync's lock waits name it (locks.Holder.describe), with the lock and what it is on."""
     if not holders:
-        return "no session holds a lock on it any more"
+        return "no session holds such a lock any more"
     parts = []
     for h in holders:
-        pid, app, state, query, backend_type = (
-            (h["pid"], h["application_name"], h["state"], h["query"], h.get("backend_type"))
-            if isinstance(h, dict)
-            else h
+        pid, app, state, query, backend_type, mode, relation = (
+            tuple(h.get(k) for k in _HOLDER_KEYS) if isinstance(h, dict) else h
         )
         text = f"pid {pid}"
         if app or backend_type:
@@ -142,6 +145,8 @@ def _describe_holders(holders: Sequence[Any] | None) -> str:
             text += f", {state}"
         if query:
             text += f": {' '.join(str(query).split())[:60]}"
+        if mode and relation:
+            text += f", holding {mode} on {relation}"
         parts.append(text)
     return "held by " + "; ".join(parts)
 

@@ -26,7 +26,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_pgviews_c import _core
 from django_pgviews_c.adopt import probe
-from django_pgviews_c.columns import ColumnProblem, column_problems, report_column_problems
+from django_pgviews_c.columns import ColumnProblem, column_problems, report_column_problems, to_report
 from django_pgviews_c.dberrors import connection_is_lost, ensure_connected, lost_connection_error
 from django_pgviews_c.dberrors import sqlstate as _sqlstate
 from django_pgviews_c.declarations import Declarations, read_catalog, setting, view_models
@@ -166,6 +166,9 @@ class Syncer:
             with self.connection.cursor() as cursor:
                 plan = self.plan(cursor)
                 actions = [Action.from_tuple(a) for a in plan.pop("actions")]
+                if not actions and not dry_run:
+                    # Nothing to change; a field whose column the view lacks is said all the same.
+                    report_column_problems(to_report(self.result.column_problems, ()), self._say)
                 if actions and rehearse:
                     self._fill(plan, actions)  # what is shown if the rehearsal fails
                     self.result.sizes = existing_sizes(cursor, self.decls.labels, self.result.names)
@@ -257,7 +260,7 @@ class Syncer:
         touched |= {i for i, state in enumerate(plan["states"]) if state == "unstamped"}
         self.plan(cursor)
         labels = {self.decls.labels[i] for i in touched}
-        report_column_problems(self.result.column_problems, labels, self._say)
+        report_column_problems(to_report(self.result.column_problems, labels), self._say)
 
     def _force_required(self, cursor: Any, inc: Incompatible, recreate: set[int]) -> ForceRequiredError:
         label = self.decls.labels[inc.decl]

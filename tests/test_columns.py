@@ -1,6 +1,7 @@
 """A declared field that the view's SQL does not produce (or produces with another type) is
 reported after the sync creates or adopts the view: a warning by default, an error with
-PGVIEWS_STRICT_COLUMNS = True; pgviews_status shows the view as `columns`."""
+PGVIEWS_STRICT_COLUMNS = True; pgviews_status shows the view as `columns`. A missing column is
+reported by every sync, also of a view the sync leaves as it is."""
 
 from __future__ import annotations
 
@@ -56,8 +57,10 @@ def test_missing_and_mistyped_columns_are_warnings_naming_everything(src, caplog
     assert {p.field for p in result.column_problems} == {"margin", "total", "price"}
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="django_pgviews_c"):
-        assert vs.sync().actions == []  # a warm sync changes nothing and says nothing again
-    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert vs.sync().actions == []  # a warm sync changes nothing
+    # and says again only what breaks every query (the missing columns), not the type
+    again = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "field 'margin'" in again and "field 'total'" in again and "field 'price'" not in again
 
 
 def test_strict_columns_makes_it_an_error_and_changes_nothing(src, settings):
@@ -112,3 +115,45 @@ def test_another_type_family_alone_is_a_warning_not_a_state(src, caplog):
     result = _dry_run_state(vs)
     assert result.states["viewtest.Typed"] == "in sync"
     assert [p.field for p in result.column_problems] == ["price"]
+
+
+def _with_a_field_added_later(vs: ViewSet, **extra: models.Field) -> None:
+    vs.view(
+        "Later",
+        "SELECT id, price FROM t_src",
+        materialized=True,
+        id=models.IntegerField(primary_key=True),
+        price=models.DecimalField(max_digits=10, decimal_places=2),
+        **extra,
+    )
+
+
+def test_a_field_added_to_an_unchanged_view_is_said_by_the_sync(src, caplog):
+    """A field added to the model with the SQL left as it was (ncpollbook's VoterView): the view
+    is unchanged, so the sync has nothing to do, but every query of the model now fails. The
+    sync says so on every run until it is fixed (it said '0 changed' and nothing else)."""
+    vs = ViewSet()
+    _with_a_field_added_later(vs)
+    vs.sync()
+    _with_a_field_added_later(vs, registration_month=models.SmallIntegerField(null=True))
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="django_pgviews_c"):
+            assert vs.sync().actions == []
+        assert (
+            "viewtest.Later: field 'registration_month' reads column 'registration_month', which the "
+            "view does not have (its columns: id, price)" in caplog.text
+        ), caplog.text
+
+
+def test_strict_columns_fails_the_sync_of_an_unchanged_view(src, settings):
+    vs = ViewSet()
+    _with_a_field_added_later(vs)
+    vs.sync()
+    before = snapshot()
+    _with_a_field_added_later(vs, registration_month=models.SmallIntegerField(null=True))
+    settings.PGVIEWS_STRICT_COLUMNS = True
+    with pytest.raises(PlanError) as err:
+        vs.sync()
+    assert "field 'registration_month'" in str(err.value) and "nothing was changed" in str(err.value)
+    assert snapshot() == before

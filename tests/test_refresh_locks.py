@@ -204,3 +204,57 @@ def test_model_refresh_says_its_wait_in_the_log_naming_the_holder(views):
     assert f"held by pid {reader.pid} (pgvc-lock-log)" in line, line
     assert "error" not in outcome, outcome
     assert catalog_rows("SELECT count(*) FROM t_locka") == [(2,)]
+
+
+class SourceLocker:
+    """Another session holding ACCESS EXCLUSIVE on the table the views read, in an open
+    transaction, as a data load that truncates it does: every refresh of them waits."""
+
+    def __init__(self, app: str) -> None:
+        self.conn = psycopg_compat._connect(connection.settings_dict["NAME"])
+        self.conn.autocommit = False
+        cur = self.conn.cursor()
+        cur.execute(f"SET application_name = '{app}'")
+        cur.execute("LOCK TABLE t_locksrc IN ACCESS EXCLUSIVE MODE")
+        self.pid = self.conn.info.backend_pid if hasattr(self.conn, "info") else self.conn.get_backend_pid()
+
+    def release(self) -> None:
+        self.conn.rollback()
+        self.conn.close()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_lock_on_a_source_table_names_its_holder_and_the_table(views, jobs):
+    """The refresh waits for ACCESS SHARE on what its query reads, not for the view: the error
+    names the session holding the source table and the table (it said that no session held a
+    lock any more)."""
+    locker = SourceLocker("pgvc-source-loader")
+    try:
+        with (
+            override_settings(PGVIEWS_REFRESH_RETRIES=0, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300),
+            pytest.raises(RefreshError) as info,
+        ):
+            refresh_views(list(views), jobs=jobs)
+    finally:
+        locker.release()
+    text = info.value.failures["viewtest.LockA"]
+    assert f"pid {locker.pid} (pgvc-source-loader)" in text, text
+    assert "AccessExclusiveLock on t_locksrc" in text, text
+    assert "no session holds" not in text, text
+
+
+def test_model_refresh_names_the_holder_of_a_source_table(views):
+    a, _ = views
+    locker = SourceLocker("pgvc-source-model")
+    try:
+        with (
+            override_settings(PGVIEWS_REFRESH_RETRIES=0, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300),
+            pytest.raises(DatabaseError) as info,
+        ):
+            a.refresh()
+    finally:
+        locker.release()
+    text = str(info.value)
+    assert f"pid {locker.pid} (pgvc-source-model)" in text, text
+    assert "AccessExclusiveLock on t_locksrc" in text, text
+    assert "was not refreshed" in text and "no session holds" not in text, text
