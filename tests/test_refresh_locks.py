@@ -30,14 +30,15 @@ def views(transactional_db):
 
 
 class Reader:
-    """Another session reading t_locka inside an open transaction: it holds ACCESS SHARE."""
+    """Another session running ``sql`` inside an open transaction: by default it reads t_locka,
+    so it holds ACCESS SHARE there."""
 
-    def __init__(self, app: str) -> None:
+    def __init__(self, app: str, sql: str = "SELECT count(*) FROM t_locka") -> None:
         self.conn = psycopg_compat._connect(connection.settings_dict["NAME"])
         self.conn.autocommit = False
         cur = self.conn.cursor()
         cur.execute(f"SET application_name = '{app}'")
-        cur.execute("SELECT count(*) FROM t_locka")
+        cur.execute(sql)
         self.pid = self.conn.info.backend_pid if hasattr(self.conn, "info") else self.conn.get_backend_pid()
 
     def release(self) -> None:
@@ -206,21 +207,10 @@ def test_model_refresh_says_its_wait_in_the_log_naming_the_holder(views):
     assert catalog_rows("SELECT count(*) FROM t_locka") == [(2,)]
 
 
-class SourceLocker:
+def source_locker(app: str) -> Reader:
     """Another session holding ACCESS EXCLUSIVE on the table the views read, in an open
     transaction, as a data load that truncates it does: every refresh of them waits."""
-
-    def __init__(self, app: str) -> None:
-        self.conn = psycopg_compat._connect(connection.settings_dict["NAME"])
-        self.conn.autocommit = False
-        cur = self.conn.cursor()
-        cur.execute(f"SET application_name = '{app}'")
-        cur.execute("LOCK TABLE t_locksrc IN ACCESS EXCLUSIVE MODE")
-        self.pid = self.conn.info.backend_pid if hasattr(self.conn, "info") else self.conn.get_backend_pid()
-
-    def release(self) -> None:
-        self.conn.rollback()
-        self.conn.close()
+    return Reader(app, "LOCK TABLE t_locksrc IN ACCESS EXCLUSIVE MODE")
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
@@ -228,7 +218,7 @@ def test_a_lock_on_a_source_table_names_its_holder_and_the_table(views, jobs):
     """The refresh waits for ACCESS SHARE on what its query reads, not for the view: the error
     names the session holding the source table and the table (it said that no session held a
     lock any more)."""
-    locker = SourceLocker("pgvc-source-loader")
+    locker = source_locker("pgvc-source-loader")
     try:
         with (
             override_settings(PGVIEWS_REFRESH_RETRIES=0, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300),
@@ -245,7 +235,7 @@ def test_a_lock_on_a_source_table_names_its_holder_and_the_table(views, jobs):
 
 def test_model_refresh_names_the_holder_of_a_source_table(views):
     a, _ = views
-    locker = SourceLocker("pgvc-source-model")
+    locker = source_locker("pgvc-source-model")
     try:
         with (
             override_settings(PGVIEWS_REFRESH_RETRIES=0, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300),
