@@ -286,6 +286,11 @@ def test_sql_typo_fails_the_deploy_naming_the_view_and_changes_nothing(redux_pro
     assert plan.returncode == 1
     assert "the sync would FAIL" in plan.stdout and "state_stop.arest" in plan.stderr
     assert catalog() == before
+    # sync_pgviews is one transaction: its error says that nothing was changed, and it is true.
+    done = django(redux_project, "django_pgviews_c", "sync_pgviews", "--database", "state", RP_TYPO="1")
+    assert done.returncode == 1 and "state_stop.arest" in done.stderr, done.stderr
+    assert "The transaction was rolled back: nothing was changed." in done.stderr, done.stderr
+    assert catalog() == before
 
 
 def test_field_the_sql_lacks_is_named_and_not_sent_to_sync(redux_project):

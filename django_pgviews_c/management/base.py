@@ -15,7 +15,7 @@ from django.core.management.base import CommandError
 from django.db import Error as DjangoDBError
 
 from django_pgviews_c.dberrors import connect_failed_error, ensure_connected, is_connect_failure
-from django_pgviews_c.exceptions import PGViewsError
+from django_pgviews_c.exceptions import DatabaseError, PGViewsError
 
 #: Seconds a cancel request may take before it is given up (psycopg's cancel_safe).
 CANCEL_TIMEOUT = 5.0
@@ -140,13 +140,23 @@ def pgviews_errors(
         with interrupts() if handle_signals else contextlib.nullcontext():
             yield
     except PGViewsError as exc:
-        raise CommandError(str(exc)) from exc
+        raise CommandError(_error_text(exc, nothing_changed)) from exc
     except DjangoDBError as exc:
         if not is_connect_failure(exc):
             raise
         raise CommandError(str(connect_failed_error(_alias_of(exc, database), exc))) from exc
     except KeyboardInterrupt as exc:
         raise interrupted_error(exc, nothing_changed) from None
+
+
+def _error_text(exc: PGViewsError, nothing_changed: bool) -> str:
+    """What a failed command says: the error, and (``nothing_changed``: the work was one
+    transaction, which the server refused and rolled back) that nothing was changed, unless the
+    error says so already."""
+    text = str(exc)
+    if nothing_changed and isinstance(exc, DatabaseError) and "othing was changed" not in text:
+        text += "\nThe transaction was rolled back: nothing was changed."
+    return text
 
 
 def _alias_of(exc: BaseException, default: str | None) -> str:
