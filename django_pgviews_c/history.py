@@ -328,8 +328,7 @@ def _one_trip_sql(model: type[pg.View], concurrent: bool, short_ms: int, functio
     sql = _one_trip_cache.get(key)
     if sql is None:
         refresh = pg.refresh_statement(db_table, concurrent).replace("%", "%%")
-        if not concurrent:
-            refresh = _core.query_sql("lock_guard", ms=short_ms) + refresh + _core.query_sql("lock_restore")
+        refresh = _core.query_sql("lock_guard", ms=short_ms) + refresh + _core.query_sql("lock_restore")
         capture, record = (
             (_CAPTURE_CALL, _RECORD_CALL)
             if functions

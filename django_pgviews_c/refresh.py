@@ -180,10 +180,15 @@ def _held_elsewhere(cursor: Any) -> str:
 
 
 def guarded_refresh(
-    conn: BaseDatabaseWrapper, db_table: str, label: str, say: Callable[[str], None] | None = None
+    conn: BaseDatabaseWrapper,
+    db_table: str,
+    label: str,
+    say: Callable[[str], None] | None = None,
+    concurrently: bool = False,
 ) -> None:
-    """Plain REFRESH of one view on Django's connection. It needs ACCESS EXCLUSIVE, and a waiting
-    request queues every later reader behind it: each try waits at most PGVIEWS_LOCK_TIMEOUT_MS
+    """REFRESH of one view on Django's connection. A plain one needs ACCESS EXCLUSIVE, and a
+    waiting request queues every later reader behind it; a concurrent one queues no reader, but
+    waits as long as a data load holds a table it reads. So each try waits at most PGVIEWS_LOCK_TIMEOUT_MS
     (200, or the session's lock_timeout when shorter), then steps out and retries after a short
     back-off, PGVIEWS_REFRESH_RETRIES (10) times; the last try waits at most
     PGVIEWS_REFRESH_LOCK_TIMEOUT_MS (10000). Then DatabaseError names the sessions holding a lock.
@@ -195,7 +200,7 @@ def guarded_refresh(
     if say is None:
         say = _log_wait
     retries, short_ms, last_ms = _lock_settings()
-    refresh = pg.refresh_statement(db_table, False)
+    refresh = pg.refresh_statement(db_table, concurrently)
     wait_ms = short_ms
     started, said_at = time.monotonic(), -5.0
     for attempt in range(retries + 1):
@@ -629,7 +634,9 @@ def _refresh_parallel(
                 text += f"  {error['message'].strip()}"
             progress(text)
 
-    guards = [None if f else name for f, name in zip(flags, names, strict=True)]
+    # Every refresh waits for its locks in guarded tries, concurrent ones too: they block no
+    # reader, but behind a data load holding a source table they would wait without a word.
+    guards = list(names)
     with recorder:  # the records written once the loop ends (or fails)
         outcome = run_loop(
             connection, statements, sel.deps, guards, labels, jobs, on_event, setup, sel.connections

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, cast
 from django.apps import apps
 from django.core import exceptions
 from django.db import DatabaseError as DjangoDatabaseError
-from django.db import connections, models, router, transaction
+from django.db import connections, models, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.fields.reverse_related import ForeignObjectRel
 
@@ -316,9 +316,10 @@ def run_refresh(
     label: str | None = None,
     say: Callable[[str], None] | None = None,
 ) -> None:
-    """REFRESH one materialized view on ``conn``. A plain refresh takes ACCESS EXCLUSIVE: it
-    waits for the lock with a short lock_timeout and retries, so readers never queue behind it
-    for long (refresh.guarded_refresh). A concurrent refresh of a view that was never populated
+    """REFRESH one materialized view on ``conn``. It waits for its locks with a short
+    lock_timeout and retries (refresh.guarded_refresh): a plain refresh takes ACCESS EXCLUSIVE,
+    and readers never queue behind it for long; a concurrent one is not left waiting without a
+    word behind a data load holding a table it reads. A concurrent refresh of a view that was never populated
     becomes a plain one (inside a savepoint when a transaction is open). ``say``: where a
     plain refresh's lock wait is said (a command's progress)."""
     from django_pgviews_c.refresh import guarded_refresh
@@ -326,17 +327,12 @@ def run_refresh(
     if not concurrently:
         guarded_refresh(conn, db_table, label or db_table, say)
         return
-    with conn.cursor() as cursor:
-        try:
-            if conn.in_atomic_block:
-                with transaction.atomic(using=conn.alias):
-                    cursor.execute(refresh_statement(db_table, True))
-            else:
-                cursor.execute(refresh_statement(db_table, True))
-            return
-        except DjangoDatabaseError as exc:
-            if _sqlstate(exc) not in _NOT_POPULATED:
-                raise
+    try:
+        guarded_refresh(conn, db_table, label or db_table, say, concurrently=True)
+        return
+    except DjangoDatabaseError as exc:
+        if _sqlstate(exc) not in _NOT_POPULATED:
+            raise
     guarded_refresh(conn, db_table, label or db_table, say)
 
 

@@ -248,3 +248,38 @@ def test_model_refresh_names_the_holder_of_a_source_table(views):
     assert f"pid {locker.pid} (pgvc-source-model)" in text, text
     assert "AccessExclusiveLock on t_locksrc" in text, text
     assert "was not refreshed" in text and "no session holds" not in text, text
+
+
+@pytest.mark.parametrize("jobs", [None, 1, 2])
+def test_a_concurrent_refresh_behind_a_lock_on_a_source_table_gives_up_naming_it(views, jobs):
+    """REFRESH ... CONCURRENTLY takes EXCLUSIVE on the view, which nothing else holds here, then
+    waits for ACCESS SHARE on the source table a data load holds: it gives up as a plain refresh
+    does, naming the holder, instead of waiting for as long as the load runs without a word.
+    jobs=None: Model.refresh(); 1: refresh_views() on Django's connection; 2: the C loop."""
+    vs = ViewSet()
+    c = vs.view("LockC", "SELECT v FROM t_locksrc", materialized=True, concurrent_index="v")
+    vs.sync()
+    locker = source_locker("pgvc-source-concurrent")
+    outcome: dict[str, object] = {}
+
+    def refresh() -> None:
+        try:
+            with override_settings(PGVIEWS_REFRESH_RETRIES=0, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300):
+                if jobs is None:
+                    c.refresh(concurrently=True)
+                else:
+                    refresh_views([c], concurrently=True, jobs=jobs)
+        except BaseException as exc:  # reported by the test
+            outcome["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=refresh)
+    thread.start()
+    thread.join(30)
+    locker.release()
+    thread.join(30)
+    assert "error" in outcome, "the concurrent refresh waited behind the lock for more than 30 s"
+    text = str(outcome["error"].failures["viewtest.LockC"] if jobs else outcome["error"])
+    assert f"pid {locker.pid} (pgvc-source-concurrent)" in text, text
+    assert "AccessExclusiveLock on t_locksrc" in text, text
