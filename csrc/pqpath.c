@@ -252,6 +252,7 @@ static int finish_task(Loop *L, Slot *slot, int lost)
         if ((rc = autovacuum_wait(slot->conn, t->guard, &t->wait_ms)) < 0)
             goto exit;
         t->not_before = now() + (backoff < 0.5 ? backoff : 0.5);
+        rc = pgvc_loop_notify_retry(L, i, now() - t->started);
         goto exit;
     }
     {

@@ -16,7 +16,8 @@
  * (connect_timeout defaults to 10 s); session: settings applied with set_config after every
  * connect; priority None: longest remaining chain first; guard[i]: the relation statement i
  * locks ACCESS EXCLUSIVE, retried with a short lock_timeout and named with its lock holders when
- * the last, bounded attempt fails; on_notice(i, severity, message) receives server notices;
+ * the last, bounded attempt fails (on_event(i, "retrying", seconds, None) at each retry);
+ * on_notice(i, severity, message) receives server notices;
  * connections: what connect_loop() returned for the same conninfo, session and setup, taken
  * over instead of connecting (at least as many as the run uses; the rest closed). Connects the
  * server refuses for its connection limit (SQLSTATE 53300) are left out while one is made: the

@@ -90,6 +90,7 @@ void pgvc_loop_ready_push(Loop *L, Py_ssize_t v);
 Py_ssize_t pgvc_loop_ready_pop(Loop *L);
 /* RAISES_NEG. Flush notices, then report task i's state to on_event. */
 int pgvc_loop_notify(Loop *L, Py_ssize_t i);
+int pgvc_loop_notify_retry(Loop *L, Py_ssize_t i, double waited);
 /* Task i failed with error (a new reference, or NULL with an exception set): reported, and its
  * dependants skipped. RAISES_NEG. */
 int pgvc_loop_task_failed(Loop *L, Py_ssize_t i, PyObject *error);

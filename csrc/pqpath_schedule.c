@@ -129,6 +129,20 @@ int pgvc_loop_notify(Loop *L, Py_ssize_t i)
     return r ? 0 : -1;
 }
 
+/* A guarded statement's lock was busy; it backs off and tries again: on_event(i, "retrying",
+ * seconds since it started, None), for the caller to say the wait. RAISES_NEG. */
+int pgvc_loop_notify_retry(Loop *L, Py_ssize_t i, double waited)
+{
+    PyObject *r;
+    if (pgvc_loop_flush_notices(L) < 0)
+        return -1;
+    if (L->on_event == Py_None)
+        return 0;
+    r = PyObject_CallFunction(L->on_event, "nsdO", i, "retrying", waited, Py_None);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
 /* Mark every task that depends on i, directly or not, as skipped. RAISES_NEG. */
 static int skip_dependants(Loop *L, Py_ssize_t i)
 {

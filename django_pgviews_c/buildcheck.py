@@ -92,7 +92,7 @@ def unbuildable(connection: BaseDatabaseWrapper, models: list[Any], known: set[s
     that view and those not yet checked are returned as ``unchecked`` (their error names the
     lock), never as refused."""
     from django_pgviews_c.declarations import Declarations
-    from django_pgviews_c.refresh import _guard_sql, _lock_settings
+    from django_pgviews_c.refreshlocks import _guard_sql, _lock_settings
 
     if not models:
         return []

@@ -382,7 +382,7 @@ def _lock_guard(connection: Any) -> Iterator[None]:
     a LOCK on a source table, the check waited as long as the lock was held."""
     from django.db import transaction
 
-    from django_pgviews_c.refresh import _guard_sql, _lock_settings
+    from django_pgviews_c.refreshlocks import _guard_sql, _lock_settings
 
     with transaction.atomic(using=connection.alias):
         with connection.cursor() as cursor:

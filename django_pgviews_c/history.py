@@ -384,7 +384,7 @@ def refresh_recorded(
     if not connection.get_autocommit():
         return False
     from django_pgviews_c.historyfn import forget_functions, missing_function, uses_functions
-    from django_pgviews_c.refresh import _lock_settings
+    from django_pgviews_c.refreshlocks import _lock_settings
 
     label = model._meta.label
     plain_reason = "no concurrent_index" if asked_concurrent and not concurrent else ""

@@ -24,27 +24,31 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, router
 from django.db import Error as DjangoDBError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_pgviews_c import _core, locks
+from django_pgviews_c import _core
 from django_pgviews_c import view as pg
 from django_pgviews_c.dberrors import (
     connection_is_lost,
     diag,
     lost_connection_error,
-    sqlstate,
     wait_until_reachable,
 )
-from django_pgviews_c.declarations import setting
 from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies, view_graph
 from django_pgviews_c.exceptions import DatabaseError, PGViewsError, RefreshError
 from django_pgviews_c.privileges import INSUFFICIENT_PRIVILEGE, refresh_denied
+from django_pgviews_c.refreshlocks import (
+    _describe_holders,
+    _lock_settings,
+    _LoopWaits,
+    _waited_for,
+    guarded_refresh,
+)
 from django_pgviews_c.runhistory import Captured, RunRecorder
 
 logger = logging.getLogger("django_pgviews_c.refresh")
@@ -98,177 +102,6 @@ _NOTICE_LEVELS = {"WARNING": logging.WARNING, "NOTICE": logging.INFO, "INFO": lo
 def _log_notice(label: str, severity: str, message: str) -> None:
     """A server NOTICE or WARNING met while refreshing, to the package's logger."""
     logger.log(_NOTICE_LEVELS.get(severity, logging.DEBUG), "%s: %s: %s", label, severity, message.strip())
-
-
-# ---- lock waits ---------------------------------------------------------------------------------
-
-
-def _lock_settings() -> tuple[int, int, int]:
-    """(retries, lock_timeout of each try in ms, lock_timeout of the last try in ms)."""
-    return (
-        int(setting("PGVIEWS_REFRESH_RETRIES", 10)),
-        int(setting("PGVIEWS_LOCK_TIMEOUT_MS", 200)),
-        int(setting("PGVIEWS_REFRESH_LOCK_TIMEOUT_MS", 10000)),
-    )
-
-
-def _guard_sql(ms: int) -> str:
-    """Set lock_timeout to ``ms`` (the session's own when shorter) for this transaction only,
-    remembering the session's value for _RESTORE_SQL."""
-    return _core.query_sql("lock_guard", ms=int(ms))
-
-
-_RESTORE_SQL = _core.query_sql("lock_restore")
-
-
-#: The columns of _core.lock_holders_sql(), the keys of the C loop's holder dicts.
-_HOLDER_KEYS = ("pid", "application_name", "state", "query", "backend_type", "mode", "relation")
-
-
-def _describe_holders(holders: Sequence[Any] | None) -> str:
-    """The sessions holding a lock a refresh waited for, as its last try met them: rows of
-    _core.lock_holders_sql() (Model.refresh) or the C loop's dicts of the same columns; a lock on
-    the view itself, or ACCESS EXCLUSIVE on a table it reads (a data load truncating it). A
-    holder is named by its application_name, else by its backend_type (``autovacuum worker``), as
-    the sync's lock waits name it (locks.Holder.describe), with the lock and what it is on."""
-    if not holders:
-        return "no session holds such a lock any more"
-    parts = []
-    for h in holders:
-        pid, app, state, query, backend_type, mode, relation = (
-            tuple(h.get(k) for k in _HOLDER_KEYS) if isinstance(h, dict) else h
-        )
-        text = f"pid {pid}"
-        if app or backend_type:
-            text += f" ({app or backend_type})"
-        if state:
-            text += f", {state}"
-        if query:
-            text += f": {' '.join(str(query).split())[:60]}"
-        if mode and relation:
-            text += f", holding {mode} on {relation}"
-        parts.append(text)
-    return "held by " + "; ".join(parts)
-
-
-def _lock_error(conn: BaseDatabaseWrapper, label: str, db_table: str, exc: BaseException) -> DatabaseError:
-    retries, _, last_ms = _lock_settings()
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(_core.lock_holders_sql(), [_core.qualified_name(*_core.split_table(db_table))])
-            holders = cursor.fetchall()
-            held = _describe_holders(holders) if holders else _held_elsewhere(cursor)
-    except DjangoDBError:
-        held = _describe_holders(None)
-    info = diag(exc)
-    return DatabaseError(
-        f"could not refresh: another session holds a lock it needs ({held}); "
-        f"gave up after {retries + 1} tries, the last waiting {last_ms} ms. It was not refreshed.",
-        sqlstate="55P03",
-        detail=info.get("detail"),
-        hint=info.get("hint"),
-        view=label,
-    )
-
-
-def _held_elsewhere(cursor: Any) -> str:
-    """When nobody holds a lock on the view itself, what held up its REFRESH is a lock on a table
-    it reads: the sessions holding ACCESS EXCLUSIVE on a relation of the database (the only mode
-    that blocks reading), named as the sync's lock waits name them."""
-    found = locks.blocking_holders(cursor)
-    return f"held by {locks.describe_holders(found)}" if found else _describe_holders(None)
-
-
-def guarded_refresh(
-    conn: BaseDatabaseWrapper,
-    db_table: str,
-    label: str,
-    say: Callable[[str], None] | None = None,
-    concurrently: bool = False,
-) -> None:
-    """REFRESH of one view on Django's connection. A plain one needs ACCESS EXCLUSIVE, and a
-    waiting request queues every later reader behind it; a concurrent one queues no reader, but
-    waits as long as a data load holds a table it reads. So each try waits at most PGVIEWS_LOCK_TIMEOUT_MS
-    (200, or the session's lock_timeout when shorter), then steps out and retries after a short
-    back-off, PGVIEWS_REFRESH_RETRIES (10) times; the last try waits at most
-    PGVIEWS_REFRESH_LOCK_TIMEOUT_MS (10000). Then DatabaseError names the sessions holding a lock.
-    When the holder is an autovacuum worker, the next try waits past deadlock_timeout, where the
-    server cancels the worker. statement_timeout is left as the user set it. With ``say`` (a
-    command's progress; else the ``django_pgviews_c.refresh`` logger at INFO, as
-    ``Model.refresh()`` says it), a wait of more than QUIET_SECONDS is said, then every 5 s,
-    naming the holder."""
-    if say is None:
-        say = _log_wait
-    retries, short_ms, last_ms = _lock_settings()
-    refresh = pg.refresh_statement(db_table, concurrently)
-    wait_ms = short_ms
-    started, said_at = time.monotonic(), -5.0
-    for attempt in range(retries + 1):
-        final = attempt == retries
-        sql = _guard_sql(last_ms if final else wait_ms) + refresh + _RESTORE_SQL
-        try:
-            if conn.in_atomic_block:
-                with transaction.atomic(using=conn.alias), conn.cursor() as cursor:
-                    cursor.execute(sql)
-            elif not pg._execute_fast(conn, sql):
-                with conn.cursor() as cursor:
-                    cursor.execute(sql)
-            return
-        except DjangoDBError as exc:
-            if sqlstate(exc) != "55P03":
-                raise
-            if final:
-                raise _lock_error(conn, label, db_table, exc) from exc
-            wait_ms = _next_wait(conn, db_table, label, short_ms, last_ms)
-            waited = time.monotonic() - started
-            if waited >= locks.QUIET_SECONDS and waited - said_at >= 5:
-                said_at = waited
-                say(
-                    f"  {label}: waiting {waited:.1f}s for a lock to refresh it, "
-                    f"{_waited_for(conn, db_table)}; retrying ({attempt + 1}/{retries})"
-                )
-        time.sleep(min(0.05 * (attempt + 1), 0.5))
-
-
-def _log_wait(text: str) -> None:
-    logger.info("%s", text.strip())
-
-
-def _waited_for(conn: BaseDatabaseWrapper, db_table: str) -> str:
-    """Who holds up a REFRESH of ``db_table``: the holders of a lock on it, else of ACCESS
-    EXCLUSIVE on a table it reads."""
-    try:
-        savepoint = transaction.atomic(using=conn.alias) if conn.in_atomic_block else nullcontext()
-        with savepoint, conn.cursor() as cursor:
-            cursor.execute(_core.lock_holders_sql(), [_core.qualified_name(*_core.split_table(db_table))])
-            holders = cursor.fetchall()
-            return _describe_holders(holders) if holders else _held_elsewhere(cursor)
-    except DjangoDBError:  # the holders are advice
-        return _describe_holders(None)
-
-
-def _next_wait(conn: BaseDatabaseWrapper, db_table: str, label: str, short_ms: int, last_ms: int) -> int:
-    """The lock_timeout of the next try: the short one, unless an autovacuum worker holds a lock
-    on the view; then past deadlock_timeout (never past the last try's), where PostgreSQL cancels
-    the worker for a waiter."""
-    name = _core.qualified_name(*_core.split_table(db_table))
-    try:
-        savepoint = transaction.atomic(using=conn.alias) if conn.in_atomic_block else nullcontext()
-        with savepoint, conn.cursor() as cursor:
-            found = locks.holders(cursor, [name])
-            autovacuum_ms = locks.autovacuum_wait_ms(found, cursor)
-    except DjangoDBError:  # the holders are advice: without them, the short try
-        return short_ms
-    if autovacuum_ms is None:
-        return short_ms
-    logger.info(
-        "%s: an autovacuum worker holds a lock on it (%s); the next try waits %d ms, past "
-        "deadlock_timeout, where the server cancels the worker",
-        label,
-        locks.describe_holders(found),
-        min(autovacuum_ms, last_ms),
-    )
-    return min(autovacuum_ms, last_ms)
 
 
 # ---- results ------------------------------------------------------------------------------------
@@ -395,8 +228,9 @@ def refresh_views(
     those, and the run reads only the others. ``connections`` (what _core.connect_loop()
     returned for ``using``'s connection, with ``jobs`` connections) are the C loop's, opened
     beforehand, as a --stale pass opens them while its check runs; a run that needs no loop
-    leaves them to the caller to close. ``waits`` (a command's output at -v 1): where a plain
-    refresh one view at a time says a lock wait of more than a second, naming the holder.
+    leaves them to the caller to close. ``waits`` (a command's output at -v 1): where a refresh
+    says a lock wait of more than a second, naming the holder (one view at a time, or in the
+    loop of ``jobs`` connections on one database).
 
     Raises RefreshError naming each failed view (with the server's DETAIL and HINT) and those
     not refreshed because they depend on one; RefreshInterrupted (a KeyboardInterrupt) on
@@ -413,7 +247,7 @@ def refresh_views(
         elif using is None and _databases(sel) != [DEFAULT_DB_ALIAS]:
             _refresh_per_database(sel, flags, jobs, result, progress, setup)
         else:
-            _refresh_parallel(sel, flags, using or DEFAULT_DB_ALIAS, jobs, result, progress, setup)
+            _refresh_parallel(sel, flags, using or DEFAULT_DB_ALIAS, jobs, result, progress, setup, waits)
     except KeyboardInterrupt as exc:
         done = set(result.refreshed)
         not_done = [lb for lb in sel.labels if lb not in done]
@@ -602,9 +436,11 @@ def _refresh_parallel(
     result: RefreshResult,
     progress: Callable[[str], None] | None,
     setup: str | None,
+    waits: Callable[[str], None] | None = None,
 ) -> None:
     """The C loop over ``jobs`` new connections to ``alias``: each view starts as soon as the
-    views it reads are refreshed, longest remaining chain first; a failure skips its dependants."""
+    views it reads are refreshed, longest remaining chain first; a failure skips its dependants.
+    ``waits``: where a lock wait is said, as the serial path says it."""
     connection = connections[alias]
     loop_ready(connection)
     names = [_core.qualified_name(*_core.split_table(m._meta.db_table)) for m in sel.models]
@@ -622,7 +458,12 @@ def _refresh_parallel(
     # reads), read while the holder still holds it.
     elsewhere: dict[int, str] = {}
 
+    retrying = _LoopWaits(connection, sel.models, waits)
+
     def on_event(k: int, state: str, seconds: float, error: dict[str, Any] | None) -> None:
+        if state == "retrying":  # a lock was busy: the loop tries again
+            retrying(k, seconds)
+            return
         recorder.on_event(k, state, seconds, error)
         if error and error.get("sqlstate") == "55P03" and error.get("holders") == []:
             elsewhere[k] = _waited_for(connection, sel.models[k]._meta.db_table)
@@ -641,12 +482,22 @@ def _refresh_parallel(
         outcome = run_loop(
             connection, statements, sel.deps, guards, labels, jobs, on_event, setup, sel.connections
         )
-    for label, (state, _seconds, error) in zip(labels, outcome, strict=True):
+    _loop_outcome(connection, sel, outcome, elsewhere, result)
+
+
+def _loop_outcome(
+    connection: BaseDatabaseWrapper,
+    sel: _Selection,
+    outcome: Sequence[tuple[str, float, dict[str, Any] | None]],
+    elsewhere: dict[int, str],
+    result: RefreshResult,
+) -> None:
+    """The loop's failures and skips into ``result``; a failure's text says who held it up."""
+    for k, (label, (state, _seconds, error)) in enumerate(zip(sel.labels, outcome, strict=True)):
         if state == "failed":
             if error and error.get("sqlstate") == INSUFFICIENT_PRIVILEGE:
-                table = sel.models[labels.index(label)]._meta.db_table
+                table = sel.models[k]._meta.db_table
                 error = {**error, "message": refresh_denied(connection, table, error["message"])}
-            k = labels.index(label)
             if k in elsewhere and error:
                 error = {**error, "holders": None, "message": f"{error['message'].strip()}; {elsewhere[k]}"}
             result.failed[label] = _failure_text(error or {})

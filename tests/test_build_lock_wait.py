@@ -144,11 +144,13 @@ def test_ctrl_c_during_the_wait_leaves_the_database_as_before(project):
     assert relkinds() == before
 
 
-def test_a_refresh_behind_a_lock_on_a_table_it_reads_says_whom_it_waits_for(project):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_refresh_behind_a_lock_on_a_table_it_reads_says_whom_it_waits_for(project, jobs):
+    """One view at a time and in the C loop (--jobs 2), the wait is said as it goes on."""
     psycopg_compat.query(DB, "INSERT INTO shop_item (price, name) VALUES (3, 'd')")
     with processes.holding_lock(DB, "shop_item") as holder:
         holder_pid = processes.backend_pid(holder)
-        proc = project.start("refresh_pgviews", PYTHONUNBUFFERED="1")
+        proc = project.start("refresh_pgviews", "--jobs", jobs, PYTHONUNBUFFERED="1")
         line, before = processes.line_with(proc, "waiting", timeout=60)
     out, err = proc.communicate(timeout=120)
     assert line, f"no word of the wait: {before} {out} {err}"
