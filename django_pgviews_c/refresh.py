@@ -229,8 +229,7 @@ def refresh_views(
     returned for ``using``'s connection, with ``jobs`` connections) are the C loop's, opened
     beforehand, as a --stale pass opens them while its check runs; a run that needs no loop
     leaves them to the caller to close. ``waits`` (a command's output at -v 1): where a refresh
-    says a lock wait of more than a second, naming the holder (one view at a time, or in the
-    loop of ``jobs`` connections on one database).
+    says a lock wait of more than a second, naming the holder.
 
     Raises RefreshError naming each failed view (with the server's DETAIL and HINT) and those
     not refreshed because they depend on one; RefreshInterrupted (a KeyboardInterrupt) on
@@ -245,7 +244,7 @@ def refresh_views(
         if jobs <= 1 or len(sel.models) <= 1:
             _refresh_serial(sel, flags, using, result, progress, asked=concurrently, waits=waits)
         elif using is None and _databases(sel) != [DEFAULT_DB_ALIAS]:
-            _refresh_per_database(sel, flags, jobs, result, progress, setup)
+            _refresh_per_database(sel, flags, jobs, result, progress, setup, waits)
         else:
             _refresh_parallel(sel, flags, using or DEFAULT_DB_ALIAS, jobs, result, progress, setup, waits)
     except KeyboardInterrupt as exc:
@@ -340,6 +339,7 @@ def _refresh_per_database(
     result: RefreshResult,
     progress: Callable[[str], None] | None,
     setup: str | None,
+    waits: Callable[[str], None] | None = None,
 ) -> None:
     """Without ``using``, each view is refreshed on the database it belongs to, as with jobs=1:
     one parallel run per database, never every view over the default one's connections."""
@@ -347,7 +347,9 @@ def _refresh_per_database(
         keep = [k for k, m in enumerate(sel.models) if (router.db_for_write(m) or DEFAULT_DB_ALIAS) == db]
         part = RefreshResult()
         try:
-            _refresh_parallel(_subset(sel, keep), [flags[k] for k in keep], db, jobs, part, progress, setup)
+            _refresh_parallel(
+                _subset(sel, keep), [flags[k] for k in keep], db, jobs, part, progress, setup, waits
+            )
         finally:
             result.refreshed += part.refreshed
             result.seconds.update(part.seconds)

@@ -188,6 +188,43 @@ def test_refresh_views_in_parallel_refreshes_every_view_on_its_database():
     assert MaterializedRelatedView.objects.count() == 1
 
 
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_a_lock_wait_is_said_when_the_views_are_on_several_databases():
+    """Without ``using``, one parallel run per database: each says its lock waits, naming the
+    holder, as a run on one database does."""
+    import queue
+    import threading
+
+    from django.db import connections
+
+    from tests import processes
+
+    said: queue.Queue[str] = queue.Queue()
+    outcome: dict[str, object] = {}
+
+    def refresh() -> None:
+        try:
+            outcome["result"] = refresh_views(jobs=2, waits=said.put)
+        except BaseException as exc:  # reported by the test
+            outcome["error"] = exc
+        finally:
+            connections.close_all()
+
+    with processes.holding_lock(connection.settings_dict["NAME"], "viewtest_testmodel") as holder:
+        holder_pid = processes.backend_pid(holder)
+        thread = threading.Thread(target=refresh)
+        thread.start()
+        try:
+            line = said.get(timeout=30)
+        except queue.Empty:
+            line = ""
+    thread.join(60)
+    assert ": waiting " in line and "for a lock to refresh it" in line, (line, outcome)
+    assert f"held by pid {holder_pid} (" in line and "viewtest_testmodel" in line, line
+    assert "error" not in outcome, outcome
+    assert "multidbtest.MonthlyObservation" in outcome["result"].refreshed
+
+
 @pytest.mark.django_db(transaction=True)
 def test_parallel_refresh_inside_a_transaction_is_refused():
     with transaction.atomic(), pytest.raises(PGViewsError, match="transaction"):
