@@ -128,21 +128,6 @@ def test_a_holder_without_application_name_is_named_by_its_backend_type(views, j
     assert "55P03" in text
 
 
-def test_model_refresh_is_guarded_too(views):
-    a, _ = views
-    reader = Reader("pgvc-lock-model")
-    try:
-        with (
-            override_settings(PGVIEWS_REFRESH_RETRIES=1, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300),
-            pytest.raises(DatabaseError) as info,
-        ):
-            a.refresh()
-    finally:
-        reader.release()
-    assert f"pid {reader.pid}" in str(info.value) and "viewtest.LockA" in str(info.value)
-    assert "was not refreshed" in str(info.value)
-
-
 def test_the_users_shorter_lock_timeout_wins(views):
     # The session's own lock_timeout (1 ms) is shorter than the guard's: each try uses it.
     a, _ = views
@@ -233,21 +218,26 @@ def test_a_lock_on_a_source_table_names_its_holder_and_the_table(views, jobs):
     assert "no session holds" not in text, text
 
 
-def test_model_refresh_names_the_holder_of_a_source_table(views):
+@pytest.mark.parametrize("holds", ["the view", "a source table"])
+def test_model_refresh_is_guarded_and_names_the_holder(views, holds):
+    """Model.refresh() waits in the same tries, and its error names the holder: of a lock on the
+    view, or of ACCESS EXCLUSIVE on a table it reads (with the table)."""
     a, _ = views
-    locker = source_locker("pgvc-source-model")
+    app = "pgvc-lock-model" if holds == "the view" else "pgvc-source-model"
+    holder = Reader(app) if holds == "the view" else source_locker(app)
     try:
         with (
-            override_settings(PGVIEWS_REFRESH_RETRIES=0, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300),
+            override_settings(PGVIEWS_REFRESH_RETRIES=1, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300),
             pytest.raises(DatabaseError) as info,
         ):
             a.refresh()
     finally:
-        locker.release()
+        holder.release()
     text = str(info.value)
-    assert f"pid {locker.pid} (pgvc-source-model)" in text, text
-    assert "AccessExclusiveLock on t_locksrc" in text, text
+    assert f"pid {holder.pid} ({app})" in text and "viewtest.LockA" in text, text
     assert "was not refreshed" in text and "no session holds" not in text, text
+    if holds == "a source table":
+        assert "AccessExclusiveLock on t_locksrc" in text, text
 
 
 @pytest.mark.parametrize("jobs", [None, 1, 2])
