@@ -268,3 +268,26 @@ def assert_pruned_to_keep(model: Any, keep: int, refresh: Callable[[], Any]) -> 
             assert min(len(ids), keep) <= len(kept) <= keep + PRUNE_SLACK
     assert keep in counts[keep:] and keep + PRUNE_SLACK in counts
     assert counts.count(keep) <= 3
+
+
+def in_thread(work: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+    """Start ``work`` in a thread of its own (a refresh that waits behind a lock this test holds):
+    returns the thread and a dict that gets "result" (what ``work`` returned) or "error" (what it
+    raised). The thread's database connections are closed when it ends."""
+    import threading
+
+    from django.db import connections
+
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as exc:  # reported by the test
+            outcome["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome

@@ -14,7 +14,7 @@ from django.test import override_settings
 from django_pgviews_c.exceptions import DatabaseError, RefreshError
 from django_pgviews_c.refresh import refresh_views
 from tests import psycopg_compat
-from tests.helpers import ViewSet, catalog_rows, execute
+from tests.helpers import ViewSet, catalog_rows, execute, in_thread
 
 
 @pytest.fixture
@@ -167,18 +167,7 @@ def test_model_refresh_says_its_wait_in_the_log_naming_the_holder(views):
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     reader = Reader("pgvc-lock-log")
-    outcome: dict[str, BaseException] = {}
-
-    def refresh() -> None:
-        try:
-            a.refresh()
-        except BaseException as exc:  # reported by the test
-            outcome["error"] = exc
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=refresh)
-    thread.start()
+    thread, outcome = in_thread(a.refresh)
     try:
         line = said.get(timeout=60)
     finally:
@@ -250,22 +239,15 @@ def test_a_concurrent_refresh_behind_a_lock_on_a_source_table_gives_up_naming_it
     c = vs.view("LockC", "SELECT v FROM t_locksrc", materialized=True, concurrent_index="v")
     vs.sync()
     locker = source_locker("pgvc-source-concurrent")
-    outcome: dict[str, object] = {}
 
     def refresh() -> None:
-        try:
-            with override_settings(PGVIEWS_REFRESH_RETRIES=0, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300):
-                if jobs is None:
-                    c.refresh(concurrently=True)
-                else:
-                    refresh_views([c], concurrently=True, jobs=jobs)
-        except BaseException as exc:  # reported by the test
-            outcome["error"] = exc
-        finally:
-            connections.close_all()
+        with override_settings(PGVIEWS_REFRESH_RETRIES=0, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300):
+            if jobs is None:
+                c.refresh(concurrently=True)
+            else:
+                refresh_views([c], concurrently=True, jobs=jobs)
 
-    thread = threading.Thread(target=refresh)
-    thread.start()
+    thread, outcome = in_thread(refresh)
     thread.join(30)
     locker.release()
     thread.join(30)

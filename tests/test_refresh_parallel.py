@@ -193,27 +193,14 @@ def test_a_lock_wait_is_said_when_the_views_are_on_several_databases():
     """Without ``using``, one parallel run per database: each says its lock waits, naming the
     holder, as a run on one database does."""
     import queue
-    import threading
-
-    from django.db import connections
 
     from tests import processes
+    from tests.helpers import in_thread
 
     said: queue.Queue[str] = queue.Queue()
-    outcome: dict[str, object] = {}
-
-    def refresh() -> None:
-        try:
-            outcome["result"] = refresh_views(jobs=2, waits=said.put)
-        except BaseException as exc:  # reported by the test
-            outcome["error"] = exc
-        finally:
-            connections.close_all()
-
     with processes.holding_lock(connection.settings_dict["NAME"], "viewtest_testmodel") as holder:
         holder_pid = processes.backend_pid(holder)
-        thread = threading.Thread(target=refresh)
-        thread.start()
+        thread, outcome = in_thread(lambda: refresh_views(jobs=2, waits=said.put))
         try:
             line = said.get(timeout=30)
         except queue.Empty:
