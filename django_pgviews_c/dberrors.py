@@ -16,6 +16,7 @@ from django_pgviews_c.exceptions import ConnectionFailedError, ConnectionLostErr
 __all__ = [
     "sqlstate",
     "diag",
+    "context",
     "connection_is_lost",
     "lost_connection_error",
     "is_connect_failure",
@@ -45,6 +46,13 @@ def diag(exc: BaseException) -> dict[str, Any]:
         "hint": getattr(diag, "message_hint", None),
         "position": int(position) if position else None,
     }
+
+
+def context(exc: BaseException) -> str | None:
+    """The server's CONTEXT of an error (where inside a function it arose), or None."""
+    cause = exc.__cause__ or exc
+    text = getattr(getattr(cause, "diag", None), "context", None)
+    return " ".join(str(text).split()) if text else None
 
 
 def database_error(exc: BaseException, view: str | None = None) -> DatabaseError:

@@ -5,7 +5,7 @@ user sees, naming the view and, for its SQL, the position in it."""
 
 from __future__ import annotations
 
-from django_pgviews_c.dberrors import diag
+from django_pgviews_c.dberrors import context, diag
 from django_pgviews_c.exceptions import DatabaseError, QueryCanceledError, ViewDefinitionError
 from django_pgviews_c.syncresult import Action
 
@@ -16,6 +16,7 @@ __all__ = [
     "ChainConflict",
     "canceled_error",
     "action_error",
+    "restricted_path_hint",
 ]
 
 # SQLSTATEs of CREATE OR REPLACE VIEW refusing a column change (drop, rename, retype).
@@ -23,6 +24,10 @@ INCOMPATIBLE = {"42P16", "42804"}
 LOCK_NOT_AVAILABLE = "55P03"
 UNDEFINED_TABLE = "42P01"
 CANCELED = "57014"
+# Names not found: a function, a relation, a type or other object.
+NOT_FOUND = {"42883", "42P01", "42704"}
+# Since PostgreSQL 17, CREATE and REFRESH MATERIALIZED VIEW run with a restricted search_path.
+RESTRICTED_SEARCH_PATH = 170000
 
 
 class Incompatible(Exception):
@@ -72,10 +77,34 @@ def canceled_error(batch: list[Action], exc: BaseException) -> QueryCanceledErro
     )
 
 
-def action_error(action: Action, exc: BaseException, planned: int, view_sql: str | None) -> DatabaseError:
+def restricted_path_hint(exc: BaseException, server_version: int, hint: str | None) -> str | None:
+    """The hint for a name not found inside a function a materialized view's query calls, on a
+    server that runs that query with search_path = pg_catalog, pg_temp (the server's CONTEXT,
+    which names the function, and its own hint are kept); ``hint`` unchanged otherwise."""
+    where = context(exc)
+    if server_version < RESTRICTED_SEARCH_PATH or not where or diag(exc)["sqlstate"] not in NOT_FOUND:
+        return hint
+    text = (
+        f"the name was looked up inside a function the materialized view calls ({where}): "
+        f"PostgreSQL 17+ runs CREATE and REFRESH MATERIALIZED VIEW with search_path = pg_catalog, "
+        f"pg_temp, so a name the function's body does not qualify with its schema is not found. "
+        f"Pin the function's search_path (ALTER FUNCTION name(argument types) SET search_path = "
+        f"public, or the schemas its body uses) or qualify every name in its body, then run the "
+        f"command again (check django_pgviews_c.W004 lists such functions)."
+    )
+    return f"{text} The server's hint: {hint}" if hint else text
+
+
+def action_error(
+    action: Action, exc: BaseException, planned: int, view_sql: str | None, server_version: int = 0
+) -> DatabaseError:
     """The error of a failed action, naming it. ``planned``: how many actions the sync runs;
-    ``view_sql``: the declaration's SQL, whose positions a ViewDefinitionError points into."""
+    ``view_sql``: the declaration's SQL, whose positions a ViewDefinitionError points into;
+    ``server_version`` (``pg_version``) tells whether a populating statement ran with the
+    restricted search_path."""
     info = diag(exc)
+    if action.populates:
+        info["hint"] = restricted_path_hint(exc, server_version, info["hint"])
     what = f"{action.op} {action.target}"
     if info["sqlstate"] == "53200":  # out of shared memory: the lock table is full
         info["hint"] = (

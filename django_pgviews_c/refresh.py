@@ -41,6 +41,7 @@ from django_pgviews_c.dberrors import (
 )
 from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies, view_graph
 from django_pgviews_c.exceptions import DatabaseError, PGViewsError, RefreshError
+from django_pgviews_c.failures import restricted_path_hint
 from django_pgviews_c.privileges import INSUFFICIENT_PRIVILEGE, refresh_denied
 from django_pgviews_c.refreshlocks import (
     _describe_holders,
@@ -315,6 +316,9 @@ def _refresh_serial(
                 if connection_is_lost(conn, exc):
                     raise lost_connection_error(conn, f"refreshing {label}") from exc
                 info = diag(exc)
+                info["hint"] = restricted_path_hint(
+                    exc, int(getattr(conn, "pg_version", 0) or 0), info["hint"]
+                )
                 if info["sqlstate"] == INSUFFICIENT_PRIVILEGE:
                     info["message"] = refresh_denied(conn, model._meta.db_table, info["message"])
                 result.failed[label] = _failure_text(info)

@@ -131,3 +131,51 @@ def test_a_materialized_view_sent_alone_points_into_its_own_sql():
     assert "viewtest.Typo" in text and 'column "vv" does not exist' in text, text
     assert "at line 2, column 8 of its SQL" in text, text
     assert catalog_rows("SELECT to_regclass('t_fine') IS NULL") == [(True,)]
+
+
+@pytest.mark.django_db
+def test_a_function_that_finds_nothing_under_the_restricted_search_path_is_explained():
+    """PostgreSQL 17+ builds a materialized view with search_path = pg_catalog, pg_temp: the
+    function it calls no longer finds the table its body names, and the server's own words
+    (does not exist, though it does) leave the user guessing. The error says why and what to do,
+    keeps the server's CONTEXT (which names the function) and changes nothing."""
+    from django.db import connection, models
+
+    if connection.pg_version < 170000:
+        pytest.skip("PostgreSQL before 17 builds materialized views with the session's search_path")
+    execute("CREATE TABLE t_sp (id int, v int)")
+    execute("INSERT INTO t_sp VALUES (1, 10)")
+    execute("CREATE FUNCTION sp_loose(int) RETURNS int LANGUAGE sql AS 'SELECT $1 + count(*)::int FROM t_sp'")
+    vs = ViewSet()
+    vs.view("Plain", "SELECT id, sp_loose(v) AS w FROM t_sp", w=models.IntegerField())
+    vs.view("Loose", "SELECT id, sp_loose(v) AS w FROM t_sp", materialized=True, w=models.IntegerField())
+    with pytest.raises(DatabaseError) as info:
+        vs.sync()
+    error = info.value
+    assert error.sqlstate == "42P01" and error.view == "create viewtest.Loose (public.t_loose)"
+    assert 'relation "t_sp" does not exist' in error.message
+    assert (
+        "PostgreSQL 17+ runs CREATE and REFRESH MATERIALIZED VIEW with search_path = pg_catalog, pg_temp"
+        in (error.hint)
+    )
+    assert 'SQL function "sp_loose"' in error.hint  # the server's CONTEXT, naming the function
+    assert "ALTER FUNCTION" in error.hint and "SET search_path" in error.hint
+    assert catalog_rows("SELECT to_regclass('t_plain'), to_regclass('t_loose')") == [(None, None)]
+    # A function that qualifies its names builds; the plain view never had the restriction.
+    execute(
+        "CREATE OR REPLACE FUNCTION sp_loose(int) RETURNS int LANGUAGE sql AS 'SELECT $1 + count(*)::int FROM public.t_sp'"
+    )
+    vs.sync()
+    assert catalog_rows("SELECT w FROM t_loose") == [(11,)]
+    # The function changed later: refreshing the view says the same.
+    execute(
+        "CREATE OR REPLACE FUNCTION sp_loose(int) RETURNS int LANGUAGE sql AS 'SELECT $1 + count(*)::int FROM t_sp'"
+    )
+    with pytest.raises(RefreshError) as refreshing:
+        refresh_views([vs.models["Loose"]])
+    assert 'relation "t_sp" does not exist' in refreshing.value.failures["viewtest.Loose"]
+    assert (
+        "PostgreSQL 17+ runs CREATE and REFRESH MATERIALIZED VIEW"
+        in refreshing.value.failures["viewtest.Loose"]
+    )
+    assert catalog_rows("SELECT w FROM t_loose") == [(11,)]
