@@ -10,10 +10,14 @@ from typing import Any
 from django_pgviews_c import _core
 from django_pgviews_c.syncresult import Action
 
-__all__ = ["merge_plans", "existing_sizes"]
+__all__ = ["merge_plans", "existing_sizes", "unpinned_calls"]
 
 # The existing objects a plan rebuilds: kind, estimated rows, total size with indexes.
 _SIZES_SQL = _core.query_sql("sync_sizes")
+# The declared views' columns, reads and calls (check W004's query); only the calls are used here.
+_CHECKS_SQL = _core.query_sql("database_checks")
+# Since PostgreSQL 17, CREATE and REFRESH MATERIALIZED VIEW run with search_path = pg_catalog, pg_temp.
+_RESTRICTED_SEARCH_PATH = 170000
 
 
 def merge_plans(
@@ -48,3 +52,26 @@ def existing_sizes(
     return {
         label: (name, *found[name]) for label, name in zip(labels, qualified, strict=True) if name in found
     }
+
+
+def unpinned_calls(
+    connection: Any, cursor: Any, models: Sequence[Any], actions: Sequence[Action]
+) -> dict[str, list[tuple[str, str | None]]]:
+    """On PostgreSQL 17+, in the rehearsal's transaction after its plan ran: label -> (function,
+    the plain view it is called through or None) of the functions with no search_path of their
+    own that each materialized view the plan touched calls. A rehearsal builds WITH NO DATA and
+    never runs them; the real sync does, with the restricted search_path, where a name their
+    body does not qualify is not found (check W004 says the same of views that exist)."""
+    if int(getattr(connection, "pg_version", 0) or 0) < _RESTRICTED_SEARCH_PATH:
+        return {}
+    touched = sorted({a.decl for a in actions if 0 <= a.decl < len(models)})
+    if not touched:
+        return {}
+    names = [_core.qualified_name(*_core.split_table(models[i]._meta.db_table)) for i in touched]
+    cursor.execute(_CHECKS_SQL, [names])
+    found: dict[str, list[tuple[str, str | None]]] = {}
+    for kind, idx, function, via in cursor.fetchall():
+        if kind == "calls":
+            label = models[touched[int(idx) - 1]]._meta.label
+            found.setdefault(label, []).append((function, via))
+    return {label: sorted(calls, key=lambda c: (c[1] or "", c[0])) for label, calls in found.items()}

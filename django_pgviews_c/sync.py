@@ -36,7 +36,7 @@ from django_pgviews_c.executor import Executor
 from django_pgviews_c.failures import LOCK_NOT_AVAILABLE, ChainConflict, Incompatible, Misordered
 from django_pgviews_c.locks import take_advisory_lock
 from django_pgviews_c.order import LearnedOrder
-from django_pgviews_c.rehearsal import existing_sizes, merge_plans
+from django_pgviews_c.rehearsal import existing_sizes, merge_plans, unpinned_calls
 from django_pgviews_c.report import Progress
 from django_pgviews_c.signals import all_views_synced, view_synced
 from django_pgviews_c.syncresult import Action, SyncResult
@@ -313,7 +313,9 @@ class Syncer:
         try:
             with transaction.atomic(using=alias):
                 try:
-                    return self._apply(cursor)
+                    ran = self._apply(cursor)
+                    self.result.unpinned = unpinned_calls(self.connection, cursor, self.decls.models, ran[1])
+                    return ran
                 finally:
                     transaction.set_rollback(True, using=alias)
         finally:

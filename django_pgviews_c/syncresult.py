@@ -59,6 +59,10 @@ class SyncResult:
     #: --plan: label -> (quoted qualified name, relkind, estimated rows, bytes) of the objects
     #: that exist and that the plan rebuilds or re-populates
     sizes: dict[str, tuple[str, str, int, int]] = field(default_factory=dict)
+    #: --plan on PostgreSQL 17+: label -> (function, the plain view it is called through or None)
+    #: of the functions without a search_path of their own that each materialized view the
+    #: rehearsal built calls; the rehearsal (WITH NO DATA) never ran them
+    unpinned: dict[str, list[tuple[str, str | None]]] = field(default_factory=dict)
     #: the exact mode's triggers this sync created and dropped (exact.py)
     exact: ExactChanges = field(default_factory=ExactChanges)
 

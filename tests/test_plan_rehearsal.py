@@ -147,3 +147,49 @@ def test_restored_dependants_get_a_line_of_their_own():
     restored = [line for line in out.splitlines() if line.startswith("  RESTORED")]
     assert len(restored) == 1 and "user_over_related" in restored[0], out
     assert snapshot() == before
+
+
+def test_a_function_without_search_path_is_warned_of_on_postgresql_17(src):
+    """The rehearsal builds WITH NO DATA, so it never runs the functions a materialized view calls:
+    on PostgreSQL 17+, which runs them with search_path = pg_catalog, pg_temp, the real sync can
+    fail where the rehearsal passed. --plan names each function without a search_path of its own
+    (as check W004 does once the view exists) and says the sync may fail on it."""
+    from django.db import models
+
+    from django_pgviews_c.exceptions import DatabaseError
+    from django_pgviews_c.management.commands.sync_pgviews import Command
+
+    if connection.pg_version < 170000:
+        pytest.skip("PostgreSQL before 17 builds materialized views with the session's search_path")
+    execute(
+        "CREATE FUNCTION reh_loose(int) RETURNS int LANGUAGE sql AS 'SELECT $1 + count(*)::int FROM t_src'"
+    )
+    execute(
+        "CREATE FUNCTION reh_pinned(int) RETURNS int LANGUAGE sql SET search_path = public "
+        "AS 'SELECT $1 + count(*)::int FROM t_src'"
+    )
+    vs = ViewSet()
+    vs.view("Inner", "SELECT id, reh_loose(v) AS w FROM t_src", w=models.IntegerField())
+    vs.view("Calls", "SELECT id, reh_loose(v) AS w FROM t_src", materialized=True, w=models.IntegerField())
+    vs.view("Through", "SELECT * FROM t_inner", materialized=True, dependencies=("viewtest.Inner",))
+    vs.view("Pinned", "SELECT id, reh_pinned(v) AS w FROM t_src", materialized=True, w=models.IntegerField())
+    before = snapshot()
+    result = rehearse(vs)
+    assert result.error is None  # WITH NO DATA: the function never ran
+    assert result.unpinned == {
+        "viewtest.Calls": [("reh_loose(integer)", None)],
+        "viewtest.Through": [("reh_loose(integer)", "t_inner")],
+    }
+    assert snapshot() == before
+    out = StringIO()
+    Command(stdout=out)._print_plan(result, 1)
+    text = out.getvalue()
+    assert (
+        "  warning: viewtest.Calls calls reh_loose(integer), which has no search_path of its own: "
+        "PostgreSQL 17+ runs CREATE and REFRESH MATERIALIZED VIEW with search_path = pg_catalog, "
+        "pg_temp" in text
+    )
+    assert "viewtest.Through calls reh_loose(integer) (through the view t_inner)" in text
+    assert "the sync would succeed unless a function named above" in text
+    with pytest.raises(DatabaseError, match='relation "t_src" does not exist'):
+        vs.sync()  # what the warning is about

@@ -155,11 +155,17 @@ class Command(BaseCommand):
         if verbosity >= 2:
             self._print_steps(result)
         self._print_triggers(result)
+        self._print_unpinned(result)
         outcome = (
             "rehearsed in a transaction that was rolled back: the sync would succeed"
             if result.error is None
             else "rehearsed in a transaction that was rolled back: the sync would FAIL, as follows"
         )
+        if result.error is None and result.unpinned:
+            outcome += (
+                " unless a function named above uses a name it does not qualify (the rehearsal "
+                "builds WITH NO DATA and never runs it)"
+            )
         self.stdout.write(
             f"{result.using}: {len(changed)} of {plural(len(result.statuses), 'view')} "
             f"{'changes' if len(changed) == 1 else 'change'}, {plural(len(result.actions), 'action')}, "
@@ -210,6 +216,20 @@ class Command(BaseCommand):
             for action in actions:
                 self.stdout.write(f"  {action.op:<13} {action.target}\n{'':16}lock: {action.lock}")
                 self.stdout.write("\n".join(f"{'':16}{line}" for line in action.sql.splitlines()))
+
+    def _print_unpinned(self, result: SyncResult) -> None:
+        """PostgreSQL 17+: the functions without a search_path of their own that a materialized
+        view the sync builds calls, which the rehearsal never ran (check W004's words)."""
+        for label, calls in result.unpinned.items():
+            for function, via in calls:
+                through = f" (through the view {via})" if via else ""
+                self.stdout.write(
+                    f"  warning: {label} calls {function}{through}, which has no search_path of "
+                    f"its own: PostgreSQL 17+ runs CREATE and REFRESH MATERIALIZED VIEW with "
+                    f"search_path = pg_catalog, pg_temp, so a name its body does not qualify is "
+                    f"not found and the sync fails. ALTER FUNCTION {function} SET search_path = "
+                    f"<the schemas its body uses>, or qualify every name in its body."
+                )
 
     def _print_triggers(self, result: SyncResult) -> None:
         """The exact mode's triggers the sync would create and drop (exact.py), with the lock
