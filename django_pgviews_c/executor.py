@@ -354,7 +354,8 @@ class Executor:
                 raise Misordered(action.decl, before) from exc
         view_sql = self.decls.sql[action.decl] if action.decl >= 0 else None
         version = int(getattr(self.connection, "pg_version", 0) or 0)
-        error = action_error(action, exc, len(self.actions), view_sql, version)
+        model = self.decls.models[action.decl] if action.decl >= 0 else None
+        error = action_error(action, exc, len(self.actions), view_sql, version, model)
         # "compat_check": the same test for a view built anew in a chain (plan.c).
         if action.op in ("replace", "compat_check") and error.sqlstate in INCOMPATIBLE:
             raise Incompatible(action.decl, error) from exc

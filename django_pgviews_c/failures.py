@@ -5,6 +5,8 @@ user sees, naming the view and, for its SQL, the position in it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django_pgviews_c.dberrors import context, diag
 from django_pgviews_c.exceptions import DatabaseError, QueryCanceledError, ViewDefinitionError
 from django_pgviews_c.syncresult import Action
@@ -17,6 +19,7 @@ __all__ = [
     "canceled_error",
     "action_error",
     "restricted_path_hint",
+    "duplicate_key_hint",
 ]
 
 # SQLSTATEs of CREATE OR REPLACE VIEW refusing a column change (drop, rename, retype).
@@ -95,14 +98,40 @@ def restricted_path_hint(exc: BaseException, server_version: int, hint: str | No
     return f"{text} The server's hint: {hint}" if hint else text
 
 
+UNIQUE_VIOLATION = "23505"
+
+
+def duplicate_key_hint(model: Any, sqlstate: str | None, hint: str | None) -> str | None:
+    """The hint for a unique violation of a materialized view with a ``concurrent_index``: the
+    values of its columns repeat in the view's rows (the server's DETAIL names the key), so the
+    unique index REFRESH ... CONCURRENTLY needs cannot hold them; ``hint`` unchanged otherwise."""
+    columns = getattr(model, "_concurrent_index", None)
+    if sqlstate != UNIQUE_VIOLATION or not columns:
+        return hint
+    text = (
+        f"concurrent_index = {columns!r} of {model._meta.label} names columns whose values repeat "
+        f"in the view's rows (see DETAIL); the unique index it makes, which REFRESH ... "
+        f"CONCURRENTLY needs, requires them to be unique in every row. Name the columns that are "
+        f"(the view's key), or make them so in its SQL."
+    )
+    return f"{text} The server's hint: {hint}" if hint else text
+
+
 def action_error(
-    action: Action, exc: BaseException, planned: int, view_sql: str | None, server_version: int = 0
+    action: Action,
+    exc: BaseException,
+    planned: int,
+    view_sql: str | None,
+    server_version: int = 0,
+    model: Any = None,
 ) -> DatabaseError:
     """The error of a failed action, naming it. ``planned``: how many actions the sync runs;
     ``view_sql``: the declaration's SQL, whose positions a ViewDefinitionError points into;
     ``server_version`` (``pg_version``) tells whether a populating statement ran with the
-    restricted search_path."""
+    restricted search_path; ``model``: the view the action is for (its concurrent_index)."""
     info = diag(exc)
+    if model is not None:
+        info["hint"] = duplicate_key_hint(model, info["sqlstate"], info["hint"])
     if action.populates:
         info["hint"] = restricted_path_hint(exc, server_version, info["hint"])
     what = f"{action.op} {action.target}"

@@ -41,7 +41,7 @@ from django_pgviews_c.dberrors import (
 )
 from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies, view_graph
 from django_pgviews_c.exceptions import DatabaseError, PGViewsError, RefreshError
-from django_pgviews_c.failures import restricted_path_hint
+from django_pgviews_c.failures import duplicate_key_hint, restricted_path_hint
 from django_pgviews_c.privileges import INSUFFICIENT_PRIVILEGE, refresh_denied
 from django_pgviews_c.refreshlocks import (
     _describe_holders,
@@ -319,6 +319,7 @@ def _refresh_serial(
                 info["hint"] = restricted_path_hint(
                     exc, int(getattr(conn, "pg_version", 0) or 0), info["hint"]
                 )
+                info["hint"] = duplicate_key_hint(model, info["sqlstate"], info["hint"])
                 if info["sqlstate"] == INSUFFICIENT_PRIVILEGE:
                     info["message"] = refresh_denied(conn, model._meta.db_table, info["message"])
                 result.failed[label] = _failure_text(info)
@@ -506,6 +507,11 @@ def _loop_outcome(
                 error = {**error, "message": refresh_denied(connection, table, error["message"])}
             if k in elsewhere and error:
                 error = {**error, "holders": None, "message": f"{error['message'].strip()}; {elsewhere[k]}"}
+            if error:
+                error = {
+                    **error,
+                    "hint": duplicate_key_hint(sel.models[k], error.get("sqlstate"), error.get("hint")),
+                }
             result.failed[label] = _failure_text(error or {})
         elif state != "ok":
             result.skipped.append(label)

@@ -81,6 +81,11 @@ def test_parallel_refresh_error_carries_the_detail():
             )
         assert DUPLICATED in info.value.failures["viewtest.MaterializedRelatedViewWithIndex"]
         assert "SQLSTATE 23505" in str(info.value)
+        # What to do about it: the declaration at fault, named.
+        assert (
+            "HINT: concurrent_index = 'id' of viewtest.MaterializedRelatedViewWithIndex names columns "
+            "whose values repeat" in info.value.failures["viewtest.MaterializedRelatedViewWithIndex"]
+        )
     finally:
         execute(f"DROP MATERIALIZED VIEW {TABLE}")
         sync_pgviews("default", send_signals=False)
@@ -179,3 +184,29 @@ def test_a_function_that_finds_nothing_under_the_restricted_search_path_is_expla
         in refreshing.value.failures["viewtest.Loose"]
     )
     assert catalog_rows("SELECT w FROM t_loose") == [(11,)]
+
+
+@pytest.mark.django_db
+def test_a_concurrent_index_on_values_that_repeat_says_what_to_do():
+    """concurrent_index naming a column whose values repeat: the server says only that an index
+    could not be created, or that a key is duplicated. The sync and a refresh say which
+    declaration is at fault and what it needs."""
+    execute("CREATE TABLE t_dup (id int, grp int)")
+    execute("INSERT INTO t_dup VALUES (1, 1), (2, 2)")
+    vs = ViewSet()
+    grouped = vs.view("Grp", "SELECT id, grp FROM t_dup", materialized=True, concurrent_index="grp")
+    vs.sync()
+    execute("INSERT INTO t_dup VALUES (3, 1)")
+    with pytest.raises(RefreshError) as refreshing:
+        refresh_views([grouped])
+    text = refreshing.value.failures["viewtest.Grp"]
+    assert "DETAIL: Key (grp)=(1) is duplicated." in text
+    assert "concurrent_index = 'grp' of viewtest.Grp names columns whose values repeat" in text
+    execute("DROP MATERIALIZED VIEW t_grp")
+    with pytest.raises(DatabaseError) as syncing:
+        vs.sync()
+    error = syncing.value
+    assert error.sqlstate == "23505" and error.detail == "Key (grp)=(1) is duplicated."
+    assert "concurrent_index = 'grp' of viewtest.Grp names columns whose values repeat" in error.hint
+    assert "unique in every row" in error.hint
+    assert catalog_rows("SELECT to_regclass('t_grp')") == [(None,)]
