@@ -40,7 +40,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         database = options["database"]
-        check_database(database, connect=True)
+        check_database(database)
+        with pgviews_errors(database, nothing_changed=True):  # Ctrl-C while connecting is an interrupt
+            check_database(database, connect=True)
         verbosity = options["verbosity"]
         # As Django's flush: ask when a person can answer (a terminal), unless --no-input.
         interactive = options.get("interactive", True) and sys.stdin.isatty()

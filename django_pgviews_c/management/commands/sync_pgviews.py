@@ -84,7 +84,9 @@ class Command(BaseCommand):
         add_database_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        check_database(options["database"], connect=True)
+        check_database(options["database"])
+        with pgviews_errors(options["database"], nothing_changed=True):  # Ctrl-C while connecting too
+            check_database(options["database"], connect=True)
         check = options["materialized_views_check_sql_changed"]
         if check is None:
             check = getattr(settings, "MATERIALIZED_VIEWS_CHECK_SQL_CHANGED", True)
