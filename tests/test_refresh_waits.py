@@ -135,12 +135,20 @@ def test_ctrl_c_stops_jobs_while_connecting_to_a_server_that_never_answers(tmp_p
 
 
 @pytest.mark.parametrize(
-    "command", [("sync_pgviews",), ("clear_pgviews", "--no-input"), ("pgviews_status",), ("refresh_pgviews",)]
+    "command",
+    [
+        ("sync_pgviews",),
+        ("clear_pgviews", "--no-input"),
+        ("pgviews_status",),
+        ("refresh_pgviews",),
+        ("migrate",),
+    ],
 )
 def test_ctrl_c_while_the_first_connect_waits_is_said_not_a_traceback(tmp_path, command):
     """Each command opens Django's connection before its work, to name a database it cannot
-    reach; Ctrl-C while that connect waits for a server that never answers is an interrupt like
-    any other: exit status 130 and one line, no traceback."""
+    reach (migrate: its system checks); Ctrl-C while that connect waits for a server that never
+    answers is an interrupt like any other: exit status 130 and one line, no traceback. With
+    psycopg2, whose connect signals cannot interrupt, migrate waited on (make test-psycopg2)."""
     silent = Silent()
     try:
         settings = _settings_module(tmp_path, "silent_first_settings", silent.port)

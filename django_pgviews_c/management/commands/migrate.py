@@ -20,8 +20,17 @@ class Command(MigrateCommand):
         """Django's system checks, which migrate runs before its first migration (those of the
         views read the database): SIGINT or SIGTERM there ends migrate with the one-line message
         and status 128 + the signal's number, as later, not a traceback (or, for SIGTERM, no word)."""
+        from django.db import connections
+
+        from django_pgviews_c.dberrors import wait_until_reachable
+
         try:
             with interrupts():
+                # psycopg2 connects in one call signals cannot interrupt: the checks' first
+                # connect waits where they can (a server that never answers, Ctrl-C).
+                for alias in kwargs.get("databases") or ():
+                    if alias in connections and connections[alias].connection is None:
+                        wait_until_reachable(connections[alias])
                 super().check(*args, **kwargs)
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", signal.SIGINT)

@@ -49,6 +49,8 @@ class Command(BaseCommand):
         alias = options["database"]
         # The history is read more than once: a warning about it (not migrated there) once.
         with pgviews_errors(), history.warn_once():
+            # Connected first, where an interrupt reaches a connect that waits (psycopg2's does not).
+            check_database(alias, connect=True)
             rows = view_status(alias, check_builds=True)
             fresh = status_report(alias)
             rows_from_history(rows, fresh)
