@@ -36,6 +36,7 @@ from django_pgviews_c import view as pg
 from django_pgviews_c.dberrors import (
     connection_is_lost,
     diag,
+    ensure_connected,
     lost_connection_error,
     wait_until_reachable,
 )
@@ -242,6 +243,10 @@ def refresh_views(
     result = RefreshResult()
     started = time.perf_counter()
     try:
+        # The declarations are judged; a database that cannot be reached is said now, naming it,
+        # before the history reads its sources or the loop opens connections of its own.
+        for conn in {c.alias: c for c in (_refresh_connection(m, using) for m in sel.models)}.values():
+            ensure_connected(conn)
         if jobs <= 1 or len(sel.models) <= 1:
             _refresh_serial(sel, flags, using, result, progress, asked=concurrently, waits=waits)
         elif using is None and _databases(sel) != [DEFAULT_DB_ALIAS]:

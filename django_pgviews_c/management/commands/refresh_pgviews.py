@@ -56,9 +56,6 @@ class Command(BaseCommand):
         verbosity = options["verbosity"]
         try:
             with pgviews_errors():
-                # A database that cannot be reached is said before any work, naming it (and an
-                # interrupt while connecting is one).
-                check_database(options["database"], connect=True)
                 try:
                     if run_refresh_command(self.stdout, options):
                         return
