@@ -16,6 +16,7 @@ from django_pgviews_c.exceptions import ConnectionFailedError, ConnectionLostErr
 __all__ = [
     "sqlstate",
     "diag",
+    "error_context",
     "connection_is_lost",
     "lost_connection_error",
     "is_connect_failure",
@@ -45,6 +46,13 @@ def diag(exc: BaseException) -> dict[str, Any]:
         "hint": getattr(diag, "message_hint", None),
         "position": int(position) if position else None,
     }
+
+
+def error_context(exc: BaseException) -> str:
+    """The server's CONTEXT of a database error (the functions and statements it came through,
+    innermost first; "" without one): psycopg 3's and psycopg2's diag both carry it."""
+    cause = exc.__cause__ or exc
+    return getattr(getattr(cause, "diag", None), "context", None) or ""
 
 
 def database_error(exc: BaseException, view: str | None = None) -> DatabaseError:

@@ -14,12 +14,17 @@ first call on a connection fails with undefined_function (42883) before anything
 connection then sends the script of before (``uses_functions`` says which), at no cost to the
 refreshes that follow. The same holds for ``django_pgviews_c_record_run``, which writes the
 records of a refresh_views() run (runhistory.py), each group of functions on its own: a database
-migrated to 0004 but not to 0005 keeps the one round trip of Model.refresh() with its functions."""
+migrated to 0004 but not to 0005 keeps the one round trip of Model.refresh() with its functions.
+
+``django_pgviews_c_refresh`` (migration 0007, with the capture and record it nests) does a whole
+Model.refresh() in one call, recorded or not (refreshfn.py); where it is missing, the one round
+trip above."""
 
 from __future__ import annotations
 
 __all__ = [
-    "CreateHistoryFunctions", "CreateHistoryRunFunction", "ReplaceHistoryFunctions", "PRUNE_SLACK",
+    "CreateHistoryFunctions", "CreateHistoryRunFunction", "ReplaceHistoryFunctions",
+    "CreateHistoryRefreshFunction", "PRUNE_SLACK",
     "uses_functions", "forget_functions",
     "missing_function",
 ]  # fmt: skip
@@ -42,6 +47,7 @@ PRUNE_SLACK = 10
 _NAMES = {
     "refresh": ("django_pgviews_c_capture", "django_pgviews_c_record"),
     "run": ("django_pgviews_c_record_run",),
+    "single": ("django_pgviews_c_refresh",),
 }
 _EXACT_TABLE = "django_pgviews_c_exact"
 
@@ -167,3 +173,32 @@ class ReplaceHistoryFunctions(CreateHistoryFunctions):
 
     def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
         return "django_pgviews_c.historyfn.ReplaceHistoryFunctions", [], {}
+
+
+def create_refresh_function(apps: Any, schema_editor: Any) -> None:
+    """Migration 0007 forwards: the refresh function and the capture and record it nests, in the
+    history table's schema."""
+    schema, counter_schema = _schemas(schema_editor)
+    if schema is None:
+        return
+    counter = _core.qualified_name(counter_schema or schema, _EXACT_TABLE)
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(_core.query_sql("history_refresh_function", schema=schema, table=counter))
+
+
+def drop_refresh_function(apps: Any, schema_editor: Any) -> None:
+    """Migration 0007 backwards."""
+    schema, _ = _schemas(schema_editor)
+    if schema is not None:
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(_core.query_sql("history_drop_refresh_function", schema=schema))
+
+
+class CreateHistoryRefreshFunction(CreateHistoryFunctions):
+    """As CreateHistoryFunctions, for the function that does a Model.refresh() in one call (0007)."""
+
+    def __init__(self) -> None:
+        migrations.RunPython.__init__(self, create_refresh_function, drop_refresh_function, elidable=False)
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        return "django_pgviews_c.historyfn.CreateHistoryRefreshFunction", [], {}
