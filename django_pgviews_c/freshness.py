@@ -173,6 +173,8 @@ class ViewFreshness:
     mode: str = "statistics"  # staleness: "statistics" or "exact"
     due: bool = False
     due_at: dt.datetime | None = None  # when a stale view falls due (now or later)
+    #: Why its refresh_interval is unusable (None: it is not): the view is never due.
+    misconfigured: str | None = None
     state: ViewState | None = field(default=None, repr=False, compare=False)  # what the check read
 
     @property
@@ -193,6 +195,17 @@ def refresh_interval(model: type[pg.View]) -> dt.timedelta | None:
             f"by hand)"
         )
     return interval
+
+
+def _interval(model: type[pg.View]) -> tuple[dt.timedelta | None, str | None]:
+    """The view's refresh_interval, or None and why it is unusable: one view's bad value makes
+    that view misconfigured (never due), not every view's status, --stale and --due fail."""
+    from django_pgviews_c.exceptions import RefreshIntervalError
+
+    try:
+        return refresh_interval(model), None
+    except RefreshIntervalError as exc:
+        return None, str(exc)
 
 
 def _kind(relkind: str) -> str:
@@ -326,6 +339,7 @@ def freshness(
         failure = (
             newest if newest is not None and not newest.ok and (ok is None or newest.id > ok.id) else None
         )
+        interval, misconfigured = _interval(model)
         item = ViewFreshness(
             label=label,
             model=model,
@@ -334,9 +348,10 @@ def freshness(
             reasons=reasons,
             last_ok=ok,
             last_failure=failure,
-            interval=refresh_interval(model),
+            interval=interval,
             mode=staleness_mode(model),
             state=state,
+            misconfigured=misconfigured,
         )
         if item.stale and item.exists and item.interval is not None:
             item.due_at = now if ok is None else ok.started_at + item.interval
@@ -521,8 +536,9 @@ def _complete_pending(stdout: Any, models: list[Any] | None, verbosity: int, com
 def _refresh_pass(
     stdout: Any, models: list[Any] | None, due: bool, verbosity: int, common: dict[str, Any]
 ) -> None:
-    """--stale / --due: the views that need it refreshed; RefreshError for those that failed."""
-    from django_pgviews_c.exceptions import RefreshError
+    """--stale / --due: the views that need it refreshed; RefreshError for those that failed,
+    then RefreshIntervalError for the views whose refresh_interval is unusable (misconfigured)."""
+    from django_pgviews_c.exceptions import RefreshError, RefreshIntervalError
 
     passed = refresh_pass(models=models, due=due, **common)
     if verbosity >= 1:
@@ -537,6 +553,13 @@ def _refresh_pass(
         )
     if passed.failed:
         raise RefreshError(passed.failed, [k for k, v in passed.skipped.items() if "failed" in v])
+    if passed.misconfigured:
+        raise RefreshIntervalError(
+            "\n".join(passed.misconfigured.values())
+            + "\nThe other views were refreshed as usual; --due never finds "
+            + ("this view" if len(passed.misconfigured) == 1 else "these views")
+            + " due until it is fixed (the system check django_pgviews_c.E007 says so too)."
+        )
 
 
 # The passes (refresh what is stale, or due) are in passes.py, which reads this module; their
