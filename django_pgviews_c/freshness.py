@@ -81,12 +81,17 @@ class ViewState:
     # COMMITTED: a REFRESH later in that transaction reads its snapshot, which may be older than
     # these counters (a write committed in between would be counted, not in the data).
     isolation: str | None = None
+    # The database's identity: its oid and its cluster's system identifier. A record taken in
+    # another (a dump restored here) says nothing of this one, whose relations a new cluster
+    # may give the very oids and relfilenodes the record's sources are keyed by.
+    database: list[int] | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """The JSON form a refresh record keeps (history.RefreshRecord.sources)."""
         snap = {
             "populated": self.populated,
             "stats_reset": self.stats_reset,
+            "database": self.database,
             "rels": {
                 str(s.oid): [s.relfilenode, s.counter, s.relkind, s.name]
                 + ([[s.trigger, s.writes]] if s.trigger is not None else [])
@@ -132,6 +137,7 @@ def closure(
         if relkind == "self":
             state.oid, state.populated = oid, bool(populated)
             state.stats_reset = stats_reset
+            state.database = [relfilenode, counter]  # the self row: the database's oid, cluster
             if in_transaction and name not in (None, "read committed", "read uncommitted"):
                 state.isolation = name
         else:
@@ -228,6 +234,9 @@ def judge(
     if last_ok is None or not last_ok.sources:
         return ["no successful refresh recorded"]
     snap = last_ok.sources
+    elsewhere = _elsewhere(snap, state)
+    if elsewhere:
+        return [elsewhere]
     reasons = []
     if snap.get("isolation"):
         reasons.append(
@@ -267,6 +276,21 @@ def judge(
     if by_statistics and snap.get("stats_reset") != state.stats_reset:
         reasons.insert(0, "the database's statistics were reset")
     return reasons
+
+
+def _elsewhere(snap: dict[str, Any], state: ViewState) -> str | None:
+    """Why a view whose last refresh was recorded in another database (this one restored from a
+    dump of it) is stale, or None. The sources are keyed by oid: restored into a new cluster,
+    its relations can get the oids and relfilenodes they had, their counters start over from
+    the restore's COPY, and a counter that climbs back to the recorded value would read as
+    fresh. A record without the identity (taken before it was kept) is judged as before."""
+    before = snap.get("database")
+    if before is None or state.database is None or list(before) == list(state.database):
+        return None
+    return (
+        "its last refresh was recorded in another database (this one was restored from a dump, "
+        "or copied): what its sources held then cannot be told from what they hold now"
+    )
 
 
 def _by_counters(

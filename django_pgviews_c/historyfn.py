@@ -159,8 +159,8 @@ def _keep_functions(apps: Any, schema_editor: Any) -> None:
 
 class ReplaceHistoryFunctions(CreateHistoryFunctions):
     """Re-creates the capture and record functions with the text of this version, on databases
-    that ran migration 0004 with an earlier one (0006: the capture's catalog lookups by index,
-    csrc/freshness.c). Backwards it leaves them."""
+    that ran migration 0004 with an earlier one (0006: the capture's catalog lookups by index;
+    0007: the database's identity in each capture; csrc/freshness.c). Backwards it leaves them."""
 
     def __init__(self) -> None:
         migrations.RunPython.__init__(self, create_functions, _keep_functions, elidable=False)
