@@ -30,8 +30,9 @@ def status_report(
     models: Iterable[type[pg.View]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """What pgviews_status shows per materialized view, by label: the last successful refresh
-    (time, age, duration, rows), the last failure when newer, whether it is stale and why, and
-    how staleness is judged ("statistics" or "exact")."""
+    (time, age, duration, rows), the last failure when newer, whether it is stale and why, how
+    staleness is judged ("statistics" or "exact"), and why its refresh_interval is unusable
+    ("misconfigured", None when it is not)."""
     now = now or timezone.now()
     out: dict[str, dict[str, Any]] = {}
     for f in freshness(models, using=using, now=now):
@@ -56,6 +57,7 @@ def status_report(
             "refresh_interval": f.interval.total_seconds() if f.interval is not None else None,
             "due": f.due,
             "staleness": f.mode,
+            "misconfigured": f.misconfigured,
         }
     return out
 
@@ -85,6 +87,8 @@ def status_line(item: dict[str, Any]) -> str:
     text += "; stale: " + "; ".join(item["why"]) if item["stale"] else "; fresh"
     if item["due"]:
         text += " (due)"
+    if item.get("misconfigured"):
+        text += f"; misconfigured: {item['misconfigured']}"
     if item.get("staleness") == "exact":
         text += " [exact]"
     return text

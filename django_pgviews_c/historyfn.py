@@ -24,7 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "CreateHistoryFunctions", "CreateHistoryRunFunction", "ReplaceHistoryFunctions",
-    "CreateHistoryRefreshFunction", "PRUNE_SLACK",
+    "CreateHistoryRefreshFunction", "ReplaceHistoryRefreshFunction", "PRUNE_SLACK",
     "uses_functions", "forget_functions",
     "missing_function",
 ]  # fmt: skip
@@ -165,8 +165,8 @@ def _keep_functions(apps: Any, schema_editor: Any) -> None:
 
 class ReplaceHistoryFunctions(CreateHistoryFunctions):
     """Re-creates the capture and record functions with the text of this version, on databases
-    that ran migration 0004 with an earlier one (0006: the capture's catalog lookups by index,
-    csrc/freshness.c). Backwards it leaves them."""
+    that ran migration 0004 with an earlier one (0006: the capture's catalog lookups by index;
+    0008: the database's identity in each capture; csrc/freshness.c). Backwards it leaves them."""
 
     def __init__(self) -> None:
         migrations.RunPython.__init__(self, create_functions, _keep_functions, elidable=False)
@@ -202,3 +202,15 @@ class CreateHistoryRefreshFunction(CreateHistoryFunctions):
 
     def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
         return "django_pgviews_c.historyfn.CreateHistoryRefreshFunction", [], {}
+
+
+class ReplaceHistoryRefreshFunction(CreateHistoryFunctions):
+    """Re-creates 0007's refresh function (and the capture it nests) with the text of this
+    version, on databases that ran 0007 with an earlier one (0008: the database's identity in
+    each capture). Backwards it leaves it."""
+
+    def __init__(self) -> None:
+        migrations.RunPython.__init__(self, create_refresh_function, _keep_functions, elidable=False)
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        return "django_pgviews_c.historyfn.ReplaceHistoryRefreshFunction", [], {}
