@@ -73,7 +73,7 @@ PyObject *pgvc_connect_loop(pgvc_state *st, PyObject *args, PyObject *kwargs)
         PyErr_Format(PyExc_ValueError, "connect_loop: jobs must be from 1 to %d", MAX_JOBS);
         return NULL;
     }
-    if (pgvc_connopts_load(&opts, conninfo, session, setup) < 0)
+    if (pgvc_connopts_load(&opts, "connect_loop", conninfo, session, setup) < 0)
         goto exit;
     e = calloc(1, sizeof *e);
     if (!e || !(e->conns = calloc((size_t)jobs, sizeof(PGconn *))) ||

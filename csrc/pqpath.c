@@ -640,7 +640,7 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
     L.retries = retries;
     L.short_ms = short_ms;
     L.last_ms = last_ms;
-    if (pgvc_connopts_load(&L.opts, conninfo, session, setup) < 0 ||
+    if (pgvc_connopts_load(&L.opts, "run_parallel", conninfo, session, setup) < 0 ||
         pgvc_loop_load_tasks(&L, stmts, deps, prio, guard) < 0)
         goto exit;
     if (open_slots(&L, jobs, early) < 0 || run_loop(&L) < 0)
