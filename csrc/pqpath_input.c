@@ -190,6 +190,7 @@ void pgvc_loop_free(Loop *L)
     if (L->slots) {
         for (int s = 0; s < L->jobs; s++) {
             PQclear(L->slots[s].bad);
+            free(L->slots[s].said);
             pgvc_conn_close(L->slots[s].conn);
         }
     }
