@@ -31,7 +31,8 @@ def _backends(dbname: str, app: str, where: str = "true") -> list[tuple]:
     return psycopg_compat.query(
         dbname,
         f"SELECT pid, query, wait_event_type, wait_event FROM pg_stat_activity "
-        f"WHERE application_name = %s AND pid <> pg_backend_pid() AND {where}",
+        f"WHERE datname = current_database() AND application_name = %s "
+        f"AND pid <> pg_backend_pid() AND {where}",
         [app],
     )
 
@@ -206,7 +207,8 @@ def test_a_pooler_killed_while_its_statement_runs(loop):
         bouncer.stop()
         psycopg_compat.query(
             dbname,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
             [app],
         )
     (state, _, error), after = out
