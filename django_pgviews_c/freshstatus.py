@@ -63,12 +63,14 @@ def status_report(
 
 
 def rows_from_history(rows: Sequence[Any], report: dict[str, dict[str, Any]]) -> None:
-    """A populated materialized view the server has no row estimate of (reltuples is -1 until
-    it is analyzed, and a REFRESH keeps it so for a view without an index): its rows are those
-    its last successful refresh recorded, with ``rows_source`` "history"."""
+    """A populated materialized view's rows are those its last successful refresh recorded,
+    with ``rows_source`` "history": its data changes only when it is refreshed, while the
+    server's estimate lags (reltuples is -1 until it is analyzed, a REFRESH of a view without
+    an index keeps it so, and a concurrent REFRESH leaves the count of before). The estimate
+    stays where no count is recorded (never refreshed by the package, or too large to count)."""
     for r in rows:
         item = report.get(r.label)
-        if r.kind != "mat" or r.rows is not None or r.state in ("missing", "unpopulated") or not item:
+        if r.kind != "mat" or r.state in ("missing", "unpopulated") or not item:
             continue
         if item["rows"] is not None:
             r.rows, r.rows_source = item["rows"], "history"
