@@ -90,38 +90,35 @@ def _schemas(schema_editor: Any) -> tuple[str | None, str | None]:
     return row[0], row[1]
 
 
+def _send(schema_editor: Any, query: str, *, counter: bool = False) -> None:
+    """The core's ``query`` for the history table's schema (with the exact mode's counter table
+    when ``counter``); nothing where the table is not there (faked migrations)."""
+    schema, counter_schema = _schemas(schema_editor)
+    if schema is None:
+        return
+    kwargs = {"table": _core.qualified_name(counter_schema or schema, _EXACT_TABLE)} if counter else {}
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(_core.query_sql(query, schema=schema, **kwargs))
+
+
 def create_functions(apps: Any, schema_editor: Any) -> None:
     """Migration 0004 forwards: both functions, in the history table's schema."""
-    schema, counter_schema = _schemas(schema_editor)
-    if schema is None:  # the table is not there (faked migrations): nothing to call
-        return
-    counter = _core.qualified_name(counter_schema or schema, _EXACT_TABLE)
-    with schema_editor.connection.cursor() as cursor:
-        cursor.execute(_core.query_sql("history_functions", schema=schema, table=counter))
+    _send(schema_editor, "history_functions", counter=True)
 
 
 def drop_functions(apps: Any, schema_editor: Any) -> None:
     """Migration 0004 backwards."""
-    schema, _ = _schemas(schema_editor)
-    if schema is not None:
-        with schema_editor.connection.cursor() as cursor:
-            cursor.execute(_core.query_sql("history_drop_functions", schema=schema))
+    _send(schema_editor, "history_drop_functions")
 
 
 def create_run_function(apps: Any, schema_editor: Any) -> None:
     """Migration 0005 forwards: the run's record function, in the history table's schema."""
-    schema, _ = _schemas(schema_editor)
-    if schema is not None:
-        with schema_editor.connection.cursor() as cursor:
-            cursor.execute(_core.query_sql("history_run_function", schema=schema))
+    _send(schema_editor, "history_run_function")
 
 
 def drop_run_function(apps: Any, schema_editor: Any) -> None:
     """Migration 0005 backwards."""
-    schema, _ = _schemas(schema_editor)
-    if schema is not None:
-        with schema_editor.connection.cursor() as cursor:
-            cursor.execute(_core.query_sql("history_drop_run_function", schema=schema))
+    _send(schema_editor, "history_drop_run_function")
 
 
 class CreateHistoryFunctions(migrations.RunPython):
@@ -178,20 +175,12 @@ class ReplaceHistoryFunctions(CreateHistoryFunctions):
 def create_refresh_function(apps: Any, schema_editor: Any) -> None:
     """Migration 0007 forwards: the refresh function and the capture and record it nests, in the
     history table's schema."""
-    schema, counter_schema = _schemas(schema_editor)
-    if schema is None:
-        return
-    counter = _core.qualified_name(counter_schema or schema, _EXACT_TABLE)
-    with schema_editor.connection.cursor() as cursor:
-        cursor.execute(_core.query_sql("history_refresh_function", schema=schema, table=counter))
+    _send(schema_editor, "history_refresh_function", counter=True)
 
 
 def drop_refresh_function(apps: Any, schema_editor: Any) -> None:
     """Migration 0007 backwards."""
-    schema, _ = _schemas(schema_editor)
-    if schema is not None:
-        with schema_editor.connection.cursor() as cursor:
-            cursor.execute(_core.query_sql("history_drop_refresh_function", schema=schema))
+    _send(schema_editor, "history_drop_refresh_function")
 
 
 class CreateHistoryRefreshFunction(CreateHistoryFunctions):
