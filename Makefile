@@ -101,7 +101,8 @@ ASAN_TESTS ?= -n 2 --dist loadfile --hypothesis-profile=quick tests/test_core.py
     tests/test_refresh_boundary.py tests/test_refresh_graph.py tests/test_refresh_waits.py \
     tests/test_refresh_session.py tests/test_aside_core.py tests/test_sync.py tests/test_queries.py \
     tests/test_freshness.py tests/test_states.py tests/test_cold_order.py tests/test_names.py \
-    tests/test_core_server.py
+    tests/test_core_server.py tests/test_core_boundary_shaped.py tests/test_core_retry_callbacks.py \
+    tests/test_early_connect.py
 
 # The sanitized extension is built in a copy of the sources (build/asan-src), so that the
 # extension built in place for .venv is left alone; the suite runs from that copy.
@@ -180,7 +181,7 @@ matrix: $(VENV_DIST)/.installed
 # goes to build/fuzz/corpus/NAME). Any crash, sanitizer report or broken property fails the
 # run, and libFuzzer leaves the input as build/fuzz/crash-* (replay: build/fuzz/fuzz_NAME FILE).
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := split_table quote derived_name acl hash stamp
+FUZZ_TARGETS := split_table quote derived_name acl hash stamp connect_message
 FUZZ_DIR := build/fuzz
 FUZZ_CFLAGS := -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 # The SQL buffers' one Python call (pgvc_buf_to_str) needs libpython at link time, never at run.
@@ -197,7 +198,7 @@ fuzz:
 	fi
 	@mkdir -p $(FUZZ_DIR)
 	@for t in $(FUZZ_TARGETS); do \
-	    clang $(FUZZ_CFLAGS) -o $(FUZZ_DIR)/fuzz_$$t fuzz/fuzz_$$t.c csrc/sqlgen.c csrc/hash.c csrc/stamp.c $(FUZZ_PYTHON) || exit 1; \
+	    clang $(FUZZ_CFLAGS) -o $(FUZZ_DIR)/fuzz_$$t fuzz/fuzz_$$t.c csrc/sqlgen.c csrc/hash.c csrc/stamp.c csrc/connmsg.c $(FUZZ_PYTHON) || exit 1; \
 	done
 	@for t in $(FUZZ_TARGETS); do \
 	    mkdir -p $(FUZZ_DIR)/corpus/$$t; \

@@ -1,4 +1,5 @@
-"""Where the cost of recording a Model.refresh() goes: the one-trip script with parts removed.
+"""Where the cost of recording a Model.refresh() goes: the one-trip script with parts removed,
+and the one call of migration 0007 with the history off and on (what Model.refresh() sends now).
 
 Section 3 of freshness_bench.py times Model.refresh() as a user calls it. This one sends the
 scripts themselves on one psycopg connection (client-side binding, as the package does), so
@@ -63,7 +64,7 @@ def setup() -> str:
 def variants() -> dict[str, tuple[str, list]]:
     from fb.models import Tiny
 
-    from django_pgviews_c import _core, history
+    from django_pgviews_c import _core, history, refreshfn
     from django_pgviews_c.historyfn import PRUNE_SLACK
 
     text = history._one_trip_sql(Tiny, False, 200, functions=False)
@@ -91,17 +92,20 @@ def variants() -> dict[str, tuple[str, list]]:
         return ";\n".join(parts + ["COMMIT"])
 
     no_prune = [*p_calls[:-2], 10**6, PRUNE_SLACK]
+    single = _core.query_sql("history_refresh_call")
     return {
         "history off": (off, []),
         "text script (before)": (text, p_text),
         "  text, no capture": (script(set_started, insert), p_text[1:]),
         "  text, no record": (script(capture_text, None), p_text[:1]),
         "  text, record not pruning": (script(capture_text, no_prune_text), p_text[:11]),
-        "functions (now)": (calls, p_calls),
+        "functions, one trip (before 0007)": (calls, p_calls),
         "  functions, no capture": (script(set_started, record_call), p_calls[2:]),
         "  functions, no record": (script(capture_call, None), p_calls[:2]),
         "  functions, never pruning": (calls, no_prune),
         "  functions, no savepoints": (script(capture_call, record_call, savepoints=False), p_calls),
+        "one call, history off (now)": (single, refreshfn._params(Tiny, False, False, "")),
+        "one call, recorded (now)": (single, refreshfn._params(Tiny, False, True, "")),
     }
 
 
@@ -150,6 +154,13 @@ def main() -> None:
             c = statistics.median(cpu[key])
             line += f" {c * 1000:9.3f}ms {(c - statistics.median(cpu[base])) * 1000:+9.3f}ms"
         print(line)
+    off, on = names.index("one call, history off (now)"), names.index("one call, recorded (now)")
+    ratios = [w / b for w, b in zip(wall[f"{on:02d}"], wall[f"{off:02d}"], strict=True)]
+    line = f"recording adds to the one call: {statistics.median(ratios) - 1:+.1%} (median of rounds)"
+    if cpu[f"{on:02d}"]:
+        c_on, c_off = statistics.median(cpu[f"{on:02d}"]), statistics.median(cpu[f"{off:02d}"])
+        line += f", server CPU {c_on / c_off - 1:+.1%}"
+    print(line)
     explain(cur)
     conn.close()
     fb.admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

@@ -52,18 +52,30 @@
     " ) AS x(rel)"                                                                                 \
     ")"
 const char pgvc_closure_cte[] = CLOSURE_VIEWS CLOSURE_READS;
+/* The closure of a view whose direct reads are neither plain views nor parents of inheritance
+ * or partitions: those reads themselves, found by the caller (historyfn.c's refresh capture) in
+ * the array v_direct. No recursion, so a plan a fraction of the size. */
+#define CLOSURE_DIRECT_FN                                                                          \
+    "WITH views(n, oid) AS (SELECT 1, p_view), reads(n, rel) AS ("                                 \
+    " SELECT 1, u.rel FROM pg_catalog.unnest(v_direct) AS u(rel))"
 
 /* rows(n, oid, name, relkind, relfilenode, counter, populated, stats_reset, trig, writes).
  * The view's own row ('self') carries the transaction's isolation level as its name: a capture
  * taken inside a REPEATABLE READ or SERIALIZABLE transaction may come after the snapshot the
- * transaction's REFRESH reads (freshness.ViewState.isolation).
- * `fn`: the text of the capture function (historyfn.c) instead of the client's: its view is the
+ * transaction's REFRESH reads (freshness.ViewState.isolation). Its relfilenode and counter are
+ * the database's identity, its oid and its cluster's system identifier: a database restored
+ * from a dump has another, even where a new cluster gives its relations the oids (and
+ * relfilenodes) the recorded sources are keyed by (freshness.ViewState.database).
+ * `fn`: the text of the capture function (historyfn.c) instead of the client's (2: the closure is
+ * the direct reads in v_direct, CLOSURE_DIRECT_FN): its view is the
  * argument p_view, the names are written as the caller's search_path (the argument p_path,
  * current_schemas(true) at the call) would show them, since the function runs with its own,
  * and the counter table is `counter_table` (quoted; NULL: its bare name). */
 static void rows_cte(pgvc_buf *b, int exact, int fn, const char *counter_table)
 {
-    pgvc_buf_puts(b, fn ? CLOSURE_VIEWS_FN CLOSURE_READS : pgvc_closure_cte);
+    pgvc_buf_puts(b, fn == 2   ? CLOSURE_DIRECT_FN
+                     : fn == 1 ? CLOSURE_VIEWS_FN CLOSURE_READS
+                               : pgvc_closure_cte);
     pgvc_buf_puts(
         b,
         ", counts AS ("
@@ -71,7 +83,7 @@ static void rows_cte(pgvc_buf *b, int exact, int fn, const char *counter_table)
         "), rows(n, oid, name, relkind, relfilenode, counter, populated, stats_reset, trig, writes)"
         " AS ("
         " SELECT v.n, v.oid::bigint, pg_catalog.current_setting('transaction_isolation'), 'self',"
-        "  NULL::bigint, NULL::bigint,"
+        "  d.oid::bigint, (SELECT i.system_identifier FROM pg_catalog.pg_control_system() i),"
         "  c.relispopulated,"
         "  pg_catalog.date_part('epoch', pg_catalog.pg_stat_get_db_stat_reset_time(d.oid))::text,"
         "  NULL::bigint, NULL::bigint"
@@ -124,7 +136,8 @@ static void sources_json(pgvc_buf *b)
 {
     pgvc_buf_puts(
         b, "(SELECT (pg_catalog.jsonb_build_object('populated', s.populated, 'stats_reset',"
-           " s.stats_reset, 'rels', coalesce((SELECT pg_catalog.jsonb_object_agg(x.oid::text,"
+           " s.stats_reset, 'database', pg_catalog.jsonb_build_array(s.relfilenode, s.counter),"
+           " 'rels', coalesce((SELECT pg_catalog.jsonb_object_agg(x.oid::text,"
            " CASE WHEN x.trig IS NULL"
            " THEN pg_catalog.jsonb_build_array(x.relfilenode, x.counter, x.relkind, x.name) ELSE"
            " pg_catalog.jsonb_build_array(x.relfilenode, x.counter, x.relkind, x.name,"
@@ -137,6 +150,13 @@ static void sources_json(pgvc_buf *b)
 void pgvc_capture_function_query(pgvc_buf *b, int exact, const char *counter_table)
 {
     rows_cte(b, exact, 1, counter_table);
+    pgvc_buf_puts(b, " SELECT ");
+    sources_json(b);
+}
+
+void pgvc_capture_direct_query(pgvc_buf *b, int exact, const char *counter_table)
+{
+    rows_cte(b, exact, 2, counter_table);
     pgvc_buf_puts(b, " SELECT ");
     sources_json(b);
 }

@@ -26,6 +26,8 @@ void pgvc_capture_query(pgvc_buf *b, int exact);
  * shows them, then SELECT the sources' JSON text (NULL when the view does not exist); the exact
  * mode's counter table is `counter_table` (quoted, qualified). Appends to b. */
 void pgvc_capture_function_query(pgvc_buf *b, int exact, const char *counter_table);
+/* The same for a view whose closure is its direct reads, the oid[] v_direct of the function. */
+void pgvc_capture_direct_query(pgvc_buf *b, int exact, const char *counter_table);
 
 /* _core.freshness_sql(exact=False) -> str. RAISES: NULL. */
 PyObject *pgvc_freshness_sql(PyObject *args, PyObject *kwargs);

@@ -73,11 +73,12 @@ static void capture_body(pgvc_buf *b, const char *counter_table)
                      " pg_catalog.clock_timestamp()::text, true); END");
 }
 
-/* The record of a successful refresh, from what the capture set: rows counted when the view is
- * populated and at most p_count_limit bytes. Then the view's records beyond the newest p_keep
- * are deleted, but only once there are more than p_keep + p_slack of them: one delete every
- * p_slack refreshes instead of one per refresh. */
-static void record_body(pgvc_buf *b, const char *schema)
+/* The record of a successful refresh: rows counted when the view is populated and at most
+ * p_count_limit bytes. Then the view's records beyond the newest p_keep are deleted, but only
+ * once there are more than p_keep + p_slack of them: one delete every p_slack refreshes instead
+ * of one per refresh. `passed`: the duration and the sources are the arguments p_duration and
+ * p_sources (the refresh function's record); else they are what the capture set. */
+static void record_body(pgvc_buf *b, const char *schema, int passed)
 {
     pgvc_buf_puts(b,
                   "DECLARE v_rows bigint; BEGIN"
@@ -86,14 +87,16 @@ static void record_body(pgvc_buf *b, const char *schema)
                   " THEN EXECUTE 'SELECT pg_catalog.count(*) FROM ' || p_rel::text INTO v_rows;"
                   " END IF; INSERT INTO ");
     pgvc_buf_qualified(b, schema, PGVC_HISTORY_TABLE);
-    pgvc_buf_puts(b,
-                  " (view, db_table, started_at, duration, rows, concurrent, plain_reason, ok,"
-                  " sqlstate, message, sources) VALUES (p_view, p_db_table, p_started_at,"
-                  " pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()"
-                  " - pg_catalog.current_setting('pgviews_c.started')::timestamp with time zone),"
-                  " v_rows, p_concurrent, p_plain_reason, true, '', '',"
-                  " NULLIF(pg_catalog.current_setting('pgviews_c.sources'), '')::jsonb);"
-                  " IF EXISTS (SELECT FROM ");
+    pgvc_buf_puts(b, " (view, db_table, started_at, duration, rows, concurrent, plain_reason, ok,"
+                     " sqlstate, message, sources) VALUES (p_view, p_db_table, p_started_at, ");
+    pgvc_buf_puts(b, passed
+                         ? "p_duration, v_rows, p_concurrent, p_plain_reason, true, '', '',"
+                           " p_sources::jsonb);"
+                         : "pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()"
+                           " - pg_catalog.current_setting('pgviews_c.started')::timestamp with"
+                           " time zone), v_rows, p_concurrent, p_plain_reason, true, '', '',"
+                           " NULLIF(pg_catalog.current_setting('pgviews_c.sources'), '')::jsonb);");
+    pgvc_buf_puts(b, " IF EXISTS (SELECT FROM ");
     pgvc_buf_qualified(b, schema, PGVC_HISTORY_TABLE);
     pgvc_buf_puts(b, " r WHERE r.view = p_view ORDER BY r.id DESC OFFSET p_keep + p_slack) THEN"
                      " DELETE FROM ");
@@ -170,7 +173,7 @@ void pgvc_history_functions(pgvc_buf *b, const char *schema, const char *counter
     pgvc_buf_qualified(b, schema, PGVC_RECORD_FUNCTION);
     pgvc_buf_puts(b, RECORD_ARGS " RETURNS void" FN_SETTINGS);
     pgvc_buf_reset(&body);
-    record_body(&body, schema);
+    record_body(&body, schema, 0);
     dollar_quoted(b, &body);
     if (body.oom)
         b->oom = 1;
@@ -206,4 +209,144 @@ void pgvc_history_drop_functions(pgvc_buf *b, const char *schema)
     pgvc_buf_puts(b, "(pg_catalog.regclass, pg_catalog.name[], boolean), ");
     pgvc_buf_qualified(b, schema, PGVC_RECORD_FUNCTION);
     pgvc_buf_puts(b, RECORD_TYPES);
+}
+
+/* ---- one call per refresh (migration 0007) ----------------------------------------------------
+ *
+ * django_pgviews_c_refresh does in one statement what the one round trip of 0004's functions
+ * does in eight (BEGIN, capture, two savepoints, guard, REFRESH, restore, record, COMMIT): it
+ * sets lock_timeout for the transaction as lock_guard does (the session's shorter one wins),
+ * captures when recording, runs the REFRESH built from the regclass (never from client text),
+ * puts lock_timeout back and records. Each statement of a VOLATILE function takes its own
+ * snapshot under READ COMMITTED, so the REFRESH reads after the capture; under REPEATABLE READ
+ * or SERIALIZABLE it would not, and a recorded call refuses to run there (0A000, before
+ * anything ran: the caller refreshes the ordinary way).
+ *
+ * No savepoint: the capture and the record are functions of their own, so an error's CONTEXT
+ * names the one it came from (their names, which the server never translates); any error rolls
+ * the whole call back. Only the outer function carries SET clauses (each costs at every call):
+ * search_path pinned, and plan_cache_mode, under which the nested functions' statements are
+ * planned. The nested ones are called by it alone; they run under its settings. */
+#define REFRESH_ARGS                                                                               \
+    "(p_view pg_catalog.regclass, p_concurrent boolean, p_lock_ms integer, p_record boolean,"      \
+    " p_path pg_catalog.name[], p_exact boolean, p_label text, p_db_table text,"                   \
+    " p_started_at timestamp with time zone, p_count_limit bigint, p_plain_reason text,"           \
+    " p_keep integer, p_slack integer)"
+#define REFRESH_TYPES                                                                              \
+    "(pg_catalog.regclass, boolean, integer, boolean, pg_catalog.name[], boolean, text, text,"     \
+    " timestamp with time zone, bigint, text, integer, integer)"
+#define REFRESH_CAPTURE_ARGS                                                                       \
+    "(p_view pg_catalog.regclass, p_path pg_catalog.name[], p_exact boolean)"
+#define REFRESH_CAPTURE_TYPES "(pg_catalog.regclass, pg_catalog.name[], boolean)"
+#define REFRESH_RECORD_ARGS                                                                        \
+    "(p_view text, p_db_table text, p_started_at timestamp with time zone,"                        \
+    " p_duration double precision, p_sources text, p_rel pg_catalog.regclass,"                     \
+    " p_count_limit bigint, p_concurrent boolean, p_plain_reason text, p_keep integer,"            \
+    " p_slack integer)"
+#define REFRESH_RECORD_TYPES                                                                       \
+    "(text, text, timestamp with time zone, double precision, text, pg_catalog.regclass, bigint,"  \
+    " boolean, text, integer, integer)"
+
+const char pgvc_history_refresh_call[] =
+    "SELECT " PGVC_REFRESH_FUNCTION "(%s::pg_catalog.regclass, %s, %s, %s,"
+    " pg_catalog.current_schemas(true), %s, %s, %s, %s, %s, %s, %s, %s)";
+
+/* The capture of the refresh function, returning the sources' JSON (NULL when the view does not
+ * exist). The common case first: when no relation the view reads directly is a plain view or a
+ * parent of inheritance or partitions (relhassubclass: true while it has children, and possibly
+ * after), the closure is those reads, and a plan without recursion serves it; else the closure
+ * query of 0004's capture, with JIT off for it alone (its estimate crosses jit_above_cost). Both
+ * give the same JSON for the same closure. */
+static void refresh_capture_body(pgvc_buf *b, const char *counter_table)
+{
+    pgvc_buf_puts(
+        b, "DECLARE v_direct pg_catalog.oid[]; v_deep boolean; v_sources text; v_jit text; BEGIN"
+           " SELECT pg_catalog.array_agg(c.oid), pg_catalog.bool_or(c.relkind = 'v' OR"
+           " c.relhassubclass) INTO v_direct, v_deep FROM (SELECT DISTINCT d.refobjid"
+           " FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_depend d"
+           " ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid"
+           " AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass"
+           " AND d.refobjid <> p_view WHERE r.ev_class = p_view) x"
+           " JOIN pg_catalog.pg_class c ON c.oid = x.refobjid;"
+           " IF v_deep THEN v_jit := pg_catalog.current_setting('jit');"
+           " PERFORM pg_catalog.set_config('jit', 'off', true); IF p_exact THEN ");
+    pgvc_capture_function_query(b, 1, counter_table);
+    pgvc_buf_puts(b, " INTO v_sources; ELSE ");
+    pgvc_capture_function_query(b, 0, counter_table);
+    pgvc_buf_puts(b, " INTO v_sources; END IF; PERFORM pg_catalog.set_config('jit', v_jit, true);"
+                     " ELSIF p_exact THEN ");
+    pgvc_capture_direct_query(b, 1, counter_table);
+    pgvc_buf_puts(b, " INTO v_sources; ELSE ");
+    pgvc_capture_direct_query(b, 0, counter_table);
+    pgvc_buf_puts(b, " INTO v_sources; END IF; RETURN v_sources; END");
+}
+
+static void refresh_body(pgvc_buf *b, const char *schema)
+{
+    pgvc_buf_puts(
+        b, "DECLARE v_timeout text := pg_catalog.current_setting('lock_timeout'); v_ms bigint;"
+           " v_sources text; v_t0 timestamp with time zone; BEGIN"
+           " v_ms := (pg_catalog.date_part('epoch', v_timeout::interval) * 1000)::bigint;"
+           " PERFORM pg_catalog.set_config('lock_timeout', (CASE WHEN v_ms > 0 AND v_ms < p_lock_ms"
+           " THEN v_ms ELSE p_lock_ms END)::text || 'ms', true);"
+           " IF p_record THEN IF pg_catalog.current_setting('transaction_isolation') NOT IN"
+           " ('read committed', 'read uncommitted') THEN RAISE EXCEPTION USING ERRCODE = '0A000',"
+           " MESSAGE = 'a recorded refresh in one call needs READ COMMITTED';"
+           " END IF; v_sources := ");
+    pgvc_buf_qualified(b, schema, PGVC_REFRESH_CAPTURE_FUNCTION);
+    pgvc_buf_puts(b, "(p_view, p_path, p_exact); END IF; v_t0 := pg_catalog.clock_timestamp();"
+                     " EXECUTE 'REFRESH MATERIALIZED VIEW ' || CASE WHEN p_concurrent THEN"
+                     " 'CONCURRENTLY ' ELSE '' END || p_view::text;"
+                     " PERFORM pg_catalog.set_config('lock_timeout', v_timeout, true);"
+                     " IF p_record THEN PERFORM ");
+    pgvc_buf_qualified(b, schema, PGVC_REFRESH_RECORD_FUNCTION);
+    pgvc_buf_puts(b, "(p_label, p_db_table, p_started_at, pg_catalog.date_part('epoch',"
+                     " pg_catalog.clock_timestamp() - v_t0), v_sources, p_view, p_count_limit,"
+                     " p_concurrent, p_plain_reason, p_keep, p_slack); END IF; END");
+}
+
+/* CREATE OR REPLACE FUNCTION `name` `args` RETURNS `returns` `settings` AS <body>; */
+static void create_function(pgvc_buf *b, const char *schema, const char *name, const char *args,
+                            const char *rest, const pgvc_buf *body)
+{
+    pgvc_buf_puts(b, "CREATE OR REPLACE FUNCTION ");
+    pgvc_buf_qualified(b, schema, name);
+    pgvc_buf_puts(b, args);
+    pgvc_buf_puts(b, rest);
+    dollar_quoted(b, body);
+    pgvc_buf_puts(b, ";\n");
+}
+
+#define NESTED_SETTINGS " LANGUAGE plpgsql VOLATILE SECURITY INVOKER"
+
+void pgvc_history_refresh_function(pgvc_buf *b, const char *schema, const char *counter_table)
+{
+    pgvc_buf body;
+
+    pgvc_buf_init(&body);
+    refresh_capture_body(&body, counter_table);
+    create_function(b, schema, PGVC_REFRESH_CAPTURE_FUNCTION, REFRESH_CAPTURE_ARGS,
+                    " RETURNS text" NESTED_SETTINGS, &body);
+    pgvc_buf_reset(&body);
+    record_body(&body, schema, 1);
+    create_function(b, schema, PGVC_REFRESH_RECORD_FUNCTION, REFRESH_RECORD_ARGS,
+                    " RETURNS void" NESTED_SETTINGS, &body);
+    pgvc_buf_reset(&body);
+    refresh_body(&body, schema);
+    create_function(b, schema, PGVC_REFRESH_FUNCTION, REFRESH_ARGS, " RETURNS void" FN_SETTINGS,
+                    &body);
+    if (body.oom)
+        b->oom = 1;
+    pgvc_buf_free(&body);
+}
+
+void pgvc_history_drop_refresh_function(pgvc_buf *b, const char *schema)
+{
+    pgvc_buf_puts(b, "DROP FUNCTION IF EXISTS ");
+    pgvc_buf_qualified(b, schema, PGVC_REFRESH_FUNCTION);
+    pgvc_buf_puts(b, REFRESH_TYPES ", ");
+    pgvc_buf_qualified(b, schema, PGVC_REFRESH_CAPTURE_FUNCTION);
+    pgvc_buf_puts(b, REFRESH_CAPTURE_TYPES ", ");
+    pgvc_buf_qualified(b, schema, PGVC_REFRESH_RECORD_FUNCTION);
+    pgvc_buf_puts(b, REFRESH_RECORD_TYPES);
 }

@@ -9,6 +9,9 @@
 #define PGVC_CAPTURE_FUNCTION "django_pgviews_c_capture"
 #define PGVC_RECORD_FUNCTION "django_pgviews_c_record"
 #define PGVC_RECORD_RUN_FUNCTION "django_pgviews_c_record_run"
+#define PGVC_REFRESH_FUNCTION "django_pgviews_c_refresh"
+#define PGVC_REFRESH_CAPTURE_FUNCTION "django_pgviews_c_refresh_capture"
+#define PGVC_REFRESH_RECORD_FUNCTION "django_pgviews_c_refresh_record"
 
 /* CREATE OR REPLACE FUNCTION of both, in `schema` (the history table's), reading the exact
  * mode's counter table `counter_table` (quoted, qualified); two statements. Appends to b. */
@@ -28,5 +31,13 @@ void pgvc_history_drop_run_function(pgvc_buf *b, const char *schema);
 extern const char pgvc_history_record_run_call[];
 extern const char pgvc_history_capture_call[];
 extern const char pgvc_history_record_call[];
+/* One call per refresh (migration 0007): CREATE OR REPLACE FUNCTION of the refresh function and
+ * the capture and record it nests, in `schema`, reading the counter table `counter_table`
+ * (quoted, qualified); their DROP FUNCTION IF EXISTS (0007 backwards). Append to b. */
+void pgvc_history_refresh_function(pgvc_buf *b, const char *schema, const char *counter_table);
+void pgvc_history_drop_refresh_function(pgvc_buf *b, const char *schema);
+/* Its call (parameters: the view's name, concurrent, lock_timeout in ms, record, exact, label,
+ * db_table, started_at, the row count's size limit, plain_reason, keep, slack). */
+extern const char pgvc_history_refresh_call[];
 
 #endif

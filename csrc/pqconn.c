@@ -23,29 +23,57 @@ double pgvc_now(void)
 
 /* ---- owned copies of Python input ------------------------------------------------------- */
 
+/* The argument `what` (index >= 0: its item index) of the function fn, as an error names it. */
+static void arg_name(char *out, size_t cap, const char *fn, const char *what, Py_ssize_t index)
+{
+    if (index >= 0)
+        snprintf(out, cap, "%s: %s[%zd]", fn, what, index);
+    else
+        snprintf(out, cap, "%s: %s", fn, what);
+}
+
+/* The UnicodeEncodeError set (a lone surrogate has no UTF-8) as a ValueError naming the
+ * argument, the codec's own error as its cause. */
+static void raise_not_utf8(const char *name)
+{
+    PyObject *et, *ev, *tb, *nt, *nv, *ntb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (!ev) {
+        PyErr_Restore(et, ev, tb);
+        return;
+    }
+    PyErr_Format(PyExc_ValueError, "%s is not valid text: %S", name, ev);
+    PyErr_Fetch(&nt, &nv, &ntb);
+    PyErr_NormalizeException(&nt, &nv, &ntb);
+    if (nv) {
+        PyException_SetCause(nv, ev); /* steals ev */
+        ev = NULL;
+    }
+    Py_XDECREF(et);
+    Py_XDECREF(ev);
+    Py_XDECREF(tb);
+    PyErr_Restore(nt, nv, ntb);
+}
+
 /* A str without NUL bytes, copied with malloc. NULL with TypeError/ValueError naming `what`. */
-char *pgvc_owned_str(PyObject *o, const char *what, Py_ssize_t index)
+char *pgvc_owned_str(PyObject *o, const char *fn, const char *what, Py_ssize_t index)
 {
     const char *s;
     Py_ssize_t len;
-    char *copy;
+    char *copy, name[128];
+    arg_name(name, sizeof name, fn, what, index);
     if (!PyUnicode_Check(o)) {
-        if (index >= 0)
-            PyErr_Format(PyExc_TypeError, "run_parallel: %s[%zd] must be a str, not %.100s", what,
-                         index, Py_TYPE(o)->tp_name);
-        else
-            PyErr_Format(PyExc_TypeError, "run_parallel: %s must be a str, not %.100s", what,
-                         Py_TYPE(o)->tp_name);
+        PyErr_Format(PyExc_TypeError, "%s must be a str, not %.100s", name, Py_TYPE(o)->tp_name);
         return NULL;
     }
-    if (!(s = PyUnicode_AsUTF8AndSize(o, &len)))
+    if (!(s = PyUnicode_AsUTF8AndSize(o, &len))) {
+        if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            raise_not_utf8(name);
         return NULL;
+    }
     if ((Py_ssize_t)strlen(s) != len) {
-        if (index >= 0)
-            PyErr_Format(PyExc_ValueError, "run_parallel: %s[%zd] contains a NUL byte", what,
-                         index);
-        else
-            PyErr_Format(PyExc_ValueError, "run_parallel: %s contains a NUL byte", what);
+        PyErr_Format(PyExc_ValueError, "%s contains a NUL byte", name);
         return NULL;
     }
     if (!(copy = malloc((size_t)len + 1))) {
@@ -68,7 +96,7 @@ void pgvc_pairs_free(pgvc_pairs *p)
 }
 
 /* RAISES_NEG. A dict of str -> str (None: empty), copied. `what` names the argument. */
-int pgvc_pairs_from_dict(PyObject *dict, const char *what, pgvc_pairs *p)
+int pgvc_pairs_from_dict(PyObject *dict, const char *fn, const char *what, pgvc_pairs *p)
 {
     PyObject *k, *v;
     Py_ssize_t pos = 0, size;
@@ -76,8 +104,8 @@ int pgvc_pairs_from_dict(PyObject *dict, const char *what, pgvc_pairs *p)
     if (dict == Py_None)
         size = 0;
     else if (!PyDict_Check(dict)) {
-        PyErr_Format(PyExc_TypeError, "run_parallel: %s must be a dict of str to str, not %.100s",
-                     what, Py_TYPE(dict)->tp_name);
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a dict of str to str, not %.100s", fn, what,
+                     Py_TYPE(dict)->tp_name);
         return -1;
     } else
         size = PyDict_GET_SIZE(dict);
@@ -90,14 +118,13 @@ int pgvc_pairs_from_dict(PyObject *dict, const char *what, pgvc_pairs *p)
     /* Only C code runs between PyDict_Next calls: the dict cannot change under us. */
     while (size && PyDict_Next(dict, &pos, &k, &v)) {
         if (!PyUnicode_Check(k) || !PyUnicode_Check(v)) {
-            PyErr_Format(PyExc_TypeError,
-                         "run_parallel: %s must be a dict of str to str (%R: %.100s)", what, k,
-                         Py_TYPE(v)->tp_name);
+            PyErr_Format(PyExc_TypeError, "%s: %s must be a dict of str to str (%R: %.100s)", fn,
+                         what, k, Py_TYPE(v)->tp_name);
             goto error;
         }
-        if (!(p->keys[p->n] = pgvc_owned_str(k, what, -1)))
+        if (!(p->keys[p->n] = pgvc_owned_str(k, fn, what, -1)))
             goto error;
-        if (!(p->values[p->n] = pgvc_owned_str(v, what, -1))) {
+        if (!(p->values[p->n] = pgvc_owned_str(v, fn, what, -1))) {
             free(p->keys[p->n]);
             p->keys[p->n] = NULL;
             goto error;
@@ -436,13 +463,14 @@ exit:
 }
 
 /* RAISES_NEG. conninfo (with a default connect_timeout), session and setup, copied. */
-int pgvc_connopts_load(pgvc_connopts *L, PyObject *conninfo, PyObject *session, PyObject *setup)
+int pgvc_connopts_load(pgvc_connopts *L, const char *fn, PyObject *conninfo, PyObject *session,
+                       PyObject *setup)
 {
     const char *timeout;
-    if (pgvc_pairs_from_dict(conninfo, "conninfo", &L->conninfo) < 0 ||
-        pgvc_pairs_from_dict(session, "session", &L->session) < 0)
+    if (pgvc_pairs_from_dict(conninfo, fn, "conninfo", &L->conninfo) < 0 ||
+        pgvc_pairs_from_dict(session, fn, "session", &L->session) < 0)
         return -1;
-    if (setup != Py_None && !(L->setup = pgvc_owned_str(setup, "setup", -1)))
+    if (setup != Py_None && !(L->setup = pgvc_owned_str(setup, fn, "setup", -1)))
         return -1;
     /* The user's connect_timeout (the keyword, else the environment, as libpq reads it); an
      * async connect ignores it, so the deadline is ours to keep. */
@@ -452,7 +480,7 @@ int pgvc_connopts_load(pgvc_connopts *L, PyObject *conninfo, PyObject *session, 
     if (timeout) {
         long v;
         if (pgvc_parse_long(timeout, &v) < 0) {
-            PyErr_Format(PyExc_ValueError, "run_parallel: connect_timeout is not an integer: %s",
+            PyErr_Format(PyExc_ValueError, "%s: connect_timeout is not an integer: %s", fn,
                          timeout);
             return -1;
         }

@@ -16,9 +16,10 @@
 /* Monotonic seconds. */
 double pgvc_now(void);
 
-/* A str without NUL bytes, copied with malloc; NULL with TypeError/ValueError naming
- * what[index] (index < 0: what). */
-char *pgvc_owned_str(PyObject *o, const char *what, Py_ssize_t index);
+/* A str without NUL bytes, copied with malloc; NULL with TypeError/ValueError naming the
+ * function fn and its argument what[index] (index < 0: what); a str that has no UTF-8 (a lone
+ * surrogate) is a ValueError too, the codec's error its cause. */
+char *pgvc_owned_str(PyObject *o, const char *fn, const char *what, Py_ssize_t index);
 
 /* NULL-terminated key and value arrays, owned. */
 typedef struct {
@@ -26,8 +27,9 @@ typedef struct {
     Py_ssize_t n;
 } pgvc_pairs;
 
-/* RAISES_NEG. A dict of str -> str (None: empty), copied; `what` names the argument. */
-int pgvc_pairs_from_dict(PyObject *dict, const char *what, pgvc_pairs *p);
+/* RAISES_NEG. A dict of str -> str (None: empty), copied; fn and `what` name the function and
+ * the argument. */
+int pgvc_pairs_from_dict(PyObject *dict, const char *fn, const char *what, pgvc_pairs *p);
 void pgvc_pairs_free(pgvc_pairs *p);
 const char *pgvc_pairs_get(const pgvc_pairs *p, const char *key);
 
@@ -42,9 +44,11 @@ typedef struct {
     void *notice_arg;
 } pgvc_connopts;
 
-/* RAISES_NEG. Copies conninfo, session (dicts of str, or None) and setup (str or None); reads
- * connect_timeout (libpq's meaning; default PGVC_DEFAULT_CONNECT_TIMEOUT). */
-int pgvc_connopts_load(pgvc_connopts *o, PyObject *conninfo, PyObject *session, PyObject *setup);
+/* RAISES_NEG. Copies conninfo, session (dicts of str, or None) and setup (str or None) of the
+ * function fn (its name in the errors); reads connect_timeout (libpq's meaning; default
+ * PGVC_DEFAULT_CONNECT_TIMEOUT). */
+int pgvc_connopts_load(pgvc_connopts *o, const char *fn, PyObject *conninfo, PyObject *session,
+                       PyObject *setup);
 void pgvc_connopts_free(pgvc_connopts *o);
 
 /* pqconnect.c. Connect (PQconnectStartParams/PQconnectPoll under the deadline), set

@@ -19,13 +19,18 @@ typedef struct {
     long *lock_timeouts;
 } Early;
 
+/* pgvc_conn_close releases the GIL: another thread may then use the capsule (close it, or hand
+ * it to a run). Each connection is taken out of it, and the count cleared, before any close
+ * waits, so that thread finds nothing left to close or take twice. */
 static void early_close(Early *e)
 {
-    for (int i = 0; i < e->n; i++) {
-        pgvc_conn_close(e->conns[i]);
-        e->conns[i] = NULL;
-    }
+    int n = e->n;
     e->n = 0;
+    for (int i = 0; i < n; i++) {
+        PGconn *conn = e->conns[i];
+        e->conns[i] = NULL;
+        pgvc_conn_close(conn);
+    }
 }
 
 /* Closes what it holds and frees it: the capsule's end, or connect_loop's own failure. */
@@ -68,7 +73,7 @@ PyObject *pgvc_connect_loop(pgvc_state *st, PyObject *args, PyObject *kwargs)
         PyErr_Format(PyExc_ValueError, "connect_loop: jobs must be from 1 to %d", MAX_JOBS);
         return NULL;
     }
-    if (pgvc_connopts_load(&opts, conninfo, session, setup) < 0)
+    if (pgvc_connopts_load(&opts, "connect_loop", conninfo, session, setup) < 0)
         goto exit;
     e = calloc(1, sizeof *e);
     if (!e || !(e->conns = calloc((size_t)jobs, sizeof(PGconn *))) ||
@@ -103,19 +108,23 @@ PyObject *pgvc_close_loop_connections(PyObject *capsule)
 int pgvc_early_take(PyObject *capsule, Loop *L)
 {
     Early *e = early_get(capsule);
+    int held;
     if (!e)
         return -1;
+    held = e->n;
     L->wanted = L->jobs;
-    if (e->n < L->jobs && e->n > 0 && e->refused.reason[0] && e->wanted >= L->jobs) {
+    if (held < L->jobs && held > 0 && e->refused.reason[0] && e->wanted >= L->jobs) {
         /* The server refused the others: the run goes on with these, and says so. */
         L->refused = e->refused;
-        L->refused.opened = L->jobs = e->n;
-    } else if (e->n < L->jobs) {
+        L->refused.opened = L->jobs = held;
+    } else if (held < L->jobs) {
         PyErr_Format(PyExc_ValueError,
-                     "run_parallel: connections holds %d connections, the run needs %d", e->n,
+                     "run_parallel: connections holds %d connections, the run needs %d", held,
                      L->jobs);
         return -1;
     }
+    /* All taken before the spare ones' closes release the GIL (see early_close). */
+    e->n = 0;
     for (int s = 0; s < L->jobs; s++) {
         L->slots[s].conn = e->conns[s];
         L->slots[s].user_lock_timeout = e->lock_timeouts[s];
@@ -124,11 +133,11 @@ int pgvc_early_take(PyObject *capsule, Loop *L)
             PQsetNoticeReceiver(L->slots[s].conn, L->opts.notice, L->opts.notice_arg);
     }
     /* The ones this run does not need (fewer tasks than jobs) are closed now. */
-    for (int s = L->jobs; s < e->n; s++) {
-        pgvc_conn_close(e->conns[s]);
+    for (int s = L->jobs; s < held; s++) {
+        PGconn *spare = e->conns[s];
         e->conns[s] = NULL;
+        pgvc_conn_close(spare);
     }
-    e->n = 0;
     if (!(L->session_sql = pgvc_session_sql(&L->opts, L->slots[0].conn)))
         return -1;
     return 0;

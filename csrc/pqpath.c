@@ -235,6 +235,8 @@ static int finish_task(Loop *L, Slot *slot, int lost)
     const char *state = bad ? PQresultErrorField(bad, PG_DIAG_SQLSTATE) : NULL;
     int rc;
     const char *refused = slot->refused;
+    char *said = slot->said;
+    slot->said = NULL;
     slot->bad = NULL;
     slot->refused = NULL;
     slot->task = -1;
@@ -256,7 +258,7 @@ static int finish_task(Loop *L, Slot *slot, int lost)
         goto exit;
     }
     {
-        PyObject *error = error_dict(slot->conn, bad, bad ? NULL : refused);
+        PyObject *error = error_dict(slot->conn, bad, bad ? NULL : refused ? refused : said);
         if (error && !lost && t->guard && state && !strcmp(state, "55P03")) {
             PyObject *holders = lock_holders(slot->conn, t->guard);
             if (!holders || PyDict_SetItemString(error, "holders", holders) < 0)
@@ -269,15 +271,19 @@ static int finish_task(Loop *L, Slot *slot, int lost)
         rc = reconnect(L, slot);
 exit:
     PQclear(bad);
+    free(said);
     return rc;
 }
 
 /* The connection closed: what the server sent before it (pg_terminate_backend's FATAL, read in
  * the same recv() as the end of the stream) is still in libpq's buffer, and PQgetResult parses
  * it without waiting (the socket is gone). Its error is the cause the statement failed with;
- * without it, only libpq's "server closed the connection unexpectedly". */
+ * without it, only libpq's "server closed the connection unexpectedly", kept as it was before
+ * this looked: a PQgetResult that finds nothing more adds "invalid socket" to it. */
 static void keep_last_words(Slot *slot)
 {
+    free(slot->said);
+    slot->said = strdup(PQerrorMessage(slot->conn)); /* NULL (no memory): libpq's as it is */
     for (int k = 0; k < 8; k++) { /* a few: one error, libpq's own, then NULL */
         PGresult *r = PQgetResult(slot->conn);
         if (!r)
@@ -640,7 +646,7 @@ PyObject *pgvc_run_parallel(pgvc_state *st, PyObject *args, PyObject *kwargs)
     L.retries = retries;
     L.short_ms = short_ms;
     L.last_ms = last_ms;
-    if (pgvc_connopts_load(&L.opts, conninfo, session, setup) < 0 ||
+    if (pgvc_connopts_load(&L.opts, "run_parallel", conninfo, session, setup) < 0 ||
         pgvc_loop_load_tasks(&L, stmts, deps, prio, guard) < 0)
         goto exit;
     if (open_slots(&L, jobs, early) < 0 || run_loop(&L) < 0)

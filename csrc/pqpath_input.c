@@ -54,7 +54,8 @@ static int per_task(PyObject *in, Py_ssize_t n, const char *not_seq, const char 
 static int read_task(Loop *L, Py_ssize_t i, PyObject *stmts, PyObject *prio, PyObject *guard)
 {
     Task *t = &L->tasks[i];
-    if (stmts && !(t->sql = pgvc_owned_str(PySequence_Fast_GET_ITEM(stmts, i), "statements", i)))
+    if (stmts && !(t->sql = pgvc_owned_str(PySequence_Fast_GET_ITEM(stmts, i), "run_parallel",
+                                           "statements", i)))
         return -1;
     if (prio) {
         PyObject *p = PySequence_Fast_GET_ITEM(prio, i);
@@ -69,7 +70,8 @@ static int read_task(Loop *L, Py_ssize_t i, PyObject *stmts, PyObject *prio, PyO
             return -1;
     }
     if (guard && PySequence_Fast_GET_ITEM(guard, i) != Py_None &&
-        !(t->guard = pgvc_owned_str(PySequence_Fast_GET_ITEM(guard, i), "guard", i)))
+        !(t->guard =
+              pgvc_owned_str(PySequence_Fast_GET_ITEM(guard, i), "run_parallel", "guard", i)))
         return -1;
     return 0;
 }
@@ -188,6 +190,7 @@ void pgvc_loop_free(Loop *L)
     if (L->slots) {
         for (int s = 0; s < L->jobs; s++) {
             PQclear(L->slots[s].bad);
+            free(L->slots[s].said);
             pgvc_conn_close(L->slots[s].conn);
         }
     }

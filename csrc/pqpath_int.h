@@ -31,6 +31,7 @@ typedef struct {
     int dead, flushing, last_attempt;
     const char *refused; /* why the running statement fails though the server said nothing */
     PGresult *bad; /* first failed result of the running statement */
+    char *said; /* libpq's message when the connection was lost (malloc'd), or NULL */
     long user_lock_timeout; /* ms; 0 = none */
 } Slot;
 

@@ -403,6 +403,8 @@ enum query_kind {
     HISTORY_DROP_FUNCTIONS,
     HISTORY_RUN_FUNCTION,
     HISTORY_DROP_RUN_FUNCTION,
+    HISTORY_REFRESH_FUNCTION,
+    HISTORY_DROP_REFRESH_FUNCTION,
 };
 
 typedef struct {
@@ -433,6 +435,7 @@ static const query_entry queries[] = {
     {"history_after", FIXED, q_history_after, NULL},
     {"history_capture_call", FIXED, pgvc_history_capture_call, NULL},
     {"history_drop_functions", HISTORY_DROP_FUNCTIONS, NULL, NULL},
+    {"history_drop_refresh_function", HISTORY_DROP_REFRESH_FUNCTION, NULL, NULL},
     {"history_drop_run_function", HISTORY_DROP_RUN_FUNCTION, NULL, NULL},
     {"history_functions", HISTORY_FUNCTIONS, NULL, NULL},
     {"history_hold_stats", FIXED, q_history_hold_stats, NULL},
@@ -444,6 +447,8 @@ static const query_entry queries[] = {
     {"history_present", FIXED, q_history_present, NULL},
     {"history_record_call", FIXED, pgvc_history_record_call, NULL},
     {"history_record_run_call", FIXED, pgvc_history_record_run_call, NULL},
+    {"history_refresh_call", FIXED, pgvc_history_refresh_call, NULL},
+    {"history_refresh_function", HISTORY_REFRESH_FUNCTION, NULL, NULL},
     {"history_release_stats", FIXED, q_history_release_stats, NULL},
     {"history_run_function", HISTORY_RUN_FUNCTION, NULL, NULL},
     {"history_schemas", FIXED, q_history_schemas, NULL},
@@ -504,7 +509,8 @@ static const query_entry *find_query(PyObject *name_obj)
 static int takes_table(enum query_kind kind)
 {
     return kind == HISTORY_INSERT_COUNTED || kind == HISTORY_INSERT_CAPTURED || kind == DROP ||
-           kind == EXACT_TRIGGER || kind == EXACT_UNTRIGGER || kind == HISTORY_FUNCTIONS;
+           kind == EXACT_TRIGGER || kind == EXACT_UNTRIGGER || kind == HISTORY_FUNCTIONS ||
+           kind == HISTORY_REFRESH_FUNCTION;
 }
 
 static int takes_schema(enum query_kind kind)
@@ -512,7 +518,8 @@ static int takes_schema(enum query_kind kind)
     return kind == EXACT_FUNCTION || kind == EXACT_TRIGGER || kind == EXACT_FORGET ||
            kind == EXACT_DROP_FUNCTION || kind == HISTORY_FUNCTIONS ||
            kind == HISTORY_DROP_FUNCTIONS || kind == HISTORY_RUN_FUNCTION ||
-           kind == HISTORY_DROP_RUN_FUNCTION;
+           kind == HISTORY_DROP_RUN_FUNCTION || kind == HISTORY_REFRESH_FUNCTION ||
+           kind == HISTORY_DROP_REFRESH_FUNCTION;
 }
 
 /* RAISES_NEG: schema, tables and table given exactly when the query takes them. */
@@ -624,6 +631,8 @@ static int write_query(pgvc_state *st, const query_entry *q, const query_args *a
     case HISTORY_DROP_FUNCTIONS: pgvc_history_drop_functions(b, a->schema_arg); break;
     case HISTORY_RUN_FUNCTION: pgvc_history_run_function(b, a->schema_arg); break;
     case HISTORY_DROP_RUN_FUNCTION: pgvc_history_drop_run_function(b, a->schema_arg); break;
+    case HISTORY_REFRESH_FUNCTION: pgvc_history_refresh_function(b, a->schema_arg, quoted); break;
+    case HISTORY_DROP_REFRESH_FUNCTION: pgvc_history_drop_refresh_function(b, a->schema_arg); break;
     case HISTORY_LATEST: history_latest(b); break;
     case LOCK_GUARD: lock_guard(b, a->ms); break;
     }

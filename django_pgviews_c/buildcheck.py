@@ -36,6 +36,7 @@ from django.db.migrations import operations as ops
 from django_pgviews_c import _core
 from django_pgviews_c.dberrors import connection_is_lost, diag, lost_connection_error
 from django_pgviews_c.exceptions import ViewDefinitionError
+from django_pgviews_c.wording import warn
 
 logger = logging.getLogger("django_pgviews_c.sync_pgviews")
 
@@ -196,17 +197,8 @@ def warn_after_migrate(
             said = stdout is not None and verbosity >= 1
             if said:
                 stdout.write(text)
-            _log(text, said=said)
+            warn(logger, text, said=said)
     return found
-
-
-def _log(text: str, *, said: bool) -> None:
-    """``text`` logged at WARNING, unless it was just written on the command's output and no
-    handler is configured for the logger (Django's default logging configures none for it):
-    logging's last-resort handler would then print it on stderr a second time."""
-    if said and not logger.hasHandlers():
-        return
-    logger.warning("%s", text)
 
 
 def _unchecked_warning(unchecked: list[Unbuildable]) -> str:

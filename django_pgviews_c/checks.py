@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -445,13 +446,13 @@ def _read_database(connection: Any, models: list[Any]) -> list[tuple[Any, ...]]:
 def _database_messages(
     alias: str, models: list[Any], rows: list[tuple[Any, ...]], reported: set[Any]
 ) -> list[CheckMessage]:
-    columns: dict[int, set[str]] = {}
+    columns: dict[int, list[str]] = {}
     reads: dict[int, set[int]] = {}
     calls: dict[int, list[tuple[str, str | None]]] = {}
     for kind, idx, text, via in rows:
         i = int(idx) - 1
         if kind == "column":
-            columns.setdefault(i, set()).add(text)
+            columns.setdefault(i, []).append(text)
         elif kind == "reads":
             reads.setdefault(i, set()).add(int(text) - 1)
         else:
@@ -489,23 +490,41 @@ def _declared_graph(models: list[Any]) -> Any:
     return graph
 
 
-def _missing_columns(alias: str, model: Any, have: set[str]) -> list[CheckMessage]:
-    """W007: a field whose column the view on the database does not have."""
+def _missing_columns(alias: str, model: Any, have: list[str]) -> list[CheckMessage]:
+    """W007: a field whose column the view on the database does not have. Not during a migrate
+    whose sync follows (the migrate command's check): that sync says it, in the same words, and
+    migrate said it twice."""
+    from django_pgviews_c.columns import missing_column_fix, missing_column_text
+
+    if _SYNC_FOLLOWS.get():
+        return []
+    view = f"{model._meta.db_table} on database {alias!r}"
     # The implicit id is not the user's: a view read with values() may well lack it.
     return [
         CheckWarning(
-            f"{model._meta.label}.{field.name}: the view {model._meta.db_table} on database "
-            f"{alias!r} has no column {field.column!r}; a query that selects the field fails.",
-            hint=(
-                f"Add a column {field.column!r} to the view's SQL, or set "
-                f"db_column on the field to the column it has."
-            ),
+            missing_column_text(model._meta.label, field.name, field.column, view, have),
+            hint=missing_column_fix(field.column),
             obj=model,
             id="django_pgviews_c.W007",
         )
         for field in model._meta.concrete_fields
         if field.column not in have and not field.auto_created
     ]
+
+
+#: Set while the migrate command runs the system checks before migrations whose post_migrate
+#: sync reports every field a view lacks: W007 is left to it.
+_SYNC_FOLLOWS: contextvars.ContextVar[bool] = contextvars.ContextVar("pgviews_sync_follows", default=False)
+
+
+@contextlib.contextmanager
+def sync_follows(follows: bool = True) -> Iterator[None]:
+    """The checks run inside it leave W007 to the sync that follows (``follows``)."""
+    token = _SYNC_FOLLOWS.set(follows)
+    try:
+        yield
+    finally:
+        _SYNC_FOLLOWS.reset(token)
 
 
 def _unpinned_functions(model: Any, calls: list[tuple[str, str | None]]) -> list[CheckMessage]:

@@ -16,7 +16,7 @@ from django_pgviews_c.exceptions import ConnectionFailedError, ConnectionLostErr
 __all__ = [
     "sqlstate",
     "diag",
-    "context",
+    "error_context",
     "connection_is_lost",
     "lost_connection_error",
     "is_connect_failure",
@@ -48,11 +48,11 @@ def diag(exc: BaseException) -> dict[str, Any]:
     }
 
 
-def context(exc: BaseException) -> str | None:
-    """The server's CONTEXT of an error (where inside a function it arose), or None."""
+def error_context(exc: BaseException) -> str:
+    """The server's CONTEXT of a database error (the functions and statements it came through,
+    innermost first; "" without one): psycopg 3's and psycopg2's diag both carry it."""
     cause = exc.__cause__ or exc
-    text = getattr(getattr(cause, "diag", None), "context", None)
-    return " ".join(str(text).split()) if text else None
+    return getattr(getattr(cause, "diag", None), "context", None) or ""
 
 
 def database_error(exc: BaseException, view: str | None = None) -> DatabaseError:

@@ -3,8 +3,10 @@ planner reads, and the one catalog query the planner compares them with."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
+from importlib import import_module
 from typing import Any
 
 from django.apps import apps
@@ -17,7 +19,9 @@ from django_pgviews_c.exceptions import InvalidNameError, PlanError
 from django_pgviews_c.querysql import view_query
 from django_pgviews_c.view import MaterializedView, View, declared_dependencies
 
-__all__ = ["Declarations", "defers", "read_catalog", "setting", "view_models"]
+__all__ = ["Declarations", "defers", "load_urlconf", "read_catalog", "setting", "view_models"]
+
+logger = logging.getLogger("django_pgviews_c.sync_pgviews")
 
 _CATALOG_SQL = _core.catalog_sql()
 
@@ -35,8 +39,41 @@ def defers(model: type[View]) -> bool:
     return bool(setting("PGVIEWS_DEFER_REBUILD", False) if own is None else own)
 
 
+_urlconf_loaded = False
+
+
+def load_urlconf() -> None:
+    """Import the project's ROOT_URLCONF, once per process, as Django's system checks do.
+
+    A project may declare its views in a module that only its URLconf imports (models in
+    ``app/api/models.py`` of an app with no ``models`` module of its own). Redux's commands run
+    the system checks, whose URL check imports the URLconf and so registers those views; the
+    view commands here skip the checks, and without this would find no view at all and report
+    an empty success. A URLconf that does not import is said, naming the error, and the command
+    goes on with the views it has."""
+    global _urlconf_loaded
+    if _urlconf_loaded:
+        return
+    _urlconf_loaded = True
+    urlconf = getattr(settings, "ROOT_URLCONF", None)
+    if not isinstance(urlconf, str) or not urlconf:
+        return
+    try:
+        import_module(urlconf)
+    except Exception as exc:  # noqa: BLE001 - any error of the project's URLconf is reported
+        logger.warning(
+            "ROOT_URLCONF %r does not import (%s: %s): views declared in modules that only it "
+            "imports are not seen",
+            urlconf,
+            type(exc).__name__,
+            exc,
+        )
+
+
 def view_models() -> list[type[View]]:
-    """Every concrete view model of the installed apps, in app registry order."""
+    """Every concrete view model of the installed apps, in app registry order, the URLconf's
+    imports included (load_urlconf())."""
+    load_urlconf()
     return [m for m in apps.get_models() if issubclass(m, View) and not m._meta.abstract]
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django_pgviews_c.dberrors import context, diag
+from django_pgviews_c.dberrors import diag, error_context
 from django_pgviews_c.exceptions import DatabaseError, QueryCanceledError, ViewDefinitionError
 from django_pgviews_c.syncresult import Action
 
@@ -84,9 +84,12 @@ def restricted_path_hint(exc: BaseException, server_version: int, hint: str | No
     """The hint for a name not found inside a function a materialized view's query calls, on a
     server that runs that query with search_path = pg_catalog, pg_temp (the server's CONTEXT,
     which names the function, and its own hint are kept); ``hint`` unchanged otherwise."""
-    where = context(exc)
+    frames = error_context(exc).strip().splitlines()
+    where = " ".join(frames[0].split()) if frames else ""  # the innermost function
     if server_version < RESTRICTED_SEARCH_PATH or not where or diag(exc)["sqlstate"] not in NOT_FOUND:
         return hint
+    if "django_pgviews_c_" in where:
+        return hint  # the app's own function (Model.refresh's one call): not inside the view's
     text = (
         f"the name was looked up inside a function the materialized view calls ({where}): "
         f"PostgreSQL 17+ runs CREATE and REFRESH MATERIALIZED VIEW with search_path = pg_catalog, "

@@ -81,12 +81,17 @@ class ViewState:
     # COMMITTED: a REFRESH later in that transaction reads its snapshot, which may be older than
     # these counters (a write committed in between would be counted, not in the data).
     isolation: str | None = None
+    # The database's identity: its oid and its cluster's system identifier. A record taken in
+    # another (a dump restored here) says nothing of this one, whose relations a new cluster
+    # may give the very oids and relfilenodes the record's sources are keyed by.
+    database: list[int] | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """The JSON form a refresh record keeps (history.RefreshRecord.sources)."""
         snap = {
             "populated": self.populated,
             "stats_reset": self.stats_reset,
+            "database": self.database,
             "rels": {
                 str(s.oid): [s.relfilenode, s.counter, s.relkind, s.name]
                 + ([[s.trigger, s.writes]] if s.trigger is not None else [])
@@ -132,6 +137,7 @@ def closure(
         if relkind == "self":
             state.oid, state.populated = oid, bool(populated)
             state.stats_reset = stats_reset
+            state.database = [relfilenode, counter]  # the self row: the database's oid, cluster
             if in_transaction and name not in (None, "read committed", "read uncommitted"):
                 state.isolation = name
         else:
@@ -173,6 +179,8 @@ class ViewFreshness:
     mode: str = "statistics"  # staleness: "statistics" or "exact"
     due: bool = False
     due_at: dt.datetime | None = None  # when a stale view falls due (now or later)
+    #: Why its refresh_interval is unusable (None: it is not): the view is never due.
+    misconfigured: str | None = None
     state: ViewState | None = field(default=None, repr=False, compare=False)  # what the check read
 
     @property
@@ -195,6 +203,17 @@ def refresh_interval(model: type[pg.View]) -> dt.timedelta | None:
     return interval
 
 
+def _interval(model: type[pg.View]) -> tuple[dt.timedelta | None, str | None]:
+    """The view's refresh_interval, or None and why it is unusable: one view's bad value makes
+    that view misconfigured (never due), not every view's status, --stale and --due fail."""
+    from django_pgviews_c.exceptions import RefreshIntervalError
+
+    try:
+        return refresh_interval(model), None
+    except RefreshIntervalError as exc:
+        return None, str(exc)
+
+
 def _kind(relkind: str) -> str:
     return {"m": "materialized view", "f": "foreign table", "p": "partitioned table"}.get(relkind, "table")
 
@@ -215,6 +234,9 @@ def judge(
     if last_ok is None or not last_ok.sources:
         return ["no successful refresh recorded"]
     snap = last_ok.sources
+    elsewhere = _elsewhere(snap, state)
+    if elsewhere:
+        return [elsewhere]
     reasons = []
     if snap.get("isolation"):
         reasons.append(
@@ -254,6 +276,21 @@ def judge(
     if by_statistics and snap.get("stats_reset") != state.stats_reset:
         reasons.insert(0, "the database's statistics were reset")
     return reasons
+
+
+def _elsewhere(snap: dict[str, Any], state: ViewState) -> str | None:
+    """Why a view whose last refresh was recorded in another database (this one restored from a
+    dump of it) is stale, or None. The sources are keyed by oid: restored into a new cluster,
+    its relations can get the oids and relfilenodes they had, their counters start over from
+    the restore's COPY, and a counter that climbs back to the recorded value would read as
+    fresh. A record without the identity (taken before it was kept) is judged as before."""
+    before = snap.get("database")
+    if before is None or state.database is None or list(before) == list(state.database):
+        return None
+    return (
+        "its last refresh was recorded in another database (this one was restored from a dump, "
+        "or copied): what its sources held then cannot be told from what they hold now"
+    )
 
 
 def _by_counters(
@@ -326,6 +363,7 @@ def freshness(
         failure = (
             newest if newest is not None and not newest.ok and (ok is None or newest.id > ok.id) else None
         )
+        interval, misconfigured = _interval(model)
         item = ViewFreshness(
             label=label,
             model=model,
@@ -334,9 +372,10 @@ def freshness(
             reasons=reasons,
             last_ok=ok,
             last_failure=failure,
-            interval=refresh_interval(model),
+            interval=interval,
             mode=staleness_mode(model),
             state=state,
+            misconfigured=misconfigured,
         )
         if item.stale and item.exists and item.interval is not None:
             item.due_at = now if ok is None else ok.started_at + item.interval
@@ -521,8 +560,9 @@ def _complete_pending(stdout: Any, models: list[Any] | None, verbosity: int, com
 def _refresh_pass(
     stdout: Any, models: list[Any] | None, due: bool, verbosity: int, common: dict[str, Any]
 ) -> None:
-    """--stale / --due: the views that need it refreshed; RefreshError for those that failed."""
-    from django_pgviews_c.exceptions import RefreshError
+    """--stale / --due: the views that need it refreshed; RefreshError for those that failed,
+    then RefreshIntervalError for the views whose refresh_interval is unusable (misconfigured)."""
+    from django_pgviews_c.exceptions import RefreshError, RefreshIntervalError
 
     passed = refresh_pass(models=models, due=due, **common)
     if verbosity >= 1:
@@ -537,6 +577,13 @@ def _refresh_pass(
         )
     if passed.failed:
         raise RefreshError(passed.failed, [k for k, v in passed.skipped.items() if "failed" in v])
+    if passed.misconfigured:
+        raise RefreshIntervalError(
+            "\n".join(passed.misconfigured.values())
+            + "\nThe other views were refreshed as usual; --due never finds "
+            + ("this view" if len(passed.misconfigured) == 1 else "these views")
+            + " due until it is fixed (the system check django_pgviews_c.E007 says so too)."
+        )
 
 
 # The passes (refresh what is stale, or due) are in passes.py, which reads this module; their

@@ -30,8 +30,9 @@ def status_report(
     models: Iterable[type[pg.View]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """What pgviews_status shows per materialized view, by label: the last successful refresh
-    (time, age, duration, rows), the last failure when newer, whether it is stale and why, and
-    how staleness is judged ("statistics" or "exact")."""
+    (time, age, duration, rows), the last failure when newer, whether it is stale and why, how
+    staleness is judged ("statistics" or "exact"), and why its refresh_interval is unusable
+    ("misconfigured", None when it is not)."""
     now = now or timezone.now()
     out: dict[str, dict[str, Any]] = {}
     for f in freshness(models, using=using, now=now):
@@ -56,17 +57,20 @@ def status_report(
             "refresh_interval": f.interval.total_seconds() if f.interval is not None else None,
             "due": f.due,
             "staleness": f.mode,
+            "misconfigured": f.misconfigured,
         }
     return out
 
 
 def rows_from_history(rows: Sequence[Any], report: dict[str, dict[str, Any]]) -> None:
-    """A populated materialized view the server has no row estimate of (reltuples is -1 until
-    it is analyzed, and a REFRESH keeps it so for a view without an index): its rows are those
-    its last successful refresh recorded, with ``rows_source`` "history"."""
+    """A populated materialized view's rows are those its last successful refresh recorded,
+    with ``rows_source`` "history": its data changes only when it is refreshed, while the
+    server's estimate lags (reltuples is -1 until it is analyzed, a REFRESH of a view without
+    an index keeps it so, and a concurrent REFRESH leaves the count of before). The estimate
+    stays where no count is recorded (never refreshed by the package, or too large to count)."""
     for r in rows:
         item = report.get(r.label)
-        if r.kind != "mat" or r.rows is not None or r.state in ("missing", "unpopulated") or not item:
+        if r.kind != "mat" or r.state in ("missing", "unpopulated") or not item:
             continue
         if item["rows"] is not None:
             r.rows, r.rows_source = item["rows"], "history"
@@ -85,6 +89,8 @@ def status_line(item: dict[str, Any]) -> str:
     text += "; stale: " + "; ".join(item["why"]) if item["stale"] else "; fresh"
     if item["due"]:
         text += " (due)"
+    if item.get("misconfigured"):
+        text += f"; misconfigured: {item['misconfigured']}"
     if item.get("staleness") == "exact":
         text += " [exact]"
     return text

@@ -296,8 +296,9 @@ def recording(
            concurrent=info["concurrent"], plain_reason=info["plain_reason"], sources=sources)  # fmt: skip
 
 
-# Model.refresh() outside a transaction, in one round trip: capture, REFRESH and record in one
-# transaction of its own. The capture comes first, so a write committed between it and the
+# Model.refresh() outside a transaction where migration 0007's function is missing (refreshfn.py
+# calls it elsewhere), in one round trip: capture, REFRESH and record in one transaction of its
+# own. The capture comes first, so a write committed between it and the
 # REFRESH's snapshot costs one extra refresh, never a missed one. Two savepoints tell, if the
 # script fails, which part failed: the record (rolled back alone, the refresh kept), the REFRESH
 # (the whole transaction rolled back; recorded as a failure), or the capture (rolled back; the

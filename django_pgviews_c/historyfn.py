@@ -14,12 +14,17 @@ first call on a connection fails with undefined_function (42883) before anything
 connection then sends the script of before (``uses_functions`` says which), at no cost to the
 refreshes that follow. The same holds for ``django_pgviews_c_record_run``, which writes the
 records of a refresh_views() run (runhistory.py), each group of functions on its own: a database
-migrated to 0004 but not to 0005 keeps the one round trip of Model.refresh() with its functions."""
+migrated to 0004 but not to 0005 keeps the one round trip of Model.refresh() with its functions.
+
+``django_pgviews_c_refresh`` (migration 0007, with the capture and record it nests) does a whole
+Model.refresh() in one call, recorded or not (refreshfn.py); where it is missing, the one round
+trip above."""
 
 from __future__ import annotations
 
 __all__ = [
-    "CreateHistoryFunctions", "CreateHistoryRunFunction", "ReplaceHistoryFunctions", "PRUNE_SLACK",
+    "CreateHistoryFunctions", "CreateHistoryRunFunction", "ReplaceHistoryFunctions",
+    "CreateHistoryRefreshFunction", "ReplaceHistoryRefreshFunction", "PRUNE_SLACK",
     "uses_functions", "forget_functions",
     "missing_function",
 ]  # fmt: skip
@@ -42,6 +47,7 @@ PRUNE_SLACK = 10
 _NAMES = {
     "refresh": ("django_pgviews_c_capture", "django_pgviews_c_record"),
     "run": ("django_pgviews_c_record_run",),
+    "single": ("django_pgviews_c_refresh",),
 }
 _EXACT_TABLE = "django_pgviews_c_exact"
 
@@ -84,38 +90,35 @@ def _schemas(schema_editor: Any) -> tuple[str | None, str | None]:
     return row[0], row[1]
 
 
+def _send(schema_editor: Any, query: str, *, counter: bool = False) -> None:
+    """The core's ``query`` for the history table's schema (with the exact mode's counter table
+    when ``counter``); nothing where the table is not there (faked migrations)."""
+    schema, counter_schema = _schemas(schema_editor)
+    if schema is None:
+        return
+    kwargs = {"table": _core.qualified_name(counter_schema or schema, _EXACT_TABLE)} if counter else {}
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(_core.query_sql(query, schema=schema, **kwargs))
+
+
 def create_functions(apps: Any, schema_editor: Any) -> None:
     """Migration 0004 forwards: both functions, in the history table's schema."""
-    schema, counter_schema = _schemas(schema_editor)
-    if schema is None:  # the table is not there (faked migrations): nothing to call
-        return
-    counter = _core.qualified_name(counter_schema or schema, _EXACT_TABLE)
-    with schema_editor.connection.cursor() as cursor:
-        cursor.execute(_core.query_sql("history_functions", schema=schema, table=counter))
+    _send(schema_editor, "history_functions", counter=True)
 
 
 def drop_functions(apps: Any, schema_editor: Any) -> None:
     """Migration 0004 backwards."""
-    schema, _ = _schemas(schema_editor)
-    if schema is not None:
-        with schema_editor.connection.cursor() as cursor:
-            cursor.execute(_core.query_sql("history_drop_functions", schema=schema))
+    _send(schema_editor, "history_drop_functions")
 
 
 def create_run_function(apps: Any, schema_editor: Any) -> None:
     """Migration 0005 forwards: the run's record function, in the history table's schema."""
-    schema, _ = _schemas(schema_editor)
-    if schema is not None:
-        with schema_editor.connection.cursor() as cursor:
-            cursor.execute(_core.query_sql("history_run_function", schema=schema))
+    _send(schema_editor, "history_run_function")
 
 
 def drop_run_function(apps: Any, schema_editor: Any) -> None:
     """Migration 0005 backwards."""
-    schema, _ = _schemas(schema_editor)
-    if schema is not None:
-        with schema_editor.connection.cursor() as cursor:
-            cursor.execute(_core.query_sql("history_drop_run_function", schema=schema))
+    _send(schema_editor, "history_drop_run_function")
 
 
 class CreateHistoryFunctions(migrations.RunPython):
@@ -159,11 +162,44 @@ def _keep_functions(apps: Any, schema_editor: Any) -> None:
 
 class ReplaceHistoryFunctions(CreateHistoryFunctions):
     """Re-creates the capture and record functions with the text of this version, on databases
-    that ran migration 0004 with an earlier one (0006: the capture's catalog lookups by index,
-    csrc/freshness.c). Backwards it leaves them."""
+    that ran migration 0004 with an earlier one (0006: the capture's catalog lookups by index;
+    0008: the database's identity in each capture; csrc/freshness.c). Backwards it leaves them."""
 
     def __init__(self) -> None:
         migrations.RunPython.__init__(self, create_functions, _keep_functions, elidable=False)
 
     def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
         return "django_pgviews_c.historyfn.ReplaceHistoryFunctions", [], {}
+
+
+def create_refresh_function(apps: Any, schema_editor: Any) -> None:
+    """Migration 0007 forwards: the refresh function and the capture and record it nests, in the
+    history table's schema."""
+    _send(schema_editor, "history_refresh_function", counter=True)
+
+
+def drop_refresh_function(apps: Any, schema_editor: Any) -> None:
+    """Migration 0007 backwards."""
+    _send(schema_editor, "history_drop_refresh_function")
+
+
+class CreateHistoryRefreshFunction(CreateHistoryFunctions):
+    """As CreateHistoryFunctions, for the function that does a Model.refresh() in one call (0007)."""
+
+    def __init__(self) -> None:
+        migrations.RunPython.__init__(self, create_refresh_function, drop_refresh_function, elidable=False)
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        return "django_pgviews_c.historyfn.CreateHistoryRefreshFunction", [], {}
+
+
+class ReplaceHistoryRefreshFunction(CreateHistoryFunctions):
+    """Re-creates 0007's refresh function (and the capture it nests) with the text of this
+    version, on databases that ran 0007 with an earlier one (0008: the database's identity in
+    each capture). Backwards it leaves it."""
+
+    def __init__(self) -> None:
+        migrations.RunPython.__init__(self, create_refresh_function, _keep_functions, elidable=False)
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        return "django_pgviews_c.historyfn.ReplaceHistoryRefreshFunction", [], {}

@@ -92,6 +92,8 @@ class PassResult:
     refreshed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    #: Views whose refresh_interval is unusable, with why (never due; --stale refreshes them).
+    misconfigured: dict[str, str] = field(default_factory=dict)
     wall: float = 0.0
     next_due: dt.datetime | None = None
 
@@ -154,6 +156,8 @@ def plan_pass(
             continue
         if not f.exists:
             skipped[f.label] = "does not exist: migrate (or sync_pgviews) creates it"
+        elif f.misconfigured:
+            skipped[f.label] = f"misconfigured: {f.misconfigured}"
         elif not f.stale:
             skipped[f.label] = "fresh"
         elif f.interval is None:
@@ -247,6 +251,7 @@ def _check_and_refresh(
     try:
         items = freshness(models, using=using)
         order, skipped = plan_pass(items, due=due)
+        result.misconfigured = {f.label: f.misconfigured for f in items if f.misconfigured}
         # A rebuild just swapped in is fresh: it was refreshed, not skipped.
         result.skipped = {label: why for label, why in skipped.items() if label not in result.refreshed}
         # With a stop event and one job: view by view, so a stop request ends the pass between

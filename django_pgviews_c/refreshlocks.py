@@ -51,29 +51,42 @@ _RESTORE_SQL = _core.query_sql("lock_restore")
 _HOLDER_KEYS = ("pid", "application_name", "state", "query", "backend_type", "mode", "relation")
 
 
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 def _describe_holders(holders: Sequence[Any] | None) -> str:
     """The sessions holding a lock a refresh waited for, as its last try met them: rows of
     _core.lock_holders_sql() (Model.refresh) or the C loop's dicts of the same columns; a lock on
     the view itself, or ACCESS EXCLUSIVE on a table it reads (a data load truncating it). A
     holder is named by its application_name, else by its backend_type (``autovacuum worker``), as
-    the sync's lock waits name it (locks.Holder.describe), with the lock and what it is on."""
+    the sync's lock waits name it (locks.Holder.describe), with the locks and what they are on.
+    A session is named once, with every mode it holds on each relation: one that refreshed the
+    view concurrently in a transaction still open holds three."""
     if not holders:
         return "no session holds such a lock any more"
-    parts = []
+    sessions: dict[Any, tuple[str, dict[str, list[str]]]] = {}
     for h in holders:
         pid, app, state, query, backend_type, mode, relation = (
             tuple(h.get(k) for k in _HOLDER_KEYS) if isinstance(h, dict) else h
         )
-        text = f"pid {pid}"
-        if app or backend_type:
-            text += f" ({app or backend_type})"
-        if state:
-            text += f", {state}"
-        if query:
-            text += f": {' '.join(str(query).split())[:60]}"
+        if pid not in sessions:
+            text = f"pid {pid}"
+            if app or backend_type:
+                text += f" ({app or backend_type})"
+            if state:
+                text += f", {state}"
+            if query:
+                text += f": {' '.join(str(query).split())}"
+            sessions[pid] = (text, {})
         if mode and relation:
-            text += f", holding {mode} on {relation}"
-        parts.append(text)
+            modes = sessions[pid][1].setdefault(relation, [])
+            if mode not in modes:
+                modes.append(mode)
+    parts = []
+    for text, held in sessions.values():
+        locks_held = "; ".join(f"{_and(modes)} on {relation}" for relation, modes in held.items())
+        parts.append(f"{text}, holding {locks_held}" if locks_held else text)
     return "held by " + "; ".join(parts)
 
 

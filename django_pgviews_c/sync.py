@@ -133,7 +133,9 @@ class Syncer:
             )
         self.result.states = dict(zip(self.decls.labels, plan["states"], strict=True))
         self.result.orphans = [(_core.qualified_name(s, n), kind) for s, n, kind in plan["orphans"]]
-        self.result.column_problems = column_problems(self.decls.labels, plan["columns"])
+        alias = self.connection.alias
+        views = [f"{m._meta.db_table} on database {alias!r}" for m in self.decls.models]
+        self.result.column_problems = column_problems(self.decls.labels, views, plan["columns"])
         # The callers take the plan apart (pop "actions") and merge plans: a plain dict to them.
         return cast("dict[str, Any]", plan)
 
@@ -168,7 +170,9 @@ class Syncer:
                 actions = [Action.from_tuple(a) for a in plan.pop("actions")]
                 if not actions and not dry_run:
                     # Nothing to change; a field whose column the view lacks is said all the same.
-                    report_column_problems(to_report(self.result.column_problems, ()), self._say)
+                    report_column_problems(
+                        to_report(self.result.column_problems, ()), self._say, said=self._said(1)
+                    )
                 if actions and rehearse:
                     self._fill(plan, actions)  # what is shown if the rehearsal fails
                     self.result.sizes = existing_sizes(cursor, self.decls.labels, self.result.names)
@@ -260,7 +264,7 @@ class Syncer:
         touched |= {i for i, state in enumerate(plan["states"]) if state == "unstamped"}
         self.plan(cursor)
         labels = {self.decls.labels[i] for i in touched}
-        report_column_problems(to_report(self.result.column_problems, labels), self._say)
+        report_column_problems(to_report(self.result.column_problems, labels), self._say, said=self._said(1))
 
     def _force_required(self, cursor: Any, inc: Incompatible, recreate: set[int]) -> ForceRequiredError:
         label = self.decls.labels[inc.decl]
@@ -335,6 +339,10 @@ class Syncer:
 
     def _say(self, text: str, level: int) -> None:
         self.progress.say(text, level)
+
+    def _said(self, level: int) -> bool:
+        """Whether a line said at ``level`` reaches the command's output."""
+        return self.progress.progress is not None and self.progress.verbosity >= level
 
 
 def sync_pgviews(

@@ -384,9 +384,14 @@ class MaterializedView(View):
             return
         asked, concurrently = concurrently, cls.can_refresh_concurrently(concurrently, strict)
         from django_pgviews_c.history import recording, refresh_recorded
+        from django_pgviews_c.refreshfn import refresh_single
 
         try:
-            if refresh_recorded(conn, cls, concurrent=concurrently, asked_concurrent=asked):
+            way = refresh_single(conn, cls, concurrent=concurrently, asked_concurrent=asked)
+            if way == "done" or (
+                way == "script"
+                and refresh_recorded(conn, cls, concurrent=concurrently, asked_concurrent=asked)
+            ):
                 return
             with recording(conn, cls, concurrent=concurrently, asked_concurrent=asked):
                 run_refresh(conn, cls._meta.db_table, concurrently, cls._meta.label)

@@ -270,10 +270,11 @@ def assert_pruned_to_keep(model: Any, keep: int, refresh: Callable[[], Any]) -> 
     assert counts.count(keep) <= 3
 
 
-def in_thread(work: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+def in_thread(work: Callable[[], Any], then: Callable[[], Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """Start ``work`` in a thread of its own (a refresh that waits behind a lock this test holds):
     returns the thread and a dict that gets "result" (what ``work`` returned) or "error" (what it
-    raised). The thread's database connections are closed when it ends."""
+    raised). The thread's database connections are closed when it ends, then ``then`` runs (a
+    test waiting for a line that says the thread is done)."""
     import threading
 
     from django.db import connections
@@ -287,6 +288,8 @@ def in_thread(work: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
             outcome["error"] = exc
         finally:
             connections.close_all()
+            if then is not None:
+                then()
 
     thread = threading.Thread(target=run)
     thread.start()

@@ -217,3 +217,19 @@ class Reader:
                 self.seen.append(self.lines.get(timeout=max(deadline - time.monotonic(), 0.01)))
             except queue.Empty:
                 raise AssertionError(f"no line with {text!r}; got {self.seen}") from None
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> None:
+        """``signum`` to a refresher, then its "stopped" line and its end with status 0, waited
+        for up to ``timeout`` seconds."""
+        self.proc.send_signal(signum)
+        self.wait_for("stopped")
+        assert self.proc.wait(timeout=timeout) == 0
+
+
+def kill_running(*readers: Reader | None) -> None:
+    """Kill the processes of ``readers`` that still run (a test that failed before it stopped
+    them), and wait for their end."""
+    for reader in readers:
+        if reader is not None and reader.proc.poll() is None:
+            reader.proc.kill()
+            reader.proc.wait()

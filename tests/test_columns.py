@@ -46,10 +46,11 @@ def test_missing_and_mistyped_columns_are_warnings_naming_everything(src, caplog
     assert relkind("t_sales") == "v"
     text = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert (
-        "viewtest.Sales: field 'margin' reads column 'margin', which the view does not have "
-        "(its columns: id, price, mytotal)" in text
+        "viewtest.Sales.margin: the view t_sales on database 'default' has no column 'margin' "
+        "(its columns: id, price, mytotal); a query that selects the field fails. Add a column "
+        "'margin' to the view's SQL, or set db_column on the field to a column it has." in text
     )
-    assert "field 'total' reads column 'MyTotal'" in text
+    assert "viewtest.Sales.total: the view t_sales on database 'default' has no column 'MyTotal'" in text
     assert "field 'price' (integer) reads column 'price' of type numeric(10,2)" in text
     assert "'id'" not in text
     result = _dry_run_state(vs)
@@ -60,7 +61,7 @@ def test_missing_and_mistyped_columns_are_warnings_naming_everything(src, caplog
         assert vs.sync().actions == []  # a warm sync changes nothing
     # and says again only what breaks every query (the missing columns), not the type
     again = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    assert "field 'margin'" in again and "field 'total'" in again and "field 'price'" not in again
+    assert "Sales.margin:" in again and "Sales.total:" in again and "field 'price'" not in again
 
 
 def test_strict_columns_makes_it_an_error_and_changes_nothing(src, settings):
@@ -70,7 +71,8 @@ def test_strict_columns_makes_it_an_error_and_changes_nothing(src, settings):
     _declare(vs)
     with pytest.raises(PlanError) as err:
         vs.sync()
-    assert "field 'margin'" in str(err.value) and "nothing was changed" in str(err.value)
+    assert "viewtest.Sales.margin: the view t_sales" in str(err.value)
+    assert "nothing was changed" in str(err.value)
     assert snapshot() == before
 
 
@@ -83,7 +85,10 @@ def test_adopted_view_is_checked_too(src, caplog):
     with caplog.at_level(logging.WARNING, logger="django_pgviews_c"):
         r = vs.sync()
     assert [a.op for a in r.actions] == ["stamp"]
-    assert "viewtest.Adopted: field 'extra' reads column 'extra'" in caplog.text
+    assert (
+        "viewtest.Adopted.extra: the view t_adopted on database 'default' has no column 'extra'"
+        in caplog.text
+    )
 
 
 def test_matching_columns_say_nothing(src, caplog):
@@ -141,8 +146,8 @@ def test_a_field_added_to_an_unchanged_view_is_said_by_the_sync(src, caplog):
         with caplog.at_level(logging.WARNING, logger="django_pgviews_c"):
             assert vs.sync().actions == []
         assert (
-            "viewtest.Later: field 'registration_month' reads column 'registration_month', which the "
-            "view does not have (its columns: id, price)" in caplog.text
+            "viewtest.Later.registration_month: the view t_later on database 'default' has no "
+            "column 'registration_month' (its columns: id, price)" in caplog.text
         ), caplog.text
 
 
@@ -155,5 +160,5 @@ def test_strict_columns_fails_the_sync_of_an_unchanged_view(src, settings):
     settings.PGVIEWS_STRICT_COLUMNS = True
     with pytest.raises(PlanError) as err:
         vs.sync()
-    assert "field 'registration_month'" in str(err.value) and "nothing was changed" in str(err.value)
+    assert "Later.registration_month: the view" in str(err.value) and "nothing was changed" in str(err.value)
     assert snapshot() == before

@@ -1,6 +1,6 @@
 """The C refresh loop (_core.run_parallel) against what a server can do to it: a connection
-terminated while its statement runs, while it waits for a lock, while it connects; a server that
-refuses connections; a role's statement_timeout; Ctrl-C while a COPY streams; text that is not
+terminated while its statement runs, while it waits for a lock, while it connects; a PgBouncer
+killed under a statement; a server that refuses connections; a role's statement_timeout; Ctrl-C while a COPY streams; text that is not
 UTF-8. Each ends in a result per statement or an exception naming the cause: no hang, no lost
 results, no connection left open (counted in pg_stat_activity by the run's application_name)."""
 
@@ -31,7 +31,8 @@ def _backends(dbname: str, app: str, where: str = "true") -> list[tuple]:
     return psycopg_compat.query(
         dbname,
         f"SELECT pid, query, wait_event_type, wait_event FROM pg_stat_activity "
-        f"WHERE application_name = %s AND pid <> pg_backend_pid() AND {where}",
+        f"WHERE datname = current_database() AND application_name = %s "
+        f"AND pid <> pg_backend_pid() AND {where}",
         [app],
     )
 
@@ -174,6 +175,47 @@ def test_a_reconnect_the_server_refuses_leaves_the_work_to_the_other_slots(small
             c.close()
     assert out[0][0] == "failed" and out[0][2]["connection_lost"], out
     assert [s for s, _, _ in out[1:]] == ["ok", "ok", "ok"], out
+
+
+def test_a_pooler_killed_while_its_statement_runs(loop):
+    # PgBouncer dies (SIGKILL) under a running statement: the connection ends without a word
+    # from the server. The statement fails with libpq's own reason, as it was when the
+    # connection went: a later look for the server's last words once added "invalid socket".
+    sys.path.insert(0, str(ROOT / "tools"))
+    import pgbouncer
+
+    dbname, app, conninfo = loop
+    try:
+        upstream = {k: conninfo[k] for k in ("host", "port", "user") if k in conninfo}
+        bouncer = pgbouncer.PgBouncer({"host": "127.0.0.1", "port": "5432", **upstream}).start()
+    except pgbouncer.Unavailable as exc:
+        pytest.skip(f"needs pgbouncer: {exc}")
+    try:
+
+        def kill() -> None:
+            processes.wait_for(
+                "the statement to run", lambda: _backends(dbname, app, "wait_event = 'PgSleep'")
+            )
+            bouncer.process.kill()
+
+        killer = threading.Thread(target=kill, daemon=True)
+        killer.start()
+        pooled = {**conninfo, "host": bouncer.host, "port": str(bouncer.port)}
+        out = _core.run_parallel(pooled, ["SELECT pg_sleep(30)", "SELECT 1"], [[], [0]], None, 1)
+        killer.join()
+    finally:
+        bouncer.stop()
+        psycopg_compat.query(
+            dbname,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            [app],
+        )
+    (state, _, error), after = out
+    assert state == "failed" and error["connection_lost"] and error["sqlstate"] == "08006", out
+    assert error["message"].startswith("server closed the connection unexpectedly"), error
+    assert "invalid socket" not in error["message"], error
+    assert after[0] == "skipped"
 
 
 def test_a_statement_timeout_of_the_role(small_server):

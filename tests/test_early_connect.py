@@ -5,7 +5,11 @@ interrupt)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -17,6 +21,7 @@ from tests.test_freshness import other_session, refresh_all, views, wait_counted
 from tests.test_stale_cost import registered  # noqa: F401
 
 BOUND = 30.0  # seconds: far beyond a local connect
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def loop_backends() -> list[int]:
@@ -135,4 +140,51 @@ def test_connect_loop_connections_serve_a_run_and_close_when_not_taken():
     spare = _core.connect_loop(params, 2)
     wait_backends(2)
     _core.close_loop_connections(spare)
+    wait_backends(0)
+
+
+_SHARED = """
+import json, sys, threading
+from django_pgviews_c import _core
+
+conninfo, how = json.loads(sys.argv[1]), sys.argv[2]
+
+def use(made):
+    if how == "close":
+        _core.close_loop_connections(made)
+        return
+    try:
+        out = _core.run_parallel(conninfo, ["SELECT 1"], [[]], None, 1, connections=made)
+        assert [state for state, _s, _e in out] == ["ok"], out
+    except ValueError as exc:  # the other thread took them first
+        assert "holds 0 connections" in str(exc), exc
+
+for _ in range(10):
+    made = _core.connect_loop(conninfo, 6)
+    stop = threading.Event()
+    def other():
+        while not stop.is_set():
+            use(made)
+    thread = threading.Thread(target=other)
+    thread.start()
+    use(made)
+    stop.set()
+    thread.join()
+print("done")
+"""
+
+
+@pytest.mark.parametrize("how", ["close", "run"])
+def test_one_capsule_used_from_two_threads_at_once(how, transactional_db):
+    # Closing a connection releases the GIL: another thread closing the same capsule, or handing
+    # it to a run, once found the connection still in it and closed (or took) it a second time.
+    # In a child process: a crash is a failure of this test, not a lost run.
+    child = subprocess.run(
+        [sys.executable, "-c", _SHARED, json.dumps(connection_params(connection)), how],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (child.returncode, child.stdout.strip()) == (0, "done"), child.stderr[-2000:]
     wait_backends(0)

@@ -184,6 +184,12 @@ def test_a_function_that_finds_nothing_under_the_restricted_search_path_is_expla
         in refreshing.value.failures["viewtest.Loose"]
     )
     assert catalog_rows("SELECT w FROM t_loose") == [(11,)]
+    # A view that is simply missing is not blamed on a function.
+    execute("DROP MATERIALIZED VIEW t_loose")
+    with pytest.raises(RefreshError) as missing:
+        refresh_views([vs.models["Loose"]])
+    assert "does not exist" in missing.value.failures["viewtest.Loose"]
+    assert "PostgreSQL 17+" not in missing.value.failures["viewtest.Loose"]
 
 
 @pytest.mark.django_db

@@ -1,6 +1,8 @@
 """The refresh history's server-side functions (migration 0004, django_pgviews_c.historyfn): what
-migrate creates and migrating back drops, the one round trip calling them, the script of before
-where they are missing, the same sources either way, and the pruning they do with its slack."""
+migrate creates and migrating back drops, the one round trip calling them (on a database where
+0007's refresh function is missing: tests/test_refresh_single.py has that one), the script of
+before where they are missing, the same sources either way, and the pruning they do with its
+slack."""
 
 from __future__ import annotations
 
@@ -12,9 +14,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from django_pgviews_c import _core, history
+from django_pgviews_c.historyfn import forget_functions
 from tests.helpers import ViewSet, assert_pruned_to_keep, catalog_rows, execute
 
 FUNCTIONS = ("django_pgviews_c_capture", "django_pgviews_c_record", "django_pgviews_c_record_run")
+#: Migration 0007's: the refresh function (settings pinned) and the two it nests (none of their own).
+SINGLE = ("django_pgviews_c_refresh", "django_pgviews_c_refresh_capture", "django_pgviews_c_refresh_record")
 
 
 def functions() -> list[tuple]:
@@ -22,7 +27,7 @@ def functions() -> list[tuple]:
     return catalog_rows(
         "SELECT p.proname::text, n.nspname::text, p.prosecdef, p.proconfig FROM pg_proc p"
         " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.proname = ANY(%s) ORDER BY 1",
-        [list(FUNCTIONS)],
+        [list(FUNCTIONS + SINGLE)],
     )
 
 
@@ -36,8 +41,30 @@ def schema_of_history() -> str:
                         ["django_pgviews_c_refresh"])[0][0]  # fmt: skip
 
 
+def drop_single() -> None:
+    """0007's functions dropped by hand, as on a database migrated to 0006, and the connection
+    told so (as its first refresh would learn it)."""
+    execute(_core.query_sql("history_drop_refresh_function", schema=schema_of_history()))
+    forget_functions(connection, "single")
+
+
+def create_single() -> None:
+    schema = schema_of_history()
+    execute(_core.query_sql("history_refresh_function", schema=schema,
+                            table=_core.qualified_name(schema, "django_pgviews_c_exact")))  # fmt: skip
+    connection.close()
+
+
 @pytest.fixture
 def vs(transactional_db):
+    drop_single()
+    try:
+        yield from _views()
+    finally:
+        create_single()
+
+
+def _views():
     execute("CREATE SCHEMA hf_s")
     execute("CREATE TABLE hf_a (id int PRIMARY KEY, v int)")
     execute("CREATE TABLE hf_s.hf_b (id int PRIMARY KEY)")
@@ -74,11 +101,19 @@ def test_migrate_creates_them_pinned_and_migrating_back_drops_them(transactional
         ("django_pgviews_c_capture", schema, False),
         ("django_pgviews_c_record", schema, False),
         ("django_pgviews_c_record_run", schema, False),  # migration 0005
+        ("django_pgviews_c_refresh", schema, False),  # migration 0007
+        ("django_pgviews_c_refresh_capture", schema, False),
+        ("django_pgviews_c_refresh_record", schema, False),
     ]  # SECURITY INVOKER, beside the table
-    for *_, config in functions():
+    for name, _, _, config in functions():
+        if name in SINGLE[1:]:  # called by the refresh function alone, under its settings
+            assert config is None
+            continue
         assert "search_path=pg_catalog, pg_temp" in config
         assert "plan_cache_mode=force_generic_plan" in config
     try:
+        call_command("migrate", "django_pgviews_c", "0006", verbosity=0)
+        assert [f[0] for f in functions()] == list(FUNCTIONS)
         call_command("migrate", "django_pgviews_c", "0004", verbosity=0)
         assert [f[0] for f in functions()] == list(FUNCTIONS[:2])
         call_command("migrate", "django_pgviews_c", "0003", verbosity=0)
@@ -86,7 +121,7 @@ def test_migrate_creates_them_pinned_and_migrating_back_drops_them(transactional
         assert catalog_rows("SELECT to_regclass('django_pgviews_c_refresh') IS NOT NULL") == [(True,)]
     finally:
         call_command("migrate", "django_pgviews_c", verbosity=0)
-    assert [f[0] for f in functions()] == list(FUNCTIONS)
+    assert [f[0] for f in functions()] == list(FUNCTIONS + SINGLE)
 
 
 def test_the_one_round_trip_calls_them_and_records_what_the_ordinary_capture_reads(vs):
@@ -151,7 +186,9 @@ def test_a_new_connection_tries_them_again(vs, without_functions):
     connection.close()
     with CaptureQueriesContext(connection) as ctx:
         mat.refresh()
-    [query] = ctx.captured_queries
+    # A new connection tries 0007's function first (missing here, nothing ran), then these.
+    first, query = ctx.captured_queries
+    assert "django_pgviews_c_refresh(" in first["sql"]
     assert "django_pgviews_c_capture(" in query["sql"]
 
 

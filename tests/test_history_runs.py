@@ -120,7 +120,7 @@ def test_where_the_function_is_missing_the_statements_go_as_text(vs, without_run
             refresh_views(models, using="default", jobs=2)
     assert [r.getMessage() for r in caplog.records if r.name == "django_pgviews_c.history"] == []
     # The first call fails before anything is written; the text follows, and the connection
-    # sends the text from then on. Model.refresh() keeps its own functions (migration 0004).
+    # sends the text from then on. Model.refresh() keeps its own function (migration 0007).
     first_sql = [q["sql"] for q in first.captured_queries]
     assert len([q for q in first_sql if RUN_CALL in q]) == 1
     # As many writes as the run makes (--jobs 2: one or two).
@@ -138,7 +138,7 @@ def test_where_the_function_is_missing_the_statements_go_as_text(vs, without_run
     assert [(r.ok, r.sqlstate, r.rows) for r in bad] == [(False, "22012", None)] * 2
     with CaptureQueriesContext(connection) as ctx:
         vs.models["HrOne"].refresh()
-    assert "django_pgviews_c_record(" in ctx.captured_queries[0]["sql"]
+    assert "django_pgviews_c_refresh(" in ctx.captured_queries[0]["sql"]
 
 
 @pytest.mark.parametrize("keep", [1, 3])

@@ -7,17 +7,16 @@ from __future__ import annotations
 import json
 import os
 import queue
-import threading
 from pathlib import Path
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.test import override_settings
 
 from django_pgviews_c.exceptions import LockNotAvailableError, QueryCanceledError
 from django_pgviews_c.sync import ADVISORY_LOCK_KEY, Syncer
 from tests import processes, psycopg_compat
-from tests.helpers import ViewSet, catalog_rows, execute, leftovers, snapshot
+from tests.helpers import ViewSet, catalog_rows, execute, in_thread, leftovers, snapshot
 
 HOLDER_APP = "pgvc-test-holder"
 
@@ -51,23 +50,17 @@ class Holder:
 
 
 def _sync_in_thread(vs: ViewSet, **options):
+    """A sync of ``vs`` in a thread (in_thread), its progress lines in a queue that ends with
+    "<done>" once the thread's connections are closed."""
     lines: queue.Queue[str] = queue.Queue()
-    outcome: dict = {}
     chosen = list(vs.models.values())
 
-    def run():
-        try:
-            outcome["result"] = Syncer(
-                connection, chosen, {m._meta.label for m in chosen}, progress=lines.put, **options
-            ).run()
-        except BaseException as exc:  # reported by the test
-            outcome["error"] = exc
-        finally:
-            connections.close_all()
-            lines.put("<done>")
+    def sync():
+        return Syncer(
+            connection, chosen, {m._meta.label for m in chosen}, progress=lines.put, **options
+        ).run()
 
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, outcome = in_thread(sync, then=lambda: lines.put("<done>"))
     return thread, lines, outcome
 
 
@@ -150,24 +143,17 @@ def test_the_users_lock_timeout_bounds_every_attempt(committed_src):
     _changed_matview(vs)
     before = snapshot()
     holder = Holder()
-    seen: dict = {}
     try:
         holder.cur.execute("SELECT count(*) FROM t_m")
 
-        def run():
-            try:
-                with connection.cursor() as cur:
-                    cur.execute("SET lock_timeout = '150ms'")
-                with override_settings(PGVIEWS_SWAP_RETRIES=1, PGVIEWS_SWAP_LOCK_TIMEOUT_MS=600000):
-                    chosen = list(vs.models.values())
-                    Syncer(connection, chosen, {m._meta.label for m in chosen}).run()
-            except BaseException as exc:
-                seen["error"] = exc
-            finally:
-                connections.close_all()
+        def sync():
+            with connection.cursor() as cur:
+                cur.execute("SET lock_timeout = '150ms'")
+            with override_settings(PGVIEWS_SWAP_RETRIES=1, PGVIEWS_SWAP_LOCK_TIMEOUT_MS=600000):
+                chosen = list(vs.models.values())
+                Syncer(connection, chosen, {m._meta.label for m in chosen}).run()
 
-        thread = threading.Thread(target=run)
-        thread.start()
+        thread, seen = in_thread(sync)
         thread.join(60)
         assert not thread.is_alive()
     finally:

@@ -62,3 +62,35 @@ def test_failed_sync_says_the_migrations_stay_applied_and_the_views_unchanged(pr
     ) == [(1,)]
     assert objects() == before
     assert q("SELECT id, name FROM shop_names ORDER BY id") == rows
+
+
+def test_a_field_the_view_lacks_is_said_once_by_migrate(project):
+    """A field added to a view's model with its SQL left as it was: the system checks migrate
+    runs first (W007) and the sync after the migrations both found it, and migrate said it
+    three times (the sync's warning on stdout and again through logging's last resort). It is
+    said once, by the sync, with what to do; `check` and `sync_pgviews` alone each say it, and
+    PGVIEWS_STRICT_COLUMNS fails migrate with nothing changed."""
+    project.edit_models(
+        'sql = "SELECT id, name FROM shop_item"\n    name = models.CharField(max_length=20)',
+        'sql = "SELECT id, name FROM shop_item"\n    name = models.CharField(max_length=20)\n'
+        "    note = models.TextField(null=True)",
+    )
+    said = "shop.Names.note: the view shop_names on database 'default' has no column 'note'"
+    done = project.ok("migrate")
+    out = done.stdout + done.stderr
+    assert out.count(said) == 1 and "W007" not in out, out
+    assert (
+        f"{said} (its columns: id, name); a query that selects the field fails. Add a column "
+        "'note' to the view's SQL, or set db_column on the field to a column it has." in out
+    ), out
+    checked = project.ok("check", "--database", "default")
+    assert "(django_pgviews_c.W007) " + said in checked.stderr, checked.stderr
+    for command in (("sync_pgviews",), ("migrate", "--skip-checks")):
+        done = project.ok(*command)
+        assert (done.stdout + done.stderr).count(said) == 1, done.stdout + done.stderr
+    before = objects()
+    failed = project.django("migrate", TXPROJ_STRICT_COLUMNS="1")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    out = failed.stdout + failed.stderr
+    assert out.count(said) == 1 and "PGVIEWS_STRICT_COLUMNS is on: nothing was changed" in out, out
+    assert objects() == before

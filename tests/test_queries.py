@@ -111,6 +111,8 @@ def test_every_query_name_gives_text():
             "history_drop_functions": {"schema": "public"},
             "history_run_function": {"schema": "public"},
             "history_drop_run_function": {"schema": "public"},
+            "history_refresh_function": {"schema": "public", "table": "public.django_pgviews_c_exact"},
+            "history_drop_refresh_function": {"schema": "public"},
         }.get(name, {})
         if name in ("history_insert_counted", "history_insert_captured") or name.startswith("drop_"):
             kwargs = {"table": "app_view"}

@@ -158,3 +158,29 @@ def test_arguments_are_named_in_the_error():
         _core.run_parallel({"connect_timeout": "soon"}, ["SELECT 1"], [[]], None, 1)
     with pytest.raises(TypeError, match="on_event"):
         _core.run_parallel({}, ["SELECT 1"], [[]], None, 1, on_event=3)
+
+
+def test_text_that_has_no_utf8_is_named_in_the_error():
+    # A lone surrogate cannot be sent: the error says which argument holds it (the codec's own
+    # error, its cause, says where), as for any other value the loop refuses.
+    with pytest.raises(
+        ValueError, match=r"^run_parallel: statements\[1\] is not valid text: 'utf-8' codec"
+    ) as info:
+        _core.run_parallel({}, ["SELECT 1", "SELECT '\udcff'"], [[], []], None, 1)
+    assert isinstance(info.value.__cause__, UnicodeEncodeError)
+    with pytest.raises(ValueError, match=r"^run_parallel: guard\[0\] is not valid text"):
+        _core.run_parallel({}, ["SELECT 1"], [[]], None, 1, guard=["\udcff"])
+    with pytest.raises(ValueError, match=r"^run_parallel: session is not valid text"):
+        _core.run_parallel({}, ["SELECT 1"], [[]], None, 1, session={"TimeZone": "\udcff"})
+
+
+def test_connect_loop_names_itself_in_the_error():
+    # connect_loop reads its arguments as run_parallel does; its errors named run_parallel.
+    with pytest.raises(TypeError, match=r"^connect_loop: conninfo must be a dict of str to str"):
+        _core.connect_loop({"port": 5432}, 1)
+    with pytest.raises(ValueError, match=r"^connect_loop: setup contains a NUL byte"):
+        _core.connect_loop({}, 1, setup="SELECT 1\x00")
+    with pytest.raises(ValueError, match=r"^connect_loop: conninfo is not valid text"):
+        _core.connect_loop({"host": "\udcff"}, 1)
+    with pytest.raises(ValueError, match=r"^connect_loop: connect_timeout is not an integer"):
+        _core.connect_loop({"connect_timeout": "soon"}, 1)

@@ -255,3 +255,34 @@ def test_a_concurrent_refresh_behind_a_lock_on_a_source_table_gives_up_naming_it
     text = str(outcome["error"].failures["viewtest.LockC"] if jobs else outcome["error"])
     assert f"pid {locker.pid} (pgvc-source-concurrent)" in text, text
     assert "AccessExclusiveLock on t_locksrc" in text, text
+
+
+@pytest.mark.parametrize("jobs", [0, 1, 2])
+def test_a_session_holding_several_locks_on_the_view_is_named_once(views, jobs):
+    """A session that refreshed the view concurrently in a transaction still open (a save whose
+    post_save receiver refreshes it, inside a longer transaction) holds several locks on it. The
+    error names the session once, with every mode (it named it once per lock, each time with
+    its query cut at 60 characters). jobs=0: Model.refresh()."""
+    a, _ = views
+    holder = Reader(
+        "pgvc-lock-several",
+        "CREATE UNIQUE INDEX t_locka_v ON t_locka (v); REFRESH MATERIALIZED VIEW CONCURRENTLY t_locka",
+    )
+    try:
+        with (
+            override_settings(PGVIEWS_REFRESH_RETRIES=0, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300),
+            pytest.raises((RefreshError, DatabaseError)) as info,
+        ):
+            if jobs:
+                refresh_views([a], jobs=jobs)
+            else:
+                a.refresh()
+    finally:
+        holder.release()
+    err = info.value
+    text = err.failures["viewtest.LockA"] if isinstance(err, RefreshError) else str(err)
+    assert text.count(f"pid {holder.pid}") == 1, text
+    held = text.split(f"pid {holder.pid}", 1)[1].split(", holding ", 1)[1].split(" on t_locka")[0]
+    modes = set(held.replace(" and ", ", ").split(", "))
+    assert {"ExclusiveLock", "RowExclusiveLock", "AccessShareLock"} <= modes, text
+    assert catalog_rows("SELECT count(*) FROM t_locka") == [(1,)]

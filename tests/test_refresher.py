@@ -173,22 +173,15 @@ def test_one_refresher_works_the_other_stands_by_and_takes_over():
         first.wait_for("refreshed freshapp.DueEveryTime")
         wait_until(lambda: rows("SELECT n FROM freshapp_dueeverytime") == [(count + 1,)])
         assert records("DueHourly") == 1  # stale, not due for an hour
-        first.proc.send_signal(signal.SIGTERM)
+        first.stop(signal.SIGTERM, timeout=WAIT)
         first.wait_for("SIGTERM: stopping")
-        first.wait_for("stopped")
-        assert first.proc.wait(timeout=WAIT) == 0
         second.wait_for("active: refreshing due views of database 'default'")
         write("INSERT INTO freshapp_reading (value) VALUES (4)")
         second.wait_for("refreshed freshapp.DueEveryTime")
         wait_until(lambda: rows("SELECT n FROM freshapp_dueeverytime") == [(count + 2,)])
-        second.proc.send_signal(signal.SIGINT)
-        second.wait_for("stopped")
-        assert second.proc.wait(timeout=WAIT) == 0
+        second.stop(signal.SIGINT, timeout=WAIT)
     finally:
-        for r in (first, second):
-            if r is not None and r.proc.poll() is None:
-                r.proc.kill()
-                r.proc.wait()
+        processes.kill_running(first, second)
 
 
 @pytest.mark.usefixtures("clean")
@@ -224,16 +217,12 @@ def test_the_refresher_names_a_view_that_does_not_exist_once():
         out.wait_for("refreshed freshapp.ReadsDue")  # the first pass
         write("INSERT INTO freshapp_reading (value) VALUES (5)")
         out.wait_for("refreshed freshapp.DueEveryTime")  # a later pass: said once, not every pass
-        out.proc.send_signal(signal.SIGTERM)
-        out.wait_for("stopped")
-        assert out.proc.wait(timeout=WAIT) == 0
+        out.stop(signal.SIGTERM, timeout=WAIT)
         while not out.lines.empty():
             out.seen.append(out.lines.get())
         assert not any("freshapp.Unscheduled" in seen for seen in out.seen), out.seen
     finally:
-        if out.proc.poll() is None:
-            out.proc.kill()
-            out.proc.wait()
+        processes.kill_running(out)
         assert django("sync_pgviews", "-v", "0").returncode == 0
 
 

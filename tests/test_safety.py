@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from django_pgviews_c.exceptions import ConnectionLostError, DatabaseError, DependantObjectError
 from django_pgviews_c.sync import ADVISORY_LOCK_KEY, Syncer
@@ -20,6 +19,7 @@ from tests.helpers import (
     catalog_rows,
     comment,
     execute,
+    in_thread,
     leftovers,
     oid,
     snapshot,
@@ -164,23 +164,6 @@ def _dbname() -> str:
     return connection.settings_dict["NAME"]
 
 
-def _in_thread(target):
-    """Run target on its own Django connection; returns (thread, outcome dict)."""
-    outcome: dict = {}
-
-    def run():
-        try:
-            outcome["result"] = target()
-        except BaseException as exc:  # reported by the test
-            outcome["error"] = exc
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, outcome
-
-
 def _gate(key: int) -> Gate:
     """A lock the test holds: a build whose SQL includes gate.sql waits on it, mid-statement."""
     return Gate(_dbname(), key)
@@ -211,7 +194,7 @@ def test_readers_are_not_blocked_while_a_changed_matview_is_built(committed_src)
     old = oid("t_m")
     with _gate(0x5AFE01) as gate:
         _declare(vs, m_sql=f"SELECT id, v * 10 AS v FROM t_a, {gate.sql}")
-        thread, outcome = _in_thread(vs.sync)
+        thread, outcome = in_thread(vs.sync)
         pid = gate.waiter()  # the sync is inside its build, and stays there until the gate opens
         held = psycopg_compat.query(
             _dbname(), "SELECT mode FROM pg_locks WHERE pid = %s AND relation = %s", [pid, old]
@@ -233,9 +216,9 @@ def test_two_syncs_at_once_do_the_work_once(committed_src):
     with _gate(0x5AFE02) as gate:
         vs.view("A", "SELECT id, v FROM t_src")
         vs.view("M", f"SELECT id, v FROM t_a, {gate.sql}", materialized=True, dependencies=("viewtest.A",))
-        first, out1 = _in_thread(vs.sync)
+        first, out1 = in_thread(vs.sync)
         gate.waiter()  # the first sync holds the sync lock and is inside its build
-        second, out2 = _in_thread(vs.sync)
+        second, out2 = in_thread(vs.sync)
         # The second one found work to do (nothing is committed yet) and waits for the first.
         wait_for_advisory_waiter(_dbname(), ADVISORY_LOCK_KEY)
     first.join(60)
@@ -256,7 +239,7 @@ def test_a_lost_connection_leaves_every_view_as_it_was(committed_src):
     before = snapshot()
     with _gate(0x5AFE03) as gate:
         _declare(vs, a_sql=f"SELECT id, v + 1 AS v FROM t_src, {gate.sql}")
-        thread, outcome = _in_thread(vs.sync)
+        thread, outcome = in_thread(vs.sync)
         pid = gate.waiter()
         psycopg_compat.query(_dbname(), "SELECT pg_terminate_backend(%s)", [pid])
         thread.join(60)

@@ -89,14 +89,9 @@ def test_a_refresher_killed_mid_refresh_frees_its_lock_and_the_standby_takes_ove
             lambda: rows("SELECT count(*) FROM slowapp_slowb")[0][0] == 1,
             "SlowB to be refreshed by the standby",
         )
-        second.proc.send_signal(signal.SIGTERM)
-        second.wait_for("stopped")
-        assert second.proc.wait(timeout=WAIT) == 0
+        second.stop(signal.SIGTERM, timeout=WAIT)
     finally:
-        for r in (first, second):
-            if r is not None and r.proc.poll() is None:
-                r.proc.kill()
-                r.proc.wait()
+        processes.kill_running(first, second)
     # Nothing lost, nothing recorded that did not happen: each view once, by the standby.
     assert rows("SELECT view, ok FROM django_pgviews_c_refresh WHERE NOT ok") == []
     assert rows("SELECT count(*) FROM slowapp_slowa") == [(1,)]

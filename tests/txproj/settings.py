@@ -16,6 +16,7 @@ DATABASES = {
 # TXPROJ_OVERRIDE=1: an app whose own migrate command wins over ours (listed first).
 INSTALLED_APPS = (["overrider"] if os.environ.get("TXPROJ_OVERRIDE") else []) + ["django_pgviews_c", "shop"]
 PGVIEWS_RESTORE_DEPENDANTS = bool(os.environ.get("TXPROJ_RESTORE"))
+PGVIEWS_STRICT_COLUMNS = bool(os.environ.get("TXPROJ_STRICT_COLUMNS"))
 # TXPROJ_LOCK_TIMEOUT_MS: the short lock_timeout (default 200), which the system checks wait at most.
 if os.environ.get("TXPROJ_LOCK_TIMEOUT_MS"):
     PGVIEWS_LOCK_TIMEOUT_MS = int(os.environ["TXPROJ_LOCK_TIMEOUT_MS"])

@@ -5,6 +5,7 @@ from django.core.management.base import CommandError
 from django.core.management.commands.migrate import Command as MigrateCommand
 
 from django_pgviews_c import aside
+from django_pgviews_c.checks import sync_follows
 from django_pgviews_c.db.migrations.autodetector import PGViewsAutodetector
 from django_pgviews_c.exceptions import PGViewsError
 from django_pgviews_c.management.base import interrupts, pgviews_errors
@@ -15,6 +16,20 @@ class Command(MigrateCommand):
     and re-created in one transaction with them (django_pgviews_c.aside)."""
 
     autodetector = PGViewsAutodetector
+    #: Whether a sync of the views follows the checks (post_migrate): it says what W007 would.
+    sync_follows = False
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        """Django's, knowing first whether a sync of the views follows the system checks (which
+        Django 5.2 runs here, before handle): --plan and --check stop before post_migrate."""
+        from django.conf import settings
+
+        self.sync_follows = not (
+            options.get("plan")
+            or options.get("check_unapplied")
+            or getattr(settings, "MATERIALIZED_VIEWS_DISABLE_SYNC_ON_MIGRATE", False)
+        )
+        return super().execute(*args, **options)
 
     def check(self, *args: Any, **kwargs: Any) -> None:
         """Django's system checks, which migrate runs before its first migration (those of the
@@ -25,7 +40,7 @@ class Command(MigrateCommand):
         from django_pgviews_c.dberrors import wait_until_reachable
 
         try:
-            with interrupts():
+            with interrupts(), sync_follows(self.sync_follows):
                 # psycopg2 connects in one call signals cannot interrupt: the checks' first
                 # connect waits where they can (a server that never answers, Ctrl-C).
                 for alias in kwargs.get("databases") or ():

@@ -107,8 +107,13 @@ class Command(BaseCommand):
 
     def say_missing(self, skipped: dict[str, str]) -> None:
         """Name, once until it exists again, each view a pass skipped because it does not exist
-        (dropped, say, with a table it read): it would otherwise never be refreshed unsaid."""
-        missing = {label: why for label, why in skipped.items() if why.startswith("does not exist")}
+        (dropped, say, with a table it read), or because its refresh_interval is unusable
+        (misconfigured, until it is fixed): it would otherwise never be refreshed unsaid."""
+        missing = {
+            label: why
+            for label, why in skipped.items()
+            if why.startswith(("does not exist", "misconfigured"))
+        }
         for label, why in missing.items():
             if label not in self.missing_said:
                 self.say(f"skipped   {label}: {why}")

@@ -38,7 +38,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--check",
             action="store_true",
-            help="Exit with status 1 when any view is not in sync (for CI and deploy checks).",
+            help="Exit with status 1 when any view is not in sync, or its refresh_interval is "
+            "unusable (for CI and deploy checks).",
         )
         parser.add_argument(
             "--json", action="store_true", help="Print the same as JSON, for dashboards and scripts."
@@ -56,12 +57,13 @@ class Command(BaseCommand):
             rows_from_history(rows, fresh)
             # Not migrated there: migrate (not sync_pgviews) creates the table and syncs the views.
             unmigrated = options["check"] and history.history_missing(alias)
+        # A view whose refresh_interval is unusable is shown as the others, and fails --check.
+        misconfigured = [item["misconfigured"] for item in fresh.values() if item["misconfigured"]]
         if options["json"]:
             self.stdout.write(status_json(rows, fresh))
-            if options["check"] and any(r.state != "in sync" for r in rows):
-                raise CommandError(
-                    _check_failure([r for r in rows if r.state != "in sync"], alias, unmigrated)
-                )
+            out_of_sync = [r for r in rows if r.state != "in sync"]
+            if options["check"] and (out_of_sync or misconfigured):
+                raise CommandError(_check_failure(out_of_sync, alias, unmigrated, misconfigured))
             return
         width = max([len(r.label) for r in rows] + [4])
         self.stdout.write(f"{'view':<{width}}  {'kind':<4}  {'state':<15}  {'rows':>10}  {'size':>9}  detail")
@@ -78,16 +80,19 @@ class Command(BaseCommand):
         elsewhere = None if rows else views_elsewhere(alias)
         if elsewhere:
             self.stderr.write(f"warning: {elsewhere}")
-        if options["check"] and out_of_sync:
-            raise CommandError(_check_failure(out_of_sync, alias, unmigrated))
+        if options["check"] and (out_of_sync or misconfigured):
+            raise CommandError(_check_failure(out_of_sync, alias, unmigrated, misconfigured))
 
 
-def _check_failure(out_of_sync: list[ViewState], alias: str, unmigrated: bool) -> str:
+def _check_failure(
+    out_of_sync: list[ViewState], alias: str, unmigrated: bool, misconfigured: list[str]
+) -> str:
     """What --check says: each view not in sync by name, with what brings it in sync. A field
     that reads a column the view lacks is a mistake in the code, which sync_pgviews leaves as
     it is (it has nothing to change in the database). On a database where the app's own
     migrations are not applied (``unmigrated``: its history table is missing), migrate is what
-    to run: sync_pgviews would not create the table, migrate does and syncs the views."""
+    to run: sync_pgviews would not create the table, migrate does and syncs the views. Then the
+    views whose refresh_interval is unusable (``misconfigured``: why, naming each)."""
     columns = [r.label for r in out_of_sync if r.state == "columns"]
     orphans = [r.label for r in out_of_sync if r.state == "orphaned"]
     pending = [r.label for r in out_of_sync if r.state == "pending rebuild"]
@@ -132,6 +137,10 @@ def _check_failure(out_of_sync: list[ViewState], alias: str, unmigrated: bool) -
             f"no longer builds (a column or table renamed under {it}): update {its} sql, or a fresh "
             f"database and {its} next rebuild fail; sync_pgviews does not change this "
             f"({', '.join(refused)})"
+        )
+    if misconfigured:
+        parts.append(
+            f"{plural(len(misconfigured), 'view is', 'views are')} misconfigured: {'; '.join(misconfigured)}"
         )
     return "; ".join(parts)
 

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class HotelConfig(AppConfig):
+    name = "tests.urlconfproj.hotel"
+    label = "hotel"
