@@ -90,15 +90,15 @@ def _schemas(schema_editor: Any) -> tuple[str | None, str | None]:
     return row[0], row[1]
 
 
-def _send(schema_editor: Any, query: str, *, counter: bool = False) -> None:
+def _send(schema_editor: Any, query: _core.QueryName, *, counter: bool = False) -> None:
     """The core's ``query`` for the history table's schema (with the exact mode's counter table
     when ``counter``); nothing where the table is not there (faked migrations)."""
     schema, counter_schema = _schemas(schema_editor)
     if schema is None:
         return
-    kwargs = {"table": _core.qualified_name(counter_schema or schema, _EXACT_TABLE)} if counter else {}
+    table = _core.qualified_name(counter_schema or schema, _EXACT_TABLE) if counter else None
     with schema_editor.connection.cursor() as cursor:
-        cursor.execute(_core.query_sql(query, schema=schema, **kwargs))
+        cursor.execute(_core.query_sql(query, schema=schema, table=table))
 
 
 def create_functions(apps: Any, schema_editor: Any) -> None:
