@@ -20,6 +20,7 @@ __all__ = [
     "action_error",
     "restricted_path_hint",
     "duplicate_key_hint",
+    "missing_view_hint",
 ]
 
 # SQLSTATEs of CREATE OR REPLACE VIEW refusing a column change (drop, rename, retype).
@@ -116,6 +117,23 @@ def duplicate_key_hint(model: Any, sqlstate: str | None, hint: str | None) -> st
         f"in the view's rows (see DETAIL); the unique index it makes, which REFRESH ... "
         f"CONCURRENTLY needs, requires them to be unique in every row. Name the columns that are "
         f"(the view's key), or make them so in its SQL."
+    )
+    return f"{text} The server's hint: {hint}" if hint else text
+
+
+def missing_view_hint(model: Any, info: dict[str, Any], alias: str) -> str | None:
+    """The hint for a refresh of a materialized view that is not in the database (42P01 naming
+    the view's own relation): the views are created by ``migrate`` (or ``sync_pgviews``), which
+    has not run on ``alias`` since the view was declared; ``info["hint"]`` unchanged otherwise."""
+    hint = info.get("hint")
+    name = model._meta.db_table.rpartition(".")[2]
+    if info.get("sqlstate") != UNDEFINED_TABLE or f'"{name}"' not in (info.get("message") or ""):
+        return hint
+    from django_pgviews_c.history import migrate_command
+
+    text = (
+        f"{model._meta.label} is not in database {alias!r}: {migrate_command(alias)} creates the "
+        f"views (after the tables they read), as does sync_pgviews once the tables are there."
     )
     return f"{text} The server's hint: {hint}" if hint else text
 

@@ -42,7 +42,7 @@ from django_pgviews_c.dberrors import (
 )
 from django_pgviews_c.dependencies import get_views_dependants, get_views_dependencies, view_graph
 from django_pgviews_c.exceptions import DatabaseError, PGViewsError, RefreshError
-from django_pgviews_c.failures import duplicate_key_hint, restricted_path_hint
+from django_pgviews_c.failures import duplicate_key_hint, missing_view_hint, restricted_path_hint
 from django_pgviews_c.privileges import INSUFFICIENT_PRIVILEGE, refresh_denied
 from django_pgviews_c.refreshlocks import (
     _describe_holders,
@@ -325,6 +325,7 @@ def _refresh_serial(
                     exc, int(getattr(conn, "pg_version", 0) or 0), info["hint"]
                 )
                 info["hint"] = duplicate_key_hint(model, info["sqlstate"], info["hint"])
+                info["hint"] = missing_view_hint(model, info, conn.alias)
                 if info["sqlstate"] == INSUFFICIENT_PRIVILEGE:
                     info["message"] = refresh_denied(conn, model._meta.db_table, info["message"])
                 result.failed[label] = _failure_text(info)
@@ -517,6 +518,7 @@ def _loop_outcome(
                     **error,
                     "hint": duplicate_key_hint(sel.models[k], error.get("sqlstate"), error.get("hint")),
                 }
+                error["hint"] = missing_view_hint(sel.models[k], error, connection.alias)
             result.failed[label] = _failure_text(error or {})
         elif state != "ok":
             result.skipped.append(label)

@@ -72,3 +72,20 @@ def test_an_unknown_role_is_the_servers_reason():
     role = f"pgviews_c_nobody{SUFFIX}"
     done = django("sync_pgviews", default={"USER": role})
     _assert_reported(done, f'role "{role}"')
+
+
+@pytest.mark.parametrize("jobs", [(), ("--jobs", "2")], ids=["serial", "jobs 2"])
+def test_refresh_before_migrate_names_each_view_and_says_migrate_creates_it(jobs):
+    from tests import psycopg_compat
+
+    name = f"pgviews_c_unmigrated{SUFFIX}"
+    psycopg_compat.recreate_database(name)  # no migrate ran on it: no table, no view
+    try:
+        done = django("refresh_pgviews", *jobs, default={"NAME": name})
+    finally:
+        psycopg_compat.drop_database(name)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    for label in ("viewtest.MaterializedRelatedView", "viewtest.MaterializedViewWithIndex"):
+        assert (
+            f"HINT: {label} is not in database 'default': manage.py migrate creates the views"
+        ) in done.stderr, done.stderr
