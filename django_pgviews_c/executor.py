@@ -355,7 +355,7 @@ class Executor:
         view_sql = self.decls.sql[action.decl] if action.decl >= 0 else None
         version = int(getattr(self.connection, "pg_version", 0) or 0)
         model = self.decls.models[action.decl] if action.decl >= 0 else None
-        error = action_error(action, exc, len(self.actions), view_sql, version, model)
+        error = action_error(action, exc, len(self.actions), view_sql, version, model, self.connection.alias)
         # "compat_check": the same test for a view built anew in a chain (plan.c).
         if action.op in ("replace", "compat_check") and error.sqlstate in INCOMPATIBLE:
             raise Incompatible(action.decl, error) from exc

@@ -5,6 +5,7 @@ user sees, naming the view and, for its SQL, the position in it."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django_pgviews_c.dberrors import diag, error_context
@@ -21,6 +22,7 @@ __all__ = [
     "restricted_path_hint",
     "duplicate_key_hint",
     "missing_view_hint",
+    "unmigrated_table_hint",
 ]
 
 # SQLSTATEs of CREATE OR REPLACE VIEW refusing a column change (drop, rename, retype).
@@ -138,6 +140,29 @@ def missing_view_hint(model: Any, info: dict[str, Any], alias: str) -> str | Non
     return f"{text} The server's hint: {hint}" if hint else text
 
 
+def unmigrated_table_hint(info: dict[str, Any], alias: str) -> str | None:
+    """The hint for a view whose SQL reads a model's table that is not in the database yet
+    (42P01 naming the db_table of a model of the project): the model's migrations create it,
+    and ``migrate`` applies them before it syncs the views. ``info["hint"]`` otherwise."""
+    hint = info.get("hint")
+    if info.get("sqlstate") != UNDEFINED_TABLE or hint:
+        return hint
+    from django.apps import apps
+
+    from django_pgviews_c.history import migrate_command
+    from django_pgviews_c.view import View
+
+    names = set(re.findall(r'"([^"]+)"', info.get("message") or ""))
+    for model in apps.get_models(include_auto_created=True):
+        table = model._meta.db_table.rpartition(".")[2]
+        if table in names and not issubclass(model, View):
+            return (
+                f"{table} is the table of {model._meta.label}, which its migrations create: "
+                f"{migrate_command(alias)} applies them, then syncs the views."
+            )
+    return hint
+
+
 def action_error(
     action: Action,
     exc: BaseException,
@@ -145,12 +170,16 @@ def action_error(
     view_sql: str | None,
     server_version: int = 0,
     model: Any = None,
+    alias: str | None = None,
 ) -> DatabaseError:
     """The error of a failed action, naming it. ``planned``: how many actions the sync runs;
     ``view_sql``: the declaration's SQL, whose positions a ViewDefinitionError points into;
     ``server_version`` (``pg_version``) tells whether a populating statement ran with the
-    restricted search_path; ``model``: the view the action is for (its concurrent_index)."""
+    restricted search_path; ``model``: the view the action is for (its concurrent_index);
+    ``alias``: the database synced (what to migrate when a model's table is missing)."""
     info = diag(exc)
+    if alias is not None:
+        info["hint"] = unmigrated_table_hint(info, alias)
     if model is not None:
         info["hint"] = duplicate_key_hint(model, info["sqlstate"], info["hint"])
     if action.populates:

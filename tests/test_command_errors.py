@@ -89,3 +89,27 @@ def test_refresh_before_migrate_names_each_view_and_says_migrate_creates_it(jobs
         assert (
             f"HINT: {label} is not in database 'default': manage.py migrate creates the views"
         ) in done.stderr, done.stderr
+
+
+def test_sync_before_migrate_says_which_model_table_is_missing_and_that_migrate_creates_it():
+    from tests import psycopg_compat
+
+    name = f"pgviews_c_unmigrated{SUFFIX}"
+    psycopg_compat.recreate_database(name)  # no migrate ran on it: no table, no view
+    try:
+        done = processes.django(
+            "sync_pgviews",
+            settings="tests.execproject.settings",
+            PGVIEWS_TEST_DEFAULT=json.dumps({"NAME": name}),
+            PGVIEWS_TEST_SETTINGS=json.dumps({"PGVIEWS_CREATE_SCHEMAS": True}),
+        )
+        left = psycopg_compat.query(name, "SELECT count(*) FROM pg_class WHERE relname LIKE 'viewtest%'")
+    finally:
+        psycopg_compat.drop_database(name)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert 'relation "auth_user" does not exist' in done.stderr, done.stderr
+    assert (
+        "HINT: auth_user is the table of auth.User, which its migrations create: manage.py migrate "
+        "applies them, then syncs the views."
+    ) in done.stderr, done.stderr
+    assert "nothing was changed" in done.stderr and left == [(0,)], (done.stderr, left)
