@@ -256,7 +256,8 @@ static PyMethodDef core_methods[] = {
     {"lock_holders_sql", lock_holders_sql, METH_NOARGS,
      "lock_holders_sql()\n--\n\nThe query naming the sessions that hold a lock a statement on "
      "the view given as its one %s parameter waits for (on the view, or ACCESS EXCLUSIVE on a "
-     "relation it reads): (pid, application_name, state, query, backend_type, mode, relation)."},
+     "relation it reads, granted or queued, with the sessions a queued one waits behind): "
+     "(pid, application_name, state, query, backend_type, mode, relation, granted, behind)."},
     {"aside_sql", pgvc_aside_sql, METH_NOARGS,
      "aside_sql()\n--\n\nThe views reading given columns of given tables, recursively, deepest "
      "first, with what restoring them needs."},

@@ -86,8 +86,9 @@ static PyObject *error_dict(PGconn *conn, PGresult *res, const char *fallback)
                          "holders", Py_None);
 }
 
-/* The sessions that hold a lock a statement on the view waits for, as a list of dicts (pid,
- * application_name, state, query, backend_type, mode, relation), read on conn; None when they cannot be read within
+/* The sessions that hold a lock a statement on the view waits for, or are queued for ACCESS
+ * EXCLUSIVE on a relation it reads, as a list of dicts (pid, application_name, state, query,
+ * backend_type, mode, relation, granted, behind), read on conn; None when they cannot be read within
  * HOLDER_TIMEOUT. */
 static PyObject *lock_holders(PGconn *conn, const char *relation)
 {
@@ -112,13 +113,15 @@ static PyObject *lock_holders(PGconn *conn, const char *relation)
         PyObject *pid =
             pgvc_parse_long(PQgetvalue(r, k, 0), &v) == 0 ? PyLong_FromLong(v) : Py_NewRef(Py_None);
         PyObject *row = Py_BuildValue(
-            "{sNsNsNsNsNsNsN}", "pid", pid, "application_name",
+            "{sNsNsNsNsNsNsNsNsN}", "pid", pid, "application_name",
             pgvc_server_text(PQgetvalue(r, k, 1)), "state",
             pgvc_server_text(PQgetisnull(r, k, 2) ? NULL : PQgetvalue(r, k, 2)), "query",
             pgvc_server_text(PQgetisnull(r, k, 3) ? NULL : PQgetvalue(r, k, 3)), "backend_type",
             pgvc_server_text(PQgetisnull(r, k, 4) ? NULL : PQgetvalue(r, k, 4)), "mode",
             pgvc_server_text(PQgetisnull(r, k, 5) ? NULL : PQgetvalue(r, k, 5)), "relation",
-            pgvc_server_text(PQgetisnull(r, k, 6) ? NULL : PQgetvalue(r, k, 6)));
+            pgvc_server_text(PQgetisnull(r, k, 6) ? NULL : PQgetvalue(r, k, 6)), "granted",
+            PyBool_FromLong(!strcmp(PQgetvalue(r, k, 7), "t")), "behind",
+            pgvc_server_text(PQgetisnull(r, k, 8) ? NULL : PQgetvalue(r, k, 8)));
         if (!row || PyList_Append(list, row) < 0)
             Py_CLEAR(list);
         Py_XDECREF(row);

@@ -48,45 +48,73 @@ _RESTORE_SQL = _core.query_sql("lock_restore")
 
 
 #: The columns of _core.lock_holders_sql(), the keys of the C loop's holder dicts.
-_HOLDER_KEYS = ("pid", "application_name", "state", "query", "backend_type", "mode", "relation")
+_HOLDER_KEYS = (
+    "pid",
+    "application_name",
+    "state",
+    "query",
+    "backend_type",
+    "mode",
+    "relation",
+    "granted",
+    "behind",
+)
 
 
 def _and(words: list[str]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
+def _session_text(pid: Any, app: Any, state: Any, query: Any, backend_type: Any) -> str:
+    text = f"pid {pid}"
+    if app or backend_type:
+        text += f" ({app or backend_type})"
+    if state:
+        text += f", {state}"
+    if query:
+        text += f": {' '.join(str(query).split())}"
+    return text
+
+
+def _queued_text(mode: str, relation: str, behind: Any) -> str:
+    """A request that waits: ``waiting for AccessExclusiveLock on t behind pid 4242``."""
+    pids = [p.strip() for p in str(behind or "").split(",") if p.strip()]
+    if not pids:
+        return f"waiting for {mode} on {relation}"
+    return f"waiting for {mode} on {relation} behind pid{'s' if len(pids) > 1 else ''} {_and(pids)}"
+
+
 def _describe_holders(holders: Sequence[Any] | None) -> str:
     """The sessions holding a lock a refresh waited for, as its last try met them: rows of
     _core.lock_holders_sql() (Model.refresh) or the C loop's dicts of the same columns; a lock on
-    the view itself, or ACCESS EXCLUSIVE on a table it reads (a data load truncating it). A
-    holder is named by its application_name, else by its backend_type (``autovacuum worker``), as
-    the sync's lock waits name it (locks.Holder.describe), with the locks and what they are on.
-    A session is named once, with every mode it holds on each relation: one that refreshed the
-    view concurrently in a transaction still open holds three."""
+    the view itself, or ACCESS EXCLUSIVE on a table it reads (a data load truncating it), granted
+    or only queued (an ALTER TABLE waiting behind a reader: the refresh queues behind it), with
+    the sessions that request waits behind. A holder is named by its application_name, else by
+    its backend_type (``autovacuum worker``), as the sync's lock waits name it
+    (locks.Holder.describe), with the locks and what they are on. A session is named once, with
+    every mode it holds on each relation: one that refreshed the view concurrently in a
+    transaction still open holds three."""
     if not holders:
         return "no session holds such a lock any more"
-    sessions: dict[Any, tuple[str, dict[str, list[str]]]] = {}
+    sessions: dict[Any, tuple[str, dict[str, list[str]], list[str]]] = {}
     for h in holders:
-        pid, app, state, query, backend_type, mode, relation = (
+        pid, app, state, query, backend_type, mode, relation, granted, behind = (
             tuple(h.get(k) for k in _HOLDER_KEYS) if isinstance(h, dict) else h
         )
         if pid not in sessions:
-            text = f"pid {pid}"
-            if app or backend_type:
-                text += f" ({app or backend_type})"
-            if state:
-                text += f", {state}"
-            if query:
-                text += f": {' '.join(str(query).split())}"
-            sessions[pid] = (text, {})
-        if mode and relation:
+            sessions[pid] = (_session_text(pid, app, state, query, backend_type), {}, [])
+        if mode and relation and not granted:
+            sessions[pid][2].append(_queued_text(mode, relation, behind))
+        elif mode and relation:
             modes = sessions[pid][1].setdefault(relation, [])
             if mode not in modes:
                 modes.append(mode)
     parts = []
-    for text, held in sessions.values():
-        locks_held = "; ".join(f"{_and(modes)} on {relation}" for relation, modes in held.items())
-        parts.append(f"{text}, holding {locks_held}" if locks_held else text)
+    for text, held, queued in sessions.values():
+        words = [text]
+        if held:
+            words.append("holding " + "; ".join(f"{_and(modes)} on {rel}" for rel, modes in held.items()))
+        parts.append(", ".join(words + queued))
     return "held by " + "; ".join(parts)
 
 

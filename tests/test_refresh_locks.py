@@ -15,6 +15,7 @@ from django_pgviews_c.exceptions import DatabaseError, RefreshError
 from django_pgviews_c.refresh import refresh_views
 from tests import psycopg_compat
 from tests.helpers import ViewSet, catalog_rows, execute, in_thread
+from tests.processes import waiting_pid
 
 
 @pytest.fixture
@@ -286,3 +287,45 @@ def test_a_session_holding_several_locks_on_the_view_is_named_once(views, jobs):
     modes = set(held.replace(" and ", ", ").split(", "))
     assert {"ExclusiveLock", "RowExclusiveLock", "AccessShareLock"} <= modes, text
     assert catalog_rows("SELECT count(*) FROM t_locka") == [(1,)]
+
+
+@pytest.mark.parametrize("jobs", [0, 2])
+def test_a_refresh_queued_behind_a_queued_access_exclusive_names_both_sessions(views, jobs, caplog):
+    """Session A reads the source table in an open transaction (ACCESS SHARE, granted); session
+    B asks ACCESS EXCLUSIVE on it (an ALTER TABLE) and queues behind A; the refresh's ACCESS
+    SHARE queues behind B. Its wait messages and its error name B, queued for the lock, and A,
+    the session B waits behind (they said that no session held such a lock any more).
+    jobs=0: Model.refresh(); 2: the C loop."""
+    a, _ = views
+    dbname = connection.settings_dict["NAME"]
+    reader = Reader("pgvc-queue-reader", "SELECT count(*) FROM t_locksrc")
+    alterer = Reader("pgvc-queue-alter", "SELECT 1")
+    said: list[str] = []
+    try:
+        queued, _ = in_thread(
+            lambda: alterer.conn.cursor().execute("LOCK TABLE t_locksrc IN ACCESS EXCLUSIVE MODE")
+        )
+        assert waiting_pid(dbname, "t_locksrc") == alterer.pid
+        caplog.set_level("INFO", logger="django_pgviews_c.refresh")
+        with (
+            override_settings(PGVIEWS_REFRESH_RETRIES=8, PGVIEWS_REFRESH_LOCK_TIMEOUT_MS=300),
+            pytest.raises((RefreshError, DatabaseError)) as info,
+        ):
+            if jobs:
+                refresh_views([a], jobs=jobs, waits=said.append)
+            else:
+                a.refresh()
+    finally:
+        reader.release()
+        queued.join(30)
+        alterer.release()
+    err = info.value
+    text = err.failures["viewtest.LockA"] if isinstance(err, RefreshError) else str(err)
+    waits = said if jobs else [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+    assert waits, "the wait was never said"
+    for message in [text, waits[-1]]:
+        assert "no session holds" not in message, message
+        assert f"pid {alterer.pid} (pgvc-queue-alter)" in message, message
+        assert f"waiting for AccessExclusiveLock on t_locksrc behind pid {reader.pid}" in message, message
+        assert f"pid {reader.pid} (pgvc-queue-reader)" in message, message
+        assert "AccessShareLock on t_locksrc" in message, message
