@@ -102,7 +102,7 @@ ASAN_TESTS ?= -n 2 --dist loadfile --hypothesis-profile=quick tests/test_core.py
     tests/test_refresh_session.py tests/test_aside_core.py tests/test_sync.py tests/test_queries.py \
     tests/test_freshness.py tests/test_states.py tests/test_cold_order.py tests/test_names.py \
     tests/test_core_server.py tests/test_core_boundary_shaped.py tests/test_core_retry_callbacks.py \
-    tests/test_early_connect.py
+    tests/test_early_connect.py tests/test_core_argerrors.py
 
 # The sanitized extension is built in a copy of the sources (build/asan-src), so that the
 # extension built in place for .venv is left alone; the suite runs from that copy.

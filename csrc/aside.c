@@ -2,6 +2,7 @@
  * (django_pgviews_c/aside.py) decides what to set aside and when; every statement it sends comes
  * from here, identifiers quoted by sqlgen.c and values as literals or parameters. */
 #include "aside.h"
+#include "errors.h"
 
 #include <string.h>
 
@@ -171,7 +172,8 @@ PyObject *pgvc_aside_statement(PyObject *module, PyObject *args, PyObject *kwarg
     pgvc_buf b;
     PyObject *out = NULL;
     (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szss:aside_statement", kwlist, &op, &schema,
+    if (pgvc_check_text_args("aside_statement", args, kwargs, kwlist, 0) < 0 ||
+        !PyArg_ParseTupleAndKeywords(args, kwargs, "szss:aside_statement", kwlist, &op, &schema,
                                      &name, &kind_s))
         return NULL;
     if ((kind = parse_kind(kind_s)) < 0)
@@ -303,7 +305,8 @@ PyObject *pgvc_grant_statements(PyObject *module, PyObject *args, PyObject *kwar
     PyObject *acl, *out = NULL;
     int kind;
     (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "zssOz:grant_statements", kwlist, &schema, &name,
+    if (pgvc_check_text_args("grant_statements", args, kwargs, kwlist, 0) < 0 ||
+        !PyArg_ParseTupleAndKeywords(args, kwargs, "zssOz:grant_statements", kwlist, &schema, &name,
                                      &kind_s, &acl, &owner))
         return NULL;
     if ((kind = parse_kind(kind_s)) < 0 || check_str_list(acl, "acl") < 0)
@@ -345,7 +348,8 @@ PyObject *pgvc_restore_statements(PyObject *module, PyObject *args, PyObject *kw
     int kind, populated;
     pgvc_buf b;
     (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "zssspzOzOz:restore_statements", kwlist, &schema,
+    if (pgvc_check_text_args("restore_statements", args, kwargs, kwlist, 0) < 0 ||
+        !PyArg_ParseTupleAndKeywords(args, kwargs, "zssspzOzOz:restore_statements", kwlist, &schema,
                                      &name, &kind_s, &definition, &populated, &tablespace, &indexes,
                                      &comment, &acl, &owner))
         return NULL;
@@ -405,7 +409,8 @@ PyObject *pgvc_comment_statement(PyObject *module, PyObject *args, PyObject *kwa
     pgvc_buf text, b;
     PyObject *out = NULL;
     (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "zsszz:comment_statement", kwlist, &schema,
+    if (pgvc_check_text_args("comment_statement", args, kwargs, kwlist, 0) < 0 ||
+        !PyArg_ParseTupleAndKeywords(args, kwargs, "zsszz:comment_statement", kwlist, &schema,
                                      &name, &kind_s, &old, &new_))
         return NULL;
     if ((kind = parse_kind(kind_s)) < 0)
@@ -465,7 +470,8 @@ PyObject *pgvc_build_check_statement(PyObject *module, PyObject *args, PyObject 
     pgvc_buf b;
     PyObject *text = NULL, *out = NULL;
     (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "zss#:build_check_statement", kwlist, &schema,
+    if (pgvc_check_text_args("build_check_statement", args, kwargs, kwlist, 0) < 0 ||
+        !PyArg_ParseTupleAndKeywords(args, kwargs, "zss#:build_check_statement", kwlist, &schema,
                                      &name, &sql, &sql_len))
         return NULL;
     if ((Py_ssize_t)strlen(sql) != sql_len) {

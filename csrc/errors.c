@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
 
 static int load_one(PyObject *mod, const char *name, PyObject **slot)
 {
@@ -91,10 +93,15 @@ PyObject *pgvc_raise_missing(pgvc_state *st, PyObject *view, PyObject *dependenc
     return NULL;
 }
 
-PyObject *pgvc_raise_invalid_name(pgvc_state *st, const char *name, const char *why)
+PyObject *pgvc_raise_invalid_name(pgvc_state *st, const char *what, const char *name,
+                                  Py_ssize_t len, const char *why)
 {
-    PyObject *args = Py_BuildValue("(ss)", name, why);
-    raise_instance(st->InvalidNameError, args, NULL);
+    PyObject *text, *args = NULL;
+    text = PyUnicode_DecodeUTF8(name, len < 0 ? (Py_ssize_t)strlen(name) : len, "surrogatepass");
+    if (text)
+        args = Py_BuildValue("(Nss)", text, why, what);
+    if (args)
+        raise_instance(st->InvalidNameError, args, NULL);
     Py_XDECREF(args);
     return NULL;
 }
@@ -187,4 +194,99 @@ PyObject *pgvc_frozen_sequence(PyObject *in, const char *not_seq)
     frozen = PySequence_Tuple(seq);
     Py_DECREF(seq);
     return frozen;
+}
+
+/* The argument `what` (index >= 0: its item index) of the function fn, as an error names it. */
+void pgvc_arg_name(char *out, size_t cap, const char *fn, const char *what, Py_ssize_t index)
+{
+    if (index >= 0)
+        snprintf(out, cap, "%s: %s[%zd]", fn, what, index);
+    else
+        snprintf(out, cap, "%s: %s", fn, what);
+}
+
+/* The UnicodeEncodeError set (a lone surrogate has no UTF-8) as a ValueError naming the
+ * argument, the codec's own error as its cause. */
+void pgvc_raise_not_utf8(const char *name)
+{
+    PyObject *et, *ev, *tb, *nt, *nv, *ntb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (!ev) {
+        PyErr_Restore(et, ev, tb);
+        return;
+    }
+    PyErr_Format(PyExc_ValueError, "%s is not valid text: %S", name, ev);
+    PyErr_Fetch(&nt, &nv, &ntb);
+    PyErr_NormalizeException(&nt, &nv, &ntb);
+    if (nv) {
+        PyException_SetCause(nv, ev); /* steals ev */
+        ev = NULL;
+    }
+    Py_XDECREF(et);
+    Py_XDECREF(ev);
+    Py_XDECREF(tb);
+    PyErr_Restore(nt, nv, ntb);
+}
+
+int pgvc_text_arg(PyObject *o, void *out)
+{
+    pgvc_text *t = out;
+    char name[128];
+    pgvc_arg_name(name, sizeof name, t->fn, t->what, -1);
+    t->s = NULL;
+    t->len = 0;
+    if (o == Py_None && t->none_ok)
+        return 1;
+    if (!PyUnicode_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a str%s, not %.100s", name,
+                     t->none_ok ? " or None" : "", Py_TYPE(o)->tp_name);
+        return 0;
+    }
+    if (!(t->s = PyUnicode_AsUTF8AndSize(o, &t->len))) {
+        if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            pgvc_raise_not_utf8(name);
+        return 0;
+    }
+    if (!t->nul_ok && (Py_ssize_t)strlen(t->s) != t->len) {
+        PyErr_Format(PyExc_ValueError, "%s contains a NUL byte: %R", name, o);
+        t->s = NULL;
+        return 0;
+    }
+    return 1;
+}
+
+/* RAISES_NEG: str o, argument `what` of fn, has UTF-8 (and no NUL byte unless nul_ok). */
+static int check_text(PyObject *o, const char *fn, const char *what, int nul_ok)
+{
+    char name[128];
+    const char *s;
+    Py_ssize_t len;
+    pgvc_arg_name(name, sizeof name, fn, what, -1);
+    if (!(s = PyUnicode_AsUTF8AndSize(o, &len))) {
+        if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            pgvc_raise_not_utf8(name);
+        return -1;
+    }
+    if (!nul_ok && (Py_ssize_t)strlen(s) != len) {
+        PyErr_Format(PyExc_ValueError, "%s contains a NUL byte: %R", name, o);
+        return -1;
+    }
+    return 0;
+}
+
+int pgvc_check_text_args(const char *fn, PyObject *args, PyObject *kwargs, char **kwlist,
+                         int nul_ok)
+{
+    Py_ssize_t i, n = PyTuple_GET_SIZE(args);
+    PyObject *o;
+    for (i = 0; kwlist[i]; i++) {
+        if (i < n)
+            o = PyTuple_GET_ITEM(args, i);
+        else if (!kwargs || !(o = PyDict_GetItemString(kwargs, kwlist[i])))
+            continue;
+        if (PyUnicode_Check(o) && check_text(o, fn, kwlist[i], nul_ok) < 0)
+            return -1;
+    }
+    return 0;
 }

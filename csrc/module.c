@@ -17,14 +17,14 @@ static pgvc_state *get_state(PyObject *module) { return (pgvc_state *)PyModule_G
 static PyObject *quote_ident(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"name", NULL};
-    const char *name;
+    pgvc_text name = PGVC_TEXT("quote_ident", "name");
     pgvc_buf b;
     PyObject *out;
     (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s:quote_ident", kwlist, &name))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&:quote_ident", kwlist, pgvc_text_arg, &name))
         return NULL;
     pgvc_buf_init(&b);
-    pgvc_buf_ident(&b, name);
+    pgvc_buf_ident(&b, name.s);
     out = pgvc_buf_to_str(&b);
     pgvc_buf_free(&b);
     return out;
@@ -33,12 +33,15 @@ static PyObject *quote_ident(PyObject *module, PyObject *args, PyObject *kwargs)
 static PyObject *split_table(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"db_table", NULL};
-    const char *db_table, *why = NULL;
+    pgvc_text db_table = PGVC_TEXT("split_table", "db_table");
+    const char *why = NULL;
     char schema[PGVC_NAMEDATALEN], name[PGVC_NAMEDATALEN];
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s:split_table", kwlist, &db_table))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&:split_table", kwlist, pgvc_text_arg,
+                                     &db_table))
         return NULL;
-    if (pgvc_split_table(db_table, schema, sizeof schema, name, sizeof name, &why) < 0)
-        return pgvc_raise_invalid_name(get_state(module), db_table, why);
+    if (pgvc_split_table(db_table.s, schema, sizeof schema, name, sizeof name, &why) < 0)
+        return pgvc_raise_invalid_name(get_state(module), "db_table", db_table.s, db_table.len,
+                                       why);
     if (!schema[0])
         return Py_BuildValue("(Os)", Py_None, name);
     return Py_BuildValue("(ss)", schema, name);
@@ -47,14 +50,16 @@ static PyObject *split_table(PyObject *module, PyObject *args, PyObject *kwargs)
 static PyObject *qualified_name(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"schema", "name", NULL};
-    const char *schema, *name;
+    pgvc_text schema = PGVC_TEXT_OR_NONE("qualified_name", "schema"),
+              name = PGVC_TEXT("qualified_name", "name");
     pgvc_buf b;
     PyObject *out;
     (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "zs:qualified_name", kwlist, &schema, &name))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&:qualified_name", kwlist, pgvc_text_arg,
+                                     &schema, pgvc_text_arg, &name))
         return NULL;
     pgvc_buf_init(&b);
-    pgvc_buf_qualified(&b, schema, name);
+    pgvc_buf_qualified(&b, schema.s, name.s);
     out = pgvc_buf_to_str(&b);
     pgvc_buf_free(&b);
     return out;
@@ -63,14 +68,15 @@ static PyObject *qualified_name(PyObject *module, PyObject *args, PyObject *kwar
 static PyObject *quote_literal(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"value", NULL};
-    const char *value;
+    pgvc_text value = PGVC_TEXT("quote_literal", "value");
     pgvc_buf b;
     PyObject *out;
     (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s:quote_literal", kwlist, &value))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&:quote_literal", kwlist, pgvc_text_arg,
+                                     &value))
         return NULL;
     pgvc_buf_init(&b);
-    pgvc_buf_literal(&b, value);
+    pgvc_buf_literal(&b, value.s);
     out = pgvc_buf_to_str(&b);
     pgvc_buf_free(&b);
     return out;
@@ -79,12 +85,14 @@ static PyObject *quote_literal(PyObject *module, PyObject *args, PyObject *kwarg
 static PyObject *derived_name(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"base", "suffix", NULL};
-    const char *base, *suffix;
+    pgvc_text base = PGVC_TEXT("derived_name", "base"),
+              suffix = PGVC_TEXT("derived_name", "suffix");
     char out[PGVC_NAMEDATALEN];
     (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss:derived_name", kwlist, &base, &suffix))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&:derived_name", kwlist, pgvc_text_arg,
+                                     &base, pgvc_text_arg, &suffix))
         return NULL;
-    pgvc_derived_name(out, base, suffix);
+    pgvc_derived_name(out, base.s, suffix.s);
     return PyUnicode_FromString(out);
 }
 
@@ -152,20 +160,22 @@ static PyObject *close_loop_connections(PyObject *module, PyObject *capsule)
 static PyObject *refresh_sql(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"db_table", "concurrently", NULL};
-    const char *db_table, *why = NULL;
+    pgvc_text t = PGVC_TEXT("refresh_sql", "db_table");
+    const char *why = NULL;
     int concurrently = 0;
-    Py_ssize_t len;
     pgvc_buf b;
     PyObject *out;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s#|p:refresh_sql", kwlist, &db_table, &len,
+    t.nul_ok = 1; /* an InvalidNameError, as any name PostgreSQL cannot take */
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&|p:refresh_sql", kwlist, pgvc_text_arg, &t,
                                      &concurrently))
         return NULL;
-    if ((Py_ssize_t)strlen(db_table) != len)
-        return pgvc_raise_invalid_name(get_state(module), db_table, "contains a NUL byte");
+    if ((Py_ssize_t)strlen(t.s) != t.len)
+        return pgvc_raise_invalid_name(get_state(module), "db_table", t.s, t.len,
+                                       "contains a NUL byte");
     pgvc_buf_init(&b);
-    if (pgvc_refresh_sql(&b, db_table, concurrently, &why) < 0) {
+    if (pgvc_refresh_sql(&b, t.s, concurrently, &why) < 0) {
         pgvc_buf_free(&b);
-        return pgvc_raise_invalid_name(get_state(module), db_table, why);
+        return pgvc_raise_invalid_name(get_state(module), "db_table", t.s, t.len, why);
     }
     out = pgvc_buf_to_str(&b);
     pgvc_buf_free(&b);

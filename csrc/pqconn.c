@@ -23,53 +23,20 @@ double pgvc_now(void)
 
 /* ---- owned copies of Python input ------------------------------------------------------- */
 
-/* The argument `what` (index >= 0: its item index) of the function fn, as an error names it. */
-static void arg_name(char *out, size_t cap, const char *fn, const char *what, Py_ssize_t index)
-{
-    if (index >= 0)
-        snprintf(out, cap, "%s: %s[%zd]", fn, what, index);
-    else
-        snprintf(out, cap, "%s: %s", fn, what);
-}
-
-/* The UnicodeEncodeError set (a lone surrogate has no UTF-8) as a ValueError naming the
- * argument, the codec's own error as its cause. */
-static void raise_not_utf8(const char *name)
-{
-    PyObject *et, *ev, *tb, *nt, *nv, *ntb;
-    PyErr_Fetch(&et, &ev, &tb);
-    PyErr_NormalizeException(&et, &ev, &tb);
-    if (!ev) {
-        PyErr_Restore(et, ev, tb);
-        return;
-    }
-    PyErr_Format(PyExc_ValueError, "%s is not valid text: %S", name, ev);
-    PyErr_Fetch(&nt, &nv, &ntb);
-    PyErr_NormalizeException(&nt, &nv, &ntb);
-    if (nv) {
-        PyException_SetCause(nv, ev); /* steals ev */
-        ev = NULL;
-    }
-    Py_XDECREF(et);
-    Py_XDECREF(ev);
-    Py_XDECREF(tb);
-    PyErr_Restore(nt, nv, ntb);
-}
-
 /* A str without NUL bytes, copied with malloc. NULL with TypeError/ValueError naming `what`. */
 char *pgvc_owned_str(PyObject *o, const char *fn, const char *what, Py_ssize_t index)
 {
     const char *s;
     Py_ssize_t len;
     char *copy, name[128];
-    arg_name(name, sizeof name, fn, what, index);
+    pgvc_arg_name(name, sizeof name, fn, what, index);
     if (!PyUnicode_Check(o)) {
         PyErr_Format(PyExc_TypeError, "%s must be a str, not %.100s", name, Py_TYPE(o)->tp_name);
         return NULL;
     }
     if (!(s = PyUnicode_AsUTF8AndSize(o, &len))) {
         if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
-            raise_not_utf8(name);
+            pgvc_raise_not_utf8(name);
         return NULL;
     }
     if ((Py_ssize_t)strlen(s) != len) {

@@ -66,8 +66,14 @@ static int read_task(Loop *L, Py_ssize_t i, PyObject *stmts, PyObject *prio, PyO
             return -1;
         }
         t->priority = PyFloat_AsDouble(p);
-        if (t->priority == -1.0 && PyErr_Occurred())
+        if (t->priority == -1.0 && PyErr_Occurred()) {
+            if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_OverflowError,
+                             "run_parallel: priority[%zd] is too large for a float: %R", i, p);
+            }
             return -1;
+        }
     }
     if (guard && PySequence_Fast_GET_ITEM(guard, i) != Py_None &&
         !(t->guard =

@@ -251,7 +251,7 @@ static int history_insert_many(pgvc_state *st, pgvc_buf *b, PyObject *tables)
     PyObject *seq = NULL, *item;
     const char *table, *why = NULL;
     Py_ssize_t n, i, len = 0;
-    char schema[PGVC_NAMEDATALEN], rel[PGVC_NAMEDATALEN];
+    char schema[PGVC_NAMEDATALEN], rel[PGVC_NAMEDATALEN], what[40];
     int rc = -1;
 
     if (PyUnicode_Check(tables) || PyBytes_Check(tables)) {
@@ -280,12 +280,13 @@ static int history_insert_many(pgvc_state *st, pgvc_buf *b, PyObject *tables)
         table = PyUnicode_AsUTF8AndSize(item, &len);
         if (!table)
             goto exit;
+        snprintf(what, sizeof what, "tables[%zd]", i);
         if ((Py_ssize_t)strlen(table) != len) {
-            pgvc_raise_invalid_name(st, table, "contains a NUL byte");
+            pgvc_raise_invalid_name(st, what, table, len, "contains a NUL byte");
             goto exit;
         }
         if (pgvc_split_table(table, schema, sizeof schema, rel, sizeof rel, &why) < 0) {
-            pgvc_raise_invalid_name(st, table, why);
+            pgvc_raise_invalid_name(st, what, table, len, why);
             goto exit;
         }
         if (i > 0)
@@ -536,7 +537,7 @@ static int check_names_given(pgvc_state *st, const query_entry *q, const query_a
         return -1;
     }
     if (a->schema_arg && (Py_ssize_t)strlen(a->schema_arg) != a->schema_len) {
-        pgvc_raise_invalid_name(st, a->schema_arg, "contains a NUL byte");
+        pgvc_raise_invalid_name(st, "schema", a->schema_arg, a->schema_len, "contains a NUL byte");
         return -1;
     }
     if ((q->kind == HISTORY_INSERT_MANY) != (a->tables != Py_None)) {
@@ -589,11 +590,11 @@ static int quote_table(pgvc_state *st, query_args *a)
 {
     const char *why = NULL;
     if ((Py_ssize_t)strlen(a->table) != a->table_len) {
-        pgvc_raise_invalid_name(st, a->table, "contains a NUL byte");
+        pgvc_raise_invalid_name(st, "table", a->table, a->table_len, "contains a NUL byte");
         return -1;
     }
     if (pgvc_split_table(a->table, a->schema, sizeof a->schema, a->rel, sizeof a->rel, &why) < 0) {
-        pgvc_raise_invalid_name(st, a->table, why);
+        pgvc_raise_invalid_name(st, "table", a->table, a->table_len, why);
         return -1;
     }
     pgvc_buf_qualified(&a->quoted, a->schema[0] ? a->schema : NULL, a->rel);
@@ -651,7 +652,8 @@ PyObject *pgvc_query_sql(pgvc_state *st, PyObject *args, PyObject *kwargs)
     a.ms_obj = a.tables = Py_None;
     pgvc_buf_init(&b);
     pgvc_buf_init(&a.quoted);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|z#Oz#O:query_sql", kwlist, &a.name_obj,
+    if (pgvc_check_text_args("query_sql", args, kwargs, kwlist, 1) < 0 ||
+        !PyArg_ParseTupleAndKeywords(args, kwargs, "U|z#Oz#O:query_sql", kwlist, &a.name_obj,
                                      &a.table, &a.table_len, &a.ms_obj, &a.schema_arg,
                                      &a.schema_len, &a.tables))
         goto exit;

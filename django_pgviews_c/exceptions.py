@@ -73,10 +73,14 @@ class MissingDependencyError(DependencyError):
 
 
 class InvalidNameError(PGViewsError):
-    def __init__(self, name: str, why: str) -> None:
+    """A name PostgreSQL cannot take. ``what`` names the argument that held it (``db_table``,
+    ``schema``, ``tables[2]`` ...); ``name`` is its whole value."""
+
+    def __init__(self, name: str, why: str, what: str = "db_table") -> None:
         self.name = name
         self.why = why
-        super().__init__(f"invalid db_table {name!r}: {why}")
+        self.what = what
+        super().__init__(f"invalid {what} {name!r}: {why}")
 
 
 class PlanError(PGViewsError):

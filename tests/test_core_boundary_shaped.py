@@ -17,8 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests import core_boundary_inputs as inputs
 from tests import test_core_boundary as boundary
-from tests.test_core_boundary import Ev, _conninfos, _texts, anything, mostly, sometimes, verdict
+from tests.core_boundary_inputs import Ev, _conninfos, _texts, anything, mostly, sometimes
+from tests.test_core_boundary import verdict
 
 _resolve_plain = boundary._resolve
 
@@ -185,7 +187,7 @@ SHAPES: dict[str, Any] = {
     "Schedule.drive": _schedule_drive,
     "query_sql": _query_sql,
     **{
-        name: (lambda shape: lambda _c: mostly(shape, boundary._generic(_c)))(s)
+        name: (lambda shape: lambda _c: mostly(shape, inputs._generic(_c)))(s)
         for name, s in _statement_builders().items()
     },
 }
@@ -221,10 +223,10 @@ def test_every_entry_point_has_a_shape_here_or_there():
     from django_pgviews_c import _core
 
     # Schedule's constructor is driven by "Schedule.drive"; PlanAction is plan()'s result type.
-    shaped = set(SHAPES) | set(boundary.SHAPES) | {"Schedule", "PlanAction"}
+    shaped = set(SHAPES) | set(inputs.SHAPES) | {"Schedule", "PlanAction"}
     takes_nothing = {"catalog_sql", "query_names", "populated_sql", "lock_holders_sql", "libpq_version"}
     takes_nothing |= {"aside_sql", "aside_relations_sql", "aside_lock_sql", "freshness_sql"}
-    missing = [n for n in boundary.callables() if "." not in n and n not in shaped | takes_nothing]
+    missing = [n for n in inputs.callables() if "." not in n and n not in shaped | takes_nothing]
     assert missing == []
     assert set(vars(_core.Schedule)) & {"next", "done"} == {"next", "done"}
 
